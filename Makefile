@@ -1,0 +1,29 @@
+# The README's commands. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: test lint controlplane up down bench-localregions
+
+## test: everything CI checks: format, lints, unit and end-to-end tests.
+test: lint controlplane
+	$(CARGO) test --all-targets
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## controlplane: build (or find cached) etcd, kube-*, kubectl, kwok, helm.
+controlplane:
+	bash tests/controlplane/build.sh
+
+## up / down: three local clusters for trying things by hand.
+up:
+	$(CARGO) run --quiet --bin localregions -- up hub us-east eu-west
+
+down:
+	$(CARGO) run --quiet --bin localregions -- down
+
+## bench-localregions: build and start-up times and memory, as JSON.
+bench-localregions:
+	$(CARGO) build --release --bin localregions
+	bash tests/controlplane/bench.sh

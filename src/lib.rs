@@ -1,0 +1,5 @@
+//! multiregion: run one application across several Kubernetes clusters
+//! ("regions") and keep it serving when a region fails.
+#![forbid(unsafe_code)]
+
+pub mod localregions;

@@ -1,0 +1,711 @@
+//! Real Kubernetes control planes as plain processes on loopback.
+//!
+//! `localregions` starts one etcd and, for each named cluster, a
+//! kube-apiserver (own CA and TLS, RBAC on, ServiceAccount tokens), a
+//! kube-controller-manager (node monitor grace period of a few seconds), a
+//! kube-scheduler and KWOK with two fake nodes labelled
+//! `topology.kubernetes.io/region=<name>`. It is the environment of the
+//! end-to-end tests and of the demo; the same code serves both.
+//!
+//! State (pids, ports, command lines) lives in `DIR/state.json`, so each
+//! subcommand of the `localregions` command can act on what `up` started.
+
+mod binaries;
+mod pki;
+mod process;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde::{Deserialize, Serialize};
+
+pub use binaries::{Binaries, source_dir};
+pub use process::Component;
+
+/// Where clusters live unless `--dir` says otherwise.
+pub const DEFAULT_DIR: &str = ".local/regions";
+
+/// How long any one component may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// KWOK renews node leases every quarter of this; the controller-manager's
+/// grace period below is a few renewals, so a stopped KWOK is noticed fast.
+const NODE_LEASE_SECONDS: u32 = 8;
+const NODE_MONITOR_GRACE: &str = "10s";
+const NODES_PER_CLUSTER: usize = 2;
+
+const KWOK_STAGES: &str = include_str!("../../tests/controlplane/kwok-stages.yaml");
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct State {
+    bin_dir: PathBuf,
+    etcd_url: String,
+    etcd: Component,
+    clusters: Vec<ClusterState>,
+    watchdog: Option<Component>,
+}
+
+/// One running cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub name: String,
+    /// `https://127.0.0.1:<port>` of its API server.
+    pub server: String,
+    pub kubeconfig: PathBuf,
+    apiserver: Component,
+    controller_manager: Component,
+    scheduler: Component,
+    scheduler_port: u16,
+    kwok: Component,
+}
+
+impl ClusterState {
+    fn components(&self) -> [&Component; 4] {
+        [
+            &self.apiserver,
+            &self.controller_manager,
+            &self.scheduler,
+            &self.kwok,
+        ]
+    }
+}
+
+/// Options for [`LocalRegions::up`].
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    pub dir: PathBuf,
+    pub names: Vec<String>,
+    /// Also start a watchdog that stops everything when this process exits,
+    /// however it exits (tests: a panic, a SIGKILL from a timeout).
+    pub stop_with_this_process: bool,
+}
+
+/// A set of local clusters started by `up` (or found by `open`).
+#[derive(Debug)]
+pub struct LocalRegions {
+    dir: PathBuf,
+    state: State,
+}
+
+impl LocalRegions {
+    /// Starts etcd and every named cluster, one after another, and returns
+    /// when all of them are ready. The processes keep running after this
+    /// process exits unless `stop_with_this_process` is set.
+    pub async fn up(options: UpOptions) -> Result<Self> {
+        if options.names.is_empty() {
+            bail!("name at least one cluster to start");
+        }
+        for name in &options.names {
+            validate_name(name)?;
+        }
+        let dir = absolute(&options.dir)?;
+        if let Ok(existing) = Self::open(&dir)
+            && existing.any_running()
+        {
+            bail!(
+                "clusters are already running in {} (run `localregions down --dir {}` first)",
+                dir.display(),
+                dir.display()
+            );
+        }
+        clean(&dir)?;
+        std::fs::create_dir_all(dir.join("logs"))?;
+        let bins = Binaries::locate()?;
+        std::fs::write(dir.join("kwok-stages.yaml"), KWOK_STAGES)?;
+
+        let etcd_port = process::free_port()?;
+        let peer_port = process::free_port()?;
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let etcd = Component {
+            name: "etcd".into(),
+            program: bins.path("etcd"),
+            args: vec![
+                "--name=localregions".into(),
+                format!("--data-dir={}", dir.join("etcd").display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=localregions={peer_url}"),
+                "--unsafe-no-fsync=true".into(),
+                "--log-level=warn".into(),
+            ],
+            log: dir.join("logs/etcd.log"),
+            pid: None,
+        };
+        let mut regions = LocalRegions {
+            dir: dir.clone(),
+            state: State {
+                bin_dir: bins.dir.clone(),
+                etcd_url,
+                etcd,
+                clusters: Vec::new(),
+                watchdog: None,
+            },
+        };
+        if options.stop_with_this_process {
+            regions.start_watchdog()?;
+        }
+        regions.state.etcd.start()?;
+        regions.save()?;
+        let result = regions.start_all(&bins, &options.names).await;
+        if let Err(err) = result {
+            eprintln!("{}", regions.logs_tail(40));
+            regions.down();
+            return Err(err);
+        }
+        Ok(regions)
+    }
+
+    async fn start_all(&mut self, bins: &Binaries, names: &[String]) -> Result<()> {
+        wait_etcd(&self.state.etcd_url, &self.state.etcd).await?;
+        for (index, name) in names.iter().enumerate() {
+            let started = Instant::now();
+            self.start_cluster(bins, name, index).await?;
+            tracing::info!(cluster = %name, seconds = started.elapsed().as_secs_f32(), "cluster ready");
+        }
+        Ok(())
+    }
+
+    async fn start_cluster(&mut self, bins: &Binaries, name: &str, index: usize) -> Result<()> {
+        let dir = self.dir.clone();
+        let pki = pki::ClusterPki::generate(&dir.join("pki").join(name), name)?;
+        let api_port = process::free_port()?;
+        let server = format!("https://127.0.0.1:{api_port}");
+        let kubeconfig = dir.join(format!("{name}.kubeconfig"));
+        pki::write_private(&kubeconfig, &pki.admin_kubeconfig(name, &server))?;
+        let kc = kubeconfig.display().to_string();
+        let log = |component: &str| dir.join(format!("logs/{name}-{component}.log"));
+
+        let mut apiserver = Component {
+            name: format!("{name}/kube-apiserver"),
+            program: bins.path("kube-apiserver"),
+            args: vec![
+                format!("--etcd-servers={}", self.state.etcd_url),
+                format!("--etcd-prefix=/localregions/{name}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--secure-port={api_port}"),
+                format!("--tls-cert-file={}", pki.serving_cert.display()),
+                format!("--tls-private-key-file={}", pki.serving_key.display()),
+                format!("--client-ca-file={}", pki.ca_cert.display()),
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+                format!(
+                    "--service-account-key-file={}",
+                    pki.service_account_pub.display()
+                ),
+                format!(
+                    "--service-account-signing-key-file={}",
+                    pki.service_account_key.display()
+                ),
+                format!("--service-cluster-ip-range=10.{}.0.0/16", 96 + index),
+                "--authorization-mode=Node,RBAC".into(),
+                "--allow-privileged=true".into(),
+                "--profiling=false".into(),
+                format!("--cert-dir={}", dir.join("pki").join(name).display()),
+            ],
+            log: log("kube-apiserver"),
+            pid: None,
+        };
+        apiserver.start()?;
+        let cm_port = process::free_port()?;
+        let mut controller_manager = Component {
+            name: format!("{name}/kube-controller-manager"),
+            program: bins.path("kube-controller-manager"),
+            args: vec![
+                format!("--kubeconfig={kc}"),
+                format!("--authentication-kubeconfig={kc}"),
+                format!("--authorization-kubeconfig={kc}"),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={cm_port}"),
+                "--leader-elect=false".into(),
+                format!("--cluster-name={name}"),
+                format!(
+                    "--service-account-private-key-file={}",
+                    pki.service_account_key.display()
+                ),
+                format!("--root-ca-file={}", pki.ca_cert.display()),
+                "--use-service-account-credentials=true".into(),
+                "--node-monitor-period=1s".into(),
+                format!("--node-monitor-grace-period={NODE_MONITOR_GRACE}"),
+                "--profiling=false".into(),
+            ],
+            log: log("kube-controller-manager"),
+            pid: None,
+        };
+        let scheduler_port = process::free_port()?;
+        let mut scheduler = Component {
+            name: format!("{name}/kube-scheduler"),
+            program: bins.path("kube-scheduler"),
+            args: vec![
+                format!("--kubeconfig={kc}"),
+                format!("--authentication-kubeconfig={kc}"),
+                format!("--authorization-kubeconfig={kc}"),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={scheduler_port}"),
+                "--leader-elect=false".into(),
+                "--profiling=false".into(),
+            ],
+            log: log("kube-scheduler"),
+            pid: None,
+        };
+        let kwok_port = process::free_port()?;
+        let kwok = Component {
+            name: format!("{name}/kwok"),
+            program: bins.path("kwok"),
+            args: vec![
+                format!("--kubeconfig={kc}"),
+                format!("--config={}", dir.join("kwok-stages.yaml").display()),
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
+                format!("--node-lease-duration-seconds={NODE_LEASE_SECONDS}"),
+                format!("--server-address=127.0.0.1:{kwok_port}"),
+                format!("--cidr=10.{}.0.1/16", 200 + index),
+                "--node-ip=127.0.0.1".into(),
+            ],
+            log: log("kwok"),
+            pid: None,
+        };
+        self.state.clusters.push(ClusterState {
+            name: name.to_string(),
+            server: server.clone(),
+            kubeconfig: kubeconfig.clone(),
+            apiserver: apiserver.clone(),
+            controller_manager: controller_manager.clone(),
+            scheduler: scheduler.clone(),
+            scheduler_port,
+            kwok: kwok.clone(),
+        });
+        self.save()?;
+
+        let client = admin_client(&kubeconfig).await?;
+        wait_apiserver(&client, &apiserver).await?;
+        controller_manager.start()?;
+        scheduler.start()?;
+        self.cluster_mut(name)?.controller_manager = controller_manager.clone();
+        self.cluster_mut(name)?.scheduler = scheduler.clone();
+        self.save()?;
+        create_nodes(&client, name).await?;
+        self.start_nodes(name).await?;
+        wait_until(
+            &controller_manager,
+            "the default ServiceAccount",
+            || async {
+                let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+                Ok(sas.get_opt("default").await?.is_some())
+            },
+        )
+        .await?;
+        wait_until(&scheduler, "scheduler /readyz", || async {
+            scheduler_ready(scheduler_port).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Reads the state of clusters started earlier in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let dir = absolute(dir)?;
+        let path = dir.join("state.json");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no local regions in {} (run `localregions up` first)",
+                dir.display()
+            )
+        })?;
+        let state =
+            serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+        Ok(LocalRegions { dir, state })
+    }
+
+    /// Stops every process `up` started and forgets them. Data stays on disk
+    /// until the next `up` in the same directory.
+    pub fn down(&mut self) {
+        for cluster in self.state.clusters.iter_mut().rev() {
+            for component in [
+                &mut cluster.kwok,
+                &mut cluster.scheduler,
+                &mut cluster.controller_manager,
+                &mut cluster.apiserver,
+            ] {
+                component.stop(Duration::from_secs(10));
+            }
+        }
+        self.state.etcd.stop(Duration::from_secs(10));
+        if let Some(watchdog) = &mut self.state.watchdog {
+            watchdog.stop(Duration::ZERO);
+        }
+        let _ = std::fs::remove_file(self.dir.join("state.json"));
+        let _ = std::fs::remove_file(self.dir.join("pids"));
+    }
+
+    /// Makes a cluster unreachable: its API server is killed (as in a crash).
+    /// Its data stays in etcd.
+    pub fn stop_apiserver(&mut self, name: &str) -> Result<()> {
+        self.cluster_mut(name)?.apiserver.stop(Duration::ZERO);
+        self.save()
+    }
+
+    /// Starts a cluster's API server again on the same port and waits for it.
+    pub async fn start_apiserver(&mut self, name: &str) -> Result<()> {
+        let cluster = self.cluster_mut(name)?;
+        if !cluster.apiserver.is_running() {
+            cluster.apiserver.start()?;
+        }
+        let apiserver = cluster.apiserver.clone();
+        let kubeconfig = cluster.kubeconfig.clone();
+        self.save()?;
+        wait_apiserver(&admin_client(&kubeconfig).await?, &apiserver).await
+    }
+
+    /// Stops a cluster's KWOK: its node leases stop being renewed, the
+    /// controller-manager marks the nodes NotReady and their pods not ready.
+    pub fn stop_nodes(&mut self, name: &str) -> Result<()> {
+        self.cluster_mut(name)?.kwok.stop(Duration::ZERO);
+        self.save()
+    }
+
+    /// Starts a cluster's KWOK again and waits until its nodes are Ready.
+    pub async fn start_nodes(&mut self, name: &str) -> Result<()> {
+        let cluster = self.cluster_mut(name)?;
+        if !cluster.kwok.is_running() {
+            cluster.kwok.start()?;
+        }
+        let kwok = cluster.kwok.clone();
+        let kubeconfig = cluster.kubeconfig.clone();
+        self.save()?;
+        let client = admin_client(&kubeconfig).await?;
+        wait_until(&kwok, "nodes Ready", || async {
+            let nodes: Api<Node> = Api::all(client.clone());
+            let list = nodes.list(&Default::default()).await?;
+            Ok(!list.items.is_empty() && list.items.iter().all(node_ready))
+        })
+        .await
+    }
+
+    /// The clusters, in the order they were started.
+    pub fn clusters(&self) -> &[ClusterState] {
+        &self.state.clusters
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Directory of the control-plane binaries (kubectl, helm, ...).
+    pub fn bin_dir(&self) -> &Path {
+        &self.state.bin_dir
+    }
+
+    pub fn kubeconfig(&self, name: &str) -> Result<PathBuf> {
+        Ok(self.cluster(name)?.kubeconfig.clone())
+    }
+
+    /// An admin client for one cluster.
+    pub async fn client(&self, name: &str) -> Result<kube::Client> {
+        admin_client(&self.cluster(name)?.kubeconfig).await
+    }
+
+    /// Shell lines exporting each cluster's kubeconfig path
+    /// (`KUBECONFIG_US_EAST=...`) and putting kubectl and helm on PATH.
+    pub fn env_lines(&self) -> String {
+        let mut out = String::new();
+        for cluster in &self.state.clusters {
+            out.push_str(&format!(
+                "export KUBECONFIG_{}={}\n",
+                cluster.name.to_uppercase().replace('-', "_"),
+                cluster.kubeconfig.display()
+            ));
+        }
+        out.push_str(&format!(
+            "export PATH={}:\"$PATH\"\n",
+            self.state.bin_dir.display()
+        ));
+        out
+    }
+
+    /// Pids and resident memory (KiB) of every running process.
+    pub fn resident_memory(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        let all = std::iter::once(&self.state.etcd)
+            .chain(self.state.clusters.iter().flat_map(|c| c.components()));
+        for component in all {
+            if let Some(kib) = component.pid.and_then(rss_kib) {
+                out.insert(component.name.clone(), kib);
+            }
+        }
+        out
+    }
+
+    /// The last lines of every component's log, for a failing test.
+    pub fn logs_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        let all = std::iter::once(&self.state.etcd)
+            .chain(self.state.clusters.iter().flat_map(|c| c.components()));
+        for component in all {
+            out.push_str(&format!(
+                "----- {} ({}) -----\n{}\n",
+                component.name,
+                component.log.display(),
+                component.log_tail(lines)
+            ));
+        }
+        out
+    }
+
+    fn any_running(&self) -> bool {
+        self.state.etcd.is_running()
+            || self
+                .state
+                .clusters
+                .iter()
+                .any(|c| c.components().iter().any(|p| p.is_running()))
+    }
+
+    fn cluster(&self, name: &str) -> Result<&ClusterState> {
+        self.state
+            .clusters
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| anyhow!("no local cluster named {name:?} in {}", self.dir.display()))
+    }
+
+    fn cluster_mut(&mut self, name: &str) -> Result<&mut ClusterState> {
+        let dir = self.dir.clone();
+        self.state
+            .clusters
+            .iter_mut()
+            .find(|c| c.name == name)
+            .ok_or_else(|| anyhow!("no local cluster named {name:?} in {}", dir.display()))
+    }
+
+    /// Writes the state file and the pid list the watchdog reads.
+    fn save(&self) -> Result<()> {
+        let json = serde_json::to_string_pretty(&self.state)?;
+        std::fs::write(self.dir.join("state.json"), json)?;
+        let pids: Vec<String> = std::iter::once(&self.state.etcd)
+            .chain(self.state.clusters.iter().flat_map(|c| c.components()))
+            .filter_map(|c| c.pid.map(|p| p.to_string()))
+            .collect();
+        std::fs::write(self.dir.join("pids"), pids.join("\n") + "\n")?;
+        Ok(())
+    }
+
+    /// A shell loop that outlives nothing: when this process is gone it kills
+    /// every pid in `DIR/pids`.
+    fn start_watchdog(&mut self) -> Result<()> {
+        let script = format!(
+            "while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill -9 $(cat '{pids}') 2>/dev/null; exit 0",
+            parent = std::process::id(),
+            pids = self.dir.join("pids").display(),
+        );
+        let mut watchdog = Component {
+            name: "watchdog".into(),
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script],
+            log: self.dir.join("logs/watchdog.log"),
+            pid: None,
+        };
+        watchdog.start()?;
+        self.state.watchdog = Some(watchdog);
+        Ok(())
+    }
+}
+
+/// Stops the clusters when dropped, printing their logs if a test panicked.
+pub struct Guard(pub LocalRegions);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.0.logs_tail(60));
+        }
+        self.0.down();
+    }
+}
+
+impl std::ops::Deref for Guard {
+    type Target = LocalRegions;
+    fn deref(&self) -> &LocalRegions {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Guard {
+    fn deref_mut(&mut self) -> &mut LocalRegions {
+        &mut self.0
+    }
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        bail!("cluster name {name:?} must be a DNS-1123 label (lowercase letters, digits, '-')")
+    }
+}
+
+fn absolute(dir: &Path) -> Result<PathBuf> {
+    Ok(if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(dir)
+    })
+}
+
+/// Removes what an earlier `up` left in `dir`, and only that.
+fn clean(dir: &Path) -> Result<()> {
+    for sub in ["etcd", "pki", "logs"] {
+        let path = dir.join(sub);
+        if path.exists() {
+            std::fs::remove_dir_all(&path)?;
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.ends_with(".kubeconfig") || name == "state.json" || name == "pids" {
+                std::fs::remove_file(path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An admin client with short timeouts, fit for readiness polls.
+pub async fn admin_client(kubeconfig: &Path) -> Result<kube::Client> {
+    let kc = Kubeconfig::read_from(kubeconfig)?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    config.connect_timeout = Some(Duration::from_secs(2));
+    config.read_timeout = Some(Duration::from_secs(10));
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Polls `check` until it returns true, failing early when the component
+/// has exited and with its log tail on timeout.
+async fn wait_until<F, Fut>(component: &Component, what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut last_error = String::new();
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(err) => last_error = format!("{err:#}"),
+        }
+        if !component.is_running() {
+            bail!(
+                "{} exited while waiting for {what}; its log ends with:\n{}",
+                component.name,
+                component.log_tail(30)
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "timed out after {:?} waiting for {what} ({}); last error: {last_error}; log ends with:\n{}",
+                READY_TIMEOUT,
+                component.name,
+                component.log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_etcd(url: &str, etcd: &Component) -> Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    wait_until(etcd, "etcd /health", || async {
+        let body = http
+            .get(format!("{url}/health"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(body.contains("\"health\":\"true\""))
+    })
+    .await
+}
+
+async fn wait_apiserver(client: &kube::Client, apiserver: &Component) -> Result<()> {
+    wait_until(apiserver, "kube-apiserver /readyz", || async {
+        let request = http::Request::get("/readyz").body(Vec::new())?;
+        Ok(client.request_text(request).await? == "ok")
+    })
+    .await
+}
+
+async fn scheduler_ready(port: u16) -> Result<bool> {
+    let http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let response = http
+        .get(format!("https://127.0.0.1:{port}/readyz"))
+        .send()
+        .await?;
+    Ok(response.status().is_success())
+}
+
+async fn create_nodes(client: &kube::Client, cluster: &str) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    for i in 0..NODES_PER_CLUSTER {
+        let name = format!("{cluster}-node-{i}");
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "annotations": { "kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0" },
+                "labels": {
+                    "type": "kwok",
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "topology.kubernetes.io/region": cluster,
+                    "topology.kubernetes.io/zone": format!("{cluster}-{}", (b'a' + i as u8) as char),
+                }
+            }
+        }))?;
+        match nodes.create(&PostParams::default(), &node).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The node's Ready condition is True.
+pub fn node_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

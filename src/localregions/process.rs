@@ -1,0 +1,142 @@
+//! Starting and stopping the control-plane processes.
+//!
+//! Every component runs in its own process group with its output in one log
+//! file. Processes are tracked by pid in the state file, so a later
+//! `localregions down` in another process can stop what `up` started.
+
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+/// How to start one component again, and the process currently running it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Component {
+    /// Short name used in logs and messages, e.g. `us-east/kube-apiserver`.
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub log: PathBuf,
+    /// Pid of the running process, if any.
+    pub pid: Option<i32>,
+}
+
+impl Component {
+    /// Starts the component detached from the caller's process group, so a
+    /// Ctrl-C in the terminal that ran `up` does not reach it.
+    pub fn start(&mut self) -> Result<()> {
+        if let Some(parent) = self.log.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening log {}", self.log.display()))?;
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {} ({})", self.name, self.program.display()))?;
+        self.pid = Some(child.id() as i32);
+        // The Child handle is dropped on purpose: the process outlives us when
+        // `up` runs as a command; `stop` reaps it when we are its parent.
+        Ok(())
+    }
+
+    /// True when the recorded process is still running this component's program.
+    pub fn is_running(&self) -> bool {
+        self.pid
+            .is_some_and(|pid| running_program(pid, &self.program))
+    }
+
+    /// Stops the component: SIGTERM and a grace period, or SIGKILL at once.
+    pub fn stop(&mut self, grace: Duration) {
+        let Some(pid) = self.pid.take() else { return };
+        if !running_program(pid, &self.program) {
+            reap(pid);
+            return;
+        }
+        let signal = if grace.is_zero() {
+            Signal::SIGKILL
+        } else {
+            Signal::SIGTERM
+        };
+        let _ = kill(Pid::from_raw(pid), signal);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && alive(pid) {
+            reap(pid);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if alive(pid) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let hard = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < hard && alive(pid) {
+                reap(pid);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        reap(pid);
+    }
+
+    /// The last `lines` lines of the component's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log, lines)
+    }
+}
+
+/// Reaps the process if it is our child and has exited (no-op otherwise).
+fn reap(pid: i32) {
+    let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+}
+
+/// Alive and not a zombie.
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // Field 3 is the state; the command name before it is in parentheses.
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X") | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Alive and still the program we started (pids are reused).
+fn running_program(pid: i32, program: &Path) -> bool {
+    if !alive(pid) {
+        return false;
+    }
+    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+        return false;
+    };
+    let name = |p: &Path| p.file_name().map(|n| n.to_owned());
+    name(&exe) == name(program)
+}
+
+pub fn tail(path: &Path, lines: usize) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released at once).
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
