@@ -2,4 +2,5 @@
 //! ("regions") and keep it serving when a region fails.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod localregions;

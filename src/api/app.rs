@@ -1,0 +1,573 @@
+//! `MultiRegionApp`: one application run across regions.
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::json_schema;
+use serde::{Deserialize, Serialize};
+
+use super::region::{three, two};
+
+/// An application placed in several regions, with health checks and
+/// traffic weights that move away from a failing region.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "multiregion.io",
+    version = "v1alpha1",
+    kind = "MultiRegionApp",
+    namespaced,
+    status = "MultiRegionAppStatus",
+    shortname = "mra",
+    category = "multiregion",
+    printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.strategy"),
+    printcolumn(name = "Active", type_ = "string", json_path = ".status.activeRegion"),
+    printcolumn(name = "Weights", type_ = "string", json_path = ".status.weights"),
+    printcolumn(name = "Healthy", type_ = "string", json_path = ".status.healthy"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self.strategy == 'ActiveActive' || self.regions.size() >= 2").message("ActivePassive and FollowTheSun need at least 2 regions").field_path(".regions"))]
+#[x_kube(validation = Rule::new("self.strategy != 'FollowTheSun' || self.regions.all(r, has(r.activeWindow))").message("spec.regions[].activeWindow: FollowTheSun needs an activeWindow on every region").field_path(".regions"))]
+#[x_kube(validation = Rule::new("self.strategy != 'ActiveActive' || self.regions.exists(r, r.weight > 0)").message("spec.regions[].weight: ActiveActive needs at least one region with weight > 0").field_path(".regions"))]
+#[x_kube(validation = Rule::new("self.standby.replicas <= self.workload.replicas").message("must not be larger than spec.workload.replicas").field_path(".standby.replicas"))]
+#[x_kube(validation = Rule::new("self.failover.activeOverride == '' || self.regions.exists(r, r.name == self.failover.activeOverride)").message("must name a region listed in spec.regions").field_path(".failover.activeOverride"))]
+#[serde(rename_all = "camelCase")]
+pub struct MultiRegionAppSpec {
+    /// How traffic is spread: ActiveActive (every healthy region serves by
+    /// weight), ActivePassive (one region serves, the others stand by, in
+    /// list order of preference) or FollowTheSun (the region whose UTC
+    /// activeWindow contains now serves).
+    pub strategy: Strategy,
+
+    /// The regions the app runs in. For ActivePassive the order is the order
+    /// of preference.
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new("self.all(r, self.filter(s, s.name == r.name).size() == 1)").message("region names must be unique"))]
+    pub regions: Vec<AppRegion>,
+
+    /// What is placed in every region.
+    pub workload: Workload,
+
+    /// Size of the warm standby in regions that are not active
+    /// (ActivePassive, FollowTheSun). 0 is a pilot light.
+    #[serde(default)]
+    pub standby: Standby,
+
+    /// How each region's health is judged, round by round.
+    #[serde(default)]
+    pub health_check: HealthCheck,
+
+    /// What happens when a region fails and when it recovers.
+    #[serde(default)]
+    pub failover: Failover,
+
+    /// Where weights are published besides status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Traffic>,
+}
+
+/// How traffic is spread across regions.
+#[derive(schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Strategy {
+    /// Every healthy region serves, by weight.
+    ActiveActive,
+    /// One region serves; the others run a standby and take over in list order.
+    ActivePassive,
+    /// The region whose UTC activeWindow contains now serves.
+    FollowTheSun,
+}
+
+/// One region of the app.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppRegion {
+    /// Name of a Region (a DNS-1123 label).
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+
+    /// ActiveActive: this region's relative share of traffic (0..1000),
+    /// normalised so healthy regions sum to 100.
+    #[serde(default = "hundred")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub weight: i32,
+
+    /// Replicas here when active, instead of workload.replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i32>,
+
+    /// This app's entry point in this region, instead of the Region's
+    /// spec.endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub endpoint: Option<String>,
+
+    /// FollowTheSun: the UTC window in which this region is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_window: Option<ActiveWindow>,
+
+    /// Manual drain: weight 0 here, replicas kept.
+    #[serde(default)]
+    pub drain: bool,
+}
+
+fn hundred() -> i32 {
+    100
+}
+
+/// A daily window in UTC, `HH:MM` to `HH:MM`; it may wrap midnight
+/// (22:00 to 06:00).
+#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveWindow {
+    /// Start, `HH:MM` UTC, inclusive.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"), length(max = 5))]
+    pub start: String,
+    /// End, `HH:MM` UTC, exclusive.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"), length(max = 5))]
+    pub end: String,
+}
+
+/// The workload placed in every region.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Workload {
+    /// Replicas in an active region (ActiveActive: every region).
+    #[serde(default = "one")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+
+    /// Pod template of the Deployment placed in each region. Its labels are
+    /// extended with the app's labels; the selector is set by the operator.
+    #[schemars(schema_with = "any_object")]
+    pub template: PodTemplateSpec,
+
+    /// A Service placed next to the Deployment, selecting its pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<WorkloadService>,
+}
+
+fn one() -> i32 {
+    1
+}
+
+fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "description": "A PodTemplateSpec (metadata and spec), as in a Deployment."
+    })
+}
+
+/// The Service placed with the workload.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadService {
+    /// Ports of the Service.
+    #[schemars(length(min = 1, max = 64))]
+    pub ports: Vec<WorkloadServicePort>,
+}
+
+/// One port of the placed Service.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadServicePort {
+    /// Name of the port, e.g. http.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub name: Option<String>,
+    /// Port the Service listens on.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Container port the traffic goes to; defaults to port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub target_port: Option<i32>,
+    /// TCP (default), UDP or SCTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+/// The warm standby.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Standby {
+    /// Replicas in a standby region; 0 is a pilot light (nothing runs until
+    /// a failover). At most workload.replicas.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+}
+
+impl Default for Standby {
+    fn default() -> Self {
+        Standby { replicas: 1 }
+    }
+}
+
+/// Health rounds per region. A round fails when the Region is unreachable,
+/// when fewer than ceil(minReadyRatio * desired) replicas are ready, or when
+/// the optional HTTP probe fails.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.timeoutSeconds <= self.intervalSeconds").message("must not exceed spec.healthCheck.intervalSeconds").field_path(".timeoutSeconds"))]
+pub struct HealthCheck {
+    /// Seconds between rounds (1..3600).
+    #[serde(default = "five")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub interval_seconds: i32,
+    /// Seconds the HTTP probe may take (at least 1, at most intervalSeconds).
+    #[serde(default = "two")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: i32,
+    /// Failed rounds in a row that make a region Unhealthy (>= 1).
+    #[serde(default = "three")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_threshold: i32,
+    /// Good rounds in a row that make it Healthy again (>= 1).
+    #[serde(default = "two")]
+    #[schemars(range(min = 1, max = 100))]
+    pub success_threshold: i32,
+    /// Share of desired replicas that must be ready, in (0, 1].
+    #[serde(default = "half")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self <= 1.0").message("must be greater than 0 and at most 1"))]
+    pub min_ready_ratio: f64,
+    /// Optional HTTP probe of the region's endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCheck>,
+}
+
+fn five() -> i32 {
+    5
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            interval_seconds: 5,
+            timeout_seconds: 2,
+            failure_threshold: 3,
+            success_threshold: 2,
+            min_ready_ratio: 0.5,
+            http: None,
+        }
+    }
+}
+
+/// `GET endpoint + path`; a 2xx or 3xx answer within timeoutSeconds passes.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HttpCheck {
+    /// Path to request, e.g. /healthz.
+    #[serde(default = "healthz")]
+    #[schemars(length(max = 2048))]
+    pub path: String,
+}
+
+fn healthz() -> String {
+    "/healthz".to_string()
+}
+
+/// Failover and failback policy.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failover {
+    /// Move traffic automatically when a region turns Unhealthy. When false
+    /// the operator only reports health.
+    #[serde(default = "yes")]
+    pub automatic: bool,
+    /// Automatic: return to the preferred region once it has been Healthy
+    /// for failbackHoldSeconds. Manual: stay, and set FailbackPending until
+    /// a person sets activeOverride.
+    #[serde(default)]
+    pub failback: Failback,
+    /// Seconds a recovered region must stay Healthy before failback.
+    #[serde(default = "three_hundred")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub failback_hold_seconds: i32,
+    /// Flap damping: past this many moves in a sliding hour the weights
+    /// freeze and FlapDamped is raised.
+    #[serde(default = "six")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_failovers_per_hour: i32,
+    /// Manual routing control: make this region active regardless of health
+    /// (planned, make-before-break). Empty: no override.
+    #[serde(default)]
+    #[schemars(length(max = 63))]
+    pub active_override: String,
+    /// FollowTheSun: seconds before its window opens that the next region
+    /// is scaled to full replicas.
+    #[serde(default = "three_hundred")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub prewarm_seconds: i32,
+    /// What weights do when no region is Healthy: KeepLast keeps the last
+    /// published weights (fail static), Even spreads them equally.
+    #[serde(default)]
+    pub all_unhealthy: AllUnhealthy,
+    /// Optional RPO gate: do not promote a standby whose replication lag is
+    /// too high.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<Replication>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn three_hundred() -> i32 {
+    300
+}
+fn six() -> i32 {
+    6
+}
+
+impl Default for Failover {
+    fn default() -> Self {
+        Failover {
+            automatic: true,
+            failback: Failback::Automatic,
+            failback_hold_seconds: 300,
+            max_failovers_per_hour: 6,
+            active_override: String::new(),
+            prewarm_seconds: 300,
+            all_unhealthy: AllUnhealthy::KeepLast,
+            replication: None,
+        }
+    }
+}
+
+/// Whether traffic returns to the preferred region by itself.
+#[derive(
+    schemars::JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize,
+)]
+pub enum Failback {
+    /// After failbackHoldSeconds of health.
+    #[default]
+    Automatic,
+    /// Only when a person sets activeOverride.
+    Manual,
+}
+
+/// Weights when no region is Healthy.
+#[derive(
+    schemars::JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize,
+)]
+pub enum AllUnhealthy {
+    /// Keep the last published weights (fail static).
+    #[default]
+    KeepLast,
+    /// Spread traffic equally over every non-drained, non-cordoned region.
+    Even,
+}
+
+/// RPO gate for promotions.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Replication {
+    /// Highest replication lag, in seconds, at which a standby may be promoted.
+    #[schemars(range(min = 0))]
+    pub max_lag_seconds: i32,
+    /// Where the standby's lag is read.
+    #[serde(default)]
+    pub lag_from: LagSource,
+    /// Wait (consistency: keep the failed region active and raise
+    /// PromotionBlocked) or Promote (availability: promote and record a
+    /// Warning Event about possible data loss).
+    #[serde(default)]
+    pub on_exceeded: OnLagExceeded,
+}
+
+/// Where replication lag is read from.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LagSource {
+    /// Annotation on the standby's placed Deployment holding the lag in seconds.
+    #[serde(default = "lag_annotation")]
+    #[schemars(length(max = 317))]
+    pub annotation: String,
+}
+
+impl Default for LagSource {
+    fn default() -> Self {
+        LagSource {
+            annotation: lag_annotation(),
+        }
+    }
+}
+
+fn lag_annotation() -> String {
+    "multiregion.io/replication-lag-seconds".to_string()
+}
+
+/// What to do when the standby lags more than maxLagSeconds.
+#[derive(
+    schemars::JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize,
+)]
+pub enum OnLagExceeded {
+    /// Do not promote; raise PromotionBlocked.
+    #[default]
+    Wait,
+    /// Promote anyway; record a Warning Event.
+    Promote,
+}
+
+/// Traffic sinks that receive the weights.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Traffic {
+    /// A Gateway API HTTPRoute in the app's namespace of the hub with one
+    /// weighted backendRef per region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_route: Option<HttpRouteSink>,
+    /// An ExternalDNS DNSEndpoint with one weighted record per region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_endpoint: Option<DnsEndpointSink>,
+}
+
+/// The HTTPRoute sink.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteSink {
+    /// Name of the HTTPRoute.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Gateways the route attaches to.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    pub parent_refs: Vec<ParentRef>,
+}
+
+/// A Gateway reference.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParentRef {
+    /// Name of the Gateway.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Namespace of the Gateway; defaults to the app's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub namespace: Option<String>,
+}
+
+/// The DNSEndpoint sink.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsEndpointSink {
+    /// The record name, e.g. checkout.example.com.
+    #[schemars(length(min = 1, max = 253))]
+    pub dns_name: String,
+    /// TTL of the records in seconds.
+    #[serde(default = "thirty")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub record_ttl: i64,
+}
+
+fn thirty() -> i64 {
+    30
+}
+
+/// What the operator decided and observed.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MultiRegionAppStatus {
+    /// The generation of the spec this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The region serving traffic (ActivePassive, FollowTheSun).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_region: Option<String>,
+    /// One-line summary of the weights in spec order, e.g.
+    /// `us-east=0 eu-west=100`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
+    /// Healthy regions out of all, e.g. `2/3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<String>,
+    /// Per region: role, health, weight and replicas.
+    #[serde(default)]
+    pub regions: Vec<RegionAppStatus>,
+    /// The last move of traffic from one region to another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<FailoverRecord>,
+    /// Moves in the last hour.
+    #[serde(default)]
+    pub failovers_in_last_hour: i32,
+    /// When each move of the last hour happened (flap damping).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_failovers: Vec<Time>,
+    /// A planned move waiting for its target to be ready (make-before-break).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_move: Option<PendingMove>,
+    /// Regions removed from spec whose placed objects are still being deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cleanup_pending: Vec<String>,
+    /// Ready, Degraded, FailedOver, FailbackPending, PromotionBlocked,
+    /// FlapDamped, AllRegionsUnhealthy, Conflict.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// One region of the app, as decided and observed.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegionAppStatus {
+    /// The region's name.
+    pub name: String,
+    /// Active, Standby or Drained.
+    pub role: String,
+    /// Healthy, Unhealthy or Unknown.
+    pub health: String,
+    /// Why the last round failed (RegionUnreachable, NotEnoughReadyReplicas,
+    /// HttpProbeFailed, Conflict, ...), or the last good state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Details of the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Traffic weight published for this region (0..100).
+    pub weight: i32,
+    /// Replicas the operator asks for here.
+    pub desired_replicas: i32,
+    /// Replicas ready here at the last observation.
+    pub ready_replicas: i32,
+    /// Failed rounds in a row (counts up to failureThreshold).
+    pub consecutive_failures: i32,
+    /// Good rounds in a row (counts up to successThreshold).
+    pub consecutive_successes: i32,
+    /// When health last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+}
+
+/// A move of traffic.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverRecord {
+    /// Region traffic left (empty when there was none).
+    pub from: String,
+    /// Region traffic went to.
+    pub to: String,
+    /// Why: the failed region's reason, or Failback, Override, Schedule.
+    pub reason: String,
+    /// When the failure (or the need to move) was decided.
+    pub detected_at: Time,
+    /// When the new weights were published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+}
+
+/// A planned move in progress.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingMove {
+    /// Region being scaled up to take traffic.
+    pub to: String,
+    /// Failback, Override or Schedule.
+    pub reason: String,
+    /// When the move started.
+    pub since: Time,
+}

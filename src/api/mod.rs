@@ -1,0 +1,41 @@
+//! The API: `Region` (cluster-scoped) and `MultiRegionApp` (namespaced),
+//! group `multiregion.io/v1alpha1`, and the names the operator puts on what
+//! it places.
+
+mod app;
+mod region;
+
+pub use app::*;
+pub use region::*;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// Field manager of every write, and the finalizer of apps.
+pub const FIELD_MANAGER: &str = "multiregion";
+pub const FINALIZER: &str = "multiregion.io/cleanup";
+
+/// Labels on every placed object.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const LABEL_APP: &str = "multiregion.io/app";
+pub const LABEL_APP_NAMESPACE: &str = "multiregion.io/app-namespace";
+pub const LABEL_REGION: &str = "multiregion.io/region";
+pub const LABEL_ROLE: &str = "multiregion.io/role";
+/// Hash of what the operator last applied, so unchanged objects are not
+/// written again.
+pub const ANNOTATION_APPLIED_HASH: &str = "multiregion.io/applied-hash";
+
+/// Both CRDs, in the order they are printed.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![Region::crd(), MultiRegionApp::crd()]
+}
+
+/// The CRDs as a multi-document YAML stream, as committed in `crds/`.
+pub fn crds_yaml() -> Result<String, serde_saphyr::ser::Error> {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&crd)?);
+    }
+    Ok(out)
+}

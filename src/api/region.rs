@@ -1,0 +1,182 @@
+//! `Region`: how the operator reaches one member cluster.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A member cluster that applications can be placed in. The operator probes
+/// its API server (`/readyz`) every `probe.intervalSeconds` and reports
+/// whether it is reachable.
+#[derive(CustomResource, KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "multiregion.io",
+    version = "v1alpha1",
+    kind = "Region",
+    status = "RegionStatus",
+    shortname = "mrr",
+    category = "multiregion",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Reachable\")].status"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.kubernetesVersion"
+    ),
+    printcolumn(
+        name = "Cordoned",
+        type_ = "boolean",
+        json_path = ".spec.cordoned",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = kube::core::Rule::new("has(self.kubeconfigSecretRef) != self.local").message("set exactly one of spec.kubeconfigSecretRef or spec.local: true"))]
+#[serde(rename_all = "camelCase")]
+pub struct RegionSpec {
+    /// Secret holding a kubeconfig for the member cluster. The operator reads
+    /// it from the hub; it must grant what the operator places (Namespaces,
+    /// Deployments, Services) in that cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig_secret_ref: Option<SecretKeyRef>,
+
+    /// Context of that kubeconfig to use. Empty: its current-context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub context: Option<String>,
+
+    /// The hub cluster itself is this region (uses the operator's own
+    /// credentials). Exclusive with kubeconfigSecretRef.
+    #[serde(default)]
+    pub local: bool,
+
+    /// Free-form labels describing where the region is (for example
+    /// `geo: us`). Shown in status and usable by placement later.
+    #[serde(default)]
+    pub location: BTreeMap<String, String>,
+
+    /// The region's traffic entry point (ingress, NodePort or load balancer
+    /// URL), used by HTTP health checks and published to traffic sinks.
+    /// An app can override it per region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub endpoint: Option<String>,
+
+    /// How the operator probes the member API server.
+    #[serde(default)]
+    pub probe: RegionProbe,
+
+    /// Maintenance switch: while true no app may be active here and weights
+    /// drain to 0. Placed workloads are left running.
+    #[serde(default)]
+    pub cordoned: bool,
+}
+
+/// A key of a Secret in a namespace of the hub.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Namespace of the Secret. The operator only reads Secrets in its own
+    /// namespace unless granted more.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret's data holding the kubeconfig.
+    #[serde(default = "default_kubeconfig_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_kubeconfig_key() -> String {
+    "kubeconfig".to_string()
+}
+
+/// Timing of the region probe: a bounded-time GET of the member API
+/// server's `/readyz`.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.timeoutSeconds <= self.intervalSeconds").message("must not exceed spec.probe.intervalSeconds").field_path(".timeoutSeconds"))]
+pub struct RegionProbe {
+    /// Seconds between probes (1..3600).
+    #[serde(default = "five")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub interval_seconds: i32,
+    /// Seconds a probe may take before it counts as failed (at least 1, at
+    /// most intervalSeconds).
+    #[serde(default = "two")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: i32,
+    /// Consecutive failed probes that make the region Unreachable (>= 1).
+    #[serde(default = "three")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_threshold: i32,
+    /// Consecutive good probes that make it Reachable again (>= 1).
+    #[serde(default = "two")]
+    #[schemars(range(min = 1, max = 100))]
+    pub success_threshold: i32,
+}
+
+impl Default for RegionProbe {
+    fn default() -> Self {
+        RegionProbe {
+            interval_seconds: 5,
+            timeout_seconds: 2,
+            failure_threshold: 3,
+            success_threshold: 2,
+        }
+    }
+}
+
+pub(crate) fn two() -> i32 {
+    2
+}
+pub(crate) fn three() -> i32 {
+    3
+}
+pub(crate) fn five() -> i32 {
+    5
+}
+
+/// What the operator last observed of the region.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegionStatus {
+    /// Reachable, Unreachable or Unknown (not probed yet, or no usable
+    /// credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Version the member API server reports, e.g. v1.35.4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_version: Option<String>,
+    /// Failed probes in a row (counts up to failureThreshold).
+    #[serde(default)]
+    pub consecutive_failures: i32,
+    /// Good probes in a row (counts up to successThreshold).
+    #[serde(default)]
+    pub consecutive_successes: i32,
+    /// When the probe that last changed this status ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe_time: Option<Time>,
+    /// How long that probe took, in milliseconds. The live figure is the
+    /// metric multiregion_probe_duration_seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe_latency_ms: Option<i64>,
+    /// Location labels copied from spec.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub location: BTreeMap<String, String>,
+    /// `Reachable`: True when probes pass, with the reason and a plain
+    /// message when they do not (missing Secret, bad kubeconfig, refused
+    /// connection, ...).
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
