@@ -1,5 +1,9 @@
 //! `MultiRegionApp`: one application run across regions.
 
+// Each printcolumn(...) repeats `type_ = "string"`; clippy reads that as a
+// duplicated attribute although kube-derive needs one per column.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
