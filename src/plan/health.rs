@@ -1,0 +1,365 @@
+//! Health: one round per (app, region), and the threshold state machine that
+//! turns rounds into Healthy / Unhealthy. The same state machine judges a
+//! Region's own API-server probes.
+
+use jiff::Timestamp;
+
+/// The judged state of a region (for an app) or of a Region's API server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Health {
+    Healthy,
+    Unhealthy,
+    Unknown,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "Healthy",
+            Health::Unhealthy => "Unhealthy",
+            Health::Unknown => "Unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Health {
+        match s {
+            "Healthy" => Health::Healthy,
+            "Unhealthy" => Health::Unhealthy,
+            _ => Health::Unknown,
+        }
+    }
+}
+
+/// Consecutive failures / successes needed to change state (both >= 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Thresholds {
+    pub failure: i32,
+    pub success: i32,
+}
+
+/// The state machine's memory, kept in status so a restart resumes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counters {
+    pub health: Health,
+    /// Failed rounds in a row, saturating at the failure threshold so a
+    /// steady state writes nothing.
+    pub failures: i32,
+    /// Good rounds in a row, saturating at the success threshold.
+    pub successes: i32,
+    /// When `health` last changed.
+    pub since: Option<Timestamp>,
+}
+
+impl Counters {
+    pub const UNKNOWN: Counters = Counters {
+        health: Health::Unknown,
+        failures: 0,
+        successes: 0,
+        since: None,
+    };
+}
+
+/// Applies one round. From Unknown the first round decides directly;
+/// otherwise the state flips after `failure` failed or `success` good rounds
+/// in a row.
+pub fn step(prev: Counters, passed: bool, t: Thresholds, now: Timestamp) -> Counters {
+    let failure = t.failure.max(1);
+    let success = t.success.max(1);
+    let (failures, successes) = if passed {
+        (0, (prev.successes + 1).min(success))
+    } else {
+        ((prev.failures + 1).min(failure), 0)
+    };
+    let health = match (prev.health, passed) {
+        (Health::Unknown, true) => Health::Healthy,
+        (Health::Unknown, false) => Health::Unhealthy,
+        (Health::Unhealthy, true) if successes >= success => Health::Healthy,
+        (Health::Healthy, false) if failures >= failure => Health::Unhealthy,
+        (current, _) => current,
+    };
+    let since = if health != prev.health {
+        Some(now)
+    } else {
+        prev.since
+    };
+    Counters {
+        health,
+        failures,
+        successes,
+        since,
+    }
+}
+
+/// What the operator knows of a Region at the moment of a round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegionState {
+    /// Probes pass (the Region's state machine says Reachable).
+    Reachable,
+    /// The last probe failed, or the Region is Unreachable; with why.
+    Unreachable(String),
+    /// No Region object of that name.
+    NotFound,
+    /// The kubeconfig Secret is missing or unusable; with why.
+    NoCredentials(String),
+    /// Not probed yet since the operator started.
+    Unknown,
+}
+
+/// What the operator knows of the app's Deployment in one region.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WorkloadState {
+    /// The region's objects have not been listed yet.
+    Unknown,
+    /// No Deployment placed yet.
+    Missing,
+    /// A same-named object exists that the operator did not create.
+    Conflict(String),
+    /// The member API server refused the placed objects; its message.
+    Refused(String),
+    /// The placed Deployment.
+    Placed {
+        /// `spec.replicas` of the Deployment as placed.
+        replicas: i32,
+        /// `status.readyReplicas`.
+        ready: i32,
+        /// Replication lag read from the Deployment's annotation, if any.
+        lag_seconds: Option<f64>,
+    },
+}
+
+/// The outcome of one health round for an (app, region) pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Round {
+    Passed,
+    Failed {
+        reason: String,
+        message: String,
+    },
+    /// Nothing to judge yet (the region was not probed or listed since the
+    /// operator started): the counters stay as they are, so a restart never
+    /// flips traffic by itself.
+    Skipped,
+}
+
+/// Ready replicas needed: ceil(minReadyRatio * desired).
+pub fn ready_needed(min_ready_ratio: f64, desired: i32) -> i32 {
+    if desired <= 0 {
+        return 0;
+    }
+    let needed = (min_ready_ratio * desired as f64 - 1e-9).ceil() as i32;
+    needed.clamp(1, desired)
+}
+
+/// Judges one round: the Region must be reachable, the Deployment must have
+/// enough ready replicas, and the HTTP probe (if any) must pass. The first
+/// check that fails gives the reason.
+pub fn judge(
+    region: &RegionState,
+    workload: &WorkloadState,
+    http: Option<&Result<(), String>>,
+    min_ready_ratio: f64,
+) -> Round {
+    let fail = |reason: &str, message: String| Round::Failed {
+        reason: reason.to_string(),
+        message,
+    };
+    match region {
+        RegionState::Reachable => {}
+        RegionState::Unreachable(why) => return fail("RegionUnreachable", why.clone()),
+        RegionState::NotFound => {
+            return fail("RegionNotFound", "no Region of this name exists".into());
+        }
+        RegionState::NoCredentials(why) => return fail("RegionCredentialsInvalid", why.clone()),
+        RegionState::Unknown => return Round::Skipped,
+    }
+    match workload {
+        WorkloadState::Unknown => return Round::Skipped,
+        WorkloadState::Missing => {
+            return fail("NotPlaced", "the Deployment is not placed yet".into());
+        }
+        WorkloadState::Conflict(why) => return fail("Conflict", why.clone()),
+        WorkloadState::Refused(why) => return fail("PlacementRefused", why.clone()),
+        WorkloadState::Placed {
+            replicas, ready, ..
+        } => {
+            let needed = ready_needed(min_ready_ratio, *replicas);
+            if *ready < needed {
+                return fail(
+                    "NotEnoughReadyReplicas",
+                    format!("{ready}/{replicas} replicas ready, {needed} needed"),
+                );
+            }
+        }
+    }
+    if let Some(Err(why)) = http {
+        return fail("HttpProbeFailed", why.clone());
+    }
+    Round::Passed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    const T: Thresholds = Thresholds {
+        failure: 3,
+        success: 2,
+    };
+
+    fn run(rounds: &[bool]) -> Vec<Health> {
+        let mut c = Counters::UNKNOWN;
+        rounds
+            .iter()
+            .enumerate()
+            .map(|(i, ok)| {
+                c = step(c, *ok, T, at(i as i64));
+                c.health
+            })
+            .collect()
+    }
+
+    #[test]
+    fn first_round_decides_from_unknown() {
+        assert_eq!(run(&[true]), [Health::Healthy]);
+        assert_eq!(run(&[false]), [Health::Unhealthy]);
+    }
+
+    #[test]
+    fn failure_threshold_rounds_in_a_row_make_unhealthy() {
+        use Health::*;
+        assert_eq!(
+            run(&[true, false, false, true, false, false, false]),
+            [
+                Healthy, Healthy, Healthy, Healthy, Healthy, Healthy, Unhealthy
+            ]
+        );
+    }
+
+    #[test]
+    fn success_threshold_rounds_in_a_row_make_healthy() {
+        use Health::*;
+        assert_eq!(
+            run(&[false, true, false, true, true]),
+            [Unhealthy, Unhealthy, Unhealthy, Unhealthy, Healthy]
+        );
+    }
+
+    #[test]
+    fn counters_saturate_and_since_marks_the_flip() {
+        let mut c = Counters::UNKNOWN;
+        for i in 0..10 {
+            c = step(c, false, T, at(i));
+        }
+        assert_eq!((c.failures, c.successes), (3, 0));
+        assert_eq!(c.since, Some(at(0)));
+        c = step(c, true, T, at(10));
+        c = step(c, true, T, at(11));
+        assert_eq!(c.health, Health::Healthy);
+        assert_eq!(c.since, Some(at(11)));
+        let same = step(c, true, T, at(12));
+        assert_eq!(same, c, "a steady healthy state does not change");
+    }
+
+    #[test]
+    fn ready_needed_rounds_up() {
+        assert_eq!(ready_needed(0.5, 3), 2);
+        assert_eq!(ready_needed(0.5, 4), 2);
+        assert_eq!(ready_needed(1.0, 3), 3);
+        assert_eq!(ready_needed(0.01, 3), 1);
+        assert_eq!(ready_needed(0.5, 0), 0);
+    }
+
+    #[test]
+    fn judge_reports_the_first_failing_check() {
+        let placed = |ready| WorkloadState::Placed {
+            replicas: 3,
+            ready,
+            lag_seconds: None,
+        };
+        let http_bad = Err("503".to_string());
+        type Case<'a> = (
+            RegionState,
+            WorkloadState,
+            Option<&'a Result<(), String>>,
+            &'a str,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                RegionState::Unreachable("refused".into()),
+                placed(3),
+                None,
+                "RegionUnreachable",
+            ),
+            (RegionState::NotFound, placed(3), None, "RegionNotFound"),
+            (
+                RegionState::NoCredentials("no secret".into()),
+                placed(3),
+                None,
+                "RegionCredentialsInvalid",
+            ),
+            (
+                RegionState::Reachable,
+                WorkloadState::Missing,
+                None,
+                "NotPlaced",
+            ),
+            (
+                RegionState::Reachable,
+                WorkloadState::Conflict("x".into()),
+                None,
+                "Conflict",
+            ),
+            (
+                RegionState::Reachable,
+                WorkloadState::Refused("quota".into()),
+                None,
+                "PlacementRefused",
+            ),
+            (
+                RegionState::Reachable,
+                placed(1),
+                None,
+                "NotEnoughReadyReplicas",
+            ),
+            (
+                RegionState::Reachable,
+                placed(2),
+                Some(&http_bad),
+                "HttpProbeFailed",
+            ),
+            (RegionState::Reachable, placed(2), None, ""),
+        ];
+        for (region, workload, http, want) in cases {
+            let got = judge(&region, &workload, http, 0.5);
+            match got {
+                Round::Failed { reason, .. } => assert_eq!(reason, want, "{region:?} {workload:?}"),
+                Round::Passed => assert_eq!(want, "", "{region:?} {workload:?}"),
+                Round::Skipped => panic!("unexpected skip"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_standby_with_zero_replicas_passes_readiness() {
+        let w = WorkloadState::Placed {
+            replicas: 0,
+            ready: 0,
+            lag_seconds: None,
+        };
+        assert_eq!(judge(&RegionState::Reachable, &w, None, 0.5), Round::Passed);
+    }
+
+    #[test]
+    fn nothing_is_judged_before_the_first_probe_or_listing() {
+        let w = WorkloadState::Missing;
+        assert_eq!(judge(&RegionState::Unknown, &w, None, 0.5), Round::Skipped);
+        assert_eq!(
+            judge(&RegionState::Reachable, &WorkloadState::Unknown, None, 0.5),
+            Round::Skipped
+        );
+    }
+}
