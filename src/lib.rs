@@ -3,5 +3,9 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod controller;
+pub mod error;
 pub mod localregions;
+pub mod metrics;
 pub mod plan;
+pub mod regions;

@@ -4,7 +4,6 @@
 // duplicated attribute although kube-derive needs one per column.
 #![allow(clippy::duplicated_attributes)]
 
-use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::json_schema;
@@ -148,8 +147,10 @@ pub struct Workload {
 
     /// Pod template of the Deployment placed in each region. Its labels are
     /// extended with the app's labels; the selector is set by the operator.
+    /// Kept as free-form JSON here so that one malformed template is
+    /// reported on its app instead of breaking the watch of all apps.
     #[schemars(schema_with = "any_object")]
-    pub template: PodTemplateSpec,
+    pub template: serde_json::Value,
 
     /// A Service placed next to the Deployment, selecting its pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -110,7 +110,7 @@ pub enum RegionState {
 pub enum WorkloadState {
     /// The region's objects have not been listed yet.
     Unknown,
-    /// No Deployment placed yet.
+    /// No Deployment placed yet (or it was deleted and is placed again).
     Missing,
     /// A same-named object exists that the operator did not create.
     Conflict(String),
@@ -173,10 +173,9 @@ pub fn judge(
         RegionState::Unknown => return Round::Skipped,
     }
     match workload {
-        WorkloadState::Unknown => return Round::Skipped,
-        WorkloadState::Missing => {
-            return fail("NotPlaced", "the Deployment is not placed yet".into());
-        }
+        // Not listed yet, or not placed yet (the apply step creates it next):
+        // nothing to judge, so a new app does not start out Unhealthy.
+        WorkloadState::Unknown | WorkloadState::Missing => return Round::Skipped,
         WorkloadState::Conflict(why) => return fail("Conflict", why.clone()),
         WorkloadState::Refused(why) => return fail("PlacementRefused", why.clone()),
         WorkloadState::Placed {
@@ -303,12 +302,6 @@ mod tests {
             ),
             (
                 RegionState::Reachable,
-                WorkloadState::Missing,
-                None,
-                "NotPlaced",
-            ),
-            (
-                RegionState::Reachable,
                 WorkloadState::Conflict("x".into()),
                 None,
                 "Conflict",
@@ -354,9 +347,13 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_judged_before_the_first_probe_or_listing() {
+    fn nothing_is_judged_before_the_first_probe_listing_or_placement() {
         let w = WorkloadState::Missing;
         assert_eq!(judge(&RegionState::Unknown, &w, None, 0.5), Round::Skipped);
+        assert_eq!(
+            judge(&RegionState::Reachable, &w, None, 0.5),
+            Round::Skipped
+        );
         assert_eq!(
             judge(&RegionState::Reachable, &WorkloadState::Unknown, None, 0.5),
             Round::Skipped

@@ -6,6 +6,7 @@
 
 pub mod conditions;
 pub mod health;
+pub mod manifest;
 pub mod schedule;
 pub mod weights;
 

@@ -1,0 +1,237 @@
+//! Writing and removing the app's objects in one member cluster.
+//!
+//! Objects are created with a plain create (which fails if the name is
+//! taken) and updated with server-side apply only when the watched copy is
+//! the operator's and its applied-hash differs. A same-named object the
+//! operator did not create is never adopted or overwritten.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::api::{ANNOTATION_APPLIED_HASH, FIELD_MANAGER, MultiRegionAppSpec};
+use crate::plan::Placement;
+use crate::plan::manifest::{self, AppKey};
+use crate::regions::Member;
+
+/// Why placing failed in one region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlaceError {
+    /// A same-named object exists that the operator did not create.
+    Conflict(String),
+    /// The member API server refused the object; its message.
+    Refused(String),
+    /// The member could not be reached; try again later.
+    Unreachable(String),
+}
+
+/// Places (or updates) the Namespace, Deployment and Service of `app` in
+/// `member`, and records conflicts and refusals on the member for the next
+/// round to see.
+pub async fn place(
+    member: &Member,
+    app: &AppKey,
+    spec: &MultiRegionAppSpec,
+    placement: &Placement,
+) -> Result<bool, PlaceError> {
+    let Some(client) = &member.client else {
+        return Err(PlaceError::Unreachable("no usable credentials".into()));
+    };
+    let result = place_objects(member, client, app, spec, placement).await;
+    let record = |map: &std::sync::Mutex<std::collections::HashMap<AppKey, String>>,
+                  value: Option<&String>| {
+        if let Ok(mut map) = map.lock() {
+            match value {
+                Some(v) => {
+                    map.insert(app.clone(), v.clone());
+                }
+                None => {
+                    map.remove(app);
+                }
+            }
+        }
+    };
+    match &result {
+        Ok(_) => {
+            record(&member.conflicts, None);
+            record(&member.refused, None);
+        }
+        Err(PlaceError::Conflict(msg)) => record(&member.conflicts, Some(msg)),
+        Err(PlaceError::Refused(msg)) => record(&member.refused, Some(msg)),
+        Err(PlaceError::Unreachable(_)) => {}
+    }
+    result
+}
+
+async fn place_objects(
+    member: &Member,
+    client: &Client,
+    app: &AppKey,
+    spec: &MultiRegionAppSpec,
+    placement: &Placement,
+) -> Result<bool, PlaceError> {
+    ensure_namespace(member, client, &app.namespace).await?;
+    let mut wrote = false;
+    let deployment = manifest::deployment(app, spec, placement);
+    if let Some(store) = &member.deployments {
+        wrote |= apply_owned::<Deployment>(client, store, app, "Deployment", deployment).await?;
+    }
+    if let Some(store) = &member.services {
+        match manifest::service(app, spec, &placement.region) {
+            Some(service) => {
+                wrote |= apply_owned::<Service>(client, store, app, "Service", service).await?
+            }
+            None => {
+                // The spec no longer asks for a Service: remove ours, if any.
+                let key = ObjectRef::new(&app.name).within(&app.namespace);
+                if store
+                    .get(&key)
+                    .is_some_and(|s| manifest::owned_by(Some(s.labels()), app))
+                {
+                    let api: Api<Service> = Api::namespaced(client.clone(), &app.namespace);
+                    api.delete(&app.name, &DeleteParams::default())
+                        .await
+                        .map_err(classify)?;
+                    wrote = true;
+                }
+            }
+        }
+    }
+    Ok(wrote)
+}
+
+async fn ensure_namespace(member: &Member, client: &Client, name: &str) -> Result<(), PlaceError> {
+    if member.namespaces.lock().is_ok_and(|n| n.contains(name)) {
+        return Ok(());
+    }
+    let api: Api<Namespace> = Api::all(client.clone());
+    if api.get_opt(name).await.map_err(classify)?.is_none() {
+        let ns: Namespace = serde_json::from_value(manifest::namespace(name))
+            .map_err(|e| PlaceError::Refused(e.to_string()))?;
+        match api.create(&post_params(), &ns).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(err) => return Err(classify(err)),
+        }
+    }
+    if let Ok(mut known) = member.namespaces.lock() {
+        known.insert(name.to_string());
+    }
+    Ok(())
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    }
+}
+
+/// Creates the object, or updates it when it is the operator's and differs.
+/// Returns whether anything was written.
+async fn apply_owned<K>(
+    client: &Client,
+    store: &Store<K>,
+    app: &AppKey,
+    kind: &str,
+    desired: Value,
+) -> Result<bool, PlaceError>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+        + serde::Serialize,
+{
+    let want_hash = manifest::applied_hash(&desired).map(str::to_string);
+    let api: Api<K> = Api::namespaced(client.clone(), &app.namespace);
+    let cached = store.get(&ObjectRef::new(&app.name).within(&app.namespace));
+    let owned = match cached {
+        Some(object) if manifest::owned_by(Some(object.labels()), app) => {
+            if object.annotations().get(ANNOTATION_APPLIED_HASH) == want_hash.as_ref() {
+                return Ok(false);
+            }
+            true
+        }
+        _ => match api.get_opt(&app.name).await.map_err(classify)? {
+            Some(object) if manifest::owned_by(Some(object.labels()), app) => true,
+            Some(_) => {
+                return Err(PlaceError::Conflict(format!(
+                    "{kind} {}/{} exists and was not created by multiregion; it is left alone",
+                    app.namespace, app.name
+                )));
+            }
+            None => false,
+        },
+    };
+    if owned {
+        api.patch(
+            &app.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+        .map_err(classify)?;
+    } else {
+        let object: K =
+            serde_json::from_value(desired).map_err(|e| PlaceError::Refused(e.to_string()))?;
+        match api.create(&post_params(), &object).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                return Err(PlaceError::Conflict(format!(
+                    "{kind} {}/{} was created by someone else meanwhile; it is left alone",
+                    app.namespace, app.name
+                )));
+            }
+            Err(err) => return Err(classify(err)),
+        }
+    }
+    Ok(true)
+}
+
+/// Deletes everything placed for `app` in the member, found by its labels.
+pub async fn remove(member: &Member, app: &AppKey) -> Result<(), PlaceError> {
+    let Some(client) = &member.client else {
+        return Err(PlaceError::Unreachable("no usable credentials".into()));
+    };
+    let selector = manifest::selector(app);
+    let params = ListParams::default().labels(&selector);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &app.namespace);
+    deployments
+        .delete_collection(&DeleteParams::background(), &params)
+        .await
+        .map_err(classify)?;
+    let services: Api<Service> = Api::namespaced(client.clone(), &app.namespace);
+    // Services have no deletecollection verb: delete one by one.
+    for service in services.list(&params).await.map_err(classify)? {
+        match services
+            .delete(&service.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => return Err(classify(err)),
+        }
+    }
+    for map in [&member.conflicts, &member.refused] {
+        if let Ok(mut map) = map.lock() {
+            map.remove(app);
+        }
+    }
+    Ok(())
+}
+
+/// API errors are the member's answer (refused); anything else means it
+/// could not be reached.
+fn classify(err: kube::Error) -> PlaceError {
+    match err {
+        kube::Error::Api(status) => {
+            PlaceError::Refused(format!("{} ({})", status.message, status.reason))
+        }
+        other => PlaceError::Unreachable(other.to_string()),
+    }
+}
