@@ -56,6 +56,35 @@ pub struct Context {
     http: reqwest::Client,
     /// When each app last had a health round.
     rounds: Mutex<HashMap<AppKey, Instant>>,
+    /// Per app: the status a decision started from and the status it wrote.
+    /// The watch may hand back the older one for a moment after a write;
+    /// deciding from it again would repeat a move (and its Event).
+    written: Mutex<HashMap<AppKey, (MultiRegionAppStatus, MultiRegionAppStatus)>>,
+}
+
+impl Context {
+    /// The app's status as of our last write, when the watched copy still
+    /// shows the status before it.
+    fn fresh_status(&self, key: &AppKey, watched: MultiRegionAppStatus) -> MultiRegionAppStatus {
+        let Ok(written) = self.written.lock() else {
+            return watched;
+        };
+        match written.get(key) {
+            Some((before, after)) if *before == watched && *after != watched => after.clone(),
+            _ => watched,
+        }
+    }
+
+    fn remember_write(
+        &self,
+        key: &AppKey,
+        before: MultiRegionAppStatus,
+        after: MultiRegionAppStatus,
+    ) {
+        if let Ok(mut written) = self.written.lock() {
+            written.insert(key.clone(), (before, after));
+        }
+    }
 }
 
 /// Runs the Region and MultiRegionApp controllers and the metrics server
@@ -80,6 +109,7 @@ pub async fn run(hub: Client, options: Options) -> anyhow::Result<()> {
             .redirect(reqwest::redirect::Policy::none())
             .build()?,
         rounds: Mutex::default(),
+        written: Mutex::default(),
     });
 
     // Regions: a member per Region, rebuilt when its Secret changes.
@@ -284,7 +314,7 @@ fn round_due(ctx: &Context, key: &AppKey, interval: Duration) -> (bool, Duration
 async fn apply(app: Arc<MultiRegionApp>, ctx: Arc<Context>, started: Instant) -> Result<Action> {
     let key = key_of(&app);
     let spec = &app.spec;
-    let previous = app.status.clone().unwrap_or_default();
+    let previous = ctx.fresh_status(&key, app.status.clone().unwrap_or_default());
     let api: Api<MultiRegionApp> = Api::namespaced(ctx.hub.clone(), &key.namespace);
 
     if let Err(invalid) = manifest::validate_template(spec) {
@@ -361,6 +391,7 @@ async fn apply(app: Arc<MultiRegionApp>, ctx: Arc<Context>, started: Instant) ->
 
     if status != previous {
         write_status(&api, &key, &status).await?;
+        ctx.remember_write(&key, previous.clone(), status.clone());
     }
     if decision.weights_changed {
         ctx.metrics
@@ -488,6 +519,7 @@ async fn gather(ctx: &Context, app: &MultiRegionApp, round: bool) -> BTreeMap<St
                             .as_ref()
                             .and_then(|a| d.annotations().get(a))
                             .and_then(|v| v.trim().parse::<f64>().ok()),
+                        rolling_out: manifest::rolling_out(&d),
                     },
                     None => WorkloadState::Missing,
                 }
@@ -586,7 +618,7 @@ async fn publish_event(
     let namespace = app.namespace().unwrap_or_default();
     let event = KubeEvent {
         metadata: kube::api::ObjectMeta {
-            generate_name: Some(format!("{}.", app.name_any())),
+            generate_name: Some(format!("{}-", app.name_any())),
             namespace: Some(namespace.clone()),
             ..Default::default()
         },
@@ -608,7 +640,7 @@ async fn publish_event(
     };
     let api: Api<KubeEvent> = Api::namespaced(ctx.hub.clone(), &namespace);
     if let Err(err) = api.create(&Default::default(), &event).await {
-        tracing::debug!(error = %err, "cannot record Event");
+        tracing::warn!(error = %err, reason, "cannot record Event");
     }
     tracing::info!(app = %app.name_any(), namespace = %namespace, reason, message, "event");
 }
@@ -656,6 +688,9 @@ async fn cleanup(app: Arc<MultiRegionApp>, ctx: Arc<Context>) -> Result<Action> 
     if pending.is_empty() {
         if let Ok(mut rounds) = ctx.rounds.lock() {
             rounds.remove(&key);
+        }
+        if let Ok(mut written) = ctx.written.lock() {
+            written.remove(&key);
         }
         return Ok(Action::await_change());
     }

@@ -48,6 +48,9 @@ struct State {
     etcd: Component,
     clusters: Vec<ClusterState>,
     watchdog: Option<Component>,
+    /// Other processes to stop with the clusters (an operator under test).
+    #[serde(default)]
+    adopted: Vec<i32>,
 }
 
 /// One running cluster.
@@ -147,6 +150,7 @@ impl LocalRegions {
                 etcd,
                 clusters: Vec::new(),
                 watchdog: None,
+                adopted: Vec::new(),
             },
         };
         if options.stop_with_this_process {
@@ -337,6 +341,12 @@ impl LocalRegions {
             }
         }
         self.state.etcd.stop(Duration::from_secs(10));
+        for pid in self.state.adopted.drain(..) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         if let Some(watchdog) = &mut self.state.watchdog {
             watchdog.stop(Duration::ZERO);
         }
@@ -386,6 +396,23 @@ impl LocalRegions {
             Ok(!list.items.is_empty() && list.items.iter().all(node_ready))
         })
         .await
+    }
+
+    /// Starts every stopped API server and KWOK again.
+    pub async fn heal(&mut self) -> Result<()> {
+        let names: Vec<String> = self.state.clusters.iter().map(|c| c.name.clone()).collect();
+        for name in names {
+            self.start_apiserver(&name).await?;
+            self.start_nodes(&name).await?;
+        }
+        Ok(())
+    }
+
+    /// Has the watchdog (and `down`) also kill `pid`: for processes a test
+    /// starts next to the clusters, such as the operator.
+    pub fn adopt(&mut self, pid: u32) -> Result<()> {
+        self.state.adopted.push(pid as i32);
+        self.save()
     }
 
     /// The clusters, in the order they were started.
@@ -490,7 +517,9 @@ impl LocalRegions {
         std::fs::write(self.dir.join("state.json"), json)?;
         let pids: Vec<String> = std::iter::once(&self.state.etcd)
             .chain(self.state.clusters.iter().flat_map(|c| c.components()))
-            .filter_map(|c| c.pid.map(|p| p.to_string()))
+            .filter_map(|c| c.pid)
+            .chain(self.state.adopted.iter().copied())
+            .map(|p| p.to_string())
             .collect();
         std::fs::write(self.dir.join("pids"), pids.join("\n") + "\n")?;
         Ok(())

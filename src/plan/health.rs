@@ -124,6 +124,11 @@ pub enum WorkloadState {
         ready: i32,
         /// Replication lag read from the Deployment's annotation, if any.
         lag_seconds: Option<f64>,
+        /// A create, scale-up or rollout is still progressing (the
+        /// Deployment's Progressing condition says so, or its controller has
+        /// not seen the latest spec yet). Not counted against readiness
+        /// until it completes or exceeds its progress deadline.
+        rolling_out: bool,
     },
 }
 
@@ -179,9 +184,17 @@ pub fn judge(
         WorkloadState::Conflict(why) => return fail("Conflict", why.clone()),
         WorkloadState::Refused(why) => return fail("PlacementRefused", why.clone()),
         WorkloadState::Placed {
-            replicas, ready, ..
+            replicas,
+            ready,
+            rolling_out,
+            ..
         } => {
             let needed = ready_needed(min_ready_ratio, *replicas);
+            if *ready < needed && *rolling_out {
+                // Pods still starting after a create or scale-up: judging
+                // them now would fail a just-promoted standby.
+                return Round::Skipped;
+            }
             if *ready < needed {
                 return fail(
                     "NotEnoughReadyReplicas",
@@ -278,6 +291,7 @@ mod tests {
             replicas: 3,
             ready,
             lag_seconds: None,
+            rolling_out: false,
         };
         let http_bad = Err("503".to_string());
         type Case<'a> = (
@@ -337,11 +351,26 @@ mod tests {
     }
 
     #[test]
+    fn pods_still_starting_are_not_judged() {
+        let starting = WorkloadState::Placed {
+            replicas: 3,
+            ready: 0,
+            lag_seconds: None,
+            rolling_out: true,
+        };
+        assert_eq!(
+            judge(&RegionState::Reachable, &starting, None, 0.5),
+            Round::Skipped
+        );
+    }
+
+    #[test]
     fn a_standby_with_zero_replicas_passes_readiness() {
         let w = WorkloadState::Placed {
             replicas: 0,
             ready: 0,
             lag_seconds: None,
+            rolling_out: false,
         };
         assert_eq!(judge(&RegionState::Reachable, &w, None, 0.5), Round::Passed);
     }

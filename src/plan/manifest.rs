@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde_json::{Value, json};
 
@@ -151,6 +152,30 @@ pub fn namespace(name: &str) -> Value {
     })
 }
 
+/// The Deployment's controller is still bringing pods up: it has not seen
+/// the latest spec yet, or its Progressing condition reports an update in
+/// progress (not a completed or timed-out rollout).
+pub fn rolling_out(deployment: &Deployment) -> bool {
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let Some(status) = &deployment.status else {
+        return true;
+    };
+    if status.observed_generation.unwrap_or(0) < generation {
+        return true;
+    }
+    status
+        .conditions
+        .as_ref()
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Progressing"))
+        .is_some_and(|c| {
+            c.status == "True"
+                && matches!(
+                    c.reason.as_deref(),
+                    Some("ReplicaSetUpdated" | "NewReplicaSetCreated" | "FoundNewReplicaSet")
+                )
+        })
+}
+
 /// Adds the applied-hash annotation: a hash of the object without it.
 fn with_hash(mut object: Value) -> Value {
     let hash = content_hash(&object);
@@ -258,6 +283,29 @@ mod tests {
         l.insert(LABEL_APP_NAMESPACE.into(), "other".into());
         assert!(!owned_by(Some(&l), &app()));
         assert!(!owned_by(None, &app()));
+    }
+
+    #[test]
+    fn rolling_out_follows_the_progressing_condition_and_generations() {
+        let d = |generation: i64, observed: i64, reason: &str| -> Deployment {
+            serde_json::from_value(json!({
+                "metadata": {"name": "x", "generation": generation},
+                "status": {"observedGeneration": observed, "conditions": [
+                    {"type": "Progressing", "status": "True", "reason": reason}
+                ]}
+            }))
+            .unwrap()
+        };
+        assert!(
+            rolling_out(&d(2, 1, "NewReplicaSetAvailable")),
+            "spec not seen yet"
+        );
+        assert!(rolling_out(&d(2, 2, "ReplicaSetUpdated")));
+        assert!(
+            !rolling_out(&d(2, 2, "NewReplicaSetAvailable")),
+            "complete: pods lost later count"
+        );
+        assert!(!rolling_out(&d(2, 2, "ProgressDeadlineExceeded")));
     }
 
     #[test]

@@ -594,10 +594,15 @@ fn single_active(
         }
     } else {
         match previous_active {
+            // The first choice waits until every preferred region before it
+            // has been judged, so a region whose pods are still starting is
+            // not passed over for good.
             None => order
                 .iter()
                 .copied()
-                .find(|&i| slots[i].eligible())
+                .filter(|&i| !slots[i].taken_out())
+                .find(|&i| slots[i].eligible() || slots[i].counters.health == Health::Unknown)
+                .filter(|&i| slots[i].eligible())
                 .map_or(Want::Stay, Want::Initial),
             Some(active) => {
                 let current = &slots[active];

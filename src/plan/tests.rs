@@ -46,6 +46,7 @@ fn up(replicas: i32, ready: i32) -> Observation {
             replicas,
             ready,
             lag_seconds: None,
+            rolling_out: false,
         },
         http: None,
     }
@@ -59,6 +60,7 @@ fn down() -> Observation {
             replicas: 3,
             ready: 3,
             lag_seconds: None,
+            rolling_out: false,
         },
         http: None,
     }
@@ -273,6 +275,25 @@ fn active_passive_starts_on_the_first_healthy_region_with_a_warm_standby() {
         ]
     );
     assert_eq!(sim.status.failovers_in_last_hour, 0);
+}
+
+#[test]
+fn the_first_choice_waits_for_the_preferred_region_to_be_judged() {
+    let mut sim = Sim::new(spec(json!({})));
+    let starting = Observation {
+        workload: WorkloadState::Placed {
+            replicas: 3,
+            ready: 0,
+            lag_seconds: None,
+            rolling_out: true,
+        },
+        ..up(3, 0)
+    };
+    sim.round(&[("us-east", starting)]);
+    assert_eq!(sim.status.active_region, None, "us-east is not judged yet");
+    assert_eq!(sim.weights(), "us-east=0 eu-west=0");
+    sim.round(&[]);
+    assert_eq!(sim.status.active_region.as_deref(), Some("us-east"));
 }
 
 #[test]

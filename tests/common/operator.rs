@@ -1,0 +1,370 @@
+//! A hub and three regions started once per test binary, the CRDs installed
+//! with the real kubectl, Regions registered from kubeconfig Secrets, and
+//! the operator running as a process. Tests take turns (`serial()`), since
+//! some of them stop regions.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use multiregion::api::{MultiRegionApp, MultiRegionAppStatus, Region};
+use multiregion::localregions::{LocalRegions, UpOptions};
+use serde_json::{Value, json};
+
+use super::wait_for;
+
+pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
+pub const OPERATOR_NAMESPACE: &str = "multiregion-system";
+
+pub struct Env {
+    pub regions: tokio::sync::Mutex<LocalRegions>,
+    pub dir: PathBuf,
+    pub bin_dir: PathBuf,
+    operator: Mutex<Option<Child>>,
+    pub metrics_port: u16,
+}
+
+static ENV: OnceLock<Env> = OnceLock::new();
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// One test at a time in this binary.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
+/// The shared environment, started on first use. It is stopped by the
+/// localregions watchdog when the test binary exits.
+pub fn env() -> &'static Env {
+    ENV.get_or_init(|| {
+        std::thread::spawn(|| {
+            tokio::runtime::Runtime::new()
+                .expect("runtime")
+                .block_on(Env::start())
+        })
+        .join()
+        .expect("environment starts")
+    })
+}
+
+impl Env {
+    async fn start() -> Env {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "operator-{}",
+            std::path::Path::new(&std::env::args().next().unwrap_or_default())
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default()
+        ));
+        let mut names = vec!["hub"];
+        names.extend(REGIONS);
+        let regions = LocalRegions::up(UpOptions {
+            dir: dir.clone(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            stop_with_this_process: true,
+        })
+        .await
+        .expect("local clusters start");
+        let bin_dir = regions.bin_dir().to_path_buf();
+        let hub_kc = regions.kubeconfig("hub").unwrap();
+
+        // CRDs with the real kubectl, as users install them.
+        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        run(
+            &bin_dir.join("kubectl"),
+            &[
+                "--kubeconfig",
+                hub_kc.to_str().unwrap(),
+                "apply",
+                "--server-side",
+                "-f",
+                crds.to_str().unwrap(),
+            ],
+        );
+        run(
+            &bin_dir.join("kubectl"),
+            &[
+                "--kubeconfig",
+                hub_kc.to_str().unwrap(),
+                "wait",
+                "--for=condition=Established",
+                "crd/regions.multiregion.io",
+                "crd/multiregionapps.multiregion.io",
+            ],
+        );
+        let hub = regions.client("hub").await.unwrap();
+        ensure_namespace(&hub, OPERATOR_NAMESPACE).await;
+        for name in REGIONS {
+            let kubeconfig = std::fs::read_to_string(regions.kubeconfig(name).unwrap()).unwrap();
+            register_region(&hub, name, &kubeconfig, json!({})).await;
+        }
+        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let env = Env {
+            regions: tokio::sync::Mutex::new(regions),
+            dir,
+            bin_dir,
+            operator: Mutex::new(None),
+            metrics_port,
+        };
+        env.start_operator().await;
+        env
+    }
+
+    pub fn kubeconfig(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.kubeconfig"))
+    }
+
+    pub async fn client(&self, name: &str) -> Client {
+        multiregion::localregions::admin_client(&self.kubeconfig(name))
+            .await
+            .expect("client")
+    }
+
+    /// Starts the operator process (after a previous one was killed).
+    pub async fn start_operator(&self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("logs/operator.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_multiregion"))
+            .args([
+                "run",
+                "--kubeconfig",
+                self.kubeconfig("hub").to_str().unwrap(),
+                "--namespace",
+                OPERATOR_NAMESPACE,
+                "--metrics-addr",
+                &format!("127.0.0.1:{}", self.metrics_port),
+                "--identity",
+                "operator-under-test",
+            ])
+            .env("RUST_LOG", "info,kube_client=off,kube_runtime=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("operator starts");
+        self.regions.lock().await.adopt(child.id()).unwrap();
+        *self.operator.lock().unwrap() = Some(child);
+        let url = format!("http://127.0.0.1:{}/readyz", self.metrics_port);
+        wait_for(
+            "the operator to be ready",
+            Duration::from_secs(30),
+            || async {
+                let ok = reqwest::get(&url).await.ok()?.status().is_success();
+                ok.then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// SIGKILLs the operator, as a crash would.
+    pub fn kill_operator(&self) {
+        if let Some(mut child) = self.operator.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn operator_log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("logs/operator.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+fn run(program: &Path, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .expect("command runs");
+    assert!(
+        out.status.success(),
+        "{} {:?} failed: {}{}",
+        program.display(),
+        args,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub async fn ensure_namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    api.patch(
+        name,
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})),
+    )
+    .await
+    .expect("namespace");
+}
+
+/// A kubeconfig Secret and a Region probed every second; `extra` is merged
+/// into the Region's spec.
+pub async fn register_region(hub: &Client, name: &str, kubeconfig: &str, extra: Value) {
+    let secrets: Api<Secret> = Api::namespaced(hub.clone(), OPERATOR_NAMESPACE);
+    secrets
+        .patch(
+            &format!("{name}-kubeconfig"),
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": format!("{name}-kubeconfig")},
+                "stringData": {"kubeconfig": kubeconfig}
+            })),
+        )
+        .await
+        .expect("secret");
+    let mut spec = json!({
+        "kubeconfigSecretRef": {"namespace": OPERATOR_NAMESPACE, "name": format!("{name}-kubeconfig")},
+        "probe": {"intervalSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 3, "successThreshold": 2}
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    let regions: Api<Region> = Api::all(hub.clone());
+    regions
+        .patch(
+            name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "multiregion.io/v1alpha1", "kind": "Region",
+                "metadata": {"name": name}, "spec": spec
+            })),
+        )
+        .await
+        .expect("region");
+}
+
+/// An app spec with fast health rounds (1 s x 3 / 2) and a small workload.
+pub fn app_spec(strategy: &str, regions: &[&str], extra: Value) -> Value {
+    let mut spec = json!({
+        "strategy": strategy,
+        "regions": regions.iter().map(|r| json!({"name": r})).collect::<Vec<_>>(),
+        "workload": {
+            "replicas": 3,
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}
+            },
+            "service": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+        },
+        "healthCheck": {"intervalSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 3, "successThreshold": 2},
+        "failover": {"failbackHoldSeconds": 3600}
+    });
+    merge(&mut spec, extra);
+    spec
+}
+
+pub fn merge(base: &mut Value, patch: Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
+
+pub async fn apply_app(hub: &Client, namespace: &str, name: &str, spec: Value) {
+    ensure_namespace(hub, namespace).await;
+    let api: Api<MultiRegionApp> = Api::namespaced(hub.clone(), namespace);
+    api.patch(
+        name,
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(json!({
+            "apiVersion": "multiregion.io/v1alpha1", "kind": "MultiRegionApp",
+            "metadata": {"name": name}, "spec": spec
+        })),
+    )
+    .await
+    .expect("app applied");
+}
+
+pub async fn status(hub: &Client, namespace: &str, name: &str) -> Option<MultiRegionAppStatus> {
+    let api: Api<MultiRegionApp> = Api::namespaced(hub.clone(), namespace);
+    api.get(name).await.ok()?.status
+}
+
+/// The weights summary, once the app has one.
+pub async fn weights(hub: &Client, namespace: &str, name: &str) -> Option<String> {
+    status(hub, namespace, name).await?.weights
+}
+
+pub fn condition(status: &MultiRegionAppStatus, type_: &str) -> Option<(String, String, String)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// (spec.replicas, readyReplicas) of the placed Deployment in a region.
+pub async fn placed(region: &Client, namespace: &str, name: &str) -> Option<(i32, i32)> {
+    let api: Api<Deployment> = Api::namespaced(region.clone(), namespace);
+    let d = api.get_opt(name).await.ok()??;
+    Some((
+        d.spec.and_then(|s| s.replicas).unwrap_or(1),
+        d.status.and_then(|s| s.ready_replicas).unwrap_or(0),
+    ))
+}
+
+pub async fn delete_app(hub: &Client, namespace: &str, name: &str) {
+    let api: Api<MultiRegionApp> = Api::namespaced(hub.clone(), namespace);
+    let _ = api.delete(name, &DeleteParams::default()).await;
+}
+
+/// Creates a Deployment by hand (not labelled as the operator's).
+pub async fn handmade_deployment(region: &Client, namespace: &str, name: &str) -> Deployment {
+    ensure_namespace(region, namespace).await;
+    let api: Api<Deployment> = Api::namespaced(region.clone(), namespace);
+    let d: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"owner": "a-person"}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "handmade"}},
+            "template": {"metadata": {"labels": {"app": "handmade"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+        }
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &d)
+        .await
+        .expect("handmade deployment")
+}
+
+/// Names of events with this reason recorded on the app.
+pub async fn events(hub: &Client, namespace: &str, reason: &str) -> Vec<String> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(hub.clone(), namespace);
+    api.list(&Default::default())
+        .await
+        .map(|l| {
+            l.items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .map(|e| format!("{}: {}", e.name_any(), e.note.unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,723 @@
+//! End-to-end: the operator as a process against a hub and three regions
+//! running as real control planes (localregions).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::operator::{
+    REGIONS, app_spec, apply_app, condition, delete_app, env, events, handmade_deployment, placed,
+    register_region, serial, status, weights,
+};
+use common::wait_for;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams};
+use multiregion::api::Region;
+use serde_json::json;
+
+/// Panics with the operator's log when a step fails.
+struct ShowLogOnPanic;
+
+impl Drop for ShowLogOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("----- operator log -----\n{}", env().operator_log_tail());
+            // Leave every region running for the next test.
+            std::thread::spawn(|| {
+                let runtime = tokio::runtime::Runtime::new().unwrap();
+                let _ = runtime.block_on(async { env().regions.lock().await.heal().await });
+            })
+            .join()
+            .ok();
+        }
+    }
+}
+
+#[tokio::test]
+async fn active_active_drops_an_unreachable_region_and_takes_it_back() {
+    let _serial = serial().await;
+    let _log = ShowLogOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    let ns = "aa";
+    apply_app(
+        &hub,
+        ns,
+        "web",
+        app_spec("ActiveActive", &REGIONS, json!({})),
+    )
+    .await;
+    wait_for(
+        "all three regions to carry traffic",
+        Duration::from_secs(60),
+        || async {
+            (weights(&hub, ns, "web").await? == "us-east=34 eu-west=33 ap-south=33").then_some(())
+        },
+    )
+    .await;
+    for region in REGIONS {
+        let client = env.client(region).await;
+        assert_eq!(
+            placed(&client, ns, "web").await,
+            Some((3, 3)),
+            "full replicas in {region}"
+        );
+    }
+
+    env.regions.lock().await.stop_apiserver("eu-west").unwrap();
+    let stopped = Instant::now();
+    // intervalSeconds * failureThreshold + 2 s
+    wait_for(
+        "eu-west's weight to go to 0",
+        Duration::from_secs(3 + 2),
+        || async {
+            (weights(&hub, ns, "web").await? == "us-east=50 eu-west=0 ap-south=50").then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "eu-west dropped {:?} after its API server stopped",
+        stopped.elapsed()
+    );
+    let s = status(&hub, ns, "web").await.unwrap();
+    let eu = s.regions.iter().find(|r| r.name == "eu-west").unwrap();
+    assert_eq!(
+        (eu.health.as_str(), eu.reason.as_deref()),
+        ("Unhealthy", Some("RegionUnreachable"))
+    );
+    assert_eq!(condition(&s, "Degraded").unwrap().0, "True");
+    assert_eq!(condition(&s, "Ready").unwrap().0, "True");
+
+    env.regions
+        .lock()
+        .await
+        .start_apiserver("eu-west")
+        .await
+        .unwrap();
+    wait_for(
+        "eu-west's weight to come back",
+        Duration::from_secs(20),
+        || async {
+            (weights(&hub, ns, "web").await? == "us-east=34 eu-west=33 ap-south=33").then_some(())
+        },
+    )
+    .await;
+    let s = status(&hub, ns, "web").await.unwrap();
+    assert_eq!(condition(&s, "Degraded").unwrap().0, "False");
+    delete_app(&hub, ns, "web").await;
+}
+
+#[tokio::test]
+async fn active_passive_fails_over_and_fences_the_old_active() {
+    let _serial = serial().await;
+    let _log = ShowLogOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    let ns = "ap";
+    apply_app(
+        &hub,
+        ns,
+        "web",
+        app_spec("ActivePassive", &["us-east", "eu-west"], json!({})),
+    )
+    .await;
+    wait_for("us-east to be active", Duration::from_secs(60), || async {
+        (weights(&hub, ns, "web").await? == "us-east=100 eu-west=0").then_some(())
+    })
+    .await;
+    let eu = env.client("eu-west").await;
+    let us = env.client("us-east").await;
+    wait_for(
+        "a warm standby of 1 in eu-west",
+        Duration::from_secs(30),
+        || async { (placed(&eu, ns, "web").await? == (1, 1)).then_some(()) },
+    )
+    .await;
+
+    env.regions.lock().await.stop_apiserver("us-east").unwrap();
+    wait_for(
+        "eu-west to take all traffic",
+        Duration::from_secs(5),
+        || async { (weights(&hub, ns, "web").await? == "us-east=0 eu-west=100").then_some(()) },
+    )
+    .await;
+    wait_for(
+        "eu-west to run full replicas",
+        Duration::from_secs(30),
+        || async { (placed(&eu, ns, "web").await? == (3, 3)).then_some(()) },
+    )
+    .await;
+    let s = status(&hub, ns, "web").await.unwrap();
+    assert_eq!(s.active_region.as_deref(), Some("eu-west"));
+    let f = s.last_failover.clone().unwrap();
+    assert_eq!(
+        (f.from.as_str(), f.to.as_str(), f.reason.as_str()),
+        ("us-east", "eu-west", "RegionUnreachable")
+    );
+    assert!(f.completed_at.is_some());
+    assert_eq!(condition(&s, "FailedOver").unwrap().0, "True");
+
+    env.regions
+        .lock()
+        .await
+        .start_apiserver("us-east")
+        .await
+        .unwrap();
+    wait_for(
+        "us-east fenced: standby replicas",
+        Duration::from_secs(30),
+        || async { (placed(&us, ns, "web").await?.0 == 1).then_some(()) },
+    )
+    .await;
+    let d: Deployment = Api::namespaced(us.clone(), ns).get("web").await.unwrap();
+    assert_eq!(
+        d.labels().get("multiregion.io/role").map(String::as_str),
+        Some("standby")
+    );
+    let s = status(&hub, ns, "web").await.unwrap();
+    let us_status = s.regions.iter().find(|r| r.name == "us-east").unwrap();
+    assert_eq!((us_status.role.as_str(), us_status.weight), ("Standby", 0));
+    assert_eq!(s.weights.as_deref(), Some("us-east=0 eu-west=100"));
+    delete_app(&hub, ns, "web").await;
+}
+
+use kube::ResourceExt;
+
+#[tokio::test]
+async fn pods_going_not_ready_fail_the_app_over_with_the_api_still_up() {
+    let _serial = serial().await;
+    let _log = ShowLogOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    let ns = "nodes";
+    apply_app(
+        &hub,
+        ns,
+        "web",
+        app_spec("ActivePassive", &["ap-south", "us-east"], json!({})),
+    )
+    .await;
+    wait_for("ap-south to be active", Duration::from_secs(60), || async {
+        (weights(&hub, ns, "web").await? == "ap-south=100 us-east=0").then_some(())
+    })
+    .await;
+    env.regions.lock().await.stop_nodes("ap-south").unwrap();
+    // The node monitor grace period (10 s) marks the pods NotReady, then
+    // three failed rounds move the traffic.
+    wait_for(
+        "traffic to leave ap-south",
+        Duration::from_secs(60),
+        || async { (weights(&hub, ns, "web").await? == "ap-south=0 us-east=100").then_some(()) },
+    )
+    .await;
+    let s = status(&hub, ns, "web").await.unwrap();
+    let ap = s.regions.iter().find(|r| r.name == "ap-south").unwrap();
+    assert_eq!(ap.reason.as_deref(), Some("NotEnoughReadyReplicas"));
+    env.regions
+        .lock()
+        .await
+        .start_nodes("ap-south")
+        .await
+        .unwrap();
+    delete_app(&hub, ns, "web").await;
+}
+
+#[tokio::test]
+async fn an_operator_killed_mid_failover_is_finished_by_the_next_one_counted_once() {
+    let _serial = serial().await;
+    let _log = ShowLogOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    let ns = "crash";
+    let spec = app_spec(
+        "ActivePassive",
+        &["us-east", "ap-south"],
+        json!({"healthCheck": {"intervalSeconds": 2, "failureThreshold": 4}}),
+    );
+    apply_app(&hub, ns, "web", spec).await;
+    wait_for("us-east to be active", Duration::from_secs(60), || async {
+        (weights(&hub, ns, "web").await? == "us-east=100 ap-south=0").then_some(())
+    })
+    .await;
+    env.regions.lock().await.stop_apiserver("us-east").unwrap();
+    wait_for(
+        "the failover to be under way (2 failed rounds)",
+        Duration::from_secs(20),
+        || async {
+            let s = status(&hub, ns, "web").await?;
+            let us = s.regions.iter().find(|r| r.name == "us-east")?;
+            (us.consecutive_failures >= 2).then_some(())
+        },
+    )
+    .await;
+    env.kill_operator();
+    let s = status(&hub, ns, "web").await.unwrap();
+    assert_eq!(
+        s.weights.as_deref(),
+        Some("us-east=100 ap-south=0"),
+        "not moved yet when killed"
+    );
+    env.start_operator().await;
+    wait_for(
+        "the new operator to finish the failover",
+        Duration::from_secs(30),
+        || async { (weights(&hub, ns, "web").await? == "us-east=0 ap-south=100").then_some(()) },
+    )
+    .await;
+    let ap = env.client("ap-south").await;
+    wait_for(
+        "ap-south at full replicas",
+        Duration::from_secs(30),
+        || async { (placed(&ap, ns, "web").await? == (3, 3)).then_some(()) },
+    )
+    .await;
+    // A few more rounds: no extra move happens.
+    let settled = status(&hub, ns, "web").await.unwrap();
+    wait_for("three more rounds", Duration::from_secs(20), || async {
+        let s = status(&hub, ns, "web").await?;
+        let us = s.regions.iter().find(|r| r.name == "us-east")?;
+        (us.consecutive_failures >= 4).then_some(())
+    })
+    .await;
+    let s = status(&hub, ns, "web").await.unwrap();
+    assert_eq!(s.failovers_in_last_hour, 1, "counted once");
+    assert_eq!(s.last_failover, settled.last_failover);
+    assert_eq!(
+        events(&hub, ns, "FailedOver").await.len(),
+        1,
+        "one FailedOver event"
+    );
+    env.regions
+        .lock()
+        .await
+        .start_apiserver("us-east")
+        .await
+        .unwrap();
+    delete_app(&hub, ns, "web").await;
+}
+
+#[tokio::test]
+async fn bad_regions_get_clear_conditions_and_apps_keep_working_elsewhere() {
+    let _serial = serial().await;
+    let _log = ShowLogOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    let regions: Api<Region> = Api::all(hub.clone());
+    let good = std::fs::read_to_string(env.kubeconfig("us-east")).unwrap();
+
+    // A Secret that does not exist.
+    regions
+        .patch(
+            "no-secret",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "multiregion.io/v1alpha1", "kind": "Region", "metadata": {"name": "no-secret"},
+                "spec": {"kubeconfigSecretRef": {"namespace": "multiregion-system", "name": "absent"}}
+            })),
+        )
+        .await
+        .unwrap();
+    // Garbage in the Secret.
+    register_region(&hub, "garbage", "this: is: not: a kubeconfig: [", json!({})).await;
+    // A context the kubeconfig does not have.
+    register_region(&hub, "no-context", &good, json!({"context": "missing"})).await;
+    // A dead address.
+    let dead = good.replace(
+        &good
+            .lines()
+            .find(|l| l.trim_start().starts_with("server:"))
+            .unwrap()
+            .to_string(),
+        "    server: https://127.0.0.1:1",
+    );
+    register_region(&hub, "dead", &dead, json!({})).await;
+
+    for (name, reason, words) in [
+        ("no-secret", "SecretNotFound", "not found"),
+        ("garbage", "KubeconfigInvalid", "not a kubeconfig"),
+        ("no-context", "ContextNotFound", "missing"),
+        ("dead", "ProbeFailed", "/readyz"),
+    ] {
+        let got = wait_for(
+            &format!("the {name} Region's condition"),
+            Duration::from_secs(20),
+            || async {
+                let r = regions.get(name).await.ok()?;
+                let c = r
+                    .status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Reachable")?;
+                (c.status == "False" && c.reason == reason).then_some(c.message)
+            },
+        )
+        .await;
+        assert!(got.contains(words), "{name}: {got}");
+    }
+    let dead_phase = regions.get("dead").await.unwrap().status.unwrap().phase;
+    assert_eq!(dead_phase.as_deref(), Some("Unreachable"));
+
+    // An app across a good region, the bad ones and one that does not exist.
+    let ns = "faults";
+    let spec = app_spec(
+        "ActiveActive",
+        &["us-east", "no-secret", "garbage", "dead", "nowhere"],
+        json!({}),
+    );
+    apply_app(&hub, ns, "web", spec).await;
+    wait_for(
+        "us-east to carry all traffic",
+        Duration::from_secs(60),
+        || async {
+            (weights(&hub, ns, "web").await?
+                == "us-east=100 no-secret=0 garbage=0 dead=0 nowhere=0")
+                .then_some(())
+        },
+    )
+    .await;
+    let s = status(&hub, ns, "web").await.unwrap();
+    let reason = |n: &str| {
+        s.regions
+            .iter()
+            .find(|r| r.name == n)
+            .and_then(|r| r.reason.clone())
+    };
+    assert_eq!(
+        reason("no-secret").as_deref(),
+        Some("RegionCredentialsInvalid")
+    );
+    assert_eq!(reason("dead").as_deref(), Some("RegionUnreachable"));
+    assert_eq!(reason("nowhere").as_deref(), Some("RegionNotFound"));
+    assert_eq!(condition(&s, "Ready").unwrap().0, "True");
+    let us = env.client("us-east").await;
+    assert_eq!(placed(&us, ns, "web").await, Some((3, 3)));
+
+    delete_app(&hub, ns, "web").await;
+    for name in ["no-secret", "garbage", "no-context", "dead"] {
+        let _ = regions.delete(name, &Default::default()).await;
+    }
+}
+
+#[tokio::test]
+async fn deleting_an_app_removes_its_objects_and_leaves_a_handmade_one_alone() {
+    let _serial = serial().await;
+    let _log = ShowLogOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    let ns = "cleanup";
+    let us = env.client("us-east").await;
+    let eu = env.client("eu-west").await;
+    let ap = env.client("ap-south").await;
+    let before = handmade_deployment(&ap, ns, "web").await;
+
+    apply_app(
+        &hub,
+        ns,
+        "web",
+        app_spec("ActiveActive", &REGIONS, json!({})),
+    )
+    .await;
+    let s = wait_for(
+        "the app to report the conflict in ap-south",
+        Duration::from_secs(60),
+        || async {
+            let s = status(&hub, ns, "web").await?;
+            (condition(&s, "Conflict")?.0 == "True"
+                && s.weights.as_deref() == Some("us-east=50 eu-west=50 ap-south=0"))
+            .then_some(s)
+        },
+    )
+    .await;
+    let (_, reason, message) = condition(&s, "Conflict").unwrap();
+    assert_eq!(reason, "ObjectNotOwned");
+    assert!(
+        message.contains("ap-south") && message.contains("not created by multiregion"),
+        "{message}"
+    );
+    let untouched = |d: &Deployment| {
+        let spec_same = d.spec.as_ref().and_then(|s| s.replicas) == Some(2);
+        let labels_same = d.labels() == before.labels();
+        let never_written = d
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .all(|f| f.manager.as_deref() != Some("multiregion"));
+        spec_same && labels_same && never_written
+    };
+    let after: Deployment = Api::namespaced(ap.clone(), ns).get("web").await.unwrap();
+    assert!(
+        untouched(&after),
+        "never adopted or overwritten: {:?}",
+        after.metadata
+    );
+
+    // Removing a region from spec removes what was placed there.
+    apply_app(
+        &hub,
+        ns,
+        "web",
+        app_spec("ActiveActive", &["us-east", "ap-south"], json!({})),
+    )
+    .await;
+    wait_for(
+        "eu-west's objects to go",
+        Duration::from_secs(30),
+        || async { placed(&eu, ns, "web").await.is_none().then_some(()) },
+    )
+    .await;
+    assert!(placed(&us, ns, "web").await.is_some());
+
+    delete_app(&hub, ns, "web").await;
+    wait_for("the app to be gone", Duration::from_secs(30), || async {
+        status(&hub, ns, "web").await.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        placed(&us, ns, "web").await.is_none(),
+        "removed from us-east"
+    );
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(us.clone(), ns);
+    assert!(
+        services.get_opt("web").await.unwrap().is_none(),
+        "service removed too"
+    );
+    let handmade: Deployment = Api::namespaced(ap.clone(), ns).get("web").await.unwrap();
+    assert!(untouched(&handmade), "left alone on delete");
+}
+
+#[tokio::test]
+async fn metrics_are_served() {
+    let _serial = serial().await;
+    let env = env();
+    let text = env.metrics().await;
+    for name in [
+        "multiregion_region_reachable",
+        "multiregion_probe_duration_seconds",
+        "multiregion_reconcile_duration_seconds",
+        "multiregion_decision_latency_seconds",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    }
+    assert!(
+        text.contains(r#"multiregion_region_reachable{region="us-east"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_api_server_refuses_every_invalid_spec_naming_the_field() {
+    use kube::api::PostParams;
+    use multiregion::api::MultiRegionApp;
+    let _serial = serial().await;
+    let env = env();
+    let hub = env.client("hub").await;
+    common::operator::ensure_namespace(&hub, "validation").await;
+    let apps: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        hub.clone(),
+        "validation",
+        &kube::api::ApiResource::erase::<MultiRegionApp>(&()),
+    );
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let two = json!([{"name": "us-east"}, {"name": "eu-west"}]);
+    let sun = |a: &str, b: &str| {
+        json!([
+            {"name": "us-east", "activeWindow": {"start": a, "end": "12:00"}},
+            {"name": "eu-west", "activeWindow": {"start": "12:00", "end": b}}
+        ])
+    };
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        ("no regions", json!({"regions": []}), "spec.regions"),
+        (
+            "duplicate names",
+            json!({"regions": [{"name": "a"}, {"name": "a"}]}),
+            "region names must be unique",
+        ),
+        (
+            "name not DNS-1123",
+            json!({"regions": [{"name": "Us_East"}, {"name": "b"}]}),
+            "spec.regions[0].name",
+        ),
+        (
+            "unknown strategy",
+            json!({"strategy": "RoundRobin"}),
+            "spec.strategy",
+        ),
+        (
+            "ActivePassive with one region",
+            json!({"regions": [{"name": "a"}]}),
+            "need at least 2 regions",
+        ),
+        (
+            "FollowTheSun with one region",
+            json!({"strategy": "FollowTheSun", "regions": [{"name": "a", "activeWindow": {"start": "00:00", "end": "12:00"}}]}),
+            "need at least 2 regions",
+        ),
+        (
+            "FollowTheSun without windows",
+            json!({"strategy": "FollowTheSun", "regions": two}),
+            "spec.regions[].activeWindow",
+        ),
+        (
+            "window not HH:MM",
+            json!({"strategy": "FollowTheSun", "regions": sun("7:00", "24:00")}),
+            "spec.regions[0].activeWindow.start",
+        ),
+        (
+            "weight above 1000",
+            json!({"regions": [{"name": "a", "weight": 1001}, {"name": "b"}]}),
+            "spec.regions[0].weight",
+        ),
+        (
+            "negative weight",
+            json!({"regions": [{"name": "a", "weight": -1}, {"name": "b"}]}),
+            "spec.regions[0].weight",
+        ),
+        (
+            "all weights 0",
+            json!({"strategy": "ActiveActive", "regions": [{"name": "a", "weight": 0}, {"name": "b", "weight": 0}]}),
+            "spec.regions[].weight",
+        ),
+        (
+            "negative replicas",
+            json!({"workload": {"replicas": -1}}),
+            "spec.workload.replicas",
+        ),
+        (
+            "negative region replicas",
+            json!({"regions": [{"name": "a", "replicas": -2}, {"name": "b"}]}),
+            "spec.regions[0].replicas",
+        ),
+        (
+            "negative standby",
+            json!({"standby": {"replicas": -1}}),
+            "spec.standby.replicas",
+        ),
+        (
+            "standby above replicas",
+            json!({"standby": {"replicas": 4}}),
+            "spec.standby.replicas",
+        ),
+        (
+            "failureThreshold 0",
+            json!({"healthCheck": {"failureThreshold": 0}}),
+            "spec.healthCheck.failureThreshold",
+        ),
+        (
+            "successThreshold 0",
+            json!({"healthCheck": {"successThreshold": 0}}),
+            "spec.healthCheck.successThreshold",
+        ),
+        (
+            "interval 0",
+            json!({"healthCheck": {"intervalSeconds": 0}}),
+            "spec.healthCheck.intervalSeconds",
+        ),
+        (
+            "interval above 3600",
+            json!({"healthCheck": {"intervalSeconds": 3601}}),
+            "spec.healthCheck.intervalSeconds",
+        ),
+        (
+            "timeout 0",
+            json!({"healthCheck": {"timeoutSeconds": 0}}),
+            "spec.healthCheck.timeoutSeconds",
+        ),
+        (
+            "timeout above interval",
+            json!({"healthCheck": {"intervalSeconds": 2, "timeoutSeconds": 3}}),
+            "spec.healthCheck.timeoutSeconds",
+        ),
+        (
+            "activeOverride not a region",
+            json!({"failover": {"activeOverride": "mars"}}),
+            "spec.failover.activeOverride",
+        ),
+        (
+            "minReadyRatio 0",
+            json!({"healthCheck": {"minReadyRatio": 0}}),
+            "spec.healthCheck.minReadyRatio",
+        ),
+        (
+            "minReadyRatio above 1",
+            json!({"healthCheck": {"minReadyRatio": 1.5}}),
+            "spec.healthCheck.minReadyRatio",
+        ),
+    ];
+    // The valid base passes.
+    let valid = app_spec("ActivePassive", &["us-east", "eu-west"], json!({}));
+    let object = |spec: serde_json::Value| -> kube::api::DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "multiregion.io/v1alpha1", "kind": "MultiRegionApp",
+            "metadata": {"name": "invalid"}, "spec": spec
+        }))
+        .unwrap()
+    };
+    apps.create(&dry_run, &object(valid.clone()))
+        .await
+        .expect("the valid base is accepted");
+    for (what, patch, field) in cases {
+        let mut spec = valid.clone();
+        common::operator::merge(&mut spec, patch);
+        match apps.create(&dry_run, &object(spec)).await {
+            Ok(_) => panic!("{what}: accepted"),
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{what}: {}", status.message);
+                assert!(
+                    status.message.contains(field),
+                    "{what}: {:?} does not name {field}",
+                    status.message
+                );
+            }
+            Err(other) => panic!("{what}: {other}"),
+        }
+    }
+
+    let regions: kube::Api<kube::api::DynamicObject> =
+        kube::Api::all_with(hub.clone(), &kube::api::ApiResource::erase::<Region>(&()));
+    let region = |spec: serde_json::Value| -> kube::api::DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "multiregion.io/v1alpha1", "kind": "Region",
+            "metadata": {"name": "invalid"}, "spec": spec
+        }))
+        .unwrap()
+    };
+    let secret = json!({"namespace": "multiregion-system", "name": "x"});
+    for (what, spec, field) in [
+        (
+            "both sources",
+            json!({"local": true, "kubeconfigSecretRef": secret}),
+            "spec.kubeconfigSecretRef or spec.local",
+        ),
+        (
+            "no source",
+            json!({}),
+            "spec.kubeconfigSecretRef or spec.local",
+        ),
+        (
+            "probe timeout above interval",
+            json!({"local": true, "probe": {"intervalSeconds": 1, "timeoutSeconds": 2}}),
+            "spec.probe.timeoutSeconds",
+        ),
+        (
+            "probe threshold 0",
+            json!({"local": true, "probe": {"failureThreshold": 0}}),
+            "spec.probe.failureThreshold",
+        ),
+    ] {
+        match regions.create(&dry_run, &region(spec)).await {
+            Ok(_) => panic!("{what}: accepted"),
+            Err(kube::Error::Api(status)) => {
+                assert!(
+                    status.message.contains(field),
+                    "{what}: {:?} does not name {field}",
+                    status.message
+                )
+            }
+            Err(other) => panic!("{what}: {other}"),
+        }
+    }
+}
