@@ -48,9 +48,16 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "MULTIREGION_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// Name of this instance in Events (defaults to the pod name or host name).
+    /// Name of this instance in Events and the Lease (defaults to the pod name or host name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Leader election: only the holder of the Lease `multiregion-operator`
+    /// in --namespace writes; other replicas stand by.
+    #[arg(long, env = "MULTIREGION_LEADER_ELECTION", default_value_t = false)]
+    leader_election: bool,
+    /// Lease duration in seconds: a standby takes over within it.
+    #[arg(long, env = "MULTIREGION_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
+    lease_seconds: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -116,6 +123,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             namespace: args.namespace,
             metrics_addr: args.metrics_addr,
             identity,
+            leader_election: args.leader_election,
+            lease_seconds: args.lease_seconds,
         },
     )
     .await

@@ -4,6 +4,7 @@
 
 mod placement;
 mod server;
+mod sinks;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,11 @@ pub struct Options {
     pub metrics_addr: std::net::SocketAddr,
     /// Name used in Events and the Lease.
     pub identity: String,
+    /// Only the holder of the Lease `multiregion-operator` in `namespace`
+    /// works; other replicas wait and take over when it expires.
+    pub leader_election: bool,
+    /// Lease duration in seconds (a replica takes over within it).
+    pub lease_seconds: u64,
 }
 
 /// Shared by every reconcile.
@@ -60,6 +66,8 @@ pub struct Context {
     /// The watch may hand back the older one for a moment after a write;
     /// deciding from it again would repeat a move (and its Event).
     written: Mutex<HashMap<AppKey, (MultiRegionAppStatus, MultiRegionAppStatus)>>,
+    /// What was last written to the traffic sinks.
+    sinks: sinks::Written,
 }
 
 impl Context {
@@ -87,18 +95,70 @@ impl Context {
     }
 }
 
-/// Runs the Region and MultiRegionApp controllers and the metrics server
-/// until the process is stopped.
+/// Serves metrics and health, waits for the Lease (with leader election),
+/// then runs the controllers until the process is stopped. A replica that
+/// loses the Lease exits, so that it can never write next to the new leader.
 pub async fn run(hub: Client, options: Options) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let (tx, rx) = mpsc::unbounded_channel();
-    let registry = Registry::new(hub.clone(), tx, metrics.clone());
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let server = tokio::spawn(server::serve(
+    let mut server = tokio::spawn(server::serve(
         options.metrics_addr,
         metrics.clone(),
         ready.clone(),
     ));
+    if !options.leader_election {
+        return tokio::select! {
+            result = run_controllers(hub, &options, metrics, ready) => result,
+            result = &mut server => result?,
+            _ = shutdown_signal() => Ok(()),
+        };
+    }
+    let grace = (options.lease_seconds / 3).max(1);
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(hub.clone(), "multiregion-operator")
+        .with_namespace(&options.namespace)
+        .with_identity(&options.identity)
+        .with_field_manager(format!("multiregion-lease-{}", options.identity))
+        .with_grace(grace)
+        .with_duration(options.lease_seconds.max(grace + 1))
+        .build()
+        .await?;
+    let (mut leader, _lease_task) = manager.watch().await;
+    tracing::info!(identity = %options.identity, "waiting for the Lease");
+    // Readiness means "able to serve as a replica": a standby is ready too.
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    loop {
+        if *leader.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            changed = leader.changed() => changed?,
+            _ = shutdown_signal() => return Ok(()),
+        }
+    }
+    tracing::info!(identity = %options.identity, "holding the Lease: this replica writes");
+    let lost = async {
+        loop {
+            if leader.changed().await.is_err() || !*leader.borrow_and_update() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        result = run_controllers(hub, &options, metrics, ready) => result,
+        result = &mut server => result?,
+        _ = lost => anyhow::bail!("lost the Lease; exiting so that only the new leader writes"),
+        _ = shutdown_signal() => Ok(()),
+    }
+}
+
+async fn run_controllers(
+    hub: Client,
+    options: &Options,
+    metrics: Arc<Metrics>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<()> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let registry = Registry::new(hub.clone(), tx, metrics.clone());
 
     let context = Arc::new(Context {
         hub: hub.clone(),
@@ -110,6 +170,7 @@ pub async fn run(hub: Client, options: Options) -> anyhow::Result<()> {
             .build()?,
         rounds: Mutex::default(),
         written: Mutex::default(),
+        sinks: sinks::Written::default(),
     });
 
     // Regions: a member per Region, rebuilt when its Secret changes.
@@ -188,8 +249,6 @@ pub async fn run(hub: Client, options: Options) -> anyhow::Result<()> {
         _ = app_controller => {},
         _ = pruner => {},
         _ = readiness => {},
-        result = server => { result??; },
-        _ = shutdown_signal() => tracing::info!("shutting down"),
     }
     Ok(())
 }
@@ -362,8 +421,35 @@ async fn apply(app: Arc<MultiRegionApp>, ctx: Arc<Context>, started: Instant) ->
     let mut wrote_members =
         futures::future::join_all(ups.map(|p| place_in(&ctx, &key, spec, p))).await;
 
-    // 2. Publish the weights: status (the sink every app has).
+    // 2. Publish the weights: the traffic sinks first, then status.
     let mut status = decision.status.clone();
+
+    // The sinks, before status says the move is done.
+    if spec.traffic.is_some() {
+        let published = sinks::publish(
+            &ctx.hub,
+            &ctx.registry,
+            &ctx.sinks,
+            &app,
+            &decision.weights,
+            &decision.cleanup,
+        )
+        .await;
+        let (ok, reason, message) = match published {
+            Ok(()) => (
+                true,
+                "Published",
+                "weights are in every traffic sink".to_string(),
+            ),
+            Err(message) => (false, "SinkWriteFailed", message),
+        };
+        let mut c =
+            plan::conditions::Conditions::new(&previous.conditions, now, app.metadata.generation);
+        c.set("TrafficPublished", ok, reason, message);
+        c.merge_into(&mut status.conditions);
+    }
+
+    // Status is the last sink: the move is complete when it is written.
     if let Some(moved) = &decision.moved
         && let Some(record) = status.last_failover.as_mut()
     {

@@ -43,6 +43,15 @@ impl<'a> Conditions<'a> {
     pub fn finish(self) -> Vec<Condition> {
         self.out
     }
+
+    /// Puts the conditions set here into an existing list, replacing those
+    /// of the same types.
+    pub fn merge_into(self, list: &mut Vec<Condition>) {
+        for condition in self.out {
+            list.retain(|c| c.type_ != condition.type_);
+            list.push(condition);
+        }
+    }
 }
 
 /// True when the named condition is True in the list.

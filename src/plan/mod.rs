@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod health;
 pub mod manifest;
 pub mod schedule;
+pub mod traffic;
 pub mod weights;
 
 use std::collections::BTreeMap;
