@@ -23,12 +23,7 @@ impl Drop for ShowLogOnPanic {
         if std::thread::panicking() {
             eprintln!("----- operator log -----\n{}", env().operator_log_tail());
             // Leave every region running for the next test.
-            std::thread::spawn(|| {
-                let runtime = tokio::runtime::Runtime::new().unwrap();
-                let _ = runtime.block_on(async { env().regions.lock().await.heal().await });
-            })
-            .join()
-            .ok();
+            env().heal();
         }
     }
 }

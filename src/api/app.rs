@@ -466,7 +466,7 @@ pub struct DnsEndpointSink {
     #[schemars(length(min = 1, max = 253))]
     pub dns_name: String,
     /// TTL of the records in seconds.
-    #[serde(default = "thirty")]
+    #[serde(default = "thirty", rename = "recordTTL")]
     #[schemars(range(min = 0, max = 86400))]
     pub record_ttl: i64,
 }

@@ -36,6 +36,9 @@ use crate::regions::{Registry, Trigger};
 
 pub use placement::PlaceError;
 
+/// Longest a placement or removal in one member may take.
+const MEMBER_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How the operator runs.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -519,7 +522,18 @@ async fn place_in(
     let Some(member) = ctx.registry.get(&p.region) else {
         return Err(PlaceError::Unreachable("no such Region".into()));
     };
-    let result = placement::place(&member, key, spec, p).await;
+    // A member that accepts connections but does not answer (an API server
+    // still starting, a half-open link) must not hold the reconcile.
+    let result = tokio::time::timeout(
+        MEMBER_WRITE_TIMEOUT,
+        placement::place(&member, key, spec, p),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(PlaceError::Unreachable(format!(
+            "no answer within {MEMBER_WRITE_TIMEOUT:?}"
+        )))
+    });
     if let Err(err) = &result {
         tracing::info!(app = %key.name, namespace = %key.namespace, region = %p.region, error = ?err, "placement not applied");
     }
@@ -539,7 +553,13 @@ async fn remove_from(ctx: &Context, key: &AppKey, region: &str) -> Result<(), Pl
     if let RegionState::Unreachable(why) = member.state() {
         return Err(PlaceError::Unreachable(why));
     }
-    placement::remove(&member, key).await
+    tokio::time::timeout(MEMBER_WRITE_TIMEOUT, placement::remove(&member, key))
+        .await
+        .unwrap_or_else(|_| {
+            Err(PlaceError::Unreachable(format!(
+                "no answer within {MEMBER_WRITE_TIMEOUT:?}"
+            )))
+        })
 }
 
 /// Collects what each spec region reports for this app.

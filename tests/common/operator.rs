@@ -130,23 +130,35 @@ impl Env {
 
     /// Starts the operator process (after a previous one was killed).
     pub async fn start_operator(&self) {
+        let child = self
+            .spawn_operator("operator-under-test", self.metrics_port, &[])
+            .await;
+        *self.operator.lock().unwrap() = Some(child);
+    }
+
+    /// Starts one more operator process and waits for its /readyz.
+    pub async fn spawn_operator(&self, identity: &str, metrics_port: u16, extra: &[&str]) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("logs/operator.log"))
             .unwrap();
+        let metrics_addr = format!("127.0.0.1:{metrics_port}");
+        let kubeconfig = self.kubeconfig("hub").display().to_string();
+        let mut args = vec![
+            "run",
+            "--kubeconfig",
+            kubeconfig.as_str(),
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--metrics-addr",
+            metrics_addr.as_str(),
+            "--identity",
+            identity,
+        ];
+        args.extend_from_slice(extra);
         let child = Command::new(env!("CARGO_BIN_EXE_multiregion"))
-            .args([
-                "run",
-                "--kubeconfig",
-                self.kubeconfig("hub").to_str().unwrap(),
-                "--namespace",
-                OPERATOR_NAMESPACE,
-                "--metrics-addr",
-                &format!("127.0.0.1:{}", self.metrics_port),
-                "--identity",
-                "operator-under-test",
-            ])
+            .args(&args)
             .env("RUST_LOG", "info,kube_client=off,kube_runtime=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -154,8 +166,7 @@ impl Env {
             .spawn()
             .expect("operator starts");
         self.regions.lock().await.adopt(child.id()).unwrap();
-        *self.operator.lock().unwrap() = Some(child);
-        let url = format!("http://127.0.0.1:{}/readyz", self.metrics_port);
+        let url = format!("http://{metrics_addr}/readyz");
         wait_for(
             "the operator to be ready",
             Duration::from_secs(30),
@@ -165,6 +176,32 @@ impl Env {
             },
         )
         .await;
+        child
+    }
+
+    /// True while the default operator process runs.
+    pub fn operator_running(&self) -> bool {
+        self.operator
+            .lock()
+            .unwrap()
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// After a failed test: every region up again and the default operator
+    /// running, so the next test starts from the same place.
+    pub fn heal(&'static self) {
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async {
+                let _ = self.regions.lock().await.heal().await;
+                if !self.operator_running() {
+                    self.start_operator().await;
+                }
+            });
+        })
+        .join()
+        .ok();
     }
 
     /// SIGKILLs the operator, as a crash would.
@@ -257,6 +294,15 @@ pub async fn register_region(hub: &Client, name: &str, kubeconfig: &str, extra: 
 }
 
 /// An app spec with fast health rounds (1 s x 3 / 2) and a small workload.
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn app_spec(strategy: &str, regions: &[&str], extra: Value) -> Value {
     let mut spec = json!({
         "strategy": strategy,

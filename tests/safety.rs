@@ -1,0 +1,567 @@
+//! End-to-end: what happens around a failover — failback, manual controls,
+//! the RPO gate, flap damping, traffic sinks and leader election — on a hub
+//! and three local regions with the operator as a process.
+
+mod common;
+
+use std::time::Duration;
+
+use common::operator::{
+    app_spec, apply_app, condition, delete_app, env, events, free_port, placed, serial, status,
+    weights,
+};
+use common::wait_for;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::json;
+
+struct Heal;
+
+impl Drop for Heal {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("----- operator log -----\n{}", env().operator_log_tail());
+            env().heal();
+        }
+    }
+}
+
+/// Fails over from us-east to eu-west and brings us-east back Healthy.
+async fn fail_over_and_recover(hub: &kube::Client, ns: &str) {
+    let env = env();
+    wait_for("us-east to be active", Duration::from_secs(60), || async {
+        (weights(hub, ns, "web").await? == "us-east=100 eu-west=0").then_some(())
+    })
+    .await;
+    env.regions.lock().await.stop_apiserver("us-east").unwrap();
+    wait_for("eu-west to take over", Duration::from_secs(10), || async {
+        (weights(hub, ns, "web").await? == "us-east=0 eu-west=100").then_some(())
+    })
+    .await;
+    env.regions
+        .lock()
+        .await
+        .start_apiserver("us-east")
+        .await
+        .unwrap();
+    wait_for(
+        "us-east to be Healthy again",
+        Duration::from_secs(30),
+        || async {
+            let s = status(hub, ns, "web").await?;
+            (s.regions.iter().find(|r| r.name == "us-east")?.health == "Healthy").then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn automatic_failback_happens_after_the_hold_and_not_before() {
+    let _serial = serial().await;
+    let _heal = Heal;
+    let hub = env().client("hub").await;
+    let ns = "failback";
+    let spec = app_spec(
+        "ActivePassive",
+        &["us-east", "eu-west"],
+        json!({"failover": {"failbackHoldSeconds": 8}}),
+    );
+    apply_app(&hub, ns, "web", spec).await;
+    fail_over_and_recover(&hub, ns).await;
+    let holding = status(&hub, ns, "web").await.unwrap();
+    assert_eq!(holding.weights.as_deref(), Some("us-east=0 eu-west=100"));
+    let (pending, reason, _) = condition(&holding, "FailbackPending").unwrap();
+    assert_eq!((pending.as_str(), reason.as_str()), ("True", "Holding"));
+    let s = wait_for("the failback", Duration::from_secs(40), || async {
+        let s = status(&hub, ns, "web").await?;
+        (s.weights.as_deref() == Some("us-east=100 eu-west=0")).then_some(s)
+    })
+    .await;
+    let back = s.last_failover.clone().unwrap();
+    assert_eq!(
+        (back.to.as_str(), back.reason.as_str()),
+        ("us-east", "Failback")
+    );
+    let healthy_since = s
+        .regions
+        .iter()
+        .find(|r| r.name == "us-east")
+        .unwrap()
+        .last_transition_time
+        .clone()
+        .unwrap();
+    let held = back.detected_at.0.as_second() - healthy_since.0.as_second();
+    assert!(held >= 8, "failback after {held}s of health, hold is 8s");
+    assert_eq!(s.failovers_in_last_hour, 2);
+    assert_eq!(condition(&s, "FailedOver").unwrap().0, "False");
+    delete_app(&hub, ns, "web").await;
+}
+
+#[tokio::test]
+async fn manual_failback_waits_for_active_override() {
+    let _serial = serial().await;
+    let _heal = Heal;
+    let hub = env().client("hub").await;
+    let ns = "manual";
+    let spec = app_spec(
+        "ActivePassive",
+        &["us-east", "eu-west"],
+        json!({"failover": {"failback": "Manual", "failbackHoldSeconds": 0}}),
+    );
+    apply_app(&hub, ns, "web", spec.clone()).await;
+    fail_over_and_recover(&hub, ns).await;
+    let s = wait_for(
+        "FailbackPending (Manual)",
+        Duration::from_secs(10),
+        || async {
+            let s = status(&hub, ns, "web").await?;
+            (condition(&s, "FailbackPending")?.1 == "Manual").then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(condition(&s, "FailbackPending").unwrap().0, "True");
+    // Several rounds later, still on eu-west.
+    let before = s
+        .regions
+        .iter()
+        .find(|r| r.name == "us-east")
+        .unwrap()
+        .consecutive_successes;
+    assert!(before >= 2);
+    assert_eq!(
+        weights(&hub, ns, "web").await.as_deref(),
+        Some("us-east=0 eu-west=100")
+    );
+    let mut with_override = spec;
+    with_override["failover"]["activeOverride"] = json!("us-east");
+    apply_app(&hub, ns, "web", with_override).await;
+    let s = wait_for(
+        "traffic back on us-east",
+        Duration::from_secs(30),
+        || async {
+            let s = status(&hub, ns, "web").await?;
+            (s.weights.as_deref() == Some("us-east=100 eu-west=0")).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(s.last_failover.as_ref().unwrap().reason, "Override");
+    assert_eq!(condition(&s, "FailbackPending").unwrap().0, "False");
+    delete_app(&hub, ns, "web").await;
+}
+
+#[tokio::test]
+async fn active_override_to_a_cold_region_moves_weights_only_when_its_pods_are_ready() {
+    let _serial = serial().await;
+    let _heal = Heal;
+    let env = env();
+    let hub = env.client("hub").await;
+    let ap = env.client("ap-south").await;
+    let ns = "override";
+    let spec = app_spec(
+        "ActivePassive",
+        &["us-east", "ap-south"],
+        json!({"standby": {"replicas": 0}}),
+    );
+    apply_app(&hub, ns, "web", spec.clone()).await;
+    wait_for(
+        "us-east active, ap-south cold",
+        Duration::from_secs(60),
+        || async {
+            let cold = placed(&ap, ns, "web").await? == (0, 0);
+            (weights(&hub, ns, "web").await? == "us-east=100 ap-south=0" && cold).then_some(())
+        },
+    )
+    .await;
+    // Slow the pods down: with KWOK stopped they are created but never ready.
+    env.regions.lock().await.stop_nodes("ap-south").unwrap();
+    let mut with_override = spec;
+    with_override["failover"]["activeOverride"] = json!("ap-south");
+    apply_app(&hub, ns, "web", with_override).await;
+    let s = wait_for(
+        "the planned move to start",
+        Duration::from_secs(20),
+        || async {
+            let s = status(&hub, ns, "web").await?;
+            (s.pending_move.as_ref()?.to == "ap-south").then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(
+        s.weights.as_deref(),
+        Some("us-east=100 ap-south=0"),
+        "weights wait for ready pods"
+    );
+    wait_for("ap-south scaled up", Duration::from_secs(20), || async {
+        (placed(&ap, ns, "web").await?.0 == 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        weights(&hub, ns, "web").await.as_deref(),
+        Some("us-east=100 ap-south=0")
+    );
+    env.regions
+        .lock()
+        .await
+        .start_nodes("ap-south")
+        .await
+        .unwrap();
+    let s = wait_for(
+        "the move once pods are ready",
+        Duration::from_secs(60),
+        || async {
+            let s = status(&hub, ns, "web").await?;
+            (s.weights.as_deref() == Some("us-east=0 ap-south=100")).then_some(s)
+        },
+    )
+    .await;
+    let ready = placed(&ap, ns, "web").await.unwrap().1;
+    assert!(ready >= 2, "{ready} ready when weights moved");
+    assert_eq!(s.last_failover.unwrap().reason, "Override");
+    assert!(s.pending_move.is_none());
+    delete_app(&hub, ns, "web").await;
+}
+
+#[tokio::test]
+async fn rpo_gate_wait_blocks_and_promote_promotes_with_a_warning() {
+    let _serial = serial().await;
+    let _heal = Heal;
+    let env = env();
+    let hub = env.client("hub").await;
+    let eu = env.client("eu-west").await;
+    for (ns, mode) in [("rpo-wait", "Wait"), ("rpo-promote", "Promote")] {
+        let spec = app_spec(
+            "ActivePassive",
+            &["us-east", "eu-west"],
+            json!({"failover": {"replication": {"maxLagSeconds": 30, "onExceeded": mode}}}),
+        );
+        apply_app(&hub, ns, "web", spec).await;
+        wait_for("us-east active", Duration::from_secs(60), || async {
+            let standby = placed(&eu, ns, "web").await?;
+            (weights(&hub, ns, "web").await? == "us-east=100 eu-west=0" && standby.1 == 1)
+                .then_some(())
+        })
+        .await;
+        // The standby reports 45 s of replication lag.
+        let deployments: Api<Deployment> = Api::namespaced(eu.clone(), ns);
+        deployments
+            .patch(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"multiregion.io/replication-lag-seconds": "45"}}})),
+            )
+            .await
+            .unwrap();
+    }
+    env.regions.lock().await.stop_apiserver("us-east").unwrap();
+    let blocked = wait_for("PromotionBlocked", Duration::from_secs(15), || async {
+        let s = status(&hub, "rpo-wait", "web").await?;
+        let (state, _, message) = condition(&s, "PromotionBlocked")?;
+        (state == "True").then_some((s, message))
+    })
+    .await;
+    assert!(blocked.1.contains("45"), "the lag is shown: {}", blocked.1);
+    assert_eq!(
+        blocked.0.weights.as_deref(),
+        Some("us-east=100 eu-west=0"),
+        "Wait keeps traffic"
+    );
+    wait_for(
+        "Promote to move traffic",
+        Duration::from_secs(15),
+        || async {
+            (weights(&hub, "rpo-promote", "web").await? == "us-east=0 eu-west=100").then_some(())
+        },
+    )
+    .await;
+    let warnings = events(&hub, "rpo-promote", "PromotedWithReplicationLag").await;
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("may be lost"), "{warnings:?}");
+    assert_eq!(
+        weights(&hub, "rpo-wait", "web").await.as_deref(),
+        Some("us-east=100 eu-west=0")
+    );
+    env.regions
+        .lock()
+        .await
+        .start_apiserver("us-east")
+        .await
+        .unwrap();
+    delete_app(&hub, "rpo-wait", "web").await;
+    delete_app(&hub, "rpo-promote", "web").await;
+}
+
+#[tokio::test]
+async fn toggling_health_for_two_minutes_moves_traffic_at_most_max_failovers_per_hour() {
+    let _serial = serial().await;
+    let _heal = Heal;
+    let env = env();
+    let hub = env.client("hub").await;
+    let ns = "flap";
+    let spec = app_spec(
+        "ActivePassive",
+        &["us-east", "eu-west"],
+        json!({"failover": {"maxFailoversPerHour": 3, "failbackHoldSeconds": 0}}),
+    );
+    apply_app(&hub, ns, "web", spec).await;
+    wait_for("us-east active", Duration::from_secs(60), || async {
+        (weights(&hub, ns, "web").await? == "us-east=100 eu-west=0").then_some(())
+    })
+    .await;
+    // Whichever region is active loses its API server for a while, then
+    // comes back; two minutes of that.
+    let started = std::time::Instant::now();
+    let mut damped_seen = false;
+    while started.elapsed() < Duration::from_secs(120) {
+        let active = status(&hub, ns, "web")
+            .await
+            .and_then(|s| s.active_region)
+            .unwrap_or_default();
+        env.regions.lock().await.stop_apiserver(&active).unwrap();
+        tokio::time::sleep(Duration::from_secs(6)).await; // the fault lasts 6 s
+        env.regions
+            .lock()
+            .await
+            .start_apiserver(&active)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await; // and heals for 3 s
+        let s = status(&hub, ns, "web").await.unwrap();
+        damped_seen |= condition(&s, "FlapDamped").is_some_and(|c| c.0 == "True");
+        assert!(
+            s.failovers_in_last_hour <= 3,
+            "{} moves",
+            s.failovers_in_last_hour
+        );
+    }
+    let s = status(&hub, ns, "web").await.unwrap();
+    assert_eq!(
+        s.failovers_in_last_hour, 3,
+        "the budget was used, not exceeded"
+    );
+    assert!(damped_seen, "FlapDamped was raised");
+    assert!(!events(&hub, ns, "FlapDamped").await.is_empty());
+    delete_app(&hub, ns, "web").await;
+}
+
+#[tokio::test]
+async fn http_route_and_dns_endpoint_follow_the_status_weights() {
+    let _serial = serial().await;
+    let _heal = Heal;
+    let env = env();
+    let hub = env.client("hub").await;
+    let kubectl = env.bin_dir.join("kubectl");
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/traffic-crds.yaml");
+    let out = std::process::Command::new(&kubectl)
+        .args([
+            "--kubeconfig",
+            env.kubeconfig("hub").to_str().unwrap(),
+            "apply",
+            "--server-side",
+            "-f",
+        ])
+        .arg(&fixture)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ns = "sinks";
+    let spec = app_spec(
+        "ActivePassive",
+        &["us-east", "eu-west"],
+        json!({
+            "regions": [
+                {"name": "us-east", "endpoint": "http://10.10.0.1:30080"},
+                {"name": "eu-west", "endpoint": "https://eu-west.example.com"}
+            ],
+            "traffic": {
+                "httpRoute": {"name": "web", "parentRefs": [{"name": "global-gw", "namespace": "gateway"}]},
+                "dnsEndpoint": {"dnsName": "web.example.com", "recordTTL": 30}
+            }
+        }),
+    );
+    let route_api = |ns: &str| {
+        Api::<DynamicObject>::namespaced_with(
+            hub.clone(),
+            ns,
+            &kube::api::ApiResource::from_gvk_with_plural(
+                &kube::api::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+                "httproutes",
+            ),
+        )
+    };
+    let dns_api = |ns: &str| {
+        Api::<DynamicObject>::namespaced_with(
+            hub.clone(),
+            ns,
+            &kube::api::ApiResource::from_gvk_with_plural(
+                &kube::api::GroupVersionKind::gvk("externaldns.k8s.io", "v1alpha1", "DNSEndpoint"),
+                "dnsendpoints",
+            ),
+        )
+    };
+    let sink_weights = || async {
+        let route = route_api(ns).get("web").await.ok()?;
+        let dns = dns_api(ns).get("web").await.ok()?;
+        let route_weights: Vec<i64> = route.data["spec"]["rules"][0]["backendRefs"]
+            .as_array()?
+            .iter()
+            .map(|b| b["weight"].as_i64().unwrap_or(-1))
+            .collect();
+        let dns_weights: Vec<i64> = dns.data["spec"]["endpoints"]
+            .as_array()?
+            .iter()
+            .map(|e| {
+                e["providerSpecific"][0]["value"]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(-1)
+            })
+            .collect();
+        Some((route_weights, dns_weights))
+    };
+    apply_app(&hub, ns, "web", spec).await;
+    wait_for("sinks at us-east=100", Duration::from_secs(60), || async {
+        let w = sink_weights().await?;
+        (w == (vec![100, 0], vec![100, 0])
+            && weights(&hub, ns, "web").await? == "us-east=100 eu-west=0")
+            .then_some(())
+    })
+    .await;
+    let s = status(&hub, ns, "web").await.unwrap();
+    assert_eq!(condition(&s, "TrafficPublished").unwrap().0, "True");
+    // Backends: an EndpointSlice for the IP, an ExternalName for the host.
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(hub.clone(), ns);
+    let eu = services.get("web-eu-west").await.unwrap();
+    assert_eq!(
+        eu.spec.unwrap().external_name.as_deref(),
+        Some("eu-west.example.com")
+    );
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+        Api::namespaced(hub.clone(), ns);
+    let us = slices.get("web-us-east").await.unwrap();
+    assert_eq!(us.endpoints[0].addresses, vec!["10.10.0.1".to_string()]);
+
+    env.regions.lock().await.stop_apiserver("us-east").unwrap();
+    wait_for("status to fail over", Duration::from_secs(10), || async {
+        (weights(&hub, ns, "web").await? == "us-east=0 eu-west=100").then_some(())
+    })
+    .await;
+    // Sinks are written before status, so they already agree.
+    assert_eq!(sink_weights().await, Some((vec![0, 100], vec![0, 100])));
+    let dns = dns_api(ns).get("web").await.unwrap();
+    let ids: Vec<&str> = dns.data["spec"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["setIdentifier"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["us-east", "eu-west"],
+        "a failed region keeps its record, at weight 0"
+    );
+    env.regions
+        .lock()
+        .await
+        .start_apiserver("us-east")
+        .await
+        .unwrap();
+    delete_app(&hub, ns, "web").await;
+}
+
+#[tokio::test]
+async fn with_two_operators_the_standby_finishes_a_failover_when_the_leader_dies() {
+    let _serial = serial().await;
+    let _heal = Heal;
+    let env = env();
+    let hub = env.client("hub").await;
+    env.kill_operator();
+    let election = ["--leader-election", "--lease-seconds", "4"];
+    let mut a = env
+        .spawn_operator("replica-a", free_port(), &election)
+        .await;
+    let mut b = env
+        .spawn_operator("replica-b", free_port(), &election)
+        .await;
+    let leases: Api<Lease> = Api::namespaced(hub.clone(), "multiregion-system");
+    let leader = wait_for("a leader", Duration::from_secs(20), || async {
+        leases
+            .get("multiregion-operator")
+            .await
+            .ok()?
+            .spec?
+            .holder_identity
+    })
+    .await;
+
+    let ns = "election";
+    let spec = app_spec(
+        "ActivePassive",
+        &["eu-west", "ap-south"],
+        json!({"healthCheck": {"intervalSeconds": 2, "failureThreshold": 3}}),
+    );
+    apply_app(&hub, ns, "web", spec).await;
+    wait_for("eu-west active", Duration::from_secs(60), || async {
+        (weights(&hub, ns, "web").await? == "eu-west=100 ap-south=0").then_some(())
+    })
+    .await;
+    env.regions.lock().await.stop_apiserver("eu-west").unwrap();
+    wait_for(
+        "the failover under way",
+        Duration::from_secs(20),
+        || async {
+            let s = status(&hub, ns, "web").await?;
+            (s.regions
+                .iter()
+                .find(|r| r.name == "eu-west")?
+                .consecutive_failures
+                >= 1)
+                .then_some(())
+        },
+    )
+    .await;
+    let (dead, mut survivor, survivor_name) = if leader == "replica-a" {
+        (&mut a, b, "replica-b")
+    } else {
+        (&mut b, a, "replica-a")
+    };
+    dead.kill().unwrap();
+    dead.wait().unwrap();
+    let s = wait_for(
+        "the other replica to finish the failover",
+        Duration::from_secs(40),
+        || async {
+            let s = status(&hub, ns, "web").await?;
+            (s.weights.as_deref() == Some("eu-west=0 ap-south=100")).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(s.failovers_in_last_hour, 1);
+    let holder = leases
+        .get("multiregion-operator")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity;
+    assert_eq!(holder.as_deref(), Some(survivor_name));
+    env.regions
+        .lock()
+        .await
+        .start_apiserver("eu-west")
+        .await
+        .unwrap();
+    delete_app(&hub, ns, "web").await;
+    wait_for("the app to be gone", Duration::from_secs(30), || async {
+        status(&hub, ns, "web").await.is_none().then_some(())
+    })
+    .await;
+    survivor.kill().unwrap();
+    survivor.wait().unwrap();
+    env.start_operator().await;
+}
