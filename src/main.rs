@@ -25,6 +25,50 @@ enum Command {
     Run(RunArgs),
     /// Print the CustomResourceDefinitions (Region, MultiRegionApp) as YAML.
     Crd,
+    /// Show each app's regions: role, health and reason, ready/desired, weight.
+    Status(StatusArgs),
+    /// What-if, without a cluster: placement and weights before and after a
+    /// region fails, and how long detection takes.
+    Plan(PlanArgs),
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// Only this app.
+    name: Option<String>,
+    /// Namespace of the apps (default: all namespaces).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// Kubeconfig of the hub (default: $KUBECONFIG or ~/.kube/config).
+    #[arg(long, env = "MULTIREGION_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Context of that kubeconfig.
+    #[arg(long)]
+    context: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(clap::Args)]
+struct PlanArgs {
+    /// A MultiRegionApp manifest (YAML or JSON); `-` reads standard input.
+    #[arg(short, long)]
+    file: PathBuf,
+    /// The region to fail.
+    #[arg(long)]
+    fail: String,
+    /// Availability of one region (for example 0.999), to compute the app's
+    /// availability with independent failures.
+    #[arg(long)]
+    region_availability: Option<f64>,
 }
 
 #[derive(clap::Args)]
@@ -78,16 +122,26 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn hub_client(args: &RunArgs) -> anyhow::Result<kube::Client> {
-    let config = match &args.kubeconfig {
+async fn hub_client(
+    kubeconfig: Option<&PathBuf>,
+    context: Option<&String>,
+) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
             let options = kube::config::KubeConfigOptions {
-                context: args.context.clone(),
+                context: context.cloned(),
                 ..Default::default()
             };
             kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?
+        }
+        None if context.is_some() => {
+            let options = kube::config::KubeConfigOptions {
+                context: context.cloned(),
+                ..Default::default()
+            };
+            kube::Config::from_kubeconfig(&options).await?
         }
         None => kube::Config::infer().await?,
     };
@@ -102,6 +156,8 @@ async fn main() {
             .map(|yaml| print!("{yaml}"))
             .map_err(anyhow::Error::from),
         Command::Run(args) => run(args).await,
+        Command::Status(args) => status(args).await,
+        Command::Plan(args) => plan(args),
     };
     if let Err(err) = result {
         eprintln!("multiregion: {err:#}");
@@ -111,7 +167,7 @@ async fn main() {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let hub = hub_client(&args).await?;
+    let hub = hub_client(args.kubeconfig.as_ref(), args.context.as_ref()).await?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
@@ -128,4 +184,71 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     )
     .await
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    use kube::api::Api;
+    use multiregion::api::MultiRegionApp;
+    let hub = hub_client(args.kubeconfig.as_ref(), args.context.as_ref()).await?;
+    let api: Api<MultiRegionApp> = match &args.namespace {
+        Some(ns) => Api::namespaced(hub, ns),
+        None => Api::all(hub),
+    };
+    let apps: Vec<MultiRegionApp> = match &args.name {
+        Some(name) => {
+            if args.namespace.is_none() {
+                anyhow::bail!("name the namespace of {name} with -n");
+            }
+            vec![api.get(name).await?]
+        }
+        None => api.list(&Default::default()).await?.items,
+    };
+    match args.output {
+        Output::Table => {
+            use std::io::IsTerminal;
+            let style = multiregion::cli::Style {
+                colour: std::io::stdout().is_terminal(),
+            };
+            if apps.is_empty() {
+                println!("no MultiRegionApps found");
+            }
+            print!("{}", multiregion::cli::status_table(&apps, style));
+        }
+        Output::Json => println!("{}", serde_json::to_string_pretty(&apps)?),
+        Output::Yaml => print!("{}", serde_saphyr::to_string(&apps)?),
+    }
+    Ok(())
+}
+
+fn plan(args: PlanArgs) -> anyhow::Result<()> {
+    use multiregion::api::MultiRegionApp;
+    let text = if args.file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?
+    };
+    let app: MultiRegionApp = serde_saphyr::from_str(&text)
+        .with_context(|| format!("{} is not a MultiRegionApp", args.file.display()))?;
+    if !app.spec.regions.iter().any(|r| r.name == args.fail) {
+        anyhow::bail!("--fail {}: not one of spec.regions", args.fail);
+    }
+    if let Some(a) = args.region_availability
+        && !(0.0..=1.0).contains(&a)
+    {
+        anyhow::bail!("--region-availability must be between 0 and 1");
+    }
+    let now = jiff::Timestamp::now();
+    let whatif =
+        multiregion::plan::whatif::simulate(&app.spec, &args.fail, now, args.region_availability);
+    use std::io::IsTerminal;
+    let style = multiregion::cli::Style {
+        colour: std::io::stdout().is_terminal(),
+    };
+    let name = app.metadata.name.clone().unwrap_or_else(|| "app".into());
+    print!(
+        "{}",
+        multiregion::cli::plan_report(&name, &args.fail, &whatif, style)
+    );
+    Ok(())
 }

@@ -716,3 +716,53 @@ async fn the_api_server_refuses_every_invalid_spec_naming_the_field() {
         }
     }
 }
+
+#[tokio::test]
+async fn status_command_shows_each_region() {
+    let _serial = serial().await;
+    let _log = ShowLogOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    let ns = "cli";
+    apply_app(
+        &hub,
+        ns,
+        "web",
+        app_spec("ActivePassive", &["us-east", "eu-west"], json!({})),
+    )
+    .await;
+    wait_for("us-east active", Duration::from_secs(60), || async {
+        (weights(&hub, ns, "web").await? == "us-east=100 eu-west=0").then_some(())
+    })
+    .await;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_multiregion"))
+            .args(args)
+            .args(["--kubeconfig", env.kubeconfig("hub").to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = run(&["status", "-n", ns]);
+    let us = table
+        .lines()
+        .find(|l| l.starts_with("us-east"))
+        .expect("a us-east row");
+    assert_eq!(
+        us.split_whitespace().collect::<Vec<_>>(),
+        ["us-east", "Active", "Healthy", "3/3", "100"]
+    );
+    assert!(
+        table.contains("cli/web  ActivePassive  active: us-east"),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&["status", "-n", ns, "web", "-o", "json"])).unwrap();
+    assert_eq!(json[0]["status"]["weights"], "us-east=100 eu-west=0");
+    delete_app(&hub, ns, "web").await;
+}

@@ -10,6 +10,7 @@ pub mod manifest;
 pub mod schedule;
 pub mod traffic;
 pub mod weights;
+pub mod whatif;
 
 use std::collections::BTreeMap;
 

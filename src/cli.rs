@@ -1,0 +1,173 @@
+//! Rendering for `multiregion status` and `multiregion plan`: plain text
+//! when piped, coloured on a terminal.
+
+use std::fmt::Write as _;
+
+use crate::api::MultiRegionApp;
+use crate::plan::whatif::{Snapshot, WhatIf};
+
+/// Colours health words when writing to a terminal.
+#[derive(Clone, Copy)]
+pub struct Style {
+    pub colour: bool,
+}
+
+impl Style {
+    fn paint(self, text: &str) -> String {
+        if !self.colour {
+            return text.to_string();
+        }
+        let code = match text {
+            "Healthy" | "Active" => "32",
+            "Unhealthy" => "31",
+            "Unknown" | "Drained" => "33",
+            _ => return text.to_string(),
+        };
+        format!("\x1b[{code}m{text}\x1b[0m")
+    }
+}
+
+/// Pads a row of cells to the column widths (colour codes excluded).
+fn table(header: &[&str], rows: &[Vec<String>], style: Style) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<String>, paint: bool| {
+        let mut s = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            let shown = if paint {
+                style.paint(cell)
+            } else {
+                cell.clone()
+            };
+            if i + 1 == cells.len() {
+                s.push_str(&shown);
+            } else {
+                let _ = write!(s, "{shown}{}   ", " ".repeat(pad));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    out.push_str(&line(header.iter().map(|h| h.to_string()).collect(), false));
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row.clone(), true));
+        out.push('\n');
+    }
+    out
+}
+
+/// One block per app: a summary line and a row per region.
+pub fn status_table(apps: &[MultiRegionApp], style: Style) -> String {
+    let mut out = String::new();
+    for app in apps {
+        let status = app.status.clone().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{}/{}  {:?}  active: {}  weights: {}  healthy: {}",
+            app.metadata.namespace.as_deref().unwrap_or_default(),
+            app.metadata.name.as_deref().unwrap_or_default(),
+            app.spec.strategy,
+            status.active_region.as_deref().unwrap_or("-"),
+            status.weights.as_deref().unwrap_or("-"),
+            status.healthy.as_deref().unwrap_or("-"),
+        );
+        let rows: Vec<Vec<String>> = status
+            .regions
+            .iter()
+            .map(|r| {
+                vec![
+                    r.name.clone(),
+                    r.role.clone(),
+                    r.health.clone(),
+                    r.reason.clone().unwrap_or_default(),
+                    format!("{}/{}", r.ready_replicas, r.desired_replicas),
+                    r.weight.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["REGION", "ROLE", "HEALTH", "REASON", "READY", "WEIGHT"],
+            &rows,
+            style,
+        ));
+        let noteworthy: Vec<String> = status
+            .conditions
+            .iter()
+            .filter(|c| {
+                (c.type_ == "Ready" && c.status == "False")
+                    || (c.type_ != "Ready" && c.status == "True")
+            })
+            .map(|c| format!("{}={} ({})", c.type_, c.status, c.message))
+            .collect();
+        if !noteworthy.is_empty() {
+            let _ = writeln!(out, "conditions: {}", noteworthy.join("; "));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn snapshot_table(s: &Snapshot, style: Style) -> String {
+    let rows: Vec<Vec<String>> = s
+        .placements
+        .iter()
+        .zip(&s.weights)
+        .map(|(p, (_, w))| {
+            vec![
+                p.region.clone(),
+                p.role.as_str().to_string(),
+                p.replicas.to_string(),
+                w.to_string(),
+            ]
+        })
+        .collect();
+    table(&["REGION", "ROLE", "REPLICAS", "WEIGHT"], &rows, style)
+}
+
+/// The what-if report.
+pub fn plan_report(name: &str, failed: &str, w: &WhatIf, style: Style) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{name}: before {failed} fails");
+    out.push_str(&snapshot_table(&w.before, style));
+    let _ = writeln!(
+        out,
+        "\nafter {failed} fails (detected after {} s: intervalSeconds x failureThreshold)",
+        w.detection_seconds
+    );
+    out.push_str(&snapshot_table(&w.after, style));
+    if let Some(a) = w.availability {
+        let _ = writeln!(
+            out,
+            "\navailability with {} regions failing independently: {:.6}%",
+            w.before.placements.len(),
+            a * 100.0
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_tables_align_and_carry_no_colour_codes() {
+        let t = table(
+            &["REGION", "WEIGHT"],
+            &[
+                vec!["us-east".into(), "100".into()],
+                vec!["eu".into(), "0".into()],
+            ],
+            Style { colour: false },
+        );
+        assert_eq!(t, "REGION    WEIGHT\nus-east   100\neu        0\n");
+        let coloured = table(&["H"], &[vec!["Healthy".into()]], Style { colour: true });
+        assert!(coloured.contains("\x1b[32mHealthy"));
+    }
+}

@@ -1,0 +1,270 @@
+//! The Helm chart: lint, render with defaults and with every optional block,
+//! install into a real hub whose namespace enforces the `restricted` Pod
+//! Security Standard, and run the operator with the chart's ServiceAccount
+//! token (not admin) through a failover.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::operator::{app_spec, apply_app, register_region, weights};
+use common::wait_for;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+const NS: &str = "multiregion-system";
+
+fn chart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/multiregion")
+}
+
+fn run(program: &Path, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}{}",
+        program.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn kinds(rendered: &str) -> Vec<String> {
+    rendered
+        .lines()
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_chart_lints_and_renders_with_and_without_its_options() {
+    let helm = multiregion::localregions::Binaries::locate()
+        .unwrap()
+        .path("helm");
+    let chart = chart();
+    let chart = chart.to_str().unwrap();
+    let lint = run(&helm, &["lint", "--strict", chart]);
+    assert!(lint.contains("0 chart(s) failed"), "{lint}");
+    let defaults = run(&helm, &["template", "t", chart, "-n", NS]);
+    let mut got = kinds(&defaults);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    assert!(!defaults.contains("\"*\""), "no wildcards in RBAC");
+    let everything = run(
+        &helm,
+        &[
+            "template",
+            "t",
+            chart,
+            "-n",
+            NS,
+            "--set",
+            "serviceMonitor.enabled=true,networkPolicy.enabled=true,rbac.hubIsRegion=true,metrics.service.type=NodePort",
+        ],
+    );
+    let got = kinds(&everything);
+    assert!(
+        got.contains(&"ServiceMonitor".to_string()) && got.contains(&"NetworkPolicy".to_string())
+    );
+    assert!(
+        everything.contains("deployments"),
+        "hubIsRegion grants Deployments"
+    );
+    // The schema refuses bad values.
+    let out = Command::new(&helm)
+        .args(["template", "t", chart, "--set", "logFormat=xml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("logFormat"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_with_the_charts_service_account_does_a_failover() {
+    let regions = common::clusters("chart", &["hub", "us-east", "eu-west"]).await;
+    let bin = regions.bin_dir().to_path_buf();
+    let hub_kc = regions.kubeconfig("hub").unwrap();
+    let hub_kc_s = hub_kc.to_str().unwrap();
+    let hub = regions.client("hub").await.unwrap();
+
+    // The namespace enforces the restricted Pod Security Standard.
+    let namespaces: Api<Namespace> = Api::all(hub.clone());
+    namespaces
+        .patch(
+            NS,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": NS, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}
+            })),
+        )
+        .await
+        .unwrap();
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    run(
+        &bin.join("kubectl"),
+        &[
+            "--kubeconfig",
+            hub_kc_s,
+            "apply",
+            "--server-side",
+            "-f",
+            crds.to_str().unwrap(),
+        ],
+    );
+    run(
+        &bin.join("kubectl"),
+        &[
+            "--kubeconfig",
+            hub_kc_s,
+            "wait",
+            "--for=condition=Established",
+            "crd/multiregionapps.multiregion.io",
+        ],
+    );
+    // KWOK runs the pods, so --wait proves the Deployment is admitted and
+    // becomes available under the restricted policy.
+    run(
+        &bin.join("helm"),
+        &[
+            "--kubeconfig",
+            hub_kc_s,
+            "install",
+            "multiregion",
+            chart().to_str().unwrap(),
+            "-n",
+            NS,
+            "--set",
+            "image.repository=multiregion,image.tag=test",
+            "--wait",
+            "--timeout",
+            "90s",
+        ],
+    );
+    let status = run(
+        &bin.join("helm"),
+        &["--kubeconfig", hub_kc_s, "status", "multiregion", "-n", NS],
+    );
+    assert!(status.contains("STATUS: deployed"), "{status}");
+
+    // A kubeconfig with the chart's ServiceAccount token.
+    let token = run(
+        &bin.join("kubectl"),
+        &[
+            "--kubeconfig",
+            hub_kc_s,
+            "-n",
+            NS,
+            "create",
+            "token",
+            "multiregion",
+            "--duration",
+            "1h",
+        ],
+    );
+    let admin = std::fs::read_to_string(&hub_kc).unwrap();
+    let server = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap();
+    let ca = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority-data: "))
+        .unwrap();
+    let sa_kc = regions.dir().join("hub-serviceaccount.kubeconfig");
+    std::fs::write(
+        &sa_kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: hub\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: sa\n  user:\n    token: {}\ncontexts:\n- name: sa\n  context: {{cluster: hub, user: sa}}\ncurrent-context: sa\n",
+            token.trim()
+        ),
+    )
+    .unwrap();
+    let sa = multiregion::localregions::admin_client(&sa_kc)
+        .await
+        .unwrap();
+    let other: Api<Secret> = Api::namespaced(sa.clone(), "default");
+    match other.list(&Default::default()).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{}", s.message),
+        other => panic!("reading Secrets in another namespace must be refused: {other:?}"),
+    }
+
+    for region in ["us-east", "eu-west"] {
+        let kubeconfig = std::fs::read_to_string(regions.kubeconfig(region).unwrap()).unwrap();
+        register_region(&hub, region, &kubeconfig, json!({})).await;
+    }
+    let metrics_port = common::operator::free_port();
+    let log = std::fs::File::create(regions.dir().join("logs/operator.log")).unwrap();
+    let mut operator = Command::new(env!("CARGO_BIN_EXE_multiregion"))
+        .args([
+            "run",
+            "--kubeconfig",
+            sa_kc.to_str().unwrap(),
+            "--namespace",
+            NS,
+            "--leader-election",
+            "--lease-seconds",
+            "4",
+        ])
+        .args([
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics_port}"),
+            "--identity",
+            "chart-sa",
+        ])
+        .env("RUST_LOG", "info,kube_client=off")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _kill = Kill(&mut operator);
+
+    let ns = "chart-app";
+    apply_app(
+        &hub,
+        ns,
+        "web",
+        app_spec("ActivePassive", &["us-east", "eu-west"], json!({})),
+    )
+    .await;
+    wait_for(
+        "us-east active under the chart's RBAC",
+        Duration::from_secs(90),
+        || async { (weights(&hub, ns, "web").await? == "us-east=100 eu-west=0").then_some(()) },
+    )
+    .await;
+    let mut regions = regions;
+    regions.stop_apiserver("us-east").unwrap();
+    wait_for(
+        "the failover under the chart's RBAC",
+        Duration::from_secs(15),
+        || async { (weights(&hub, ns, "web").await? == "us-east=0 eu-west=100").then_some(()) },
+    )
+    .await;
+    let events = common::operator::events(&hub, ns, "FailedOver").await;
+    assert_eq!(events.len(), 1, "Events are allowed: {events:?}");
+}
