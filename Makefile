@@ -2,13 +2,13 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test lint controlplane up down bench-localregions
+.PHONY: test lint controlplane up down bench-localregions demo shellcheck
 
 ## test: everything CI checks: format, lints, unit and end-to-end tests.
 test: lint controlplane
 	$(CARGO) test --all-targets
 
-lint:
+lint: shellcheck
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
@@ -27,3 +27,11 @@ down:
 bench-localregions:
 	$(CARGO) build --release --bin localregions
 	bash tests/controlplane/bench.sh
+
+## demo: the first run without Docker (local clusters, Helm, a failover). Ctrl-C stops it.
+demo:
+	bash scripts/demo.sh
+
+## shellcheck: the shell scripts are clean.
+shellcheck:
+	shellcheck .ci/run tests/controlplane/*.sh scripts/*.sh kind-config/*.sh

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The first run without Docker: local hub + us-east + eu-west as real control
+# planes, CRDs with kubectl, the chart with Helm, the operator running under
+# the chart's ServiceAccount, an example app, then us-east fails and comes
+# back while you watch the weights.
+#
+# Usage: scripts/demo.sh [--non-interactive]
+#   --non-interactive  do not wait for Ctrl-C at the end (used by the tests)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+interactive=1
+[ "${1:-}" = "--non-interactive" ] && interactive=0
+dir=${DEMO_DIR:-.local/demo}
+target=${CARGO_TARGET_DIR:-target}
+# The tests hand in the binaries they built; otherwise they are built here.
+mr=${MULTIREGION_BIN:-$target/debug/multiregion}
+lr=${LOCALREGIONS_BIN:-$target/debug/localregions}
+ns=multiregion-system
+operator_pid=""
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+cleanup() {
+  step "stopping everything"
+  if [ -n "$operator_pid" ]; then
+    kill "$operator_pid" 2>/dev/null || true
+    wait "$operator_pid" 2>/dev/null || true
+  fi
+  "$lr" --dir "$dir" down || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Polls a command until its output contains a string; prints what it sees.
+wait_for() { # description, timeout seconds, expected substring, command...
+  local what=$1 timeout=$2 want=$3
+  shift 3
+  local start=$SECONDS out=""
+  while (( SECONDS - start < timeout )); do
+    out=$("$@" 2>/dev/null || true)
+    if [[ $out == *"$want"* ]]; then
+      printf '  %s after %ss\n' "$what" "$((SECONDS - start))"
+      return 0
+    fi
+    sleep 1
+  done
+  printf '  timed out waiting for %s; last output:\n%s\n' "$what" "$out" >&2
+  return 1
+}
+
+weights() { kubectl get mra -n shop checkout -o 'jsonpath={.status.weights}'; }
+
+if [ -z "${MULTIREGION_BIN:-}" ]; then
+  step "building multiregion and localregions"
+  cargo build --quiet --bins
+fi
+step "building (or finding cached) etcd, kube-apiserver, kubectl, KWOK, Helm"
+bins=$(bash tests/controlplane/build.sh)
+export PATH="$bins:$PATH"
+
+step "starting hub, us-east and eu-west (real control planes as processes)"
+RUST_LOG=warn "$lr" --dir "$dir" up hub us-east eu-west
+export KUBECONFIG="$dir/hub.kubeconfig"
+
+step "installing the CRDs with kubectl"
+kubectl apply --server-side -f crds/
+kubectl wait --for=condition=Established crd/multiregionapps.multiregion.io crd/regions.multiregion.io
+
+step "installing the chart with Helm (namespace enforces the restricted Pod Security Standard)"
+kubectl create namespace "$ns"
+kubectl label namespace "$ns" pod-security.kubernetes.io/enforce=restricted
+helm install multiregion charts/multiregion -n "$ns" --set image.repository=multiregion,image.tag=demo --wait --timeout 90s
+
+step "running the operator under the chart's ServiceAccount"
+token=$(kubectl -n "$ns" create token multiregion --duration 2h)
+server=$(kubectl config view --raw -o 'jsonpath={.clusters[0].cluster.server}')
+ca=$(kubectl config view --raw -o 'jsonpath={.clusters[0].cluster.certificate-authority-data}')
+cat > "$dir/operator.kubeconfig" <<YAML
+apiVersion: v1
+kind: Config
+clusters: [ { name: hub, cluster: { server: "$server", certificate-authority-data: "$ca" } } ]
+users: [ { name: multiregion, user: { token: "$token" } } ]
+contexts: [ { name: multiregion, context: { cluster: hub, user: multiregion } } ]
+current-context: multiregion
+YAML
+for region in us-east eu-west; do
+  kubectl -n "$ns" create secret generic "$region-kubeconfig" --from-file=kubeconfig="$dir/$region.kubeconfig"
+  kubectl apply -f - <<YAML
+apiVersion: multiregion.io/v1alpha1
+kind: Region
+metadata: { name: $region }
+spec:
+  kubeconfigSecretRef: { namespace: $ns, name: $region-kubeconfig }
+  probe: { intervalSeconds: 1, timeoutSeconds: 1 }
+YAML
+done
+RUST_LOG=info,kube_client=off "$mr" run --kubeconfig "$dir/operator.kubeconfig" \
+  --namespace "$ns" --metrics-addr 127.0.0.1:0 --log-format text > "$dir/logs/operator.log" 2>&1 &
+operator_pid=$!
+wait_for "Regions Reachable" 30 "Reachable Reachable" kubectl get regions -o 'jsonpath={.items[*].status.phase}'
+kubectl get regions
+
+step "applying examples/checkout.yaml (health rounds every second for the demo)"
+kubectl create namespace shop
+kubectl apply -f examples/checkout.yaml
+kubectl patch mra -n shop checkout --type merge -p '{"spec":{"healthCheck":{"intervalSeconds":1,"timeoutSeconds":1}}}'
+wait_for "us-east serving" 60 "us-east=100 eu-west=0" weights
+kubectl get mra -n shop
+"$mr" status -n shop
+
+step "us-east fails: its API server is stopped"
+"$lr" --dir "$dir" stop-apiserver us-east
+start=$SECONDS
+while (( SECONDS - start < 30 )); do
+  w=$(weights)
+  printf '  t=%2ss  %s\n' "$((SECONDS - start))" "$w"
+  [[ $w == "us-east=0 eu-west=100" ]] && break
+  sleep 1
+done
+[[ $(weights) == "us-east=0 eu-west=100" ]] || { echo "failover did not happen" >&2; exit 1; }
+kubectl get mra -n shop
+"$mr" status -n shop
+
+step "us-east comes back: it is fenced as a Standby with weight 0"
+"$lr" --dir "$dir" start-apiserver us-east
+wait_for "us-east Healthy again, as Standby" 30 "Standby Healthy" \
+  kubectl get mra -n shop checkout -o 'jsonpath={.status.regions[0].role} {.status.regions[0].health}'
+"$mr" status -n shop
+kubectl get events -n shop --sort-by=.metadata.creationTimestamp | tail -8
+
+if [ "$interactive" = 1 ]; then
+  step "the clusters keep running: try kubectl (KUBECONFIG=$KUBECONFIG); Ctrl-C stops everything"
+  while true; do sleep 3600; done
+fi
+step "demo finished"

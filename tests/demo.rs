@@ -1,0 +1,34 @@
+//! `make demo` runs to the failover and back unattended, and leaves nothing
+//! running.
+
+use std::process::Command;
+
+#[test]
+fn the_demo_runs_unattended_to_the_failover_and_back() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("demo");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh"))
+        .arg("--non-interactive")
+        .env("DEMO_DIR", &dir)
+        .env("MULTIREGION_BIN", env!("CARGO_BIN_EXE_multiregion"))
+        .env("LOCALREGIONS_BIN", env!("CARGO_BIN_EXE_localregions"))
+        .output()
+        .expect("the demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    for step in [
+        "==> installing the chart with Helm",
+        "==> us-east fails",
+        "us-east=0 eu-west=100",
+        "us-east Healthy again, as Standby",
+        "==> demo finished",
+        "==> stopping everything",
+    ] {
+        assert!(stdout.contains(step), "missing {step:?} in:\n{stdout}");
+    }
+    assert!(!dir.join("state.json").exists(), "localregions down ran");
+    let pids = std::fs::read_to_string(dir.join("pids")).unwrap_or_default();
+    assert!(pids.trim().is_empty(), "nothing left to stop: {pids}");
+}
