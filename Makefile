@@ -2,11 +2,11 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test lint controlplane up down bench-localregions demo shellcheck
+.PHONY: test lint controlplane up down bench-localregions bench demo shellcheck
 
 ## test: everything CI checks: format, lints, unit and end-to-end tests.
 test: lint controlplane
-	$(CARGO) test --all-targets
+	$(CARGO) test --lib --bins --tests
 
 lint: shellcheck
 	$(CARGO) fmt --check
@@ -35,3 +35,7 @@ demo:
 ## shellcheck: the shell scripts are clean.
 shellcheck:
 	shellcheck .ci/run tests/controlplane/*.sh scripts/*.sh kind-config/*.sh
+
+## bench: failover times and scale, on local regions, release build (figures, not tests).
+bench: controlplane
+	$(CARGO) bench --bench failover

@@ -27,6 +27,14 @@ pub struct FailoverLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// `hub` or `member`.
+    pub cluster: String,
+    /// What was written: status, region_status, event, sink, placement, removal.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub error: String,
 }
@@ -41,6 +49,7 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub probe_duration: Family<RegionLabels, Histogram>,
+    pub api_writes: Family<WriteLabels, Counter>,
     pub registry: Registry,
 }
 
@@ -104,6 +113,12 @@ impl Default for Metrics {
             "Duration of region API server probes",
             probe_duration.clone(),
         );
+        let api_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "api_writes",
+            "Writes the operator sent, by cluster and kind (zero at steady state)",
+            api_writes.clone(),
+        );
         Metrics {
             region_reachable,
             app_region_healthy,
@@ -113,12 +128,23 @@ impl Default for Metrics {
             reconcile_duration,
             reconcile_errors,
             probe_duration,
+            api_writes,
             registry,
         }
     }
 }
 
 impl Metrics {
+    /// Counts one write.
+    pub fn wrote(&self, cluster: &str, kind: &str) {
+        self.api_writes
+            .get_or_create(&WriteLabels {
+                cluster: cluster.to_string(),
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -439,11 +439,16 @@ async fn apply(app: Arc<MultiRegionApp>, ctx: Arc<Context>, started: Instant) ->
         )
         .await;
         let (ok, reason, message) = match published {
-            Ok(()) => (
-                true,
-                "Published",
-                "weights are in every traffic sink".to_string(),
-            ),
+            Ok(written) => {
+                for _ in 0..written {
+                    ctx.metrics.wrote("hub", "sink");
+                }
+                (
+                    true,
+                    "Published",
+                    "weights are in every traffic sink".to_string(),
+                )
+            }
             Err(message) => (false, "SinkWriteFailed", message),
         };
         let mut c =
@@ -480,6 +485,7 @@ async fn apply(app: Arc<MultiRegionApp>, ctx: Arc<Context>, started: Instant) ->
 
     if status != previous {
         write_status(&api, &key, &status).await?;
+        ctx.metrics.wrote("hub", "status");
         ctx.remember_write(&key, previous.clone(), status.clone());
     }
     if decision.weights_changed {
@@ -534,8 +540,12 @@ async fn place_in(
             "no answer within {MEMBER_WRITE_TIMEOUT:?}"
         )))
     });
-    if let Err(err) = &result {
-        tracing::info!(app = %key.name, namespace = %key.namespace, region = %p.region, error = ?err, "placement not applied");
+    match &result {
+        Ok(true) => ctx.metrics.wrote("member", "placement"),
+        Ok(false) => {}
+        Err(err) => {
+            tracing::info!(app = %key.name, namespace = %key.namespace, region = %p.region, error = ?err, "placement not applied")
+        }
     }
     result
 }
@@ -745,6 +755,7 @@ async fn publish_event(
         ..Default::default()
     };
     let api: Api<KubeEvent> = Api::namespaced(ctx.hub.clone(), &namespace);
+    ctx.metrics.wrote("hub", "event");
     if let Err(err) = api.create(&Default::default(), &event).await {
         tracing::warn!(error = %err, reason, "cannot record Event");
     }

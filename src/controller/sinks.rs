@@ -45,9 +45,9 @@ pub async fn publish(
     app: &MultiRegionApp,
     weights: &[(String, i32)],
     removed_regions: &[String],
-) -> Result<(), String> {
+) -> Result<usize, String> {
     let Some(sinks) = &app.spec.traffic else {
-        return Ok(());
+        return Ok(0);
     };
     let key = AppKey {
         namespace: app.namespace().unwrap_or_default(),
@@ -78,6 +78,7 @@ pub async fn publish(
         .controller_owner_ref(&())
         .map(|o| serde_json::to_value(o).unwrap_or(Value::Null));
     let mut failures = Vec::new();
+    let mut written_now = 0;
     for mut object in objects {
         if let Some(owner) = &owner {
             object["metadata"]["ownerReferences"] = json!([owner]);
@@ -111,6 +112,7 @@ pub async fn publish(
             .await
         {
             Ok(_) => {
+                written_now += 1;
                 if let Ok(mut w) = written.0.lock() {
                     w.insert(id, hash);
                 }
@@ -145,7 +147,7 @@ pub async fn publish(
         }
     }
     if failures.is_empty() {
-        Ok(())
+        Ok(written_now)
     } else {
         Err(failures.join("; "))
     }

@@ -140,6 +140,7 @@ pub async fn run(
         if changed_state || changed_raw {
             let location = member.spec().location;
             write_status(&hub, &name, &state, &error, latency, now, location).await;
+            metrics.wrote("hub", "region_status");
         }
         drop(member);
         let interval = Duration::from_secs(probe.interval_seconds.max(1) as u64);

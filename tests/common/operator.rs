@@ -179,6 +179,11 @@ impl Env {
         child
     }
 
+    /// Pid of the default operator process.
+    pub fn operator_pid(&self) -> Option<u32> {
+        self.operator.lock().unwrap().as_ref().map(|c| c.id())
+    }
+
     /// True while the default operator process runs.
     pub fn operator_running(&self) -> bool {
         self.operator

@@ -1,0 +1,392 @@
+//! `make bench`: how fast failover is, and how the operator's cost grows
+//! with apps, on local regions (hub + 3 regions, operator in release mode).
+//!
+//! Environment:
+//! - `BENCH_TRIALS` (default 20): failover trials per kind of fault at 1 s x 3;
+//! - `BENCH_DEFAULT_TRIALS` (default 5): trials at the defaults (5 s x 3);
+//! - `BENCH_APPS` (default `100`): comma-separated app counts for the scale run;
+//! - `BENCH_OUT` (default `bench/results/latest.json`): where the JSON goes.
+//!
+//! Prints a table and the JSON report. Figures, not assertions.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::operator::{app_spec, apply_app, env, status, weights};
+use common::wait_for;
+use futures::StreamExt;
+use kube::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use multiregion::api::MultiRegionApp;
+use serde_json::{Value, json};
+
+fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn summary(mut samples: Vec<f64>) -> Value {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    json!({
+        "trials": samples.len(),
+        "p50_seconds": percentile(&samples, 50.0),
+        "p99_seconds": percentile(&samples, 99.0),
+        "max_seconds": samples.last().copied().unwrap_or(f64::NAN),
+        "samples": samples,
+    })
+}
+
+/// Seconds from injecting a fault in the active region until a watch on the
+/// hub sees the app's weights leave it.
+async fn failover_trials(fault: &str, interval: i32, trials: usize) -> Vec<f64> {
+    let env = env();
+    let hub = env.client("hub").await;
+    let ns = format!("bench-{fault}-{interval}");
+    let spec = app_spec(
+        "ActivePassive",
+        &["us-east", "eu-west"],
+        json!({"healthCheck": {"intervalSeconds": interval, "timeoutSeconds": 1, "failureThreshold": 3, "successThreshold": 2}}),
+    );
+    apply_app(&hub, &ns, "web", spec).await;
+    wait_for("an active region", Duration::from_secs(120), || async {
+        let w = weights(&hub, &ns, "web").await?;
+        (w == "us-east=100 eu-west=0" || w == "us-east=0 eu-west=100").then_some(())
+    })
+    .await;
+    let api: Api<MultiRegionApp> = Api::namespaced(hub.clone(), &ns);
+    let mut samples = Vec::new();
+    for trial in 0..trials {
+        let active = status(&hub, &ns, "web")
+            .await
+            .and_then(|s| s.active_region)
+            .expect("active region");
+        let other = if active == "us-east" {
+            "eu-west"
+        } else {
+            "us-east"
+        };
+        let want = if other == "eu-west" {
+            "us-east=0 eu-west=100"
+        } else {
+            "us-east=100 eu-west=0"
+        };
+        let stream = watcher(
+            api.clone(),
+            watcher::Config::default().fields("metadata.name=web"),
+        )
+        .applied_objects();
+        futures::pin_mut!(stream);
+        let injected = Instant::now();
+        match fault {
+            "apiserver" => env.regions.lock().await.stop_apiserver(&active).unwrap(),
+            _ => env.regions.lock().await.stop_nodes(&active).unwrap(),
+        }
+        let seen = tokio::time::timeout(Duration::from_secs(120), async {
+            while let Some(Ok(app)) = stream.next().await {
+                if app.status.and_then(|s| s.weights).as_deref() == Some(want) {
+                    return injected.elapsed();
+                }
+            }
+            injected.elapsed()
+        })
+        .await
+        .unwrap_or_else(|_| injected.elapsed());
+        samples.push(seen.as_secs_f64());
+        eprintln!(
+            "  {fault} {interval}s x 3, trial {}: {:.2} s",
+            trial + 1,
+            seen.as_secs_f64()
+        );
+        match fault {
+            "apiserver" => env
+                .regions
+                .lock()
+                .await
+                .start_apiserver(&active)
+                .await
+                .unwrap(),
+            _ => env.regions.lock().await.start_nodes(&active).await.unwrap(),
+        }
+        // The recovered region must be Healthy (and fenced) before the next fault.
+        wait_for(
+            "the failed region to recover",
+            Duration::from_secs(180),
+            || async {
+                let s = status(&hub, &ns, "web").await?;
+                let r = s.regions.iter().find(|r| r.name == active)?;
+                (r.health == "Healthy" && r.role == "Standby" && r.ready_replicas >= 1)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    common::operator::delete_app(&hub, &ns, "web").await;
+    samples
+}
+
+/// Reads one counter or histogram series sum from the operator's /metrics.
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn proc_figures(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    (hwm_kib / 1024.0, ticks / 100.0)
+}
+
+async fn scale(apps: usize) -> Value {
+    let env = env();
+    let hub = env.client("hub").await;
+    env.kill_operator();
+    let ns = format!("scale-{apps}");
+    let spec = app_spec(
+        "ActiveActive",
+        &["us-east", "eu-west", "ap-south"],
+        json!({"workload": {"replicas": 1}, "healthCheck": {"intervalSeconds": 5}}),
+    );
+    for i in 0..apps {
+        apply_app(&hub, &ns, &format!("app-{i}"), spec.clone()).await;
+    }
+    let started = Instant::now();
+    env.start_operator().await;
+    let api: Api<MultiRegionApp> = Api::namespaced(hub.clone(), &ns);
+    let ready_count = || async {
+        api.list(&Default::default())
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter(|a| {
+                        a.status.as_ref().is_some_and(|s| {
+                            s.conditions
+                                .iter()
+                                .any(|c| c.type_ == "Ready" && c.status == "True")
+                                && s.weights.as_deref() == Some("us-east=34 eu-west=33 ap-south=33")
+                        })
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    wait_for("every app Ready", Duration::from_secs(900), || async {
+        (ready_count().await == apps).then_some(())
+    })
+    .await;
+    let all_ready = started.elapsed().as_secs_f64();
+    // Steady state: a minute with nothing changing.
+    let before = env.metrics().await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let after = env.metrics().await;
+    let writes = metric(&after, "multiregion_api_writes_total")
+        - metric(&before, "multiregion_api_writes_total");
+    let (rss_mib, cpu_seconds) = env
+        .operator_pid()
+        .map(proc_figures)
+        .unwrap_or((f64::NAN, f64::NAN));
+    // Stop one region: when has the last app moved its weight away?
+    let stop = Instant::now();
+    env.regions.lock().await.stop_apiserver("ap-south").unwrap();
+    let mut moved_at: Vec<f64> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < apps && stop.elapsed() < Duration::from_secs(300) {
+        if let Ok(list) = api.list(&Default::default()).await {
+            for a in list.items {
+                let name = a.metadata.name.clone().unwrap_or_default();
+                let w = a.status.and_then(|s| s.weights).unwrap_or_default();
+                if w == "us-east=50 eu-west=50 ap-south=0" && seen.insert(name) {
+                    moved_at.push(stop.elapsed().as_secs_f64());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.regions
+        .lock()
+        .await
+        .start_apiserver("ap-south")
+        .await
+        .unwrap();
+    for i in 0..apps {
+        common::operator::delete_app(&hub, &ns, &format!("app-{i}")).await;
+    }
+    wait_for(
+        "the scale apps to be gone",
+        Duration::from_secs(600),
+        || async {
+            api.list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    json!({
+        "apps": apps,
+        "regions": 3,
+        "all_ready_seconds": all_ready,
+        "operator_peak_rss_mib": rss_mib,
+        "operator_cpu_seconds_total": cpu_seconds,
+        "steady_state_writes_per_minute": writes,
+        "region_stop_last_app_moved": summary(moved_at),
+        "floor_seconds": 5 * 3,
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    let trials: usize = var("BENCH_TRIALS", 20);
+    let default_trials: usize = var("BENCH_DEFAULT_TRIALS", 5);
+    let apps: Vec<usize> = std::env::var("BENCH_APPS")
+        .unwrap_or_else(|_| "100".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| "bench/results/latest.json".into());
+
+    eprintln!("starting hub + 3 regions and the operator (release build)");
+    let _ = env();
+    let metrics_before = env().metrics().await;
+    let mut failover = serde_json::Map::new();
+    for (interval, n) in [(1, trials), (5, default_trials)] {
+        for fault in ["apiserver", "nodes"] {
+            eprintln!("failover: {fault} fault, {interval} s x 3, {n} trials");
+            let samples = failover_trials(fault, interval, n).await;
+            let mut s = summary(samples);
+            s["floor_seconds"] = json!(interval * 3);
+            failover.insert(format!("{fault}_{interval}s_x3"), s);
+        }
+    }
+    let metrics_after = env().metrics().await;
+    let latency_sum = metric(&metrics_after, "multiregion_decision_latency_seconds_sum")
+        - metric(&metrics_before, "multiregion_decision_latency_seconds_sum");
+    let latency_count = metric(&metrics_after, "multiregion_decision_latency_seconds_count")
+        - metric(
+            &metrics_before,
+            "multiregion_decision_latency_seconds_count",
+        );
+    let buckets: Vec<(f64, f64)> = metrics_after
+        .lines()
+        .filter(|l| l.starts_with("multiregion_decision_latency_seconds_bucket"))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le: f64 = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    let p99_bucket = buckets
+        .iter()
+        .find(|(_, c)| *c >= 0.99 * total)
+        .map(|b| b.0);
+
+    let mut scale_runs = Vec::new();
+    for n in apps {
+        eprintln!("scale: {n} apps x 3 regions");
+        scale_runs.push(scale(n).await);
+    }
+    let machine = format!(
+        "{} cores, {} GiB",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| m
+                .lines()
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok())
+            .map_or(0.0, |kib| (kib / 1024.0 / 1024.0).round())
+    );
+    let report = json!({
+        "machine": machine,
+        "failover": failover,
+        "decision_latency": {
+            "count": latency_count,
+            "mean_seconds": if latency_count > 0.0 { latency_sum / latency_count } else { f64::NAN },
+            "p99_upper_bound_seconds": p99_bucket,
+        },
+        "scale": scale_runs,
+    });
+    println!(
+        "{:<24} {:>7} {:>8} {:>8} {:>8}",
+        "failover", "trials", "p50 s", "p99 s", "floor s"
+    );
+    for (k, v) in &failover {
+        println!(
+            "{:<24} {:>7} {:>8.2} {:>8.2} {:>8}",
+            k,
+            v["trials"],
+            v["p50_seconds"].as_f64().unwrap_or(f64::NAN),
+            v["p99_seconds"].as_f64().unwrap_or(f64::NAN),
+            v["floor_seconds"]
+        );
+    }
+    println!(
+        "decision latency: mean {:.4} s, p99 <= {:?} s over {latency_count} decisions",
+        report["decision_latency"]["mean_seconds"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        p99_bucket
+    );
+    for s in &report["scale"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "scale {} apps: ready in {:.1} s, peak RSS {:.1} MiB, CPU {:.1} s, steady writes/min {}, last app moved p50 {:.2} s p99 {:.2} s",
+            s["apps"],
+            s["all_ready_seconds"].as_f64().unwrap_or(f64::NAN),
+            s["operator_peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+            s["operator_cpu_seconds_total"].as_f64().unwrap_or(f64::NAN),
+            s["steady_state_writes_per_minute"],
+            s["region_stop_last_app_moved"]["p50_seconds"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            s["region_stop_last_app_moved"]["p99_seconds"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+        );
+    }
+    let text = serde_json::to_string_pretty(&report).unwrap();
+    println!("{text}");
+    if let Some(parent) = std::path::Path::new(&out).parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    std::fs::write(&out, text + "\n").unwrap();
+    eprintln!("report written to {out}");
+    // The watchdog stops the clusters when this process exits.
+    env().kill_operator();
+}
