@@ -766,3 +766,72 @@ async fn status_command_shows_each_region() {
     assert_eq!(json[0]["status"]["weights"], "us-east=100 eu-west=0");
     delete_app(&hub, ns, "web").await;
 }
+
+/// A tiny HTTP endpoint whose /healthz answers 200 or 503.
+async fn health_endpoint(healthy: std::sync::Arc<std::sync::atomic::AtomicBool>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // The operator runs in another process: serve from a thread of our own
+    // so the server outlives this test's runtime turns.
+    std::thread::spawn(move || {
+        tokio::runtime::Runtime::new().unwrap().block_on(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else { return };
+                let ok = healthy.load(std::sync::atomic::Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = socket.read(&mut buf).await;
+                    let status = if ok { "200 OK" } else { "503 Service Unavailable" };
+                    let _ = socket
+                        .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
+                        .await;
+                });
+            }
+        })
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_failing_http_probe_takes_the_region_out() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _serial = serial().await;
+    let _log = ShowLogOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    let ns = "http";
+    let us_ok = Arc::new(AtomicBool::new(true));
+    let eu_ok = Arc::new(AtomicBool::new(true));
+    let us = health_endpoint(us_ok.clone()).await;
+    let eu = health_endpoint(eu_ok.clone()).await;
+    let spec = app_spec(
+        "ActiveActive",
+        &["us-east", "eu-west"],
+        json!({
+            "regions": [{"name": "us-east", "endpoint": us}, {"name": "eu-west", "endpoint": eu}],
+            "healthCheck": {"http": {"path": "/healthz"}}
+        }),
+    );
+    apply_app(&hub, ns, "web", spec).await;
+    wait_for("both regions serving", Duration::from_secs(60), || async {
+        (weights(&hub, ns, "web").await? == "us-east=50 eu-west=50").then_some(())
+    })
+    .await;
+    eu_ok.store(false, Ordering::Relaxed);
+    wait_for("eu-west out on HTTP 503", Duration::from_secs(10), || async {
+        (weights(&hub, ns, "web").await? == "us-east=100 eu-west=0").then_some(())
+    })
+    .await;
+    let s = status(&hub, ns, "web").await.unwrap();
+    let eu_status = s.regions.iter().find(|r| r.name == "eu-west").unwrap();
+    assert_eq!(eu_status.reason.as_deref(), Some("HttpProbeFailed"));
+    assert!(eu_status.message.as_deref().unwrap_or_default().contains("503"), "{eu_status:?}");
+    eu_ok.store(true, Ordering::Relaxed);
+    wait_for("eu-west back", Duration::from_secs(10), || async {
+        (weights(&hub, ns, "web").await? == "us-east=50 eu-west=50").then_some(())
+    })
+    .await;
+    delete_app(&hub, ns, "web").await;
+}
