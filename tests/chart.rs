@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::operator::{app_spec, apply_app, register_region, weights};
-use common::wait_for;
+use common::operator::{app_spec, apply_app, register_region, wait_weights};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -251,18 +250,24 @@ async fn the_operator_with_the_charts_service_account_does_a_failover() {
         app_spec("ActivePassive", &["us-east", "eu-west"], json!({})),
     )
     .await;
-    wait_for(
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=100 eu-west=0",
         "us-east active under the chart's RBAC",
         Duration::from_secs(90),
-        || async { (weights(&hub, ns, "web").await? == "us-east=100 eu-west=0").then_some(()) },
     )
     .await;
     let mut regions = regions;
     regions.stop_apiserver("us-east").unwrap();
-    wait_for(
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=0 eu-west=100",
         "the failover under the chart's RBAC",
         Duration::from_secs(15),
-        || async { (weights(&hub, ns, "web").await? == "us-east=0 eu-west=100").then_some(()) },
     )
     .await;
     let events = common::operator::events(&hub, ns, "FailedOver").await;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::operator::{
     REGIONS, app_spec, apply_app, condition, delete_app, env, events, handmade_deployment, placed,
-    register_region, serial, status, weights,
+    register_region, serial, status, wait_weights, weights,
 };
 use common::wait_for;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -42,12 +42,13 @@ async fn active_active_drops_an_unreachable_region_and_takes_it_back() {
         app_spec("ActiveActive", &REGIONS, json!({})),
     )
     .await;
-    wait_for(
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=34 eu-west=33 ap-south=33",
         "all three regions to carry traffic",
         Duration::from_secs(60),
-        || async {
-            (weights(&hub, ns, "web").await? == "us-east=34 eu-west=33 ap-south=33").then_some(())
-        },
     )
     .await;
     for region in REGIONS {
@@ -62,12 +63,13 @@ async fn active_active_drops_an_unreachable_region_and_takes_it_back() {
     env.regions.lock().await.stop_apiserver("eu-west").unwrap();
     let stopped = Instant::now();
     // intervalSeconds * failureThreshold + 2 s
-    wait_for(
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=50 eu-west=0 ap-south=50",
         "eu-west's weight to go to 0",
         Duration::from_secs(3 + 2),
-        || async {
-            (weights(&hub, ns, "web").await? == "us-east=50 eu-west=0 ap-south=50").then_some(())
-        },
     )
     .await;
     eprintln!(
@@ -89,12 +91,13 @@ async fn active_active_drops_an_unreachable_region_and_takes_it_back() {
         .start_apiserver("eu-west")
         .await
         .unwrap();
-    wait_for(
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=34 eu-west=33 ap-south=33",
         "eu-west's weight to come back",
         Duration::from_secs(20),
-        || async {
-            (weights(&hub, ns, "web").await? == "us-east=34 eu-west=33 ap-south=33").then_some(())
-        },
     )
     .await;
     let s = status(&hub, ns, "web").await.unwrap();
@@ -116,9 +119,14 @@ async fn active_passive_fails_over_and_fences_the_old_active() {
         app_spec("ActivePassive", &["us-east", "eu-west"], json!({})),
     )
     .await;
-    wait_for("us-east to be active", Duration::from_secs(60), || async {
-        (weights(&hub, ns, "web").await? == "us-east=100 eu-west=0").then_some(())
-    })
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=100 eu-west=0",
+        "us-east to be active",
+        Duration::from_secs(60),
+    )
     .await;
     let eu = env.client("eu-west").await;
     let us = env.client("us-east").await;
@@ -130,10 +138,13 @@ async fn active_passive_fails_over_and_fences_the_old_active() {
     .await;
 
     env.regions.lock().await.stop_apiserver("us-east").unwrap();
-    wait_for(
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=0 eu-west=100",
         "eu-west to take all traffic",
         Duration::from_secs(5),
-        || async { (weights(&hub, ns, "web").await? == "us-east=0 eu-west=100").then_some(()) },
     )
     .await;
     wait_for(
@@ -192,17 +203,25 @@ async fn pods_going_not_ready_fail_the_app_over_with_the_api_still_up() {
         app_spec("ActivePassive", &["ap-south", "us-east"], json!({})),
     )
     .await;
-    wait_for("ap-south to be active", Duration::from_secs(60), || async {
-        (weights(&hub, ns, "web").await? == "ap-south=100 us-east=0").then_some(())
-    })
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "ap-south=100 us-east=0",
+        "ap-south to be active",
+        Duration::from_secs(60),
+    )
     .await;
     env.regions.lock().await.stop_nodes("ap-south").unwrap();
     // The node monitor grace period (10 s) marks the pods NotReady, then
     // three failed rounds move the traffic.
-    wait_for(
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "ap-south=0 us-east=100",
         "traffic to leave ap-south",
         Duration::from_secs(60),
-        || async { (weights(&hub, ns, "web").await? == "ap-south=0 us-east=100").then_some(()) },
     )
     .await;
     let s = status(&hub, ns, "web").await.unwrap();
@@ -230,9 +249,14 @@ async fn an_operator_killed_mid_failover_is_finished_by_the_next_one_counted_onc
         json!({"healthCheck": {"intervalSeconds": 2, "failureThreshold": 4}}),
     );
     apply_app(&hub, ns, "web", spec).await;
-    wait_for("us-east to be active", Duration::from_secs(60), || async {
-        (weights(&hub, ns, "web").await? == "us-east=100 ap-south=0").then_some(())
-    })
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=100 ap-south=0",
+        "us-east to be active",
+        Duration::from_secs(60),
+    )
     .await;
     env.regions.lock().await.stop_apiserver("us-east").unwrap();
     wait_for(
@@ -253,10 +277,13 @@ async fn an_operator_killed_mid_failover_is_finished_by_the_next_one_counted_onc
         "not moved yet when killed"
     );
     env.start_operator().await;
-    wait_for(
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=0 ap-south=100",
         "the new operator to finish the failover",
         Duration::from_secs(30),
-        || async { (weights(&hub, ns, "web").await? == "us-east=0 ap-south=100").then_some(()) },
     )
     .await;
     let ap = env.client("ap-south").await;
@@ -731,9 +758,14 @@ async fn status_command_shows_each_region() {
         app_spec("ActivePassive", &["us-east", "eu-west"], json!({})),
     )
     .await;
-    wait_for("us-east active", Duration::from_secs(60), || async {
-        (weights(&hub, ns, "web").await? == "us-east=100 eu-west=0").then_some(())
-    })
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=100 eu-west=0",
+        "us-east active",
+        Duration::from_secs(60),
+    )
     .await;
     let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_multiregion"))
@@ -815,23 +847,45 @@ async fn a_failing_http_probe_takes_the_region_out() {
         }),
     );
     apply_app(&hub, ns, "web", spec).await;
-    wait_for("both regions serving", Duration::from_secs(60), || async {
-        (weights(&hub, ns, "web").await? == "us-east=50 eu-west=50").then_some(())
-    })
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=50 eu-west=50",
+        "both regions serving",
+        Duration::from_secs(60),
+    )
     .await;
     eu_ok.store(false, Ordering::Relaxed);
-    wait_for("eu-west out on HTTP 503", Duration::from_secs(10), || async {
-        (weights(&hub, ns, "web").await? == "us-east=100 eu-west=0").then_some(())
-    })
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=100 eu-west=0",
+        "eu-west out on HTTP 503",
+        Duration::from_secs(10),
+    )
     .await;
     let s = status(&hub, ns, "web").await.unwrap();
     let eu_status = s.regions.iter().find(|r| r.name == "eu-west").unwrap();
     assert_eq!(eu_status.reason.as_deref(), Some("HttpProbeFailed"));
-    assert!(eu_status.message.as_deref().unwrap_or_default().contains("503"), "{eu_status:?}");
+    assert!(
+        eu_status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("503"),
+        "{eu_status:?}"
+    );
     eu_ok.store(true, Ordering::Relaxed);
-    wait_for("eu-west back", Duration::from_secs(10), || async {
-        (weights(&hub, ns, "web").await? == "us-east=50 eu-west=50").then_some(())
-    })
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=50 eu-west=50",
+        "eu-west back",
+        Duration::from_secs(10),
+    )
     .await;
     delete_app(&hub, ns, "web").await;
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::operator::{
     app_spec, apply_app, condition, delete_app, env, events, free_port, placed, serial, status,
-    weights,
+    wait_weights, weights,
 };
 use common::wait_for;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -30,14 +30,24 @@ impl Drop for Heal {
 /// Fails over from us-east to eu-west and brings us-east back Healthy.
 async fn fail_over_and_recover(hub: &kube::Client, ns: &str) {
     let env = env();
-    wait_for("us-east to be active", Duration::from_secs(60), || async {
-        (weights(hub, ns, "web").await? == "us-east=100 eu-west=0").then_some(())
-    })
+    wait_weights(
+        hub,
+        ns,
+        "web",
+        "us-east=100 eu-west=0",
+        "us-east to be active",
+        Duration::from_secs(60),
+    )
     .await;
     env.regions.lock().await.stop_apiserver("us-east").unwrap();
-    wait_for("eu-west to take over", Duration::from_secs(10), || async {
-        (weights(hub, ns, "web").await? == "us-east=0 eu-west=100").then_some(())
-    })
+    wait_weights(
+        hub,
+        ns,
+        "web",
+        "us-east=0 eu-west=100",
+        "eu-west to take over",
+        Duration::from_secs(10),
+    )
     .await;
     env.regions
         .lock()
@@ -304,9 +314,14 @@ async fn toggling_health_for_two_minutes_moves_traffic_at_most_max_failovers_per
         json!({"failover": {"maxFailoversPerHour": 3, "failbackHoldSeconds": 0}}),
     );
     apply_app(&hub, ns, "web", spec).await;
-    wait_for("us-east active", Duration::from_secs(60), || async {
-        (weights(&hub, ns, "web").await? == "us-east=100 eu-west=0").then_some(())
-    })
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=100 eu-west=0",
+        "us-east active",
+        Duration::from_secs(60),
+    )
     .await;
     // Whichever region is active loses its API server for a while, then
     // comes back; two minutes of that.
@@ -447,9 +462,14 @@ async fn http_route_and_dns_endpoint_follow_the_status_weights() {
     assert_eq!(us.endpoints[0].addresses, vec!["10.10.0.1".to_string()]);
 
     env.regions.lock().await.stop_apiserver("us-east").unwrap();
-    wait_for("status to fail over", Duration::from_secs(10), || async {
-        (weights(&hub, ns, "web").await? == "us-east=0 eu-west=100").then_some(())
-    })
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=0 eu-west=100",
+        "status to fail over",
+        Duration::from_secs(10),
+    )
     .await;
     // Sinks are written before status, so they already agree.
     assert_eq!(sink_weights().await, Some((vec![0, 100], vec![0, 100])));
@@ -506,9 +526,14 @@ async fn with_two_operators_the_standby_finishes_a_failover_when_the_leader_dies
         json!({"healthCheck": {"intervalSeconds": 2, "failureThreshold": 3}}),
     );
     apply_app(&hub, ns, "web", spec).await;
-    wait_for("eu-west active", Duration::from_secs(60), || async {
-        (weights(&hub, ns, "web").await? == "eu-west=100 ap-south=0").then_some(())
-    })
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "eu-west=100 ap-south=0",
+        "eu-west active",
+        Duration::from_secs(60),
+    )
     .await;
     env.regions.lock().await.stop_apiserver("eu-west").unwrap();
     wait_for(

@@ -358,6 +358,21 @@ pub async fn status(hub: &Client, namespace: &str, name: &str) -> Option<MultiRe
     api.get(name).await.ok()?.status
 }
 
+/// Waits until the app's weights summary is `want`.
+pub async fn wait_weights(
+    hub: &Client,
+    namespace: &str,
+    name: &str,
+    want: &str,
+    what: &str,
+    timeout: Duration,
+) {
+    wait_for(what, timeout, || async {
+        (weights(hub, namespace, name).await? == want).then_some(())
+    })
+    .await;
+}
+
 /// The weights summary, once the app has one.
 pub async fn weights(hub: &Client, namespace: &str, name: &str) -> Option<String> {
     status(hub, namespace, name).await?.weights
