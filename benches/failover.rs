@@ -57,7 +57,11 @@ async fn failover_trials(fault: &str, interval: i32, trials: usize) -> Vec<f64> 
     let spec = app_spec(
         "ActivePassive",
         &["us-east", "eu-west"],
-        json!({"healthCheck": {"intervalSeconds": interval, "timeoutSeconds": 1, "failureThreshold": 3, "successThreshold": 2}}),
+        // The trials move traffic back and forth on purpose: no flap damping.
+        json!({
+            "healthCheck": {"intervalSeconds": interval, "timeoutSeconds": 1, "failureThreshold": 3, "successThreshold": 2},
+            "failover": {"maxFailoversPerHour": 1000}
+        }),
     );
     apply_app(&hub, &ns, "web", spec).await;
     wait_for("an active region", Duration::from_secs(120), || async {

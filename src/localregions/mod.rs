@@ -212,6 +212,9 @@ impl LocalRegions {
                 "--authorization-mode=Node,RBAC".into(),
                 "--allow-privileged=true".into(),
                 "--profiling=false".into(),
+                // Every API server here advertises 127.0.0.1, which the
+                // `kubernetes` Service endpoints reject; nothing uses them.
+                "--endpoint-reconciler-type=none".into(),
                 format!("--cert-dir={}", dir.join("pki").join(name).display()),
             ],
             log: log("kube-apiserver"),
