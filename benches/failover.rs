@@ -60,7 +60,7 @@ async fn failover_trials(fault: &str, interval: i32, trials: usize) -> Vec<f64> 
         &["us-east", "eu-west"],
         // The trials move traffic back and forth on purpose: no flap damping.
         json!({
-            "healthCheck": {"intervalSeconds": interval, "timeoutSeconds": 1, "failureThreshold": 3, "successThreshold": 2},
+            "healthCheck": {"intervalSeconds": interval, "timeoutSeconds": 1, "failureThreshold": 3, "successThreshold": 2, "startupSeconds": 5},
             "failover": {"maxFailoversPerHour": 1000}
         }),
     );

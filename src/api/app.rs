@@ -240,9 +240,20 @@ pub struct HealthCheck {
     #[serde(default = "half")]
     #[x_kube(validation = Rule::new("self > 0.0 && self <= 1.0").message("must be greater than 0 and at most 1"))]
     pub min_ready_ratio: f64,
+    /// Seconds after the operator scales a region up (a promoted standby, a
+    /// new placement) during which its not-yet-ready pods do not fail
+    /// rounds, so a new active region is not failed back while it starts.
+    /// Unreachability and HTTP failures still count.
+    #[serde(default = "thirty_i32")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub startup_seconds: i32,
     /// Optional HTTP probe of the region's endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpCheck>,
+}
+
+fn thirty_i32() -> i32 {
+    30
 }
 
 fn five() -> i32 {
@@ -261,6 +272,7 @@ impl Default for HealthCheck {
             failure_threshold: 3,
             success_threshold: 2,
             min_ready_ratio: 0.5,
+            startup_seconds: 30,
             http: None,
         }
     }
@@ -546,6 +558,10 @@ pub struct RegionAppStatus {
     /// When health last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
+    /// When the operator last raised the replicas here (startupSeconds
+    /// counts from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaled_up_at: Option<Time>,
 }
 
 /// A move of traffic.

@@ -209,12 +209,23 @@ pub fn decide(inputs: &Inputs) -> Decision {
         .regions
         .iter()
         .map(|r| {
-            let obs = inputs
+            let mut obs = inputs
                 .observations
                 .get(&r.name)
                 .cloned()
                 .unwrap_or_else(Observation::unknown);
             let prev = previous.regions.iter().find(|p| p.name == r.name);
+            // Pods the operator asked for recently are still starting: a
+            // scale-up (a promoted standby) is judged on readiness only after
+            // healthCheck.startupSeconds, so a new active is not failed back.
+            let starting = prev
+                .and_then(|p| p.scaled_up_at.as_ref())
+                .is_some_and(|at| {
+                    now.as_second() - at.0.as_second() < i64::from(hc.startup_seconds)
+                });
+            if let WorkloadState::Placed { rolling_out, .. } = &mut obs.workload {
+                *rolling_out |= starting;
+            }
             let prev_counters = prev.map_or(Counters::UNKNOWN, |p| Counters {
                 health: Health::parse(&p.health),
                 failures: p.consecutive_failures,
@@ -366,6 +377,11 @@ pub fn decide(inputs: &Inputs) -> Decision {
                     message: format!("{}: {} -> {}", slot.name(), prev.role, role.as_str()),
                 });
             }
+            let scaled_up_at = match slot.previous {
+                Some(p) if *replicas <= p.desired_replicas => p.scaled_up_at.clone(),
+                _ if *replicas > 0 => Some(Time(now)),
+                _ => None,
+            };
             RegionAppStatus {
                 name: slot.name().to_string(),
                 role: role.as_str().to_string(),
@@ -378,6 +394,7 @@ pub fn decide(inputs: &Inputs) -> Decision {
                 consecutive_failures: slot.counters.failures,
                 consecutive_successes: slot.counters.successes,
                 last_transition_time: slot.counters.since.map(Time),
+                scaled_up_at,
             }
         })
         .collect();

@@ -19,7 +19,7 @@ fn spec(v: serde_json::Value) -> MultiRegionAppSpec {
         "strategy": "ActivePassive",
         "regions": [{"name": "us-east"}, {"name": "eu-west"}],
         "workload": {"replicas": 3, "template": {}},
-        "healthCheck": {"intervalSeconds": 1, "failureThreshold": 3, "successThreshold": 2},
+        "healthCheck": {"intervalSeconds": 1, "failureThreshold": 3, "successThreshold": 2, "startupSeconds": 0},
         "failover": {"failbackHoldSeconds": 60}
     });
     merge(&mut base, v);
@@ -329,6 +329,35 @@ fn unplanned_failover_moves_weights_and_scales_the_standby_in_the_same_decision(
             .any(|e| e.reason == "FailedOver" && e.type_ == EventType::Warning)
     );
     assert!(d.events.iter().any(|e| e.reason == "RoleChanged"));
+}
+
+#[test]
+fn a_promoted_standby_is_not_failed_back_while_its_pods_start() {
+    let mut sim = Sim::new(spec(json!({"healthCheck": {"startupSeconds": 10}})));
+    sim.now = 100;
+    sim.round(&[]);
+    for _ in 0..3 {
+        sim.round(&[("us-east", down())]);
+    }
+    assert_eq!(sim.weights(), "us-east=0 eu-west=100");
+    // eu-west was scaled from 1 to 3; its new pods take a while.
+    for _ in 0..8 {
+        sim.round(&[("us-east", down()), ("eu-west", up(3, 1))]);
+    }
+    assert_eq!(
+        sim.region("eu-west").health,
+        "Healthy",
+        "starting pods do not count"
+    );
+    assert_eq!(sim.weights(), "us-east=0 eu-west=100");
+    // Past startupSeconds, missing pods count again.
+    for _ in 0..4 {
+        sim.round(&[("us-east", down()), ("eu-west", up(3, 1))]);
+    }
+    assert_eq!(
+        sim.region("eu-west").reason.as_deref(),
+        Some("NotEnoughReadyReplicas")
+    );
 }
 
 #[test]
