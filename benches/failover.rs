@@ -219,7 +219,9 @@ async fn scale(apps: usize) -> Value {
     })
     .await;
     let all_ready = started.elapsed().as_secs_f64();
-    // Steady state: a minute with nothing changing.
+    // Steady state: let the success counters saturate (two rounds), then a
+    // minute with nothing changing.
+    tokio::time::sleep(Duration::from_secs(15)).await;
     let before = env.metrics().await;
     tokio::time::sleep(Duration::from_secs(60)).await;
     let after = env.metrics().await;
