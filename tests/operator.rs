@@ -767,6 +767,20 @@ async fn status_command_shows_each_region() {
         Duration::from_secs(60),
     )
     .await;
+    wait_for(
+        "us-east at 3/3 in status",
+        Duration::from_secs(30),
+        || async {
+            let s = status(&hub, ns, "web").await?;
+            (s.regions
+                .iter()
+                .find(|r| r.name == "us-east")?
+                .ready_replicas
+                == 3)
+                .then_some(())
+        },
+    )
+    .await;
     let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_multiregion"))
             .args(args)

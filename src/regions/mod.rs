@@ -68,13 +68,15 @@ pub struct Member {
     pub refused: Mutex<HashMap<AppKey, String>>,
     /// Namespaces known to exist here.
     pub namespaces: Mutex<HashSet<String>>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for Member {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        if let Ok(tasks) = self.tasks.lock() {
+            for task in tasks.iter() {
+                task.abort();
+            }
         }
     }
 }
@@ -199,7 +201,7 @@ impl Registry {
             Err(err) => {
                 tracing::warn!(region = %name, error = %err, "region credentials unusable");
                 probe::report_credentials_error(&self.hub, &name, &err).await;
-                Member {
+                Arc::new(Member {
                     name: name.clone(),
                     client: None,
                     credentials_error: Some(err),
@@ -211,12 +213,12 @@ impl Registry {
                     conflicts: Mutex::default(),
                     refused: Mutex::default(),
                     namespaces: Mutex::default(),
-                    tasks: Vec::new(),
-                }
+                    tasks: Mutex::default(),
+                })
             }
         };
         if let Ok(mut members) = self.members.write() {
-            members.insert(name.clone(), Arc::new(member));
+            members.insert(name.clone(), member);
         }
         let _ = self.triggers.send(Trigger::Region(name));
     }
@@ -250,22 +252,15 @@ impl Registry {
         client: Client,
         key: String,
         initial: ProbeState,
-    ) -> Member {
+    ) -> Arc<Member> {
         let selector = format!("{LABEL_MANAGED_BY}=multiregion");
         let (deployments, deployment_task) =
             self.watch_placed::<Deployment>(name, &client, &selector);
         let (services, service_task) = self.watch_placed::<Service>(name, &client, &selector);
-        let probe_task = tokio::spawn(probe::run(
-            Arc::downgrade(self),
-            name.to_string(),
-            client.clone(),
-            self.hub.clone(),
-            self.metrics.clone(),
-        ));
         tracing::info!(region = %name, "region client ready");
-        Member {
+        let member = Arc::new(Member {
             name: name.to_string(),
-            client: Some(client),
+            client: Some(client.clone()),
             credentials_error: None,
             config_key: key,
             spec: RwLock::new(spec),
@@ -275,8 +270,21 @@ impl Registry {
             conflicts: Mutex::default(),
             refused: Mutex::default(),
             namespaces: Mutex::default(),
-            tasks: vec![deployment_task, service_task, probe_task],
+            tasks: Mutex::new(vec![deployment_task, service_task]),
+        });
+        // The probe holds the member weakly: it ends when the member is
+        // replaced or removed (whose Drop also aborts it).
+        let probe_task = tokio::spawn(probe::run(
+            Arc::downgrade(self),
+            Arc::downgrade(&member),
+            client,
+            self.hub.clone(),
+            self.metrics.clone(),
+        ));
+        if let Ok(mut tasks) = member.tasks.lock() {
+            tasks.push(probe_task);
         }
+        member
     }
 
     /// A label-scoped watch of one kind of placed object in a member; every

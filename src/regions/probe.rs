@@ -54,16 +54,20 @@ fn phase(health: Health) -> &'static str {
 /// Probes until the member is dropped from the registry.
 pub async fn run(
     registry: Weak<Registry>,
-    name: String,
+    member: Weak<super::Member>,
     client: Client,
     hub: Client,
     metrics: Arc<Metrics>,
 ) {
+    let Some(name) = member.upgrade().map(|m| m.name.clone()) else {
+        return;
+    };
     let labels = RegionLabels {
         region: name.clone(),
     };
+    let weak_member = member;
     loop {
-        let Some(member) = registry.upgrade().and_then(|r| r.get(&name)) else {
+        let Some(member) = weak_member.upgrade() else {
             return;
         };
         let probe = member.spec().probe;
