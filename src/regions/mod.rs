@@ -40,6 +40,30 @@ pub enum Trigger {
     App(ObjectRef<MultiRegionApp>),
 }
 
+/// Retry delays for the watches of placed objects: 200 ms doubling to at
+/// most 2 s. kube's default grows to 30 s, which after a region's API server
+/// comes back left new objects unseen for long after the region answered.
+#[derive(Default)]
+struct QuickRetry {
+    attempt: u32,
+}
+
+impl Iterator for QuickRetry {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let millis = 200u64.saturating_mul(1 << self.attempt.min(4)).min(2000);
+        self.attempt = self.attempt.saturating_add(1);
+        Some(std::time::Duration::from_millis(millis))
+    }
+}
+
+impl kube::runtime::utils::Backoff for QuickRetry {
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
 /// What the probe task last saw.
 #[derive(Clone, Debug)]
 pub struct ProbeState {
@@ -311,7 +335,7 @@ impl Registry {
         let region = region.to_string();
         let task = tokio::spawn(async move {
             let stream = reflector::reflector(writer, watcher(api, config))
-                .default_backoff()
+                .backoff(QuickRetry::default())
                 .touched_objects();
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {
