@@ -32,9 +32,31 @@ pub struct Env {
 static ENV: OnceLock<Env> = OnceLock::new();
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// One test at a time in this binary.
+/// One test at a time in this binary; each starts once the operator sees
+/// every region answering again (a previous test may have just restarted
+/// one), so no test begins inside another's fault.
 pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().await
+    let guard = SERIAL.lock().await;
+    let hub = env().client("hub").await;
+    let regions: Api<Region> = Api::all(hub);
+    wait_for(
+        "every region Reachable for the operator",
+        Duration::from_secs(60),
+        || async {
+            for name in REGIONS {
+                let status = regions.get(name).await.ok()?.status?;
+                let settled = status.phase.as_deref() == Some("Reachable")
+                    && status.consecutive_failures == 0
+                    && status.consecutive_successes >= 2;
+                if !settled {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    guard
 }
 
 /// The shared environment, started on first use. It is stopped by the
