@@ -48,7 +48,7 @@ async fn active_active_drops_an_unreachable_region_and_takes_it_back() {
         "web",
         "us-east=34 eu-west=33 ap-south=33",
         "all three regions to carry traffic",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
     )
     .await;
     for region in REGIONS {
@@ -125,7 +125,7 @@ async fn active_passive_fails_over_and_fences_the_old_active() {
         "web",
         "us-east=100 eu-west=0",
         "us-east to be active",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
     )
     .await;
     let eu = env.client("eu-west").await;
@@ -209,7 +209,7 @@ async fn pods_going_not_ready_fail_the_app_over_with_the_api_still_up() {
         "web",
         "ap-south=100 us-east=0",
         "ap-south to be active",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
     )
     .await;
     env.regions.lock().await.stop_nodes("ap-south").unwrap();
@@ -221,7 +221,7 @@ async fn pods_going_not_ready_fail_the_app_over_with_the_api_still_up() {
         "web",
         "ap-south=0 us-east=100",
         "traffic to leave ap-south",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
     )
     .await;
     let s = status(&hub, ns, "web").await.unwrap();
@@ -255,7 +255,7 @@ async fn an_operator_killed_mid_failover_is_finished_by_the_next_one_counted_onc
         "web",
         "us-east=100 ap-south=0",
         "us-east to be active",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
     )
     .await;
     env.regions.lock().await.stop_apiserver("us-east").unwrap();
@@ -389,7 +389,7 @@ async fn bad_regions_get_clear_conditions_and_apps_keep_working_elsewhere() {
     apply_app(&hub, ns, "web", spec).await;
     wait_for(
         "us-east to carry all traffic",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         || async {
             (weights(&hub, ns, "web").await?
                 == "us-east=100 no-secret=0 garbage=0 dead=0 nowhere=0")
@@ -441,7 +441,7 @@ async fn deleting_an_app_removes_its_objects_and_leaves_a_handmade_one_alone() {
     .await;
     let s = wait_for(
         "the app to report the conflict in ap-south",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         || async {
             let s = status(&hub, ns, "web").await?;
             (condition(&s, "Conflict")?.0 == "True"
@@ -764,7 +764,7 @@ async fn status_command_shows_each_region() {
         "web",
         "us-east=100 eu-west=0",
         "us-east active",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
     )
     .await;
     wait_for(
@@ -867,7 +867,7 @@ async fn a_failing_http_probe_takes_the_region_out() {
         "web",
         "us-east=50 eu-west=50",
         "both regions serving",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
     )
     .await;
     eu_ok.store(false, Ordering::Relaxed);

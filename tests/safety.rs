@@ -36,7 +36,7 @@ async fn fail_over_and_recover(hub: &kube::Client, ns: &str) {
         "web",
         "us-east=100 eu-west=0",
         "us-east to be active",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
     )
     .await;
     env.regions.lock().await.stop_apiserver("us-east").unwrap();
@@ -176,7 +176,7 @@ async fn active_override_to_a_cold_region_moves_weights_only_when_its_pods_are_r
     apply_app(&hub, ns, "web", spec.clone()).await;
     wait_for(
         "us-east active, ap-south cold",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         || async {
             let cold = placed(&ap, ns, "web").await? == (0, 0);
             (weights(&hub, ns, "web").await? == "us-east=100 ap-south=0" && cold).then_some(())
@@ -218,7 +218,7 @@ async fn active_override_to_a_cold_region_moves_weights_only_when_its_pods_are_r
         .unwrap();
     let s = wait_for(
         "the move once pods are ready",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         || async {
             let s = status(&hub, ns, "web").await?;
             (s.weights.as_deref() == Some("us-east=0 ap-south=100")).then_some(s)
@@ -246,7 +246,7 @@ async fn rpo_gate_wait_blocks_and_promote_promotes_with_a_warning() {
             json!({"failover": {"replication": {"maxLagSeconds": 30, "onExceeded": mode}}}),
         );
         apply_app(&hub, ns, "web", spec).await;
-        wait_for("us-east active", Duration::from_secs(60), || async {
+        wait_for("us-east active", Duration::from_secs(180), || async {
             let standby = placed(&eu, ns, "web").await?;
             (weights(&hub, ns, "web").await? == "us-east=100 eu-west=0" && standby.1 == 1)
                 .then_some(())
@@ -320,7 +320,7 @@ async fn toggling_health_for_two_minutes_moves_traffic_at_most_max_failovers_per
         "web",
         "us-east=100 eu-west=0",
         "us-east active",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
     )
     .await;
     // Whichever region is active loses its API server for a while, then
@@ -440,7 +440,7 @@ async fn http_route_and_dns_endpoint_follow_the_status_weights() {
         Some((route_weights, dns_weights))
     };
     apply_app(&hub, ns, "web", spec).await;
-    wait_for("sinks at us-east=100", Duration::from_secs(60), || async {
+    wait_for("sinks at us-east=100", Duration::from_secs(180), || async {
         let w = sink_weights().await?;
         (w == (vec![100, 0], vec![100, 0])
             && weights(&hub, ns, "web").await? == "us-east=100 eu-west=0")
@@ -532,7 +532,7 @@ async fn with_two_operators_the_standby_finishes_a_failover_when_the_leader_dies
         "web",
         "eu-west=100 ap-south=0",
         "eu-west active",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
     )
     .await;
     env.regions.lock().await.stop_apiserver("eu-west").unwrap();
