@@ -132,7 +132,7 @@ async fn active_passive_fails_over_and_fences_the_old_active() {
     let us = env.client("us-east").await;
     wait_for(
         "a warm standby of 1 in eu-west",
-        Duration::from_secs(30),
+        Duration::from_secs(180),
         || async { (placed(&eu, ns, "web").await? == (1, 1)).then_some(()) },
     )
     .await;
@@ -149,7 +149,7 @@ async fn active_passive_fails_over_and_fences_the_old_active() {
     .await;
     wait_for(
         "eu-west to run full replicas",
-        Duration::from_secs(30),
+        Duration::from_secs(180),
         || async { (placed(&eu, ns, "web").await? == (3, 3)).then_some(()) },
     )
     .await;
@@ -171,7 +171,7 @@ async fn active_passive_fails_over_and_fences_the_old_active() {
         .unwrap();
     wait_for(
         "us-east fenced: standby replicas",
-        Duration::from_secs(30),
+        Duration::from_secs(180),
         || async { (placed(&us, ns, "web").await?.0 == 1).then_some(()) },
     )
     .await;
@@ -283,13 +283,13 @@ async fn an_operator_killed_mid_failover_is_finished_by_the_next_one_counted_onc
         "web",
         "us-east=0 ap-south=100",
         "the new operator to finish the failover",
-        Duration::from_secs(30),
+        Duration::from_secs(180),
     )
     .await;
     let ap = env.client("ap-south").await;
     wait_for(
         "ap-south at full replicas",
-        Duration::from_secs(30),
+        Duration::from_secs(180),
         || async { (placed(&ap, ns, "web").await? == (3, 3)).then_some(()) },
     )
     .await;
@@ -484,14 +484,14 @@ async fn deleting_an_app_removes_its_objects_and_leaves_a_handmade_one_alone() {
     .await;
     wait_for(
         "eu-west's objects to go",
-        Duration::from_secs(30),
+        Duration::from_secs(180),
         || async { placed(&eu, ns, "web").await.is_none().then_some(()) },
     )
     .await;
     assert!(placed(&us, ns, "web").await.is_some());
 
     delete_app(&hub, ns, "web").await;
-    wait_for("the app to be gone", Duration::from_secs(30), || async {
+    wait_for("the app to be gone", Duration::from_secs(180), || async {
         status(&hub, ns, "web").await.is_none().then_some(())
     })
     .await;
@@ -769,7 +769,7 @@ async fn status_command_shows_each_region() {
     .await;
     wait_for(
         "us-east at 3/3 in status",
-        Duration::from_secs(30),
+        Duration::from_secs(180),
         || async {
             let s = status(&hub, ns, "web").await?;
             (s.regions

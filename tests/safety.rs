@@ -57,7 +57,7 @@ async fn fail_over_and_recover(hub: &kube::Client, ns: &str) {
         .unwrap();
     wait_for(
         "us-east to be Healthy again",
-        Duration::from_secs(30),
+        Duration::from_secs(180),
         || async {
             let s = status(hub, ns, "web").await?;
             (s.regions.iter().find(|r| r.name == "us-east")?.health == "Healthy").then_some(())
@@ -83,7 +83,7 @@ async fn automatic_failback_happens_after_the_hold_and_not_before() {
     assert_eq!(holding.weights.as_deref(), Some("us-east=0 eu-west=100"));
     let (pending, reason, _) = condition(&holding, "FailbackPending").unwrap();
     assert_eq!((pending.as_str(), reason.as_str()), ("True", "Holding"));
-    let s = wait_for("the failback", Duration::from_secs(40), || async {
+    let s = wait_for("the failback", Duration::from_secs(180), || async {
         let s = status(&hub, ns, "web").await?;
         (s.weights.as_deref() == Some("us-east=100 eu-west=0")).then_some(s)
     })
@@ -148,7 +148,7 @@ async fn manual_failback_waits_for_active_override() {
     apply_app(&hub, ns, "web", with_override).await;
     let s = wait_for(
         "traffic back on us-east",
-        Duration::from_secs(30),
+        Duration::from_secs(180),
         || async {
             let s = status(&hub, ns, "web").await?;
             (s.weights.as_deref() == Some("us-east=100 eu-west=0")).then_some(s)
@@ -559,7 +559,7 @@ async fn with_two_operators_the_standby_finishes_a_failover_when_the_leader_dies
     dead.wait().unwrap();
     let s = wait_for(
         "the other replica to finish the failover",
-        Duration::from_secs(40),
+        Duration::from_secs(180),
         || async {
             let s = status(&hub, ns, "web").await?;
             (s.weights.as_deref() == Some("eu-west=0 ap-south=100")).then_some(s)
@@ -582,7 +582,7 @@ async fn with_two_operators_the_standby_finishes_a_failover_when_the_leader_dies
         .await
         .unwrap();
     delete_app(&hub, ns, "web").await;
-    wait_for("the app to be gone", Duration::from_secs(30), || async {
+    wait_for("the app to be gone", Duration::from_secs(180), || async {
         status(&hub, ns, "web").await.is_none().then_some(())
     })
     .await;
