@@ -38,6 +38,12 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const NODE_LEASE_SECONDS: u32 = 8;
 const NODE_MONITOR_GRACE: &str = "10s";
 const NODES_PER_CLUSTER: usize = 2;
+/// Client-side request rate of each cluster's controller-manager and
+/// scheduler (the upstream defaults are 20/30 and 50/100).
+const CONTROLLER_QPS: u32 = 1000;
+const CONTROLLER_BURST: u32 = 2000;
+/// How long a restarted component gets to exit on SIGTERM.
+const COMPONENT_STOP_GRACE: Duration = Duration::from_secs(2);
 
 const KWOK_STAGES: &str = include_str!("../../tests/controlplane/kwok-stages.yaml");
 
@@ -241,6 +247,12 @@ impl LocalRegions {
                 "--use-service-account-credentials=true".into(),
                 "--node-monitor-period=1s".into(),
                 format!("--node-monitor-grace-period={NODE_MONITOR_GRACE}"),
+                // All clusters share a few cores: the client-side rate limit
+                // (20 requests/s by default) would make a thousand
+                // Deployments take minutes to get their pods, which measures
+                // the throttle, not the operator. kwokctl lifts it likewise.
+                format!("--kube-api-qps={CONTROLLER_QPS}"),
+                format!("--kube-api-burst={CONTROLLER_BURST}"),
                 "--profiling=false".into(),
             ],
             log: log("kube-controller-manager"),
@@ -257,6 +269,8 @@ impl LocalRegions {
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={scheduler_port}"),
                 "--leader-elect=false".into(),
+                format!("--kube-api-qps={CONTROLLER_QPS}"),
+                format!("--kube-api-burst={CONTROLLER_BURST}"),
                 "--profiling=false".into(),
             ],
             log: log("kube-scheduler"),
@@ -364,16 +378,34 @@ impl LocalRegions {
         self.save()
     }
 
-    /// Starts a cluster's API server again on the same port and waits for it.
+    /// Starts a cluster's API server again on the same port and waits for
+    /// it. When it was down, the cluster's controller-manager, scheduler and
+    /// KWOK (if running) are restarted too, so the region comes back whole:
+    /// their watches would otherwise wait out client-go's reconnect backoff
+    /// (up to a minute) before they see new objects again.
     pub async fn start_apiserver(&mut self, name: &str) -> Result<()> {
         let cluster = self.cluster_mut(name)?;
-        if !cluster.apiserver.is_running() {
+        let was_down = !cluster.apiserver.is_running();
+        if was_down {
             cluster.apiserver.start()?;
         }
         let apiserver = cluster.apiserver.clone();
         let kubeconfig = cluster.kubeconfig.clone();
         self.save()?;
-        wait_apiserver(&admin_client(&kubeconfig).await?, &apiserver).await
+        wait_apiserver(&admin_client(&kubeconfig).await?, &apiserver).await?;
+        if was_down {
+            let cluster = self.cluster_mut(name)?;
+            for component in [&mut cluster.controller_manager, &mut cluster.scheduler] {
+                component.stop(COMPONENT_STOP_GRACE);
+                component.start()?;
+            }
+            if cluster.kwok.is_running() {
+                cluster.kwok.stop(COMPONENT_STOP_GRACE);
+                cluster.kwok.start()?;
+            }
+            self.save()?;
+        }
+        Ok(())
     }
 
     /// Stops a cluster's KWOK: its node leases stop being renewed, the
