@@ -145,7 +145,7 @@ async fn hub_client(
         }
         None => kube::Config::infer().await?,
     };
-    Ok(kube::Client::try_from(config)?)
+    Ok(multiregion::metrics::counted_client(config, "hub")?)
 }
 
 #[tokio::main]

@@ -1,5 +1,7 @@
 //! Prometheus metrics of DESIGN.md section 4, served on `/metrics`.
 
+use std::sync::LazyLock;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -32,6 +34,72 @@ pub struct WriteLabels {
     pub cluster: String,
     /// What was written: status, region_status, event, sink, placement, removal.
     pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `hub` or `member`.
+    pub cluster: String,
+    /// The Kubernetes verb: get, list, watch, create, update, patch, delete,
+    /// deletecollection, or `other` for paths that are not resources.
+    pub verb: String,
+}
+
+/// Every request this process sends to an API server through a client from
+/// [`counted_client`], by cluster and verb. One family for the process, so
+/// clients built before the operator's [`Metrics`] exist are counted too.
+static API_REQUESTS: LazyLock<Family<RequestLabels, Counter>> = LazyLock::new(Default::default);
+
+/// A kube client whose requests count in `multiregion_api_requests_total`.
+pub fn counted_client(config: kube::Config, cluster: &str) -> Result<kube::Client, kube::Error> {
+    let cluster = cluster.to_string();
+    let count =
+        tower::util::MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
+            let verb = verb(request.method(), request.uri());
+            API_REQUESTS
+                .get_or_create(&RequestLabels {
+                    cluster: cluster.clone(),
+                    verb: verb.to_string(),
+                })
+                .inc();
+            request
+        });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&count)
+        .build())
+}
+
+/// The Kubernetes verb of a request, from its method and path: a GET of a
+/// collection is a list (or a watch with `watch=`), a GET of a named object
+/// (or its subresource) is a get.
+pub fn verb(method: &http::Method, uri: &http::Uri) -> &'static str {
+    let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    // What follows the group and version: /api/v1/... or /apis/group/version/...
+    let resource = match segments.first() {
+        Some(&"api") if segments.len() >= 2 => &segments[2..],
+        Some(&"apis") if segments.len() >= 3 => &segments[3..],
+        _ => return "other",
+    };
+    let resource = match resource {
+        ["namespaces", _namespace, rest @ ..] if !rest.is_empty() => rest,
+        other => other,
+    };
+    let named = resource.len() >= 2;
+    let watching = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    match (method.as_str(), named) {
+        (_, _) if resource.is_empty() => "other",
+        ("GET", _) if watching => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => "other",
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -119,6 +187,11 @@ impl Default for Metrics {
             "Writes the operator sent, by cluster and kind (zero at steady state)",
             api_writes.clone(),
         );
+        registry.register(
+            "api_requests",
+            "Requests the operator sent to API servers, by cluster and verb",
+            API_REQUESTS.clone(),
+        );
         Metrics {
             region_reachable,
             app_region_healthy,
@@ -151,5 +224,70 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verb;
+    use http::{Method, Uri};
+
+    fn of(method: Method, uri: &str) -> &'static str {
+        verb(&method, &uri.parse::<Uri>().unwrap())
+    }
+
+    #[test]
+    fn verbs_follow_the_path_shape() {
+        assert_eq!(of(Method::GET, "/api/v1/namespaces/a/services/web"), "get");
+        assert_eq!(
+            of(Method::GET, "/api/v1/namespaces/a/services?labelSelector=x"),
+            "list"
+        );
+        assert_eq!(
+            of(
+                Method::GET,
+                "/api/v1/namespaces/a/services?labelSelector=x&watch=true"
+            ),
+            "watch"
+        );
+        assert_eq!(
+            of(
+                Method::GET,
+                "/apis/apps/v1/deployments?watch=true&resourceVersion=1"
+            ),
+            "watch"
+        );
+        assert_eq!(of(Method::GET, "/apis/apps/v1/deployments"), "list");
+        assert_eq!(of(Method::GET, "/api/v1/namespaces/a"), "get");
+        assert_eq!(of(Method::GET, "/api/v1/namespaces"), "list");
+        assert_eq!(
+            of(Method::POST, "/apis/apps/v1/namespaces/a/deployments"),
+            "create"
+        );
+        assert_eq!(
+            of(Method::PATCH, "/apis/x.io/v1/namespaces/a/apps/web/status"),
+            "patch"
+        );
+        assert_eq!(
+            of(
+                Method::PUT,
+                "/apis/coordination.k8s.io/v1/namespaces/a/leases/l"
+            ),
+            "update"
+        );
+        assert_eq!(
+            of(Method::DELETE, "/apis/apps/v1/namespaces/a/deployments/web"),
+            "delete"
+        );
+        assert_eq!(
+            of(
+                Method::DELETE,
+                "/apis/apps/v1/namespaces/a/deployments?labelSelector=x"
+            ),
+            "deletecollection"
+        );
+        assert_eq!(of(Method::GET, "/readyz"), "other");
+        assert_eq!(of(Method::GET, "/version"), "other");
+        assert_eq!(of(Method::GET, "/apis/apps/v1"), "other");
     }
 }

@@ -92,8 +92,8 @@ pub async fn build(hub: &Client, spec: &RegionSpec) -> Result<(Client, String), 
         .await
         .map_err(|e| CredentialsError::ContextUnusable(e.to_string()))?;
     config.connect_timeout = Some(Duration::from_secs(3));
-    let client =
-        Client::try_from(config).map_err(|e| CredentialsError::ContextUnusable(e.to_string()))?;
+    let client = crate::metrics::counted_client(config, "member")
+        .map_err(|e| CredentialsError::ContextUnusable(e.to_string()))?;
     let key = content_hash(&serde_json::json!({
         "kubeconfig": text,
         "context": spec.context,
