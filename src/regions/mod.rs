@@ -334,7 +334,12 @@ impl Registry {
         let triggers = self.triggers.clone();
         let region = region.to_string();
         let task = tokio::spawn(async move {
-            let stream = reflector::reflector(writer, watcher(api, config))
+            // The cache keeps what placement and health read; managed
+            // fields are most of an object's size and neither reads them.
+            let objects = watcher(api, config).modify(|object| {
+                object.managed_fields_mut().clear();
+            });
+            let stream = reflector::reflector(writer, objects)
                 .backoff(QuickRetry::default())
                 .touched_objects();
             futures::pin_mut!(stream);
