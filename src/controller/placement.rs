@@ -150,46 +150,54 @@ where
     let want_hash = manifest::applied_hash(&desired).map(str::to_string);
     let api: Api<K> = Api::namespaced(client.clone(), &app.namespace);
     let cached = store.get(&ObjectRef::new(&app.name).within(&app.namespace));
-    let owned = match cached {
+    // Past this match the object is the operator's and differs: apply it.
+    match cached {
         Some(object) if manifest::owned_by(Some(object.labels()), app) => {
             if object.annotations().get(ANNOTATION_APPLIED_HASH) == want_hash.as_ref() {
                 return Ok(false);
             }
-            true
         }
-        _ => match api.get_opt(&app.name).await.map_err(classify)? {
-            Some(object) if manifest::owned_by(Some(object.labels()), app) => true,
-            Some(_) => {
-                return Err(PlaceError::Conflict(format!(
-                    "{kind} {}/{} exists and was not created by multiregion; it is left alone",
-                    app.namespace, app.name
-                )));
+        // Not in the cache: most likely new, so create it at once (one
+        // request, not a read and then a create); if it exists after all,
+        // read it to see whose it is.
+        _ => {
+            let object: K = serde_json::from_value(desired.clone())
+                .map_err(|e| PlaceError::Refused(e.to_string()))?;
+            match api.create(&post_params(), &object).await {
+                Ok(_) => return Ok(true),
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(err) => return Err(classify(err)),
             }
-            None => false,
-        },
-    };
-    if owned {
-        api.patch(
-            &app.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&desired),
-        )
-        .await
-        .map_err(classify)?;
-    } else {
-        let object: K =
-            serde_json::from_value(desired).map_err(|e| PlaceError::Refused(e.to_string()))?;
-        match api.create(&post_params(), &object).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                return Err(PlaceError::Conflict(format!(
-                    "{kind} {}/{} was created by someone else meanwhile; it is left alone",
-                    app.namespace, app.name
-                )));
+            match api.get_opt(&app.name).await.map_err(classify)? {
+                Some(object) if manifest::owned_by(Some(object.labels()), app) => {
+                    if object.annotations().get(ANNOTATION_APPLIED_HASH) == want_hash.as_ref() {
+                        return Ok(false);
+                    }
+                }
+                Some(_) => {
+                    return Err(PlaceError::Conflict(format!(
+                        "{kind} {}/{} exists and was not created by multiregion; it is left alone",
+                        app.namespace, app.name
+                    )));
+                }
+                // Deleted between the create and the read: the next
+                // reconcile creates it.
+                None => {
+                    return Err(PlaceError::Unreachable(format!(
+                        "{kind} {}/{} was deleted while being placed; retrying",
+                        app.namespace, app.name
+                    )));
+                }
             }
-            Err(err) => return Err(classify(err)),
         }
     }
+    api.patch(
+        &app.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&desired),
+    )
+    .await
+    .map_err(classify)?;
     Ok(true)
 }
 
@@ -233,5 +241,146 @@ fn classify(err: kube::Error) -> PlaceError {
             PlaceError::Refused(format!("{} ({})", status.message, status.reason))
         }
         other => PlaceError::Unreachable(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! `apply_owned` against a mocked API server: which requests it sends
+    //! and what it concludes from the answers.
+    use super::*;
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+    use kube::runtime::reflector;
+    use serde_json::json;
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    fn app() -> AppKey {
+        AppKey {
+            namespace: "shop".into(),
+            name: "checkout".into(),
+        }
+    }
+
+    fn service(labels: Value, hash: &str) -> Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "checkout",
+                "namespace": "shop",
+                "labels": labels,
+                "annotations": {ANNOTATION_APPLIED_HASH: hash},
+            },
+            "spec": {"ports": [{"port": 80}]},
+        })
+    }
+
+    fn ours(hash: &str) -> Value {
+        service(json!(manifest::labels(&app(), "us-east")), hash)
+    }
+
+    fn mocked() -> (Client, Handle) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        (Client::new(service, "default"), handle)
+    }
+
+    /// Answers the next request with `status` and `body`; returns its method
+    /// and path.
+    async fn answer(handle: &mut Handle, status: u16, body: Value) -> (Method, String) {
+        let (request, send) = handle.next_request().await.expect("a request");
+        let seen = (request.method().clone(), request.uri().path().to_string());
+        send.send_response(
+            Response::builder()
+                .status(status)
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap(),
+        );
+        seen
+    }
+
+    fn already_exists() -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+               "reason": "AlreadyExists", "code": 409, "message": "already exists"})
+    }
+
+    fn empty_store() -> Store<Service> {
+        reflector::store::<Service>().0
+    }
+
+    #[tokio::test]
+    async fn a_new_object_is_created_with_one_request() {
+        let (client, mut handle) = mocked();
+        let store = empty_store();
+        let placing = tokio::spawn(async move {
+            apply_owned(&client, &store, &app(), "Service", ours("h1")).await
+        });
+        let (method, path) = answer(&mut handle, 201, ours("h1")).await;
+        assert_eq!(method, Method::POST);
+        assert_eq!(path, "/api/v1/namespaces/shop/services");
+        assert_eq!(placing.await.unwrap(), Ok(true));
+    }
+
+    #[tokio::test]
+    async fn a_taken_name_is_read_and_left_alone() {
+        let (client, mut handle) = mocked();
+        let store = empty_store();
+        let placing = tokio::spawn(async move {
+            apply_owned(&client, &store, &app(), "Service", ours("h1")).await
+        });
+        assert_eq!(
+            answer(&mut handle, 409, already_exists()).await.0,
+            Method::POST
+        );
+        let theirs = service(json!({"team": "payments"}), "x");
+        let (method, path) = answer(&mut handle, 200, theirs).await;
+        assert_eq!(method, Method::GET);
+        assert_eq!(path, "/api/v1/namespaces/shop/services/checkout");
+        match placing.await.unwrap() {
+            Err(PlaceError::Conflict(message)) => {
+                assert!(message.contains("not created by multiregion"), "{message}")
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_existing_own_object_is_applied_only_when_it_differs() {
+        // Same hash: read, nothing written.
+        let (client, mut handle) = mocked();
+        let store = empty_store();
+        let placing = tokio::spawn(async move {
+            apply_owned(&client, &store, &app(), "Service", ours("h1")).await
+        });
+        answer(&mut handle, 409, already_exists()).await;
+        assert_eq!(answer(&mut handle, 200, ours("h1")).await.0, Method::GET);
+        assert_eq!(placing.await.unwrap(), Ok(false));
+
+        // Other hash: read, then server-side apply.
+        let (client, mut handle) = mocked();
+        let store = empty_store();
+        let placing = tokio::spawn(async move {
+            apply_owned(&client, &store, &app(), "Service", ours("h2")).await
+        });
+        answer(&mut handle, 409, already_exists()).await;
+        answer(&mut handle, 200, ours("h1")).await;
+        let (method, path) = answer(&mut handle, 200, ours("h2")).await;
+        assert_eq!(method, Method::PATCH);
+        assert_eq!(path, "/api/v1/namespaces/shop/services/checkout");
+        assert_eq!(placing.await.unwrap(), Ok(true));
+    }
+
+    #[tokio::test]
+    async fn a_cached_own_object_with_the_same_hash_sends_nothing() {
+        let (client, mut handle) = mocked();
+        let (store, mut writer) = reflector::store::<Service>();
+        let cached: Service = serde_json::from_value(ours("h1")).unwrap();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(cached));
+        let placed = apply_owned(&client, &store, &app(), "Service", ours("h1")).await;
+        assert_eq!(placed, Ok(false));
+        // Dropping the client closes the mock: no request was ever sent.
+        drop(client);
+        assert!(handle.next_request().await.is_none());
     }
 }
