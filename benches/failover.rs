@@ -161,6 +161,60 @@ fn metric(text: &str, prefix: &str) -> f64 {
         .sum()
 }
 
+/// Requests per verb and cluster between two scrapes a minute apart, from
+/// `multiregion_api_requests_total{cluster,verb}`.
+fn requests_by_verb(before: &str, after: &str) -> Value {
+    let series = |text: &str| -> std::collections::BTreeMap<String, f64> {
+        text.lines()
+            .filter(|l| l.starts_with("multiregion_api_requests_total{"))
+            .filter_map(|l| {
+                let labels = l.split('{').nth(1)?.split('}').next()?;
+                let get = |key: &str| {
+                    labels
+                        .split(',')
+                        .find_map(|kv| kv.strip_prefix(&format!("{key}=\"")))
+                        .map(|v| v.trim_end_matches('"').to_string())
+                };
+                let key = format!("{} {}", get("cluster")?, get("verb")?);
+                Some((key, l.rsplit(' ').next()?.parse().ok()?))
+            })
+            .collect()
+    };
+    let (before, after) = (series(before), series(after));
+    let mut out = serde_json::Map::new();
+    for (key, value) in &after {
+        let delta = value - before.get(key).copied().unwrap_or(0.0);
+        if delta > 0.0 {
+            out.insert(key.clone(), json!(delta));
+        }
+    }
+    Value::Object(out)
+}
+
+/// Start-up seconds and peak memory per app between consecutive sizes of
+/// the scale run, so the slope shows.
+fn growth(runs: &[Value]) -> Value {
+    let steps: Vec<Value> = runs
+        .windows(2)
+        .filter_map(|pair| {
+            let apps = |v: &Value| v["apps"].as_f64();
+            let (from, to) = (apps(&pair[0])?, apps(&pair[1])?);
+            let slope = |key: &str| {
+                let (a, b) = (pair[0][key].as_f64()?, pair[1][key].as_f64()?);
+                Some((b - a) / (to - from))
+            };
+            Some(json!({
+                "from_apps": from,
+                "to_apps": to,
+                "ready_seconds_per_app": slope("all_ready_seconds"),
+                "peak_rss_mib_per_app": slope("operator_peak_rss_mib"),
+                "cpu_seconds_per_app": slope("operator_cpu_seconds_total"),
+            }))
+        })
+        .collect();
+    Value::Array(steps)
+}
+
 fn proc_figures(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm_kib: f64 = status
@@ -227,6 +281,7 @@ async fn scale(apps: usize) -> Value {
     let after = env.metrics().await;
     let writes = metric(&after, "multiregion_api_writes_total")
         - metric(&before, "multiregion_api_writes_total");
+    let requests = requests_by_verb(&before, &after);
     let (rss_mib, cpu_seconds) = env
         .operator_pid()
         .map(proc_figures)
@@ -277,6 +332,7 @@ async fn scale(apps: usize) -> Value {
         "operator_peak_rss_mib": rss_mib,
         "operator_cpu_seconds_total": cpu_seconds,
         "steady_state_writes_per_minute": writes,
+        "steady_state_requests_per_minute": requests,
         "region_stop_last_app_moved": summary(moved_at),
         "floor_seconds": 5 * 3,
     })
@@ -365,6 +421,7 @@ async fn main() {
             "p99_upper_bound_seconds": p99_bucket,
         },
         "scale": scale_runs,
+        "growth": growth(&scale_runs),
     });
     println!(
         "{:<24} {:>7} {:>8} {:>8} {:>8}",
@@ -401,6 +458,22 @@ async fn main() {
             s["region_stop_last_app_moved"]["p99_seconds"]
                 .as_f64()
                 .unwrap_or(f64::NAN),
+        );
+    }
+    for g in report["growth"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "growth {} -> {} apps: {:.3} s, {:.3} MiB and {:.4} CPU s per app",
+            g["from_apps"],
+            g["to_apps"],
+            g["ready_seconds_per_app"].as_f64().unwrap_or(f64::NAN),
+            g["peak_rss_mib_per_app"].as_f64().unwrap_or(f64::NAN),
+            g["cpu_seconds_per_app"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+    for s in report["scale"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "requests/min at steady state, {} apps: {}",
+            s["apps"], s["steady_state_requests_per_minute"]
         );
     }
     let text = serde_json::to_string_pretty(&report).unwrap();
