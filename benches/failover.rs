@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 use common::operator::{app_spec, apply_app, env, status, weights};
 use common::wait_for;
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
-use multiregion::api::MultiRegionApp;
+use multiregion::api::{LABEL_MANAGED_BY, MultiRegionApp};
 use serde_json::{Value, json};
 
 fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -215,13 +216,17 @@ fn growth(runs: &[Value]) -> Value {
     Value::Array(steps)
 }
 
-fn proc_figures(pid: u32) -> (f64, f64) {
+/// Peak and current resident MiB and CPU seconds of a process.
+fn proc_figures(pid: u32) -> (f64, f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
+    let kib = |key: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (hwm_kib, rss_kib) = (kib("VmHWM:"), kib("VmRSS:"));
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit(')')
@@ -231,7 +236,7 @@ fn proc_figures(pid: u32) -> (f64, f64) {
         .collect();
     let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
         + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    (hwm_kib / 1024.0, ticks / 100.0)
+    (hwm_kib / 1024.0, rss_kib / 1024.0, ticks / 100.0)
 }
 
 async fn scale(apps: usize) -> Value {
@@ -268,10 +273,55 @@ async fn scale(apps: usize) -> Value {
             })
             .unwrap_or(0)
     };
-    wait_for("every app Ready", Duration::from_secs(900), || async {
-        (ready_count().await == apps).then_some(())
-    })
-    .await;
+    // Where the start-up time goes: the operator placing every Deployment,
+    // the member clusters running their pods, then the operator's health
+    // rounds judging every app Ready.
+    let members: Vec<Api<Deployment>> = {
+        let mut members = Vec::new();
+        for region in ["us-east", "eu-west", "ap-south"] {
+            members.push(Api::namespaced(env.client(region).await, &ns));
+        }
+        members
+    };
+    let (mut all_placed, mut all_available) = (None, None);
+    let deadline = Duration::from_secs(900);
+    loop {
+        if all_available.is_none() {
+            let (mut placed, mut available) = (0, 0);
+            for api in &members {
+                let params = kube::api::ListParams::default()
+                    .labels(&format!("{LABEL_MANAGED_BY}=multiregion"));
+                if let Ok(list) = api.list(&params).await {
+                    placed += list.items.len();
+                    available += list
+                        .items
+                        .iter()
+                        .filter(|d| {
+                            d.status
+                                .as_ref()
+                                .and_then(|s| s.available_replicas)
+                                .unwrap_or(0)
+                                >= 1
+                        })
+                        .count();
+                }
+            }
+            if placed == 3 * apps && all_placed.is_none() {
+                all_placed = Some(started.elapsed().as_secs_f64());
+            }
+            if available == 3 * apps {
+                all_available = Some(started.elapsed().as_secs_f64());
+            }
+        }
+        if ready_count().await == apps {
+            break;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "apps not Ready within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let all_ready = started.elapsed().as_secs_f64();
     // Steady state: let the success counters saturate (two rounds), then a
     // minute with nothing changing.
@@ -282,10 +332,10 @@ async fn scale(apps: usize) -> Value {
     let writes = metric(&after, "multiregion_api_writes_total")
         - metric(&before, "multiregion_api_writes_total");
     let requests = requests_by_verb(&before, &after);
-    let (rss_mib, cpu_seconds) = env
-        .operator_pid()
-        .map(proc_figures)
-        .unwrap_or((f64::NAN, f64::NAN));
+    let (rss_mib, steady_rss_mib, cpu_seconds) =
+        env.operator_pid()
+            .map(proc_figures)
+            .unwrap_or((f64::NAN, f64::NAN, f64::NAN));
     // Stop one region: when has the last app moved its weight away?
     let stop = Instant::now();
     env.regions.lock().await.stop_apiserver("ap-south").unwrap();
@@ -328,8 +378,11 @@ async fn scale(apps: usize) -> Value {
     json!({
         "apps": apps,
         "regions": 3,
+        "all_placed_seconds": all_placed,
+        "all_available_in_members_seconds": all_available,
         "all_ready_seconds": all_ready,
         "operator_peak_rss_mib": rss_mib,
+        "operator_steady_rss_mib": steady_rss_mib,
         "operator_cpu_seconds_total": cpu_seconds,
         "steady_state_writes_per_minute": writes,
         "steady_state_requests_per_minute": requests,
@@ -446,10 +499,15 @@ async fn main() {
     );
     for s in &report["scale"].as_array().cloned().unwrap_or_default() {
         println!(
-            "scale {} apps: ready in {:.1} s, peak RSS {:.1} MiB, CPU {:.1} s, steady writes/min {}, last app moved p50 {:.2} s p99 {:.2} s",
+            "scale {} apps: placed in {:.1} s, available in the regions {:.1} s, ready in {:.1} s, peak RSS {:.1} MiB (steady {:.1}), CPU {:.1} s, steady writes/min {}, last app moved p50 {:.2} s p99 {:.2} s",
             s["apps"],
+            s["all_placed_seconds"].as_f64().unwrap_or(f64::NAN),
+            s["all_available_in_members_seconds"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
             s["all_ready_seconds"].as_f64().unwrap_or(f64::NAN),
             s["operator_peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+            s["operator_steady_rss_mib"].as_f64().unwrap_or(f64::NAN),
             s["operator_cpu_seconds_total"].as_f64().unwrap_or(f64::NAN),
             s["steady_state_writes_per_minute"],
             s["region_stop_last_app_moved"]["p50_seconds"]

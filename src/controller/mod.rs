@@ -17,7 +17,7 @@ use k8s_openapi::api::events::v1::Event as KubeEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{self, Action};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
@@ -38,6 +38,12 @@ pub use placement::PlaceError;
 
 /// Longest a placement or removal in one member may take.
 const MEMBER_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Apps reconciled at once. Each reconcile in flight holds a connection to
+/// every member it writes to (HTTP/1.1, pooled afterwards): unbounded, a
+/// start with a thousand apps opened thousands of connections and their
+/// buffers. Reconciles wait on the network, so a few dozen keep the cores
+/// busy; the rest queue, each app at most once.
+const APP_RECONCILE_CONCURRENCY: u16 = 32;
 
 /// How the operator runs.
 #[derive(Clone, Debug)]
@@ -228,6 +234,7 @@ async fn run_controllers(
     let app_store = app_controller.store();
     let triggers = expand_triggers(rx, app_store.clone());
     let app_controller = app_controller
+        .with_config(controller::Config::default().concurrency(APP_RECONCILE_CONCURRENCY))
         .reconcile_on(triggers)
         .run(reconcile_app, app_error_policy, context.clone())
         .for_each(|result| async move {
