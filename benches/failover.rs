@@ -20,8 +20,9 @@ use common::wait_for;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use multiregion::api::{LABEL_MANAGED_BY, MultiRegionApp};
+use multiregion::api::MultiRegionApp;
 use serde_json::{Value, json};
 
 fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -154,6 +155,37 @@ async fn failover_trials(fault: &str, interval: i32, trials: usize) -> Vec<f64> 
     samples
 }
 
+/// A local copy of every object of `api`, kept current by a watch.
+async fn mirror<K>(api: Api<K>) -> (Store<K>, AbortOnDrop)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let task = tokio::spawn(
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .for_each(|_| async {}),
+    );
+    let _ = store.wait_until_ready().await;
+    (store, AbortOnDrop(task))
+}
+
+/// Stops a background watch when the run is done with it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Reads one counter or histogram series sum from the operator's /metrics.
 fn metric(text: &str, prefix: &str) -> f64 {
     text.lines()
@@ -162,12 +194,12 @@ fn metric(text: &str, prefix: &str) -> f64 {
         .sum()
 }
 
-/// Requests per verb and cluster between two scrapes a minute apart, from
-/// `multiregion_api_requests_total{cluster,verb}`.
-fn requests_by_verb(before: &str, after: &str) -> Value {
+/// How much a counter family grew between two scrapes, per label set: for
+/// example `multiregion_api_requests_total` by `cluster` and `verb`.
+fn growth_by_labels(before: &str, after: &str, family: &str, keys: &[&str]) -> Value {
     let series = |text: &str| -> std::collections::BTreeMap<String, f64> {
         text.lines()
-            .filter(|l| l.starts_with("multiregion_api_requests_total{"))
+            .filter(|l| l.starts_with(&format!("{family}{{")))
             .filter_map(|l| {
                 let labels = l.split('{').nth(1)?.split('}').next()?;
                 let get = |key: &str| {
@@ -176,8 +208,8 @@ fn requests_by_verb(before: &str, after: &str) -> Value {
                         .find_map(|kv| kv.strip_prefix(&format!("{key}=\"")))
                         .map(|v| v.trim_end_matches('"').to_string())
                 };
-                let key = format!("{} {}", get("cluster")?, get("verb")?);
-                Some((key, l.rsplit(' ').next()?.parse().ok()?))
+                let key: Option<Vec<String>> = keys.iter().map(|k| get(k)).collect();
+                Some((key?.join(" "), l.rsplit(' ').next()?.parse().ok()?))
             })
             .collect()
     };
@@ -252,77 +284,84 @@ async fn scale(apps: usize) -> Value {
     for i in 0..apps {
         apply_app(&hub, &ns, &format!("app-{i}"), spec.clone()).await;
     }
+    // The bench follows apps and placed Deployments through watches, not
+    // repeated lists: listing a thousand objects every second would load
+    // the same API servers whose speed is being measured.
+    let api: Api<MultiRegionApp> = Api::namespaced(hub.clone(), &ns);
+    let (apps_seen, _apps_watch) = mirror(api.clone()).await;
+    let mut members = Vec::new();
+    for region in ["us-east", "eu-west", "ap-south"] {
+        let deployments: Api<Deployment> = Api::namespaced(env.client(region).await, &ns);
+        members.push(mirror(deployments).await);
+    }
+    let ready_count = || {
+        apps_seen
+            .state()
+            .iter()
+            .filter(|a| {
+                a.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                        && s.weights.as_deref() == Some("us-east=34 eu-west=33 ap-south=33")
+                })
+            })
+            .count()
+    };
     let started = Instant::now();
     env.start_operator().await;
-    let api: Api<MultiRegionApp> = Api::namespaced(hub.clone(), &ns);
-    let ready_count = || async {
-        api.list(&Default::default())
-            .await
-            .map(|l| {
-                l.items
-                    .iter()
-                    .filter(|a| {
-                        a.status.as_ref().is_some_and(|s| {
-                            s.conditions
-                                .iter()
-                                .any(|c| c.type_ == "Ready" && c.status == "True")
-                                && s.weights.as_deref() == Some("us-east=34 eu-west=33 ap-south=33")
-                        })
-                    })
-                    .count()
-            })
-            .unwrap_or(0)
-    };
     // Where the start-up time goes: the operator placing every Deployment,
     // the member clusters running their pods, then the operator's health
     // rounds judging every app Ready.
-    let members: Vec<Api<Deployment>> = {
-        let mut members = Vec::new();
-        for region in ["us-east", "eu-west", "ap-south"] {
-            members.push(Api::namespaced(env.client(region).await, &ns));
-        }
-        members
-    };
     let (mut all_placed, mut all_available) = (None, None);
     let deadline = Duration::from_secs(900);
     loop {
-        if all_available.is_none() {
-            let (mut placed, mut available) = (0, 0);
-            for api in &members {
-                let params = kube::api::ListParams::default()
-                    .labels(&format!("{LABEL_MANAGED_BY}=multiregion"));
-                if let Ok(list) = api.list(&params).await {
-                    placed += list.items.len();
-                    available += list
-                        .items
-                        .iter()
-                        .filter(|d| {
-                            d.status
-                                .as_ref()
-                                .and_then(|s| s.available_replicas)
-                                .unwrap_or(0)
-                                >= 1
-                        })
-                        .count();
-                }
-            }
-            if placed == 3 * apps && all_placed.is_none() {
-                all_placed = Some(started.elapsed().as_secs_f64());
-            }
-            if available == 3 * apps {
-                all_available = Some(started.elapsed().as_secs_f64());
-            }
+        let (mut placed, mut available) = (0, 0);
+        for (store, _) in &members {
+            let deployments = store.state();
+            placed += deployments.len();
+            available += deployments
+                .iter()
+                .filter(|d| {
+                    d.status
+                        .as_ref()
+                        .and_then(|s| s.available_replicas)
+                        .unwrap_or(0)
+                        >= 1
+                })
+                .count();
         }
-        if ready_count().await == apps {
+        if placed >= 3 * apps && all_placed.is_none() {
+            all_placed = Some(started.elapsed().as_secs_f64());
+        }
+        if available >= 3 * apps && all_available.is_none() {
+            all_available = Some(started.elapsed().as_secs_f64());
+        }
+        if ready_count() == apps {
             break;
         }
         assert!(
             started.elapsed() < deadline,
             "apps not Ready within {deadline:?}"
         );
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let all_ready = started.elapsed().as_secs_f64();
+    // What the start-up cost in requests (the operator process is new, so
+    // its counters started at zero).
+    let at_ready = env.metrics().await;
+    let startup_requests = growth_by_labels(
+        "",
+        &at_ready,
+        "multiregion_api_requests_total",
+        &["cluster", "verb"],
+    );
+    let startup_writes = growth_by_labels(
+        "",
+        &at_ready,
+        "multiregion_api_writes_total",
+        &["cluster", "kind"],
+    );
     // Steady state: let the success counters saturate (two rounds), then a
     // minute with nothing changing.
     tokio::time::sleep(Duration::from_secs(15)).await;
@@ -331,7 +370,12 @@ async fn scale(apps: usize) -> Value {
     let after = env.metrics().await;
     let writes = metric(&after, "multiregion_api_writes_total")
         - metric(&before, "multiregion_api_writes_total");
-    let requests = requests_by_verb(&before, &after);
+    let requests = growth_by_labels(
+        &before,
+        &after,
+        "multiregion_api_requests_total",
+        &["cluster", "verb"],
+    );
     let (rss_mib, steady_rss_mib, cpu_seconds) =
         env.operator_pid()
             .map(proc_figures)
@@ -342,16 +386,15 @@ async fn scale(apps: usize) -> Value {
     let mut moved_at: Vec<f64> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     while seen.len() < apps && stop.elapsed() < Duration::from_secs(300) {
-        if let Ok(list) = api.list(&Default::default()).await {
-            for a in list.items {
-                let name = a.metadata.name.clone().unwrap_or_default();
-                let w = a.status.and_then(|s| s.weights).unwrap_or_default();
-                if w == "us-east=50 eu-west=50 ap-south=0" && seen.insert(name) {
-                    moved_at.push(stop.elapsed().as_secs_f64());
-                }
+        for a in apps_seen.state() {
+            let name = a.metadata.name.clone().unwrap_or_default();
+            let moved = a.status.as_ref().and_then(|s| s.weights.as_deref())
+                == Some("us-east=50 eu-west=50 ap-south=0");
+            if moved && seen.insert(name) {
+                moved_at.push(stop.elapsed().as_secs_f64());
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     env.regions
         .lock()
@@ -386,6 +429,8 @@ async fn scale(apps: usize) -> Value {
         "operator_cpu_seconds_total": cpu_seconds,
         "steady_state_writes_per_minute": writes,
         "steady_state_requests_per_minute": requests,
+        "startup_requests": startup_requests,
+        "startup_writes": startup_writes,
         "region_stop_last_app_moved": summary(moved_at),
         "floor_seconds": 5 * 3,
     })
@@ -532,6 +577,10 @@ async fn main() {
         println!(
             "requests/min at steady state, {} apps: {}",
             s["apps"], s["steady_state_requests_per_minute"]
+        );
+        println!(
+            "requests until Ready, {} apps: {}; of them writes: {}",
+            s["apps"], s["startup_requests"], s["startup_writes"]
         );
     }
     let text = serde_json::to_string_pretty(&report).unwrap();
