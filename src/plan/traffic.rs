@@ -8,10 +8,8 @@
 
 use serde_json::{Value, json};
 
-use crate::api::{
-    LABEL_APP, LABEL_APP_NAMESPACE, LABEL_MANAGED_BY, LABEL_REGION, MultiRegionAppSpec,
-};
-use crate::plan::manifest::AppKey;
+use crate::api::MultiRegionAppSpec;
+use crate::plan::manifest::{self, AppKey};
 
 /// Where a region's traffic goes, parsed from its endpoint URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,12 +59,7 @@ pub fn backend_name(app: &AppKey, region: &str) -> String {
 }
 
 fn labels(app: &AppKey, region: &str) -> Value {
-    json!({
-        LABEL_MANAGED_BY: "multiregion",
-        LABEL_APP: app.name,
-        LABEL_APP_NAMESPACE: app.namespace,
-        LABEL_REGION: region,
-    })
+    json!(manifest::labels(app, region))
 }
 
 /// The backend Service (and EndpointSlice, for an IP) of one region.
