@@ -4,11 +4,13 @@
 //! Environment:
 //! - `BENCH_TRIALS` (default 20): failover trials per kind of fault at 1 s x 3;
 //! - `BENCH_NODE_TRIALS` (default `BENCH_TRIALS`): trials of the node fault at 1 s x 3;
-//! - `BENCH_DEFAULT_TRIALS` (default 5): trials at the defaults (5 s x 3);
-//! - `BENCH_APPS` (default `100`): comma-separated app counts for the scale run;
+//! - `BENCH_DEFAULT_TRIALS` (default 20): trials at the defaults (5 s x 3);
+//! - `BENCH_APPS` (default `100,300,1000`): comma-separated app counts for the scale run;
 //! - `BENCH_OUT` (default `bench/results/latest.json`): where the JSON goes.
 //!
-//! Prints a table and the JSON report. Figures, not assertions.
+//! Each failover trial starts from a settled app (both regions Healthy, the
+//! active one fully ready and past `startupSeconds`). Prints a table and the
+//! JSON report. Figures, not assertions.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -51,6 +53,35 @@ fn summary(mut samples: Vec<f64>) -> Value {
     })
 }
 
+/// `healthCheck.startupSeconds` of the failover trials: a promoted standby
+/// is not judged on readiness for this long after its scale-up.
+const STARTUP_SECONDS: i64 = 15;
+
+/// Waits until both regions are Healthy, the active one has all its
+/// replicas ready and is past its start-up window: a trial that faults a
+/// region still starting would measure the window, not the failover.
+async fn settled(hub: &kube::Client, ns: &str) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while Instant::now() < deadline {
+        if let Some(s) = status(hub, ns, "web").await
+            && let Some(active) = s.active_region.clone()
+            && s.regions.len() == 2
+            && s.regions.iter().all(|r| r.health == "Healthy")
+            && s.regions.iter().any(|r| {
+                r.name == active
+                    && r.ready_replicas >= r.desired_replicas
+                    && r.scaled_up_at.as_ref().is_none_or(|t| {
+                        jiff::Timestamp::now().as_second() - t.0.as_second() > STARTUP_SECONDS
+                    })
+            })
+        {
+            return Some(active);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
 /// Seconds from injecting a fault in the active region until a watch on the
 /// hub sees the app's weights leave it.
 async fn failover_trials(fault: &str, interval: i32, trials: usize) -> Vec<f64> {
@@ -62,7 +93,7 @@ async fn failover_trials(fault: &str, interval: i32, trials: usize) -> Vec<f64> 
         &["us-east", "eu-west"],
         // The trials move traffic back and forth on purpose: no flap damping.
         json!({
-            "healthCheck": {"intervalSeconds": interval, "timeoutSeconds": 1, "failureThreshold": 3, "successThreshold": 2, "startupSeconds": 5},
+            "healthCheck": {"intervalSeconds": interval, "timeoutSeconds": 1, "failureThreshold": 3, "successThreshold": 2, "startupSeconds": STARTUP_SECONDS},
             "failover": {"maxFailoversPerHour": 1000}
         }),
     );
@@ -75,10 +106,13 @@ async fn failover_trials(fault: &str, interval: i32, trials: usize) -> Vec<f64> 
     let api: Api<MultiRegionApp> = Api::namespaced(hub.clone(), &ns);
     let mut samples = Vec::new();
     for trial in 0..trials {
-        let active = status(&hub, &ns, "web")
-            .await
-            .and_then(|s| s.active_region)
-            .expect("active region");
+        let Some(active) = settled(&hub, &ns).await else {
+            eprintln!(
+                "  the app did not settle within 180 s; status: {}",
+                serde_json::to_string(&status(&hub, &ns, "web").await).unwrap_or_default()
+            );
+            break;
+        };
         let other = if active == "us-east" {
             "eu-west"
         } else {
@@ -439,9 +473,9 @@ async fn scale(apps: usize) -> Value {
 #[tokio::main]
 async fn main() {
     let trials: usize = var("BENCH_TRIALS", 20);
-    let default_trials: usize = var("BENCH_DEFAULT_TRIALS", 5);
+    let default_trials: usize = var("BENCH_DEFAULT_TRIALS", 20);
     let apps: Vec<usize> = std::env::var("BENCH_APPS")
-        .unwrap_or_else(|_| "100".into())
+        .unwrap_or_else(|_| "100,300,1000".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
