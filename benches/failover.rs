@@ -59,16 +59,19 @@ fn summary(mut samples: Vec<f64>) -> Value {
 /// is not judged on readiness for this long after its scale-up.
 const STARTUP_SECONDS: i64 = 15;
 
-/// Waits until both regions are Healthy, the active one has all its
-/// replicas ready and is past its start-up window: a trial that faults a
-/// region still starting would measure the window, not the failover.
+/// Waits until both regions are Healthy with no failed round counted, and
+/// the active one has all its replicas ready and is past its start-up
+/// window: a trial that faults a region still starting, or one with failed
+/// rounds already counted, would not measure the fault alone.
 async fn settled(hub: &kube::Client, ns: &str) -> Option<String> {
     let deadline = Instant::now() + Duration::from_secs(180);
     while Instant::now() < deadline {
         if let Some(s) = status(hub, ns, "web").await
             && let Some(active) = s.active_region.clone()
             && s.regions.len() == 2
-            && s.regions.iter().all(|r| r.health == "Healthy")
+            && s.regions
+                .iter()
+                .all(|r| r.health == "Healthy" && r.consecutive_failures == 0)
             && s.regions.iter().any(|r| {
                 r.name == active
                     && r.ready_replicas >= r.desired_replicas
