@@ -130,10 +130,14 @@ async fn failover_trials(fault: &str, interval: i32, trials: usize) -> (Vec<f64>
         } else {
             "us-east=100 eu-west=0"
         };
+        // The watch restarts (and re-lists) on errors: the client's 10 s
+        // read timeout ends a watch that sees no change for that long, which
+        // must not end the trial.
         let stream = watcher(
             api.clone(),
             watcher::Config::default().fields("metadata.name=web"),
         )
+        .default_backoff()
         .applied_objects();
         futures::pin_mut!(stream);
         let injected = Instant::now();
@@ -142,8 +146,10 @@ async fn failover_trials(fault: &str, interval: i32, trials: usize) -> (Vec<f64>
             _ => env.regions.lock().await.stop_nodes(&active).unwrap(),
         }
         let seen = tokio::time::timeout(Duration::from_secs(120), async {
-            while let Some(Ok(app)) = stream.next().await {
-                if app.status.and_then(|s| s.weights).as_deref() == Some(want) {
+            while let Some(event) = stream.next().await {
+                if let Ok(app) = event
+                    && app.status.and_then(|s| s.weights).as_deref() == Some(want)
+                {
                     return injected.elapsed();
                 }
             }
