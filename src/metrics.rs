@@ -232,62 +232,63 @@ mod tests {
     use super::verb;
     use http::{Method, Uri};
 
-    fn of(method: Method, uri: &str) -> &'static str {
-        verb(&method, &uri.parse::<Uri>().unwrap())
-    }
-
     #[test]
     fn verbs_follow_the_path_shape() {
-        assert_eq!(of(Method::GET, "/api/v1/namespaces/a/services/web"), "get");
-        assert_eq!(
-            of(Method::GET, "/api/v1/namespaces/a/services?labelSelector=x"),
-            "list"
-        );
-        assert_eq!(
-            of(
+        let cases = [
+            (Method::GET, "/api/v1/namespaces/a/services/web", "get"),
+            (
                 Method::GET,
-                "/api/v1/namespaces/a/services?labelSelector=x&watch=true"
+                "/api/v1/namespaces/a/services?labelSelector=x",
+                "list",
             ),
-            "watch"
-        );
-        assert_eq!(
-            of(
+            (
                 Method::GET,
-                "/apis/apps/v1/deployments?watch=true&resourceVersion=1"
+                "/api/v1/namespaces/a/services?labelSelector=x&watch=true",
+                "watch",
             ),
-            "watch"
-        );
-        assert_eq!(of(Method::GET, "/apis/apps/v1/deployments"), "list");
-        assert_eq!(of(Method::GET, "/api/v1/namespaces/a"), "get");
-        assert_eq!(of(Method::GET, "/api/v1/namespaces"), "list");
-        assert_eq!(
-            of(Method::POST, "/apis/apps/v1/namespaces/a/deployments"),
-            "create"
-        );
-        assert_eq!(
-            of(Method::PATCH, "/apis/x.io/v1/namespaces/a/apps/web/status"),
-            "patch"
-        );
-        assert_eq!(
-            of(
+            (
+                Method::GET,
+                "/apis/apps/v1/deployments?watch=true&resourceVersion=1",
+                "watch",
+            ),
+            (Method::GET, "/apis/apps/v1/deployments", "list"),
+            (Method::GET, "/api/v1/namespaces/a", "get"),
+            (Method::GET, "/api/v1/namespaces", "list"),
+            (
+                Method::POST,
+                "/apis/apps/v1/namespaces/a/deployments",
+                "create",
+            ),
+            (
+                Method::PATCH,
+                "/apis/x.io/v1/namespaces/a/apps/web/status",
+                "patch",
+            ),
+            (
                 Method::PUT,
-                "/apis/coordination.k8s.io/v1/namespaces/a/leases/l"
+                "/apis/coordination.k8s.io/v1/namespaces/a/leases/l",
+                "update",
             ),
-            "update"
-        );
-        assert_eq!(
-            of(Method::DELETE, "/apis/apps/v1/namespaces/a/deployments/web"),
-            "delete"
-        );
-        assert_eq!(
-            of(
+            (
                 Method::DELETE,
-                "/apis/apps/v1/namespaces/a/deployments?labelSelector=x"
+                "/apis/apps/v1/namespaces/a/deployments/web",
+                "delete",
             ),
-            "deletecollection"
-        );
-        assert_eq!(of(Method::GET, "/readyz"), "other");
-        assert_eq!(of(Method::GET, "/version"), "other");
-        assert_eq!(of(Method::GET, "/apis/apps/v1"), "other");
+            (
+                Method::DELETE,
+                "/apis/apps/v1/namespaces/a/deployments?labelSelector=x",
+                "deletecollection",
+            ),
+            (Method::GET, "/readyz", "other"),
+            (Method::GET, "/version", "other"),
+            (Method::GET, "/apis/apps/v1", "other"),
+        ];
+        for (method, uri, want) in cases {
+            assert_eq!(
+                verb(&method, &uri.parse::<Uri>().unwrap()),
+                want,
+                "{method} {uri}"
+            );
+        }
     }
 }

@@ -13,9 +13,9 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::api::{ANNOTATION_APPLIED_HASH, FIELD_MANAGER, MultiRegionAppSpec};
+use crate::api::{FIELD_MANAGER, MultiRegionAppSpec};
 use crate::plan::Placement;
-use crate::plan::manifest::{self, AppKey};
+use crate::plan::manifest::{self, AppKey, Found};
 use crate::regions::Member;
 
 /// Why placing failed in one region.
@@ -148,15 +148,20 @@ where
         + serde::Serialize,
 {
     let want_hash = manifest::applied_hash(&desired).map(str::to_string);
+    let judge = |object: &K| {
+        manifest::found(
+            object.labels(),
+            object.annotations(),
+            app,
+            want_hash.as_deref(),
+        )
+    };
     let api: Api<K> = Api::namespaced(client.clone(), &app.namespace);
-    let cached = store.get(&ObjectRef::new(&app.name).within(&app.namespace));
-    // Past this match the object is the operator's and differs: apply it.
-    match cached {
-        Some(object) if manifest::owned_by(Some(object.labels()), app) => {
-            if object.annotations().get(ANNOTATION_APPLIED_HASH) == want_hash.as_ref() {
-                return Ok(false);
-            }
-        }
+    let cached = store
+        .get(&ObjectRef::new(&app.name).within(&app.namespace))
+        .map(|object| judge(&object));
+    let found = match cached {
+        Some(found @ (Found::Current | Found::Outdated)) => found,
         // Not in the cache: most likely new, so create it at once (one
         // request, not a read and then a create); if it exists after all,
         // read it to see whose it is.
@@ -169,17 +174,7 @@ where
                 Err(err) => return Err(classify(err)),
             }
             match api.get_opt(&app.name).await.map_err(classify)? {
-                Some(object) if manifest::owned_by(Some(object.labels()), app) => {
-                    if object.annotations().get(ANNOTATION_APPLIED_HASH) == want_hash.as_ref() {
-                        return Ok(false);
-                    }
-                }
-                Some(_) => {
-                    return Err(PlaceError::Conflict(format!(
-                        "{kind} {}/{} exists and was not created by multiregion; it is left alone",
-                        app.namespace, app.name
-                    )));
-                }
+                Some(object) => judge(&object),
                 // Deleted between the create and the read: the next
                 // reconcile creates it.
                 None => {
@@ -190,6 +185,16 @@ where
                 }
             }
         }
+    };
+    match found {
+        Found::Current => return Ok(false),
+        Found::Foreign => {
+            return Err(PlaceError::Conflict(format!(
+                "{kind} {}/{} exists and was not created by multiregion; it is left alone",
+                app.namespace, app.name
+            )));
+        }
+        Found::Outdated => {}
     }
     api.patch(
         &app.name,
@@ -249,6 +254,7 @@ mod tests {
     //! `apply_owned` against a mocked API server: which requests it sends
     //! and what it concludes from the answers.
     use super::*;
+    use crate::api::ANNOTATION_APPLIED_HASH;
     use http::{Method, Request, Response};
     use kube::client::Body;
     use kube::runtime::reflector;

@@ -64,6 +64,34 @@ pub fn owned_by(labels: Option<&BTreeMap<String, String>>, app: &AppKey) -> bool
     })
 }
 
+/// What placement makes of an object found under the app's name in a region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// The operator's, with the applied-hash it would send: nothing to write.
+    Current,
+    /// The operator's, built from something else: apply it.
+    Outdated,
+    /// Not the operator's (or another app's): never touched, a `Conflict`.
+    Foreign,
+}
+
+/// Classifies an existing object by its labels and applied-hash annotation
+/// against the hash of what would be sent now.
+pub fn found(
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+    app: &AppKey,
+    want_hash: Option<&str>,
+) -> Found {
+    if !owned_by(Some(labels), app) {
+        Found::Foreign
+    } else if annotations.get(ANNOTATION_APPLIED_HASH).map(String::as_str) == want_hash {
+        Found::Current
+    } else {
+        Found::Outdated
+    }
+}
+
 /// Checks the template parses as a PodTemplateSpec.
 pub fn validate_template(spec: &MultiRegionAppSpec) -> Result<PodTemplateSpec, InvalidTemplate> {
     serde_json::from_value::<PodTemplateSpec>(spec.workload.template.clone())
@@ -317,5 +345,36 @@ mod tests {
             err.to_string().starts_with("spec.workload.template: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn found_objects_are_current_outdated_or_foreign() {
+        let ours = labels(&app(), "us-east");
+        let other_app = labels(
+            &AppKey {
+                namespace: "shop".into(),
+                name: "cart".into(),
+            },
+            "us-east",
+        );
+        let handmade = BTreeMap::from([("team".to_string(), "payments".to_string())]);
+        let hashed =
+            |h: &str| BTreeMap::from([(ANNOTATION_APPLIED_HASH.to_string(), h.to_string())]);
+        let none = BTreeMap::new();
+        let cases = [
+            (&ours, hashed("h1"), Some("h1"), Found::Current),
+            (&ours, hashed("h1"), Some("h2"), Found::Outdated),
+            (&ours, none.clone(), Some("h1"), Found::Outdated),
+            (&ours, none.clone(), None, Found::Current),
+            (&handmade, hashed("h1"), Some("h1"), Found::Foreign),
+            (&other_app, hashed("h1"), Some("h1"), Found::Foreign),
+        ];
+        for (labels, annotations, want, expected) in cases {
+            assert_eq!(
+                found(labels, &annotations, &app(), want),
+                expected,
+                "{labels:?} {annotations:?} {want:?}"
+            );
+        }
     }
 }
