@@ -270,6 +270,7 @@ async fn the_operator_with_the_charts_service_account_does_a_failover() {
         Duration::from_secs(15),
     )
     .await;
-    let events = common::operator::events(&hub, ns, "FailedOver").await;
+    let events =
+        common::operator::wait_events(&hub, ns, "FailedOver", Duration::from_secs(10)).await;
     assert_eq!(events.len(), 1, "Events are allowed: {events:?}");
 }

@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::operator::{
-    app_spec, apply_app, condition, delete_app, env, events, free_port, placed, serial, status,
-    wait_weights, weights,
+    app_spec, apply_app, condition, delete_app, env, free_port, placed, serial, status,
+    wait_events, wait_weights, weights,
 };
 use common::wait_for;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -284,7 +284,13 @@ async fn rpo_gate_wait_blocks_and_promote_promotes_with_a_warning() {
         },
     )
     .await;
-    let warnings = events(&hub, "rpo-promote", "PromotedWithReplicationLag").await;
+    let warnings = wait_events(
+        &hub,
+        "rpo-promote",
+        "PromotedWithReplicationLag",
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("may be lost"), "{warnings:?}");
     assert_eq!(
@@ -355,7 +361,7 @@ async fn toggling_health_for_two_minutes_moves_traffic_at_most_max_failovers_per
         "the budget was used, not exceeded"
     );
     assert!(damped_seen, "FlapDamped was raised");
-    assert!(!events(&hub, ns, "FlapDamped").await.is_empty());
+    wait_events(&hub, ns, "FlapDamped", Duration::from_secs(10)).await;
     delete_app(&hub, ns, "web").await;
 }
 

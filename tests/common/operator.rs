@@ -442,6 +442,22 @@ pub async fn handmade_deployment(region: &Client, namespace: &str, name: &str) -
         .expect("handmade deployment")
 }
 
+/// Waits until an event with this reason is recorded in the namespace, and
+/// returns all of them. The operator publishes Events after it writes the
+/// status, so a test that has just seen the status change must wait for them.
+pub async fn wait_events(
+    hub: &Client,
+    namespace: &str,
+    reason: &str,
+    timeout: Duration,
+) -> Vec<String> {
+    wait_for(&format!("a {reason} event"), timeout, || async {
+        let found = events(hub, namespace, reason).await;
+        (!found.is_empty()).then_some(found)
+    })
+    .await
+}
+
 /// Names of events with this reason recorded on the app.
 pub async fn events(hub: &Client, namespace: &str, reason: &str) -> Vec<String> {
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(hub.clone(), namespace);
