@@ -504,6 +504,19 @@ impl LocalRegions {
         out
     }
 
+    /// CPU seconds (user and system) each running process has used so far.
+    pub fn cpu_seconds(&self) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        let all = std::iter::once(&self.state.etcd)
+            .chain(self.state.clusters.iter().flat_map(|c| c.components()));
+        for component in all {
+            if let Some(seconds) = component.pid.and_then(cpu_seconds) {
+                out.insert(component.name.clone(), seconds);
+            }
+        }
+        out
+    }
+
     /// The last lines of every component's log, for a failing test.
     pub fn logs_tail(&self, lines: usize) -> String {
         let mut out = String::new();
@@ -764,6 +777,17 @@ pub fn node_ready(node: &Node) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// User plus system CPU seconds of a process, from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state is the first, utime the 12th and stime the 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // The kernel reports in USER_HZ, which is 100 on Linux.
+    Some(ticks as f64 / 100.0)
 }
 
 fn rss_kib(pid: i32) -> Option<u64> {

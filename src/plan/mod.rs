@@ -280,9 +280,19 @@ pub fn decide(inputs: &Inputs) -> Decision {
         .collect();
 
     for slot in &slots {
-        let before = slot.previous.map(|p| Health::parse(&p.health));
+        let before = slot
+            .previous
+            .map_or(Health::Unknown, |p| Health::parse(&p.health));
         let after = slot.counters.health;
-        if before != Some(after) && after != Health::Unknown {
+        // A region's first judgement is news only when it is bad: a region
+        // found Healthy at the start is what everyone expects, the status
+        // shows it, and an Event for it would be one write per region per
+        // app each time apps are created.
+        let announce = match (before, after) {
+            (_, Health::Unknown) | (Health::Unknown, Health::Healthy) => false,
+            (before, after) => before != after,
+        };
+        if announce {
             let (type_, reason) = match after {
                 Health::Healthy => (EventType::Normal, "RegionHealthy"),
                 _ => (EventType::Warning, "RegionUnhealthy"),

@@ -193,6 +193,54 @@ fn active_active_spreads_by_weight_and_drops_a_failed_region_after_the_threshold
 }
 
 #[test]
+fn region_events_announce_changes_of_health_not_the_first_healthy_judgement() {
+    let reasons = |d: &Decision| -> Vec<String> {
+        d.events
+            .iter()
+            .filter(|e| e.reason.starts_with("Region"))
+            .map(|e| e.message.clone())
+            .collect()
+    };
+    let mut sim = Sim::new(spec(json!({
+        "strategy": "ActiveActive",
+        "regions": [{"name": "us-east"}, {"name": "eu-west"}],
+        "healthCheck": {"failureThreshold": 1, "successThreshold": 1}
+    })));
+    let d = sim.round(&[("eu-west", down())]).clone();
+    let first = reasons(&d);
+    assert_eq!(
+        first.len(),
+        1,
+        "found bad at the start is news; found Healthy is not: {first:?}"
+    );
+    assert!(first[0].starts_with("eu-west is Unhealthy"), "{first:?}");
+    assert_eq!(sim.region("us-east").health, "Healthy");
+    assert!(reasons(&sim.round(&[("eu-west", down())]).clone()).is_empty());
+    let back = sim.round(&[]).clone();
+    assert_eq!(reasons(&back), ["eu-west is Healthy"]);
+    assert_eq!(
+        back.events
+            .iter()
+            .find(|e| e.reason == "RegionHealthy")
+            .map(|e| e.type_),
+        Some(EventType::Normal)
+    );
+    let lost = sim.round(&[("us-east", down())]).clone();
+    assert_eq!(
+        lost.events
+            .iter()
+            .filter(|e| e.reason == "RegionUnhealthy")
+            .count(),
+        1
+    );
+    assert!(
+        reasons(&sim.round(&[]).clone())
+            .iter()
+            .all(|m| m == "us-east is Healthy")
+    );
+}
+
+#[test]
 fn active_active_weights_are_relative_shares() {
     let mut sim = Sim::new(spec(json!({
         "strategy": "ActiveActive",
