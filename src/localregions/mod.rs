@@ -380,13 +380,28 @@ impl LocalRegions {
 
     /// Starts a cluster's API server again on the same port and waits for
     /// it. When it was down, the cluster's controller-manager, scheduler and
-    /// KWOK (if running) are restarted too, so the region comes back whole:
-    /// their watches would otherwise wait out client-go's reconnect backoff
-    /// (up to a minute) before they see new objects again.
+    /// KWOK (if running) are restarted around it, so the region comes back
+    /// whole:
+    /// - they are stopped before the API server returns: a controller-manager
+    ///   that lived through the outage sees every node lease stale the moment
+    ///   the server answers and marks all pods NotReady; the KWOK started
+    ///   next could miss those pods (it skips pods of nodes it has not
+    ///   registered yet) and leave them NotReady for good;
+    /// - they are started after it, KWOK first, so node leases are fresh when
+    ///   the new controller-manager looks, and no component waits out
+    ///   client-go's reconnect backoff (up to a minute) to see new objects.
     pub async fn start_apiserver(&mut self, name: &str) -> Result<()> {
         let cluster = self.cluster_mut(name)?;
         let was_down = !cluster.apiserver.is_running();
+        let kwok_was_running = cluster.kwok.is_running();
         if was_down {
+            for component in [
+                &mut cluster.controller_manager,
+                &mut cluster.scheduler,
+                &mut cluster.kwok,
+            ] {
+                component.stop(COMPONENT_STOP_GRACE);
+            }
             cluster.apiserver.start()?;
         }
         let apiserver = cluster.apiserver.clone();
@@ -395,14 +410,11 @@ impl LocalRegions {
         wait_apiserver(&admin_client(&kubeconfig).await?, &apiserver).await?;
         if was_down {
             let cluster = self.cluster_mut(name)?;
-            for component in [&mut cluster.controller_manager, &mut cluster.scheduler] {
-                component.stop(COMPONENT_STOP_GRACE);
-                component.start()?;
-            }
-            if cluster.kwok.is_running() {
-                cluster.kwok.stop(COMPONENT_STOP_GRACE);
+            if kwok_was_running {
                 cluster.kwok.start()?;
             }
+            cluster.controller_manager.start()?;
+            cluster.scheduler.start()?;
             self.save()?;
         }
         Ok(())
