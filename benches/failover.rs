@@ -11,8 +11,11 @@
 //! - `BENCH_OUT` (default `bench/results/latest.json`): where the JSON goes.
 //!
 //! Each failover trial starts from a settled app (both regions Healthy, the
-//! active one fully ready and past `startupSeconds`). Prints a table and the
-//! JSON report. Figures, not assertions.
+//! active one fully ready and past `startupSeconds`); a trial whose region
+//! does not recover is reported as discarded and does not count. Each scale
+//! size starts once the previous one's pods are gone. Prints a table, CPU
+//! seconds by process until Ready, and the JSON report. Figures, not
+//! assertions.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
