@@ -503,38 +503,33 @@ impl LocalRegions {
         out
     }
 
-    /// Pids and resident memory (KiB) of every running process.
+    /// etcd and every cluster's components.
+    fn components(&self) -> impl Iterator<Item = &Component> {
+        std::iter::once(&self.state.etcd)
+            .chain(self.state.clusters.iter().flat_map(|c| c.components()))
+    }
+
+    /// A figure of every running process, by component name.
+    fn per_process<T>(&self, figure: impl Fn(i32) -> Option<T>) -> BTreeMap<String, T> {
+        self.components()
+            .filter_map(|c| Some((c.name.clone(), figure(c.pid?)?)))
+            .collect()
+    }
+
+    /// Resident memory (KiB) of every running process.
     pub fn resident_memory(&self) -> BTreeMap<String, u64> {
-        let mut out = BTreeMap::new();
-        let all = std::iter::once(&self.state.etcd)
-            .chain(self.state.clusters.iter().flat_map(|c| c.components()));
-        for component in all {
-            if let Some(kib) = component.pid.and_then(rss_kib) {
-                out.insert(component.name.clone(), kib);
-            }
-        }
-        out
+        self.per_process(rss_kib)
     }
 
     /// CPU seconds (user and system) each running process has used so far.
     pub fn cpu_seconds(&self) -> BTreeMap<String, f64> {
-        let mut out = BTreeMap::new();
-        let all = std::iter::once(&self.state.etcd)
-            .chain(self.state.clusters.iter().flat_map(|c| c.components()));
-        for component in all {
-            if let Some(seconds) = component.pid.and_then(cpu_seconds) {
-                out.insert(component.name.clone(), seconds);
-            }
-        }
-        out
+        self.per_process(cpu_seconds)
     }
 
     /// The last lines of every component's log, for a failing test.
     pub fn logs_tail(&self, lines: usize) -> String {
         let mut out = String::new();
-        let all = std::iter::once(&self.state.etcd)
-            .chain(self.state.clusters.iter().flat_map(|c| c.components()));
-        for component in all {
+        for component in self.components() {
             out.push_str(&format!(
                 "----- {} ({}) -----\n{}\n",
                 component.name,
@@ -575,8 +570,8 @@ impl LocalRegions {
     fn save(&self) -> Result<()> {
         let json = serde_json::to_string_pretty(&self.state)?;
         std::fs::write(self.dir.join("state.json"), json)?;
-        let pids: Vec<String> = std::iter::once(&self.state.etcd)
-            .chain(self.state.clusters.iter().flat_map(|c| c.components()))
+        let pids: Vec<String> = self
+            .components()
             .filter_map(|c| c.pid)
             .chain(self.state.adopted.iter().copied())
             .map(|p| p.to_string())
