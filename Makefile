@@ -6,11 +6,11 @@ CARGO ?= cargo
 
 ## test: everything CI checks: format, lints, unit and end-to-end tests.
 test: lint controlplane
-	$(CARGO) test --lib --bins --tests
+	$(CARGO) test --workspace --lib --bins --tests
 
 lint: shellcheck
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## controlplane: build (or find cached) etcd, kube-*, kubectl, kwok, helm.
 controlplane:
@@ -18,14 +18,14 @@ controlplane:
 
 ## up / down: three local clusters for trying things by hand.
 up:
-	$(CARGO) run --quiet --bin localregions -- up hub us-east eu-west
+	$(CARGO) run -p localregions -- up hub us-east eu-west
 
 down:
-	$(CARGO) run --quiet --bin localregions -- down
+	$(CARGO) run -p localregions -- down
 
 ## bench-localregions: build and start-up times and memory, as JSON.
 bench-localregions:
-	$(CARGO) build --release --bin localregions
+	$(CARGO) build --release -p localregions
 	bash tests/controlplane/bench.sh
 
 ## demo: the first run without Docker (local clusters, Helm, a failover). Ctrl-C stops it.

@@ -331,7 +331,7 @@ fn proc_figures(pid: u32) -> (f64, f64, f64) {
             .unwrap_or(0.0)
     };
     let (hwm_kib, rss_kib) = (kib("VmHWM:"), kib("VmRSS:"));
-    let cpu = multiregion::localregions::cpu_seconds(pid as i32).unwrap_or(f64::NAN);
+    let cpu = localregions::cpu_seconds(pid as i32).unwrap_or(f64::NAN);
     (hwm_kib / 1024.0, rss_kib / 1024.0, cpu)
 }
 
@@ -423,7 +423,7 @@ async fn scale(apps: usize) -> Value {
         .collect();
     if let Some(seconds) = env
         .operator_pid()
-        .and_then(|pid| multiregion::localregions::cpu_seconds(pid as i32))
+        .and_then(|pid| localregions::cpu_seconds(pid as i32))
     {
         cpu_until_ready.insert("operator".into(), json!(seconds));
     }

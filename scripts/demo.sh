@@ -53,7 +53,7 @@ weights() { kubectl get mra -n shop checkout -o 'jsonpath={.status.weights}'; }
 
 if [ -z "${MULTIREGION_BIN:-}" ]; then
   step "building multiregion and localregions"
-  cargo build --quiet --bins
+  cargo build --workspace --bins
 fi
 step "building (or finding cached) etcd, kube-apiserver, kubectl, KWOK, Helm"
 bins=$(bash tests/controlplane/build.sh)

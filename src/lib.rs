@@ -1,12 +1,15 @@
 //! multiregion: run one application across several Kubernetes clusters
 //! ("regions") and keep it serving when a region fails.
+//!
+//! The API and the decisions live in `multiregion-core` (re-exported here as
+//! `api` and `plan`); this crate talks to clusters: the member clients and
+//! probes (`regions`), the reconcile (`controller`), metrics and the CLI.
 #![forbid(unsafe_code)]
 
-pub mod api;
+pub use multiregion_core::{api, plan};
+
 pub mod cli;
 pub mod controller;
 pub mod error;
-pub mod localregions;
 pub mod metrics;
-pub mod plan;
 pub mod regions;

@@ -42,9 +42,7 @@ fn kinds(rendered: &str) -> Vec<String> {
 
 #[test]
 fn the_chart_lints_and_renders_with_and_without_its_options() {
-    let helm = multiregion::localregions::Binaries::locate()
-        .unwrap()
-        .path("helm");
+    let helm = localregions::Binaries::locate().unwrap().path("helm");
     let chart = chart();
     let chart = chart.to_str().unwrap();
     let lint = run(&helm, &["lint", "--strict", chart]);
@@ -196,9 +194,7 @@ async fn the_operator_with_the_charts_service_account_does_a_failover() {
         ),
     )
     .unwrap();
-    let sa = multiregion::localregions::admin_client(&sa_kc)
-        .await
-        .unwrap();
+    let sa = localregions::admin_client(&sa_kc).await.unwrap();
     let other: Api<Secret> = Api::namespaced(sa.clone(), "default");
     match other.list(&Default::default()).await {
         Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{}", s.message),

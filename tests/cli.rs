@@ -49,7 +49,7 @@ fn plan_names_a_bad_region() {
 
 #[test]
 fn works_as_a_kubectl_plugin() {
-    let bins = multiregion::localregions::Binaries::locate().expect("control-plane binaries");
+    let bins = localregions::Binaries::locate().expect("control-plane binaries");
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin");
     std::fs::create_dir_all(&dir).unwrap();
     let plugin = dir.join("kubectl-multiregion");

@@ -1,6 +1,8 @@
 //! `make demo` runs to the failover and back unattended, and leaves nothing
 //! running.
 
+mod common;
+
 use std::process::Command;
 
 #[test]
@@ -12,7 +14,7 @@ fn the_demo_runs_unattended_to_the_failover_and_back() {
         .arg("--non-interactive")
         .env("DEMO_DIR", &dir)
         .env("MULTIREGION_BIN", env!("CARGO_BIN_EXE_multiregion"))
-        .env("LOCALREGIONS_BIN", env!("CARGO_BIN_EXE_localregions"))
+        .env("LOCALREGIONS_BIN", common::localregions_bin())
         .output()
         .expect("the demo runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -2,42 +2,40 @@
 //! directory, and waiting on a condition with a deadline.
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
-use multiregion::localregions::{Guard, LocalRegions, UpOptions};
+use localregions::Guard;
+pub use localregions::wait_for;
 
 /// Starts local clusters for one test in `target/tmp/<test>`; they are
 /// stopped when the guard drops, and by a watchdog if the test process dies.
 pub async fn clusters(test: &str, names: &[&str]) -> Guard {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(test);
-    let regions = LocalRegions::up(UpOptions {
-        dir,
-        names: names.iter().map(|n| n.to_string()).collect(),
-        stop_with_this_process: true,
-    })
-    .await
-    .expect("local clusters start");
-    Guard(regions)
+    localregions::start_for_test(dir, names).await
 }
 
-/// Polls `check` every 100 ms until it yields `Some`, or panics after `timeout`
-/// naming what it waited for.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 pub mod operator;
+
+/// The `localregions` binary (another package of the workspace), built if
+/// needed into the target directory this test was built in.
+pub fn localregions_bin() -> PathBuf {
+    let status = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "localregions",
+            "--bin",
+            "localregions",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo build -p localregions failed");
+    // The test runs from <target>/<profile>/deps/.
+    let exe = std::env::current_exe().expect("test executable");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("localregions"))
+        .expect("target directory")
+}

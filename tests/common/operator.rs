@@ -12,8 +12,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
+use localregions::{LocalRegions, UpOptions};
 use multiregion::api::{MultiRegionApp, MultiRegionAppStatus, Region};
-use multiregion::localregions::{LocalRegions, UpOptions};
 use serde_json::{Value, json};
 
 use super::wait_for;
@@ -145,7 +145,7 @@ impl Env {
     }
 
     pub async fn client(&self, name: &str) -> Client {
-        multiregion::localregions::admin_client(&self.kubeconfig(name))
+        localregions::admin_client(&self.kubeconfig(name))
             .await
             .expect("client")
     }

@@ -45,7 +45,7 @@ const CONTROLLER_BURST: u32 = 2000;
 /// How long a restarted component gets to exit on SIGTERM.
 const COMPONENT_STOP_GRACE: Duration = Duration::from_secs(2);
 
-const KWOK_STAGES: &str = include_str!("../../tests/controlplane/kwok-stages.yaml");
+const KWOK_STAGES: &str = include_str!("../kwok-stages.yaml");
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct State {
@@ -803,4 +803,37 @@ fn rss_kib(pid: i32) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Starts clusters for one test in `dir`; they are stopped when the guard
+/// drops, and by a watchdog if the test process dies.
+pub async fn start_for_test(dir: PathBuf, names: &[&str]) -> Guard {
+    let regions = LocalRegions::up(UpOptions {
+        dir,
+        names: names.iter().map(|n| n.to_string()).collect(),
+        stop_with_this_process: true,
+    })
+    .await
+    .expect("local clusters start");
+    Guard(regions)
+}
+
+/// Polls `check` every 100 ms until it yields `Some`, or panics after
+/// `timeout` naming what it waited for. For tests: a wait on a condition,
+/// never a fixed sleep.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

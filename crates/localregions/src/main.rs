@@ -1,12 +1,12 @@
 //! `localregions`: start and stop real Kubernetes control planes as processes
-//! on loopback, one per region (see DESIGN.md section 5).
+//! on loopback, one per region (see docs/design.md, "Local regions").
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use multiregion::localregions::{DEFAULT_DIR, LocalRegions, UpOptions};
+use localregions::{DEFAULT_DIR, LocalRegions, UpOptions};
 
 #[derive(Parser)]
 #[command(

@@ -51,5 +51,5 @@ impl Binaries {
 pub fn source_dir() -> PathBuf {
     std::env::var("MULTIREGION_SOURCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf())
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
 }

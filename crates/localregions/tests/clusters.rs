@@ -5,8 +5,6 @@
 //! One test walks through the steps in order, because the steps stop and
 //! start parts of the same clusters.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -18,7 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use common::wait_for;
+use localregions::wait_for;
 
 const NAMESPACE: &str = "localregions-test";
 
@@ -106,7 +104,11 @@ async fn not_ready_pods(client: &Client) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_local_clusters_behave_like_regions() {
     let names = ["hub", "us-east", "eu-west"];
-    let mut regions = common::clusters("three_local_clusters", &names).await;
+    let mut regions = localregions::start_for_test(
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("three_local_clusters"),
+        &names,
+    )
+    .await;
     let mut clients = Vec::new();
     for name in names {
         clients.push(regions.client(name).await.expect("client"));
