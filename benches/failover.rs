@@ -30,7 +30,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use multiregion::api::MultiRegionApp;
+use multiregion::api::{Health, MultiRegionApp, Role};
 use serde_json::{Value, json};
 
 fn var<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -75,7 +75,7 @@ async fn settled(hub: &kube::Client, ns: &str) -> Option<String> {
             && s.regions.len() == 2
             && s.regions
                 .iter()
-                .all(|r| r.health == "Healthy" && r.consecutive_failures == 0)
+                .all(|r| r.health == Health::Healthy && r.consecutive_failures == 0)
             && s.regions.iter().any(|r| {
                 r.name == active
                     && r.ready_replicas >= r.desired_replicas
@@ -184,9 +184,9 @@ async fn failover_trials(fault: &str, interval: i32, trials: usize) -> (Vec<f64>
         let recovered = tokio::time::timeout(Duration::from_secs(180), async {
             loop {
                 if let Some(s) = status(&hub, &ns, "web").await
-                    && s.regions
-                        .iter()
-                        .any(|r| r.name == active && r.health == "Healthy" && r.role == "Standby")
+                    && s.regions.iter().any(|r| {
+                        r.name == active && r.health == Health::Healthy && r.role == Role::Standby
+                    })
                 {
                     return;
                 }
@@ -209,7 +209,7 @@ async fn failover_trials(fault: &str, interval: i32, trials: usize) -> (Vec<f64>
             if discarded.len() >= 3 {
                 break;
             }
-            let _ = env.regions.lock().await.heal().await;
+            let _ = env.regions.lock().await.restore_all().await;
             continue;
         }
         samples.push(seen.as_secs_f64());

@@ -83,9 +83,12 @@ pub fn status_table(apps: &[MultiRegionApp], style: Style) -> String {
             .map(|r| {
                 vec![
                     r.name.clone(),
-                    r.role.clone(),
-                    r.health.clone(),
-                    r.reason.clone().unwrap_or_default(),
+                    r.role.to_string(),
+                    r.health.to_string(),
+                    r.reason
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
                     format!("{}/{}", r.ready_replicas, r.desired_replicas),
                     r.weight.to_string(),
                 ]

@@ -11,5 +11,6 @@ pub use multiregion_core::{api, plan};
 pub mod cli;
 pub mod controller;
 pub mod error;
+pub mod fence;
 pub mod metrics;
 pub mod regions;

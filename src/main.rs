@@ -99,9 +99,15 @@ struct RunArgs {
     /// in --namespace writes; other replicas stand by.
     #[arg(long, env = "MULTIREGION_LEADER_ELECTION", default_value_t = false)]
     leader_election: bool,
-    /// Lease duration in seconds: a standby takes over within it.
+    /// Lease duration in seconds: a standby takes over within it. The leader
+    /// stops writing when it could not renew for two thirds of it.
     #[arg(long, env = "MULTIREGION_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
     lease_seconds: u64,
+    /// This hub's identity, put on every object placed in the regions
+    /// (label multiregion.io/hub) so that two hubs never fight over one
+    /// member cluster. Default: the UID of the hub's kube-system namespace.
+    #[arg(long, env = "MULTIREGION_HUB_NAME", default_value = "")]
+    hub_name: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -181,6 +187,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             identity,
             leader_election: args.leader_election,
             lease_seconds: args.lease_seconds,
+            hub_name: args.hub_name,
         },
     )
     .await

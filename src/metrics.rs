@@ -1,4 +1,4 @@
-//! Prometheus metrics of DESIGN.md section 4, served on `/metrics`.
+//! Prometheus metrics (see docs/design.md, "Observability"), served on `/metrics`.
 
 use std::sync::LazyLock;
 
@@ -103,6 +103,11 @@ pub fn verb(method: &http::Method, uri: &http::Uri) -> &'static str {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub error: String,
 }
@@ -118,6 +123,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub probe_duration: Family<RegionLabels, Histogram>,
     pub api_writes: Family<WriteLabels, Counter>,
+    /// 1 while this replica holds the Lease (or runs without election).
+    pub leader: Gauge,
     pub registry: Registry,
 }
 
@@ -128,86 +135,152 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
     .into_iter()
 }
 
+/// The request counter every client shares, and the build's version.
+fn register_process_info(r: &mut Registry) {
+    r.register(
+        "api_requests",
+        "Requests the operator sent to API servers, by cluster and verb",
+        API_REQUESTS.clone(),
+    );
+    let build_info = Family::<BuildLabels, Gauge>::default();
+    let version = BuildLabels {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    build_info.get_or_create(&version).set(1);
+    r.register(
+        "build_info",
+        "The operator's version, as a label; always 1",
+        build_info,
+    );
+}
+
+/// Registers a metric and hands it back.
+fn register<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("multiregion");
-        let region_reachable = Family::<RegionLabels, Gauge>::default();
-        let app_region_healthy = Family::<AppRegionLabels, Gauge>::default();
-        let traffic_weight = Family::<AppRegionLabels, Gauge>::default();
-        let failovers = Family::<FailoverLabels, Counter>::default();
-        let decision_latency = Histogram::new(latency_buckets());
-        let reconcile_duration = Histogram::new(latency_buckets());
-        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        let probe_duration = Family::<RegionLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(latency_buckets())
-        });
-        registry.register(
-            "region_reachable",
-            "1 when the region's API server answers its probes",
-            region_reachable.clone(),
-        );
-        registry.register(
-            "app_region_healthy",
-            "1 when the app is Healthy in the region",
-            app_region_healthy.clone(),
-        );
-        registry.register(
-            "traffic_weight",
-            "Published traffic weight of the app in the region (0..100)",
-            traffic_weight.clone(),
-        );
-        registry.register(
-            "failovers",
-            "Moves of traffic from one region to another",
-            failovers.clone(),
-        );
-        registry.register(
-            "decision_latency_seconds",
-            "From the health round that decided a move to the new weights in every sink",
-            decision_latency.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Duration of one app reconcile",
-            reconcile_duration.clone(),
-        );
-        registry.register(
-            "reconcile_errors",
-            "Failed reconciles by kind of error",
-            reconcile_errors.clone(),
-        );
-        registry.register(
-            "probe_duration_seconds",
-            "Duration of region API server probes",
-            probe_duration.clone(),
-        );
-        let api_writes = Family::<WriteLabels, Counter>::default();
-        registry.register(
-            "api_writes",
-            "Writes the operator sent, by cluster and kind (zero at steady state)",
-            api_writes.clone(),
-        );
-        registry.register(
-            "api_requests",
-            "Requests the operator sent to API servers, by cluster and verb",
-            API_REQUESTS.clone(),
-        );
+        let mut r = Registry::with_prefix("multiregion");
+        let histogram = || Histogram::new(latency_buckets());
+        let metrics = Metrics {
+            region_reachable: register(
+                &mut r,
+                "region_reachable",
+                "1 when the region's API server answers its probes",
+                Family::default(),
+            ),
+            app_region_healthy: register(
+                &mut r,
+                "app_region_healthy",
+                "1 when the app is Healthy in the region",
+                Family::default(),
+            ),
+            traffic_weight: register(
+                &mut r,
+                "traffic_weight",
+                "Published traffic weight of the app in the region (0..100)",
+                Family::default(),
+            ),
+            failovers: register(
+                &mut r,
+                "failovers",
+                "Moves of traffic from one region to another",
+                Family::default(),
+            ),
+            decision_latency: register(
+                &mut r,
+                "decision_latency_seconds",
+                "From the health round that decided a move to the new weights in every sink",
+                histogram(),
+            ),
+            reconcile_duration: register(
+                &mut r,
+                "reconcile_duration_seconds",
+                "Duration of one app reconcile",
+                histogram(),
+            ),
+            reconcile_errors: register(
+                &mut r,
+                "reconcile_errors",
+                "Failed reconciles by kind of error",
+                Family::default(),
+            ),
+            probe_duration: register(
+                &mut r,
+                "probe_duration_seconds",
+                "Duration of region API server probes",
+                Family::new_with_constructor(histogram),
+            ),
+            api_writes: register(
+                &mut r,
+                "api_writes",
+                "Writes the operator sent, by cluster and kind (zero at steady state)",
+                Family::default(),
+            ),
+            leader: register(
+                &mut r,
+                "leader",
+                "1 while this replica holds the Lease and writes, 0 while it stands by",
+                Gauge::default(),
+            ),
+            registry: Registry::default(),
+        };
+        register_process_info(&mut r);
         Metrics {
-            region_reachable,
-            app_region_healthy,
-            traffic_weight,
-            failovers,
-            decision_latency,
-            reconcile_duration,
-            reconcile_errors,
-            probe_duration,
-            api_writes,
-            registry,
+            registry: r,
+            ..metrics
         }
     }
 }
 
+/// Records the time from its creation to its drop into a histogram:
+/// `let _timer = metrics.time(&metrics.reconcile_duration);`.
+pub struct Timer<'a> {
+    histogram: &'a Histogram,
+    started: std::time::Instant,
+}
+
+impl Drop for Timer<'_> {
+    fn drop(&mut self) {
+        self.histogram.observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
 impl Metrics {
+    /// Times what runs until the returned guard drops.
+    pub fn time<'a>(&self, histogram: &'a Histogram) -> Timer<'a> {
+        Timer {
+            histogram,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Drops every series of a deleted app, so /metrics shows only apps
+    /// that exist.
+    pub fn forget_app(&self, namespace: &str, app: &str, regions: &[String], reasons: &[String]) {
+        for region in regions {
+            let labels = AppRegionLabels {
+                namespace: namespace.to_string(),
+                app: app.to_string(),
+                region: region.clone(),
+            };
+            self.app_region_healthy.remove(&labels);
+            self.traffic_weight.remove(&labels);
+        }
+        for reason in reasons {
+            self.failovers.remove(&FailoverLabels {
+                namespace: namespace.to_string(),
+                app: app.to_string(),
+                reason: reason.clone(),
+            });
+        }
+    }
+
     /// Counts one write.
     pub fn wrote(&self, cluster: &str, kind: &str) {
         self.api_writes

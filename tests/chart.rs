@@ -93,15 +93,14 @@ fn the_chart_lints_and_renders_with_and_without_its_options() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("logFormat"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_operator_with_the_charts_service_account_does_a_failover() {
-    let regions = common::clusters("chart", &["hub", "us-east", "eu-west"]).await;
-    let bin = regions.bin_dir().to_path_buf();
+/// The namespace enforces the restricted Pod Security Standard; the CRDs
+/// are applied with kubectl and the chart installed with Helm (KWOK runs the
+/// pods, so --wait proves the Deployment is admitted and becomes available
+/// under the restricted policy).
+async fn install(regions: &localregions::Guard, hub: &kube::Client) {
+    let bin = regions.bin_dir();
     let hub_kc = regions.kubeconfig("hub").unwrap();
-    let hub_kc_s = hub_kc.to_str().unwrap();
-    let hub = regions.client("hub").await.unwrap();
-
-    // The namespace enforces the restricted Pod Security Standard.
+    let hub_kc = hub_kc.to_str().unwrap();
     let namespaces: Api<Namespace> = Api::all(hub.clone());
     namespaces
         .patch(
@@ -115,11 +114,12 @@ async fn the_operator_with_the_charts_service_account_does_a_failover() {
         .await
         .unwrap();
     let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let kubectl = bin.join("kubectl");
     run(
-        &bin.join("kubectl"),
+        &kubectl,
         &[
             "--kubeconfig",
-            hub_kc_s,
+            hub_kc,
             "apply",
             "--server-side",
             "-f",
@@ -127,25 +127,24 @@ async fn the_operator_with_the_charts_service_account_does_a_failover() {
         ],
     );
     run(
-        &bin.join("kubectl"),
+        &kubectl,
         &[
             "--kubeconfig",
-            hub_kc_s,
+            hub_kc,
             "wait",
             "--for=condition=Established",
             "crd/multiregionapps.multiregion.io",
         ],
     );
-    // KWOK runs the pods, so --wait proves the Deployment is admitted and
-    // becomes available under the restricted policy.
+    let chart = chart();
     run(
         &bin.join("helm"),
         &[
             "--kubeconfig",
-            hub_kc_s,
+            hub_kc,
             "install",
             "multiregion",
-            chart().to_str().unwrap(),
+            chart.to_str().unwrap(),
             "-n",
             NS,
             "--set",
@@ -157,16 +156,19 @@ async fn the_operator_with_the_charts_service_account_does_a_failover() {
     );
     let status = run(
         &bin.join("helm"),
-        &["--kubeconfig", hub_kc_s, "status", "multiregion", "-n", NS],
+        &["--kubeconfig", hub_kc, "status", "multiregion", "-n", NS],
     );
     assert!(status.contains("STATUS: deployed"), "{status}");
+}
 
-    // A kubeconfig with the chart's ServiceAccount token.
+/// A kubeconfig for the hub with the chart's ServiceAccount token.
+fn service_account_kubeconfig(regions: &localregions::Guard) -> PathBuf {
+    let hub_kc = regions.kubeconfig("hub").unwrap();
     let token = run(
-        &bin.join("kubectl"),
+        &regions.bin_dir().join("kubectl"),
         &[
             "--kubeconfig",
-            hub_kc_s,
+            hub_kc.to_str().unwrap(),
             "-n",
             NS,
             "create",
@@ -194,58 +196,68 @@ async fn the_operator_with_the_charts_service_account_does_a_failover() {
         ),
     )
     .unwrap();
+    sa_kc
+}
+
+/// The operator as a process with the given hub kubeconfig; killed on drop.
+struct Operator(std::process::Child);
+
+impl Operator {
+    fn start(regions: &localregions::Guard, kubeconfig: &Path) -> Self {
+        let metrics_port = common::operator::free_port();
+        let log = std::fs::File::create(regions.dir().join("logs/operator.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_multiregion"))
+            .args([
+                "run",
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "--namespace",
+                NS,
+            ])
+            .args(["--leader-election", "--lease-seconds", "4"])
+            .args([
+                "--metrics-addr",
+                &format!("127.0.0.1:{metrics_port}"),
+                "--identity",
+                "chart-sa",
+            ])
+            .env("RUST_LOG", "info,kube_client=off")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Operator(child)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_with_the_charts_service_account_does_a_failover() {
+    let mut regions = common::clusters("chart", &["hub", "us-east", "eu-west"]).await;
+    let hub = regions.client("hub").await.unwrap();
+    install(&regions, &hub).await;
+    let sa_kc = service_account_kubeconfig(&regions);
     let sa = localregions::admin_client(&sa_kc).await.unwrap();
     let other: Api<Secret> = Api::namespaced(sa.clone(), "default");
     match other.list(&Default::default()).await {
         Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{}", s.message),
         other => panic!("reading Secrets in another namespace must be refused: {other:?}"),
     }
-
     for region in ["us-east", "eu-west"] {
         let kubeconfig = std::fs::read_to_string(regions.kubeconfig(region).unwrap()).unwrap();
         register_region(&hub, region, &kubeconfig, json!({})).await;
     }
-    let metrics_port = common::operator::free_port();
-    let log = std::fs::File::create(regions.dir().join("logs/operator.log")).unwrap();
-    let mut operator = Command::new(env!("CARGO_BIN_EXE_multiregion"))
-        .args([
-            "run",
-            "--kubeconfig",
-            sa_kc.to_str().unwrap(),
-            "--namespace",
-            NS,
-            "--leader-election",
-            "--lease-seconds",
-            "4",
-        ])
-        .args([
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics_port}"),
-            "--identity",
-            "chart-sa",
-        ])
-        .env("RUST_LOG", "info,kube_client=off")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _kill = Kill(&mut operator);
+    let _operator = Operator::start(&regions, &sa_kc);
 
     let ns = "chart-app";
-    apply_app(
-        &hub,
-        ns,
-        "web",
-        app_spec("ActivePassive", &["us-east", "eu-west"], json!({})),
-    )
-    .await;
+    let spec = app_spec("ActivePassive", &["us-east", "eu-west"], json!({}));
+    apply_app(&hub, ns, "web", spec).await;
     wait_weights(
         &hub,
         ns,
@@ -255,7 +267,6 @@ async fn the_operator_with_the_charts_service_account_does_a_failover() {
         Duration::from_secs(90),
     )
     .await;
-    let mut regions = regions;
     regions.stop_apiserver("us-east").unwrap();
     wait_weights(
         &hub,

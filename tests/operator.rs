@@ -6,32 +6,19 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::operator::{
-    REGIONS, app_spec, apply_app, condition, delete_app, env, events, handmade_deployment, placed,
-    register_region, serial, status, wait_weights, weights,
+    HealOnPanic, REGIONS, app_spec, apply_app, condition, delete_app, env, events,
+    handmade_deployment, placed, register_region, serial, status, wait_weights, weights,
 };
 use common::wait_for;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
-use multiregion::api::Region;
+use multiregion::api::{Health, Reason, Region, RegionPhase, Role};
 use serde_json::json;
-
-/// Panics with the operator's log when a step fails.
-struct ShowLogOnPanic;
-
-impl Drop for ShowLogOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("----- operator log -----\n{}", env().operator_log_tail());
-            // Leave every region running for the next test.
-            env().heal();
-        }
-    }
-}
 
 #[tokio::test]
 async fn active_active_drops_an_unreachable_region_and_takes_it_back() {
     let _serial = serial().await;
-    let _log = ShowLogOnPanic;
+    let _heal = HealOnPanic;
     let env = env();
     let hub = env.client("hub").await;
     let ns = "aa";
@@ -79,8 +66,8 @@ async fn active_active_drops_an_unreachable_region_and_takes_it_back() {
     let s = status(&hub, ns, "web").await.unwrap();
     let eu = s.regions.iter().find(|r| r.name == "eu-west").unwrap();
     assert_eq!(
-        (eu.health.as_str(), eu.reason.as_deref()),
-        ("Unhealthy", Some("RegionUnreachable"))
+        (eu.health, eu.reason.clone()),
+        (Health::Unhealthy, Some(Reason::RegionUnreachable))
     );
     assert_eq!(condition(&s, "Degraded").unwrap().0, "True");
     assert_eq!(condition(&s, "Ready").unwrap().0, "True");
@@ -108,7 +95,7 @@ async fn active_active_drops_an_unreachable_region_and_takes_it_back() {
 #[tokio::test]
 async fn active_passive_fails_over_and_fences_the_old_active() {
     let _serial = serial().await;
-    let _log = ShowLogOnPanic;
+    let _heal = HealOnPanic;
     let env = env();
     let hub = env.client("hub").await;
     let ns = "ap";
@@ -182,7 +169,7 @@ async fn active_passive_fails_over_and_fences_the_old_active() {
     );
     let s = status(&hub, ns, "web").await.unwrap();
     let us_status = s.regions.iter().find(|r| r.name == "us-east").unwrap();
-    assert_eq!((us_status.role.as_str(), us_status.weight), ("Standby", 0));
+    assert_eq!((us_status.role, us_status.weight), (Role::Standby, 0));
     assert_eq!(s.weights.as_deref(), Some("us-east=0 eu-west=100"));
     delete_app(&hub, ns, "web").await;
 }
@@ -192,7 +179,7 @@ use kube::ResourceExt;
 #[tokio::test]
 async fn pods_going_not_ready_fail_the_app_over_with_the_api_still_up() {
     let _serial = serial().await;
-    let _log = ShowLogOnPanic;
+    let _heal = HealOnPanic;
     let env = env();
     let hub = env.client("hub").await;
     let ns = "nodes";
@@ -226,7 +213,7 @@ async fn pods_going_not_ready_fail_the_app_over_with_the_api_still_up() {
     .await;
     let s = status(&hub, ns, "web").await.unwrap();
     let ap = s.regions.iter().find(|r| r.name == "ap-south").unwrap();
-    assert_eq!(ap.reason.as_deref(), Some("NotEnoughReadyReplicas"));
+    assert_eq!(ap.reason, Some(Reason::NotEnoughReadyReplicas));
     env.regions
         .lock()
         .await
@@ -239,7 +226,7 @@ async fn pods_going_not_ready_fail_the_app_over_with_the_api_still_up() {
 #[tokio::test]
 async fn an_operator_killed_mid_failover_is_finished_by_the_next_one_counted_once() {
     let _serial = serial().await;
-    let _log = ShowLogOnPanic;
+    let _heal = HealOnPanic;
     let env = env();
     let hub = env.client("hub").await;
     let ns = "crash";
@@ -321,7 +308,7 @@ async fn an_operator_killed_mid_failover_is_finished_by_the_next_one_counted_onc
 #[tokio::test]
 async fn bad_regions_get_clear_conditions_and_apps_keep_working_elsewhere() {
     let _serial = serial().await;
-    let _log = ShowLogOnPanic;
+    let _heal = HealOnPanic;
     let env = env();
     let hub = env.client("hub").await;
     let regions: Api<Region> = Api::all(hub.clone());
@@ -377,7 +364,7 @@ async fn bad_regions_get_clear_conditions_and_apps_keep_working_elsewhere() {
         assert!(got.contains(words), "{name}: {got}");
     }
     let dead_phase = regions.get("dead").await.unwrap().status.unwrap().phase;
-    assert_eq!(dead_phase.as_deref(), Some("Unreachable"));
+    assert_eq!(dead_phase, Some(RegionPhase::Unreachable));
 
     // An app across a good region, the bad ones and one that does not exist.
     let ns = "faults";
@@ -402,7 +389,7 @@ async fn bad_regions_get_clear_conditions_and_apps_keep_working_elsewhere() {
         s.regions
             .iter()
             .find(|r| r.name == n)
-            .and_then(|r| r.reason.clone())
+            .and_then(|r| r.reason.as_ref().map(|x| x.to_string()))
     };
     assert_eq!(
         reason("no-secret").as_deref(),
@@ -423,7 +410,7 @@ async fn bad_regions_get_clear_conditions_and_apps_keep_working_elsewhere() {
 #[tokio::test]
 async fn deleting_an_app_removes_its_objects_and_leaves_a_handmade_one_alone() {
     let _serial = serial().await;
-    let _log = ShowLogOnPanic;
+    let _heal = HealOnPanic;
     let env = env();
     let hub = env.client("hub").await;
     let ns = "cleanup";
@@ -527,23 +514,9 @@ async fn metrics_are_served() {
     );
 }
 
-#[tokio::test]
-async fn the_api_server_refuses_every_invalid_spec_naming_the_field() {
-    use kube::api::PostParams;
-    use multiregion::api::MultiRegionApp;
-    let _serial = serial().await;
-    let env = env();
-    let hub = env.client("hub").await;
-    common::operator::ensure_namespace(&hub, "validation").await;
-    let apps: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
-        hub.clone(),
-        "validation",
-        &kube::api::ApiResource::erase::<MultiRegionApp>(&()),
-    );
-    let dry_run = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
+/// Each invalid MultiRegionApp spec (a patch on a valid one) and the words
+/// the API server's refusal must contain.
+fn invalid_app_patches() -> Vec<(&'static str, serde_json::Value, &'static str)> {
     let two = json!([{"name": "us-east"}, {"name": "eu-west"}]);
     let sun = |a: &str, b: &str| {
         json!([
@@ -551,7 +524,7 @@ async fn the_api_server_refuses_every_invalid_spec_naming_the_field() {
             {"name": "eu-west", "activeWindow": {"start": "12:00", "end": b}}
         ])
     };
-    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+    vec![
         ("no regions", json!({"regions": []}), "spec.regions"),
         (
             "duplicate names",
@@ -664,51 +637,27 @@ async fn the_api_server_refuses_every_invalid_spec_naming_the_field() {
             "spec.healthCheck.minReadyRatio",
         ),
         (
+            "nodePort on a ClusterIP Service",
+            json!({"workload": {"service": {"ports": [{"port": 80, "nodePort": 30080}]}}}),
+            "nodePort needs type NodePort",
+        ),
+        (
+            "nodePort out of range",
+            json!({"workload": {"service": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]}}}),
+            "spec.workload.service.ports[0].nodePort",
+        ),
+        (
             "minReadyRatio above 1",
             json!({"healthCheck": {"minReadyRatio": 1.5}}),
             "spec.healthCheck.minReadyRatio",
         ),
-    ];
-    // The valid base passes.
-    let valid = app_spec("ActivePassive", &["us-east", "eu-west"], json!({}));
-    let object = |spec: serde_json::Value| -> kube::api::DynamicObject {
-        serde_json::from_value(json!({
-            "apiVersion": "multiregion.io/v1alpha1", "kind": "MultiRegionApp",
-            "metadata": {"name": "invalid"}, "spec": spec
-        }))
-        .unwrap()
-    };
-    apps.create(&dry_run, &object(valid.clone()))
-        .await
-        .expect("the valid base is accepted");
-    for (what, patch, field) in cases {
-        let mut spec = valid.clone();
-        common::operator::merge(&mut spec, patch);
-        match apps.create(&dry_run, &object(spec)).await {
-            Ok(_) => panic!("{what}: accepted"),
-            Err(kube::Error::Api(status)) => {
-                assert_eq!(status.code, 422, "{what}: {}", status.message);
-                assert!(
-                    status.message.contains(field),
-                    "{what}: {:?} does not name {field}",
-                    status.message
-                );
-            }
-            Err(other) => panic!("{what}: {other}"),
-        }
-    }
+    ]
+}
 
-    let regions: kube::Api<kube::api::DynamicObject> =
-        kube::Api::all_with(hub.clone(), &kube::api::ApiResource::erase::<Region>(&()));
-    let region = |spec: serde_json::Value| -> kube::api::DynamicObject {
-        serde_json::from_value(json!({
-            "apiVersion": "multiregion.io/v1alpha1", "kind": "Region",
-            "metadata": {"name": "invalid"}, "spec": spec
-        }))
-        .unwrap()
-    };
+/// Each invalid Region spec and the words its refusal must contain.
+fn invalid_region_specs() -> Vec<(&'static str, serde_json::Value, &'static str)> {
     let secret = json!({"namespace": "multiregion-system", "name": "x"});
-    for (what, spec, field) in [
+    vec![
         (
             "both sources",
             json!({"local": true, "kubeconfigSecretRef": secret}),
@@ -729,25 +678,79 @@ async fn the_api_server_refuses_every_invalid_spec_naming_the_field() {
             json!({"local": true, "probe": {"failureThreshold": 0}}),
             "spec.probe.failureThreshold",
         ),
-    ] {
-        match regions.create(&dry_run, &region(spec)).await {
-            Ok(_) => panic!("{what}: accepted"),
-            Err(kube::Error::Api(status)) => {
-                assert!(
-                    status.message.contains(field),
-                    "{what}: {:?} does not name {field}",
-                    status.message
-                )
-            }
-            Err(other) => panic!("{what}: {other}"),
+    ]
+}
+
+fn object(kind: &str, spec: serde_json::Value) -> kube::api::DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "multiregion.io/v1alpha1", "kind": kind,
+        "metadata": {"name": "invalid"}, "spec": spec
+    }))
+    .unwrap()
+}
+
+/// A dry-run create that must be refused with a message naming `field`.
+async fn assert_refused(
+    api: &kube::Api<kube::api::DynamicObject>,
+    what: &str,
+    object: kube::api::DynamicObject,
+    field: &str,
+) {
+    let dry_run = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    match api.create(&dry_run, &object).await {
+        Ok(_) => panic!("{what}: accepted"),
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{what}: {}", status.message);
+            assert!(
+                status.message.contains(field),
+                "{what}: {:?} does not name {field}",
+                status.message
+            );
         }
+        Err(other) => panic!("{what}: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn the_api_server_refuses_every_invalid_spec_naming_the_field() {
+    use kube::api::{ApiResource, DynamicObject, PostParams};
+    use multiregion::api::MultiRegionApp;
+    let _serial = serial().await;
+    let hub = env().client("hub").await;
+    common::operator::ensure_namespace(&hub, "validation").await;
+    let apps: kube::Api<DynamicObject> = kube::Api::namespaced_with(
+        hub.clone(),
+        "validation",
+        &ApiResource::erase::<MultiRegionApp>(&()),
+    );
+    // The valid base passes.
+    let valid = app_spec("ActivePassive", &["us-east", "eu-west"], json!({}));
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    apps.create(&dry_run, &object("MultiRegionApp", valid.clone()))
+        .await
+        .expect("the valid base is accepted");
+    for (what, patch, field) in invalid_app_patches() {
+        let mut spec = valid.clone();
+        common::operator::merge(&mut spec, patch);
+        assert_refused(&apps, what, object("MultiRegionApp", spec), field).await;
+    }
+    let regions: kube::Api<DynamicObject> =
+        kube::Api::all_with(hub.clone(), &ApiResource::erase::<Region>(&()));
+    for (what, spec, field) in invalid_region_specs() {
+        assert_refused(&regions, what, object("Region", spec), field).await;
     }
 }
 
 #[tokio::test]
 async fn status_command_shows_each_region() {
     let _serial = serial().await;
-    let _log = ShowLogOnPanic;
+    let _heal = HealOnPanic;
     let env = env();
     let hub = env.client("hub").await;
     let ns = "cli";
@@ -844,7 +847,7 @@ async fn a_failing_http_probe_takes_the_region_out() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let _serial = serial().await;
-    let _log = ShowLogOnPanic;
+    let _heal = HealOnPanic;
     let env = env();
     let hub = env.client("hub").await;
     let ns = "http";
@@ -882,7 +885,7 @@ async fn a_failing_http_probe_takes_the_region_out() {
     .await;
     let s = status(&hub, ns, "web").await.unwrap();
     let eu_status = s.regions.iter().find(|r| r.name == "eu-west").unwrap();
-    assert_eq!(eu_status.reason.as_deref(), Some("HttpProbeFailed"));
+    assert_eq!(eu_status.reason, Some(Reason::HttpProbeFailed));
     assert!(
         eu_status
             .message

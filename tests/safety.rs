@@ -7,25 +7,15 @@ mod common;
 use std::time::Duration;
 
 use common::operator::{
-    app_spec, apply_app, condition, delete_app, env, free_port, placed, serial, status,
-    wait_events, wait_weights, weights,
+    HealOnPanic, Sinks, app_spec, apply_app, condition, delete_app, env, free_port,
+    install_traffic_crds, placed, serial, status, wait_events, wait_weights, weights,
 };
 use common::wait_for;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
+use multiregion::api::{Health, MoveReason};
 use serde_json::json;
-
-struct Heal;
-
-impl Drop for Heal {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("----- operator log -----\n{}", env().operator_log_tail());
-            env().heal();
-        }
-    }
-}
 
 /// Fails over from us-east to eu-west and brings us-east back Healthy.
 async fn fail_over_and_recover(hub: &kube::Client, ns: &str) {
@@ -60,7 +50,8 @@ async fn fail_over_and_recover(hub: &kube::Client, ns: &str) {
         Duration::from_secs(180),
         || async {
             let s = status(hub, ns, "web").await?;
-            (s.regions.iter().find(|r| r.name == "us-east")?.health == "Healthy").then_some(())
+            (s.regions.iter().find(|r| r.name == "us-east")?.health == Health::Healthy)
+                .then_some(())
         },
     )
     .await;
@@ -69,7 +60,7 @@ async fn fail_over_and_recover(hub: &kube::Client, ns: &str) {
 #[tokio::test]
 async fn automatic_failback_happens_after_the_hold_and_not_before() {
     let _serial = serial().await;
-    let _heal = Heal;
+    let _heal = HealOnPanic;
     let hub = env().client("hub").await;
     let ns = "failback";
     let spec = app_spec(
@@ -111,7 +102,7 @@ async fn automatic_failback_happens_after_the_hold_and_not_before() {
 #[tokio::test]
 async fn manual_failback_waits_for_active_override() {
     let _serial = serial().await;
-    let _heal = Heal;
+    let _heal = HealOnPanic;
     let hub = env().client("hub").await;
     let ns = "manual";
     let spec = app_spec(
@@ -155,7 +146,10 @@ async fn manual_failback_waits_for_active_override() {
         },
     )
     .await;
-    assert_eq!(s.last_failover.as_ref().unwrap().reason, "Override");
+    assert_eq!(
+        s.last_failover.as_ref().unwrap().reason,
+        MoveReason::Override
+    );
     assert_eq!(condition(&s, "FailbackPending").unwrap().0, "False");
     delete_app(&hub, ns, "web").await;
 }
@@ -163,7 +157,7 @@ async fn manual_failback_waits_for_active_override() {
 #[tokio::test]
 async fn active_override_to_a_cold_region_moves_weights_only_when_its_pods_are_ready() {
     let _serial = serial().await;
-    let _heal = Heal;
+    let _heal = HealOnPanic;
     let env = env();
     let hub = env.client("hub").await;
     let ap = env.client("ap-south").await;
@@ -227,7 +221,7 @@ async fn active_override_to_a_cold_region_moves_weights_only_when_its_pods_are_r
     .await;
     let ready = placed(&ap, ns, "web").await.unwrap().1;
     assert!(ready >= 2, "{ready} ready when weights moved");
-    assert_eq!(s.last_failover.unwrap().reason, "Override");
+    assert_eq!(s.last_failover.unwrap().reason, MoveReason::Override);
     assert!(s.pending_move.is_none());
     delete_app(&hub, ns, "web").await;
 }
@@ -235,7 +229,7 @@ async fn active_override_to_a_cold_region_moves_weights_only_when_its_pods_are_r
 #[tokio::test]
 async fn rpo_gate_wait_blocks_and_promote_promotes_with_a_warning() {
     let _serial = serial().await;
-    let _heal = Heal;
+    let _heal = HealOnPanic;
     let env = env();
     let hub = env.client("hub").await;
     let eu = env.client("eu-west").await;
@@ -310,7 +304,7 @@ async fn rpo_gate_wait_blocks_and_promote_promotes_with_a_warning() {
 #[tokio::test]
 async fn toggling_health_for_two_minutes_moves_traffic_at_most_max_failovers_per_hour() {
     let _serial = serial().await;
-    let _heal = Heal;
+    let _heal = HealOnPanic;
     let env = env();
     let hub = env.client("hub").await;
     let ns = "flap";
@@ -368,28 +362,10 @@ async fn toggling_health_for_two_minutes_moves_traffic_at_most_max_failovers_per
 #[tokio::test]
 async fn http_route_and_dns_endpoint_follow_the_status_weights() {
     let _serial = serial().await;
-    let _heal = Heal;
+    let _heal = HealOnPanic;
     let env = env();
     let hub = env.client("hub").await;
-    let kubectl = env.bin_dir.join("kubectl");
-    let fixture =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/traffic-crds.yaml");
-    let out = std::process::Command::new(&kubectl)
-        .args([
-            "--kubeconfig",
-            env.kubeconfig("hub").to_str().unwrap(),
-            "apply",
-            "--server-side",
-            "-f",
-        ])
-        .arg(&fixture)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    install_traffic_crds();
     let ns = "sinks";
     let spec = app_spec(
         "ActivePassive",
@@ -405,49 +381,10 @@ async fn http_route_and_dns_endpoint_follow_the_status_weights() {
             }
         }),
     );
-    let route_api = |ns: &str| {
-        Api::<DynamicObject>::namespaced_with(
-            hub.clone(),
-            ns,
-            &kube::api::ApiResource::from_gvk_with_plural(
-                &kube::api::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
-                "httproutes",
-            ),
-        )
-    };
-    let dns_api = |ns: &str| {
-        Api::<DynamicObject>::namespaced_with(
-            hub.clone(),
-            ns,
-            &kube::api::ApiResource::from_gvk_with_plural(
-                &kube::api::GroupVersionKind::gvk("externaldns.k8s.io", "v1alpha1", "DNSEndpoint"),
-                "dnsendpoints",
-            ),
-        )
-    };
-    let sink_weights = || async {
-        let route = route_api(ns).get("web").await.ok()?;
-        let dns = dns_api(ns).get("web").await.ok()?;
-        let route_weights: Vec<i64> = route.data["spec"]["rules"][0]["backendRefs"]
-            .as_array()?
-            .iter()
-            .map(|b| b["weight"].as_i64().unwrap_or(-1))
-            .collect();
-        let dns_weights: Vec<i64> = dns.data["spec"]["endpoints"]
-            .as_array()?
-            .iter()
-            .map(|e| {
-                e["providerSpecific"][0]["value"]
-                    .as_str()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(-1)
-            })
-            .collect();
-        Some((route_weights, dns_weights))
-    };
+    let sinks = Sinks::new(&hub, ns);
     apply_app(&hub, ns, "web", spec).await;
     wait_for("sinks at us-east=100", Duration::from_secs(180), || async {
-        let w = sink_weights().await?;
+        let w = sinks.weights("web", "web").await?;
         (w == (vec![100, 0], vec![100, 0])
             && weights(&hub, ns, "web").await? == "us-east=100 eu-west=0")
             .then_some(())
@@ -455,17 +392,7 @@ async fn http_route_and_dns_endpoint_follow_the_status_weights() {
     .await;
     let s = status(&hub, ns, "web").await.unwrap();
     assert_eq!(condition(&s, "TrafficPublished").unwrap().0, "True");
-    // Backends: an EndpointSlice for the IP, an ExternalName for the host.
-    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(hub.clone(), ns);
-    let eu = services.get("web-eu-west").await.unwrap();
-    assert_eq!(
-        eu.spec.unwrap().external_name.as_deref(),
-        Some("eu-west.example.com")
-    );
-    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
-        Api::namespaced(hub.clone(), ns);
-    let us = slices.get("web-us-east").await.unwrap();
-    assert_eq!(us.endpoints[0].addresses, vec!["10.10.0.1".to_string()]);
+    assert_backends(&hub, ns).await;
 
     env.regions.lock().await.stop_apiserver("us-east").unwrap();
     wait_weights(
@@ -478,16 +405,12 @@ async fn http_route_and_dns_endpoint_follow_the_status_weights() {
     )
     .await;
     // Sinks are written before status, so they already agree.
-    assert_eq!(sink_weights().await, Some((vec![0, 100], vec![0, 100])));
-    let dns = dns_api(ns).get("web").await.unwrap();
-    let ids: Vec<&str> = dns.data["spec"]["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["setIdentifier"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        ids,
+        sinks.weights("web", "web").await,
+        Some((vec![0, 100], vec![0, 100]))
+    );
+    assert_eq!(
+        sinks.dns_identifiers("web").await,
         ["us-east", "eu-west"],
         "a failed region keeps its record, at weight 0"
     );
@@ -500,10 +423,29 @@ async fn http_route_and_dns_endpoint_follow_the_status_weights() {
     delete_app(&hub, ns, "web").await;
 }
 
+/// Backends: an EndpointSlice for the IP, an ExternalName for the host.
+async fn assert_backends(hub: &kube::Client, ns: &str) {
+    let web = multiregion::plan::manifest::AppKey {
+        name: "web".into(),
+        ..Default::default()
+    };
+    let backend = |region| multiregion::plan::traffic::backend_name(&web, region);
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(hub.clone(), ns);
+    let eu = services.get(&backend("eu-west")).await.unwrap();
+    assert_eq!(
+        eu.spec.unwrap().external_name.as_deref(),
+        Some("eu-west.example.com")
+    );
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+        Api::namespaced(hub.clone(), ns);
+    let us = slices.get(&backend("us-east")).await.unwrap();
+    assert_eq!(us.endpoints[0].addresses, vec!["10.10.0.1".to_string()]);
+}
+
 #[tokio::test]
 async fn with_two_operators_the_standby_finishes_a_failover_when_the_leader_dies() {
     let _serial = serial().await;
-    let _heal = Heal;
+    let _heal = HealOnPanic;
     let env = env();
     let hub = env.client("hub").await;
     env.kill_operator();

@@ -5,122 +5,99 @@
 //! the operator's and its applied-hash differs. A same-named object the
 //! operator did not create is never adopted or overwritten.
 
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{Namespace, PodTemplateSpec, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use crate::api::{FIELD_MANAGER, MultiRegionAppSpec};
+use crate::error::{Error, Result};
 use crate::plan::Placement;
-use crate::plan::manifest::{self, AppKey, Found};
+use crate::plan::manifest::{self, AppKey, Built, Found};
 use crate::regions::Member;
-
-/// Why placing failed in one region.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PlaceError {
-    /// A same-named object exists that the operator did not create.
-    Conflict(String),
-    /// The member API server refused the object; its message.
-    Refused(String),
-    /// The member could not be reached; try again later.
-    Unreachable(String),
-}
 
 /// Places (or updates) the Namespace, Deployment and Service of `app` in
 /// `member`, and records conflicts and refusals on the member for the next
-/// round to see.
+/// round to see. Returns whether anything was written.
 pub async fn place(
     member: &Member,
     app: &AppKey,
     spec: &MultiRegionAppSpec,
+    template: &PodTemplateSpec,
     placement: &Placement,
-) -> Result<bool, PlaceError> {
-    let Some(client) = &member.client else {
-        return Err(PlaceError::Unreachable("no usable credentials".into()));
-    };
-    let result = place_objects(member, client, app, spec, placement).await;
-    let record = |map: &std::sync::Mutex<std::collections::HashMap<AppKey, String>>,
-                  value: Option<&String>| {
-        if let Ok(mut map) = map.lock() {
-            match value {
-                Some(v) => {
-                    map.insert(app.clone(), v.clone());
-                }
-                None => {
-                    map.remove(app);
-                }
-            }
-        }
-    };
-    match &result {
-        Ok(_) => {
-            record(&member.conflicts, None);
-            record(&member.refused, None);
-        }
-        Err(PlaceError::Conflict(msg)) => record(&member.conflicts, Some(msg)),
-        Err(PlaceError::Refused(msg)) => record(&member.refused, Some(msg)),
-        Err(PlaceError::Unreachable(_)) => {}
+) -> Result<bool> {
+    let result = place_objects(member, app, spec, template, placement).await;
+    if let Err(Error::Refused { message, .. }) = &result
+        && message.contains("NotFound")
+    {
+        // Most likely the namespace was deleted under the operator: it is
+        // created again at the next placement.
+        member.namespace_gone(&app.namespace);
     }
+    member.record(app, &result);
     result
 }
 
 async fn place_objects(
     member: &Member,
-    client: &Client,
     app: &AppKey,
     spec: &MultiRegionAppSpec,
+    template: &PodTemplateSpec,
     placement: &Placement,
-) -> Result<bool, PlaceError> {
+) -> Result<bool> {
+    let client = member.client()?;
+    let region = member.name();
     ensure_namespace(member, client, &app.namespace).await?;
     let mut wrote = false;
-    let deployment = manifest::deployment(app, spec, placement);
-    if let Some(store) = &member.deployments {
-        wrote |= apply_owned::<Deployment>(client, store, app, "Deployment", deployment).await?;
+    if let Some(store) = member.deployments() {
+        let deployment = manifest::deployment(app, template, placement);
+        wrote |= apply_owned(client, store, region, app, deployment).await?;
     }
-    if let Some(store) = &member.services {
-        match manifest::service(app, spec, &placement.region) {
-            Some(service) => {
-                wrote |= apply_owned::<Service>(client, store, app, "Service", service).await?
-            }
-            None => {
-                // The spec no longer asks for a Service: remove ours, if any.
-                let key = ObjectRef::new(&app.name).within(&app.namespace);
-                if store
-                    .get(&key)
-                    .is_some_and(|s| manifest::owned_by(Some(s.labels()), app))
-                {
-                    let api: Api<Service> = Api::namespaced(client.clone(), &app.namespace);
-                    api.delete(&app.name, &DeleteParams::default())
-                        .await
-                        .map_err(classify)?;
-                    wrote = true;
-                }
-            }
-        }
+    if let Some(store) = member.services() {
+        wrote |= match manifest::service(app, spec, region) {
+            Some(service) => apply_owned(client, store, region, app, service).await?,
+            None => remove_service(member, client, app).await?,
+        };
     }
     Ok(wrote)
 }
 
-async fn ensure_namespace(member: &Member, client: &Client, name: &str) -> Result<(), PlaceError> {
-    if member.namespaces.lock().is_ok_and(|n| n.contains(name)) {
+/// The spec no longer asks for a Service: removes the operator's, if any.
+async fn remove_service(member: &Member, client: &Client, app: &AppKey) -> Result<bool> {
+    let ours = member
+        .cached_service(app)
+        .is_some_and(|s| manifest::owned_by(Some(s.labels()), app, member.name()));
+    if !ours {
+        return Ok(false);
+    }
+    let api: Api<Service> = Api::namespaced(client.clone(), &app.namespace);
+    api.delete(&app.name, &DeleteParams::default())
+        .await
+        .map_err(|e| Error::member(member.name(), e))?;
+    Ok(true)
+}
+
+async fn ensure_namespace(member: &Member, client: &Client, name: &str) -> Result<()> {
+    if member.knows_namespace(name) {
         return Ok(());
     }
+    let region = member.name();
     let api: Api<Namespace> = Api::all(client.clone());
-    if api.get_opt(name).await.map_err(classify)?.is_none() {
-        let ns: Namespace = serde_json::from_value(manifest::namespace(name))
-            .map_err(|e| PlaceError::Refused(e.to_string()))?;
-        match api.create(&post_params(), &ns).await {
+    let existing = api
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::member(region, e))?;
+    if existing.is_none() {
+        match api.create(&post_params(), &manifest::namespace(name)).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(err) => return Err(classify(err)),
+            Err(err) => return Err(Error::member(region, err)),
         }
     }
-    if let Ok(mut known) = member.namespaces.lock() {
-        known.insert(name.to_string());
-    }
+    member.namespace_exists(name);
     Ok(())
 }
 
@@ -136,12 +113,13 @@ fn post_params() -> PostParams {
 async fn apply_owned<K>(
     client: &Client,
     store: &Store<K>,
+    region: &str,
     app: &AppKey,
-    kind: &str,
-    desired: Value,
-) -> Result<bool, PlaceError>
+    desired: K,
+) -> Result<bool>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Built
         + Clone
         + std::fmt::Debug
         + DeserializeOwned
@@ -153,6 +131,7 @@ where
             object.labels(),
             object.annotations(),
             app,
+            region,
             want_hash.as_deref(),
         )
     };
@@ -165,88 +144,104 @@ where
         // Not in the cache: most likely new, so create it at once (one
         // request, not a read and then a create); if it exists after all,
         // read it to see whose it is.
-        _ => {
-            let object: K = serde_json::from_value(desired.clone())
-                .map_err(|e| PlaceError::Refused(e.to_string()))?;
-            match api.create(&post_params(), &object).await {
-                Ok(_) => return Ok(true),
-                Err(kube::Error::Api(status)) if status.code == 409 => {}
-                Err(err) => return Err(classify(err)),
-            }
-            match api.get_opt(&app.name).await.map_err(classify)? {
-                Some(object) => judge(&object),
-                // Deleted between the create and the read: the next
-                // reconcile creates it.
-                None => {
-                    return Err(PlaceError::Unreachable(format!(
-                        "{kind} {}/{} was deleted while being placed; retrying",
-                        app.namespace, app.name
-                    )));
-                }
-            }
-        }
+        _ => match create_or_read(&api, region, app, &desired).await? {
+            Some(existing) => judge(&existing),
+            None => return Ok(true),
+        },
     };
     match found {
-        Found::Current => return Ok(false),
-        Found::Foreign => {
-            return Err(PlaceError::Conflict(format!(
-                "{kind} {}/{} exists and was not created by multiregion; it is left alone",
-                app.namespace, app.name
-            )));
+        Found::Current => Ok(false),
+        Found::Foreign => Err(Error::Conflict {
+            place: region.to_string(),
+            kind: K::kind(&()).to_string(),
+            name: format!("{}/{}", app.namespace, app.name),
+        }),
+        Found::Outdated => {
+            api.patch(
+                &app.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .await
+            .map_err(|e| Error::member(region, e))?;
+            Ok(true)
         }
-        Found::Outdated => {}
     }
-    api.patch(
-        &app.name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&desired),
-    )
-    .await
-    .map_err(classify)?;
-    Ok(true)
 }
 
-/// Deletes everything placed for `app` in the member, found by its labels.
-pub async fn remove(member: &Member, app: &AppKey) -> Result<(), PlaceError> {
-    let Some(client) = &member.client else {
-        return Err(PlaceError::Unreachable("no usable credentials".into()));
-    };
-    let selector = manifest::selector(app);
-    let params = ListParams::default().labels(&selector);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &app.namespace);
-    deployments
-        .delete_collection(&DeleteParams::background(), &params)
+/// Creates the object; when the name is taken, returns what holds it.
+async fn create_or_read<K>(
+    api: &Api<K>,
+    region: &str,
+    app: &AppKey,
+    desired: &K,
+) -> Result<Option<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + serde::Serialize,
+{
+    match api.create(&post_params(), desired).await {
+        Ok(_) => return Ok(None),
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(err) => return Err(Error::member(region, err)),
+    }
+    match api
+        .get_opt(&app.name)
         .await
-        .map_err(classify)?;
-    let services: Api<Service> = Api::namespaced(client.clone(), &app.namespace);
-    // Services have no deletecollection verb: delete one by one.
-    for service in services.list(&params).await.map_err(classify)? {
-        match services
-            .delete(&service.name_any(), &DeleteParams::default())
+        .map_err(|e| Error::member(region, e))?
+    {
+        Some(object) => Ok(Some(object)),
+        // Deleted between the create and the read: the next reconcile
+        // creates it.
+        None => Err(Error::Unreachable {
+            region: region.to_string(),
+            reason: format!(
+                "{} {}/{} was deleted while being placed; retrying",
+                K::kind(&()),
+                app.namespace,
+                app.name
+            ),
+        }),
+    }
+}
+
+/// Deletes everything placed for `app` in the member, found by its labels
+/// and never anything another Region or hub placed there.
+pub async fn remove(member: &Member, app: &AppKey) -> Result<()> {
+    let client = member.client()?;
+    remove_owned::<Deployment>(member, client, app).await?;
+    remove_owned::<Service>(member, client, app).await?;
+    member.forget(app);
+    Ok(())
+}
+
+async fn remove_owned<K>(member: &Member, client: &Client, app: &AppKey) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned,
+{
+    let region = member.name();
+    let api: Api<K> = Api::namespaced(client.clone(), &app.namespace);
+    let params = ListParams::default().labels(&manifest::selector(app));
+    let listed = api
+        .list(&params)
+        .await
+        .map_err(|e| Error::member(region, e))?;
+    let ours = listed
+        .into_iter()
+        .filter(|o| manifest::owned_by(Some(o.labels()), app, region));
+    for object in ours {
+        match api
+            .delete(&object.name_any(), &DeleteParams::background())
             .await
         {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(err) => return Err(classify(err)),
-        }
-    }
-    for map in [&member.conflicts, &member.refused] {
-        if let Ok(mut map) = map.lock() {
-            map.remove(app);
+            Err(err) => return Err(Error::member(region, err)),
         }
     }
     Ok(())
-}
-
-/// API errors are the member's answer (refused); anything else means it
-/// could not be reached.
-fn classify(err: kube::Error) -> PlaceError {
-    match err {
-        kube::Error::Api(status) => {
-            PlaceError::Refused(format!("{} ({})", status.message, status.reason))
-        }
-        other => PlaceError::Unreachable(other.to_string()),
-    }
 }
 
 #[cfg(test)]
@@ -258,12 +253,13 @@ mod tests {
     use http::{Method, Request, Response};
     use kube::client::Body;
     use kube::runtime::reflector;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
     fn app() -> AppKey {
         AppKey {
+            hub: "hub-1".into(),
             namespace: "shop".into(),
             name: "checkout".into(),
         }
@@ -285,6 +281,10 @@ mod tests {
 
     fn ours(hash: &str) -> Value {
         service(json!(manifest::labels(&app(), "us-east")), hash)
+    }
+
+    fn typed(value: Value) -> Service {
+        serde_json::from_value(value).unwrap()
     }
 
     fn mocked() -> (Client, Handle) {
@@ -320,12 +320,12 @@ mod tests {
         let (client, mut handle) = mocked();
         let store = empty_store();
         let placing = tokio::spawn(async move {
-            apply_owned(&client, &store, &app(), "Service", ours("h1")).await
+            apply_owned(&client, &store, "us-east", &app(), typed(ours("h1"))).await
         });
         let (method, path) = answer(&mut handle, 201, ours("h1")).await;
         assert_eq!(method, Method::POST);
         assert_eq!(path, "/api/v1/namespaces/shop/services");
-        assert_eq!(placing.await.unwrap(), Ok(true));
+        assert!(placing.await.unwrap().unwrap());
     }
 
     #[tokio::test]
@@ -333,7 +333,7 @@ mod tests {
         let (client, mut handle) = mocked();
         let store = empty_store();
         let placing = tokio::spawn(async move {
-            apply_owned(&client, &store, &app(), "Service", ours("h1")).await
+            apply_owned(&client, &store, "us-east", &app(), typed(ours("h1"))).await
         });
         assert_eq!(
             answer(&mut handle, 409, already_exists()).await.0,
@@ -344,7 +344,8 @@ mod tests {
         assert_eq!(method, Method::GET);
         assert_eq!(path, "/api/v1/namespaces/shop/services/checkout");
         match placing.await.unwrap() {
-            Err(PlaceError::Conflict(message)) => {
+            Err(err @ Error::Conflict { .. }) => {
+                let message = err.to_string();
                 assert!(message.contains("not created by multiregion"), "{message}")
             }
             other => panic!("expected a conflict, got {other:?}"),
@@ -357,24 +358,24 @@ mod tests {
         let (client, mut handle) = mocked();
         let store = empty_store();
         let placing = tokio::spawn(async move {
-            apply_owned(&client, &store, &app(), "Service", ours("h1")).await
+            apply_owned(&client, &store, "us-east", &app(), typed(ours("h1"))).await
         });
         answer(&mut handle, 409, already_exists()).await;
         assert_eq!(answer(&mut handle, 200, ours("h1")).await.0, Method::GET);
-        assert_eq!(placing.await.unwrap(), Ok(false));
+        assert!(!placing.await.unwrap().unwrap());
 
         // Other hash: read, then server-side apply.
         let (client, mut handle) = mocked();
         let store = empty_store();
         let placing = tokio::spawn(async move {
-            apply_owned(&client, &store, &app(), "Service", ours("h2")).await
+            apply_owned(&client, &store, "us-east", &app(), typed(ours("h2"))).await
         });
         answer(&mut handle, 409, already_exists()).await;
         answer(&mut handle, 200, ours("h1")).await;
         let (method, path) = answer(&mut handle, 200, ours("h2")).await;
         assert_eq!(method, Method::PATCH);
         assert_eq!(path, "/api/v1/namespaces/shop/services/checkout");
-        assert_eq!(placing.await.unwrap(), Ok(true));
+        assert!(placing.await.unwrap().unwrap());
     }
 
     #[tokio::test]
@@ -383,8 +384,8 @@ mod tests {
         let (store, mut writer) = reflector::store::<Service>();
         let cached: Service = serde_json::from_value(ours("h1")).unwrap();
         writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(cached));
-        let placed = apply_owned(&client, &store, &app(), "Service", ours("h1")).await;
-        assert_eq!(placed, Ok(false));
+        let placed = apply_owned(&client, &store, "us-east", &app(), typed(ours("h1"))).await;
+        assert!(!placed.unwrap());
         // Dropping the client closes the mock: no request was ever sent.
         drop(client);
         assert!(handle.next_request().await.is_none());

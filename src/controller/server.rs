@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -12,18 +12,45 @@ use axum::routing::get;
 
 use crate::metrics::Metrics;
 
+/// What `/readyz` answers. A replica is ready as a standby as soon as it
+/// waits for the Lease (so a rollout can proceed), and as the leader once
+/// its controllers have listed Regions and apps; the body says which.
+#[derive(Default)]
+pub struct Readiness(AtomicU8);
+
+const STANDBY: u8 = 1;
+const LEADER: u8 = 2;
+
+impl Readiness {
+    pub fn standby(&self) {
+        self.0.store(STANDBY, Ordering::Relaxed);
+    }
+
+    pub fn leader(&self) {
+        self.0.store(LEADER, Ordering::Relaxed);
+    }
+
+    fn answer(&self) -> (StatusCode, &'static str) {
+        match self.0.load(Ordering::Relaxed) {
+            STANDBY => (StatusCode::OK, "ok: standby"),
+            LEADER => (StatusCode::OK, "ok: leader"),
+            // Not waiting for the Lease yet, nor serving as the leader.
+            _ => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Shared {
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Readiness>,
 }
 
-/// Serves until the process stops. `/readyz` answers 200 once the
-/// controllers have listed Regions and apps.
+/// Serves until the process stops.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Readiness>,
 ) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_text))
@@ -47,9 +74,5 @@ async fn metrics_text(State(shared): State<Shared>) -> impl IntoResponse {
 }
 
 async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
-    if shared.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting")
-    }
+    shared.ready.answer()
 }

@@ -1,154 +1,444 @@
-//! Publishing weights to the traffic sinks in the hub (HTTPRoute and
-//! DNSEndpoint, plus the per-region backend Services they point at). Objects
-//! are owned by the app, so Kubernetes removes them with it, and are written
-//! only when what would be written changed.
+//! Publishing weights to the traffic sinks in the hub: the HTTPRoute and
+//! DNSEndpoint an app names, plus the per-region backend Services (and
+//! EndpointSlices) the route points at.
+//!
+//! The operator watches what it published (label-scoped), so a sink object
+//! edited or deleted by someone else is written again at once: a sink is
+//! written when its live object no longer holds what the weights say, not
+//! when a memory of earlier writes says so. An object of the chosen name
+//! that the operator did not create is never taken over (`Conflict`).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::Value;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
 
-use crate::api::{FIELD_MANAGER, LABEL_REGION, MultiRegionApp};
-use crate::plan::manifest::{self, AppKey, content_hash};
+use crate::api::{FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_REGION, MultiRegionApp};
+use crate::error::{Error, Result};
+use crate::plan::SinkOutcome;
+use crate::plan::manifest::{self, AppKey};
 use crate::plan::traffic::{self, Target};
-use crate::regions::Registry;
+use crate::regions::{Registry, Trigger, watch_app_of};
 
-/// Hashes of what was last written, by (apiVersion/kind, namespace, name).
-#[derive(Default)]
-pub struct Written(Mutex<HashMap<(String, String, String), String>>);
-
-fn resource(api_version: &str, kind: &str) -> ApiResource {
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let plural = match kind {
-        "Service" => "services",
-        "EndpointSlice" => "endpointslices",
-        "HTTPRoute" => "httproutes",
-        "DNSEndpoint" => "dnsendpoints",
-        other => {
-            return ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(group, version, other));
-        }
-    };
-    ApiResource::from_gvk_with_plural(
-        &kube::api::GroupVersionKind::gvk(group, version, kind),
-        plural,
-    )
+/// The kinds of sink object, each with its watched copies.
+pub struct SinkCaches {
+    kinds: [Kind; 4],
+    tasks: Vec<JoinHandle<()>>,
 }
 
-/// Writes every sink object of the app. Returns a message naming what
-/// failed, if anything did.
+impl Drop for SinkCaches {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+struct Kind {
+    resource: ApiResource,
+    store: Store<DynamicObject>,
+}
+
+const SERVICE: usize = 0;
+const SLICE: usize = 1;
+const ROUTE: usize = 2;
+const DNS: usize = 3;
+
+impl SinkCaches {
+    /// Watches every sink object the operator published, in every
+    /// namespace; a change triggers the app it belongs to.
+    pub fn start(hub: &Client, triggers: UnboundedSender<Trigger>) -> Arc<Self> {
+        let resources = [
+            ApiResource::erase::<Service>(&()),
+            ApiResource::erase::<EndpointSlice>(&()),
+            resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"),
+            resource(
+                "externaldns.k8s.io",
+                "v1alpha1",
+                "DNSEndpoint",
+                "dnsendpoints",
+            ),
+        ];
+        let mut tasks = Vec::new();
+        let kinds = resources.map(|resource| {
+            let (store, task) = watch(hub, &resource, triggers.clone());
+            tasks.push(task);
+            Kind { resource, store }
+        });
+        Arc::new(SinkCaches { kinds, tasks })
+    }
+
+    /// The weights the app's sinks hold now, by region (DNSEndpoint first,
+    /// else the HTTPRoute), for an app whose status was lost.
+    pub fn published(&self, app: &MultiRegionApp, key: &AppKey) -> Vec<(String, i32)> {
+        let Some(traffic) = &app.spec.traffic else {
+            return Vec::new();
+        };
+        let get = |kind: usize, name: &str| {
+            let store = &self.kinds[kind];
+            let object = store
+                .store
+                .get(&ObjectRef::new_with(name, store.resource.clone()).within(&key.namespace))?;
+            Some(serde_json::to_value(&*object).unwrap_or_default())
+        };
+        if traffic.dns_endpoint.is_some()
+            && let Some(dns) = get(DNS, &key.name)
+        {
+            return traffic::dns_weights(&dns);
+        }
+        let regions: Vec<&str> = app.spec.regions.iter().map(|r| r.name.as_str()).collect();
+        match traffic
+            .http_route
+            .as_ref()
+            .and_then(|r| get(ROUTE, &r.name))
+        {
+            Some(route) => traffic::route_weights(key, &route, &regions),
+            None => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl SinkCaches {
+    /// Caches without watches, for tests that play the watch themselves:
+    /// the writers, by kind (Service, EndpointSlice, HTTPRoute, DNSEndpoint).
+    pub(crate) fn detached() -> (Arc<Self>, Vec<reflector::store::Writer<DynamicObject>>) {
+        let resources = [
+            ApiResource::erase::<Service>(&()),
+            ApiResource::erase::<EndpointSlice>(&()),
+            resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"),
+            resource(
+                "externaldns.k8s.io",
+                "v1alpha1",
+                "DNSEndpoint",
+                "dnsendpoints",
+            ),
+        ];
+        let mut writers = Vec::new();
+        let kinds = resources.map(|resource| {
+            let mut writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+            let store = writer.as_reader();
+            writers.push(writer);
+            Kind { resource, store }
+        });
+        let caches = SinkCaches {
+            kinds,
+            tasks: Vec::new(),
+        };
+        (Arc::new(caches), writers)
+    }
+}
+
+fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+}
+
+fn watch(
+    hub: &Client,
+    resource: &ApiResource,
+    triggers: UnboundedSender<Trigger>,
+) -> (Store<DynamicObject>, JoinHandle<()>) {
+    let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
+    let store = writer.as_reader();
+    let api: Api<DynamicObject> = Api::all_with(hub.clone(), resource);
+    let config = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}=multiregion"));
+    let kind = resource.kind.clone();
+    let task = tokio::spawn(async move {
+        let objects = watcher(api, config).modify(|o| o.managed_fields_mut().clear());
+        let stream = reflector::reflector(writer, objects)
+            .default_backoff()
+            .touched_objects();
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(object) => {
+                    if let Some(app) = watch_app_of(object.labels()) {
+                        let _ = triggers.send(Trigger::App(app));
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(kind = %kind, error = %err, "watch of sink objects interrupted")
+                }
+            }
+        }
+    });
+    (store, task)
+}
+
+/// One sink object to publish.
+struct Desired {
+    kind: usize,
+    object: DynamicObject,
+    /// The region it stands for ("all" for the route and DNS records).
+    region: String,
+}
+
+/// Writes every sink object of the app that does not hold what the weights
+/// say, and removes backends of regions no longer among them.
 pub async fn publish(
     hub: &Client,
+    caches: &SinkCaches,
     registry: &Registry,
-    written: &Written,
     app: &MultiRegionApp,
+    key: &AppKey,
     weights: &[(String, i32)],
-    removed_regions: &[String],
-) -> Result<usize, String> {
-    let Some(sinks) = &app.spec.traffic else {
-        return Ok(0);
+) -> (SinkOutcome, usize) {
+    if app.spec.traffic.is_none() {
+        return (SinkOutcome::NotConfigured, 0);
+    }
+    let mut writer = Writer {
+        hub,
+        caches,
+        key,
+        written: 0,
+        conflicts: Vec::new(),
+        failures: Vec::new(),
     };
-    let key = AppKey {
-        namespace: app.namespace().unwrap_or_default(),
-        name: app.name_any(),
+    for desired in build(registry, app, key, weights) {
+        writer.publish(desired).await;
+    }
+    let regions: Vec<&str> = weights.iter().map(|(r, _)| r.as_str()).collect();
+    writer.remove_backends(&regions).await;
+    let outcome = match (writer.conflicts.is_empty(), writer.failures.is_empty()) {
+        (false, _) => SinkOutcome::Conflict(join(&writer.conflicts)),
+        (true, false) => SinkOutcome::Failed(join(&writer.failures)),
+        (true, true) => SinkOutcome::Published,
     };
-    let targets: Vec<Option<Target>> = app
-        .spec
-        .regions
+    (outcome, writer.written)
+}
+
+fn join(errors: &[Error]) -> String {
+    errors
         .iter()
-        .map(|r| {
-            let endpoint = r
-                .endpoint
-                .clone()
-                .or_else(|| registry.get(&r.name).and_then(|m| m.spec().endpoint));
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The app's sink objects, owned by the app (Kubernetes removes them with
+/// it), one backend per region in `weights`.
+fn build(
+    registry: &Registry,
+    app: &MultiRegionApp,
+    key: &AppKey,
+    weights: &[(String, i32)],
+) -> Vec<Desired> {
+    let Some(sinks) = &app.spec.traffic else {
+        return Vec::new();
+    };
+    let targets: Vec<Option<Target>> = weights
+        .iter()
+        .map(|(region, _)| {
+            let endpoint = app
+                .spec
+                .regions
+                .iter()
+                .find(|r| &r.name == region)
+                .and_then(|r| r.endpoint.clone())
+                .or_else(|| registry.get(region).and_then(|m| m.spec().endpoint));
             endpoint.as_deref().and_then(traffic::parse_endpoint)
         })
         .collect();
-    let mut objects: Vec<Value> = Vec::new();
+    let mut desired = Vec::new();
+    let mut add = |kind: usize, object: Value, region: &str| {
+        if let Ok(object) = serde_json::from_value::<DynamicObject>(object) {
+            desired.push(Desired {
+                kind,
+                object,
+                region: region.to_string(),
+            });
+        }
+    };
     if sinks.http_route.is_some() {
-        for (region, target) in app.spec.regions.iter().zip(&targets) {
-            objects.extend(traffic::backend(&key, &region.name, target.as_ref()));
+        for ((region, _), target) in weights.iter().zip(&targets) {
+            let backend = traffic::backend(key, region, target.as_ref());
+            add(
+                SERVICE,
+                serde_json::to_value(backend.service).unwrap_or_default(),
+                region,
+            );
+            if let Some(slice) = backend.slice {
+                add(
+                    SLICE,
+                    serde_json::to_value(slice).unwrap_or_default(),
+                    region,
+                );
+            }
         }
     }
-    objects.extend(traffic::http_route(&key, &app.spec, weights, &targets));
-    objects.extend(traffic::dns_endpoint(&key, &app.spec, weights, &targets));
+    for (kind, object) in [
+        (
+            ROUTE,
+            traffic::http_route(key, &app.spec, weights, &targets),
+        ),
+        (
+            DNS,
+            traffic::dns_endpoint(key, &app.spec, weights, &targets),
+        ),
+    ] {
+        if let Some(object) = object {
+            add(
+                kind,
+                serde_json::to_value(object).unwrap_or_default(),
+                "all",
+            );
+        }
+    }
+    let owner = app.controller_owner_ref(&());
+    for d in &mut desired {
+        d.object.metadata.owner_references = owner.clone().map(|o| vec![o]);
+    }
+    desired
+}
 
-    let owner = app
-        .controller_owner_ref(&())
-        .map(|o| serde_json::to_value(o).unwrap_or(Value::Null));
-    let mut failures = Vec::new();
-    let mut written_now = 0;
-    for mut object in objects {
-        if let Some(owner) = &owner {
-            object["metadata"]["ownerReferences"] = json!([owner]);
-        }
-        let api_version = object["apiVersion"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let kind = object["kind"].as_str().unwrap_or_default().to_string();
-        let name = object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let id = (
-            format!("{api_version}/{kind}"),
-            key.namespace.clone(),
-            name.clone(),
-        );
-        let hash = content_hash(&object);
-        if written.0.lock().is_ok_and(|w| w.get(&id) == Some(&hash)) {
-            continue;
-        }
+/// Writes sink objects and collects what went wrong.
+struct Writer<'a> {
+    hub: &'a Client,
+    caches: &'a SinkCaches,
+    key: &'a AppKey,
+    written: usize,
+    conflicts: Vec<Error>,
+    failures: Vec<Error>,
+}
+
+impl Writer<'_> {
+    async fn publish(&mut self, desired: Desired) {
+        let kind = &self.caches.kinds[desired.kind];
+        let name = desired.object.name_any();
         let api: Api<DynamicObject> =
-            Api::namespaced_with(hub.clone(), &key.namespace, &resource(&api_version, &kind));
-        match api
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&object),
-            )
-            .await
-        {
-            Ok(_) => {
-                written_now += 1;
-                if let Ok(mut w) = written.0.lock() {
-                    w.insert(id, hash);
-                }
-            }
-            Err(err) => failures.push(format!("{kind} {}/{name}: {err}", key.namespace)),
+            Api::namespaced_with(self.hub.clone(), &self.key.namespace, &kind.resource);
+        let cached = kind
+            .store
+            .get(&ObjectRef::new_with(&name, kind.resource.clone()).within(&self.key.namespace))
+            .map(|o| (*o).clone());
+        let result = match cached {
+            Some(live) => self.update(&api, &desired, live).await,
+            None => self.create(&api, &desired).await,
+        };
+        match result {
+            Ok(true) => self.written += 1,
+            Ok(false) => {}
+            Err(err @ Error::Conflict { .. }) => self.conflicts.push(err),
+            Err(err) => self.failures.push(err),
         }
     }
 
-    // Backends of regions that left the spec go with them.
-    if sinks.http_route.is_some() && !removed_regions.is_empty() {
-        let params = ListParams::default().labels(&manifest::selector(&key));
-        for (api_version, kind) in [("v1", "Service"), ("discovery.k8s.io/v1", "EndpointSlice")] {
+    /// Writes the object when the live one is ours and no longer holds it.
+    async fn update(
+        &self,
+        api: &Api<DynamicObject>,
+        desired: &Desired,
+        live: DynamicObject,
+    ) -> Result<bool> {
+        if !manifest::owned_by(Some(live.labels()), self.key, &desired.region) {
+            return Err(self.conflict(desired));
+        }
+        let want = comparable(&desired.object);
+        if traffic::holds(&serde_json::to_value(&live).unwrap_or_default(), &want) {
+            return Ok(false);
+        }
+        self.apply(api, desired).await.map(|_| true)
+    }
+
+    /// Creates the object; when the name is taken, reads what holds it.
+    async fn create(&self, api: &Api<DynamicObject>, desired: &Desired) -> Result<bool> {
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..Default::default()
+        };
+        match api.create(&params, &desired.object).await {
+            Ok(_) => return Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(source) => return Err(self.failed(desired, source)),
+        }
+        match api.get_opt(&desired.object.name_any()).await {
+            Ok(Some(live)) => self.update(api, desired, live).await,
+            Ok(None) => Ok(false),
+            Err(source) => Err(self.failed(desired, source)),
+        }
+    }
+
+    async fn apply(&self, api: &Api<DynamicObject>, desired: &Desired) -> Result<()> {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch(
+            &desired.object.name_any(),
+            &params,
+            &Patch::Apply(&desired.object),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|source| self.failed(desired, source))
+    }
+
+    fn conflict(&self, desired: &Desired) -> Error {
+        Error::Conflict {
+            place: "hub".into(),
+            kind: self.caches.kinds[desired.kind].resource.kind.clone(),
+            name: format!("{}/{}", self.key.namespace, desired.object.name_any()),
+        }
+    }
+
+    fn failed(&self, desired: &Desired, source: kube::Error) -> Error {
+        Error::Sink {
+            kind: self.caches.kinds[desired.kind].resource.kind.clone(),
+            name: format!("{}/{}", self.key.namespace, desired.object.name_any()),
+            source,
+        }
+    }
+
+    /// Backends of regions that are no longer among the weights go.
+    async fn remove_backends(&mut self, regions: &[&str]) {
+        for kind in [SERVICE, SLICE] {
+            let resource = &self.caches.kinds[kind].resource;
+            let stale: Vec<Arc<DynamicObject>> = self.caches.kinds[kind]
+                .store
+                .state()
+                .into_iter()
+                .filter(|o| o.namespace().as_deref() == Some(&self.key.namespace))
+                .filter(|o| {
+                    let region = o.labels().get(LABEL_REGION).cloned().unwrap_or_default();
+                    manifest::owned_by(Some(o.labels()), self.key, &region)
+                        && !regions.contains(&region.as_str())
+                })
+                .collect();
             let api: Api<DynamicObject> =
-                Api::namespaced_with(hub.clone(), &key.namespace, &resource(api_version, kind));
-            let Ok(list) = api.list(&params).await else {
-                continue;
-            };
-            for object in list {
-                let region = object
-                    .labels()
-                    .get(LABEL_REGION)
-                    .cloned()
-                    .unwrap_or_default();
-                if removed_regions.contains(&region)
-                    && let Err(err) = api
-                        .delete(&object.name_any(), &DeleteParams::default())
-                        .await
+                Api::namespaced_with(self.hub.clone(), &self.key.namespace, resource);
+            for object in stale {
+                match api
+                    .delete(&object.name_any(), &DeleteParams::default())
+                    .await
                 {
-                    failures.push(format!("{kind} {}: {err}", object.name_any()));
+                    Ok(_) => self.written += 1,
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(source) => self.failures.push(Error::Sink {
+                        kind: resource.kind.clone(),
+                        name: object.name_any(),
+                        source,
+                    }),
                 }
             }
         }
     }
-    if failures.is_empty() {
-        Ok(written_now)
-    } else {
-        Err(failures.join("; "))
+}
+
+/// What a live sink object must hold: the desired object without its name
+/// and namespace (they found it).
+fn comparable(desired: &DynamicObject) -> Value {
+    let mut want = serde_json::to_value(desired).unwrap_or_default();
+    if let Some(meta) = want.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("name");
+        meta.remove("namespace");
     }
+    want
 }

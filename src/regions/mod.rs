@@ -1,35 +1,35 @@
 //! Member clusters: a client per Region (from its kubeconfig Secret, or the
-//! hub itself for `local: true`), a probe task per Region, and label-scoped
-//! watches of the Deployments and Services the operator placed there.
+//! hub itself for `local: true`), a probe task per Region, label-scoped
+//! watches of the Deployments and Services the operator placed there, and
+//! the HTTP checks of the regions' endpoints.
 //!
 //! Everything observed here feeds the app reconciles through triggers; the
 //! decisions are made in `plan/`.
 
 mod credentials;
+pub mod http_check;
+mod member;
 mod probe;
+mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::Api;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Client, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::task::JoinHandle;
 
-use crate::api::{
-    LABEL_APP, LABEL_APP_NAMESPACE, LABEL_MANAGED_BY, MultiRegionApp, Region, RegionSpec,
-};
+use crate::api::{LABEL_MANAGED_BY, MultiRegionApp, Region, RegionSpec};
+use crate::fence::Fence;
 use crate::metrics::Metrics;
-use crate::plan::health::{Counters, RegionState};
-use crate::plan::manifest::AppKey;
 
 pub use credentials::CredentialsError;
+pub(crate) use member::Placed;
+pub use member::{Member, ProbeState};
+pub use watch::app_of as watch_app_of;
 
 /// Something changed that apps should look at again.
 #[derive(Clone, Debug)]
@@ -38,116 +38,6 @@ pub enum Trigger {
     Region(String),
     /// One app.
     App(ObjectRef<MultiRegionApp>),
-}
-
-/// Retry delays for the watches of placed objects: 200 ms doubling to at
-/// most 2 s. kube's default grows to 30 s, which after a region's API server
-/// comes back left new objects unseen for long after the region answered.
-#[derive(Default)]
-struct QuickRetry {
-    attempt: u32,
-}
-
-impl Iterator for QuickRetry {
-    type Item = std::time::Duration;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let millis = 200u64.saturating_mul(1 << self.attempt.min(4)).min(2000);
-        self.attempt = self.attempt.saturating_add(1);
-        Some(std::time::Duration::from_millis(millis))
-    }
-}
-
-impl kube::runtime::utils::Backoff for QuickRetry {
-    fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-/// What the probe task last saw.
-#[derive(Clone, Debug)]
-pub struct ProbeState {
-    /// Result of the last probe; None before the first.
-    pub last_ok: Option<bool>,
-    pub last_error: String,
-    pub counters: Counters,
-    pub version: Option<String>,
-}
-
-/// One member cluster as the operator currently knows it.
-pub struct Member {
-    pub name: String,
-    /// None when the credentials are unusable (see `credentials_error`).
-    pub client: Option<Client>,
-    pub credentials_error: Option<CredentialsError>,
-    /// Identifies the credentials the client was built from.
-    config_key: String,
-    spec: RwLock<RegionSpec>,
-    pub probe: Mutex<ProbeState>,
-    pub deployments: Option<Store<Deployment>>,
-    pub services: Option<Store<Service>>,
-    /// Objects of an app's name that exist here but are not the operator's.
-    pub conflicts: Mutex<HashMap<AppKey, String>>,
-    /// The member API server's last refusal of an app's objects.
-    pub refused: Mutex<HashMap<AppKey, String>>,
-    /// Namespaces known to exist here.
-    pub namespaces: Mutex<HashSet<String>>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        if let Ok(tasks) = self.tasks.lock() {
-            for task in tasks.iter() {
-                task.abort();
-            }
-        }
-    }
-}
-
-impl Member {
-    pub fn spec(&self) -> RegionSpec {
-        self.spec.read().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    /// Reachability as the plan sees it: the last probe's result, so an app
-    /// round never waits for the Region's own thresholds on top of its own.
-    pub fn state(&self) -> RegionState {
-        if let Some(err) = &self.credentials_error {
-            return RegionState::NoCredentials(err.to_string());
-        }
-        let probe = self.probe.lock().map(|p| p.clone());
-        match probe {
-            Ok(ProbeState {
-                last_ok: Some(true),
-                ..
-            }) => RegionState::Reachable,
-            Ok(ProbeState {
-                last_ok: Some(false),
-                last_error,
-                ..
-            }) => RegionState::Unreachable(last_error),
-            _ => RegionState::Unknown,
-        }
-    }
-
-    /// True once the watches of placed objects have listed everything.
-    pub fn listed(&self) -> bool {
-        store_ready(&self.deployments) && store_ready(&self.services)
-    }
-}
-
-fn store_ready<K>(store: &Option<Store<K>>) -> bool
-where
-    K: Resource + Clone + 'static,
-    K::DynamicType: std::hash::Hash + Eq + Clone,
-{
-    use futures::FutureExt;
-    store.as_ref().is_some_and(|s| {
-        s.wait_until_ready()
-            .now_or_never()
-            .is_some_and(|r| r.is_ok())
-    })
 }
 
 /// All members, shared by the Region controller, the probes and the app
@@ -160,6 +50,8 @@ pub struct Registry {
     hub: Client,
     triggers: UnboundedSender<Trigger>,
     metrics: Arc<Metrics>,
+    /// Region status is written only while this replica may write.
+    fence: Fence,
 }
 
 impl Registry {
@@ -167,6 +59,7 @@ impl Registry {
         hub: Client,
         triggers: UnboundedSender<Trigger>,
         metrics: Arc<Metrics>,
+        fence: Fence,
     ) -> Arc<Self> {
         Arc::new(Registry {
             members: RwLock::default(),
@@ -174,6 +67,7 @@ impl Registry {
             hub,
             triggers,
             metrics,
+            fence,
         })
     }
 
@@ -201,19 +95,27 @@ impl Registry {
     pub async fn upsert(self: &Arc<Self>, region: &Region) {
         let name = region.name_any();
         let built = credentials::build(&self.hub, &region.spec).await;
+        // Hub trouble is no evidence against a region: a Secret that could
+        // not be read keeps the member that works; only a Secret read and
+        // found changed or unusable replaces it.
+        if let Err(err @ CredentialsError::SecretUnreadable(..)) = &built
+            && let Some(existing) = self.get(&name)
+        {
+            tracing::warn!(region = %name, error = %err, "cannot read the region's Secret; keeping its client");
+            if existing.set_spec(&region.spec) {
+                self.trigger(Trigger::Region(name));
+            }
+            return;
+        }
         let key = match &built {
             Ok((_, key)) => key.clone(),
             Err(err) => format!("error:{err}"),
         };
         if let Some(existing) = self.get(&name)
-            && existing.config_key == key
+            && existing.config_key() == key
         {
-            if let Ok(mut spec) = existing.spec.write() {
-                let changed = *spec != region.spec;
-                *spec = region.spec.clone();
-                if changed {
-                    let _ = self.triggers.send(Trigger::Region(name.clone()));
-                }
+            if existing.set_spec(&region.spec) {
+                self.trigger(Trigger::Region(name));
             }
             return;
         }
@@ -224,27 +126,27 @@ impl Registry {
             }
             Err(err) => {
                 tracing::warn!(region = %name, error = %err, "region credentials unusable");
-                probe::report_credentials_error(&self.hub, &name, &err).await;
-                Arc::new(Member {
-                    name: name.clone(),
-                    client: None,
-                    credentials_error: Some(err),
-                    config_key: key,
-                    spec: RwLock::new(region.spec.clone()),
-                    probe: Mutex::new(initial),
-                    deployments: None,
-                    services: None,
-                    conflicts: Mutex::default(),
-                    refused: Mutex::default(),
-                    namespaces: Mutex::default(),
-                    tasks: Mutex::default(),
-                })
+                if self.fence.check().is_ok() {
+                    probe::report_credentials_error(&self.hub, &name, &err).await;
+                }
+                Arc::new(Member::unusable(
+                    &name,
+                    region.spec.clone(),
+                    Some(err),
+                    key,
+                    initial,
+                ))
             }
         };
+        self.insert(member);
+    }
+
+    fn insert(&self, member: Arc<Member>) {
+        let name = member.name().to_string();
         if let Ok(mut members) = self.members.write() {
             members.insert(name.clone(), member);
         }
-        let _ = self.triggers.send(Trigger::Region(name));
+        self.trigger(Trigger::Region(name));
     }
 
     /// Forgets members whose Region is gone.
@@ -265,7 +167,7 @@ impl Registry {
         };
         for name in removed {
             tracing::info!(region = %name, "region removed");
-            let _ = self.triggers.send(Trigger::Region(name));
+            self.trigger(Trigger::Region(name));
         }
     }
 
@@ -278,91 +180,56 @@ impl Registry {
         initial: ProbeState,
     ) -> Arc<Member> {
         let selector = format!("{LABEL_MANAGED_BY}=multiregion");
+        let triggers = self.triggers.clone();
         let (deployments, deployment_task) =
-            self.watch_placed::<Deployment>(name, &client, &selector);
-        let (services, service_task) = self.watch_placed::<Service>(name, &client, &selector);
+            watch::watch_placed::<Deployment>(name, &client, &selector, triggers.clone());
+        let (services, service_task) =
+            watch::watch_placed::<Service>(name, &client, &selector, triggers);
         tracing::info!(region = %name, "region client ready");
-        let member = Arc::new(Member {
-            name: name.to_string(),
-            client: Some(client.clone()),
-            credentials_error: None,
-            config_key: key,
-            spec: RwLock::new(spec),
-            probe: Mutex::new(initial),
-            deployments: Some(deployments),
-            services: Some(services),
-            conflicts: Mutex::default(),
-            refused: Mutex::default(),
-            namespaces: Mutex::default(),
-            tasks: Mutex::new(vec![deployment_task, service_task]),
-        });
+        let placed = Placed {
+            deployments,
+            services,
+        };
+        let member = Arc::new(Member::connected(
+            name,
+            spec,
+            client.clone(),
+            key,
+            initial,
+            placed,
+        ));
+        member.add_task(deployment_task);
+        member.add_task(service_task);
         // The probe holds the member weakly: it ends when the member is
         // replaced or removed (whose Drop also aborts it).
-        let probe_task = tokio::spawn(probe::run(
+        member.add_task(tokio::spawn(probe::run(
             Arc::downgrade(self),
             Arc::downgrade(&member),
             client,
-            self.hub.clone(),
-            self.metrics.clone(),
-        ));
-        if let Ok(mut tasks) = member.tasks.lock() {
-            tasks.push(probe_task);
-        }
+        )));
         member
     }
 
-    /// A label-scoped watch of one kind of placed object in a member; every
-    /// change triggers the app named in the object's labels.
-    fn watch_placed<K>(
-        &self,
-        region: &str,
-        client: &Client,
-        selector: &str,
-    ) -> (Store<K>, JoinHandle<()>)
-    where
-        K: Resource<DynamicType = ()>
-            + Clone
-            + std::fmt::Debug
-            + serde::de::DeserializeOwned
-            + Send
-            + Sync
-            + 'static,
-    {
-        let (store, writer) = reflector::store::<K>();
-        let api: Api<K> = Api::all(client.clone());
-        let config = watcher::Config::default().labels(selector);
-        let triggers = self.triggers.clone();
-        let region = region.to_string();
-        let task = tokio::spawn(async move {
-            // The cache keeps what placement and health read; managed
-            // fields are most of an object's size and neither reads them.
-            let objects = watcher(api, config).modify(|object| {
-                object.managed_fields_mut().clear();
-            });
-            let stream = reflector::reflector(writer, objects)
-                .backoff(QuickRetry::default())
-                .touched_objects();
-            futures::pin_mut!(stream);
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(object) => {
-                        let labels = object.labels();
-                        if let (Some(app), Some(ns)) =
-                            (labels.get(LABEL_APP), labels.get(LABEL_APP_NAMESPACE))
-                        {
-                            let _ = triggers.send(Trigger::App(ObjectRef::new(app).within(ns)));
-                        }
-                    }
-                    Err(err) => {
-                        tracing::debug!(region = %region, error = %err, "watch of placed objects interrupted")
-                    }
-                }
-            }
-        });
-        (store, task)
+    pub(crate) fn hub(&self) -> &Client {
+        &self.hub
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub(crate) fn fence(&self) -> &Fence {
+        &self.fence
     }
 
     pub(crate) fn trigger(&self, trigger: Trigger) {
         let _ = self.triggers.send(trigger);
+    }
+
+    /// Puts a member in place as is: for tests that drive a reconcile
+    /// against a mocked API server.
+    #[cfg(test)]
+    pub(crate) fn insert_for_test(&self, member: Member) {
+        self.insert(Arc::new(member));
     }
 }

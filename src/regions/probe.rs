@@ -2,7 +2,7 @@
 //! `probe.intervalSeconds`, judged by the same threshold state machine as
 //! app health, written to `Region.status` only when it changes.
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -11,20 +11,15 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use super::{CredentialsError, ProbeState, Registry, Trigger};
-use crate::api::{FIELD_MANAGER, Region, RegionStatus};
-use crate::metrics::{Metrics, RegionLabels};
+use super::{CredentialsError, Member, ProbeState, Registry, Trigger};
+use crate::api::{FIELD_MANAGER, Region, RegionPhase, RegionProbe, RegionStatus};
+use crate::metrics::RegionLabels;
 use crate::plan::conditions::Conditions;
 use crate::plan::health::{self, Counters, Health, Thresholds};
 
 /// Resume the state machine from the Region's status after a restart.
 pub fn initial_state(region: &Region) -> ProbeState {
     let status = region.status.clone().unwrap_or_default();
-    let health = match status.phase.as_deref() {
-        Some("Reachable") => Health::Healthy,
-        Some("Unreachable") => Health::Unhealthy,
-        _ => Health::Unknown,
-    };
     let since = status
         .conditions
         .iter()
@@ -34,7 +29,7 @@ pub fn initial_state(region: &Region) -> ProbeState {
         last_ok: None,
         last_error: String::new(),
         counters: Counters {
-            health,
+            health: status.phase.unwrap_or_default().into(),
             failures: status.consecutive_failures,
             successes: status.consecutive_successes,
             since,
@@ -43,112 +38,126 @@ pub fn initial_state(region: &Region) -> ProbeState {
     }
 }
 
-fn phase(health: Health) -> &'static str {
-    match health {
-        Health::Healthy => "Reachable",
-        Health::Unhealthy => "Unreachable",
-        Health::Unknown => "Unknown",
-    }
+/// One probe's result.
+struct Probed {
+    ok: bool,
+    error: String,
+    latency: Duration,
 }
 
 /// Probes until the member is dropped from the registry.
-pub async fn run(
-    registry: Weak<Registry>,
-    member: Weak<super::Member>,
-    client: Client,
-    hub: Client,
-    metrics: Arc<Metrics>,
-) {
-    let Some(name) = member.upgrade().map(|m| m.name.clone()) else {
+pub async fn run(registry: Weak<Registry>, member: Weak<Member>, client: Client) {
+    let Some(name) = member.upgrade().map(|m| m.name().to_string()) else {
         return;
     };
     let labels = RegionLabels {
         region: name.clone(),
     };
-    let weak_member = member;
     loop {
-        let Some(member) = weak_member.upgrade() else {
+        let (Some(current), Some(registry)) = (member.upgrade(), registry.upgrade()) else {
             return;
         };
-        let probe = member.spec().probe;
+        let spec = current.spec().probe;
         let started = Instant::now();
-        let timeout = Duration::from_secs(probe.timeout_seconds.max(1) as u64);
-        let outcome = match http::Request::get("/readyz").body(Vec::new()) {
-            Ok(request) => tokio::time::timeout(timeout, client.request_text(request))
-                .await
-                .map(|r| r.map_err(|e| e.to_string())),
-            Err(err) => Ok(Err(err.to_string())),
-        };
-        let latency = started.elapsed();
-        let (ok, error) = match outcome {
-            Ok(Ok(body)) if body.trim() == "ok" => (true, String::new()),
-            Ok(Ok(body)) => (false, format!("/readyz answered {:?}", body.trim())),
-            Ok(Err(err)) => (false, format!("/readyz failed: {err}")),
-            Err(_) => (
-                false,
-                format!("/readyz timed out after {}s", timeout.as_secs()),
-            ),
-        };
+        let probed = probe_once(&client, &spec).await;
+        let metrics = registry.metrics();
         metrics
             .probe_duration
             .get_or_create(&labels)
-            .observe(latency.as_secs_f64());
+            .observe(probed.latency.as_secs_f64());
         metrics
             .region_reachable
             .get_or_create(&labels)
-            .set(i64::from(ok));
-
-        let version = if ok
-            && member
-                .probe
-                .lock()
-                .map(|p| p.version.is_none())
-                .unwrap_or(false)
-        {
-            client.apiserver_version().await.ok().map(|v| v.git_version)
-        } else {
-            None
+            .set(i64::from(probed.ok));
+        let Some((before, after)) = judge(&current, &client, &spec, &probed).await else {
+            return;
         };
-        let now = Timestamp::now();
-        let thresholds = Thresholds {
-            failure: probe.failure_threshold,
-            success: probe.success_threshold,
-        };
-        let (changed_raw, changed_state, state) = {
-            let Ok(mut state) = member.probe.lock() else {
-                return;
-            };
-            let previous = state.clone();
-            state.counters = health::step(state.counters, ok, thresholds, now);
-            state.last_ok = Some(ok);
-            state.last_error = error.clone();
-            if version.is_some() {
-                state.version = version;
-            }
-            (
-                previous.last_ok != Some(ok),
-                previous.counters != state.counters || previous.version != state.version,
-                state.clone(),
-            )
-        };
-        if changed_raw {
-            if ok {
-                tracing::info!(region = %name, latency_ms = latency.as_millis() as u64, "region answers probes");
-            } else {
-                tracing::warn!(region = %name, error = %error, "region probe failed");
-            }
-            if let Some(registry) = registry.upgrade() {
-                registry.trigger(Trigger::Region(name.clone()));
-            }
-        }
-        if changed_state || changed_raw {
-            let location = member.spec().location;
-            write_status(&hub, &name, &state, &error, latency, now, location).await;
-            metrics.wrote("hub", "region_status");
-        }
-        drop(member);
-        let interval = Duration::from_secs(probe.interval_seconds.max(1) as u64);
+        report(&registry, &current, &probed, &before, &after).await;
+        drop((current, registry));
+        let interval = Duration::from_secs(spec.interval_seconds.max(1) as u64);
         tokio::time::sleep(interval.saturating_sub(started.elapsed())).await;
+    }
+}
+
+/// A bounded-time `GET /readyz`.
+async fn probe_once(client: &Client, spec: &RegionProbe) -> Probed {
+    let started = Instant::now();
+    let timeout = Duration::from_secs(spec.timeout_seconds.max(1) as u64);
+    let outcome = match http::Request::get("/readyz").body(Vec::new()) {
+        Ok(request) => tokio::time::timeout(timeout, client.request_text(request))
+            .await
+            .map(|r| r.map_err(|e| e.to_string())),
+        Err(err) => Ok(Err(err.to_string())),
+    };
+    let (ok, error) = match outcome {
+        Ok(Ok(body)) if body.trim() == "ok" => (true, String::new()),
+        Ok(Ok(body)) => (false, format!("/readyz answered {:?}", body.trim())),
+        Ok(Err(err)) => (false, format!("/readyz failed: {err}")),
+        Err(_) => (
+            false,
+            format!("/readyz timed out after {}s", timeout.as_secs()),
+        ),
+    };
+    Probed {
+        ok,
+        error,
+        latency: started.elapsed(),
+    }
+}
+
+/// Folds the probe into the member's state machine; returns the state
+/// before and after.
+async fn judge(
+    member: &Member,
+    client: &Client,
+    spec: &RegionProbe,
+    probed: &Probed,
+) -> Option<(ProbeState, ProbeState)> {
+    let needs_version = member.probe_state().is_some_and(|p| p.version.is_none());
+    let version = if probed.ok && needs_version {
+        client.apiserver_version().await.ok().map(|v| v.git_version)
+    } else {
+        None
+    };
+    let thresholds = Thresholds {
+        failure: spec.failure_threshold,
+        success: spec.success_threshold,
+    };
+    let now = Timestamp::now();
+    member.update_probe(|state| {
+        state.counters = health::step(state.counters, probed.ok, thresholds, now);
+        state.last_ok = Some(probed.ok);
+        state.last_error = probed.error.clone();
+        if version.is_some() {
+            state.version = version;
+        }
+    })
+}
+
+/// Logs and triggers the region's apps when the raw result flipped, and
+/// writes the Region's status when its state changed.
+async fn report(
+    registry: &Registry,
+    member: &Member,
+    probed: &Probed,
+    before: &ProbeState,
+    after: &ProbeState,
+) {
+    let name = member.name();
+    let flipped = before.last_ok != Some(probed.ok);
+    if flipped {
+        if probed.ok {
+            tracing::info!(region = %name, latency_ms = probed.latency.as_millis() as u64, "region answers probes");
+        } else {
+            tracing::warn!(region = %name, error = %probed.error, "region probe failed");
+        }
+        registry.trigger(Trigger::Region(name.to_string()));
+    }
+    let changed = before.counters != after.counters || before.version != after.version;
+    if (flipped || changed) && registry.fence().check().is_ok() {
+        let location = member.spec().location;
+        write_status(registry.hub(), name, after, probed, location).await;
+        registry.metrics().wrote("hub", "region_status");
     }
 }
 
@@ -156,9 +165,7 @@ async fn write_status(
     hub: &Client,
     name: &str,
     state: &ProbeState,
-    error: &str,
-    latency: Duration,
-    now: Timestamp,
+    probed: &Probed,
     location: std::collections::BTreeMap<String, String>,
 ) {
     let api: Api<Region> = Api::all(hub.clone());
@@ -169,6 +176,7 @@ async fn write_status(
             return;
         }
     };
+    let now = Timestamp::now();
     let mut conditions = Conditions::new(&previous.conditions, now, None);
     match state.counters.health {
         Health::Healthy => conditions.set(
@@ -177,16 +185,16 @@ async fn write_status(
             "ProbeSucceeded",
             "the API server answers /readyz",
         ),
-        Health::Unhealthy => conditions.set("Reachable", false, "ProbeFailed", error.to_string()),
+        Health::Unhealthy => conditions.set("Reachable", false, "ProbeFailed", &probed.error),
         Health::Unknown => conditions.set("Reachable", false, "Probing", "not judged yet"),
     }
     let status = RegionStatus {
-        phase: Some(phase(state.counters.health).to_string()),
+        phase: Some(RegionPhase::from(state.counters.health)),
         kubernetes_version: state.version.clone(),
         consecutive_failures: state.counters.failures,
         consecutive_successes: state.counters.successes,
         last_probe_time: Some(Time(now)),
-        last_probe_latency_ms: Some(latency.as_millis() as i64),
+        last_probe_latency_ms: Some(probed.latency.as_millis() as i64),
         location,
         conditions: conditions.finish(),
     };
@@ -204,7 +212,7 @@ pub async fn report_credentials_error(hub: &Client, name: &str, err: &Credential
     let mut conditions = Conditions::new(&previous.conditions, now, None);
     conditions.set("Reachable", false, err.reason(), err.to_string());
     let status = RegionStatus {
-        phase: Some("Unknown".into()),
+        phase: Some(RegionPhase::Unknown),
         conditions: conditions.finish(),
         ..previous.clone()
     };

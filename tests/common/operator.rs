@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use kube::{Client, ResourceExt};
 use localregions::{LocalRegions, UpOptions};
-use multiregion::api::{MultiRegionApp, MultiRegionAppStatus, Region};
+use multiregion::api::{MultiRegionApp, MultiRegionAppStatus, Region, RegionPhase};
 use serde_json::{Value, json};
 
 use super::wait_for;
@@ -45,7 +47,7 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
         || async {
             for name in REGIONS {
                 let status = regions.get(name).await.ok()?.status?;
-                let settled = status.phase.as_deref() == Some("Reachable")
+                let settled = status.phase == Some(RegionPhase::Reachable)
                     && status.consecutive_failures == 0
                     && status.consecutive_successes >= 2;
                 if !settled {
@@ -57,6 +59,19 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     )
     .await;
     guard
+}
+
+/// When a test fails: prints the operator's log and leaves every region
+/// running and the operator up for the next test.
+pub struct HealOnPanic;
+
+impl Drop for HealOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("----- operator log -----\n{}", env().operator_log_tail());
+            env().heal();
+        }
+    }
 }
 
 /// The shared environment, started on first use. It is stopped by the
@@ -121,8 +136,12 @@ impl Env {
         let hub = regions.client("hub").await.unwrap();
         ensure_namespace(&hub, OPERATOR_NAMESPACE).await;
         for name in REGIONS {
-            let kubeconfig = std::fs::read_to_string(regions.kubeconfig(name).unwrap()).unwrap();
-            register_region(&hub, name, &kubeconfig, json!({})).await;
+            // The operator reaches each region through its proxy (so tests
+            // can cut it off), and checks the region's endpoint.
+            let kubeconfig =
+                std::fs::read_to_string(regions.operator_kubeconfig(name).unwrap()).unwrap();
+            let endpoint = regions.endpoint(name).unwrap();
+            register_region(&hub, name, &kubeconfig, json!({"endpoint": endpoint})).await;
         }
         let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -160,13 +179,28 @@ impl Env {
 
     /// Starts one more operator process and waits for its /readyz.
     pub async fn spawn_operator(&self, identity: &str, metrics_port: u16, extra: &[&str]) -> Child {
+        let kubeconfig = self.kubeconfig("hub");
+        self.spawn_operator_via(&kubeconfig, identity, metrics_port, extra)
+            .await
+    }
+
+    /// Starts one more operator process that reaches the hub with
+    /// `kubeconfig` (the hub's proxy, for a partition), and waits for its
+    /// /readyz.
+    pub async fn spawn_operator_via(
+        &self,
+        kubeconfig: &Path,
+        identity: &str,
+        metrics_port: u16,
+        extra: &[&str],
+    ) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("logs/operator.log"))
             .unwrap();
         let metrics_addr = format!("127.0.0.1:{metrics_port}");
-        let kubeconfig = self.kubeconfig("hub").display().to_string();
+        let kubeconfig = kubeconfig.display().to_string();
         let mut args = vec![
             "run",
             "--kubeconfig",
@@ -221,7 +255,7 @@ impl Env {
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(async {
-                let _ = self.regions.lock().await.heal().await;
+                let _ = self.regions.lock().await.restore_all().await;
                 if !self.operator_running() {
                     self.start_operator().await;
                 }
@@ -237,6 +271,11 @@ impl Env {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Everything the operators of this test binary logged.
+    pub fn operator_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("logs/operator.log")).unwrap_or_default()
     }
 
     pub fn operator_log_tail(&self) -> String {
@@ -468,6 +507,144 @@ pub async fn events(hub: &Client, namespace: &str, reason: &str) -> Vec<String> 
                 .into_iter()
                 .filter(|e| e.reason.as_deref() == Some(reason))
                 .map(|e| format!("{}: {}", e.name_any(), e.note.unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The HTTPRoute and DNSEndpoint CRDs (a minimal fixture), applied to the
+/// hub with the real kubectl.
+pub fn install_traffic_crds() {
+    let env = env();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/traffic-crds.yaml");
+    run(
+        &env.bin_dir.join("kubectl"),
+        &[
+            "--kubeconfig",
+            env.kubeconfig("hub").to_str().unwrap(),
+            "apply",
+            "--server-side",
+            "-f",
+            fixture.to_str().unwrap(),
+        ],
+    );
+}
+
+/// The traffic sinks of the apps in one namespace of the hub.
+pub struct Sinks {
+    routes: Api<DynamicObject>,
+    dns: Api<DynamicObject>,
+}
+
+impl Sinks {
+    pub fn new(hub: &Client, namespace: &str) -> Self {
+        let resource = |group: &str, version: &str, kind: &str, plural: &str| {
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+        };
+        Sinks {
+            routes: Api::namespaced_with(
+                hub.clone(),
+                namespace,
+                &resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"),
+            ),
+            dns: Api::namespaced_with(
+                hub.clone(),
+                namespace,
+                &resource(
+                    "externaldns.k8s.io",
+                    "v1alpha1",
+                    "DNSEndpoint",
+                    "dnsendpoints",
+                ),
+            ),
+        }
+    }
+
+    /// The weights in the HTTPRoute's backendRefs and in the DNSEndpoint's
+    /// records, in order, once both exist.
+    pub async fn weights(&self, route: &str, dns: &str) -> Option<(Vec<i64>, Vec<i64>)> {
+        let route = self.routes.get(route).await.ok()?;
+        let dns = self.dns.get(dns).await.ok()?;
+        let route_weights = route.data["spec"]["rules"][0]["backendRefs"]
+            .as_array()?
+            .iter()
+            .map(|b| b["weight"].as_i64().unwrap_or(-1))
+            .collect();
+        let dns_weights = dns.data["spec"]["endpoints"]
+            .as_array()?
+            .iter()
+            .map(|e| {
+                e["providerSpecific"][0]["value"]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(-1)
+            })
+            .collect();
+        Some((route_weights, dns_weights))
+    }
+
+    /// The setIdentifier of each record of the DNSEndpoint.
+    pub async fn dns_identifiers(&self, name: &str) -> Vec<String> {
+        let dns = self.dns.get(name).await.unwrap();
+        dns.data["spec"]["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["setIdentifier"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+/// The identity holding the operators' Lease, once someone does.
+pub async fn lease_holder(hub: &Client) -> Option<String> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(hub.clone(), OPERATOR_NAMESPACE);
+    leases
+        .get("multiregion-operator")
+        .await
+        .ok()?
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
+}
+
+/// Takes a sample every `every` for `span` (what users see over time).
+pub async fn sample<T, F, Fut>(span: Duration, every: Duration, mut take: F) -> Vec<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let end = tokio::time::Instant::now() + span;
+    let mut samples = Vec::new();
+    while tokio::time::Instant::now() < end {
+        samples.push(take().await);
+        tokio::time::sleep(every).await;
+    }
+    samples
+}
+
+/// The Events in the namespace an operator instance reported after `since`.
+pub async fn events_by(
+    hub: &Client,
+    namespace: &str,
+    identity: &str,
+    since: jiff::Timestamp,
+) -> Vec<String> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(hub.clone(), namespace);
+    api.list(&Default::default())
+        .await
+        .map(|l| {
+            l.items
+                .into_iter()
+                .filter(|e| e.reporting_instance.as_deref() == Some(identity))
+                .filter(|e| e.event_time.as_ref().is_some_and(|t| t.0 > since))
+                .map(|e| {
+                    format!(
+                        "{}: {}",
+                        e.reason.unwrap_or_default(),
+                        e.note.unwrap_or_default()
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()

@@ -11,7 +11,9 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache_root=${MULTIREGION_CACHE:-$HOME/.cache/multiregion}
 go_version=$(go env GOVERSION)
-key=$( (cd "$here" && cat ./build.sh ./*/go.mod ./*/go.sum ./*/*.go 2>/dev/null; echo "$go_version") | sha256sum | cut -c1-16)
+# Only this script's own modules: build-traffic.sh's have a cache of their own.
+modules=(etcd kubernetes kwok helm)
+key=$( (cd "$here" && cat ./build.sh; for m in "${modules[@]}"; do cat "./$m/go.mod" "./$m/go.sum" ./"$m"/*.go 2>/dev/null; done; echo "$go_version") | sha256sum | cut -c1-16)
 out="$cache_root/controlplane/$key"
 bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
 

@@ -11,6 +11,8 @@
 //! subcommand of the `localregions` command can act on what `up` started.
 
 mod binaries;
+mod components;
+mod faults;
 mod pki;
 mod process;
 
@@ -35,13 +37,13 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// KWOK renews node leases every quarter of this; the controller-manager's
 /// grace period below is a few renewals, so a stopped KWOK is noticed fast.
-const NODE_LEASE_SECONDS: u32 = 8;
-const NODE_MONITOR_GRACE: &str = "10s";
+pub(crate) const NODE_LEASE_SECONDS: u32 = 8;
+pub(crate) const NODE_MONITOR_GRACE: &str = "10s";
 const NODES_PER_CLUSTER: usize = 2;
 /// Client-side request rate of each cluster's controller-manager and
 /// scheduler (the upstream defaults are 20/30 and 50/100).
-const CONTROLLER_QPS: u32 = 1000;
-const CONTROLLER_BURST: u32 = 2000;
+pub(crate) const CONTROLLER_QPS: u32 = 1000;
+pub(crate) const CONTROLLER_BURST: u32 = 2000;
 /// How long a restarted component gets to exit on SIGTERM.
 const COMPONENT_STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -52,6 +54,13 @@ struct State {
     bin_dir: PathBuf,
     etcd_url: String,
     etcd: Component,
+    /// The fault-injection proxy every operator path and endpoint runs through.
+    toxiproxy: Component,
+    toxiproxy_port: u16,
+    /// The port every region's endpoint is published on, each region on its
+    /// own loopback address (127.0.0.10 + its index): a DNS record (an
+    /// address without a port) then tells regions apart.
+    endpoint_port: u16,
     clusters: Vec<ClusterState>,
     watchdog: Option<Component>,
     /// Other processes to stop with the clusters (an operator under test).
@@ -66,22 +75,38 @@ pub struct ClusterState {
     /// `https://127.0.0.1:<port>` of its API server.
     pub server: String,
     pub kubeconfig: PathBuf,
+    /// The same API server through the operator's proxy (see `partition`).
+    pub operator_kubeconfig: PathBuf,
+    /// The region's endpoint as clients and the operator reach it:
+    /// `http://127.0.0.1:<port>`, through its proxy. It answers every
+    /// request with the region's name.
+    pub endpoint: String,
     apiserver: Component,
     controller_manager: Component,
     scheduler: Component,
     scheduler_port: u16,
     kwok: Component,
+    /// The process behind the endpoint, and the port it listens on.
+    endpoint_process: Component,
+    endpoint_port: u16,
 }
 
 impl ClusterState {
-    fn components(&self) -> [&Component; 4] {
+    fn components(&self) -> [&Component; 5] {
         [
             &self.apiserver,
             &self.controller_manager,
             &self.scheduler,
             &self.kwok,
+            &self.endpoint_process,
         ]
     }
+}
+
+/// Where the operator reaches a new cluster, and where clients reach it.
+struct ProxiedPaths {
+    operator_kubeconfig: PathBuf,
+    endpoint: String,
 }
 
 /// Options for [`LocalRegions::up`].
@@ -127,33 +152,17 @@ impl LocalRegions {
         let bins = Binaries::locate()?;
         std::fs::write(dir.join("kwok-stages.yaml"), KWOK_STAGES)?;
 
-        let etcd_port = process::free_port()?;
-        let peer_port = process::free_port()?;
-        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let etcd = Component {
-            name: "etcd".into(),
-            program: bins.path("etcd"),
-            args: vec![
-                "--name=localregions".into(),
-                format!("--data-dir={}", dir.join("etcd").display()),
-                format!("--listen-client-urls={etcd_url}"),
-                format!("--advertise-client-urls={etcd_url}"),
-                format!("--listen-peer-urls={peer_url}"),
-                format!("--initial-advertise-peer-urls={peer_url}"),
-                format!("--initial-cluster=localregions={peer_url}"),
-                "--unsafe-no-fsync=true".into(),
-                "--log-level=warn".into(),
-            ],
-            log: dir.join("logs/etcd.log"),
-            pid: None,
-        };
+        let (etcd, etcd_url) = components::etcd(&dir, &bins)?;
+        let (toxiproxy, toxiproxy_port) = components::toxiproxy(&dir, &bins)?;
         let mut regions = LocalRegions {
             dir: dir.clone(),
             state: State {
                 bin_dir: bins.dir.clone(),
                 etcd_url,
                 etcd,
+                toxiproxy,
+                toxiproxy_port,
+                endpoint_port: process::free_port()?,
                 clusters: Vec::new(),
                 watchdog: None,
                 adopted: Vec::new(),
@@ -163,6 +172,7 @@ impl LocalRegions {
             regions.start_watchdog()?;
         }
         regions.state.etcd.start()?;
+        regions.state.toxiproxy.start()?;
         regions.save()?;
         let result = regions.start_all(&bins, &options.names).await;
         if let Err(err) = result {
@@ -175,6 +185,11 @@ impl LocalRegions {
 
     async fn start_all(&mut self, bins: &Binaries, names: &[String]) -> Result<()> {
         wait_etcd(&self.state.etcd_url, &self.state.etcd).await?;
+        let toxiproxy = faults::Toxiproxy::new(self.state.toxiproxy_port)?;
+        wait_until(&self.state.toxiproxy, "toxiproxy /version", || {
+            toxiproxy.ready()
+        })
+        .await?;
         for (index, name) in names.iter().enumerate() {
             let started = Instant::now();
             self.start_cluster(bins, name, index).await?;
@@ -184,127 +199,33 @@ impl LocalRegions {
     }
 
     async fn start_cluster(&mut self, bins: &Binaries, name: &str, index: usize) -> Result<()> {
-        let dir = self.dir.clone();
-        let pki = pki::ClusterPki::generate(&dir.join("pki").join(name), name)?;
-        let api_port = process::free_port()?;
-        let server = format!("https://127.0.0.1:{api_port}");
-        let kubeconfig = dir.join(format!("{name}.kubeconfig"));
-        pki::write_private(&kubeconfig, &pki.admin_kubeconfig(name, &server))?;
-        let kc = kubeconfig.display().to_string();
-        let log = |component: &str| dir.join(format!("logs/{name}-{component}.log"));
-
-        let mut apiserver = Component {
-            name: format!("{name}/kube-apiserver"),
-            program: bins.path("kube-apiserver"),
-            args: vec![
-                format!("--etcd-servers={}", self.state.etcd_url),
-                format!("--etcd-prefix=/localregions/{name}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                format!("--secure-port={api_port}"),
-                format!("--tls-cert-file={}", pki.serving_cert.display()),
-                format!("--tls-private-key-file={}", pki.serving_key.display()),
-                format!("--client-ca-file={}", pki.ca_cert.display()),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-                format!(
-                    "--service-account-key-file={}",
-                    pki.service_account_pub.display()
-                ),
-                format!(
-                    "--service-account-signing-key-file={}",
-                    pki.service_account_key.display()
-                ),
-                format!("--service-cluster-ip-range=10.{}.0.0/16", 96 + index),
-                "--authorization-mode=Node,RBAC".into(),
-                "--allow-privileged=true".into(),
-                "--profiling=false".into(),
-                // Every API server here advertises 127.0.0.1, which the
-                // `kubernetes` Service endpoints reject; nothing uses them.
-                "--endpoint-reconciler-type=none".into(),
-                format!("--cert-dir={}", dir.join("pki").join(name).display()),
-            ],
-            log: log("kube-apiserver"),
-            pid: None,
-        };
+        let recipe = components::Recipe::new(&self.dir, bins, name, index, &self.state.etcd_url)?;
+        let mut apiserver = recipe.apiserver();
+        let mut controller_manager = recipe.controller_manager()?;
+        let (mut scheduler, scheduler_port) = recipe.scheduler()?;
+        let kwok = recipe.kwok()?;
+        let (mut endpoint_process, endpoint_port) = recipe.endpoint()?;
+        let paths = self.proxy(&recipe, endpoint_port).await?;
         apiserver.start()?;
-        let cm_port = process::free_port()?;
-        let mut controller_manager = Component {
-            name: format!("{name}/kube-controller-manager"),
-            program: bins.path("kube-controller-manager"),
-            args: vec![
-                format!("--kubeconfig={kc}"),
-                format!("--authentication-kubeconfig={kc}"),
-                format!("--authorization-kubeconfig={kc}"),
-                "--bind-address=127.0.0.1".into(),
-                format!("--secure-port={cm_port}"),
-                "--leader-elect=false".into(),
-                format!("--cluster-name={name}"),
-                format!(
-                    "--service-account-private-key-file={}",
-                    pki.service_account_key.display()
-                ),
-                format!("--root-ca-file={}", pki.ca_cert.display()),
-                "--use-service-account-credentials=true".into(),
-                "--node-monitor-period=1s".into(),
-                format!("--node-monitor-grace-period={NODE_MONITOR_GRACE}"),
-                // All clusters share a few cores: the client-side rate limit
-                // (20 requests/s by default) would make a thousand
-                // Deployments take minutes to get their pods, which measures
-                // the throttle, not the operator. kwokctl lifts it likewise.
-                format!("--kube-api-qps={CONTROLLER_QPS}"),
-                format!("--kube-api-burst={CONTROLLER_BURST}"),
-                "--profiling=false".into(),
-            ],
-            log: log("kube-controller-manager"),
-            pid: None,
-        };
-        let scheduler_port = process::free_port()?;
-        let mut scheduler = Component {
-            name: format!("{name}/kube-scheduler"),
-            program: bins.path("kube-scheduler"),
-            args: vec![
-                format!("--kubeconfig={kc}"),
-                format!("--authentication-kubeconfig={kc}"),
-                format!("--authorization-kubeconfig={kc}"),
-                "--bind-address=127.0.0.1".into(),
-                format!("--secure-port={scheduler_port}"),
-                "--leader-elect=false".into(),
-                format!("--kube-api-qps={CONTROLLER_QPS}"),
-                format!("--kube-api-burst={CONTROLLER_BURST}"),
-                "--profiling=false".into(),
-            ],
-            log: log("kube-scheduler"),
-            pid: None,
-        };
-        let kwok_port = process::free_port()?;
-        let kwok = Component {
-            name: format!("{name}/kwok"),
-            program: bins.path("kwok"),
-            args: vec![
-                format!("--kubeconfig={kc}"),
-                format!("--config={}", dir.join("kwok-stages.yaml").display()),
-                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
-                format!("--node-lease-duration-seconds={NODE_LEASE_SECONDS}"),
-                format!("--server-address=127.0.0.1:{kwok_port}"),
-                format!("--cidr=10.{}.0.1/16", 200 + index),
-                "--node-ip=127.0.0.1".into(),
-            ],
-            log: log("kwok"),
-            pid: None,
-        };
+        endpoint_process.start()?;
         self.state.clusters.push(ClusterState {
             name: name.to_string(),
-            server: server.clone(),
-            kubeconfig: kubeconfig.clone(),
+            server: recipe.server.clone(),
+            kubeconfig: recipe.kubeconfig.clone(),
+            operator_kubeconfig: paths.operator_kubeconfig,
+            endpoint: paths.endpoint,
             apiserver: apiserver.clone(),
             controller_manager: controller_manager.clone(),
             scheduler: scheduler.clone(),
             scheduler_port,
-            kwok: kwok.clone(),
+            kwok,
+            endpoint_process: endpoint_process.clone(),
+            endpoint_port,
         });
         self.save()?;
+        wait_endpoint(&endpoint_process, endpoint_port).await?;
 
-        let client = admin_client(&kubeconfig).await?;
+        let client = admin_client(&recipe.kubeconfig).await?;
         wait_apiserver(&client, &apiserver).await?;
         controller_manager.start()?;
         scheduler.start()?;
@@ -329,6 +250,42 @@ impl LocalRegions {
         Ok(())
     }
 
+    /// The proxies in front of a new cluster's API server (the operator's
+    /// path) and endpoint, and the kubeconfig that goes through the first.
+    async fn proxy(
+        &self,
+        recipe: &components::Recipe<'_>,
+        endpoint_port: u16,
+    ) -> Result<ProxiedPaths> {
+        let toxiproxy = faults::Toxiproxy::new(self.state.toxiproxy_port)?;
+        let name = recipe.name();
+        let api_port = process::free_port()?;
+        toxiproxy
+            .proxy(
+                &faults::api_proxy(name),
+                &format!("127.0.0.1:{api_port}"),
+                recipe.api_port(),
+            )
+            .await?;
+        let public = format!(
+            "127.0.0.{}:{}",
+            10 + recipe.index(),
+            self.state.endpoint_port
+        );
+        toxiproxy
+            .proxy(&faults::endpoint_proxy(name), &public, endpoint_port)
+            .await?;
+        let direct = std::fs::read_to_string(&recipe.kubeconfig)?;
+        let operator_kubeconfig = self.dir.join(format!("{name}.operator.kubeconfig"));
+        let through_proxy =
+            direct.replace(&recipe.server, &format!("https://127.0.0.1:{api_port}"));
+        pki::write_private(&operator_kubeconfig, &through_proxy)?;
+        Ok(ProxiedPaths {
+            operator_kubeconfig,
+            endpoint: format!("http://{public}"),
+        })
+    }
+
     /// Reads the state of clusters started earlier in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         let dir = absolute(dir)?;
@@ -349,6 +306,7 @@ impl LocalRegions {
     pub fn down(&mut self) {
         for cluster in self.state.clusters.iter_mut().rev() {
             for component in [
+                &mut cluster.endpoint_process,
                 &mut cluster.kwok,
                 &mut cluster.scheduler,
                 &mut cluster.controller_manager,
@@ -358,6 +316,7 @@ impl LocalRegions {
             }
         }
         self.state.etcd.stop(Duration::from_secs(10));
+        self.state.toxiproxy.stop(Duration::from_secs(2));
         for pid in self.state.adopted.drain(..) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -445,16 +404,6 @@ impl LocalRegions {
         .await
     }
 
-    /// Starts every stopped API server and KWOK again.
-    pub async fn heal(&mut self) -> Result<()> {
-        let names: Vec<String> = self.state.clusters.iter().map(|c| c.name.clone()).collect();
-        for name in names {
-            self.start_apiserver(&name).await?;
-            self.start_nodes(&name).await?;
-        }
-        Ok(())
-    }
-
     /// Has the watchdog (and `down`) also kill `pid`: for processes a test
     /// starts next to the clusters, such as the operator.
     pub fn adopt(&mut self, pid: u32) -> Result<()> {
@@ -480,6 +429,16 @@ impl LocalRegions {
         Ok(self.cluster(name)?.kubeconfig.clone())
     }
 
+    /// The kubeconfig of a cluster through the operator's proxy.
+    pub fn operator_kubeconfig(&self, name: &str) -> Result<PathBuf> {
+        Ok(self.cluster(name)?.operator_kubeconfig.clone())
+    }
+
+    /// A region's endpoint (`http://127.0.0.1:<port>`).
+    pub fn endpoint(&self, name: &str) -> Result<String> {
+        Ok(self.cluster(name)?.endpoint.clone())
+    }
+
     /// An admin client for one cluster.
     pub async fn client(&self, name: &str) -> Result<kube::Client> {
         admin_client(&self.cluster(name)?.kubeconfig).await
@@ -490,11 +449,12 @@ impl LocalRegions {
     pub fn env_lines(&self) -> String {
         let mut out = String::new();
         for cluster in &self.state.clusters {
+            let upper = cluster.name.to_uppercase().replace('-', "_");
             out.push_str(&format!(
-                "export KUBECONFIG_{}={}\n",
-                cluster.name.to_uppercase().replace('-', "_"),
+                "export KUBECONFIG_{upper}={}\n",
                 cluster.kubeconfig.display()
             ));
+            out.push_str(&format!("export ENDPOINT_{upper}={}\n", cluster.endpoint));
         }
         out.push_str(&format!(
             "export PATH={}:\"$PATH\"\n",
@@ -503,9 +463,10 @@ impl LocalRegions {
         out
     }
 
-    /// etcd and every cluster's components.
+    /// etcd, the proxy, and every cluster's components.
     fn components(&self) -> impl Iterator<Item = &Component> {
-        std::iter::once(&self.state.etcd)
+        [&self.state.etcd, &self.state.toxiproxy]
+            .into_iter()
             .chain(self.state.clusters.iter().flat_map(|c| c.components()))
     }
 
@@ -725,6 +686,18 @@ async fn wait_etcd(url: &str, etcd: &Component) -> Result<()> {
             .text()
             .await?;
         Ok(body.contains("\"health\":\"true\""))
+    })
+    .await
+}
+
+/// Waits until a region's endpoint process answers its /healthz.
+pub(crate) async fn wait_endpoint(endpoint: &Component, port: u16) -> Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    wait_until(endpoint, "the region endpoint", || async {
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        Ok(http.get(url).send().await?.status().is_success())
     })
     .await
 }

@@ -2,7 +2,7 @@
 //! on loopback, one per region (see docs/design.md, "Local regions").
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -40,7 +40,30 @@ enum Command {
     StopNodes { name: String },
     /// Start a cluster's KWOK again and wait until its nodes are Ready.
     StartNodes { name: String },
-    /// Print shell lines exporting each cluster's kubeconfig path.
+    /// A whole region down: its API server, its nodes and its endpoint.
+    Fail { name: String },
+    /// Bring back what `fail` stopped and wait until it serves.
+    Recover { name: String },
+    /// Cut the operator off from a cluster's API server (black-holed, as a
+    /// lost route); the cluster and its endpoint keep serving.
+    Partition { name: String },
+    /// Undo `partition`, `latency` and `blackhole-endpoint` for a cluster.
+    Heal { name: String },
+    /// Add a delay to every answer on the operator's path to a cluster,
+    /// e.g. `latency us-east 2s` or `500ms`.
+    Latency {
+        name: String,
+        #[arg(value_parser = parse_duration)]
+        delay: Duration,
+    },
+    /// The region's endpoint accepts connections but never answers.
+    BlackholeEndpoint { name: String },
+    /// Stop a region's endpoint process.
+    StopEndpoint { name: String },
+    /// Start a region's endpoint process again.
+    StartEndpoint { name: String },
+    /// Print shell lines exporting each cluster's kubeconfig path and
+    /// endpoint.
     Env,
     /// Print the last lines of every component's log.
     Logs {
@@ -99,6 +122,22 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::StopNodes { name } => LocalRegions::open(&cli.dir)?.stop_nodes(&name)?,
         Command::StartNodes { name } => LocalRegions::open(&cli.dir)?.start_nodes(&name).await?,
+        Command::Fail { name } => LocalRegions::open(&cli.dir)?.fail(&name)?,
+        Command::Recover { name } => LocalRegions::open(&cli.dir)?.recover(&name).await?,
+        Command::Partition { name } => LocalRegions::open(&cli.dir)?.partition(&name).await?,
+        Command::Heal { name } => LocalRegions::open(&cli.dir)?.heal(&name).await?,
+        Command::Latency { name, delay } => {
+            LocalRegions::open(&cli.dir)?.latency(&name, delay).await?
+        }
+        Command::BlackholeEndpoint { name } => {
+            LocalRegions::open(&cli.dir)?
+                .blackhole_endpoint(&name)
+                .await?
+        }
+        Command::StopEndpoint { name } => LocalRegions::open(&cli.dir)?.stop_endpoint(&name)?,
+        Command::StartEndpoint { name } => {
+            LocalRegions::open(&cli.dir)?.start_endpoint(&name).await?
+        }
         Command::Env => print!("{}", LocalRegions::open(&cli.dir)?.env_lines()),
         Command::Logs { lines } => print!("{}", LocalRegions::open(&cli.dir)?.logs_tail(lines)),
         Command::Memory => {
@@ -110,4 +149,20 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `2s`, `500ms` or a number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.strip_suffix("ms") {
+        Some(n) => (n, 0.001),
+        None => (text.strip_suffix('s').unwrap_or(text), 1.0),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 2s or 500ms"))?;
+    if value < 0.0 {
+        return Err(format!("{text:?}: a delay cannot be negative"));
+    }
+    Ok(Duration::from_secs_f64(value * unit))
 }

@@ -101,22 +101,10 @@ async fn not_ready_pods(client: &Client) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_local_clusters_behave_like_regions() {
-    let names = ["hub", "us-east", "eu-west"];
-    let mut regions = localregions::start_for_test(
-        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("three_local_clusters"),
-        &names,
-    )
-    .await;
-    let mut clients = Vec::new();
-    for name in names {
-        clients.push(regions.client(name).await.expect("client"));
-    }
-
-    // 1. A Deployment reaches its ready replicas in every cluster, and the
-    //    pods run on that cluster's nodes.
-    for (name, client) in names.iter().zip(&clients) {
+/// A Deployment reaches its ready replicas in every cluster, and the pods
+/// run on that cluster's nodes.
+async fn deployments_run_on_each_clusters_nodes(names: &[&str], clients: &[Client]) {
+    for (name, client) in names.iter().zip(clients) {
         apply_deployment(client, 3).await;
         wait_for(
             &format!("3 ready replicas in {name}"),
@@ -133,10 +121,11 @@ async fn three_local_clusters_behave_like_regions() {
             );
         }
     }
+}
 
-    // 2. A CRD installs and becomes Established; server-side apply and the
-    //    status subresource work through kube-rs.
-    let hub = clients[0].clone();
+/// A CRD installs and becomes Established; server-side apply and the
+/// status subresource work through kube-rs.
+async fn crds_and_the_status_subresource_work(hub: Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(hub.clone());
     crds.patch(
         "widgets.test.multiregion.io",
@@ -193,9 +182,14 @@ async fn three_local_clusters_behave_like_regions() {
     let read = widgets.get("w1").await.expect("widget read back");
     assert_eq!(read.status.map(|s| s.seen_size), Some(3));
     assert_eq!(read.spec.size, 3, "a status write leaves the spec alone");
+}
 
-    // 3. With its API server stopped a cluster refuses requests at once (well
-    //    within a bounded time); started again, it serves the same objects.
+/// With its API server stopped a cluster refuses requests at once (well
+/// within a bounded time); started again, it serves the same objects.
+async fn a_stopped_api_server_refuses_then_serves_the_same_objects(
+    regions: &mut localregions::Guard,
+    clients: &[Client],
+) {
     let us_east = clients[1].clone();
     let uid_before = Api::<Deployment>::namespaced(us_east.clone(), NAMESPACE)
         .get("web")
@@ -245,9 +239,14 @@ async fn three_local_clusters_behave_like_regions() {
         || async { (ready_replicas(&us_east).await == Some(4)).then_some(()) },
     )
     .await;
+}
 
-    // 4. With KWOK stopped the cluster's pods go NotReady and readyReplicas
-    //    drops; started again, they recover.
+/// With KWOK stopped the cluster's pods go NotReady and readyReplicas
+/// drops; started again, they recover.
+async fn stopped_nodes_make_pods_not_ready_until_they_return(
+    regions: &mut localregions::Guard,
+    clients: &[Client],
+) {
     let eu_west = clients[2].clone();
     regions.stop_nodes("eu-west").expect("stop-nodes");
     wait_for(
@@ -269,8 +268,80 @@ async fn three_local_clusters_behave_like_regions() {
         || async { (ready_replicas(&eu_west).await == Some(3)).then_some(()) },
     )
     .await;
+}
 
-    // 5. `down` leaves nothing running.
+/// Each region's endpoint answers with its name; a whole-region failure
+/// stops it with the API server, and it comes back with the region.
+async fn endpoints_answer_with_their_region_and_fail_with_it(regions: &mut localregions::Guard) {
+    let answer = |url: String| async move {
+        let response = reqwest::get(&url).await.ok()?;
+        response.status().is_success().then_some(())?;
+        response.text().await.ok()
+    };
+    for name in ["us-east", "eu-west"] {
+        let body = answer(regions.endpoint(name).unwrap()).await;
+        assert_eq!(body.as_deref().map(str::trim), Some(name));
+    }
+    let us = regions.endpoint("us-east").unwrap();
+    regions.fail("us-east").expect("fail");
+    assert_eq!(
+        answer(us.clone()).await,
+        None,
+        "the endpoint is down with the region"
+    );
+    let client = regions.client("us-east").await.unwrap();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        Api::<Deployment>::namespaced(client, NAMESPACE).get("web"),
+    )
+    .await;
+    assert!(matches!(refused, Ok(Err(_))), "the API server is down too");
+    regions.recover("us-east").await.expect("recover");
+    assert_eq!(answer(us).await.as_deref().map(str::trim), Some("us-east"));
+}
+
+/// A partition cuts only the operator's path to the API server: the
+/// direct path and the endpoint keep working; `heal` restores it.
+async fn a_partition_cuts_the_operators_path_only(regions: &mut localregions::Guard) {
+    let through_proxy =
+        localregions::admin_client(&regions.operator_kubeconfig("eu-west").unwrap())
+            .await
+            .unwrap();
+    let get = |client: Client| async move {
+        let api = Api::<Deployment>::namespaced(client, NAMESPACE);
+        tokio::time::timeout(Duration::from_secs(3), api.get("web")).await
+    };
+    assert!(matches!(get(through_proxy.clone()).await, Ok(Ok(_))));
+    regions.partition("eu-west").await.expect("partition");
+    assert!(
+        get(through_proxy.clone()).await.is_err(),
+        "black-holed: no answer at all"
+    );
+    let direct = regions.client("eu-west").await.unwrap();
+    assert!(
+        matches!(get(direct).await, Ok(Ok(_))),
+        "the region itself is fine"
+    );
+    let endpoint = reqwest::get(regions.endpoint("eu-west").unwrap()).await;
+    assert!(
+        endpoint.is_ok_and(|r| r.status().is_success()),
+        "and still serves"
+    );
+    regions.heal("eu-west").await.expect("heal");
+    let healed = wait_for(
+        "the operator's path to come back",
+        Duration::from_secs(30),
+        || {
+            let client = through_proxy.clone();
+            async move { get(client).await.ok()?.ok() }
+        },
+    )
+    .await;
+    assert_eq!(healed.name_any(), "web");
+}
+
+/// `down` leaves nothing running.
+fn down_leaves_nothing_running(mut regions: localregions::Guard, clusters: usize) {
     let pids: Vec<i32> = std::fs::read_to_string(regions.dir().join("pids"))
         .unwrap()
         .lines()
@@ -278,8 +349,8 @@ async fn three_local_clusters_behave_like_regions() {
         .collect();
     assert_eq!(
         pids.len(),
-        1 + 4 * names.len(),
-        "etcd and 4 components per cluster"
+        2 + 5 * clusters,
+        "etcd, the proxy, and 5 processes per cluster"
     );
     regions.down();
     for pid in pids {
@@ -293,4 +364,25 @@ async fn three_local_clusters_behave_like_regions() {
             "process {pid} still runs after down: {stat}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_local_clusters_behave_like_regions() {
+    let names = ["hub", "us-east", "eu-west"];
+    let mut regions = localregions::start_for_test(
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("three_local_clusters"),
+        &names,
+    )
+    .await;
+    let mut clients = Vec::new();
+    for name in names {
+        clients.push(regions.client(name).await.expect("client"));
+    }
+    deployments_run_on_each_clusters_nodes(&names, &clients).await;
+    crds_and_the_status_subresource_work(clients[0].clone()).await;
+    a_stopped_api_server_refuses_then_serves_the_same_objects(&mut regions, &clients).await;
+    stopped_nodes_make_pods_not_ready_until_they_return(&mut regions, &clients).await;
+    endpoints_answer_with_their_region_and_fail_with_it(&mut regions).await;
+    a_partition_cuts_the_operators_path_only(&mut regions).await;
+    down_leaves_nothing_running(regions, names.len());
 }

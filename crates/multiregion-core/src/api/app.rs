@@ -10,6 +10,7 @@ use schemars::json_schema;
 use serde::{Deserialize, Serialize};
 
 use super::region::{three, two};
+use super::{Health, MoveReason, Reason, Role};
 
 /// An application placed in several regions, with health checks and
 /// traffic weights that move away from a failing region.
@@ -171,10 +172,41 @@ fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 
 /// The Service placed with the workload.
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("self.type == 'NodePort' || self.type == 'LoadBalancer' || self.ports.all(p, !has(p.nodePort))").message("spec.workload.service.ports[].nodePort needs type NodePort or LoadBalancer").field_path(".ports"))]
 pub struct WorkloadService {
+    /// ClusterIP (default), NodePort or LoadBalancer: how the region's
+    /// entry point reaches the pods (a NodePort makes every node of the
+    /// region serve the app, for example kind clusters' mapped ports).
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
     /// Ports of the Service.
     #[schemars(length(min = 1, max = 64))]
     pub ports: Vec<WorkloadServicePort>,
+}
+
+/// The kind of the placed Service.
+#[derive(
+    schemars::JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize,
+)]
+pub enum ServiceType {
+    /// Reachable inside the region only.
+    #[default]
+    ClusterIP,
+    /// Also on a port of every node of the region.
+    NodePort,
+    /// Also through the region's load balancer.
+    LoadBalancer,
+}
+
+impl ServiceType {
+    /// The Service's `spec.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
 }
 
 /// One port of the placed Service.
@@ -195,6 +227,11 @@ pub struct WorkloadServicePort {
     /// TCP (default), UDP or SCTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
+    /// With type NodePort or LoadBalancer: the node port (30000..32767) the
+    /// same in every region; empty: each region picks one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub node_port: Option<i32>,
 }
 
 /// The warm standby.
@@ -481,6 +518,26 @@ pub struct DnsEndpointSink {
     #[serde(default = "thirty", rename = "recordTTL")]
     #[schemars(range(min = 0, max = 86400))]
     pub record_ttl: i64,
+    /// Weighted: one record per region, each with its weight
+    /// (providerSpecific aws/weight, for providers with weighted routing).
+    /// Failover: one record holding only the regions that carry weight, no
+    /// set identifiers, for DNS providers without weights (CoreDNS, most
+    /// others), which would otherwise answer with every region, failed
+    /// ones included.
+    #[serde(default)]
+    pub mode: DnsMode,
+}
+
+/// How weights become DNS records.
+#[derive(
+    schemars::JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize,
+)]
+pub enum DnsMode {
+    /// One weighted record per region.
+    #[default]
+    Weighted,
+    /// Only the regions that carry weight.
+    Failover,
 }
 
 fn thirty() -> i64 {
@@ -535,13 +592,16 @@ pub struct RegionAppStatus {
     /// The region's name.
     pub name: String,
     /// Active, Standby or Drained.
-    pub role: String,
+    #[schemars(with = "String")]
+    pub role: Role,
     /// Healthy, Unhealthy or Unknown.
-    pub health: String,
+    #[schemars(with = "String")]
+    pub health: Health,
     /// Why the last round failed (RegionUnreachable, NotEnoughReadyReplicas,
     /// HttpProbeFailed, Conflict, ...), or the last good state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub reason: Option<Reason>,
     /// Details of the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -562,6 +622,11 @@ pub struct RegionAppStatus {
     /// counts from it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaled_up_at: Option<Time>,
+    /// ActiveActive flap damping: when this region lost its traffic in the
+    /// last hour because it turned Unhealthy. Past maxFailoversPerHour it
+    /// keeps weight 0 until the hour has room.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_drops: Vec<Time>,
 }
 
 /// A move of traffic.
@@ -573,7 +638,8 @@ pub struct FailoverRecord {
     /// Region traffic went to.
     pub to: String,
     /// Why: the failed region's reason, or Failback, Override, Schedule.
-    pub reason: String,
+    #[schemars(with = "String")]
+    pub reason: MoveReason,
     /// When the failure (or the need to move) was decided.
     pub detected_at: Time,
     /// When the new weights were published.
@@ -588,7 +654,8 @@ pub struct PendingMove {
     /// Region being scaled up to take traffic.
     pub to: String,
     /// Failback, Override or Schedule.
-    pub reason: String,
+    #[schemars(with = "String")]
+    pub reason: MoveReason,
     /// When the move started.
     pub since: Time,
 }

@@ -4,9 +4,11 @@
 
 mod app;
 mod region;
+mod vocabulary;
 
 pub use app::*;
 pub use region::*;
+pub use vocabulary::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -21,6 +23,8 @@ pub const LABEL_APP: &str = "multiregion.io/app";
 pub const LABEL_APP_NAMESPACE: &str = "multiregion.io/app-namespace";
 pub const LABEL_REGION: &str = "multiregion.io/region";
 pub const LABEL_ROLE: &str = "multiregion.io/role";
+/// The identity of the hub whose operator placed the object.
+pub const LABEL_HUB: &str = "multiregion.io/hub";
 /// Hash of what the operator last applied, so unchanged objects are not
 /// written again.
 pub const ANNOTATION_APPLIED_HASH: &str = "multiregion.io/applied-hash";

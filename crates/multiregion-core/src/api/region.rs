@@ -9,6 +9,8 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use super::RegionPhase;
+
 /// A member cluster that applications can be placed in. The operator probes
 /// its API server (`/readyz`) every `probe.intervalSeconds` and reports
 /// whether it is reachable.
@@ -158,7 +160,8 @@ pub struct RegionStatus {
     /// Reachable, Unreachable or Unknown (not probed yet, or no usable
     /// credentials).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub phase: Option<RegionPhase>,
     /// Version the member API server reports, e.g. v1.35.4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_version: Option<String>,

@@ -4,31 +4,8 @@
 
 use jiff::Timestamp;
 
-/// The judged state of a region (for an app) or of a Region's API server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Health {
-    Healthy,
-    Unhealthy,
-    Unknown,
-}
-
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Healthy => "Healthy",
-            Health::Unhealthy => "Unhealthy",
-            Health::Unknown => "Unknown",
-        }
-    }
-
-    pub fn parse(s: &str) -> Health {
-        match s {
-            "Healthy" => Health::Healthy,
-            "Unhealthy" => Health::Unhealthy,
-            _ => Health::Unknown,
-        }
-    }
-}
+pub use crate::api::Health;
+use crate::api::{Reason, Role};
 
 /// Consecutive failures / successes needed to change state (both >= 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,15 +106,39 @@ pub enum WorkloadState {
         /// not seen the latest spec yet). Not counted against readiness
         /// until it completes or exceeds its progress deadline.
         rolling_out: bool,
+        /// The `multiregion.io/role` label the operator last gave it: what
+        /// the operator wrote, readable even when the status is lost.
+        role: Option<Role>,
     },
+}
+
+/// What the HTTP check of the region's endpoint says: the data plane's
+/// evidence, independent of the operator's view of the API server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HttpResult {
+    /// The app has no HTTP check.
+    NotChecked,
+    /// A check is configured but has no result yet.
+    Pending,
+    /// The endpoint answered 2xx or 3xx in time.
+    Serves,
+    /// The endpoint did not answer well; why.
+    Fails(String),
 }
 
 /// The outcome of one health round for an (app, region) pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Round {
     Passed,
+    /// Passed on the data plane's evidence alone: the endpoint serves, but
+    /// the operator cannot reach the region's API server. Traffic stays;
+    /// nothing is placed or scaled there until it answers again.
+    Degraded {
+        reason: Reason,
+        message: String,
+    },
     Failed {
-        reason: String,
+        reason: Reason,
         message: String,
     },
     /// Nothing to judge yet (the region was not probed or listed since the
@@ -156,33 +157,76 @@ pub fn ready_needed(min_ready_ratio: f64, desired: i32) -> i32 {
 }
 
 /// Judges one round: the Region must be reachable, the Deployment must have
-/// enough ready replicas, and the HTTP probe (if any) must pass. The first
+/// enough ready replicas, and the HTTP check (if any) must pass. The first
 /// check that fails gives the reason.
+///
+/// When the operator cannot reach the region's API server, the HTTP check
+/// decides: if it passes, the region still serves and the round passes as
+/// `Degraded` (losing contact never moves traffic away from a region that
+/// serves); without an HTTP check there is no other evidence, and the round
+/// fails.
 pub fn judge(
     region: &RegionState,
     workload: &WorkloadState,
-    http: Option<&Result<(), String>>,
+    http: &HttpResult,
     min_ready_ratio: f64,
 ) -> Round {
-    let fail = |reason: &str, message: String| Round::Failed {
-        reason: reason.to_string(),
-        message,
-    };
+    let fail = |reason: Reason, message: String| Round::Failed { reason, message };
     match region {
         RegionState::Reachable => {}
-        RegionState::Unreachable(why) => return fail("RegionUnreachable", why.clone()),
-        RegionState::NotFound => {
-            return fail("RegionNotFound", "no Region of this name exists".into());
+        RegionState::Unreachable(why) => {
+            return out_of_contact(Reason::RegionUnreachable, why, http);
         }
-        RegionState::NoCredentials(why) => return fail("RegionCredentialsInvalid", why.clone()),
+        RegionState::NoCredentials(why) => {
+            return out_of_contact(Reason::RegionCredentialsInvalid, why, http);
+        }
+        RegionState::NotFound => {
+            return fail(
+                Reason::RegionNotFound,
+                "no Region of this name exists".into(),
+            );
+        }
         RegionState::Unknown => return Round::Skipped,
     }
+    if let Some(round) = judge_workload(workload, min_ready_ratio) {
+        return round;
+    }
+    match http {
+        HttpResult::Fails(why) => fail(Reason::HttpProbeFailed, why.clone()),
+        _ => Round::Passed,
+    }
+}
+
+/// A round for a region whose API server the operator cannot reach: the
+/// HTTP check, when there is one, decides.
+fn out_of_contact(reason: Reason, why: &str, http: &HttpResult) -> Round {
+    match http {
+        HttpResult::Serves => Round::Degraded {
+            reason: Reason::ControlPlaneUnreachable,
+            message: format!("{why}; the endpoint still serves, so traffic stays"),
+        },
+        HttpResult::Fails(check) => Round::Failed {
+            reason,
+            message: format!("{why}; and the HTTP check fails: {check}"),
+        },
+        // The check has not answered yet: wait for the data plane's word.
+        HttpResult::Pending => Round::Skipped,
+        HttpResult::NotChecked => Round::Failed {
+            reason,
+            message: why.to_string(),
+        },
+    }
+}
+
+/// The workload's part of a round: None when it passes.
+fn judge_workload(workload: &WorkloadState, min_ready_ratio: f64) -> Option<Round> {
+    let fail = |reason: Reason, message: String| Some(Round::Failed { reason, message });
     match workload {
         // Not listed yet, or not placed yet (the apply step creates it next):
         // nothing to judge, so a new app does not start out Unhealthy.
-        WorkloadState::Unknown | WorkloadState::Missing => return Round::Skipped,
-        WorkloadState::Conflict(why) => return fail("Conflict", why.clone()),
-        WorkloadState::Refused(why) => return fail("PlacementRefused", why.clone()),
+        WorkloadState::Unknown | WorkloadState::Missing => Some(Round::Skipped),
+        WorkloadState::Conflict(why) => fail(Reason::Conflict, why.clone()),
+        WorkloadState::Refused(why) => fail(Reason::PlacementRefused, why.clone()),
         WorkloadState::Placed {
             replicas,
             ready,
@@ -190,23 +234,20 @@ pub fn judge(
             ..
         } => {
             let needed = ready_needed(min_ready_ratio, *replicas);
-            if *ready < needed && *rolling_out {
+            if *ready >= needed {
+                None
+            } else if *rolling_out {
                 // Pods still starting after a create or scale-up: judging
                 // them now would fail a just-promoted standby.
-                return Round::Skipped;
-            }
-            if *ready < needed {
-                return fail(
-                    "NotEnoughReadyReplicas",
+                Some(Round::Skipped)
+            } else {
+                fail(
+                    Reason::NotEnoughReadyReplicas,
                     format!("{ready}/{replicas} replicas ready, {needed} needed"),
-                );
+                )
             }
         }
     }
-    if let Some(Err(why)) = http {
-        return fail("HttpProbeFailed", why.clone());
-    }
-    Round::Passed
 }
 
 #[cfg(test)]
@@ -292,62 +333,103 @@ mod tests {
             ready,
             lag_seconds: None,
             rolling_out: false,
+            role: None,
         };
-        let http_bad = Err("503".to_string());
-        type Case<'a> = (
-            RegionState,
-            WorkloadState,
-            Option<&'a Result<(), String>>,
-            &'a str,
-        );
+        let http_bad = HttpResult::Fails("503".to_string());
+        let none = HttpResult::NotChecked;
+        type Case<'a> = (RegionState, WorkloadState, &'a HttpResult, &'a str);
         let cases: Vec<Case> = vec![
             (
                 RegionState::Unreachable("refused".into()),
                 placed(3),
-                None,
+                &none,
                 "RegionUnreachable",
             ),
-            (RegionState::NotFound, placed(3), None, "RegionNotFound"),
+            (RegionState::NotFound, placed(3), &none, "RegionNotFound"),
             (
                 RegionState::NoCredentials("no secret".into()),
                 placed(3),
-                None,
+                &none,
                 "RegionCredentialsInvalid",
             ),
             (
                 RegionState::Reachable,
                 WorkloadState::Conflict("x".into()),
-                None,
+                &none,
                 "Conflict",
             ),
             (
                 RegionState::Reachable,
                 WorkloadState::Refused("quota".into()),
-                None,
+                &none,
                 "PlacementRefused",
             ),
             (
                 RegionState::Reachable,
                 placed(1),
-                None,
+                &none,
                 "NotEnoughReadyReplicas",
             ),
             (
                 RegionState::Reachable,
                 placed(2),
-                Some(&http_bad),
+                &http_bad,
                 "HttpProbeFailed",
             ),
-            (RegionState::Reachable, placed(2), None, ""),
+            (RegionState::Reachable, placed(2), &none, ""),
         ];
         for (region, workload, http, want) in cases {
             let got = judge(&region, &workload, http, 0.5);
             match got {
-                Round::Failed { reason, .. } => assert_eq!(reason, want, "{region:?} {workload:?}"),
+                Round::Failed { reason, .. } => {
+                    assert_eq!(reason.as_str(), want, "{region:?} {workload:?}")
+                }
                 Round::Passed => assert_eq!(want, "", "{region:?} {workload:?}"),
-                Round::Skipped => panic!("unexpected skip"),
+                other => panic!("unexpected {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn out_of_contact_the_endpoint_decides() {
+        let placed = WorkloadState::Placed {
+            replicas: 3,
+            ready: 0,
+            lag_seconds: None,
+            rolling_out: false,
+            role: None,
+        };
+        let unreachable = RegionState::Unreachable("connection refused".into());
+        let no_credentials = RegionState::NoCredentials("Secret gone".into());
+        for region in [&unreachable, &no_credentials] {
+            // The endpoint serves: traffic stays, the region is degraded, and
+            // its stale readiness is not held against it.
+            match judge(region, &placed, &HttpResult::Serves, 0.5) {
+                Round::Degraded { reason, message } => {
+                    assert_eq!(reason, Reason::ControlPlaneUnreachable);
+                    assert!(message.contains("still serves"), "{message}");
+                }
+                other => panic!("{region:?}: {other:?}"),
+            }
+            // The endpoint fails too: the region fails.
+            assert!(matches!(
+                judge(region, &placed, &HttpResult::Fails("timeout".into()), 0.5),
+                Round::Failed { .. }
+            ));
+            // No word from the endpoint yet: wait for it.
+            assert_eq!(
+                judge(region, &placed, &HttpResult::Pending, 0.5),
+                Round::Skipped
+            );
+        }
+        // No HTTP check: unreachability is the only evidence, and it fails.
+        assert!(matches!(
+            judge(&unreachable, &placed, &HttpResult::NotChecked, 0.5),
+            Round::Failed {
+                reason: Reason::RegionUnreachable,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -357,9 +439,15 @@ mod tests {
             ready: 0,
             lag_seconds: None,
             rolling_out: true,
+            role: None,
         };
         assert_eq!(
-            judge(&RegionState::Reachable, &starting, None, 0.5),
+            judge(
+                &RegionState::Reachable,
+                &starting,
+                &HttpResult::NotChecked,
+                0.5
+            ),
             Round::Skipped
         );
     }
@@ -371,20 +459,32 @@ mod tests {
             ready: 0,
             lag_seconds: None,
             rolling_out: false,
+            role: None,
         };
-        assert_eq!(judge(&RegionState::Reachable, &w, None, 0.5), Round::Passed);
+        assert_eq!(
+            judge(&RegionState::Reachable, &w, &HttpResult::NotChecked, 0.5),
+            Round::Passed
+        );
     }
 
     #[test]
     fn nothing_is_judged_before_the_first_probe_listing_or_placement() {
         let w = WorkloadState::Missing;
-        assert_eq!(judge(&RegionState::Unknown, &w, None, 0.5), Round::Skipped);
         assert_eq!(
-            judge(&RegionState::Reachable, &w, None, 0.5),
+            judge(&RegionState::Unknown, &w, &HttpResult::NotChecked, 0.5),
             Round::Skipped
         );
         assert_eq!(
-            judge(&RegionState::Reachable, &WorkloadState::Unknown, None, 0.5),
+            judge(&RegionState::Reachable, &w, &HttpResult::NotChecked, 0.5),
+            Round::Skipped
+        );
+        assert_eq!(
+            judge(
+                &RegionState::Reachable,
+                &WorkloadState::Unknown,
+                &HttpResult::NotChecked,
+                0.5
+            ),
             Round::Skipped
         );
     }

@@ -1,24 +1,32 @@
-//! The objects placed in a region, built from the app without any client.
+//! The objects placed in a region, built from the app without any client,
+//! as typed Kubernetes objects.
 //!
-//! Each object carries the labels of DESIGN.md section 1 and an annotation
-//! with a hash of what was built, so the apply step can skip objects that
-//! are already as wanted (no writes at steady state).
+//! Each object carries the operator's labels (see docs/design.md, "Names")
+//! and an annotation with a hash of what was built, so the apply step can
+//! skip objects that are already as wanted (no writes at steady state).
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::PodTemplateSpec;
-use serde_json::{Value, json};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{Namespace, PodTemplateSpec, Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::api::{
-    ANNOTATION_APPLIED_HASH, LABEL_APP, LABEL_APP_NAMESPACE, LABEL_MANAGED_BY, LABEL_REGION,
-    LABEL_ROLE, MultiRegionAppSpec,
+    ANNOTATION_APPLIED_HASH, LABEL_APP, LABEL_APP_NAMESPACE, LABEL_HUB, LABEL_MANAGED_BY,
+    LABEL_REGION, LABEL_ROLE, MultiRegionAppSpec,
 };
 use crate::plan::Placement;
 
-/// Identifies the app the placed objects belong to.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Identifies the app the placed objects belong to: its hub, namespace and
+/// name. Two hubs may run apps of the same name in one member cluster; the
+/// hub tells their objects apart.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct AppKey {
+    /// The hub's identity (`multiregion.io/hub`); empty when unknown.
+    pub hub: String,
     pub namespace: String,
     pub name: String,
 }
@@ -30,15 +38,31 @@ pub struct InvalidTemplate(pub String);
 
 /// Labels on every object placed for `app` in `region`.
 pub fn labels(app: &AppKey, region: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let mut labels = BTreeMap::from([
         (LABEL_MANAGED_BY.to_string(), "multiregion".to_string()),
         (LABEL_APP.to_string(), app.name.clone()),
         (LABEL_APP_NAMESPACE.to_string(), app.namespace.clone()),
         (LABEL_REGION.to_string(), region.to_string()),
-    ])
+    ]);
+    if !app.hub.is_empty() {
+        labels.insert(LABEL_HUB.to_string(), app.hub.clone());
+    }
+    labels
 }
 
-/// The label selector that finds everything placed for `app` (and only that).
+/// Name, namespace and labels of an object placed for `app` in `region`
+/// (or, for the traffic sinks, published for it in the hub).
+pub fn object_meta(app: &AppKey, name: &str, region: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(app.namespace.clone()),
+        labels: Some(labels(app, region)),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The label selector that finds what was placed for an app of this name
+/// (by this hub or another: filter with `owned_by`).
 pub fn selector(app: &AppKey) -> String {
     format!(
         "{LABEL_MANAGED_BY}=multiregion,{LABEL_APP}={},{LABEL_APP_NAMESPACE}={}",
@@ -55,12 +79,19 @@ fn pod_selector(app: &AppKey) -> BTreeMap<String, String> {
     ])
 }
 
-/// True when an object's labels say the operator placed it for this app.
-pub fn owned_by(labels: Option<&BTreeMap<String, String>>, app: &AppKey) -> bool {
+/// True when an object's labels say this hub's operator placed it for this
+/// app in this region. Another Region pointing at the same cluster, or
+/// another hub, gets `Conflict` instead of a tug of war. Objects placed
+/// before the hub label existed (no `multiregion.io/hub`) count as this
+/// hub's.
+pub fn owned_by(labels: Option<&BTreeMap<String, String>>, app: &AppKey, region: &str) -> bool {
     labels.is_some_and(|l| {
+        let hub = l.get(LABEL_HUB);
         l.get(LABEL_MANAGED_BY).map(String::as_str) == Some("multiregion")
             && l.get(LABEL_APP) == Some(&app.name)
             && l.get(LABEL_APP_NAMESPACE) == Some(&app.namespace)
+            && l.get(LABEL_REGION).map(String::as_str) == Some(region)
+            && hub.is_none_or(|h| *h == app.hub)
     })
 }
 
@@ -81,9 +112,10 @@ pub fn found(
     labels: &BTreeMap<String, String>,
     annotations: &BTreeMap<String, String>,
     app: &AppKey,
+    region: &str,
     want_hash: Option<&str>,
 ) -> Found {
-    if !owned_by(Some(labels), app) {
+    if !owned_by(Some(labels), app, region) {
         Found::Foreign
     } else if annotations.get(ANNOTATION_APPLIED_HASH).map(String::as_str) == want_hash {
         Found::Current
@@ -98,86 +130,76 @@ pub fn validate_template(spec: &MultiRegionAppSpec) -> Result<PodTemplateSpec, I
         .map_err(|e| InvalidTemplate(e.to_string()))
 }
 
-/// The Deployment for one region.
-pub fn deployment(app: &AppKey, spec: &MultiRegionAppSpec, placement: &Placement) -> Value {
-    let mut labels = labels(app, &placement.region);
-    labels.insert(LABEL_ROLE.to_string(), placement.role.label().to_string());
-    let mut template = spec.workload.template.clone();
-    if !template.is_object() {
-        template = json!({});
+/// The Deployment for one region, from the app's validated pod template.
+pub fn deployment(app: &AppKey, template: &PodTemplateSpec, placement: &Placement) -> Deployment {
+    let mut metadata = object_meta(app, &app.name, &placement.region);
+    if let Some(labels) = metadata.labels.as_mut() {
+        labels.insert(LABEL_ROLE.to_string(), placement.role.label().to_string());
     }
-    // The app's selector labels are added to the user's pod labels. The role
+    // The app's selector labels and the region are added to the user's pod
+    // labels (a pod can read its region through the downward API). The role
     // is not: changing it would roll the pods.
-    let pod_labels = template
-        .as_object_mut()
-        .map(|t| t.entry("metadata").or_insert_with(|| json!({})))
-        .and_then(|m| m.as_object_mut())
-        .map(|m| m.entry("labels").or_insert_with(|| json!({})));
-    if let Some(Value::Object(pod_labels)) = pod_labels {
-        for (k, v) in pod_selector(app) {
-            pod_labels.insert(k, Value::String(v));
-        }
-    }
-    with_hash(json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": app.name,
-            "namespace": app.namespace,
-            "labels": labels,
-        },
-        "spec": {
-            "replicas": placement.replicas,
-            "selector": { "matchLabels": pod_selector(app) },
-            "template": template,
-        }
-    }))
+    let mut template = template.clone();
+    let pod_meta = template.metadata.get_or_insert_with(ObjectMeta::default);
+    let pod_labels = pod_meta.labels.get_or_insert_with(BTreeMap::new);
+    pod_labels.extend(pod_selector(app));
+    pod_labels.insert(LABEL_REGION.to_string(), placement.region.clone());
+    with_hash(Deployment {
+        metadata,
+        spec: Some(DeploymentSpec {
+            replicas: Some(placement.replicas),
+            selector: LabelSelector {
+                match_labels: Some(pod_selector(app)),
+                ..LabelSelector::default()
+            },
+            template,
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    })
 }
 
 /// The Service for one region, when the app asks for one.
-pub fn service(app: &AppKey, spec: &MultiRegionAppSpec, region: &str) -> Option<Value> {
+pub fn service(app: &AppKey, spec: &MultiRegionAppSpec, region: &str) -> Option<Service> {
     let svc = spec.workload.service.as_ref()?;
-    let ports: Vec<Value> = svc
+    let ports = svc
         .ports
         .iter()
-        .map(|p| {
-            let mut port = json!({
-                "port": p.port,
-                "targetPort": p.target_port.unwrap_or(p.port),
-                "protocol": p.protocol.clone().unwrap_or_else(|| "TCP".into()),
-            });
-            if let Some(name) = &p.name {
-                port["name"] = json!(name);
-            }
-            port
+        .map(|p| ServicePort {
+            name: p.name.clone(),
+            port: p.port,
+            target_port: Some(IntOrString::Int(p.target_port.unwrap_or(p.port))),
+            protocol: Some(p.protocol.clone().unwrap_or_else(|| "TCP".into())),
+            node_port: p.node_port,
+            ..ServicePort::default()
         })
         .collect();
-    Some(with_hash(json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "name": app.name,
-            "namespace": app.namespace,
-            "labels": labels(app, region),
-        },
-        "spec": {
-            "selector": pod_selector(app),
-            "ports": ports,
-        }
-    })))
+    Some(with_hash(Service {
+        metadata: object_meta(app, &app.name, region),
+        spec: Some(ServiceSpec {
+            selector: Some(pod_selector(app)),
+            ports: Some(ports),
+            type_: Some(svc.type_.as_str().to_string()),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }))
 }
 
 /// The Namespace, created when missing (never deleted: other apps and
 /// people may use it).
-pub fn namespace(name: &str) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {
-            "name": name,
-            "labels": { LABEL_MANAGED_BY: "multiregion" },
-        }
-    })
+pub fn namespace(name: &str) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(BTreeMap::from([(
+                LABEL_MANAGED_BY.to_string(),
+                "multiregion".to_string(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    }
 }
 
 /// The Deployment's controller is still bringing pods up: it has not seen
@@ -204,10 +226,39 @@ pub fn rolling_out(deployment: &Deployment) -> bool {
         })
 }
 
+/// An object the operator builds: it carries the applied-hash annotation.
+pub trait Built: Serialize {
+    fn meta_mut(&mut self) -> &mut ObjectMeta;
+    fn meta(&self) -> &ObjectMeta;
+}
+
+macro_rules! built {
+    ($($kind:ty),+) => {
+        $(impl Built for $kind {
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+        })+
+    };
+}
+
+built!(
+    Deployment,
+    Service,
+    k8s_openapi::api::discovery::v1::EndpointSlice
+);
+
 /// Adds the applied-hash annotation: a hash of the object without it.
-fn with_hash(mut object: Value) -> Value {
-    let hash = content_hash(&object);
-    object["metadata"]["annotations"] = json!({ ANNOTATION_APPLIED_HASH: hash });
+pub fn with_hash<K: Built>(mut object: K) -> K {
+    let hash = content_hash(&serde_json::to_value(&object).unwrap_or(Value::Null));
+    object
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(ANNOTATION_APPLIED_HASH.to_string(), hash);
     object
 }
 
@@ -223,17 +274,32 @@ pub fn content_hash(value: &Value) -> String {
 }
 
 /// The applied-hash annotation of a built object.
-pub fn applied_hash(object: &Value) -> Option<&str> {
-    object["metadata"]["annotations"][ANNOTATION_APPLIED_HASH].as_str()
+pub fn applied_hash<K: Built>(object: &K) -> Option<&str> {
+    object
+        .meta()
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_APPLIED_HASH)
+        .map(String::as_str)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::plan::Role;
+    use serde_json::json;
+
+    fn template() -> PodTemplateSpec {
+        validate_template(&spec()).unwrap()
+    }
+
+    fn to_json<K: Serialize>(object: K) -> Value {
+        serde_json::to_value(object).unwrap()
+    }
 
     fn app() -> AppKey {
         AppKey {
+            hub: "hub-1".into(),
             namespace: "shop".into(),
             name: "checkout".into(),
         }
@@ -264,7 +330,7 @@ mod tests {
 
     #[test]
     fn the_deployment_carries_labels_selector_and_replicas() {
-        let d = deployment(&app(), &spec(), &placement(3, Role::Active));
+        let d = to_json(deployment(&app(), &template(), &placement(3, Role::Active)));
         let labels = &d["metadata"]["labels"];
         assert_eq!(labels["app.kubernetes.io/managed-by"], "multiregion");
         assert_eq!(labels["multiregion.io/app"], "checkout");
@@ -275,6 +341,10 @@ mod tests {
         let pod_labels = &d["spec"]["template"]["metadata"]["labels"];
         assert_eq!(pod_labels["app"], "checkout", "the user's labels stay");
         assert_eq!(pod_labels["multiregion.io/app"], "checkout");
+        assert_eq!(
+            pod_labels["multiregion.io/region"], "us-east",
+            "pods can read their region through the downward API"
+        );
         assert!(
             pod_labels.get("multiregion.io/role").is_none(),
             "role changes do not roll pods"
@@ -287,30 +357,48 @@ mod tests {
 
     #[test]
     fn the_hash_changes_with_replicas_and_role_but_not_otherwise() {
-        let a = deployment(&app(), &spec(), &placement(3, Role::Active));
-        let b = deployment(&app(), &spec(), &placement(3, Role::Active));
-        let c = deployment(&app(), &spec(), &placement(1, Role::Standby));
+        let a = deployment(&app(), &template(), &placement(3, Role::Active));
+        let b = deployment(&app(), &template(), &placement(3, Role::Active));
+        let c = deployment(&app(), &template(), &placement(1, Role::Standby));
         assert_eq!(applied_hash(&a), applied_hash(&b));
         assert_ne!(applied_hash(&a), applied_hash(&c));
     }
 
     #[test]
     fn the_service_selects_the_app_pods() {
-        let s = service(&app(), &spec(), "us-east").unwrap();
+        let s = to_json(service(&app(), &spec(), "us-east").unwrap());
         assert_eq!(s["spec"]["ports"][0]["targetPort"], 8080);
         assert_eq!(s["spec"]["selector"]["multiregion.io/app"], "checkout");
+        assert_eq!(s["spec"]["type"], "ClusterIP");
+        let mut node_port = spec();
+        let svc = node_port.workload.service.as_mut().unwrap();
+        svc.type_ = crate::api::ServiceType::NodePort;
+        svc.ports[0].node_port = Some(30080);
+        let s = to_json(service(&app(), &node_port, "us-east").unwrap());
+        assert_eq!((s["spec"]["type"].as_str(), s["spec"]["ports"][0]["nodePort"].as_i64()), (Some("NodePort"), Some(30080)));
         let mut no_service = spec();
         no_service.workload.service = None;
         assert!(service(&app(), &no_service, "us-east").is_none());
     }
 
     #[test]
-    fn ownership_needs_all_three_labels() {
-        let mut l = labels(&app(), "us-east");
-        assert!(owned_by(Some(&l), &app()));
-        l.insert(LABEL_APP_NAMESPACE.into(), "other".into());
-        assert!(!owned_by(Some(&l), &app()));
-        assert!(!owned_by(None, &app()));
+    fn ownership_needs_the_app_its_namespace_the_region_and_the_hub() {
+        let ours = labels(&app(), "us-east");
+        assert!(owned_by(Some(&ours), &app(), "us-east"));
+        assert!(!owned_by(None, &app(), "us-east"));
+        let mut other_namespace = ours.clone();
+        other_namespace.insert(LABEL_APP_NAMESPACE.into(), "other".into());
+        assert!(!owned_by(Some(&other_namespace), &app(), "us-east"));
+        // Another Region on the same cluster placed it.
+        assert!(!owned_by(Some(&ours), &app(), "us-east-2"));
+        // Another hub placed it.
+        let mut other_hub = ours.clone();
+        other_hub.insert(LABEL_HUB.into(), "hub-2".into());
+        assert!(!owned_by(Some(&other_hub), &app(), "us-east"));
+        // Placed before objects carried the hub: still ours.
+        let mut legacy = ours.clone();
+        legacy.remove(LABEL_HUB);
+        assert!(owned_by(Some(&legacy), &app(), "us-east"));
     }
 
     #[test]
@@ -352,6 +440,7 @@ mod tests {
         let ours = labels(&app(), "us-east");
         let other_app = labels(
             &AppKey {
+                hub: "hub-1".into(),
                 namespace: "shop".into(),
                 name: "cart".into(),
             },
@@ -371,7 +460,7 @@ mod tests {
         ];
         for (labels, annotations, want, expected) in cases {
             assert_eq!(
-                found(labels, &annotations, &app(), want),
+                found(labels, &annotations, &app(), "us-east", want),
                 expected,
                 "{labels:?} {annotations:?} {want:?}"
             );

@@ -1,7 +1,8 @@
 //! Table and property tests of the decisions, with an injected clock.
 
 use super::*;
-use crate::api::MultiRegionAppSpec;
+use crate::api::{Health, MoveReason, MultiRegionAppSpec, Reason, RegionAppStatus};
+use health::{HttpResult, RegionState, WorkloadState};
 use proptest::prelude::{
     ProptestConfig, TestCaseError, prop, prop_assert, prop_assert_eq, proptest,
 };
@@ -47,8 +48,9 @@ fn up(replicas: i32, ready: i32) -> Observation {
             ready,
             lag_seconds: None,
             rolling_out: false,
+            role: None,
         },
-        http: None,
+        http: HttpResult::NotChecked,
     }
 }
 
@@ -61,8 +63,9 @@ fn down() -> Observation {
             ready: 3,
             lag_seconds: None,
             rolling_out: false,
+            role: None,
         },
-        http: None,
+        http: HttpResult::NotChecked,
     }
 }
 
@@ -126,6 +129,7 @@ impl Sim {
             previous: &self.status,
             observations: &obs,
             round,
+            published: &[],
             now: at(self.now),
         });
         self.status = d.status.clone();
@@ -170,9 +174,9 @@ fn active_active_spreads_by_weight_and_drops_a_failed_region_after_the_threshold
     let d = sim.round(&[("eu-west", down())]).clone();
     assert_eq!(sim.weights(), "us-east=50 eu-west=0 ap-south=50");
     assert!(d.weights_changed);
-    assert_eq!(sim.region("eu-west").health, "Unhealthy");
+    assert_eq!(sim.region("eu-west").health, Health::Unhealthy);
     assert_eq!(
-        sim.region("eu-west").reason.as_deref(),
+        sim.region("eu-west").reason.as_ref().map(Reason::as_str),
         Some("RegionUnreachable")
     );
     assert!(sim.condition("Degraded") && sim.condition("FailedOver") && sim.condition("Ready"));
@@ -197,7 +201,7 @@ fn region_events_announce_changes_of_health_not_the_first_healthy_judgement() {
     let reasons = |d: &Decision| -> Vec<String> {
         d.events
             .iter()
-            .filter(|e| e.reason.starts_with("Region"))
+            .filter(|e| e.reason.as_str().starts_with("Region"))
             .map(|e| e.message.clone())
             .collect()
     };
@@ -214,14 +218,14 @@ fn region_events_announce_changes_of_health_not_the_first_healthy_judgement() {
         "found bad at the start is news; found Healthy is not: {first:?}"
     );
     assert!(first[0].starts_with("eu-west is Unhealthy"), "{first:?}");
-    assert_eq!(sim.region("us-east").health, "Healthy");
+    assert_eq!(sim.region("us-east").health, Health::Healthy);
     assert!(reasons(&sim.round(&[("eu-west", down())]).clone()).is_empty());
     let back = sim.round(&[]).clone();
     assert_eq!(reasons(&back), ["eu-west is Healthy"]);
     assert_eq!(
         back.events
             .iter()
-            .find(|e| e.reason == "RegionHealthy")
+            .find(|e| e.reason == EventReason::RegionHealthy)
             .map(|e| e.type_),
         Some(EventType::Normal)
     );
@@ -229,7 +233,7 @@ fn region_events_announce_changes_of_health_not_the_first_healthy_judgement() {
     assert_eq!(
         lost.events
             .iter()
-            .filter(|e| e.reason == "RegionUnhealthy")
+            .filter(|e| e.reason == EventReason::RegionUnhealthy)
             .count(),
         1
     );
@@ -260,8 +264,8 @@ fn drained_and_cordoned_regions_get_no_weight_but_keep_replicas() {
     cordoned.cordoned = true;
     let d = sim.round(&[("c", cordoned)]).clone();
     assert_eq!(sim.weights(), "a=0 b=100 c=0");
-    assert_eq!(sim.region("a").role, "Drained");
-    assert_eq!(sim.region("c").role, "Drained");
+    assert_eq!(sim.region("a").role, Role::Drained);
+    assert_eq!(sim.region("c").role, Role::Drained);
     assert!(
         d.placements.iter().all(|p| p.replicas == 3),
         "replicas kept"
@@ -334,6 +338,7 @@ fn the_first_choice_waits_for_the_preferred_region_to_be_judged() {
             ready: 0,
             lag_seconds: None,
             rolling_out: true,
+            role: None,
         },
         ..up(3, 0)
     };
@@ -374,9 +379,13 @@ fn unplanned_failover_moves_weights_and_scales_the_standby_in_the_same_decision(
     assert!(
         d.events
             .iter()
-            .any(|e| e.reason == "FailedOver" && e.type_ == EventType::Warning)
+            .any(|e| e.reason == EventReason::FailedOver && e.type_ == EventType::Warning)
     );
-    assert!(d.events.iter().any(|e| e.reason == "RoleChanged"));
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.reason == EventReason::RoleChanged)
+    );
 }
 
 #[test]
@@ -394,7 +403,7 @@ fn a_promoted_standby_is_not_failed_back_while_its_pods_start() {
     }
     assert_eq!(
         sim.region("eu-west").health,
-        "Healthy",
+        Health::Healthy,
         "starting pods do not count"
     );
     assert_eq!(sim.weights(), "us-east=0 eu-west=100");
@@ -403,7 +412,7 @@ fn a_promoted_standby_is_not_failed_back_while_its_pods_start() {
         sim.round(&[("us-east", down()), ("eu-west", up(3, 1))]);
     }
     assert_eq!(
-        sim.region("eu-west").reason.as_deref(),
+        sim.region("eu-west").reason.as_ref().map(Reason::as_str),
         Some("NotEnoughReadyReplicas")
     );
 }
@@ -424,7 +433,7 @@ fn a_recovered_region_is_fenced_as_standby_until_the_failback_hold() {
     );
     assert_eq!(sim.region("us-east").weight, 0);
     sim.round(&[]);
-    assert_eq!(sim.region("us-east").health, "Healthy");
+    assert_eq!(sim.region("us-east").health, Health::Healthy);
     assert_eq!(sim.weights(), "us-east=0 eu-west=100");
     assert!(sim.condition("FailbackPending"), "holding before failback");
 }
@@ -465,7 +474,7 @@ fn automatic_failback_waits_exactly_the_hold_then_moves_make_before_break() {
     let d = sim.round(&[("us-east", up(3, 2))]).clone();
     assert_eq!(sim.weights(), "us-east=100 eu-west=0");
     let m = d.moved.unwrap();
-    assert!(m.planned && m.reason == "Failback");
+    assert!(m.planned && m.reason == MoveReason::Failback);
     let eu = &d.placements[1];
     assert_eq!(
         (eu.replicas, eu.role, eu.scale_down),
@@ -500,7 +509,7 @@ fn manual_failback_waits_for_active_override() {
     assert_eq!(sim.weights(), "us-east=100 eu-west=0");
     assert_eq!(
         sim.status.last_failover.as_ref().unwrap().reason,
-        "Override"
+        MoveReason::Override
     );
 }
 
@@ -535,7 +544,7 @@ fn override_to_an_unhealthy_region_warns() {
     assert!(
         d.events
             .iter()
-            .any(|e| e.reason == "OverrideToUnhealthyRegion")
+            .any(|e| e.reason == EventReason::OverrideToUnhealthyRegion)
     );
 }
 
@@ -546,7 +555,7 @@ fn draining_the_active_region_moves_weights_at_once_and_keeps_its_replicas() {
     sim.spec.regions[0].drain = true;
     let d = sim.round(&[("eu-west", up(1, 1))]).clone();
     assert_eq!(sim.weights(), "us-east=0 eu-west=100");
-    assert_eq!(sim.region("us-east").role, "Drained");
+    assert_eq!(sim.region("us-east").role, Role::Drained);
     assert_eq!(
         d.placements[1].replicas, 3,
         "the new active scales up in the same decision"
@@ -574,7 +583,8 @@ fn rpo_gate_wait_blocks_promotion_and_promote_warns() {
             assert!(
                 d.events
                     .iter()
-                    .any(|e| e.reason == "PromotedWithReplicationLag" && e.message.contains("45s"))
+                    .any(|e| e.reason == EventReason::PromotedWithReplicationLag
+                        && e.message.contains("45s"))
             );
             assert!(!sim.condition("PromotionBlocked"));
         } else {
@@ -668,17 +678,17 @@ fn not_enough_ready_replicas_and_http_failures_fail_rounds() {
         sim.round(&[("us-east", up(3, 1))]);
     }
     assert_eq!(
-        sim.region("us-east").reason.as_deref(),
+        sim.region("us-east").reason.as_ref().map(Reason::as_str),
         Some("NotEnoughReadyReplicas")
     );
     assert_eq!(sim.weights(), "us-east=0 eu-west=100");
     let mut http_bad = up(3, 3);
-    http_bad.http = Some(Err("GET http://eu/healthz: 503".into()));
+    http_bad.http = HttpResult::Fails("GET http://eu/healthz: 503".into());
     for _ in 0..3 {
         sim.round(&[("eu-west", http_bad.clone())]);
     }
     assert_eq!(
-        sim.region("eu-west").reason.as_deref(),
+        sim.region("eu-west").reason.as_ref().map(Reason::as_str),
         Some("HttpProbeFailed")
     );
 }
@@ -824,7 +834,10 @@ fn a_conflicting_object_is_reported_and_fails_the_region() {
     };
     sim.round(&[("eu-west", conflict)]);
     assert!(sim.condition("Conflict"));
-    assert_eq!(sim.region("eu-west").reason.as_deref(), Some("Conflict"));
+    assert_eq!(
+        sim.region("eu-west").reason.as_ref().map(Reason::as_str),
+        Some("Conflict")
+    );
     assert_eq!(sim.region("eu-west").weight, 0);
 }
 
@@ -837,7 +850,7 @@ fn a_missing_region_object_is_reported() {
     };
     sim.round(&[("ap-south", missing)]);
     assert_eq!(
-        sim.region("ap-south").reason.as_deref(),
+        sim.region("ap-south").reason.as_ref().map(Reason::as_str),
         Some("RegionNotFound")
     );
     assert_eq!(sim.weights(), "us-east=50 eu-west=50 ap-south=0");
@@ -871,6 +884,71 @@ fn world(n: usize) -> impl proptest::strategy::Strategy<Value = Vec<WorldStep>> 
     )
 }
 
+/// The world of one step: each region reachable or not, ready to some
+/// fraction, cordoned or not.
+fn observations_of(step: &WorldStep, n: usize) -> Vec<(String, Observation)> {
+    (0..n)
+        .map(|i| {
+            let replicas = 3;
+            let ready = (step.ready_fraction[i] as i32 * replicas) / 4;
+            let mut o = if step.reachable[i] {
+                up(replicas, ready)
+            } else {
+                down()
+            };
+            o.cordoned = step.cordoned[i];
+            (format!("r{i}"), o)
+        })
+        .collect()
+}
+
+/// Weights sum to 100 when a region may serve, and only such regions carry
+/// any; ActivePassive never has two regions with weight.
+fn check_weights(
+    strategy: &str,
+    d: &Decision,
+    observations: &[(String, Observation)],
+    drains: &[bool],
+) -> Result<(), TestCaseError> {
+    let eligible: Vec<bool> = d
+        .status
+        .regions
+        .iter()
+        .zip(observations)
+        .zip(drains)
+        .map(|((r, (_, o)), drain)| r.health == Health::Healthy && !o.cordoned && !drain)
+        .collect();
+    let total: i32 = d.weights.iter().map(|(_, w)| w).sum();
+    if eligible.iter().any(|&e| e) {
+        prop_assert_eq!(
+            total,
+            100,
+            "weights sum to 100 when a region may serve: {:?}",
+            d.weights
+        );
+        for ((_, w), e) in d.weights.iter().zip(&eligible) {
+            if !e {
+                prop_assert_eq!(
+                    *w,
+                    0,
+                    "an Unhealthy, drained or cordoned region never has weight: {:?}",
+                    d.weights
+                );
+            }
+        }
+    } else {
+        prop_assert!(total == 100 || total == 0);
+    }
+    if strategy != "ActiveActive" {
+        prop_assert!(
+            d.weights.iter().filter(|(_, w)| *w > 0).count() <= 1,
+            "one active: {:?}",
+            d.weights
+        );
+    }
+    Ok(())
+}
+
 fn check_invariants(
     strategy: &str,
     n: usize,
@@ -886,20 +964,8 @@ fn check_invariants(
         "failover": {"maxFailoversPerHour": 1000, "failbackHoldSeconds": 5}
     })));
     for step in steps {
-        let overrides: Vec<(String, Observation)> = (0..n)
-            .map(|i| {
-                let replicas = 3;
-                let ready = (step.ready_fraction[i] as i32 * replicas) / 4;
-                let mut o = if step.reachable[i] {
-                    up(replicas, ready)
-                } else {
-                    down()
-                };
-                o.cordoned = step.cordoned[i];
-                (format!("r{i}"), o)
-            })
-            .collect();
-        let refs: Vec<(&str, Observation)> = overrides
+        let observations = observations_of(step, n);
+        let refs: Vec<(&str, Observation)> = observations
             .iter()
             .map(|(n, o)| (n.as_str(), o.clone()))
             .collect();
@@ -907,53 +973,18 @@ fn check_invariants(
         let d = sim.step(&refs, step.round).clone();
 
         // Equal inputs give equal outputs.
-        let obs: BTreeMap<String, Observation> = overrides.iter().cloned().collect();
+        let obs: BTreeMap<String, Observation> = observations.iter().cloned().collect();
         let again = decide(&Inputs {
             spec: &sim.spec,
             generation: Some(1),
             previous: &inputs_status,
             observations: &obs,
             round: step.round,
+            published: &[],
             now: at(sim.now),
         });
         prop_assert_eq!(&again, &d);
-
-        let eligible: Vec<bool> = d
-            .status
-            .regions
-            .iter()
-            .zip(&overrides)
-            .zip(drains)
-            .map(|((r, (_, o)), drain)| r.health == "Healthy" && !o.cordoned && !drain)
-            .collect();
-        let total: i32 = d.weights.iter().map(|(_, w)| w).sum();
-        if eligible.iter().any(|&e| e) {
-            prop_assert_eq!(
-                total,
-                100,
-                "weights sum to 100 when a region may serve: {:?}",
-                d.weights
-            );
-            for ((_, w), e) in d.weights.iter().zip(&eligible) {
-                if !e {
-                    prop_assert_eq!(
-                        *w,
-                        0,
-                        "an Unhealthy, drained or cordoned region never has weight: {:?}",
-                        d.weights
-                    );
-                }
-            }
-        } else {
-            prop_assert!(total == 100 || total == 0);
-        }
-        if strategy != "ActiveActive" {
-            prop_assert!(
-                d.weights.iter().filter(|(_, w)| *w > 0).count() <= 1,
-                "one active: {:?}",
-                d.weights
-            );
-        }
+        check_weights(strategy, &d, &observations, drains)?;
     }
     Ok(())
 }
@@ -971,3 +1002,5 @@ proptest! {
         check_invariants("ActivePassive", 3, &drains, &steps)?;
     }
 }
+
+mod faults;

@@ -6,10 +6,15 @@
 //! Every spec region keeps its backend and record (weight 0 when failed):
 //! they leave only when the region leaves the spec.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use kube::core::{DynamicObject, TypeMeta};
 use serde_json::{Value, json};
 
-use crate::api::MultiRegionAppSpec;
-use crate::plan::manifest::{self, AppKey};
+use crate::api::{DnsEndpointSink, DnsMode, MultiRegionAppSpec};
+use crate::plan::manifest::{AppKey, content_hash, object_meta};
 
 /// Where a region's traffic goes, parsed from its endpoint URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,54 +52,178 @@ pub fn parse_endpoint(endpoint: &str) -> Option<Target> {
     Some(Target { host, port, is_ip })
 }
 
-/// Name of the hub Service standing for `region`'s backend.
+/// Name of the hub Service standing for `region`'s backend: the app and
+/// the region, cut to fit a DNS-1035 label, and a short hash of both, so
+/// that `web` in `us-east` and `web-us` in `east` never share a name.
 pub fn backend_name(app: &AppKey, region: &str) -> String {
-    let name = format!("{}-{}", app.name, region);
-    // Service names are DNS-1035 labels of at most 63 characters.
-    name.chars()
-        .take(63)
-        .collect::<String>()
-        .trim_end_matches('-')
-        .to_string()
+    let hash = content_hash(&json!([app.name, region]));
+    let readable: String = format!("{}-{}", app.name, region)
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' => c,
+            _ => '-',
+        })
+        .take(52)
+        .collect();
+    let readable = readable.trim_matches('-');
+    // A DNS-1035 label starts with a letter.
+    let prefix = if readable.starts_with(|c: char| c.is_ascii_lowercase()) {
+        ""
+    } else {
+        "b-"
+    };
+    format!("{prefix}{readable}-{}", &hash[..8])
 }
 
-fn labels(app: &AppKey, region: &str) -> Value {
-    json!(manifest::labels(app, region))
+/// True when a live object holds everything the operator wants in it:
+/// each field of `desired` is in `live` with the same value (objects
+/// compared key by key, lists item by item); fields the API server added
+/// (defaults, status) do not count. A sink whose live object no longer
+/// holds what was published was edited or lost, and is written again.
+pub fn holds(live: &Value, desired: &Value) -> bool {
+    match (live, desired) {
+        (Value::Object(live), Value::Object(desired)) => desired
+            .iter()
+            .all(|(key, want)| live.get(key).is_some_and(|have| holds(have, want))),
+        (Value::Array(live), Value::Array(desired)) => {
+            live.len() == desired.len() && live.iter().zip(desired).all(|(l, d)| holds(l, d))
+        }
+        (live, desired) => live == desired,
+    }
 }
 
-/// The backend Service (and EndpointSlice, for an IP) of one region.
-/// A hostname becomes an ExternalName Service.
-pub fn backend(app: &AppKey, region: &str, target: Option<&Target>) -> Vec<Value> {
+/// The weights a DNSEndpoint holds, by region (its records' setIdentifier
+/// and `aws/weight`).
+pub fn dns_weights(dns_endpoint: &Value) -> Vec<(String, i32)> {
+    let Some(endpoints) = dns_endpoint["spec"]["endpoints"].as_array() else {
+        return Vec::new();
+    };
+    endpoints
+        .iter()
+        .filter_map(|e| {
+            let region = e["setIdentifier"].as_str()?.to_string();
+            let weight = e["providerSpecific"]
+                .as_array()?
+                .iter()
+                .find(|p| p["name"] == "aws/weight")?["value"]
+                .as_str()?
+                .parse()
+                .ok()?;
+            Some((region, weight))
+        })
+        .collect()
+}
+
+/// The weights an HTTPRoute holds, by region, for the regions given.
+pub fn route_weights(app: &AppKey, route: &Value, regions: &[&str]) -> Vec<(String, i32)> {
+    let Some(refs) = route["spec"]["rules"][0]["backendRefs"].as_array() else {
+        return Vec::new();
+    };
+    regions
+        .iter()
+        .filter_map(|region| {
+            let name = backend_name(app, region);
+            let weight = refs.iter().find(|r| r["name"] == name.as_str())?["weight"].as_i64()?;
+            Some((region.to_string(), weight as i32))
+        })
+        .collect()
+}
+
+/// What stands for one region's backend in the hub: a Service, and for an
+/// IP address the EndpointSlice that gives it that address. A hostname
+/// becomes an ExternalName Service.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backend {
+    pub service: Service,
+    pub slice: Option<EndpointSlice>,
+}
+
+/// The backend of one region.
+pub fn backend(app: &AppKey, region: &str, target: Option<&Target>) -> Backend {
     let name = backend_name(app, region);
     let port = target.map_or(80, |t| t.port);
-    match target {
-        Some(t) if !t.is_ip => vec![json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": app.namespace, "labels": labels(app, region)},
-            "spec": {"type": "ExternalName", "externalName": t.host,
-                     "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}
-        })],
-        _ => {
-            let mut objects = vec![json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": name, "namespace": app.namespace, "labels": labels(app, region)},
-                "spec": {"ports": [{"name": "http", "port": port, "protocol": "TCP"}]}
-            })];
-            if let Some(t) = target {
-                let family = if t.host.contains(':') { "IPv6" } else { "IPv4" };
-                let mut slice_labels = labels(app, region);
-                slice_labels["kubernetes.io/service-name"] = json!(name);
-                slice_labels["endpointslice.kubernetes.io/managed-by"] = json!("multiregion.io");
-                objects.push(json!({
-                    "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                    "metadata": {"name": name, "namespace": app.namespace, "labels": slice_labels},
-                    "addressType": family,
-                    "endpoints": [{"addresses": [t.host], "conditions": {"ready": true}}],
-                    "ports": [{"name": "http", "port": t.port, "protocol": "TCP"}]
-                }));
-            }
-            objects
-        }
+    let mut spec = ServiceSpec {
+        ports: Some(vec![ServicePort {
+            name: Some("http".into()),
+            port,
+            protocol: Some("TCP".into()),
+            ..ServicePort::default()
+        }]),
+        ..ServiceSpec::default()
+    };
+    if let Some(t) = target.filter(|t| !t.is_ip) {
+        spec.type_ = Some("ExternalName".into());
+        spec.external_name = Some(t.host.clone());
+    }
+    let service = Service {
+        metadata: object_meta(app, &name, region),
+        spec: Some(spec),
+        status: None,
+    };
+    let slice = target
+        .filter(|t| t.is_ip)
+        .map(|t| endpoint_slice(app, region, &name, t));
+    Backend { service, slice }
+}
+
+fn endpoint_slice(app: &AppKey, region: &str, name: &str, target: &Target) -> EndpointSlice {
+    let mut metadata = object_meta(app, name, region);
+    let labels = metadata.labels.get_or_insert_with(BTreeMap::new);
+    labels.insert("kubernetes.io/service-name".into(), name.to_string());
+    labels.insert(
+        "endpointslice.kubernetes.io/managed-by".into(),
+        "multiregion.io".into(),
+    );
+    let family = address_type(&target.host);
+    EndpointSlice {
+        metadata,
+        address_type: family.into(),
+        endpoints: vec![Endpoint {
+            addresses: vec![target.host.clone()],
+            conditions: Some(EndpointConditions {
+                ready: Some(true),
+                ..EndpointConditions::default()
+            }),
+            ..Endpoint::default()
+        }],
+        ports: Some(vec![EndpointPort {
+            name: Some("http".into()),
+            port: Some(target.port),
+            protocol: Some("TCP".into()),
+            ..EndpointPort::default()
+        }]),
+    }
+}
+
+/// The EndpointSlice address type for an IP endpoint. The API refuses
+/// loopback and link-local addresses in IP slices; such an address (a
+/// region on the same machine, as in local setups) is published as an
+/// `FQDN` slice instead, whose addresses gateways resolve, and an IP
+/// literal resolves to itself.
+fn address_type(host: &str) -> &'static str {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_loopback() || link_local(&ip) => "FQDN",
+        Ok(std::net::IpAddr::V6(_)) => "IPv6",
+        _ => "IPv4",
+    }
+}
+
+fn link_local(ip: &std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+/// A sink object of a kind k8s-openapi does not know.
+fn dynamic(api_version: &str, kind: &str, app: &AppKey, name: &str, spec: Value) -> DynamicObject {
+    DynamicObject {
+        types: Some(TypeMeta {
+            api_version: api_version.into(),
+            kind: kind.into(),
+        }),
+        metadata: object_meta(app, name, "all"),
+        data: json!({ "spec": spec }),
     }
 }
 
@@ -104,7 +233,7 @@ pub fn http_route(
     spec: &MultiRegionAppSpec,
     weights: &[(String, i32)],
     targets: &[Option<Target>],
-) -> Option<Value> {
+) -> Option<DynamicObject> {
     let sink = spec.traffic.as_ref()?.http_route.as_ref()?;
     let parent_refs: Vec<Value> = sink
         .parent_refs
@@ -128,15 +257,17 @@ pub fn http_route(
             })
         })
         .collect();
-    Some(json!({
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": sink.name, "namespace": app.namespace, "labels": labels(app, "all")},
-        "spec": {
-            "parentRefs": parent_refs,
-            "rules": [{"backendRefs": backend_refs}]
-        }
-    }))
+    let spec = json!({
+        "parentRefs": parent_refs,
+        "rules": [{"backendRefs": backend_refs}]
+    });
+    Some(dynamic(
+        "gateway.networking.k8s.io/v1",
+        "HTTPRoute",
+        app,
+        &sink.name,
+        spec,
+    ))
 }
 
 /// The DNSEndpoint with one weighted record per spec region.
@@ -145,34 +276,76 @@ pub fn dns_endpoint(
     spec: &MultiRegionAppSpec,
     weights: &[(String, i32)],
     targets: &[Option<Target>],
-) -> Option<Value> {
+) -> Option<DynamicObject> {
     let sink = spec.traffic.as_ref()?.dns_endpoint.as_ref()?;
-    let endpoints: Vec<Value> = weights
+    let records: Vec<(&str, i32, &Target)> = weights
         .iter()
         .zip(targets)
-        .filter_map(|((region, weight), target)| {
-            let t = target.as_ref()?;
-            let record_type = match (t.is_ip, t.host.contains(':')) {
-                (true, true) => "AAAA",
-                (true, false) => "A",
-                (false, _) => "CNAME",
-            };
-            Some(json!({
+        .filter_map(|((region, weight), target)| Some((region.as_str(), *weight, target.as_ref()?)))
+        .collect();
+    let endpoints = match sink.mode {
+        DnsMode::Weighted => weighted_records(sink, &records),
+        DnsMode::Failover => failover_records(sink, &records),
+    };
+    Some(dynamic(
+        "externaldns.k8s.io/v1alpha1",
+        "DNSEndpoint",
+        app,
+        &app.name,
+        json!({ "endpoints": endpoints }),
+    ))
+}
+
+fn record_type(target: &Target) -> &'static str {
+    match (target.is_ip, target.host.contains(':')) {
+        (true, true) => "AAAA",
+        (true, false) => "A",
+        (false, _) => "CNAME",
+    }
+}
+
+/// One record per region, each with its weight.
+fn weighted_records(sink: &DnsEndpointSink, records: &[(&str, i32, &Target)]) -> Vec<Value> {
+    records
+        .iter()
+        .map(|(region, weight, t)| {
+            json!({
                 "dnsName": sink.dns_name,
                 "recordTTL": sink.record_ttl,
-                "recordType": record_type,
+                "recordType": record_type(t),
                 "targets": [t.host],
                 "setIdentifier": region,
                 "providerSpecific": [{"name": "aws/weight", "value": weight.to_string()}],
-            }))
+            })
         })
-        .collect();
-    Some(json!({
-        "apiVersion": "externaldns.k8s.io/v1alpha1",
-        "kind": "DNSEndpoint",
-        "metadata": {"name": app.name, "namespace": app.namespace, "labels": labels(app, "all")},
-        "spec": {"endpoints": endpoints}
-    }))
+        .collect()
+}
+
+/// One record per record type, holding the targets of the regions that
+/// carry weight, without set identifiers or weights: what a DNS provider
+/// without weighted routing serves as it is (ExternalDNS's CoreDNS
+/// provider, given several records of one name, serves all of them and
+/// rewrites them on every sync).
+fn failover_records(sink: &DnsEndpointSink, records: &[(&str, i32, &Target)]) -> Vec<Value> {
+    let mut by_type: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (_, _, t) in records.iter().filter(|(_, weight, _)| *weight > 0) {
+        let kind = record_type(t);
+        match by_type.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, hosts)) => hosts.push(&t.host),
+            None => by_type.push((kind, vec![&t.host])),
+        }
+    }
+    by_type
+        .into_iter()
+        .map(|(kind, hosts)| {
+            json!({
+                "dnsName": sink.dns_name,
+                "recordTTL": sink.record_ttl,
+                "recordType": kind,
+                "targets": hosts,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -181,6 +354,7 @@ mod tests {
 
     fn app() -> AppKey {
         AppKey {
+            hub: String::new(),
             namespace: "shop".into(),
             name: "checkout".into(),
         }
@@ -246,17 +420,21 @@ mod tests {
             parse_endpoint("http://10.0.0.2:30080"),
         ];
         let route = http_route(&app(), &spec(), &weights, &targets).unwrap();
-        let refs = &route["spec"]["rules"][0]["backendRefs"];
+        let refs = &route.data["spec"]["rules"][0]["backendRefs"];
         assert_eq!(
             refs[0],
-            json!({"name": "checkout-us-east", "port": 30080, "weight": 0})
+            json!({"name": backend_name(&app(), "us-east"), "port": 30080, "weight": 0})
         );
         assert_eq!(
             refs[1],
-            json!({"name": "checkout-eu-west", "port": 30080, "weight": 100})
+            json!({"name": backend_name(&app(), "eu-west"), "port": 30080, "weight": 100})
         );
         assert_eq!(
-            route["spec"]["parentRefs"][0],
+            route_weights(&app(), &route.data, &["us-east", "eu-west"]),
+            [("us-east".to_string(), 0), ("eu-west".to_string(), 100)]
+        );
+        assert_eq!(
+            route.data["spec"]["parentRefs"][0],
             json!({"name": "global-gw", "namespace": "gateway"})
         );
     }
@@ -269,7 +447,7 @@ mod tests {
             parse_endpoint("https://eu.example.com"),
         ];
         let dns = dns_endpoint(&app(), &spec(), &weights, &targets).unwrap();
-        let e = &dns["spec"]["endpoints"];
+        let e = &dns.data["spec"]["endpoints"];
         assert_eq!(e[0]["setIdentifier"], "us-east");
         assert_eq!(e[0]["recordType"], "A");
         assert_eq!(
@@ -280,6 +458,73 @@ mod tests {
         assert_eq!(e[1]["targets"][0], "eu.example.com");
         assert_eq!(e[1]["providerSpecific"][0]["value"], "100");
         assert_eq!(e[1]["recordTTL"], 30);
+        assert_eq!(
+            dns_weights(&dns.data),
+            [("us-east".to_string(), 0), ("eu-west".to_string(), 100)]
+        );
+    }
+
+    #[test]
+    fn failover_mode_publishes_only_the_regions_that_carry_weight() {
+        let mut spec = spec();
+        if let Some(dns) = spec.traffic.as_mut().and_then(|t| t.dns_endpoint.as_mut()) {
+            dns.mode = DnsMode::Failover;
+        }
+        let weights = vec![("us-east".to_string(), 0), ("eu-west".to_string(), 100)];
+        let targets = vec![
+            parse_endpoint("http://10.0.0.1:30080"),
+            parse_endpoint("http://10.0.0.2:30080"),
+        ];
+        let dns = dns_endpoint(&app(), &spec, &weights, &targets).unwrap();
+        let records = dns.data["spec"]["endpoints"].as_array().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0]["targets"], json!(["10.0.0.2"]));
+        assert!(records[0].get("setIdentifier").is_none());
+        // ActiveActive: every region with weight, in one record.
+        let both = vec![("us-east".to_string(), 50), ("eu-west".to_string(), 50)];
+        let dns = dns_endpoint(&app(), &spec, &both, &targets).unwrap();
+        assert_eq!(
+            dns.data["spec"]["endpoints"][0]["targets"],
+            json!(["10.0.0.1", "10.0.0.2"])
+        );
+    }
+
+    #[test]
+    fn backend_names_never_collide_and_fit_a_dns_label() {
+        let key = |name: &str| AppKey {
+            name: name.into(),
+            ..app()
+        };
+        let a = backend_name(&key("web"), "us-east");
+        let b = backend_name(&key("web-us"), "east");
+        assert_ne!(a, b, "same readable part, different app and region");
+        assert!(a.starts_with("web-us-east-"), "{a}");
+        let long = backend_name(&key(&"x".repeat(250)), "a-region-with-a-long-name");
+        assert!(long.len() <= 63, "{long}");
+        let odd = backend_name(&key("9.lives"), "us-east");
+        assert!(odd.starts_with("b-9-lives-us-east-"), "{odd}");
+        assert!(
+            odd.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+            "{odd}"
+        );
+    }
+
+    #[test]
+    fn a_live_object_holds_what_was_published_whatever_the_server_added() {
+        let desired = json!({"spec": {"rules": [{"backendRefs": [{"name": "a", "weight": 100}]}]}});
+        let defaulted = json!({"spec": {"rules": [{
+            "backendRefs": [{"name": "a", "weight": 100, "group": "", "kind": "Service"}],
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}]
+        }]}, "status": {}});
+        assert!(holds(&defaulted, &desired));
+        let edited = json!({"spec": {"rules": [{"backendRefs": [{"name": "a", "weight": 0}]}]}});
+        assert!(!holds(&edited, &desired), "a weight changed by hand");
+        let extra = json!({"spec": {"rules": [{"backendRefs": [
+            {"name": "a", "weight": 100}, {"name": "b", "weight": 1}
+        ]}]}});
+        assert!(!holds(&extra, &desired), "a backend added by hand");
+        assert!(!holds(&json!({}), &desired), "deleted");
     }
 
     #[test]
@@ -289,18 +534,35 @@ mod tests {
             "us-east",
             parse_endpoint("http://10.0.0.1:30080").as_ref(),
         );
-        assert_eq!(ip.len(), 2);
-        assert_eq!(ip[1]["kind"], "EndpointSlice");
+        let slice = ip.slice.expect("an EndpointSlice for an IP");
         assert_eq!(
-            ip[1]["metadata"]["labels"]["kubernetes.io/service-name"],
-            "checkout-us-east"
+            slice.metadata.labels.unwrap()["kubernetes.io/service-name"],
+            backend_name(&app(), "us-east")
+        );
+        assert_eq!(slice.endpoints[0].addresses, ["10.0.0.1"]);
+        assert_eq!(slice.address_type, "IPv4");
+        let local = backend(
+            &app(),
+            "us-east",
+            parse_endpoint("http://127.0.0.11:8080").as_ref(),
+        );
+        let local = local.slice.expect("a slice for a loopback address too");
+        assert_eq!(
+            (
+                local.address_type.as_str(),
+                local.endpoints[0].addresses[0].as_str()
+            ),
+            ("FQDN", "127.0.0.11"),
+            "the API refuses loopback addresses in IP slices"
         );
         let host = backend(
             &app(),
             "eu-west",
             parse_endpoint("https://eu.example.com").as_ref(),
         );
-        assert_eq!(host.len(), 1);
-        assert_eq!(host[0]["spec"]["type"], "ExternalName");
+        assert!(host.slice.is_none());
+        let spec = host.service.spec.unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("ExternalName"));
+        assert_eq!(spec.external_name.as_deref(), Some("eu.example.com"));
     }
 }

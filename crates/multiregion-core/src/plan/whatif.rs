@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 
 use crate::api::{MultiRegionAppSpec, MultiRegionAppStatus};
-use crate::plan::health::{RegionState, WorkloadState};
+use crate::plan::health::{HttpResult, RegionState, WorkloadState};
 use crate::plan::{Decision, Inputs, Observation, Placement, decide};
 
 /// The outcome of a what-if.
@@ -80,8 +80,9 @@ pub fn simulate(
                         ready: replicas,
                         lag_seconds: None,
                         rolling_out: false,
+                        role: None,
                     },
-                    http: None,
+                    http: HttpResult::NotChecked,
                 };
                 (r.name.clone(), obs)
             })
@@ -92,6 +93,7 @@ pub fn simulate(
             previous: status,
             observations: &observations,
             round: true,
+            published: &[],
             now: t,
         });
         *status = d.status.clone();

@@ -1,0 +1,114 @@
+//! Stage 4: what applying a decision reported, folded into the decided
+//! status, so the status the operator writes is built here, from results,
+//! and nowhere else.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::conditions::Conditions;
+use super::{Decision, Event, EventReason};
+use crate::api::MultiRegionAppStatus;
+
+/// How publishing the weights to the traffic sinks went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SinkOutcome {
+    /// The app has no `spec.traffic`.
+    NotConfigured,
+    /// Every sink holds the decided weights.
+    Published,
+    /// Some sink could not be written; names which and why.
+    Failed(String),
+    /// A sink object of the chosen name exists and is not the operator's:
+    /// it is left alone.
+    Conflict(String),
+}
+
+impl SinkOutcome {
+    /// Every configured sink holds the decided weights.
+    pub fn confirmed(&self) -> bool {
+        matches!(self, SinkOutcome::NotConfigured | SinkOutcome::Published)
+    }
+}
+
+/// What the apply stages reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub sinks: SinkOutcome,
+    /// Regions removed from spec whose objects are now gone.
+    pub cleaned_up: Vec<String>,
+    /// When the weights were published (the status write that follows
+    /// completes the move).
+    pub now: Timestamp,
+}
+
+/// The status to write: the decision's, with the sinks' condition, the
+/// move's completion time (once every sink has the weights) and what is
+/// left to clean up.
+pub fn settle(
+    decision: &Decision,
+    previous: &MultiRegionAppStatus,
+    generation: Option<i64>,
+    applied: &Applied,
+) -> MultiRegionAppStatus {
+    let mut status = decision.status.clone();
+    let mut c = Conditions::new(&previous.conditions, applied.now, generation);
+    match &applied.sinks {
+        SinkOutcome::NotConfigured => {}
+        SinkOutcome::Published => c.set(
+            "TrafficPublished",
+            true,
+            "Published",
+            "weights are in every traffic sink",
+        ),
+        SinkOutcome::Failed(message) => {
+            c.set("TrafficPublished", false, "SinkWriteFailed", message)
+        }
+        SinkOutcome::Conflict(message) => {
+            c.set("TrafficPublished", false, "SinkConflict", message);
+            let mut conflicts = conflict_message(&status.conditions);
+            conflicts.push(message.clone());
+            c.set("Conflict", true, "ObjectNotOwned", conflicts.join("; "));
+        }
+    }
+    c.merge_into(&mut status.conditions);
+    if applied.sinks.confirmed()
+        && let Some(record) = status.last_failover.as_mut()
+        && record.completed_at.is_none()
+    {
+        record.completed_at = Some(Time(applied.now));
+    }
+    status
+        .cleanup_pending
+        .retain(|region| !applied.cleaned_up.contains(region));
+    status
+}
+
+/// The placed objects' conflicts the decision already reports.
+fn conflict_message(conditions: &[Condition]) -> Vec<String> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Conflict" && c.status == "True")
+        .map(|c| vec![c.message.clone()])
+        .unwrap_or_default()
+}
+
+/// The status of an app whose spec cannot be placed: `Ready=False` with
+/// reason `InvalidSpec` naming the field; everything else as it was. The
+/// Event announcing it comes once per spec generation.
+pub fn invalid_spec(
+    previous: &MultiRegionAppStatus,
+    generation: Option<i64>,
+    message: &str,
+    now: Timestamp,
+) -> (MultiRegionAppStatus, Option<Event>) {
+    let announced = previous.conditions.iter().any(|c| {
+        c.type_ == "Ready" && c.reason == "InvalidSpec" && c.observed_generation == generation
+    });
+    let mut status = previous.clone();
+    let mut c = Conditions::new(&previous.conditions, now, generation);
+    c.set("Ready", false, "InvalidSpec", message);
+    status.conditions = c.finish();
+    status.observed_generation = generation;
+    let event = (!announced).then(|| Event::warning(EventReason::InvalidSpec, message));
+    (status, event)
+}

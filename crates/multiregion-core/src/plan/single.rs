@@ -1,0 +1,519 @@
+//! Stage 2 for ActivePassive and FollowTheSun: exactly one region carries
+//! traffic. In order: choose where traffic should go (`want`), hold it if
+//! moves are damped (`damp`), carry the move out (`execute`), then give
+//! every region its role, replicas and weight (`assign`).
+//!
+//! Every promotion passes the RPO gate (`promotable`): a failover, a
+//! failback, a FollowTheSun hand-over, the first choice and the move away
+//! from a region removed from the spec. Only `activeOverride` promotes a
+//! lagging region (a person decided), with a Warning naming the lag.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::rounds::RegionView;
+use super::{Assignment, Event, EventReason, Flags, Inputs, Move, Outcome, Role, schedule};
+use crate::api::{
+    Failback, Health, MoveReason, OnLagExceeded, PendingMove, Reason, Replication, Strategy,
+};
+
+/// Where traffic should go, and how.
+#[derive(Clone, Debug, PartialEq)]
+enum Want {
+    Stay,
+    /// First placement: no move is counted.
+    Initial(usize),
+    /// Weights move now and the target scales up in the same decision: a
+    /// failover, or a drain or cordon of the active region (weight 0 is what
+    /// those mean, so they cannot wait for make-before-break).
+    Immediate(usize, MoveReason),
+    /// Make-before-break: weights move once the target is ready.
+    Planned(usize, MoveReason),
+}
+
+/// The move carried out: who is active now, and what is still pending.
+struct Execution {
+    active: Option<usize>,
+    pending: Option<PendingMove>,
+    moved: Option<Move>,
+    /// Regions running full replicas besides the active one.
+    warm: Vec<usize>,
+}
+
+/// One decision for a single-active app.
+struct Single<'a> {
+    inputs: &'a Inputs<'a>,
+    regions: &'a [RegionView<'a>],
+    /// Preference order: list order, with FollowTheSun's open window first.
+    order: Vec<usize>,
+    /// FollowTheSun: the region whose window is open now.
+    scheduled: Option<usize>,
+    previous_active: Option<usize>,
+    flags: Flags,
+    events: Vec<Event>,
+    /// A Warning about a promotion past the RPO gate, recorded only if the
+    /// promotion happens in this decision.
+    promotion_warning: Option<Event>,
+}
+
+/// Roles, replicas and weights with one active region.
+pub(super) fn decide(inputs: &Inputs, regions: &[RegionView], recent: &[Timestamp]) -> Outcome {
+    let previous_active = match previous_active(inputs, regions) {
+        Ok(active) => active,
+        Err(why) => {
+            return Outcome {
+                hold: Some(why),
+                ..Outcome::default()
+            };
+        }
+    };
+    let mut single = Single::new(inputs, regions, previous_active);
+    let want = single.want();
+    let want = single.damp(want, recent);
+    let execution = single.execute(want);
+    let assignments = single.assign(&execution);
+    Outcome {
+        drops: vec![Vec::new(); regions.len()],
+        assignments,
+        active: execution.active.map(|i| regions[i].name().to_string()),
+        pending: execution.pending,
+        moved: execution.moved,
+        flags: single.flags,
+        events: single.events,
+        hold: None,
+    }
+}
+
+impl<'a> Single<'a> {
+    fn new(
+        inputs: &'a Inputs<'a>,
+        regions: &'a [RegionView<'a>],
+        previous_active: Option<usize>,
+    ) -> Self {
+        let scheduled = (inputs.spec.strategy == Strategy::FollowTheSun)
+            .then(|| {
+                regions.iter().position(|r| {
+                    r.spec
+                        .active_window
+                        .as_ref()
+                        .is_some_and(|w| schedule::contains(w, inputs.now))
+                })
+            })
+            .flatten();
+        let mut order: Vec<usize> = (0..regions.len())
+            .filter(|&i| !regions[i].leaving)
+            .collect();
+        if let Some(first) = scheduled {
+            order.retain(|&i| i != first);
+            order.insert(0, first);
+        }
+        Single {
+            inputs,
+            regions,
+            order,
+            scheduled,
+            previous_active,
+            flags: Flags::default(),
+            events: Vec::new(),
+            promotion_warning: None,
+        }
+    }
+
+    /// The region `failover.activeOverride` names, if any.
+    fn override_target(&self) -> Option<usize> {
+        let name = &self.inputs.spec.failover.active_override;
+        if name.is_empty() {
+            return None;
+        }
+        self.regions.iter().position(|r| r.name() == name)
+    }
+
+    /// Where traffic should go: an override wins; otherwise the first
+    /// choice, or what the current active region's state asks for.
+    fn want(&mut self) -> Want {
+        match (self.override_target(), self.previous_active) {
+            (Some(target), _) => self.want_override(target),
+            (None, None) => self.want_first(),
+            (None, Some(active)) => self.want_from(active),
+        }
+    }
+
+    /// A person pinned traffic: it moves there whatever the region's health
+    /// or lag, with a Warning for either.
+    fn want_override(&mut self, target: usize) -> Want {
+        let region = &self.regions[target];
+        if !region.healthy() {
+            let message = format!(
+                "activeOverride makes {} active although it is {}",
+                region.name(),
+                region.counters.health
+            );
+            self.flags.override_unhealthy = Some(message);
+        }
+        if self.previous_active == Some(target) {
+            return Want::Stay;
+        }
+        if let Some(replication) = &self.inputs.spec.failover.replication
+            && let Err(lag) = within_lag(region, replication)
+        {
+            self.promotion_warning = Some(lag_warning(
+                region,
+                &lag,
+                replication,
+                "activeOverride promotes",
+            ));
+        }
+        Want::Planned(target, MoveReason::Override)
+    }
+
+    /// The first choice waits until every preferred region before it has
+    /// been judged, so a region whose pods are still starting is not passed
+    /// over for good; among the judged ones, the RPO gate decides.
+    fn want_first(&mut self) -> Want {
+        let mut candidates = Vec::new();
+        for &i in &self.order {
+            let region = &self.regions[i];
+            if region.taken_out() {
+                continue;
+            }
+            if region.counters.health == Health::Unknown {
+                break;
+            }
+            if region.eligible() {
+                candidates.push(i);
+            }
+        }
+        self.gate(&candidates, Unreported::Allowed)
+            .map_or(Want::Stay, Want::Initial)
+    }
+
+    /// With a region active: leave a removed region, fail over, drain,
+    /// follow the schedule or fail back, in that order of urgency.
+    fn want_from(&mut self, active: usize) -> Want {
+        let current = &self.regions[active];
+        let candidates: Vec<usize> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&i| i != active && self.regions[i].eligible())
+            .collect();
+        if current.leaving {
+            return self
+                .promotable(&candidates)
+                .map_or(Want::Stay, |t| Want::Planned(t, MoveReason::RegionRemoved));
+        }
+        if current.counters.health == Health::Unhealthy {
+            if !self.inputs.spec.failover.automatic {
+                return Want::Stay;
+            }
+            let reason = current.reason.clone().unwrap_or(Reason::Unhealthy);
+            return self.promotable(&candidates).map_or(Want::Stay, |t| {
+                Want::Immediate(t, MoveReason::Failure(reason))
+            });
+        }
+        if current.taken_out() {
+            let why = if current.spec.drain {
+                MoveReason::Drain
+            } else {
+                MoveReason::Cordon
+            };
+            return self
+                .promotable(&candidates)
+                .map_or(Want::Stay, |t| Want::Immediate(t, why));
+        }
+        self.want_better(active, &candidates)
+    }
+
+    /// A healthy active region: the schedule's region, or a more preferred
+    /// one (failback), once they pass the RPO gate.
+    fn want_better(&mut self, active: usize, candidates: &[usize]) -> Want {
+        if let Some(target) = self
+            .scheduled
+            .filter(|&s| s != active && self.regions[s].eligible())
+        {
+            return self
+                .promotable(&[target])
+                .map_or(Want::Stay, |t| Want::Planned(t, MoveReason::Schedule));
+        }
+        if self.inputs.spec.strategy == Strategy::ActivePassive
+            && let Some(better) = candidates.first().copied().filter(|&c| c < active)
+        {
+            return self.want_failback(better);
+        }
+        Want::Stay
+    }
+
+    /// Back to a more preferred region, once it has been Healthy for the
+    /// hold (Automatic), or never by itself (Manual).
+    fn want_failback(&mut self, better: usize) -> Want {
+        let failover = &self.inputs.spec.failover;
+        let region = &self.regions[better];
+        let healthy_for = region
+            .counters
+            .since
+            .map_or(0, |since| self.inputs.now.as_second() - since.as_second());
+        let hold = i64::from(failover.failback_hold_seconds);
+        match failover.failback {
+            Failback::Automatic if healthy_for >= hold => self
+                .promotable(&[better])
+                .map_or(Want::Stay, |t| Want::Planned(t, MoveReason::Failback)),
+            Failback::Automatic => {
+                self.flags.failback_pending = Some((
+                    "Holding",
+                    format!(
+                        "{} has been Healthy for {healthy_for}s of the {hold}s hold",
+                        region.name()
+                    ),
+                ));
+                Want::Stay
+            }
+            Failback::Manual => {
+                self.flags.failback_pending = Some((
+                    "Manual",
+                    format!(
+                        "{} is Healthy; set spec.failover.activeOverride to move traffic back",
+                        region.name()
+                    ),
+                ));
+                Want::Stay
+            }
+        }
+    }
+
+    /// The RPO gate for a move away from an active region: a candidate
+    /// that reports no lag is treated as one over the limit.
+    fn promotable(&mut self, candidates: &[usize]) -> Option<usize> {
+        self.gate(candidates, Unreported::OverTheLimit)
+    }
+
+    /// The RPO gate: the first candidate whose replication lag allows it.
+    /// With `onExceeded: Promote` the first candidate is promoted anyway,
+    /// with a Warning about possible data loss; with `Wait` none is, and
+    /// PromotionBlocked says why.
+    fn gate(&mut self, candidates: &[usize], unreported: Unreported) -> Option<usize> {
+        let Some(replication) = &self.inputs.spec.failover.replication else {
+            return candidates.first().copied();
+        };
+        let mut blocked = Vec::new();
+        for &c in candidates {
+            let region = &self.regions[c];
+            let unreported_ok =
+                unreported == Unreported::Allowed && region.obs.lag_seconds().is_none();
+            let verdict = match within_lag(region, replication) {
+                Err(_) if unreported_ok => Ok(()),
+                other => other,
+            };
+            match verdict {
+                Ok(()) => return Some(c),
+                Err(lag) if replication.on_exceeded == OnLagExceeded::Promote => {
+                    self.promotion_warning =
+                        Some(lag_warning(region, &lag, replication, "promoting"));
+                    return Some(c);
+                }
+                Err(lag) => blocked.push(format!("{}: lag {lag}", region.name())),
+            }
+        }
+        if !blocked.is_empty() {
+            self.flags.promotion_blocked = Some(format!(
+                "no standby within maxLagSeconds {}s ({})",
+                replication.max_lag_seconds,
+                blocked.join(", ")
+            ));
+        }
+        None
+    }
+
+    /// Flap damping: past the hourly budget, automatic moves freeze; an
+    /// override still moves.
+    fn damp(&mut self, want: Want, recent: &[Timestamp]) -> Want {
+        let failover = &self.inputs.spec.failover;
+        let damped = recent.len() as i32 >= failover.max_failovers_per_hour;
+        let overridden = self.override_target().is_some();
+        match want {
+            Want::Immediate(..) | Want::Planned(..) if damped && !overridden => {
+                self.flags.flap_damped = Some(format!(
+                    "{} moves in the last hour (max {}); weights are frozen until the hour passes or activeOverride is set",
+                    recent.len(),
+                    failover.max_failovers_per_hour
+                ));
+                Want::Stay
+            }
+            other => other,
+        }
+    }
+
+    /// Carries out the move: at once, or once a planned target is ready.
+    fn execute(&mut self, want: Want) -> Execution {
+        let mut execution = Execution {
+            active: self.previous_active,
+            pending: None,
+            moved: None,
+            warm: self.prewarmed(),
+        };
+        match want {
+            Want::Stay => {}
+            Want::Initial(target) => execution.active = Some(target),
+            Want::Immediate(target, reason) => {
+                execution.moved = Some(self.move_to(target, reason, false));
+                execution.active = Some(target);
+            }
+            Want::Planned(target, reason) => {
+                execution.warm.push(target);
+                let min_ready_ratio = self.inputs.spec.health_check.min_ready_ratio;
+                if self.regions[target].ready_at_full(min_ready_ratio) {
+                    execution.moved = Some(self.move_to(target, reason, true));
+                    execution.active = Some(target);
+                } else {
+                    execution.pending = Some(self.pending(target, reason));
+                }
+            }
+        }
+        if execution.active != self.previous_active {
+            self.events.extend(self.promotion_warning.take());
+        }
+        execution
+    }
+
+    fn move_to(&self, target: usize, reason: MoveReason, planned: bool) -> Move {
+        let planned = planned || matches!(reason, MoveReason::Drain | MoveReason::Cordon);
+        Move {
+            from: self
+                .previous_active
+                .map(|i| self.regions[i].name().to_string()),
+            to: self.regions[target].name().to_string(),
+            reason,
+            planned,
+        }
+    }
+
+    /// A planned move waiting for its target; `since` survives reconciles.
+    fn pending(&self, target: usize, reason: MoveReason) -> PendingMove {
+        let to = self.regions[target].name().to_string();
+        let since = self
+            .inputs
+            .previous
+            .pending_move
+            .as_ref()
+            .filter(|p| p.to == to)
+            .map_or(Time(self.inputs.now), |p| p.since.clone());
+        PendingMove { to, reason, since }
+    }
+
+    /// FollowTheSun pre-warm: the next window's region runs full replicas
+    /// `prewarmSeconds` before its window opens.
+    fn prewarmed(&self) -> Vec<usize> {
+        if self.inputs.spec.strategy != Strategy::FollowTheSun {
+            return Vec::new();
+        }
+        let prewarm = i64::from(self.inputs.spec.failover.prewarm_seconds);
+        (0..self.regions.len())
+            .filter(|&i| {
+                self.regions[i]
+                    .spec
+                    .active_window
+                    .as_ref()
+                    .is_some_and(|w| {
+                        schedule::seconds_until_open(w, self.inputs.now)
+                            .is_some_and(|s| s <= prewarm)
+                    })
+            })
+            .collect()
+    }
+
+    /// Role, replicas and weight of every region once the move is done.
+    fn assign(&self, execution: &Execution) -> Vec<Assignment> {
+        self.regions
+            .iter()
+            .enumerate()
+            .map(|(i, region)| {
+                let active = execution.active == Some(i);
+                let role = if active {
+                    Role::Active
+                } else if region.taken_out() {
+                    Role::Drained
+                } else {
+                    Role::Standby
+                };
+                let replicas = if active || execution.warm.contains(&i) {
+                    region.full
+                } else {
+                    region.standby
+                };
+                Assignment {
+                    role,
+                    replicas,
+                    weight: if active { 100 } else { 0 },
+                }
+            })
+            .collect()
+    }
+}
+
+/// The active region as the previous status names it; when the status was
+/// lost, as the operator's own writes tell it: the one placed Deployment
+/// labelled active, else the one region the traffic sinks give weight.
+/// When they disagree (two labelled active: a member's watch may still
+/// show an old copy after an outage), nothing is decided until they agree.
+fn previous_active(inputs: &Inputs, regions: &[RegionView]) -> Result<Option<usize>, String> {
+    let index = |name: &str| regions.iter().position(|r| r.name() == name);
+    if let Some(name) = inputs.previous.active_region.as_deref() {
+        return Ok(index(name));
+    }
+    if !inputs.previous.regions.is_empty() {
+        return Ok(None);
+    }
+    let labelled: Vec<usize> = (0..regions.len())
+        .filter(|&i| regions[i].obs.placed_role() == Some(Role::Active))
+        .collect();
+    let weighted: Vec<usize> = inputs
+        .published
+        .iter()
+        .filter(|(_, w)| *w > 0)
+        .filter_map(|(name, _)| index(name))
+        .collect();
+    match (&labelled[..], &weighted[..]) {
+        ([only], _) | ([], [only]) => Ok(Some(*only)),
+        ([], _) => Ok(None),
+        (several, _) => match weighted[..] {
+            [only] if several.contains(&only) => Ok(Some(only)),
+            _ => Err(format!(
+                "the status is lost and {} are all labelled active; waiting until the regions agree",
+                several
+                    .iter()
+                    .map(|&i| regions[i].name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        },
+    }
+}
+
+/// How the RPO gate treats a region that reports no replication lag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unreported {
+    /// Like a lag over the limit: a standby must show it has the data.
+    OverTheLimit,
+    /// Acceptable: the first choice, when no region wrote before it.
+    Allowed,
+}
+
+/// Ok when the region's reported replication lag is within the limit; else
+/// the lag as shown to people ("45s", "not reported").
+fn within_lag(region: &RegionView, replication: &Replication) -> Result<(), String> {
+    match region.obs.lag_seconds() {
+        Some(lag) if lag <= f64::from(replication.max_lag_seconds) => Ok(()),
+        Some(lag) => Err(format!("{lag}s")),
+        None => Err("not reported".to_string()),
+    }
+}
+
+fn lag_warning(region: &RegionView, lag: &str, replication: &Replication, what: &str) -> Event {
+    Event::warning(
+        EventReason::PromotedWithReplicationLag,
+        format!(
+            "{what} {} with replication lag {lag} (max {}s): writes not yet replicated may be lost",
+            region.name(),
+            replication.max_lag_seconds
+        ),
+    )
+}

@@ -1,0 +1,216 @@
+//! What every reconcile shares: clients, members, checks, sink caches,
+//! metrics, the fence, and the little the operator remembers per app
+//! between reconciles (when its last round was, its last status write, its
+//! sink retries).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::{Client, ResourceExt};
+
+use super::leader::Fence;
+use super::sinks::SinkCaches;
+use crate::api::{Health, MultiRegionApp, MultiRegionAppStatus};
+use crate::metrics::{AppRegionLabels, Metrics};
+use crate::plan::manifest::AppKey;
+use crate::regions::Registry;
+use crate::regions::http_check::HttpChecks;
+
+/// A round counted because the evidence changed comes at most this often.
+const MIN_ROUND_SPACING: Duration = Duration::from_millis(200);
+
+/// The longest wait between two retries of a failing sink.
+const MAX_SINK_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The parts a context is built from.
+pub struct Parts {
+    pub hub: Client,
+    pub hub_id: String,
+    pub registry: Arc<Registry>,
+    pub checks: Arc<HttpChecks>,
+    pub sinks: Arc<SinkCaches>,
+    pub metrics: Arc<Metrics>,
+    pub fence: Fence,
+}
+
+/// The last status the operator wrote for an app: written over
+/// `from_version`, it produced `version`. A watch that still shows
+/// `from_version` is behind that write.
+struct LastWrite {
+    from_version: String,
+    status: MultiRegionAppStatus,
+    version: String,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub(super) hub: Client,
+    hub_id: String,
+    pub(super) registry: Arc<Registry>,
+    pub(super) checks: Arc<HttpChecks>,
+    pub(super) sinks: Arc<SinkCaches>,
+    pub metrics: Arc<Metrics>,
+    /// Whether this replica may write now.
+    pub(super) fence: Fence,
+    /// This instance's name in Events and the Lease.
+    pub(super) identity: String,
+    /// When each app last had a health round, and what the evidence was.
+    rounds: Mutex<HashMap<AppKey, (Instant, String)>>,
+    written: Mutex<HashMap<AppKey, LastWrite>>,
+    /// Failed sink publications in a row, and when to try again.
+    sink_retries: Mutex<HashMap<AppKey, (u32, Instant)>>,
+}
+
+impl Context {
+    pub fn new(parts: Parts, identity: &str) -> Self {
+        Context {
+            hub: parts.hub,
+            hub_id: parts.hub_id,
+            registry: parts.registry,
+            checks: parts.checks,
+            sinks: parts.sinks,
+            metrics: parts.metrics,
+            fence: parts.fence,
+            identity: identity.to_string(),
+            rounds: Mutex::default(),
+            written: Mutex::default(),
+            sink_retries: Mutex::default(),
+        }
+    }
+
+    pub(super) fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The app's identity on what the operator places for it.
+    pub(super) fn key_of(&self, app: &MultiRegionApp) -> AppKey {
+        AppKey {
+            hub: self.hub_id.clone(),
+            namespace: app.namespace().unwrap_or_default(),
+            name: app.name_any(),
+        }
+    }
+
+    /// The status to decide from, and the resourceVersion it belongs to:
+    /// our last write when the watched copy is still the one before it.
+    pub(super) fn fresh_status(
+        &self,
+        key: &AppKey,
+        app: &MultiRegionApp,
+    ) -> (MultiRegionAppStatus, Option<String>) {
+        let watched = app.status.clone().unwrap_or_default();
+        let version = app.resource_version();
+        let Ok(written) = self.written.lock() else {
+            return (watched, version);
+        };
+        match written.get(key) {
+            Some(last) if version.as_deref() == Some(last.from_version.as_str()) => {
+                (last.status.clone(), Some(last.version.clone()))
+            }
+            _ => (watched, version),
+        }
+    }
+
+    pub(super) fn remember_write(
+        &self,
+        key: &AppKey,
+        from_version: Option<String>,
+        status: MultiRegionAppStatus,
+        version: Option<String>,
+    ) {
+        let (Some(from_version), Some(version)) = (from_version, version) else {
+            return;
+        };
+        if let Ok(mut written) = self.written.lock() {
+            let last = LastWrite {
+                from_version,
+                status,
+                version,
+            };
+            written.insert(key.clone(), last);
+        }
+    }
+
+    /// Whether a health round is due for the app, and how long until the
+    /// next: every interval, and at once when the evidence changed (a
+    /// probe or HTTP check flipped), so detection does not wait up to one
+    /// more interval. The thresholds still count rounds an interval apart.
+    pub(super) fn round_due(
+        &self,
+        key: &AppKey,
+        interval: Duration,
+        evidence: &str,
+    ) -> (bool, Duration) {
+        let Ok(mut rounds) = self.rounds.lock() else {
+            return (true, interval);
+        };
+        let now = Instant::now();
+        if let Some((last, seen)) = rounds.get(key) {
+            let since = now.duration_since(*last);
+            let changed = seen != evidence && since >= MIN_ROUND_SPACING;
+            // A little slack so a requeue that fires a hair early still counts.
+            if !changed && since + Duration::from_millis(50) < interval {
+                return (false, interval.saturating_sub(since));
+            }
+        }
+        rounds.insert(key.clone(), (now, evidence.to_string()));
+        (true, interval)
+    }
+
+    /// Whether the app's sinks may be written now (not backing off).
+    pub(super) fn sink_attempt_due(&self, key: &AppKey) -> bool {
+        self.sink_retries
+            .lock()
+            .map(|r| r.get(key).is_none_or(|(_, at)| Instant::now() >= *at))
+            .unwrap_or(true)
+    }
+
+    /// Records a publication; returns how long until the next attempt
+    /// when it failed (1 s doubling to 30 s).
+    pub(super) fn sinks_published(&self, key: &AppKey, ok: bool) -> Option<Duration> {
+        let mut retries = self.sink_retries.lock().ok()?;
+        if ok {
+            retries.remove(key);
+            return None;
+        }
+        let failures = retries.get(key).map_or(0, |(n, _)| *n) + 1;
+        let wait =
+            (Duration::from_secs(1) * 2u32.saturating_pow(failures - 1)).min(MAX_SINK_BACKOFF);
+        retries.insert(key.clone(), (failures, Instant::now() + wait));
+        Some(wait)
+    }
+
+    /// Health and weight gauges of the app's regions.
+    pub(super) fn record_metrics(&self, key: &AppKey, status: &MultiRegionAppStatus) {
+        for region in &status.regions {
+            let labels = AppRegionLabels {
+                namespace: key.namespace.clone(),
+                app: key.name.clone(),
+                region: region.name.clone(),
+            };
+            let healthy = region.health == Health::Healthy;
+            self.metrics
+                .app_region_healthy
+                .get_or_create(&labels)
+                .set(i64::from(healthy));
+            self.metrics
+                .traffic_weight
+                .get_or_create(&labels)
+                .set(i64::from(region.weight));
+        }
+    }
+
+    /// Drops what the operator kept about a deleted app.
+    pub(super) fn forget(&self, key: &AppKey) {
+        if let Ok(mut rounds) = self.rounds.lock() {
+            rounds.remove(key);
+        }
+        if let Ok(mut written) = self.written.lock() {
+            written.remove(key);
+        }
+        if let Ok(mut retries) = self.sink_retries.lock() {
+            retries.remove(key);
+        }
+    }
+}

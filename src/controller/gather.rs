@@ -1,0 +1,106 @@
+//! The gather phase: what each region of an app reports, from the members'
+//! probes and watch caches, the HTTP checks of the endpoints, and the
+//! weights the traffic sinks hold.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::Context;
+use crate::api::{AppRegion, MultiRegionApp, MultiRegionAppStatus};
+use crate::plan::health::{HttpResult, RegionState};
+use crate::plan::manifest::AppKey;
+use crate::plan::{self, Observation};
+
+/// One observation per spec region, and for the active region when it was
+/// removed from the spec and still carries the traffic.
+pub(super) fn observe(
+    ctx: &Context,
+    app: &MultiRegionApp,
+    key: &AppKey,
+    previous: &MultiRegionAppStatus,
+) -> BTreeMap<String, Observation> {
+    let lag_annotation = app
+        .spec
+        .failover
+        .replication
+        .as_ref()
+        .map(|r| r.lag_from.annotation.as_str());
+    let leaving = plan::leaving_region(&app.spec, previous).map(|name| AppRegion {
+        name: name.to_string(),
+        weight: 0,
+        replicas: None,
+        endpoint: None,
+        active_window: None,
+        drain: false,
+    });
+    app.spec
+        .regions
+        .iter()
+        .chain(leaving.as_ref())
+        .map(|region| {
+            let observation = observe_region(ctx, app, key, region, lag_annotation);
+            (region.name.clone(), observation)
+        })
+        .collect()
+}
+
+fn observe_region(
+    ctx: &Context,
+    app: &MultiRegionApp,
+    key: &AppKey,
+    region: &AppRegion,
+    lag_annotation: Option<&str>,
+) -> Observation {
+    let Some(member) = ctx.registry.get(&region.name) else {
+        let state = if ctx.registry.is_synced() {
+            RegionState::NotFound
+        } else {
+            RegionState::Unknown
+        };
+        return Observation {
+            region: state,
+            ..Observation::unknown()
+        };
+    };
+    let region_spec = member.spec();
+    let http = match &app.spec.health_check.http {
+        Some(check) => {
+            let endpoint = region.endpoint.clone().or(region_spec.endpoint.clone());
+            let hc = &app.spec.health_check;
+            let interval = Duration::from_secs(hc.interval_seconds.max(1) as u64);
+            let timeout = Duration::from_secs(hc.timeout_seconds.max(1) as u64);
+            ctx.checks
+                .result(key, endpoint.as_deref(), &check.path, interval, timeout)
+        }
+        None => HttpResult::NotChecked,
+    };
+    Observation {
+        region: member.state(),
+        cordoned: region_spec.cordoned,
+        workload: member.observe(key, &region.name, lag_annotation),
+        http,
+    }
+}
+
+/// What each region's evidence says at a glance: when it differs from the
+/// last round's, a round is counted at once instead of at the next interval
+/// (the thresholds still count rounds an interval apart).
+pub(super) fn evidence(observations: &BTreeMap<String, Observation>) -> String {
+    observations
+        .iter()
+        .map(|(name, o)| {
+            let api = match o.region {
+                RegionState::Reachable => 'r',
+                RegionState::Unknown => '?',
+                _ => 'x',
+            };
+            let http = match o.http {
+                HttpResult::Serves => '+',
+                HttpResult::Fails(_) => '-',
+                _ => '.',
+            };
+            format!("{name}:{api}{http}")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}

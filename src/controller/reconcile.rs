@@ -1,0 +1,298 @@
+//! One app's reconcile, as named phases:
+//! gather (observe, client needed) -> decide (pure) -> scale up -> publish
+//! to the traffic sinks -> write status -> scale down -> announce.
+//! Each phase is a function returning what it did; `plan::settle` folds
+//! those results into the status, so the status is built in one place.
+//!
+//! A move is complete only when every sink has it: the old active region
+//! is scaled down only after every configured sink confirmed the new
+//! weights. Every status write carries the resourceVersion its decision
+//! was made from, so a stale writer gets a conflict, never the last word.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Resource, ResourceExt};
+
+use super::{Context, cleanup, events, gather, placement, sinks, status};
+use crate::api::{FINALIZER, MultiRegionApp, MultiRegionAppStatus};
+use crate::error::{Error, Result};
+use crate::metrics::FailoverLabels;
+use crate::plan::manifest::{self, AppKey, InvalidTemplate};
+use crate::plan::{self, Applied, Decision, Inputs, Placement, SinkOutcome};
+
+/// Longest a placement or removal in one member may take: a member that
+/// accepts connections but does not answer (an API server still starting,
+/// a half-open link) must not hold the reconcile.
+pub(super) const MEMBER_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reconciles one app: its finalizer's Apply or Cleanup. A status conflict
+/// (someone else wrote since the app was read) means: read it again and
+/// decide again, once, here.
+#[tracing::instrument(skip_all, fields(app = %app.name_any(), namespace = app.namespace().unwrap_or_default()))]
+pub(super) async fn reconcile_app(app: Arc<MultiRegionApp>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.time(&ctx.metrics.reconcile_duration);
+    let api: Api<MultiRegionApp> =
+        Api::namespaced(ctx.hub.clone(), &app.namespace().unwrap_or_default());
+    match run_finalizer(&api, app.clone(), &ctx).await {
+        Err(Error::StatusConflict { .. }) => {
+            let fresh = api
+                .get(&app.name_any())
+                .await
+                .map_err(Error::hub("re-read an app after a status conflict"))?;
+            run_finalizer(&api, Arc::new(fresh), &ctx).await
+        }
+        other => other,
+    }
+}
+
+async fn run_finalizer(
+    api: &Api<MultiRegionApp>,
+    app: Arc<MultiRegionApp>,
+    ctx: &Arc<Context>,
+) -> Result<Action> {
+    let started = Instant::now();
+    finalizer(api, FINALIZER, app, |event| async {
+        match event {
+            Finalizer::Apply(app) => apply(app, ctx.clone(), started).await,
+            Finalizer::Cleanup(app) => cleanup::run(app, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(Box::new(other)),
+    })
+}
+
+/// The phases, in order.
+pub(super) async fn apply(
+    app: Arc<MultiRegionApp>,
+    ctx: Arc<Context>,
+    started: Instant,
+) -> Result<Action> {
+    let key = ctx.key_of(&app);
+    let (previous, version) = ctx.fresh_status(&key, &app);
+    let template = match manifest::validate_template(&app.spec) {
+        Ok(template) => template,
+        Err(invalid) => return invalid_spec(&ctx, &app, &previous, version, &invalid).await,
+    };
+    let observations = gather::observe(&ctx, &app, &key, &previous);
+    let interval = Duration::from_secs(app.spec.health_check.interval_seconds.max(1) as u64);
+    let (round, next_round) = ctx.round_due(&key, interval, &gather::evidence(&observations));
+    let published = ctx.sinks.published(&app, &key);
+    let decision = plan::decide(&Inputs {
+        spec: &app.spec,
+        generation: app.metadata.generation,
+        previous: &previous,
+        observations: &observations,
+        round,
+        published: &published,
+        now: Timestamp::now(),
+    });
+    if let Some(why) = &decision.hold {
+        tracing::info!(app = %key.name, namespace = %key.namespace, why = %why, "nothing applied yet");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let ups = scale(&ctx, &key, &app, &template, &decision, false).await;
+    let (sinks, retry_sinks) = publish(&ctx, &app, &key, &decision).await;
+    let cleaned_up = cleanup::removed_regions(&ctx, &key, &decision.cleanup).await;
+    let confirmed = sinks.confirmed();
+    let applied = Applied {
+        sinks,
+        cleaned_up,
+        now: Timestamp::now(),
+    };
+    let status = plan::settle(&decision, &previous, app.metadata.generation, &applied);
+    write(&ctx, &key, &previous, version, &status).await?;
+    if decision.weights_changed {
+        ctx.metrics
+            .decision_latency
+            .observe(started.elapsed().as_secs_f64());
+    }
+    count_move(&ctx, &key, &decision);
+    // Make-before-break: the old active scales down only once every sink
+    // sends traffic elsewhere.
+    let downs = match confirmed {
+        true => scale(&ctx, &key, &app, &template, &decision, true).await,
+        false => Vec::new(),
+    };
+    events::announce(&ctx, &app, &decision.events).await;
+    ctx.record_metrics(&key, &status);
+    let next = retry_sinks.map_or(next_round, |wait| wait.min(next_round));
+    Ok(requeue(next, &status, ups.iter().chain(&downs)))
+}
+
+/// Writes the status when it changed, over the resourceVersion the
+/// decision was made from, and remembers the write.
+async fn write(
+    ctx: &Context,
+    key: &AppKey,
+    previous: &MultiRegionAppStatus,
+    version: Option<String>,
+    status: &MultiRegionAppStatus,
+) -> Result<()> {
+    if status == previous {
+        return Ok(());
+    }
+    ctx.fence.check()?;
+    let written = status::write(&ctx.hub, key, status, version.as_deref()).await?;
+    ctx.metrics.wrote("hub", "status");
+    ctx.remember_write(key, version, status.clone(), written);
+    Ok(())
+}
+
+/// Scale-ups and creates (`downs` false), or scale-downs (`downs` true),
+/// in parallel across the regions the operator can reach.
+async fn scale(
+    ctx: &Context,
+    key: &AppKey,
+    app: &MultiRegionApp,
+    template: &PodTemplateSpec,
+    decision: &Decision,
+    downs: bool,
+) -> Vec<Result<bool>> {
+    let placements = decision
+        .placements
+        .iter()
+        .filter(|p| p.touch && p.scale_down == downs);
+    futures::future::join_all(placements.map(|p| place_in(ctx, key, app, template, p))).await
+}
+
+async fn place_in(
+    ctx: &Context,
+    key: &AppKey,
+    app: &MultiRegionApp,
+    template: &PodTemplateSpec,
+    p: &Placement,
+) -> Result<bool> {
+    ctx.fence.check()?;
+    let Some(member) = ctx.registry.get(&p.region) else {
+        return Err(Error::Unreachable {
+            region: p.region.clone(),
+            reason: "no such Region".into(),
+        });
+    };
+    let placing = placement::place(&member, key, &app.spec, template, p);
+    let result = tokio::time::timeout(MEMBER_WRITE_TIMEOUT, placing)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Unreachable {
+                region: p.region.clone(),
+                reason: format!("no answer within {MEMBER_WRITE_TIMEOUT:?}"),
+            })
+        });
+    match &result {
+        Ok(true) => ctx.metrics.wrote("member", "placement"),
+        Ok(false) => {}
+        Err(err) => {
+            tracing::info!(app = %key.name, namespace = %key.namespace, region = %p.region, error = %err, "placement not applied")
+        }
+    }
+    result
+}
+
+/// The weights, into every traffic sink the app names; failed sinks are
+/// retried with back-off (the wait comes back with the outcome).
+async fn publish(
+    ctx: &Context,
+    app: &MultiRegionApp,
+    key: &AppKey,
+    decision: &Decision,
+) -> (SinkOutcome, Option<Duration>) {
+    if app.spec.traffic.is_none() {
+        return (SinkOutcome::NotConfigured, None);
+    }
+    // A new move goes out at once; otherwise a failing sink waits its turn.
+    if !decision.weights_changed && !ctx.sink_attempt_due(key) {
+        let waiting = SinkOutcome::Failed("waiting to retry the traffic sinks".into());
+        let reported = previous_sink_failure(app).map_or(waiting, SinkOutcome::Failed);
+        return (reported, Some(Duration::from_secs(1)));
+    }
+    if let Err(err) = ctx.fence.check() {
+        return (SinkOutcome::Failed(err.to_string()), None);
+    }
+    let (outcome, written) = sinks::publish(
+        &ctx.hub,
+        &ctx.sinks,
+        &ctx.registry,
+        app,
+        key,
+        &decision.weights,
+    )
+    .await;
+    for _ in 0..written {
+        ctx.metrics.wrote("hub", "sink");
+    }
+    if let SinkOutcome::Failed(why) | SinkOutcome::Conflict(why) = &outcome {
+        tracing::warn!(app = %key.name, namespace = %key.namespace, error = %why, "traffic sinks not published");
+    }
+    let retry = ctx.sinks_published(key, outcome.confirmed());
+    (outcome, retry)
+}
+
+/// The message of the app's last failed sink publication, to keep it
+/// while a retry waits.
+fn previous_sink_failure(app: &MultiRegionApp) -> Option<String> {
+    app.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "TrafficPublished" && c.status == "False")
+        .map(|c| c.message.clone())
+}
+
+fn count_move(ctx: &Context, key: &AppKey, decision: &Decision) {
+    if let Some(moved) = &decision.moved {
+        ctx.metrics
+            .failovers
+            .get_or_create(&FailoverLabels {
+                namespace: key.namespace.clone(),
+                app: key.name.clone(),
+                reason: moved.reason.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// The next reconcile: the next round, or sooner when a placement hit a
+/// new conflict or refusal (judged right away) or cleanup is pending.
+fn requeue<'a>(
+    next_round: Duration,
+    status: &MultiRegionAppStatus,
+    placed: impl Iterator<Item = &'a Result<bool>>,
+) -> Action {
+    let mut placed = placed;
+    let changed_outcome =
+        placed.any(|r| matches!(r, Err(Error::Conflict { .. } | Error::Refused { .. })));
+    let wait = if changed_outcome || !status.cleanup_pending.is_empty() {
+        next_round.min(Duration::from_secs(2))
+    } else {
+        next_round
+    };
+    Action::requeue(wait.max(Duration::from_millis(100)))
+}
+
+/// A template that is not a PodTemplateSpec: reported (one Event per spec
+/// generation), nothing placed.
+async fn invalid_spec(
+    ctx: &Context,
+    app: &MultiRegionApp,
+    previous: &MultiRegionAppStatus,
+    version: Option<String>,
+    invalid: &InvalidTemplate,
+) -> Result<Action> {
+    let key = ctx.key_of(app);
+    let message = invalid.to_string();
+    let (status, event) =
+        plan::invalid_spec(previous, app.meta().generation, &message, Timestamp::now());
+    write(ctx, &key, previous, version, &status).await?;
+    events::announce(ctx, app, event.as_slice()).await;
+    Ok(Action::await_change())
+}

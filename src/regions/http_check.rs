@@ -1,0 +1,221 @@
+//! The HTTP checks of regions' endpoints: `GET endpoint + path`, passing on
+//! a 2xx or 3xx answer within the timeout. They tell whether a region's
+//! data plane serves, whatever the operator's view of its API server.
+//!
+//! Each distinct check runs in its own task, like the Region probe, and
+//! app reconciles only read its latest result: a black-holed endpoint
+//! delays no reconcile of any app. A check nobody asked for in a while
+//! stops; when a result changes, the apps that use it are triggered.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use kube::runtime::reflector::ObjectRef;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
+
+use super::Trigger;
+use crate::api::MultiRegionApp;
+use crate::plan::health::HttpResult;
+use crate::plan::manifest::AppKey;
+
+/// A check nobody asked for in this many intervals stops.
+const IDLE_INTERVALS: u32 = 5;
+
+/// A client for HTTP checks: redirects are answers, not followed, and every
+/// check opens a fresh connection, so a connection kept from before a
+/// region restarted (perhaps to an address another node has now) never
+/// answers for it.
+pub fn client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .build()
+}
+
+/// What identifies one check.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct CheckKey {
+    url: String,
+    interval: Duration,
+    timeout: Duration,
+}
+
+/// One running check.
+struct Check {
+    latest: Mutex<HttpResult>,
+    apps: Mutex<HashSet<ObjectRef<MultiRegionApp>>>,
+    asked: Mutex<Instant>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Check {
+    fn drop(&mut self) {
+        if let Ok(Some(task)) = self.task.lock().map(|mut t| t.take()) {
+            task.abort();
+        }
+    }
+}
+
+/// Every HTTP check the apps use.
+pub struct HttpChecks {
+    http: reqwest::Client,
+    checks: Mutex<HashMap<CheckKey, Arc<Check>>>,
+    triggers: UnboundedSender<Trigger>,
+}
+
+impl HttpChecks {
+    pub fn new(http: reqwest::Client, triggers: UnboundedSender<Trigger>) -> Arc<Self> {
+        Arc::new(HttpChecks {
+            http,
+            checks: Mutex::default(),
+            triggers,
+        })
+    }
+
+    /// The latest result of checking `endpoint + path` every `interval`,
+    /// started on first use; `app` is triggered when it changes.
+    pub fn result(
+        self: &Arc<Self>,
+        app: &AppKey,
+        endpoint: Option<&str>,
+        path: &str,
+        interval: Duration,
+        timeout: Duration,
+    ) -> HttpResult {
+        let Some(endpoint) = endpoint else {
+            return HttpResult::Fails(
+                "no endpoint: set spec.regions[].endpoint or the Region's spec.endpoint".into(),
+            );
+        };
+        let key = CheckKey {
+            url: format!("{}{}", endpoint.trim_end_matches('/'), path),
+            interval,
+            timeout,
+        };
+        let check = self.check(key);
+        if let Ok(mut asked) = check.asked.lock() {
+            *asked = Instant::now();
+        }
+        if let Ok(mut apps) = check.apps.lock() {
+            apps.insert(ObjectRef::new(&app.name).within(&app.namespace));
+        }
+        check
+            .latest
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or(HttpResult::Pending)
+    }
+
+    /// The running check for `key`, started if there is none.
+    fn check(self: &Arc<Self>, key: CheckKey) -> Arc<Check> {
+        let Ok(mut checks) = self.checks.lock() else {
+            return Arc::new(new_check());
+        };
+        if let Some(check) = checks.get(&key) {
+            return check.clone();
+        }
+        let check = Arc::new(new_check());
+        let task = tokio::spawn(run(
+            Arc::downgrade(self),
+            Arc::downgrade(&check),
+            key.clone(),
+        ));
+        if let Ok(mut slot) = check.task.lock() {
+            *slot = Some(task);
+        }
+        checks.insert(key, check.clone());
+        check
+    }
+
+    fn stop(&self, key: &CheckKey) {
+        if let Ok(mut checks) = self.checks.lock() {
+            checks.remove(key);
+        }
+    }
+}
+
+fn new_check() -> Check {
+    Check {
+        latest: Mutex::new(HttpResult::Pending),
+        apps: Mutex::default(),
+        asked: Mutex::new(Instant::now()),
+        task: Mutex::default(),
+    }
+}
+
+/// Checks every interval until nobody asks any more.
+async fn run(checks: Weak<HttpChecks>, check: Weak<Check>, key: CheckKey) {
+    loop {
+        let started = Instant::now();
+        let Some(http) = checks.upgrade().map(|c| c.http.clone()) else {
+            return;
+        };
+        let result = match once(&http, &key.url, key.timeout).await {
+            Ok(()) => HttpResult::Serves,
+            Err(why) => HttpResult::Fails(why),
+        };
+        let (Some(registry), Some(current)) = (checks.upgrade(), check.upgrade()) else {
+            return;
+        };
+        let idle = current
+            .asked
+            .lock()
+            .map(|a| a.elapsed())
+            .unwrap_or_default();
+        if idle > key.interval * IDLE_INTERVALS {
+            registry.stop(&key);
+            return;
+        }
+        report(&registry, &current, &key, result);
+        drop((registry, current));
+        tokio::time::sleep(key.interval.saturating_sub(started.elapsed())).await;
+    }
+}
+
+/// Stores the result; when it changed, triggers the apps that use it.
+fn report(registry: &HttpChecks, check: &Check, key: &CheckKey, result: HttpResult) {
+    let changed = match check.latest.lock() {
+        Ok(mut latest) => {
+            let flipped = std::mem::discriminant(&*latest) != std::mem::discriminant(&result);
+            *latest = result.clone();
+            flipped
+        }
+        Err(_) => false,
+    };
+    if !changed {
+        return;
+    }
+    match &result {
+        HttpResult::Serves => tracing::info!(url = %key.url, "endpoint serves"),
+        HttpResult::Fails(why) => {
+            tracing::warn!(url = %key.url, error = %why, "endpoint check failed")
+        }
+        _ => {}
+    }
+    let apps: Vec<_> = check
+        .apps
+        .lock()
+        .map(|a| a.iter().cloned().collect())
+        .unwrap_or_default();
+    for app in apps {
+        let _ = registry.triggers.send(Trigger::App(app));
+    }
+}
+
+/// One check. The error says what was requested and what went wrong.
+pub async fn once(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<(), String> {
+    let response = http
+        .get(url)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let code = response.status();
+    if code.is_success() || code.is_redirection() {
+        Ok(())
+    } else {
+        Err(format!("GET {url}: {code}"))
+    }
+}

@@ -1,0 +1,275 @@
+//! One member cluster as the operator currently knows it: its client, its
+//! probe state, the watched copies of what the operator placed there, and
+//! what the last placements there ran into. The state is private: callers
+//! ask (`state`, `observe`) and report (`record`, `forget`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::Client;
+use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::task::JoinHandle;
+
+use super::CredentialsError;
+use super::watch::{self, store_ready};
+use crate::api::RegionSpec;
+use crate::error::{Error, Result};
+use crate::plan::health::{Counters, RegionState, WorkloadState};
+use crate::plan::manifest::AppKey;
+
+/// What the probe task last saw.
+#[derive(Clone, Debug)]
+pub struct ProbeState {
+    /// Result of the last probe; None before the first.
+    pub last_ok: Option<bool>,
+    pub last_error: String,
+    pub counters: Counters,
+    pub version: Option<String>,
+}
+
+/// The watched copies of the objects placed in a member.
+pub(crate) struct Placed {
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+}
+
+/// What the last placement of an app in this member ran into.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Note {
+    /// An object of the app's name that is not the operator's.
+    Conflict(String),
+    /// The member API server's refusal.
+    Refused(String),
+}
+
+/// One member cluster.
+pub struct Member {
+    name: String,
+    /// None when the credentials are unusable (see `credentials_error`).
+    client: Option<Client>,
+    credentials_error: Option<CredentialsError>,
+    /// Identifies the credentials the client was built from.
+    config_key: String,
+    spec: RwLock<RegionSpec>,
+    probe: Mutex<ProbeState>,
+    placed: Option<Placed>,
+    notes: Mutex<HashMap<AppKey, Note>>,
+    /// Namespaces known to exist here.
+    namespaces: Mutex<HashSet<String>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Ok(tasks) = self.tasks.lock() {
+            for task in tasks.iter() {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Member {
+    /// A member with a working client and watched placed objects.
+    pub(crate) fn connected(
+        name: &str,
+        spec: RegionSpec,
+        client: Client,
+        config_key: String,
+        probe: ProbeState,
+        placed: Placed,
+    ) -> Self {
+        let mut member = Member::unusable(name, spec, None, config_key, probe);
+        member.client = Some(client);
+        member.placed = Some(placed);
+        member
+    }
+
+    /// A member whose credentials cannot be used: every call to it fails.
+    pub(crate) fn unusable(
+        name: &str,
+        spec: RegionSpec,
+        error: Option<CredentialsError>,
+        config_key: String,
+        probe: ProbeState,
+    ) -> Self {
+        Member {
+            name: name.to_string(),
+            client: None,
+            credentials_error: error,
+            config_key,
+            spec: RwLock::new(spec),
+            probe: Mutex::new(probe),
+            placed: None,
+            notes: Mutex::default(),
+            namespaces: Mutex::default(),
+            tasks: Mutex::default(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn config_key(&self) -> &str {
+        &self.config_key
+    }
+
+    /// The client, or why there is none.
+    pub fn client(&self) -> Result<&Client> {
+        self.client.as_ref().ok_or_else(|| Error::Unreachable {
+            region: self.name.clone(),
+            reason: "no usable credentials".into(),
+        })
+    }
+
+    pub fn spec(&self) -> RegionSpec {
+        self.spec.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Takes the Region's new spec; true when it changed.
+    pub(crate) fn set_spec(&self, spec: &RegionSpec) -> bool {
+        match self.spec.write() {
+            Ok(mut current) if *current != *spec => {
+                *current = spec.clone();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn add_task(&self, task: JoinHandle<()>) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(task);
+        }
+    }
+
+    /// Reachability as the plan sees it: the last probe's result, so an app
+    /// round never waits for the Region's own thresholds on top of its own.
+    pub fn state(&self) -> RegionState {
+        if let Some(err) = &self.credentials_error {
+            return RegionState::NoCredentials(err.to_string());
+        }
+        match self.probe_state() {
+            Some(ProbeState {
+                last_ok: Some(true),
+                ..
+            }) => RegionState::Reachable,
+            Some(ProbeState {
+                last_ok: Some(false),
+                last_error,
+                ..
+            }) => RegionState::Unreachable(last_error),
+            _ => RegionState::Unknown,
+        }
+    }
+
+    pub fn probe_state(&self) -> Option<ProbeState> {
+        self.probe.lock().ok().map(|p| p.clone())
+    }
+
+    /// Applies `change` to the probe state; returns (before, after).
+    pub(crate) fn update_probe(
+        &self,
+        change: impl FnOnce(&mut ProbeState),
+    ) -> Option<(ProbeState, ProbeState)> {
+        let mut state = self.probe.lock().ok()?;
+        let before = state.clone();
+        change(&mut state);
+        Some((before, state.clone()))
+    }
+
+    /// True once the watches of placed objects have listed everything.
+    pub fn listed(&self) -> bool {
+        self.placed
+            .as_ref()
+            .is_some_and(|p| store_ready(&p.deployments) && store_ready(&p.services))
+    }
+
+    /// What the operator knows of the app's workload here (`region` is the
+    /// app's name for this member).
+    pub fn observe(
+        &self,
+        app: &AppKey,
+        region: &str,
+        lag_annotation: Option<&str>,
+    ) -> WorkloadState {
+        let note = self.notes.lock().ok().and_then(|n| n.get(app).cloned());
+        match note {
+            Some(Note::Conflict(message)) => return WorkloadState::Conflict(message),
+            Some(Note::Refused(message)) => return WorkloadState::Refused(message),
+            None => {}
+        }
+        if !self.listed() {
+            return WorkloadState::Unknown;
+        }
+        match self.cached_deployment(app) {
+            Some(d) => watch::workload_state(&d, app, region, lag_annotation),
+            None => WorkloadState::Missing,
+        }
+    }
+
+    /// Records what placing the app here ran into, for the next round.
+    pub fn record(&self, app: &AppKey, outcome: &Result<bool>) {
+        let Ok(mut notes) = self.notes.lock() else {
+            return;
+        };
+        match outcome {
+            Ok(_) => {
+                notes.remove(app);
+            }
+            Err(err @ Error::Conflict { .. }) => {
+                notes.insert(app.clone(), Note::Conflict(err.to_string()));
+            }
+            Err(Error::Refused { message, .. }) => {
+                notes.insert(app.clone(), Note::Refused(message.clone()));
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Forgets what placing the app ran into (its objects are gone).
+    pub fn forget(&self, app: &AppKey) {
+        if let Ok(mut notes) = self.notes.lock() {
+            notes.remove(app);
+        }
+    }
+
+    pub(crate) fn cached_deployment(&self, app: &AppKey) -> Option<Arc<Deployment>> {
+        let key = ObjectRef::new(&app.name).within(&app.namespace);
+        self.placed.as_ref()?.deployments.get(&key)
+    }
+
+    pub(crate) fn cached_service(&self, app: &AppKey) -> Option<Arc<Service>> {
+        let key = ObjectRef::new(&app.name).within(&app.namespace);
+        self.placed.as_ref()?.services.get(&key)
+    }
+
+    pub(crate) fn deployments(&self) -> Option<&Store<Deployment>> {
+        self.placed.as_ref().map(|p| &p.deployments)
+    }
+
+    pub(crate) fn services(&self) -> Option<&Store<Service>> {
+        self.placed.as_ref().map(|p| &p.services)
+    }
+
+    pub(crate) fn knows_namespace(&self, name: &str) -> bool {
+        self.namespaces.lock().is_ok_and(|n| n.contains(name))
+    }
+
+    pub(crate) fn namespace_exists(&self, name: &str) {
+        if let Ok(mut known) = self.namespaces.lock() {
+            known.insert(name.to_string());
+        }
+    }
+
+    /// The namespace was not there after all (deleted by someone): it is
+    /// created again at the next placement.
+    pub(crate) fn namespace_gone(&self, name: &str) {
+        if let Ok(mut known) = self.namespaces.lock() {
+            known.remove(name);
+        }
+    }
+}
