@@ -2,11 +2,20 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test lint controlplane up down bench-localregions bench demo shellcheck
+.PHONY: test test-local test-kind lint controlplane up down bench-localregions bench demo shellcheck
 
-## test: everything CI checks: format, lints, unit and end-to-end tests.
-test: lint controlplane
+## test: everything CI checks: format, lints, unit, end-to-end and chaos
+## tests on local regions, then the kind walkthrough test (needs root or
+## Docker; see README "On kind").
+test: test-local test-kind
+
+## test-local: everything but kind (no Docker needed).
+test-local: lint controlplane
 	$(CARGO) test --workspace --lib --bins --tests
+
+## test-kind: the kind walkthrough, asserted (kind-config/walkthrough.sh).
+test-kind:
+	$(CARGO) test --test kind -- --nocapture
 
 lint: shellcheck
 	$(CARGO) fmt --all --check
