@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The first run without Docker: local hub + us-east + eu-west as real control
 # planes, CRDs with kubectl, the chart with Helm, the operator running under
-# the chart's ServiceAccount, an example app, then us-east fails and comes
-# back while you watch the weights.
+# the chart's ServiceAccount, a real gateway (Traefik) and DNS (ExternalDNS,
+# CoreDNS) consuming its weights, an example app, then us-east fails whole
+# and comes back while you watch the weights and real requests switch.
 #
 # Usage: scripts/demo.sh [--non-interactive]
 #   --non-interactive  do not wait for Ctrl-C at the end (used by the tests)
@@ -50,18 +51,25 @@ wait_for() { # description, timeout seconds, expected substring, command...
 }
 
 weights() { kubectl get mra -n shop checkout -o 'jsonpath={.status.weights}'; }
+endpoint() { local var="ENDPOINT_${1^^}"; var=${var//-/_}; echo "${!var}"; }
 
 if [ -z "${MULTIREGION_BIN:-}" ]; then
   step "building multiregion and localregions"
   cargo build --workspace --bins
 fi
-step "building (or finding cached) etcd, kube-apiserver, kubectl, KWOK, Helm"
+step "building (or finding cached) etcd, kube-apiserver, kubectl, KWOK, Helm, Traefik, CoreDNS, ExternalDNS"
 bins=$(bash tests/controlplane/build.sh)
+bash tests/controlplane/build-traffic.sh >/dev/null
 export PATH="$bins:$PATH"
 
 step "starting hub, us-east and eu-west (real control planes as processes)"
-RUST_LOG=warn "$lr" --dir "$dir" up hub us-east eu-west
+RUST_LOG=warn,kube_client=off "$lr" --dir "$dir" up hub us-east eu-west
 export KUBECONFIG="$dir/hub.kubeconfig"
+eval "$("$lr" --dir "$dir" env)"   # ENDPOINT_US_EAST=http://127.0.0.11:PORT ...
+
+step "starting the gateway (Traefik) and DNS (ExternalDNS into CoreDNS) on the hub"
+"$lr" --dir "$dir" traffic | tee "$dir/traffic.txt"
+gateway=$(awk '$1 == "gateway" {print $2}' "$dir/traffic.txt")
 
 step "installing the CRDs with kubectl"
 kubectl apply --server-side -f crds/
@@ -92,6 +100,7 @@ kind: Region
 metadata: { name: $region }
 spec:
   kubeconfigSecretRef: { namespace: $ns, name: $region-kubeconfig }
+  endpoint: $(endpoint "$region")
   probe: { intervalSeconds: 1, timeoutSeconds: 1 }
 YAML
 done
@@ -104,13 +113,20 @@ kubectl get regions
 step "applying examples/checkout.yaml (health rounds every second for the demo)"
 kubectl create namespace shop
 kubectl apply -f examples/checkout.yaml
-kubectl patch mra -n shop checkout --type merge -p '{"spec":{"healthCheck":{"intervalSeconds":1,"timeoutSeconds":1}}}'
+kubectl patch mra -n shop checkout --type merge -p '{"spec":{
+  "healthCheck":{"intervalSeconds":1,"timeoutSeconds":1,"http":{"path":"/healthz"}},
+  "traffic":{"httpRoute":{"name":"checkout","parentRefs":[{"name":"multiregion","namespace":"gateway"}]},
+             "dnsEndpoint":{"dnsName":"checkout.multiregion.test","recordTTL":5,"mode":"Failover"}}}}'
 wait_for "us-east serving" 60 "us-east=100 eu-west=0" weights
+wait_for "the gateway answering from us-east" 60 "us-east" curl -fsS --max-time 1 "$gateway/"
 kubectl get mra -n shop
 "$mr" status -n shop
 
-step "us-east fails: its API server is stopped"
-"$lr" --dir "$dir" stop-apiserver us-east
+step "us-east fails: its API server, nodes and endpoint stop; 20 requests/s go through the gateway"
+"$lr" --dir "$dir" load --url "$gateway/" --rate 20 --seconds 15 > "$dir/load" &
+load_pid=$!
+sleep 3
+"$lr" --dir "$dir" fail us-east
 start=$SECONDS
 while (( SECONDS - start < 30 )); do
   w=$(weights)
@@ -119,11 +135,14 @@ while (( SECONDS - start < 30 )); do
   sleep 1
 done
 [[ $(weights) == "us-east=0 eu-west=100" ]] || { echo "failover did not happen" >&2; exit 1; }
+wait "$load_pid"
+echo "  requests through the gateway, second by second (us-east failed at t=3s):"
+sed 's/^/  /' "$dir/load"
 kubectl get mra -n shop
 "$mr" status -n shop
 
 step "us-east comes back: it is fenced as a Standby with weight 0"
-"$lr" --dir "$dir" start-apiserver us-east
+"$lr" --dir "$dir" recover us-east
 wait_for "us-east Healthy again, as Standby" 30 "Standby Healthy" \
   kubectl get mra -n shop checkout -o 'jsonpath={.status.regions[0].role} {.status.regions[0].health}'
 "$mr" status -n shop

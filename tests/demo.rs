@@ -22,7 +22,9 @@ fn the_demo_runs_unattended_to_the_failover_and_back() {
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
     for step in [
         "==> installing the chart with Helm",
+        "==> starting the gateway (Traefik) and DNS",
         "==> us-east fails",
+        "requests through the gateway, second by second",
         "us-east=0 eu-west=100",
         "us-east Healthy again, as Standby",
         "==> demo finished",
@@ -30,6 +32,17 @@ fn the_demo_runs_unattended_to_the_failover_and_back() {
     ] {
         assert!(stdout.contains(step), "missing {step:?} in:\n{stdout}");
     }
+    // Real answers switch from us-east to eu-west during the failover.
+    let per_second: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("t="))
+        .collect();
+    let first_us = per_second.iter().position(|l| l.contains("us-east="));
+    let last_eu = per_second.iter().rposition(|l| l.contains("eu-west="));
+    assert!(
+        matches!((first_us, last_eu), (Some(us), Some(eu)) if us < eu),
+        "answers from us-east, then from eu-west: {per_second:?}"
+    );
     assert!(!dir.join("state.json").exists(), "localregions down ran");
     let pids = std::fs::read_to_string(dir.join("pids")).unwrap_or_default();
     assert!(pids.trim().is_empty(), "nothing left to stop: {pids}");

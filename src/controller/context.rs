@@ -23,6 +23,13 @@ const MIN_ROUND_SPACING: Duration = Duration::from_millis(200);
 /// The longest wait between two retries of a failing sink.
 const MAX_SINK_BACKOFF: Duration = Duration::from_secs(30);
 
+/// An app's last health round.
+struct LastRound {
+    at: Instant,
+    evidence: String,
+    early: Option<Instant>,
+}
+
 /// The parts a context is built from.
 pub struct Parts {
     pub hub: Client,
@@ -55,8 +62,9 @@ pub struct Context {
     pub(super) fence: Fence,
     /// This instance's name in Events and the Lease.
     pub(super) identity: String,
-    /// When each app last had a health round, and what the evidence was.
-    rounds: Mutex<HashMap<AppKey, (Instant, String)>>,
+    /// When each app last had a health round, what the evidence was, and
+    /// when a round was last counted early for a change of evidence.
+    rounds: Mutex<HashMap<AppKey, LastRound>>,
     written: Mutex<HashMap<AppKey, LastWrite>>,
     /// Failed sink publications in a row, and when to try again.
     sink_retries: Mutex<HashMap<AppKey, (u32, Instant)>>,
@@ -146,15 +154,34 @@ impl Context {
             return (true, interval);
         };
         let now = Instant::now();
-        if let Some((last, seen)) = rounds.get(key) {
-            let since = now.duration_since(*last);
-            let changed = seen != evidence && since >= MIN_ROUND_SPACING;
+        let mut early = None;
+        if let Some(last) = rounds.get(key) {
+            let since = now.duration_since(last.at);
+            // At most one early round per interval: two sources flipping a
+            // moment apart (the probe, then the HTTP check) must not count
+            // as two rounds.
+            let may_be_early = last.early.is_none_or(|e| now.duration_since(e) >= interval);
+            let changed = last.evidence != evidence && since >= MIN_ROUND_SPACING && may_be_early;
             // A little slack so a requeue that fires a hair early still counts.
-            if !changed && since + Duration::from_millis(50) < interval {
+            let due = since + Duration::from_millis(50) >= interval;
+            if !changed && !due {
                 return (false, interval.saturating_sub(since));
             }
+            early = if changed && !due {
+                Some(now)
+            } else {
+                last.early
+            };
         }
-        rounds.insert(key.clone(), (now, evidence.to_string()));
+        let evidence = evidence.to_string();
+        rounds.insert(
+            key.clone(),
+            LastRound {
+                at: now,
+                evidence,
+                early,
+            },
+        );
         (true, interval)
     }
 

@@ -369,3 +369,32 @@ async fn a_planned_move_publishes_only_when_the_target_is_ready_and_scales_down_
         Some("us-east=100 eu-west=0")
     );
 }
+
+#[tokio::test]
+async fn a_change_of_evidence_counts_one_early_round_per_interval() {
+    let (ctx, _, _server) = context();
+    let interval = Duration::from_secs(1);
+    assert!(
+        ctx.round_due(&key(), interval, "us-east:r+").0,
+        "the first round"
+    );
+    assert!(
+        !ctx.round_due(&key(), interval, "us-east:r+").0,
+        "not due yet"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(
+        ctx.round_due(&key(), interval, "us-east:x+").0,
+        "the probe flipped: at once"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(
+        !ctx.round_due(&key(), interval, "us-east:x-").0,
+        "the HTTP check flipped too, within the same interval: no second early round"
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        ctx.round_due(&key(), interval, "us-east:x-").0,
+        "the interval after the early round"
+    );
+}

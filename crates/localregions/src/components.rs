@@ -73,6 +73,7 @@ impl<'a> Recipe<'a> {
             name: format!("{}/{program}", self.name),
             program: self.bins.path(program),
             args,
+            env: Default::default(),
             log: self.dir.join(format!("logs/{}-{program}.log", self.name)),
             pid: None,
         }
@@ -216,6 +217,7 @@ pub(crate) fn etcd(dir: &Path, bins: &Binaries) -> Result<(Component, String)> {
             "--unsafe-no-fsync=true".into(),
             "--log-level=warn".into(),
         ],
+        env: Default::default(),
         log: dir.join("logs/etcd.log"),
         pid: None,
     };
@@ -229,6 +231,7 @@ pub(crate) fn toxiproxy(dir: &Path, bins: &Binaries) -> Result<(Component, u16)>
         name: "toxiproxy".into(),
         program: bins.path("toxiproxy-server"),
         args: vec!["-host=127.0.0.1".into(), format!("-port={port}")],
+        env: Default::default(),
         log: dir.join("logs/toxiproxy.log"),
         pid: None,
     };

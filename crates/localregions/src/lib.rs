@@ -13,8 +13,10 @@
 mod binaries;
 mod components;
 mod faults;
+pub mod load;
 mod pki;
 mod process;
+mod traffic;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use binaries::{Binaries, source_dir};
 pub use process::Component;
+pub use traffic::{GATEWAY_NAME, GATEWAY_NAMESPACE, Traffic, ZONE};
 
 /// Where clusters live unless `--dir` says otherwise.
 pub const DEFAULT_DIR: &str = ".local/regions";
@@ -66,6 +69,9 @@ struct State {
     /// Other processes to stop with the clusters (an operator under test).
     #[serde(default)]
     adopted: Vec<i32>,
+    /// The gateway and DNS, once `start_traffic` ran.
+    #[serde(default)]
+    traffic: Option<Traffic>,
 }
 
 /// One running cluster.
@@ -166,6 +172,7 @@ impl LocalRegions {
                 clusters: Vec::new(),
                 watchdog: None,
                 adopted: Vec::new(),
+                traffic: None,
             },
         };
         if options.stop_with_this_process {
@@ -304,6 +311,9 @@ impl LocalRegions {
     /// Stops every process `up` started and forgets them. Data stays on disk
     /// until the next `up` in the same directory.
     pub fn down(&mut self) {
+        if let Some(traffic) = &mut self.state.traffic {
+            traffic.stop();
+        }
         for cluster in self.state.clusters.iter_mut().rev() {
             for component in [
                 &mut cluster.endpoint_process,
@@ -468,6 +478,7 @@ impl LocalRegions {
         [&self.state.etcd, &self.state.toxiproxy]
             .into_iter()
             .chain(self.state.clusters.iter().flat_map(|c| c.components()))
+            .chain(self.state.traffic.iter().flat_map(|t| t.components()))
     }
 
     /// A figure of every running process, by component name.
@@ -553,6 +564,7 @@ impl LocalRegions {
             name: "watchdog".into(),
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script],
+            env: Default::default(),
             log: self.dir.join("logs/watchdog.log"),
             pid: None,
         };

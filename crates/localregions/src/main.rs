@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use localregions::load::{Load, Route};
 use localregions::{DEFAULT_DIR, LocalRegions, UpOptions};
 
 #[derive(Parser)]
@@ -58,6 +59,32 @@ enum Command {
     },
     /// The region's endpoint accepts connections but never answers.
     BlackholeEndpoint { name: String },
+    /// Start the gateway (Traefik) and DNS (ExternalDNS, CoreDNS) that
+    /// consume the operator's sinks in the hub; print where they listen.
+    Traffic {
+        #[arg(long, default_value = "hub")]
+        hub: String,
+    },
+    /// Send requests at a fixed rate for a fixed time and print, each
+    /// second, successes, failures and which region answered.
+    Load {
+        /// Through one address (the gateway: `localregions traffic`).
+        #[arg(long, conflicts_with_all = ["dns_name", "regions"])]
+        url: Option<String>,
+        /// Resolve this name at the local DNS (honouring its TTL) and send
+        /// to the address it gives, on --port.
+        #[arg(long)]
+        dns_name: Option<String>,
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+        /// Client-side failover: these regions' endpoints, tried in order.
+        #[arg(long, value_delimiter = ',')]
+        regions: Vec<String>,
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
     /// Stop a region's endpoint process.
     StopEndpoint { name: String },
     /// Start a region's endpoint process again.
@@ -134,6 +161,22 @@ async fn run(cli: Cli) -> Result<()> {
                 .blackhole_endpoint(&name)
                 .await?
         }
+        Command::Traffic { hub } => {
+            let traffic = LocalRegions::open(&cli.dir)?.start_traffic(&hub).await?;
+            println!("gateway\t{}\ndns\t{}", traffic.gateway, traffic.dns);
+        }
+        Command::Load {
+            url,
+            dns_name,
+            port,
+            regions,
+            rate,
+            seconds,
+        } => {
+            let dir = cli.dir.clone();
+            let route = load_route(&dir, url, dns_name, port, regions)?;
+            load(route, rate, seconds).await?
+        }
         Command::StopEndpoint { name } => LocalRegions::open(&cli.dir)?.stop_endpoint(&name)?,
         Command::StartEndpoint { name } => {
             LocalRegions::open(&cli.dir)?.start_endpoint(&name).await?
@@ -165,4 +208,41 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?}: a delay cannot be negative"));
     }
     Ok(Duration::from_secs_f64(value * unit))
+}
+
+fn load_route(
+    dir: &std::path::Path,
+    url: Option<String>,
+    dns_name: Option<String>,
+    port: u16,
+    regions: Vec<String>,
+) -> Result<Route> {
+    if let Some(url) = url {
+        return Ok(Route::Url(url));
+    }
+    if let Some(name) = dns_name {
+        let local = LocalRegions::open(dir)?;
+        let Some(traffic) = local.traffic() else {
+            anyhow::bail!("no local DNS: run `localregions traffic` first");
+        };
+        let server = traffic.dns.clone();
+        return Ok(Route::Dns { server, name, port });
+    }
+    if regions.is_empty() {
+        anyhow::bail!("name a route: --url, --dns-name or --regions");
+    }
+    Ok(Route::Regions(regions))
+}
+
+async fn load(route: Route, rate: u32, seconds: u64) -> Result<()> {
+    let options = Load {
+        rate,
+        duration: Duration::from_secs(seconds),
+        timeout: Duration::from_secs(2),
+    };
+    let samples = localregions::load::run(&route, options).await?;
+    for line in localregions::load::per_second(&samples) {
+        println!("{line}");
+    }
+    Ok(())
 }

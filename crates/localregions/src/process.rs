@@ -23,6 +23,9 @@ pub struct Component {
     pub name: String,
     pub program: PathBuf,
     pub args: Vec<String>,
+    /// Environment variables set for it (on top of this process's).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
     pub log: PathBuf,
     /// Pid of the running process, if any.
     pub pid: Option<i32>,
@@ -42,6 +45,7 @@ impl Component {
             .with_context(|| format!("opening log {}", self.log.display()))?;
         let child = Command::new(&self.program)
             .args(&self.args)
+            .envs(&self.env)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

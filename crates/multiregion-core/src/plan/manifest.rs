@@ -375,7 +375,13 @@ mod tests {
         svc.type_ = crate::api::ServiceType::NodePort;
         svc.ports[0].node_port = Some(30080);
         let s = to_json(service(&app(), &node_port, "us-east").unwrap());
-        assert_eq!((s["spec"]["type"].as_str(), s["spec"]["ports"][0]["nodePort"].as_i64()), (Some("NodePort"), Some(30080)));
+        assert_eq!(
+            (
+                s["spec"]["type"].as_str(),
+                s["spec"]["ports"][0]["nodePort"].as_i64()
+            ),
+            (Some("NodePort"), Some(30080))
+        );
         let mut no_service = spec();
         no_service.workload.service = None;
         assert!(service(&app(), &no_service, "us-east").is_none());

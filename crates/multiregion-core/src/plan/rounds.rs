@@ -189,7 +189,13 @@ fn judge_one<'a>(inputs: &'a Inputs, region: Cow<'a, AppRegion>) -> RegionView<'
 /// for an HTTP check that fails because nothing listens yet: the first
 /// choice then waits for the preferred region instead of passing it over.
 fn first_judgement_grace(health: Health, workload: &WorkloadState, round: Round) -> Round {
-    let starting = matches!(workload, WorkloadState::Placed { rolling_out: true, .. });
+    let starting = matches!(
+        workload,
+        WorkloadState::Placed {
+            rolling_out: true,
+            ..
+        }
+    );
     match round {
         Round::Failed {
             reason: Reason::HttpProbeFailed,

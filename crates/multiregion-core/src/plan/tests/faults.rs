@@ -391,7 +391,10 @@ fn an_invalid_spec_is_announced_once_per_generation() {
 fn a_new_region_is_not_passed_over_for_an_http_check_failing_while_its_pods_start() {
     let mut sim = Sim::new(http_spec());
     let starting = |o: Observation| {
-        let mut o = checked(o, HttpResult::Fails("GET /healthz: connection refused".into()));
+        let mut o = checked(
+            o,
+            HttpResult::Fails("GET /healthz: connection refused".into()),
+        );
         if let WorkloadState::Placed { rolling_out, .. } = &mut o.workload {
             *rolling_out = true;
         }
@@ -399,7 +402,11 @@ fn a_new_region_is_not_passed_over_for_an_http_check_failing_while_its_pods_star
     };
     // eu-west is up first; us-east, preferred, still starts.
     sim.round(&[("us-east", starting(up(3, 0)))]);
-    assert_eq!(sim.weights(), "us-east=0 eu-west=0", "the first choice waits");
+    assert_eq!(
+        sim.weights(),
+        "us-east=0 eu-west=0",
+        "the first choice waits"
+    );
     sim.round(&[("us-east", checked(up(3, 3), HttpResult::Serves))]);
     assert_eq!(sim.weights(), "us-east=100 eu-west=0");
 }
