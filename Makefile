@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test test-local test-kind lint controlplane up down bench-localregions bench demo shellcheck
+.PHONY: bench-traffic test test-local test-kind lint controlplane up down bench-localregions bench demo shellcheck
 
 ## test: everything CI checks: format, lints, unit, end-to-end and chaos
 ## tests on local regions, then the kind walkthrough test (needs root or
@@ -48,3 +48,7 @@ shellcheck:
 ## bench: failover times and scale, on local regions, release build (figures, not tests).
 bench: controlplane
 	$(CARGO) bench --bench failover
+
+## bench-traffic: client-observed failover through the gateway, DNS and client-side (figures).
+bench-traffic: controlplane
+	$(CARGO) bench --bench traffic

@@ -15,6 +15,13 @@ pub struct RegionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    pub namespace: String,
+    pub app: String,
+    pub condition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AppRegionLabels {
     pub namespace: String,
     pub app: String,
@@ -117,6 +124,10 @@ pub struct Metrics {
     pub region_reachable: Family<RegionLabels, Gauge>,
     pub app_region_healthy: Family<AppRegionLabels, Gauge>,
     pub traffic_weight: Family<AppRegionLabels, Gauge>,
+    /// The same weight as a share of the app's traffic, 0..1.
+    pub traffic_weight_ratio: Family<AppRegionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// 1 when the app's condition is True, else 0.
+    pub app_condition: Family<ConditionLabels, Gauge>,
     pub failovers: Family<FailoverLabels, Counter>,
     pub decision_latency: Histogram,
     pub reconcile_duration: Histogram,
@@ -154,6 +165,13 @@ fn register_process_info(r: &mut Registry) {
     );
 }
 
+/// `register` in one line per metric.
+macro_rules! reg {
+    ($registry:ident, $name:literal, $help:literal, $metric:expr) => {
+        register(&mut $registry, $name, $help, $metric)
+    };
+}
+
 /// Registers a metric and hands it back.
 fn register<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
 where
@@ -168,66 +186,18 @@ impl Default for Metrics {
         let mut r = Registry::with_prefix("multiregion");
         let histogram = || Histogram::new(latency_buckets());
         let metrics = Metrics {
-            region_reachable: register(
-                &mut r,
-                "region_reachable",
-                "1 when the region's API server answers its probes",
-                Family::default(),
-            ),
-            app_region_healthy: register(
-                &mut r,
-                "app_region_healthy",
-                "1 when the app is Healthy in the region",
-                Family::default(),
-            ),
-            traffic_weight: register(
-                &mut r,
-                "traffic_weight",
-                "Published traffic weight of the app in the region (0..100)",
-                Family::default(),
-            ),
-            failovers: register(
-                &mut r,
-                "failovers",
-                "Moves of traffic from one region to another",
-                Family::default(),
-            ),
-            decision_latency: register(
-                &mut r,
-                "decision_latency_seconds",
-                "From the health round that decided a move to the new weights in every sink",
-                histogram(),
-            ),
-            reconcile_duration: register(
-                &mut r,
-                "reconcile_duration_seconds",
-                "Duration of one app reconcile",
-                histogram(),
-            ),
-            reconcile_errors: register(
-                &mut r,
-                "reconcile_errors",
-                "Failed reconciles by kind of error",
-                Family::default(),
-            ),
-            probe_duration: register(
-                &mut r,
-                "probe_duration_seconds",
-                "Duration of region API server probes",
-                Family::new_with_constructor(histogram),
-            ),
-            api_writes: register(
-                &mut r,
-                "api_writes",
-                "Writes the operator sent, by cluster and kind (zero at steady state)",
-                Family::default(),
-            ),
-            leader: register(
-                &mut r,
-                "leader",
-                "1 while this replica holds the Lease and writes, 0 while it stands by",
-                Gauge::default(),
-            ),
+            region_reachable: reg! { r, "region_reachable", "1 when the region's API server answers its probes", Family::default() },
+            app_region_healthy: reg! { r, "app_region_healthy", "1 when the app is Healthy in the region", Family::default() },
+            traffic_weight: reg! { r, "traffic_weight", "Published traffic weight of the app in the region (0..100)", Family::default() },
+            traffic_weight_ratio: reg! { r, "traffic_weight_ratio", "Share of the app's traffic the region gets (0..1)", Family::default() },
+            app_condition: reg! { r, "app_condition", "1 when the app's condition (Ready, Degraded, FailedOver, FlapDamped, PromotionBlocked, TrafficPublished, ...) is True", Family::default() },
+            failovers: reg! { r, "failovers", "Moves of traffic from one region to another", Family::default() },
+            decision_latency: reg! { r, "decision_latency_seconds", "From the health round that decided a move to the new weights in every sink", histogram() },
+            reconcile_duration: reg! { r, "reconcile_duration_seconds", "Duration of one app reconcile", histogram() },
+            reconcile_errors: reg! { r, "reconcile_errors", "Failed reconciles by kind of error", Family::default() },
+            probe_duration: reg! { r, "probe_duration_seconds", "Duration of region API server probes", Family::new_with_constructor(histogram) },
+            api_writes: reg! { r, "api_writes", "Writes the operator sent, by cluster and kind (zero at steady state)", Family::default() },
+            leader: reg! { r, "leader", "1 while this replica holds the Lease and writes, 0 while it stands by", Gauge::default() },
             registry: Registry::default(),
         };
         register_process_info(&mut r);
@@ -236,6 +206,68 @@ impl Default for Metrics {
             ..metrics
         }
     }
+}
+
+/// The app conditions exported as `multiregion_app_condition`.
+pub const CONDITIONS: [&str; 10] = [
+    "Ready",
+    "Degraded",
+    "FailedOver",
+    "FailbackPending",
+    "PromotionBlocked",
+    "FlapDamped",
+    "AllRegionsUnhealthy",
+    "Conflict",
+    "TrafficPublished",
+    "OverrideUnhealthy",
+];
+
+/// The process's resident memory, CPU time, open files and start time,
+/// from /proc/self (Linux), in the names Prometheus' clients use.
+fn process_metrics(out: &mut String) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let number = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    // USER_HZ is 100 on Linux; the page size 4 KiB on the platforms served.
+    let cpu = number(11).zip(number(12)).map(|(u, s)| (u + s) / 100.0);
+    let rss = number(21).map(|pages| pages * 4096.0);
+    let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).ok();
+    let lines = [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "CPU time used, user and system",
+            cpu,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory",
+            rss,
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Open file descriptors",
+            fds.map(|n| n as f64),
+        ),
+    ];
+    let body = out.strip_suffix("# EOF\n").map(str::to_string);
+    let Some(mut body) = body else {
+        return;
+    };
+    for (name, kind, help, value) in lines {
+        if let Some(value) = value {
+            body.push_str(&format!(
+                "# HELP {name} {help}.\n# TYPE {name} {kind}\n{name} {value}\n"
+            ));
+        }
+    }
+    body.push_str("# EOF\n");
+    *out = body;
 }
 
 /// Records the time from its creation to its drop into a histogram:
@@ -271,6 +303,14 @@ impl Metrics {
             };
             self.app_region_healthy.remove(&labels);
             self.traffic_weight.remove(&labels);
+            self.traffic_weight_ratio.remove(&labels);
+        }
+        for condition in CONDITIONS {
+            self.app_condition.remove(&ConditionLabels {
+                namespace: namespace.to_string(),
+                app: app.to_string(),
+                condition: condition.to_string(),
+            });
         }
         for reason in reasons {
             self.failovers.remove(&FailoverLabels {
@@ -296,6 +336,7 @@ impl Metrics {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        process_metrics(&mut out);
         out
     }
 }
@@ -304,6 +345,20 @@ impl Metrics {
 mod tests {
     use super::verb;
     use http::{Method, Uri};
+
+    #[test]
+    fn the_exposition_carries_process_and_build_metrics_and_ends_with_eof() {
+        let text = super::Metrics::default().encode();
+        for name in [
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "multiregion_build_info",
+            "multiregion_leader",
+        ] {
+            assert!(text.contains(name), "{name} in {text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
 
     #[test]
     fn verbs_follow_the_path_shape() {

@@ -20,4 +20,13 @@ fn the_crds_name_their_printer_columns_and_short_name() {
         assert!(yaml.contains(&format!("name: {column}")), "column {column}");
     }
     assert!(yaml.contains("- mra"));
+    let ready_columns = yaml
+        .matches(".status.conditions[?(@.type==\"Ready\")].status")
+        .count();
+    assert_eq!(ready_columns, 2, "a READY column on both kinds");
+    assert!(yaml.contains("x-kubernetes-list-type: map"));
+    assert!(
+        yaml.contains("description: \"One application run in several regions"),
+        "kubectl explain opens with the real description"
+    );
 }

@@ -906,3 +906,38 @@ async fn a_failing_http_probe_takes_the_region_out() {
     .await;
     delete_app(&hub, ns, "web").await;
 }
+
+#[tokio::test]
+async fn kubectl_wait_for_condition_ready_returns_for_regions_and_apps() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    let ns = "wait-ready";
+    apply_app(
+        &hub,
+        ns,
+        "web",
+        app_spec("ActivePassive", &["us-east", "eu-west"], json!({})),
+    )
+    .await;
+    let kubeconfig = env.kubeconfig("hub");
+    let wait = |args: &[&str]| {
+        let out = std::process::Command::new(env.bin_dir.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["wait", "--for=condition=Ready", "--timeout=180s"])
+            .args(args)
+            .output()
+            .expect("kubectl runs");
+        assert!(
+            out.status.success(),
+            "kubectl wait {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(wait(&["region/us-east"]).contains("condition met"));
+    assert!(wait(&["-n", ns, "mra/web"]).contains("condition met"));
+    delete_app(&hub, ns, "web").await;
+}

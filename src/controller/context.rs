@@ -12,7 +12,7 @@ use kube::{Client, ResourceExt};
 use super::leader::Fence;
 use super::sinks::SinkCaches;
 use crate::api::{Health, MultiRegionApp, MultiRegionAppStatus};
-use crate::metrics::{AppRegionLabels, Metrics};
+use crate::metrics::{AppRegionLabels, ConditionLabels, Metrics};
 use crate::plan::manifest::AppKey;
 use crate::regions::Registry;
 use crate::regions::http_check::HttpChecks;
@@ -225,6 +225,23 @@ impl Context {
                 .traffic_weight
                 .get_or_create(&labels)
                 .set(i64::from(region.weight));
+            let ratio = f64::from(region.weight) / 100.0;
+            self.metrics
+                .traffic_weight_ratio
+                .get_or_create(&labels)
+                .set(ratio);
+        }
+        for condition in &status.conditions {
+            let labels = ConditionLabels {
+                namespace: key.namespace.clone(),
+                app: key.name.clone(),
+                condition: condition.type_.clone(),
+            };
+            let on = condition.status == "True";
+            self.metrics
+                .app_condition
+                .get_or_create(&labels)
+                .set(i64::from(on));
         }
     }
 

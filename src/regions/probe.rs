@@ -169,24 +169,29 @@ async fn write_status(
     location: std::collections::BTreeMap<String, String>,
 ) {
     let api: Api<Region> = Api::all(hub.clone());
-    let previous = match api.get_status(name).await {
-        Ok(r) => r.status.unwrap_or_default(),
+    let (previous, generation) = match api.get_status(name).await {
+        Ok(r) => (r.status.unwrap_or_default(), r.metadata.generation),
         Err(err) => {
             tracing::debug!(region = %name, error = %err, "cannot read Region status");
             return;
         }
     };
     let now = Timestamp::now();
-    let mut conditions = Conditions::new(&previous.conditions, now, None);
+    let mut conditions = Conditions::new(&previous.conditions, now, generation);
     match state.counters.health {
-        Health::Healthy => conditions.set(
-            "Reachable",
-            true,
-            "ProbeSucceeded",
-            "the API server answers /readyz",
-        ),
-        Health::Unhealthy => conditions.set("Reachable", false, "ProbeFailed", &probed.error),
-        Health::Unknown => conditions.set("Reachable", false, "Probing", "not judged yet"),
+        Health::Healthy => {
+            let answers = "the API server answers /readyz";
+            conditions.set("Ready", true, "Reachable", answers);
+            conditions.set("Reachable", true, "ProbeSucceeded", answers);
+        }
+        Health::Unhealthy => {
+            conditions.set("Ready", false, "Unreachable", &probed.error);
+            conditions.set("Reachable", false, "ProbeFailed", &probed.error);
+        }
+        Health::Unknown => {
+            conditions.unknown("Ready", "Probing", "not judged yet");
+            conditions.unknown("Reachable", "Probing", "not judged yet");
+        }
     }
     let status = RegionStatus {
         phase: Some(RegionPhase::from(state.counters.health)),
@@ -209,7 +214,8 @@ pub async fn report_credentials_error(hub: &Client, name: &str, err: &Credential
     };
     let previous = region.status.unwrap_or_default();
     let now = Timestamp::now();
-    let mut conditions = Conditions::new(&previous.conditions, now, None);
+    let mut conditions = Conditions::new(&previous.conditions, now, region.metadata.generation);
+    conditions.set("Ready", false, err.reason(), err.to_string());
     conditions.set("Reachable", false, err.reason(), err.to_string());
     let status = RegionStatus {
         phase: Some(RegionPhase::Unknown),

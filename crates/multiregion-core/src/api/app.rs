@@ -23,6 +23,12 @@ use super::{Health, MoveReason, Reason, Role};
     status = "MultiRegionAppStatus",
     shortname = "mra",
     category = "multiregion",
+    doc = "One application run in several regions (clusters): the workload placed in each, how traffic is shared (ActiveActive, ActivePassive, FollowTheSun), how each region's health is judged round by round, and how traffic moves away from a failing region and back. Status holds the weights published to the traffic sinks, each region's role and health, and conditions; Ready is True while a Healthy region carries traffic.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.strategy"),
     printcolumn(name = "Active", type_ = "string", json_path = ".status.activeRegion"),
     printcolumn(name = "Weights", type_ = "string", json_path = ".status.weights"),
@@ -580,8 +586,11 @@ pub struct MultiRegionAppStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cleanup_pending: Vec<String>,
     /// Ready, Degraded, FailedOver, FailbackPending, PromotionBlocked,
-    /// FlapDamped, AllRegionsUnhealthy, Conflict.
+    /// FlapDamped, AllRegionsUnhealthy, Conflict, OverrideUnhealthy and
+    /// TrafficPublished (with traffic sinks). Ready is Unknown until a
+    /// region has been judged.
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

@@ -22,10 +22,11 @@ use super::RegionPhase;
     status = "RegionStatus",
     shortname = "mrr",
     category = "multiregion",
+    doc = "A member cluster that applications can be placed in: how the operator reaches its API server (a kubeconfig Secret in the hub, or the hub itself), the region's traffic entry point, and how often it is probed. Status says whether it is Reachable; condition Ready is True when the operator can use it.",
     printcolumn(
         name = "Ready",
         type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Reachable\")].status"
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
@@ -181,9 +182,11 @@ pub struct RegionStatus {
     /// Location labels copied from spec.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub location: BTreeMap<String, String>,
-    /// `Reachable`: True when probes pass, with the reason and a plain
-    /// message when they do not (missing Secret, bad kubeconfig, refused
-    /// connection, ...).
+    /// `Ready` (the operator can use the region) and `Reachable` (probes
+    /// pass): with the reason and a plain message when they do not (missing
+    /// Secret, bad kubeconfig, refused connection, ...); Unknown until the
+    /// first judgement.
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }

@@ -24,6 +24,15 @@ impl<'a> Conditions<'a> {
 
     pub fn set(&mut self, type_: &str, status: bool, reason: &str, message: impl Into<String>) {
         let status = if status { "True" } else { "False" };
+        self.put(type_, status, reason, message.into());
+    }
+
+    /// A condition nothing is known of yet.
+    pub fn unknown(&mut self, type_: &str, reason: &str, message: impl Into<String>) {
+        self.put(type_, "Unknown", reason, message.into());
+    }
+
+    fn put(&mut self, type_: &str, status: &str, reason: &str, message: String) {
         let last_transition_time = self
             .previous
             .iter()
@@ -34,7 +43,7 @@ impl<'a> Conditions<'a> {
             type_: type_.to_string(),
             status: status.to_string(),
             reason: reason.to_string(),
-            message: message.into(),
+            message,
             last_transition_time,
             observed_generation: self.generation,
         });

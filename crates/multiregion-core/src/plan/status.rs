@@ -247,8 +247,15 @@ fn ready(c: &mut Conditions, regions: &[RegionView], statuses: &[RegionAppStatus
         .collect();
     if serving.is_empty() {
         let judged = regions.iter().any(|r| r.counters.health != Health::Unknown);
-        let reason = if judged { "NoHealthyRegion" } else { "Pending" };
-        c.set("Ready", false, reason, "no Healthy region carries traffic");
+        match judged {
+            true => c.set(
+                "Ready",
+                false,
+                "NoHealthyRegion",
+                "no Healthy region carries traffic",
+            ),
+            false => c.unknown("Ready", "Pending", "no region judged yet"),
+        }
     } else {
         let message = format!("traffic on {}", serving.join(", "));
         c.set("Ready", true, "Serving", message);
