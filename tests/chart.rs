@@ -1,7 +1,10 @@
 //! The Helm chart: lint, render with defaults and with every optional block,
-//! install into a real hub whose namespace enforces the `restricted` Pod
-//! Security Standard, and run the operator with the chart's ServiceAccount
-//! token (not admin) through a failover.
+//! refuse mistakes (strict schema, two writers), render each optional piece
+//! (PodDisruptionBudget, NetworkPolicy, CRDs, monitors, alerts, dashboard)
+//! as intended, keep its helm-docs README current; install into a real hub
+//! whose namespace enforces the `restricted` Pod Security Standard, and run
+//! the operator with the chart's ServiceAccount token (not admin) through a
+//! failover; install the CRDs with the chart and keep them on uninstall.
 
 mod common;
 
@@ -12,7 +15,7 @@ use std::time::Duration;
 use common::operator::{app_spec, apply_app, register_region, wait_weights};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const NS: &str = "multiregion-system";
 
@@ -93,10 +96,705 @@ fn the_chart_lints_and_renders_with_and_without_its_options() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("logFormat"));
 }
 
+/// `helm template` with the given extra arguments (`--set`, `--set-json`,
+/// `-f`): the rendered manifests, or the error Helm printed.
+fn template(args: &[&str]) -> Result<String, String> {
+    let helm = localregions::Binaries::locate().unwrap().path("helm");
+    let chart = chart();
+    let out = Command::new(&helm)
+        .args(["template", "t", chart.to_str().unwrap(), "-n", NS])
+        .args(args)
+        .output()
+        .expect("helm runs");
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Renders, or panics with Helm's error.
+fn rendered(args: &[&str]) -> Vec<Value> {
+    let yaml = template(args).unwrap_or_else(|e| panic!("helm template {args:?}: {e}"));
+    documents(&yaml)
+}
+
+/// Helm refuses to render, and says so naming every one of `words`.
+fn refused(args: &[&str], words: &[&str]) {
+    match template(args) {
+        Ok(_) => panic!("helm template {args:?} must fail"),
+        Err(e) => {
+            for w in words {
+                assert!(e.contains(w), "helm template {args:?}: {w:?} not in: {e}");
+            }
+        }
+    }
+}
+
+/// The YAML documents of a multi-document stream, without empty ones.
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(yaml)
+        .expect("valid YAML")
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
+fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let found = of_kind(docs, kind);
+    assert_eq!(found.len(), 1, "one {kind} in {docs:#?}");
+    found[0]
+}
+
+#[test]
+fn the_schema_refuses_unknown_keys_at_every_level_and_wrong_types() {
+    // Unknown keys: at the root, one level down, deep in the alerts, in a
+    // list item, in a scheduling block.
+    refused(&["--set", "replicas=3"], &["replicas", "not allowed"]);
+    refused(
+        &["--set", "serviceMonitor.intreval=1m"],
+        &["serviceMonitor", "intreval", "not allowed"],
+    );
+    refused(
+        &["--set", "prometheusRule.alerts.noLeader.forr=1m"],
+        &["noLeader", "forr", "not allowed"],
+    );
+    refused(
+        &[
+            "--set-json",
+            r#"networkPolicy.metricsFrom=[{"podSelector":{"matchLabel":{"a":"b"}}}]"#,
+        ],
+        &["metricsFrom", "matchLabel", "not allowed"],
+    );
+    refused(
+        &["--set", "affinity.nodeAffinity.requiredDuringScheduling=x"],
+        &["nodeAffinity", "not allowed"],
+    );
+    refused(
+        &["--set", "resources.request.cpu=1"],
+        &["resources", "request"],
+    );
+    // Types, enums, ranges, patterns.
+    refused(
+        &["--set", "leaderElection.enabled=yes"],
+        &["leaderElection/enabled"],
+    );
+    refused(&["--set", "metrics.port=70000"], &["metrics/port"]);
+    refused(&["--set", "replicaCount=0"], &["replicaCount"]);
+    refused(
+        &["--set", "prometheusRule.alerts.noLeader.severity=page"],
+        &["severity", "critical"],
+    );
+    refused(
+        &["--set", "prometheusRule.alerts.regionUnreachable.for=five"],
+        &["regionUnreachable/for"],
+    );
+    refused(
+        &["--set", "prometheusRule.alerts.slowDecisions.quantile=1.5"],
+        &["quantile"],
+    );
+    refused(
+        &[
+            "--set-json",
+            r#"networkPolicy.healthCheckCIDRs=["10.0.0.0/33"]"#,
+        ],
+        &["healthCheckCIDRs"],
+    );
+    refused(&["--set", "image.pullPolicy=Sometimes"], &["pullPolicy"]);
+    refused(
+        &["--set", "fullnameOverride=Not_A_Name"],
+        &["fullnameOverride"],
+    );
+    // A removed required value is refused too, not silently defaulted.
+    refused(
+        &["--set", "leaderElection.enabled=null"],
+        &["leaderElection", "enabled"],
+    );
+    // Declared values are accepted and used.
+    let docs = rendered(&["--set", "fullnameOverride=mr,nameOverride=operator"]);
+    let deployment = one(&docs, "Deployment");
+    assert_eq!(deployment["metadata"]["name"], "mr");
+    assert_eq!(
+        deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+        "operator"
+    );
+}
+
+#[test]
+fn two_replicas_without_leader_election_are_refused() {
+    refused(
+        &["--set", "replicaCount=2,leaderElection.enabled=false"],
+        &[
+            "replicaCount is 2",
+            "leaderElection.enabled is false",
+            "two writers",
+        ],
+    );
+    // One replica may run without a Lease.
+    let docs = rendered(&["--set", "replicaCount=1,leaderElection.enabled=false"]);
+    let env = &one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"];
+    let election = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "MULTIREGION_LEADER_ELECTION")
+        .unwrap();
+    assert_eq!(election["value"], "false");
+    // And the other combinations the schema cannot express.
+    refused(
+        &[
+            "--set",
+            "serviceMonitor.enabled=true,podMonitor.enabled=true",
+        ],
+        &["serviceMonitor.enabled and podMonitor.enabled"],
+    );
+    refused(
+        &[
+            "--set",
+            "serviceMonitor.enabled=true,metrics.service.enabled=false",
+        ],
+        &["metrics.service.enabled"],
+    );
+}
+
+#[test]
+fn the_pod_disruption_budget_needs_more_than_one_replica() {
+    let docs = rendered(&["--set", "replicaCount=1"]);
+    assert!(
+        of_kind(&docs, "PodDisruptionBudget").is_empty(),
+        "with one replica a PDB only blocks node drains"
+    );
+    assert_eq!(one(&docs, "Deployment")["spec"]["replicas"], 1);
+    let docs = rendered(&["--set", "replicaCount=3"]);
+    let pdb = one(&docs, "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        one(&docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    );
+    let docs = rendered(&["--set", "replicaCount=3,podDisruptionBudget.enabled=false"]);
+    assert!(of_kind(&docs, "PodDisruptionBudget").is_empty());
+    refused(
+        &["--set", "replicaCount=2,podDisruptionBudget.minAvailable=2"],
+        &["minAvailable (2) must be below replicaCount (2)"],
+    );
+    rendered(&["--set", "podDisruptionBudget.minAvailable=50%"]);
+}
+
+/// The egress rules of the rendered NetworkPolicy as (peers, ports) pairs.
+fn egress(args: &[&str]) -> Vec<(Vec<String>, Vec<String>)> {
+    let mut all = vec!["--set", "networkPolicy.enabled=true"];
+    all.extend_from_slice(args);
+    let docs = rendered(&all);
+    let policy = one(&docs, "NetworkPolicy");
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    policy["spec"]["egress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rule| {
+            let peers = rule["to"]
+                .as_array()
+                .map(|to| {
+                    to.iter()
+                        .map(|p| p["ipBlock"]["cidr"].as_str().unwrap().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let ports = rule["ports"]
+                .as_array()
+                .map(|ports| {
+                    ports
+                        .iter()
+                        .map(|p| match p.get("endPort") {
+                            Some(end) => {
+                                format!("{}/{}-{end}", p["protocol"].as_str().unwrap(), p["port"])
+                            }
+                            None => format!("{}/{}", p["protocol"].as_str().unwrap(), p["port"]),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (peers, ports)
+        })
+        .collect()
+}
+
+#[test]
+fn the_network_policy_lets_out_dns_the_api_servers_and_the_health_checks() {
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let anywhere = strings(&["0.0.0.0/0"]);
+    assert_eq!(
+        egress(&[]),
+        [
+            (vec![], strings(&["UDP/53", "TCP/53"])),
+            (anywhere.clone(), strings(&["TCP/443", "TCP/6443"])),
+            (
+                anywhere.clone(),
+                strings(&[
+                    "TCP/80",
+                    "TCP/443",
+                    "TCP/8080",
+                    "TCP/8443",
+                    "TCP/30000-32767"
+                ])
+            ),
+        ],
+        "DNS, API servers on 443/6443, endpoints on the common ports and the NodePort range"
+    );
+    // Narrowed to where the endpoints are, on the ports they use.
+    let custom = egress(&[
+        "--set-json",
+        r#"networkPolicy.healthCheckCIDRs=["10.1.0.0/16","192.168.7.0/24"]"#,
+        "--set-json",
+        r#"networkPolicy.healthCheckPorts=[9000,{"port":31000,"endPort":31010}]"#,
+        "--set-json",
+        r#"networkPolicy.apiServerCIDRs=["10.0.0.1/32"]"#,
+    ]);
+    assert_eq!(
+        custom[1],
+        (strings(&["10.0.0.1/32"]), strings(&["TCP/443", "TCP/6443"]))
+    );
+    assert_eq!(
+        custom[2],
+        (
+            strings(&["10.1.0.0/16", "192.168.7.0/24"]),
+            strings(&["TCP/9000", "TCP/31000-31010"])
+        )
+    );
+    // No ports: every port on those CIDRs.
+    let any_port = egress(&["--set-json", "networkPolicy.healthCheckPorts=[]"]);
+    assert_eq!(any_port[2], (anywhere, vec![]));
+    refused(
+        &[
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set-json",
+            r#"networkPolicy.healthCheckPorts=[{"port":32000,"endPort":31000}]"#,
+        ],
+        &["32000-31000 ends before it starts"],
+    );
+    // Ingress: the metrics port only.
+    let docs = rendered(&["--set", "networkPolicy.enabled=true"]);
+    assert_eq!(
+        one(&docs, "NetworkPolicy")["spec"]["ingress"],
+        json!([{"ports": [{"port": 8080, "protocol": "TCP"}]}])
+    );
+}
+
+#[test]
+fn the_crds_render_with_the_keep_policy_and_equal_the_repositorys() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = std::fs::read_to_string(root.join("crds/multiregion.yaml")).unwrap();
+    let copy = std::fs::read_to_string(chart().join("files/crds.yaml")).unwrap();
+    assert!(
+        copy == source,
+        "charts/multiregion/files/crds.yaml differs from crds/multiregion.yaml: run `cp crds/multiregion.yaml charts/multiregion/files/crds.yaml`"
+    );
+    assert!(of_kind(&rendered(&[]), "CustomResourceDefinition").is_empty());
+    let docs = rendered(&["--set", "crds.enabled=true"]);
+    let crds = of_kind(&docs, "CustomResourceDefinition");
+    let names: Vec<_> = crds.iter().map(|c| c["metadata"]["name"].clone()).collect();
+    assert_eq!(
+        names,
+        ["regions.multiregion.io", "multiregionapps.multiregion.io"]
+    );
+    let expected = documents(&source);
+    assert_eq!(crds.len(), expected.len());
+    for (crd, expected) in crds.into_iter().zip(expected) {
+        let mut crd = crd.clone();
+        let annotations = crd["metadata"]["annotations"].as_object_mut().unwrap();
+        assert_eq!(
+            annotations.remove("helm.sh/resource-policy"),
+            Some(json!("keep")),
+            "uninstall must keep the CRDs"
+        );
+        if annotations.is_empty() {
+            crd["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("annotations");
+        }
+        assert!(
+            crd == expected,
+            "the chart renders {} other than crds/",
+            expected["metadata"]["name"]
+        );
+    }
+}
+
+#[test]
+fn the_monitors_keep_the_apps_namespace_label() {
+    let docs = rendered(&[
+        "--set",
+        "serviceMonitor.enabled=true,serviceMonitor.labels.release=prom",
+    ]);
+    let monitor = one(&docs, "ServiceMonitor");
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(
+        endpoint["honorLabels"], true,
+        "namespace must not become exported_namespace"
+    );
+    assert_eq!(endpoint["port"], "metrics");
+    assert_eq!(endpoint["interval"], "30s");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prom");
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"],
+        one(&docs, "Service")["spec"]["selector"]
+    );
+    assert!(of_kind(&docs, "PodMonitor").is_empty());
+
+    let docs = rendered(&["--set", "podMonitor.enabled=true,podMonitor.interval=15s"]);
+    assert!(of_kind(&docs, "ServiceMonitor").is_empty());
+    let monitor = one(&docs, "PodMonitor");
+    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["honorLabels"], true);
+    assert_eq!(endpoint["port"], "metrics", "the container port's name");
+    assert_eq!(endpoint["path"], "/metrics");
+    assert_eq!(endpoint["interval"], "15s");
+    let deployment = one(&docs, "Deployment");
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["name"],
+        "metrics"
+    );
+}
+
+/// The alerts of the rendered PrometheusRule by name.
+fn alerts(args: &[&str]) -> std::collections::BTreeMap<String, Value> {
+    let mut all = vec!["--set", "prometheusRule.enabled=true"];
+    all.extend_from_slice(args);
+    let docs = rendered(&all);
+    let rule = one(&docs, "PrometheusRule");
+    rule["spec"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().clone())
+        .map(|r| (r["alert"].as_str().unwrap().to_string(), r))
+        .collect()
+}
+
+#[test]
+fn the_prometheus_rule_alerts_on_every_failure_it_names() {
+    assert!(of_kind(&rendered(&[]), "PrometheusRule").is_empty());
+    let rules = alerts(&["--set", "prometheusRule.alertLabels.team=sre"]);
+    // Each alert and the series its expression must read.
+    let expected = [
+        (
+            "MultiregionRegionUnreachable",
+            "multiregion_region_reachable",
+        ),
+        ("MultiregionAppFailedOver", "multiregion_failovers_total"),
+        (
+            "MultiregionAllRegionsUnhealthy",
+            "sum by (namespace, app) (multiregion_app_region_healthy) == 0",
+        ),
+        (
+            "MultiregionFlapDamped",
+            r#"multiregion_app_condition{condition="FlapDamped"}"#,
+        ),
+        (
+            "MultiregionPromotionBlocked",
+            r#"multiregion_app_condition{condition="PromotionBlocked"}"#,
+        ),
+        (
+            "MultiregionDegraded",
+            r#"multiregion_app_condition{condition="Degraded"}"#,
+        ),
+        (
+            "MultiregionTrafficNotPublished",
+            r#"multiregion_app_condition{condition="TrafficPublished"}) == 0"#,
+        ),
+        (
+            "MultiregionReconcileErrors",
+            "multiregion_reconcile_errors_total",
+        ),
+        (
+            "MultiregionSlowDecisions",
+            "multiregion_decision_latency_seconds_bucket",
+        ),
+        ("MultiregionNoLeader", "multiregion_leader"),
+    ];
+    let mut names: Vec<&str> = expected.iter().map(|(alert, _)| *alert).collect();
+    names.sort();
+    assert_eq!(rules.keys().collect::<Vec<_>>(), names);
+    for (alert, series) in expected {
+        let rule = &rules[alert];
+        let expr = rule["expr"].as_str().unwrap();
+        assert!(expr.contains(series), "{alert}: {series} not in {expr}");
+        assert!(
+            ["critical", "warning", "info"].contains(&rule["labels"]["severity"].as_str().unwrap()),
+            "{alert}: severity"
+        );
+        assert_eq!(rule["labels"]["team"], "sre", "{alert}: alertLabels");
+        assert!(
+            rule["annotations"]["summary"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty())
+        );
+        assert!(
+            rule["annotations"]["description"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty())
+        );
+        // The operator-wide series are scoped to this release's namespace.
+        if !expr.contains("namespace, app") {
+            assert!(
+                expr.contains(&format!(r#"namespace="{NS}""#)),
+                "{alert}: {expr}"
+            );
+        }
+    }
+    assert!(
+        rules["MultiregionNoLeader"]["expr"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(
+                r#"absent(multiregion_leader{{namespace="{NS}"}})"#
+            ))
+    );
+    assert!(
+        rules["MultiregionAppFailedOver"]["expr"]
+            .as_str()
+            .unwrap()
+            .contains("increase(multiregion_failovers_total[15m]) > 0")
+    );
+    // Durations and thresholds come from values; an alert can be switched off.
+    let rules = alerts(&[
+        "--set",
+        "prometheusRule.alerts.regionUnreachable.for=7m,prometheusRule.alerts.noLeader.severity=warning",
+        "--set",
+        "prometheusRule.alerts.reconcileErrors.ratePerSecond=0.5,prometheusRule.alerts.slowDecisions.seconds=12",
+        "--set",
+        "prometheusRule.alerts.appFailedOver.window=1h,prometheusRule.alerts.degraded.enabled=false",
+    ]);
+    assert_eq!(rules["MultiregionRegionUnreachable"]["for"], "7m");
+    assert_eq!(
+        rules["MultiregionNoLeader"]["labels"]["severity"],
+        "warning"
+    );
+    assert!(
+        rules["MultiregionReconcileErrors"]["expr"]
+            .as_str()
+            .unwrap()
+            .ends_with("> 0.5")
+    );
+    assert!(
+        rules["MultiregionSlowDecisions"]["expr"]
+            .as_str()
+            .unwrap()
+            .ends_with("> 12")
+    );
+    assert!(
+        rules["MultiregionAppFailedOver"]["expr"]
+            .as_str()
+            .unwrap()
+            .contains("[1h]")
+    );
+    assert!(!rules.contains_key("MultiregionDegraded"));
+    assert_eq!(rules.len(), expected.len() - 1);
+}
+
+#[test]
+fn the_dashboard_configmap_holds_grafana_json_with_the_panels() {
+    assert!(of_kind(&rendered(&[]), "ConfigMap").is_empty());
+    let docs = rendered(&["--set", "dashboard.enabled=true"]);
+    let map = one(&docs, "ConfigMap");
+    assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(map["metadata"]["namespace"], NS);
+    let text = map["data"]["multiregion.json"].as_str().unwrap();
+    let file = std::fs::read_to_string(chart().join("dashboards/multiregion.json")).unwrap();
+    assert_eq!(
+        text,
+        file.trim_end(),
+        "the ConfigMap holds the file unchanged"
+    );
+    let dashboard: Value = serde_json::from_str(text).expect("valid JSON");
+    assert!(
+        dashboard["uid"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty() && u.len() <= 40)
+    );
+    assert!(dashboard["schemaVersion"].as_u64().is_some());
+    assert!(dashboard["title"].as_str().is_some());
+
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    let variable = |name: &str| {
+        variables
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("template variable {name}"))
+    };
+    assert_eq!(variable("datasource")["type"], "datasource");
+    assert_eq!(variable("datasource")["query"], "prometheus");
+    for name in ["namespace", "app"] {
+        let v = variable(name);
+        assert_eq!(v["type"], "query");
+        assert!(
+            v["definition"]
+                .as_str()
+                .unwrap()
+                .starts_with("label_values(multiregion_traffic_weight")
+        );
+    }
+
+    let panels = dashboard["panels"].as_array().unwrap();
+    let mut ids: Vec<_> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
+    for p in panels {
+        let pos = &p["gridPos"];
+        assert!(
+            pos["w"].as_u64().unwrap() + pos["x"].as_u64().unwrap() <= 24,
+            "{}",
+            p["title"]
+        );
+        if p["type"] != "row" {
+            assert!(
+                !p["targets"].as_array().unwrap().is_empty(),
+                "{}",
+                p["title"]
+            );
+            assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+        }
+    }
+    let panel = |title: &str| {
+        panels
+            .iter()
+            .find(|p| p["title"] == title)
+            .unwrap_or_else(|| panic!("panel {title}"))
+    };
+    let exprs = |title: &str| -> Vec<String> {
+        panel(title)["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["expr"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let per_app = r#"{namespace="$namespace", app="$app"}"#;
+    for (title, series) in [
+        ("Traffic weight by region", "multiregion_traffic_weight"),
+        ("Health by region", "multiregion_app_region_healthy"),
+        ("Failovers", "multiregion_failovers_total"),
+        ("Conditions", "multiregion_app_condition"),
+    ] {
+        let e = exprs(title).join(" ");
+        assert!(e.contains(&format!("{series}{per_app}")), "{title}: {e}");
+    }
+    assert!(exprs("Traffic weight by region")[0].contains("by (region)"));
+    assert!(exprs("Health by region")[0].contains("by (region)"));
+    let latency = exprs("Decision latency (all apps)");
+    assert_eq!(latency.len(), 3, "three quantiles");
+    for (e, q) in latency.iter().zip(["0.5", "0.9", "0.99"]) {
+        assert!(
+            e.starts_with(&format!("histogram_quantile({q},"))
+                && e.contains("multiregion_decision_latency_seconds_bucket"),
+            "{e}"
+        );
+    }
+    assert!(exprs("Reconcile errors")[0].contains("multiregion_reconcile_errors_total"));
+    assert!(exprs("Leader")[0].contains("multiregion_leader"));
+    assert!(exprs("Version")[0].contains("multiregion_build_info"));
+
+    // The sidecar's label is configurable, and so is where the ConfigMap goes.
+    let docs = rendered(&[
+        "--set",
+        "dashboard.enabled=true,dashboard.labels.grafana_dashboard=null,dashboard.labels.dashboards=multiregion,dashboard.namespace=monitoring",
+    ]);
+    let map = one(&docs, "ConfigMap");
+    assert!(map["metadata"]["labels"].get("grafana_dashboard").is_none());
+    assert_eq!(map["metadata"]["labels"]["dashboards"], "multiregion");
+    assert_eq!(map["metadata"]["namespace"], "monitoring");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The CI check that charts/multiregion/README.md is what helm-docs makes
+/// of values.yaml and README.md.gotmpl (built from its Go module by
+/// tests/controlplane/build-helmdocs.sh, which also holds the flags).
+#[test]
+fn the_chart_readme_is_current_with_helm_docs() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chart-readme");
+    let _ = std::fs::remove_dir_all(&dir);
+    let copy = dir.join("multiregion");
+    copy_dir(&chart(), &copy);
+    std::fs::remove_file(copy.join("README.md")).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/controlplane/build-helmdocs.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(["docs", copy.to_str().unwrap()])
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "build-helmdocs.sh docs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let generated = std::fs::read_to_string(copy.join("README.md")).unwrap();
+    let committed = std::fs::read_to_string(chart().join("README.md")).unwrap();
+    assert!(
+        generated == committed,
+        "charts/multiregion/README.md is not current: run `tests/controlplane/build-helmdocs.sh docs charts/multiregion`"
+    );
+    // Every value is documented (helm-docs lists undocumented ones with an
+    // empty description), and the values table covers the new blocks.
+    let (_, values) = generated
+        .split_once("\n## Values\n")
+        .expect("a Values section");
+    let rows: Vec<&str> = values
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| Key |"))
+        .collect();
+    assert!(rows.len() > 50, "{rows:?}");
+    for row in &rows {
+        let description = row
+            .trim_end_matches('|')
+            .rsplit(" | ")
+            .next()
+            .unwrap()
+            .trim();
+        assert!(!description.is_empty(), "undocumented value: {row}");
+    }
+    for key in [
+        "| nameOverride |",
+        "| fullnameOverride |",
+        "| crds.enabled |",
+        "| serviceMonitor.honorLabels |",
+        "| podMonitor.enabled |",
+        "| prometheusRule.alerts.noLeader.for |",
+        "| dashboard.labels |",
+        "| networkPolicy.healthCheckPorts |",
+    ] {
+        assert!(generated.contains(key), "{key} in the values table");
+    }
+}
+
 /// The namespace enforces the restricted Pod Security Standard; the CRDs
 /// are applied with kubectl and the chart installed with Helm (KWOK runs the
 /// pods, so --wait proves the Deployment is admitted and becomes available
-/// under the restricted policy).
+/// under the restricted policy), with its NetworkPolicy and dashboard
+/// ConfigMap, which the API server must accept.
 async fn install(regions: &localregions::Guard, hub: &kube::Client) {
     let bin = regions.bin_dir();
     let hub_kc = regions.kubeconfig("hub").unwrap();
@@ -149,6 +847,10 @@ async fn install(regions: &localregions::Guard, hub: &kube::Client) {
             NS,
             "--set",
             "image.repository=multiregion,image.tag=test",
+            // Accepted by a real API server; the Prometheus Operator's
+            // kinds are not (no CRDs for them here), so they stay off.
+            "--set",
+            "networkPolicy.enabled=true,dashboard.enabled=true",
             "--wait",
             "--timeout",
             "90s",
@@ -280,4 +982,107 @@ async fn the_operator_with_the_charts_service_account_does_a_failover() {
     let events =
         common::operator::wait_events(&hub, ns, "FailedOver", Duration::from_secs(10)).await;
     assert_eq!(events.len(), 1, "Events are allowed: {events:?}");
+}
+
+/// `crds.enabled`: Helm installs the CRDs with the chart (into a hub that
+/// has none), upgrades them in place, and `helm uninstall` leaves them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_installs_the_crds_and_uninstall_keeps_them() {
+    let regions = common::clusters("chart-crds", &["hub"]).await;
+    let bin = regions.bin_dir();
+    let kc = regions.kubeconfig("hub").unwrap();
+    let kc = kc.to_str().unwrap();
+    let (helm, kubectl) = (bin.join("helm"), bin.join("kubectl"));
+    let chart = chart();
+    let chart = chart.to_str().unwrap();
+    let crds = [
+        "crd/regions.multiregion.io",
+        "crd/multiregionapps.multiregion.io",
+    ];
+    let install = |verb: &str| {
+        run(
+            &helm,
+            &[
+                "--kubeconfig",
+                kc,
+                verb,
+                "multiregion",
+                chart,
+                "-n",
+                NS,
+                "--create-namespace",
+                "--set",
+                "crds.enabled=true,replicaCount=1,leaderElection.enabled=false",
+                "--set",
+                "image.repository=multiregion,image.tag=test",
+                "--wait",
+                "--timeout",
+                "90s",
+            ],
+        )
+    };
+    let notes = install("install");
+    assert!(notes.contains("The CRDs came with the chart"), "{notes}");
+    let mut wait = vec!["--kubeconfig", kc, "wait", "--for=condition=Established"];
+    wait.extend(crds);
+    run(&kubectl, &wait);
+    let policy = run(
+        &kubectl,
+        &[
+            "--kubeconfig",
+            kc,
+            "get",
+            crds[1],
+            "-o",
+            r#"jsonpath={.metadata.annotations.helm\.sh/resource-policy}"#,
+        ],
+    );
+    assert_eq!(policy, "keep");
+    // With one replica there is no PodDisruptionBudget to block drains.
+    let pdbs = run(
+        &kubectl,
+        &["--kubeconfig", kc, "-n", NS, "get", "pdb", "-o", "name"],
+    );
+    assert_eq!(pdbs.trim(), "");
+    // An upgrade applies the CRDs again (they are templates, not crds/).
+    install("upgrade");
+    let uninstall = run(
+        &helm,
+        &[
+            "--kubeconfig",
+            kc,
+            "uninstall",
+            "multiregion",
+            "-n",
+            NS,
+            "--wait",
+        ],
+    );
+    assert!(
+        uninstall.contains("kept due to the resource policy")
+            && uninstall.contains("multiregionapps.multiregion.io"),
+        "Helm names what it kept: {uninstall}"
+    );
+    let mut get = vec!["--kubeconfig", kc, "get", "-o", "name"];
+    get.extend(crds);
+    let left = run(&kubectl, &get);
+    assert_eq!(
+        left.lines().count(),
+        2,
+        "uninstall keeps the CRDs (and every app): {left}"
+    );
+    let deployments = run(
+        &kubectl,
+        &[
+            "--kubeconfig",
+            kc,
+            "-n",
+            NS,
+            "get",
+            "deployments",
+            "-o",
+            "name",
+        ],
+    );
+    assert_eq!(deployments.trim(), "", "the rest of the release is gone");
 }

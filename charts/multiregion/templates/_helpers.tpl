@@ -33,3 +33,23 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Refuses combinations the schema cannot express. Included by deployment.yaml,
+which every install renders.
+*/}}
+{{- define "multiregion.validate" -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) -}}
+{{- fail (printf "replicaCount is %d but leaderElection.enabled is false: every replica would write (two writers fight over the same apps and traffic). Enable leaderElection or set replicaCount to 1." (int .Values.replicaCount)) -}}
+{{- end -}}
+{{- if and .Values.serviceMonitor.enabled .Values.podMonitor.enabled -}}
+{{- fail "serviceMonitor.enabled and podMonitor.enabled are both true: Prometheus would scrape every pod twice. Enable one of them." -}}
+{{- end -}}
+{{- if and .Values.serviceMonitor.enabled (not .Values.metrics.service.enabled) -}}
+{{- fail "serviceMonitor.enabled needs metrics.service.enabled (the ServiceMonitor selects that Service); use podMonitor.enabled to scrape without a Service." -}}
+{{- end -}}
+{{- $pdb := .Values.podDisruptionBudget -}}
+{{- if and $pdb.enabled (gt (int .Values.replicaCount) 1) (not (kindIs "string" $pdb.minAvailable)) (ge (int $pdb.minAvailable) (int .Values.replicaCount)) -}}
+{{- fail (printf "podDisruptionBudget.minAvailable (%d) must be below replicaCount (%d), or no node could ever be drained." (int $pdb.minAvailable) (int .Values.replicaCount)) -}}
+{{- end -}}
+{{- end -}}
