@@ -7,8 +7,8 @@
 #
 # Usage: kind-config/walkthrough.sh up|failover|recover|down|kubectl ARGS...
 #   up        images (kind-config/images.sh: all made here, nothing pulled),
-#             clusters, CRDs with kubectl, the chart with Helm, Regions from
-#             `kind get kubeconfig --internal`, the app; waits until us-east
+#             clusters, CRDs with kubectl, Regions with `multiregion join`
+#             (least privilege), the chart with Helm, the app; waits until us-east
 #             serves it on http://127.0.0.1:30081
 #   failover  docker stop us-east-control-plane; prints the app's status as
 #             the weights move to eu-west (http://127.0.0.1:30082)
@@ -49,6 +49,15 @@ tools() {
     source "$state/env"
   fi
   if [ -n "${TOOLS_PATH:-}" ]; then PATH=$TOOLS_PATH:$PATH; fi
+}
+
+# The multiregion CLI on this host, for `join`: $MULTIREGION_BIN, else
+# built with cargo.
+multiregion_cli() {
+  if [ -n "${MULTIREGION_BIN:-}" ]; then echo "$MULTIREGION_BIN"; return; fi
+  say "cargo build --bin multiregion (the CLI, for join)"
+  cargo build --locked --bin multiregion >&2
+  echo "${CARGO_TARGET_DIR:-$repo_root/target}/debug/multiregion"
 }
 
 prepare_tools() {
@@ -219,23 +228,15 @@ up() {
   kubectl --context kind-hub apply --server-side -f crds/
   ensure_namespace kind-hub "$ns"
 
-  local r
+  local r mr
+  mr=$(multiregion_cli)
   for r in "${regions[@]}"; do
-    step "registering $r (kind get kubeconfig --internal; endpoint http://$r-control-plane:30080)"
-    kind get kubeconfig --internal --name "$r" >"$state/$r.kubeconfig"
-    kubectl --context kind-hub -n "$ns" create secret generic "$r-kubeconfig" \
-      --from-file=kubeconfig="$state/$r.kubeconfig" --dry-run=client -o yaml | kubectl --context kind-hub apply -f -
-    kubectl --context kind-hub apply -f - <<YAML
-apiVersion: multiregion.io/v1alpha1
-kind: Region
-metadata: { name: $r }
-spec:
-  kubeconfigSecretRef: { namespace: $ns, name: $r-kubeconfig }
-  context: kind-$r
-  location: { geo: ${r%%-*} }
-  endpoint: http://$r-control-plane:30080
-  probe: { intervalSeconds: 2, timeoutSeconds: 1 }
-YAML
+    step "joining $r (multiregion join: least privilege in the member; the operator reaches https://$r-control-plane:6443)"
+    kind get kubeconfig --name "$r" >"$state/$r.admin.kubeconfig"
+    "$mr" join "$r" --kubeconfig "$state/$r.admin.kubeconfig" --hub-context kind-hub \
+      --internal-server "https://$r-control-plane:6443" --endpoint "http://$r-control-plane:30080"
+    kubectl --context kind-hub patch region "$r" --type merge \
+      -p "{\"spec\":{\"location\":{\"geo\":\"${r%%-*}\"},\"probe\":{\"intervalSeconds\":2,\"timeoutSeconds\":1}}}"
   done
 
   step "installing the operator with Helm (charts/multiregion, image $OPERATOR_IMAGE)"

@@ -93,16 +93,11 @@ contexts: [ { name: multiregion, context: { cluster: hub, user: multiregion } } 
 current-context: multiregion
 YAML
 for region in us-east eu-west; do
-  kubectl -n "$ns" create secret generic "$region-kubeconfig" --from-file=kubeconfig="$dir/$region.kubeconfig"
-  kubectl apply -f - <<YAML
-apiVersion: multiregion.io/v1alpha1
-kind: Region
-metadata: { name: $region }
-spec:
-  kubeconfigSecretRef: { namespace: $ns, name: $region-kubeconfig }
-  endpoint: $(endpoint "$region")
-  probe: { intervalSeconds: 1, timeoutSeconds: 1 }
-YAML
+  # Least privilege: join creates the operator's identity in the member and
+  # stores only its token in the hub, with the Region.
+  "$mr" join "$region" --kubeconfig "$dir/$region.kubeconfig" --hub-kubeconfig "$dir/hub.kubeconfig" \
+    --endpoint "$(endpoint "$region")"
+  kubectl patch region "$region" --type merge -p '{"spec":{"probe":{"intervalSeconds":1,"timeoutSeconds":1}}}'
 done
 RUST_LOG=info,kube_client=off "$mr" run --kubeconfig "$dir/operator.kubeconfig" \
   --namespace "$ns" --metrics-addr 127.0.0.1:0 --log-format text > "$dir/logs/operator.log" 2>&1 &

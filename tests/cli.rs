@@ -74,3 +74,217 @@ fn works_as_a_kubectl_plugin() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("after eu-west fails"));
 }
+
+#[test]
+fn prints_completions_for_the_shells() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef"),
+        ("fish", "complete -c"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_multiregion"))
+            .args(["completion", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(script.contains("failover"), "{shell} completes subcommands");
+    }
+}
+
+#[test]
+fn no_color_turns_colours_off() {
+    // Output to a pipe is never coloured; NO_COLOR is honoured as well and
+    // the output is the same plain text.
+    let out = Command::new(env!("CARGO_BIN_EXE_multiregion"))
+        .args(["plan", "-f"])
+        .arg(example())
+        .args(["--fail", "us-east"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains('\u{1b}'));
+}
+
+#[test]
+fn member_rbac_grants_only_the_verbs_the_operator_uses() {
+    let out = Command::new(env!("CARGO_BIN_EXE_multiregion"))
+        .arg("member-rbac")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    for kind in [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Secret",
+    ] {
+        assert!(yaml.contains(&format!("kind: {kind}\n")), "{kind}: {yaml}");
+    }
+    assert!(
+        !yaml.contains("secrets\n") && !yaml.contains("- '*'"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("kubernetes.io/service-account-token"),
+        "{yaml}"
+    );
+}
+
+#[test]
+fn errors_name_the_command_as_the_user_typed_it() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-name");
+    std::fs::create_dir_all(&dir).unwrap();
+    let plugin = dir.join("kubectl-multiregion");
+    let _ = std::fs::remove_file(&plugin);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_multiregion"), &plugin).unwrap();
+    let out = Command::new(&plugin)
+        .args(["plan", "-f", "/nonexistent.yaml", "--fail", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("kubectl multiregion: "), "{stderr}");
+    let help = Command::new(&plugin).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("Usage: kubectl multiregion"), "{help}");
+}
+
+/// `bash SCRIPT ARGS` from the repository; its standard output.
+fn script(path: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new("bash")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim_end()
+        .to_string()
+}
+
+#[test]
+fn installs_with_krew_from_its_manifest_and_archive() {
+    let krew_bin = std::path::PathBuf::from(script("tests/controlplane/build-krew.sh", &[]));
+    let kubectl = localregions::Binaries::locate().unwrap().path("kubectl");
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("krew");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let archive = script(
+        "scripts/krew-package.sh",
+        &[env!("CARGO_BIN_EXE_multiregion").as_ref(), dir.as_os_str()],
+    );
+    let version = format!("v{}", env!("CARGO_PKG_VERSION"));
+    let manifest = script(
+        "scripts/krew-manifest.sh",
+        &[
+            version.as_ref(),
+            "https://example.invalid/download".as_ref(),
+            archive.as_ref(),
+        ],
+    );
+    let manifest_file = dir.join("multiregion.yaml");
+    std::fs::write(&manifest_file, &manifest).unwrap();
+    let validate = Command::new(krew_bin.join("validate-krew-manifest"))
+        .arg("-manifest")
+        .arg(&manifest_file)
+        .arg("-skip-install")
+        .output()
+        .unwrap();
+    assert!(
+        validate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validate.stderr)
+    );
+
+    let root = dir.join("root");
+    let path = format!(
+        "{}:{}:{}",
+        root.join("bin").display(),
+        krew_bin.display(),
+        std::env::var("PATH").unwrap()
+    );
+    let install = |manifest: &std::path::Path| {
+        Command::new(&kubectl)
+            .args(["krew", "install"])
+            .arg(format!("--manifest={}", manifest.display()))
+            .arg(format!("--archive={archive}"))
+            .env("KREW_ROOT", &root)
+            .env("PATH", &path)
+            .output()
+            .unwrap()
+    };
+    let tampered = dir.join("tampered").join("multiregion.yaml");
+    std::fs::create_dir_all(tampered.parent().unwrap()).unwrap();
+    let sha = manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sha256: "))
+        .unwrap();
+    std::fs::write(&tampered, manifest.replace(sha, &"0".repeat(64))).unwrap();
+    assert!(
+        !install(&tampered).status.success(),
+        "krew checks the archive's sha256"
+    );
+    let installed = install(&manifest_file);
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let help = Command::new(&kubectl)
+        .args(["multiregion", "--help"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Usage: kubectl multiregion"));
+}
+
+#[test]
+fn plan_compares_the_three_strategies_and_prints_json_for_tools() {
+    let out = Command::new(env!("CARGO_BIN_EXE_multiregion"))
+        .args(["plan", "-f"])
+        .arg(example())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("before us-east fails"),
+        "the busiest region by default: {table}"
+    );
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap()
+            .to_string()
+    };
+    assert!(row("ActivePassive *").contains("1.33x"), "{table}");
+    assert!(row("ActiveActive").contains("2.00x"), "{table}");
+    assert!(row("FollowTheSun").contains("activeWindow"), "{table}");
+
+    let json = Command::new(env!("CARGO_BIN_EXE_multiregion"))
+        .args(["plan", "-o", "json", "-f"])
+        .arg(example())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["failed"], "us-east");
+    assert_eq!(report["after"]["active"], "eu-west");
+    let strategies = report["strategies"].as_array().unwrap();
+    assert_eq!(strategies.len(), 3);
+    assert_eq!(strategies[1]["trafficLostUntilDetected"], 0.5);
+}

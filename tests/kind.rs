@@ -46,6 +46,7 @@ impl Walkthrough {
         cmd.arg(Path::new(REPO).join("kind-config/walkthrough.sh"))
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
+            .env("MULTIREGION_BIN", env!("CARGO_BIN_EXE_multiregion"))
             .current_dir(REPO);
         cmd
     }

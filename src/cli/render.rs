@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::api::MultiRegionApp;
+use crate::plan::playbook::StrategyFigures;
 use crate::plan::whatif::{Snapshot, WhatIf};
 
 /// Colours health words when writing to a terminal.
@@ -152,6 +153,52 @@ pub fn plan_report(name: &str, failed: &str, w: &WhatIf, style: Style) -> String
             a * 100.0
         );
     }
+    out
+}
+
+/// The playbook's numbers per strategy, for a failure of the busiest region.
+pub fn playbook_table(strategies: &[StrategyFigures], style: Style) -> String {
+    let rows: Vec<Vec<String>> = strategies
+        .iter()
+        .map(|s| {
+            let name = format!("{:?}{}", s.strategy, if s.as_written { " *" } else { "" });
+            match (&s.figures, &s.not_applicable) {
+                (Some(f), _) => vec![
+                    name,
+                    format!("{:.2}x", f.cost_multiple),
+                    f.availability
+                        .map_or("-".to_string(), |a| format!("{:.6}%", a * 100.0)),
+                    format!("{} s", f.detection_seconds),
+                    format!("{:.0}%", f.traffic_lost_until_detected * 100.0),
+                    f.replicas_to_start.to_string(),
+                    f.rpo.clone(),
+                ],
+                (None, why) => {
+                    let mut row = vec![name];
+                    row.extend(std::iter::repeat_n("-".to_string(), 5));
+                    row.push(why.clone().unwrap_or_default());
+                    row
+                }
+            }
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "STRATEGY",
+            "COST",
+            "AVAILABILITY",
+            "DETECTION",
+            "LOST UNTIL DETECTED",
+            "REPLICAS TO START",
+            "RPO",
+        ],
+        &rows,
+        style,
+    );
+    out.push_str(
+        "* as written. COST: replicas placed in all regions / one region's replicas. \
+         The busiest region fails; LOST: its share of traffic until detection.\n",
+    );
     out
 }
 

@@ -26,6 +26,12 @@ pub enum CredentialsError {
     ContextUnusable(String),
     #[error("spec: neither kubeconfigSecretRef nor local: true is set")]
     NoSource,
+    #[error(
+        "spec.kubeconfigSecretRef: Secret {0} holds a kubeconfig whose user {1:?} runs an exec or \
+         auth-provider plugin, which the operator's image does not have: store a token or client \
+         certificate instead (`multiregion join` makes one)"
+    )]
+    PluginCredentials(String, String),
 }
 
 impl CredentialsError {
@@ -38,6 +44,7 @@ impl CredentialsError {
             CredentialsError::NotAKubeconfig(..) => "KubeconfigInvalid",
             CredentialsError::ContextUnusable(..) => "ContextNotFound",
             CredentialsError::NoSource => "NoCredentials",
+            CredentialsError::PluginCredentials(..) => "PluginCredentials",
         }
     }
 }
@@ -77,6 +84,7 @@ pub async fn build(hub: &Client, spec: &RegionSpec) -> Result<(Client, String), 
     let kubeconfig = Kubeconfig::from_yaml(&text).map_err(|e| {
         CredentialsError::NotAKubeconfig(shown.clone(), reference.key.clone(), e.to_string())
     })?;
+    refuse_plugins(&kubeconfig, &shown)?;
     if let Some(context) = &spec.context
         && !kubeconfig.contexts.iter().any(|c| &c.name == context)
     {
@@ -99,4 +107,57 @@ pub async fn build(hub: &Client, spec: &RegionSpec) -> Result<(Client, String), 
         "context": spec.context,
     }));
     Ok((client, key))
+}
+
+/// Exec and auth-provider plugins (cloud CLIs) are not in the operator's
+/// image: a kubeconfig needing one would fail on every request, so it is
+/// refused up front with a reason that says what to do.
+fn refuse_plugins(kubeconfig: &Kubeconfig, shown: &str) -> Result<(), CredentialsError> {
+    let plugin_user = kubeconfig.auth_infos.iter().find(|named| {
+        named
+            .auth_info
+            .as_ref()
+            .is_some_and(|a| a.exec.is_some() || a.auth_provider.is_some())
+    });
+    match plugin_user {
+        Some(named) => Err(CredentialsError::PluginCredentials(
+            shown.to_string(),
+            named.name.clone(),
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXEC: &str = r#"
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: cloud, user: {exec: {apiVersion: client.authentication.k8s.io/v1, command: aws}}}]
+contexts: [{name: c, context: {cluster: c, user: cloud}}]
+current-context: c
+"#;
+
+    #[test]
+    fn a_kubeconfig_needing_an_exec_plugin_is_refused_by_name() {
+        let kubeconfig = Kubeconfig::from_yaml(EXEC).unwrap();
+        let err = refuse_plugins(&kubeconfig, "multiregion-system/eu").unwrap_err();
+        assert_eq!(err.reason(), "PluginCredentials");
+        let message = err.to_string();
+        assert!(message.contains("\"cloud\""), "{message}");
+        assert!(message.contains("multiregion join"), "{message}");
+    }
+
+    #[test]
+    fn a_token_kubeconfig_is_accepted() {
+        let token = EXEC.replace(
+            "{exec: {apiVersion: client.authentication.k8s.io/v1, command: aws}}",
+            "{token: abc}",
+        );
+        let kubeconfig = Kubeconfig::from_yaml(&token).unwrap();
+        assert!(refuse_plugins(&kubeconfig, "x/y").is_ok());
+    }
 }

@@ -136,12 +136,7 @@ impl Env {
         let hub = regions.client("hub").await.unwrap();
         ensure_namespace(&hub, OPERATOR_NAMESPACE).await;
         for name in REGIONS {
-            // The operator reaches each region through its proxy (so tests
-            // can cut it off), and checks the region's endpoint.
-            let kubeconfig =
-                std::fs::read_to_string(regions.operator_kubeconfig(name).unwrap()).unwrap();
-            let endpoint = regions.endpoint(name).unwrap();
-            register_region(&hub, name, &kubeconfig, json!({"endpoint": endpoint})).await;
+            join_region(&regions, name).await;
         }
         let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -318,6 +313,56 @@ pub async fn ensure_namespace(client: &Client, name: &str) {
     )
     .await
     .expect("namespace");
+}
+
+/// Registers a region as users do, with least privilege: `multiregion
+/// join` with the member's admin kubeconfig creates the operator's identity
+/// there and a kubeconfig Secret from its token. The operator reaches the
+/// region through its proxy (so tests can cut it off), checks the region's
+/// endpoint, and probes every second.
+pub async fn join_region(regions: &LocalRegions, name: &str) {
+    let proxied = kube::config::Kubeconfig::read_from(regions.operator_kubeconfig(name).unwrap())
+        .expect("operator kubeconfig");
+    let through_proxy = proxied.clusters[0]
+        .cluster
+        .as_ref()
+        .and_then(|c| c.server.clone())
+        .expect("a server");
+    let out = join_command(regions, name)
+        .args(["--internal-server", &through_proxy])
+        .args(["--endpoint", &regions.endpoint(name).unwrap()])
+        .output()
+        .expect("multiregion join runs");
+    assert!(
+        out.status.success(),
+        "join {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hub = regions.client("hub").await.unwrap();
+    let regions: Api<Region> = Api::all(hub);
+    regions
+        .patch(
+            name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "multiregion.io/v1alpha1", "kind": "Region",
+                "metadata": {"name": name},
+                "spec": {"probe": {"intervalSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 3, "successThreshold": 2}}
+            })),
+        )
+        .await
+        .expect("probe settings");
+}
+
+/// `multiregion join NAME` with the member's admin kubeconfig and the hub's.
+pub fn join_command(regions: &LocalRegions, name: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_multiregion"));
+    command
+        .args(["join", name, "--kubeconfig"])
+        .arg(regions.kubeconfig(name).unwrap())
+        .arg("--hub-kubeconfig")
+        .arg(regions.kubeconfig("hub").unwrap());
+    command
 }
 
 /// A kubeconfig Secret and a Region probed every second; `extra` is merged

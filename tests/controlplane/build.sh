@@ -54,7 +54,23 @@ done
 build() { # dir ldflags packages...
   local dir=$1 ld=$2; shift 2
   log "building $* (this takes a while on a cold cache)"
-  (cd "$here/$dir" && go build -mod=readonly -trimpath -ldflags "$ld" -o "$stage/bin/" "$@") >&2
+  (cd "$here/$dir" && go build -mod=readonly -trimpath -ldflags "$ld" -o "$stage/bin/" "$@") >&2 &
+  heartbeat $! "${*##*/}"
+}
+
+# heartbeat PID WHAT: waits for PID, saying every 30 s that WHAT is still
+# building and for how long, so a cold build never looks stuck.
+heartbeat() {
+  local pid=$1 what=$2 began waited=0
+  began=$(date +%s)
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    waited=$((waited + 1))
+    if [ $((waited % 30)) -eq 0 ]; then
+      log "still building $what ($(( $(date +%s) - began ))s)"
+    fi
+  done
+  wait "$pid"
 }
 
 start=$(date +%s)

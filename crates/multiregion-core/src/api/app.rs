@@ -432,6 +432,15 @@ pub struct Replication {
     /// Highest replication lag, in seconds, at which a standby may be promoted.
     #[schemars(range(min = 0))]
     pub max_lag_seconds: i32,
+    /// How the app's data is replicated between regions; it sets the RPO a
+    /// promotion can promise. Asynchronous (the default): a standby may be
+    /// promoted while it lags up to maxLagSeconds, and writes within that
+    /// lag may be lost. SemiSynchronous (a write is acknowledged once one
+    /// replica has it) and Synchronous (once every replica has it): a
+    /// standby is promoted only when its reported lag is 0 (in sync), so no
+    /// acknowledged write is lost; maxLagSeconds is then not used.
+    #[serde(default)]
+    pub mode: ReplicationMode,
     /// Where the standby's lag is read.
     #[serde(default)]
     pub lag_from: LagSource,
@@ -461,6 +470,33 @@ impl Default for LagSource {
 
 fn lag_annotation() -> String {
     "multiregion.io/replication-lag-seconds".to_string()
+}
+
+/// How the app's data is replicated between regions.
+#[derive(
+    schemars::JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize,
+)]
+pub enum ReplicationMode {
+    /// Writes are acknowledged before any other region has them: RPO up to
+    /// the lag at the failure (bounded by maxLagSeconds through the gate).
+    #[default]
+    Asynchronous,
+    /// Writes are acknowledged once one other replica has them: RPO 0 when
+    /// the promoted region is that replica (reports lag 0).
+    SemiSynchronous,
+    /// Writes are acknowledged once every replica has them: RPO 0.
+    Synchronous,
+}
+
+impl Replication {
+    /// The highest lag, in seconds, at which a standby may be promoted:
+    /// maxLagSeconds when asynchronous, 0 (in sync) otherwise.
+    pub fn allowed_lag_seconds(&self) -> f64 {
+        match self.mode {
+            ReplicationMode::Asynchronous => f64::from(self.max_lag_seconds),
+            ReplicationMode::SemiSynchronous | ReplicationMode::Synchronous => 0.0,
+        }
+    }
 }
 
 /// What to do when the standby lags more than maxLagSeconds.

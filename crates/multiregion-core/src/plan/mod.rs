@@ -16,6 +16,7 @@
 pub mod conditions;
 pub mod health;
 pub mod manifest;
+pub mod playbook;
 pub mod schedule;
 pub mod traffic;
 pub mod weights;

@@ -14,7 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::rounds::RegionView;
 use super::{Assignment, Event, EventReason, Flags, Inputs, Move, Outcome, Role, schedule};
 use crate::api::{
-    Failback, Health, MoveReason, OnLagExceeded, PendingMove, Reason, Replication, Strategy,
+    Failback, Health, MoveReason, OnLagExceeded, PendingMove, Reason, Replication, ReplicationMode,
+    Strategy,
 };
 
 /// Where traffic should go, and how.
@@ -314,11 +315,14 @@ impl<'a> Single<'a> {
             }
         }
         if !blocked.is_empty() {
-            self.flags.promotion_blocked = Some(format!(
-                "no standby within maxLagSeconds {}s ({})",
-                replication.max_lag_seconds,
-                blocked.join(", ")
-            ));
+            let limit = match replication.mode {
+                ReplicationMode::Asynchronous => {
+                    format!("within maxLagSeconds {}s", replication.max_lag_seconds)
+                }
+                mode => format!("in sync ({mode:?} replication needs lag 0)"),
+            };
+            self.flags.promotion_blocked =
+                Some(format!("no standby {limit} ({})", blocked.join(", ")));
         }
         None
     }
@@ -501,7 +505,7 @@ enum Unreported {
 /// the lag as shown to people ("45s", "not reported").
 fn within_lag(region: &RegionView, replication: &Replication) -> Result<(), String> {
     match region.obs.lag_seconds() {
-        Some(lag) if lag <= f64::from(replication.max_lag_seconds) => Ok(()),
+        Some(lag) if lag <= replication.allowed_lag_seconds() => Ok(()),
         Some(lag) => Err(format!("{lag}s")),
         None => Err("not reported".to_string()),
     }
@@ -513,7 +517,7 @@ fn lag_warning(region: &RegionView, lag: &str, replication: &Replication, what: 
         format!(
             "{what} {} with replication lag {lag} (max {}s): writes not yet replicated may be lost",
             region.name(),
-            replication.max_lag_seconds
+            replication.allowed_lag_seconds()
         ),
     )
 }

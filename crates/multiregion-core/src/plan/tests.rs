@@ -606,6 +606,29 @@ fn rpo_gate_wait_blocks_promotion_and_promote_warns() {
 }
 
 #[test]
+fn synchronous_replication_promotes_only_a_region_in_sync() {
+    for mode in ["Synchronous", "SemiSynchronous"] {
+        let mut sim = Sim::new(spec(json!({"failover": {"replication": {
+            "maxLagSeconds": 30, "mode": mode
+        }}})));
+        sim.round(&[]);
+        for _ in 0..3 {
+            sim.round(&[("us-east", down()), ("eu-west", with_lag(up(1, 1), 1.0))]);
+        }
+        assert_eq!(sim.weights(), "us-east=100 eu-west=0", "{mode}: 1 s behind");
+        let c = sim
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "PromotionBlocked")
+            .unwrap();
+        assert!(c.message.contains("in sync"), "{mode}: {}", c.message);
+        sim.round(&[("us-east", down()), ("eu-west", with_lag(up(1, 1), 0.0))]);
+        assert_eq!(sim.weights(), "us-east=0 eu-west=100", "{mode}: in sync");
+    }
+}
+
+#[test]
 fn flap_damping_freezes_past_the_hourly_budget_and_clears_after_the_hour() {
     let mut sim = Sim::new(spec(json!({"failover": {"maxFailoversPerHour": 2}})));
     sim.round(&[]);

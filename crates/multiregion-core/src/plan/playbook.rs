@@ -1,0 +1,250 @@
+//! The multi-region playbook's numbers for an app: for the strategy it is
+//! written with and for the others, what a region failure costs (time,
+//! traffic, data) and what the strategy costs (replicas). Each figure comes
+//! from replaying health rounds through `decide` (`whatif`), not from a
+//! table of assumptions.
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::api::{MultiRegionAppSpec, ReplicationMode, Strategy};
+use crate::plan::whatif::{self, WhatIf};
+
+/// The figures of one strategy for the app.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StrategyFigures {
+    pub strategy: Strategy,
+    /// The strategy the app is written with.
+    pub as_written: bool,
+    /// Why this strategy cannot run the app as written (FollowTheSun needs
+    /// an activeWindow on every region); the figures are then absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_applicable: Option<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub figures: Option<Figures>,
+}
+
+/// What a strategy costs and what a region failure costs under it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Figures {
+    /// Replicas placed across every region, relative to one region's full
+    /// size (`workload.replicas`): what the strategy costs in compute.
+    pub cost_multiple: f64,
+    /// Probability that at least one region serves, for independent region
+    /// failures of the given availability.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub availability: Option<f64>,
+    /// From the failure to the weights moving: intervalSeconds x
+    /// failureThreshold (plus up to one probe interval in a cluster).
+    pub detection_seconds: i64,
+    /// Share of the traffic sent to the failed region until it is
+    /// detected: what clients of this strategy lose meanwhile (0..1).
+    pub traffic_lost_until_detected: f64,
+    /// Replicas that must start after the failure before the new region
+    /// serves at full size (0 when it already runs them).
+    pub replicas_to_start: i32,
+    /// Writes that may be lost when the region fails.
+    pub rpo: String,
+}
+
+/// Figures for the app's strategy first, then the other two, for a failure
+/// of its busiest region.
+pub fn compare(
+    spec: &MultiRegionAppSpec,
+    now: Timestamp,
+    region_availability: Option<f64>,
+) -> Vec<StrategyFigures> {
+    let others = [
+        Strategy::ActiveActive,
+        Strategy::ActivePassive,
+        Strategy::FollowTheSun,
+    ]
+    .into_iter()
+    .filter(|s| *s != spec.strategy);
+    std::iter::once(spec.strategy)
+        .chain(others)
+        .map(|strategy| figures_of(spec, strategy, now, region_availability))
+        .collect()
+}
+
+fn figures_of(
+    spec: &MultiRegionAppSpec,
+    strategy: Strategy,
+    now: Timestamp,
+    region_availability: Option<f64>,
+) -> StrategyFigures {
+    let as_written = strategy == spec.strategy;
+    let not_applicable = (strategy == Strategy::FollowTheSun
+        && spec.regions.iter().any(|r| r.active_window.is_none()))
+    .then(|| "needs spec.regions[].activeWindow on every region".to_string());
+    let figures = not_applicable.is_none().then(|| {
+        let mut spec = spec.clone();
+        spec.strategy = strategy;
+        let busiest = busiest_region(&spec, now);
+        let whatif = whatif::simulate(&spec, &busiest, now, region_availability);
+        measure(&spec, &whatif, &busiest)
+    });
+    StrategyFigures {
+        strategy,
+        as_written,
+        not_applicable,
+        figures,
+    }
+}
+
+/// The region with the most traffic while every region is healthy.
+pub fn busiest_region(spec: &MultiRegionAppSpec, now: Timestamp) -> String {
+    whatif::simulate(spec, "", now, None)
+        .before
+        .weights
+        .iter()
+        .max_by_key(|(_, w)| *w)
+        .map(|(r, _)| r.clone())
+        .unwrap_or_default()
+}
+
+fn measure(spec: &MultiRegionAppSpec, whatif: &WhatIf, failed: &str) -> Figures {
+    let full = spec.workload.replicas.max(1);
+    let placed: i32 = whatif.before.placements.iter().map(|p| p.replicas).sum();
+    let total_weight: i32 = whatif.before.weights.iter().map(|(_, w)| *w).sum();
+    let failed_weight = weight_of(&whatif.before.weights, failed);
+    let replicas_to_start = whatif
+        .after
+        .placements
+        .iter()
+        .filter(|p| weight_of(&whatif.after.weights, &p.region) > 0)
+        .map(|p| {
+            let before = whatif
+                .before
+                .placements
+                .iter()
+                .find(|b| b.region == p.region)
+                .map_or(0, |b| b.replicas);
+            (p.replicas - before).max(0)
+        })
+        .sum();
+    Figures {
+        cost_multiple: f64::from(placed) / f64::from(full),
+        availability: whatif.availability,
+        detection_seconds: whatif.detection_seconds,
+        traffic_lost_until_detected: if total_weight > 0 {
+            f64::from(failed_weight) / f64::from(total_weight)
+        } else {
+            0.0
+        },
+        replicas_to_start,
+        rpo: rpo(spec),
+    }
+}
+
+fn weight_of(weights: &[(String, i32)], region: &str) -> i32 {
+    weights
+        .iter()
+        .find(|(r, _)| r == region)
+        .map_or(0, |(_, w)| *w)
+}
+
+/// The writes a failure may lose, from `failover.replication`.
+pub fn rpo(spec: &MultiRegionAppSpec) -> String {
+    match &spec.failover.replication {
+        None => "not gated (no failover.replication)".to_string(),
+        Some(r) => match r.mode {
+            ReplicationMode::Synchronous => "0 (synchronous)".to_string(),
+            ReplicationMode::SemiSynchronous => {
+                "0 when the promoted region acknowledged (semi-synchronous)".to_string()
+            }
+            ReplicationMode::Asynchronous => {
+                format!("up to {} s (asynchronous, gated)", r.max_lag_seconds)
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(strategy: &str, extra: serde_json::Value) -> MultiRegionAppSpec {
+        let mut spec = json!({
+            "strategy": strategy,
+            "regions": [{"name": "us-east"}, {"name": "eu-west"}, {"name": "ap-south"}],
+            "workload": {"replicas": 4, "template": {}},
+            "healthCheck": {"intervalSeconds": 2, "failureThreshold": 3},
+        });
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        serde_json::from_value(spec).unwrap()
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
+    #[test]
+    fn the_strategy_as_written_comes_first_then_the_others() {
+        let all = compare(&spec("ActivePassive", json!({})), now(), None);
+        let order: Vec<Strategy> = all.iter().map(|s| s.strategy).collect();
+        assert_eq!(
+            order,
+            [
+                Strategy::ActivePassive,
+                Strategy::ActiveActive,
+                Strategy::FollowTheSun
+            ]
+        );
+        assert!(all[0].as_written && !all[1].as_written);
+    }
+
+    #[test]
+    fn active_passive_costs_one_full_region_plus_standbys_and_loses_all_traffic_until_detected() {
+        let all = compare(&spec("ActivePassive", json!({})), now(), Some(0.99));
+        let f = all[0].figures.as_ref().unwrap();
+        // 4 active + 1 standby in each of the two others.
+        assert_eq!(f.cost_multiple, 6.0 / 4.0);
+        assert_eq!(f.traffic_lost_until_detected, 1.0);
+        assert_eq!(f.detection_seconds, 6);
+        assert_eq!(f.replicas_to_start, 3, "the standby grows from 1 to 4");
+        assert!((f.availability.unwrap() - (1.0 - 0.01f64.powi(3))).abs() < 1e-12);
+    }
+
+    #[test]
+    fn active_active_costs_every_region_and_loses_only_the_failed_share() {
+        let all = compare(&spec("ActivePassive", json!({})), now(), None);
+        let f = all[1].figures.as_ref().unwrap();
+        assert_eq!(f.cost_multiple, 3.0);
+        assert!((f.traffic_lost_until_detected - 0.34).abs() < 1e-9);
+        assert_eq!(f.replicas_to_start, 0);
+    }
+
+    #[test]
+    fn follow_the_sun_needs_windows_on_every_region() {
+        let all = compare(&spec("ActiveActive", json!({})), now(), None);
+        let fts = &all[2];
+        assert_eq!(fts.strategy, Strategy::FollowTheSun);
+        assert!(fts.figures.is_none());
+        assert!(
+            fts.not_applicable
+                .as_deref()
+                .unwrap()
+                .contains("activeWindow")
+        );
+    }
+
+    #[test]
+    fn rpo_follows_the_replication_mode() {
+        let with = |mode: &str| {
+            rpo(&spec(
+                "ActivePassive",
+                json!({"failover": {"replication": {"maxLagSeconds": 30, "mode": mode}}}),
+            ))
+        };
+        assert_eq!(with("Synchronous"), "0 (synchronous)");
+        assert!(with("SemiSynchronous").starts_with("0 when"));
+        assert_eq!(with("Asynchronous"), "up to 30 s (asynchronous, gated)");
+        assert!(rpo(&spec("ActivePassive", json!({}))).starts_with("not gated"));
+    }
+}

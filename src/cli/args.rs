@@ -1,0 +1,265 @@
+//! The command line, as clap reads it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "multiregion",
+    version,
+    about = "Run one application across several Kubernetes clusters and fail traffic over when a region fails"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the operator against the hub cluster.
+    Run(RunArgs),
+    /// Print the CustomResourceDefinitions (Region, MultiRegionApp) as YAML.
+    Crd,
+    /// Show each app's regions: role, health and reason, ready/desired, weight.
+    Status(StatusArgs),
+    /// What-if, without a cluster: placement and weights before and after a
+    /// region fails, how long detection takes, and the playbook's numbers
+    /// (cost, availability, traffic lost, RPO) for each strategy.
+    Plan(PlanArgs),
+    /// Move an app's traffic to a region (sets spec.failover.activeOverride;
+    /// a planned, make-before-break move).
+    Failover(FailoverArgs),
+    /// Hand an app's traffic back to its health checks (clears activeOverride).
+    Release(AppArgs),
+    /// Take one region of an app out of traffic, keeping its replicas.
+    Drain(RegionOfAppArgs),
+    /// Put a drained region of an app back into traffic.
+    Undrain(RegionOfAppArgs),
+    /// Maintenance: no app may be active in the region; its weights drain to 0.
+    Cordon(RegionArgs),
+    /// End the maintenance of a region.
+    Uncordon(RegionArgs),
+    /// Register a member cluster with least privilege: a ServiceAccount and a
+    /// ClusterRole with exactly the operator's verbs in the member, a
+    /// kubeconfig Secret from its token and the Region in the hub.
+    Join(JoinArgs),
+    /// Remove what `join` made, in the hub and in the member.
+    Unjoin(UnjoinArgs),
+    /// Print the member-side RBAC `join` creates, for applying it yourself.
+    MemberRbac,
+    /// Print a shell completion script.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// How to reach the hub, and in which namespace, as kubectl does.
+#[derive(clap::Args, Clone, Debug)]
+pub struct HubArgs {
+    /// Kubeconfig of the hub (default: $KUBECONFIG or ~/.kube/config).
+    #[arg(long, env = "MULTIREGION_KUBECONFIG", global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context of that kubeconfig.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// Namespace of the apps (default: the context's namespace).
+    #[arg(short, long, global = true)]
+    pub namespace: Option<String>,
+    /// Server-side dry run: show what would change, change nothing.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+}
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Only this app.
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub hub: HubArgs,
+    /// Every namespace.
+    #[arg(short = 'A', long, conflicts_with = "name")]
+    pub all_namespaces: bool,
+    /// Output format; json and yaml print a List.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(clap::Args)]
+pub struct PlanArgs {
+    /// A MultiRegionApp manifest (YAML or JSON); `-` reads standard input.
+    #[arg(short, long)]
+    pub file: PathBuf,
+    /// The region to fail (default: the busiest one).
+    #[arg(long)]
+    pub fail: Option<String>,
+    /// Availability of one region (for example 0.999), to compute the app's
+    /// availability with independent failures.
+    #[arg(long)]
+    pub region_availability: Option<f64>,
+    /// Output format; json is for tools.
+    #[arg(short, long, value_enum, default_value_t = PlanOutput::Table)]
+    pub output: PlanOutput,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PlanOutput {
+    Table,
+    Json,
+}
+
+#[derive(clap::Args)]
+pub struct AppArgs {
+    /// The MultiRegionApp.
+    pub app: String,
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+#[derive(clap::Args)]
+pub struct FailoverArgs {
+    /// The MultiRegionApp.
+    pub app: String,
+    /// The region to serve from.
+    #[arg(long)]
+    pub to: String,
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+#[derive(clap::Args)]
+pub struct RegionOfAppArgs {
+    /// The MultiRegionApp.
+    pub app: String,
+    /// One of its regions.
+    pub region: String,
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+#[derive(clap::Args)]
+pub struct RegionArgs {
+    /// The Region.
+    pub region: String,
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+/// The hub, for commands whose `--kubeconfig` names a member.
+#[derive(clap::Args, Clone, Debug)]
+pub struct HubOnly {
+    /// Kubeconfig of the hub (default: $KUBECONFIG or ~/.kube/config).
+    #[arg(long, env = "MULTIREGION_KUBECONFIG")]
+    pub hub_kubeconfig: Option<PathBuf>,
+    /// Context of that kubeconfig.
+    #[arg(long)]
+    pub hub_context: Option<String>,
+    /// Namespace of the operator in the hub (where Region Secrets live).
+    #[arg(long, default_value = "multiregion-system")]
+    pub operator_namespace: String,
+}
+
+#[derive(clap::Args)]
+pub struct JoinArgs {
+    /// Name of the Region to create.
+    pub name: String,
+    /// Kubeconfig with admin rights in the member: used once to create the
+    /// operator's identity there, never stored.
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// Context of that kubeconfig.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// The region's traffic entry point (Region spec.endpoint).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// The member API server's address as the operator in the hub reaches
+    /// it, when it differs from the kubeconfig's (kind: the node's address
+    /// on the Docker network).
+    #[arg(long)]
+    pub internal_server: Option<String>,
+    #[command(flatten)]
+    pub hub: HubOnly,
+}
+
+#[derive(clap::Args)]
+pub struct UnjoinArgs {
+    /// Name of the Region.
+    pub name: String,
+    /// Kubeconfig with admin rights in the member, to remove its side too
+    /// (without it only the hub's side goes).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context of that kubeconfig.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Remove the Region even while apps still list it in spec.regions.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub hub: HubOnly,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Kubeconfig of the hub. Default: in-cluster config, else $KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = "MULTIREGION_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context of that kubeconfig.
+    #[arg(long, env = "MULTIREGION_CONTEXT")]
+    pub context: Option<String>,
+    /// Namespace the operator runs in; Region Secrets are read from here.
+    #[arg(
+        long,
+        env = "MULTIREGION_NAMESPACE",
+        default_value = "multiregion-system"
+    )]
+    pub namespace: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "MULTIREGION_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "MULTIREGION_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Name of this instance in Events and the Lease (defaults to the pod name or host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Leader election: only the holder of the Lease `multiregion-operator`
+    /// in --namespace writes; other replicas stand by.
+    #[arg(long, env = "MULTIREGION_LEADER_ELECTION", default_value_t = false)]
+    pub leader_election: bool,
+    /// Lease duration in seconds: a standby takes over within it. The leader
+    /// stops writing when it could not renew for two thirds of it.
+    #[arg(long, env = "MULTIREGION_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub lease_seconds: u64,
+    /// This hub's identity, put on every object placed in the regions
+    /// (label multiregion.io/hub) so that two hubs never fight over one
+    /// member cluster. Default: the UID of the hub's kube-system namespace.
+    #[arg(long, env = "MULTIREGION_HUB_NAME", default_value = "")]
+    pub hub_name: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,276 @@
+//! Day-2 commands: `status`, `plan`, and the routing controls people use
+//! in an incident or a maintenance window (`failover`, `release`, `drain`,
+//! `undrain`, `cordon`, `uncordon`). Each control is one patch of the spec,
+//! the same a person could make with kubectl: the operator does the rest.
+//! With `--dry-run` the API server validates the patch and changes nothing.
+
+use anyhow::{Context as _, Result, bail};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+use super::args::{
+    AppArgs, FailoverArgs, HubArgs, Output, PlanArgs, PlanOutput, RegionArgs, RegionOfAppArgs,
+};
+use crate::api::{MultiRegionApp, Region};
+use crate::plan::playbook;
+
+/// The field manager of the commands' patches, shown in managedFields.
+const CLI_MANAGER: &str = "multiregion-cli";
+
+/// The hub and the namespace the command works in (`-n`, else the
+/// context's namespace, as kubectl).
+async fn hub(args: &HubArgs) -> Result<(Client, String)> {
+    let (client, default_namespace) =
+        super::hub::client(args.kubeconfig.as_ref(), args.context.as_ref()).await?;
+    let namespace = args.namespace.clone().unwrap_or(default_namespace);
+    Ok((client, namespace))
+}
+
+fn patch_params(args: &HubArgs) -> PatchParams {
+    PatchParams {
+        dry_run: args.dry_run,
+        field_manager: Some(CLI_MANAGER.to_string()),
+        ..PatchParams::default()
+    }
+}
+
+/// What a command changed, as kubectl prints it.
+fn report(kind: &str, name: &str, what: &str, before: &str, after: &str, dry_run: bool) {
+    let suffix = if dry_run { " (server dry run)" } else { "" };
+    if before == after {
+        println!("{kind}/{name} unchanged: {what} is already {after}{suffix}");
+    } else {
+        println!("{kind}/{name} {what}: {before} -> {after}{suffix}");
+    }
+}
+
+fn shown(value: &str) -> &str {
+    if value.is_empty() { "(none)" } else { value }
+}
+
+pub async fn status(args: super::args::StatusArgs) -> Result<()> {
+    let (client, namespace) = hub(&args.hub).await?;
+    let api: Api<MultiRegionApp> = if args.all_namespaces {
+        Api::all(client)
+    } else {
+        Api::namespaced(client, &namespace)
+    };
+    let mut apps = match &args.name {
+        Some(name) => vec![
+            api.get(name)
+                .await
+                .with_context(|| format!("multiregionapp {name} in namespace {namespace}"))?,
+        ],
+        None => api.list(&ListParams::default()).await?.items,
+    };
+    for app in &mut apps {
+        app.metadata.managed_fields = None;
+    }
+    match args.output {
+        Output::Table => {
+            if apps.is_empty() {
+                let scope = if args.all_namespaces {
+                    "any namespace".to_string()
+                } else {
+                    format!("namespace {namespace}")
+                };
+                println!("No MultiRegionApps found in {scope}.");
+            }
+            print!("{}", super::render::status_table(&apps, super::style()));
+        }
+        Output::Json => println!("{}", serde_json::to_string_pretty(&list(&apps)?)?),
+        Output::Yaml => print!("{}", serde_saphyr::to_string(&list(&apps)?)?),
+    }
+    Ok(())
+}
+
+/// The apps as a `List`, as `kubectl get -o json` prints several objects.
+fn list(apps: &[MultiRegionApp]) -> Result<Value> {
+    Ok(json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "metadata": {"resourceVersion": ""},
+        "items": serde_json::to_value(apps)?,
+    }))
+}
+
+pub fn plan(args: PlanArgs) -> Result<()> {
+    let text = if args.file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?
+    };
+    let app: MultiRegionApp = serde_saphyr::from_str(&text)
+        .with_context(|| format!("{} is not a MultiRegionApp", args.file.display()))?;
+    let now = jiff::Timestamp::now();
+    let failed = match &args.fail {
+        Some(region) if app.spec.regions.iter().any(|r| &r.name == region) => region.clone(),
+        Some(region) => bail!("--fail {region}: not one of spec.regions"),
+        None => playbook::busiest_region(&app.spec, now),
+    };
+    if let Some(a) = args.region_availability
+        && !(0.0..=1.0).contains(&a)
+    {
+        bail!("--region-availability must be between 0 and 1");
+    }
+    let whatif = crate::plan::whatif::simulate(&app.spec, &failed, now, args.region_availability);
+    let strategies = playbook::compare(&app.spec, now, args.region_availability);
+    let name = app.metadata.name.clone().unwrap_or_else(|| "app".into());
+    match args.output {
+        PlanOutput::Table => {
+            let style = super::style();
+            print!(
+                "{}",
+                super::render::plan_report(&name, &failed, &whatif, style)
+            );
+            print!("\n{}", super::render::playbook_table(&strategies, style));
+        }
+        PlanOutput::Json => {
+            let report = plan_json(&name, &failed, &whatif, &strategies)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+    }
+    Ok(())
+}
+
+/// `plan -o json`: the what-if and the playbook's numbers, for tools.
+fn plan_json(
+    name: &str,
+    failed: &str,
+    whatif: &crate::plan::whatif::WhatIf,
+    strategies: &[playbook::StrategyFigures],
+) -> Result<Value> {
+    let snapshot = |s: &crate::plan::whatif::Snapshot| {
+        json!({
+            "active": s.active,
+            "regions": s.placements.iter().map(|p| json!({
+                "region": p.region,
+                "role": p.role,
+                "replicas": p.replicas,
+                "weight": s.weights.iter().find(|(r, _)| *r == p.region).map_or(0, |(_, w)| *w),
+            })).collect::<Vec<_>>(),
+        })
+    };
+    Ok(json!({
+        "app": name,
+        "failed": failed,
+        "detectionSeconds": whatif.detection_seconds,
+        "availability": whatif.availability,
+        "before": snapshot(&whatif.before),
+        "after": snapshot(&whatif.after),
+        "strategies": serde_json::to_value(strategies)?,
+    }))
+}
+
+/// The app, or an error naming it and its namespace.
+async fn app(api: &Api<MultiRegionApp>, name: &str, namespace: &str) -> Result<MultiRegionApp> {
+    api.get(name)
+        .await
+        .with_context(|| format!("multiregionapp {name} in namespace {namespace}"))
+}
+
+/// The index of `region` in the app's spec.regions, or an error listing them.
+fn region_index(app: &MultiRegionApp, region: &str) -> Result<usize> {
+    let names: Vec<&str> = app.spec.regions.iter().map(|r| r.name.as_str()).collect();
+    names.iter().position(|n| *n == region).with_context(|| {
+        format!(
+            "{region} is not one of spec.regions of {} ({})",
+            app.name_any(),
+            names.join(", ")
+        )
+    })
+}
+
+pub async fn failover(args: FailoverArgs) -> Result<()> {
+    set_override(&args.app, &args.to, &args.hub).await
+}
+
+pub async fn release(args: AppArgs) -> Result<()> {
+    set_override(&args.app, "", &args.hub).await
+}
+
+/// Sets (or clears, with "") spec.failover.activeOverride.
+async fn set_override(name: &str, region: &str, hub_args: &HubArgs) -> Result<()> {
+    let (client, namespace) = hub(hub_args).await?;
+    let api: Api<MultiRegionApp> = Api::namespaced(client, &namespace);
+    let current = app(&api, name, &namespace).await?;
+    if !region.is_empty() {
+        region_index(&current, region)?;
+    }
+    let patch = json!({"spec": {"failover": {"activeOverride": region}}});
+    let patched = api
+        .patch(name, &patch_params(hub_args), &Patch::Merge(&patch))
+        .await
+        .with_context(|| format!("setting spec.failover.activeOverride of {name}"))?;
+    report(
+        "multiregionapp",
+        name,
+        "spec.failover.activeOverride",
+        shown(&current.spec.failover.active_override),
+        shown(&patched.spec.failover.active_override),
+        hub_args.dry_run,
+    );
+    Ok(())
+}
+
+/// Sets spec.regions[i].drain of one region of an app. The patch tests the
+/// region's name at that index, so a concurrent edit of the list fails the
+/// patch instead of draining another region.
+pub async fn drain(args: RegionOfAppArgs, drain: bool) -> Result<()> {
+    let (client, namespace) = hub(&args.hub).await?;
+    let api: Api<MultiRegionApp> = Api::namespaced(client, &namespace);
+    let current = app(&api, &args.app, &namespace).await?;
+    let index = region_index(&current, &args.region)?;
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": format!("/spec/regions/{index}/name"), "value": args.region},
+        {"op": "add", "path": format!("/spec/regions/{index}/drain"), "value": drain},
+    ]))?;
+    let patched = api
+        .patch(
+            &args.app,
+            &patch_params(&args.hub),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+        .with_context(|| format!("setting drain of {} in {}", args.region, args.app))?;
+    let drained = |app: &MultiRegionApp| app.spec.regions[index].drain.to_string();
+    report(
+        "multiregionapp",
+        &args.app,
+        &format!("spec.regions[{}].drain", args.region),
+        &drained(&current),
+        &drained(&patched),
+        args.hub.dry_run,
+    );
+    Ok(())
+}
+
+/// Sets spec.cordoned of a Region.
+pub async fn cordon(args: RegionArgs, cordoned: bool) -> Result<()> {
+    let (client, _) = hub(&args.hub).await?;
+    let api: Api<Region> = Api::all(client);
+    let current = api
+        .get(&args.region)
+        .await
+        .with_context(|| format!("region {}", args.region))?;
+    let patch = json!({"spec": {"cordoned": cordoned}});
+    let patched = api
+        .patch(
+            &args.region,
+            &patch_params(&args.hub),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .with_context(|| format!("setting spec.cordoned of region {}", args.region))?;
+    report(
+        "region",
+        &args.region,
+        "spec.cordoned",
+        &current.spec.cordoned.to_string(),
+        &patched.spec.cordoned.to_string(),
+        args.hub.dry_run,
+    );
+    Ok(())
+}

@@ -1,0 +1,393 @@
+//! End-to-end: the day-2 commands against a hub and three regions (real
+//! control planes) whose Regions were registered with `multiregion join`,
+//! and the operator running as a process with the joined identities.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::operator::{
+    HealOnPanic, OPERATOR_NAMESPACE, app_spec, apply_app, env, join_region, register_region,
+    serial, wait_weights,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::api::{Api, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use multiregion::api::{LABEL_MANAGED_BY, MultiRegionApp, Region};
+use serde_json::json;
+
+/// `kubectl multiregion ARGS --kubeconfig HUB` through the real kubectl,
+/// with the binary installed as the plugin; the output, whether it
+/// succeeded or not.
+fn multiregion(args: &[&str]) -> Output {
+    let mut command = Command::new(env().bin_dir.join("kubectl"));
+    command
+        .arg("multiregion")
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(env().kubeconfig("hub"))
+        .env("PATH", plugin_path());
+    command.output().expect("kubectl multiregion runs")
+}
+
+/// $PATH with a directory holding `kubectl-multiregion`.
+fn plugin_path() -> String {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("day2-plugin");
+        std::fs::create_dir_all(&dir).unwrap();
+        let plugin = dir.join("kubectl-multiregion");
+        let _ = std::fs::remove_file(&plugin);
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_multiregion"), &plugin).unwrap();
+        format!(
+            "{}:{}",
+            dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    })
+    .clone()
+}
+
+fn succeeded(args: &[&str]) -> String {
+    let out = multiregion(args);
+    assert!(
+        out.status.success(),
+        "multiregion {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn failed(args: &[&str]) -> String {
+    let out = multiregion(args);
+    assert!(!out.status.success(), "multiregion {args:?} should fail");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+async fn app(hub: &Client, ns: &str, name: &str) -> MultiRegionApp {
+    let api: Api<MultiRegionApp> = Api::namespaced(hub.clone(), ns);
+    api.get(name).await.unwrap()
+}
+
+/// A client with the credentials `join` stored in the hub for `region`,
+/// reaching the member through the same address the operator uses.
+async fn joined_identity(hub: &Client, region: &str) -> Client {
+    let secrets: Api<Secret> = Api::namespaced(hub.clone(), OPERATOR_NAMESPACE);
+    let secret = secrets.get(&format!("{region}-kubeconfig")).await.unwrap();
+    let yaml = String::from_utf8(secret.data.unwrap()["kubeconfig"].0.clone()).unwrap();
+    assert!(
+        !yaml.contains("client-key-data"),
+        "join stores a token, never the admin's certificate"
+    );
+    let kubeconfig = Kubeconfig::from_yaml(&yaml).unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+fn forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> bool {
+    matches!(result, Err(kube::Error::Api(status)) if status.code == 403)
+}
+
+#[tokio::test]
+async fn a_joined_region_grants_the_operator_only_its_verbs() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env().client("hub").await;
+    let region: Region = Api::all(hub.clone()).get("eu-west").await.unwrap();
+    assert_eq!(
+        region.metadata.labels.unwrap()[LABEL_MANAGED_BY],
+        "multiregion"
+    );
+    assert!(region.spec.endpoint.is_some(), "--endpoint was set");
+    let member = joined_identity(&hub, "eu-west").await;
+    let deployments: Api<Deployment> = Api::all(member.clone());
+    deployments
+        .list(&ListParams::default())
+        .await
+        .expect("the operator's identity lists Deployments");
+    let secrets: Api<Secret> = Api::all(member.clone());
+    assert!(forbidden(secrets.list(&ListParams::default()).await));
+    let bindings: Api<ClusterRoleBinding> = Api::all(member);
+    assert!(forbidden(bindings.list(&ListParams::default()).await));
+}
+
+#[tokio::test]
+async fn join_refuses_a_region_it_did_not_make() {
+    let _serial = serial().await;
+    let hub = env().client("hub").await;
+    register_region(&hub, "handmade", "not used", json!({})).await;
+    let regions = env().regions.lock().await;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_multiregion"));
+    command
+        .args(["join", "handmade", "--kubeconfig"])
+        .arg(regions.kubeconfig("us-east").unwrap())
+        .arg("--hub-kubeconfig")
+        .arg(regions.kubeconfig("hub").unwrap());
+    drop(regions);
+    let out = command.output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Region handmade exists and was not made by join"),
+        "{stderr}"
+    );
+    let api: Api<Region> = Api::all(hub);
+    let kept = api.get("handmade").await.expect("the Region is kept");
+    assert!(kept.spec.endpoint.is_none());
+    api.delete("handmade", &Default::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn failover_and_release_move_traffic_and_dry_run_changes_nothing() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env().client("hub").await;
+    let ns = "day2-failover";
+    let spec = app_spec("ActivePassive", &["us-east", "eu-west"], json!({}));
+    apply_app(&hub, ns, "web", spec).await;
+    let minutes = Duration::from_secs(120);
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=100 eu-west=0",
+        "us-east active",
+        minutes,
+    )
+    .await;
+
+    let dry = succeeded(&["failover", "web", "--to", "eu-west", "-n", ns, "--dry-run"]);
+    assert!(dry.contains("(none) -> eu-west (server dry run)"), "{dry}");
+    assert_eq!(app(&hub, ns, "web").await.spec.failover.active_override, "");
+
+    let wrong = failed(&["failover", "web", "--to", "mars", "-n", ns]);
+    assert!(
+        wrong.contains("mars is not one of spec.regions of web (us-east, eu-west)"),
+        "{wrong}"
+    );
+
+    let moved = succeeded(&["failover", "web", "--to", "eu-west", "-n", ns]);
+    assert!(
+        moved.contains("spec.failover.activeOverride: (none) -> eu-west"),
+        "{moved}"
+    );
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=0 eu-west=100",
+        "the planned move",
+        minutes,
+    )
+    .await;
+
+    let released = succeeded(&["release", "web", "-n", ns]);
+    assert!(released.contains("eu-west -> (none)"), "{released}");
+    assert_eq!(app(&hub, ns, "web").await.spec.failover.active_override, "");
+    let again = succeeded(&["release", "web", "-n", ns]);
+    assert!(again.contains("unchanged"), "{again}");
+}
+
+#[tokio::test]
+async fn drain_and_cordon_take_a_region_out_of_traffic_and_back() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env().client("hub").await;
+    let ns = "day2-drain";
+    let spec = app_spec("ActiveActive", &["us-east", "eu-west"], json!({}));
+    apply_app(&hub, ns, "web", spec).await;
+    let both = "us-east=50 eu-west=50";
+    let minutes = Duration::from_secs(120);
+    wait_weights(&hub, ns, "web", both, "both regions serve", minutes).await;
+
+    succeeded(&["drain", "web", "eu-west", "-n", ns]);
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=100 eu-west=0",
+        "eu-west drained",
+        minutes,
+    )
+    .await;
+    assert!(app(&hub, ns, "web").await.spec.regions[1].drain);
+    succeeded(&["undrain", "web", "eu-west", "-n", ns]);
+    wait_weights(&hub, ns, "web", both, "eu-west undrained", minutes).await;
+
+    let _uncordon = Uncordon("eu-west");
+    let cordoned = succeeded(&["cordon", "eu-west"]);
+    assert!(
+        cordoned.contains("region/eu-west spec.cordoned: false -> true"),
+        "{cordoned}"
+    );
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=100 eu-west=0",
+        "eu-west cordoned",
+        minutes,
+    )
+    .await;
+    succeeded(&["uncordon", "eu-west"]);
+    wait_weights(&hub, ns, "web", both, "eu-west uncordoned", minutes).await;
+}
+
+/// Uncordons a region when the test ends, whatever happened.
+struct Uncordon(&'static str);
+
+impl Drop for Uncordon {
+    fn drop(&mut self) {
+        let _ = multiregion(&["uncordon", self.0]);
+    }
+}
+
+/// A copy of the hub's kubeconfig whose context selects `namespace`.
+fn kubeconfig_in(namespace: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("hub-in-{namespace}"));
+    std::fs::copy(env().kubeconfig("hub"), &path).unwrap();
+    let status = Command::new(env().bin_dir.join("kubectl"))
+        .args([
+            "config",
+            "set-context",
+            "--current",
+            "--namespace",
+            namespace,
+        ])
+        .arg("--kubeconfig")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    path
+}
+
+fn status_with(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_multiregion"))
+        .arg("status")
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn status_reads_the_contexts_namespace_and_all_namespaces() {
+    let _serial = serial().await;
+    let hub = env().client("hub").await;
+    for ns in ["day2-one", "day2-two"] {
+        let spec = app_spec("ActivePassive", &["us-east", "eu-west"], json!({}));
+        apply_app(&hub, ns, "web", spec).await;
+    }
+    let in_one = kubeconfig_in("day2-one");
+    let table = status_with(&in_one, &[]);
+    assert!(table.contains("day2-one/web"), "{table}");
+    assert!(!table.contains("day2-two/web"), "{table}");
+    let all: serde_json::Value =
+        serde_json::from_str(&status_with(&in_one, &["-A", "-o", "json"])).unwrap();
+    assert_eq!(all["kind"], "List");
+    let namespaces: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["metadata"]["namespace"].as_str())
+        .collect();
+    assert!(namespaces.contains(&"day2-one") && namespaces.contains(&"day2-two"));
+    let empty = status_with(&kubeconfig_in("day2-none"), &[]);
+    assert!(
+        empty.contains("No MultiRegionApps found in namespace day2-none."),
+        "{empty}"
+    );
+}
+
+#[tokio::test]
+async fn unjoin_removes_both_sides_and_refuses_while_an_app_uses_the_region() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env().client("hub").await;
+    let ns = "day2-unjoin";
+    let spec = app_spec("ActivePassive", &["us-east", "ap-south"], json!({}));
+    apply_app(&hub, ns, "web", spec).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_multiregion"))
+        .args(["unjoin", "ap-south", "--hub-kubeconfig", hub_kubeconfig()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let refused = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        refused.contains("still in spec.regions of day2-unjoin/web"),
+        "{refused}"
+    );
+    common::operator::delete_app(&hub, ns, "web").await;
+    let apps: Api<MultiRegionApp> = Api::namespaced(hub.clone(), ns);
+    common::wait_for("the app's cleanup", Duration::from_secs(60), || async {
+        apps.get_opt("web").await.ok()?.is_none().then_some(())
+    })
+    .await;
+
+    let member_kc = env().regions.lock().await.kubeconfig("ap-south").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_multiregion"))
+        .args([
+            "unjoin",
+            "ap-south",
+            "--hub-kubeconfig",
+            hub_kubeconfig(),
+            "--kubeconfig",
+        ])
+        .arg(&member_kc)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let regions: Api<Region> = Api::all(hub.clone());
+    assert!(regions.get_opt("ap-south").await.unwrap().is_none());
+    let secrets: Api<Secret> = Api::namespaced(hub.clone(), OPERATOR_NAMESPACE);
+    assert!(
+        secrets
+            .get_opt("ap-south-kubeconfig")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let member = env().client("ap-south").await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(member.clone(), "multiregion-system");
+    assert!(
+        accounts
+            .get_opt("multiregion-member")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let bindings: Api<ClusterRoleBinding> = Api::all(member);
+    assert!(
+        bindings
+            .get_opt("multiregion-member")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    join_region(&*env().regions.lock().await, "ap-south").await;
+}
+
+fn hub_kubeconfig() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| env().kubeconfig("hub").to_string_lossy().to_string())
+}
