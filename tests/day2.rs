@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::{Client, Config, ResourceExt};
 use multiregion::api::{LABEL_MANAGED_BY, MultiRegionApp, Region};
 use serde_json::json;
 
@@ -123,6 +123,7 @@ async fn join_refuses_a_region_it_did_not_make() {
     let _serial = serial().await;
     let hub = env().client("hub").await;
     register_region(&hub, "handmade", "not used", json!({})).await;
+    let _delete = DeleteRegion("handmade");
     let regions = env().regions.lock().await;
     let mut command = Command::new(env!("CARGO_BIN_EXE_multiregion"));
     command
@@ -141,7 +142,6 @@ async fn join_refuses_a_region_it_did_not_make() {
     let api: Api<Region> = Api::all(hub);
     let kept = api.get("handmade").await.expect("the Region is kept");
     assert!(kept.spec.endpoint.is_none());
-    api.delete("handmade", &Default::default()).await.unwrap();
 }
 
 #[tokio::test]
@@ -163,8 +163,10 @@ async fn failover_and_release_move_traffic_and_dry_run_changes_nothing() {
     )
     .await;
 
-    let dry = succeeded(&["failover", "web", "--to", "eu-west", "-n", ns, "--dry-run"]);
-    assert!(dry.contains("(none) -> eu-west (server dry run)"), "{dry}");
+    for flag in ["--dry-run", "--dry-run=server"] {
+        let dry = succeeded(&["failover", "web", "--to", "eu-west", "-n", ns, flag]);
+        assert!(dry.contains("(none) -> eu-west (server dry run)"), "{dry}");
+    }
     assert_eq!(app(&hub, ns, "web").await.spec.failover.active_override, "");
 
     let wrong = failed(&["failover", "web", "--to", "mars", "-n", ns]);
@@ -193,6 +195,7 @@ async fn failover_and_release_move_traffic_and_dry_run_changes_nothing() {
     assert_eq!(app(&hub, ns, "web").await.spec.failover.active_override, "");
     let again = succeeded(&["release", "web", "-n", ns]);
     assert!(again.contains("unchanged"), "{again}");
+    common::operator::delete_app(&hub, ns, "web").await;
 }
 
 #[tokio::test]
@@ -238,6 +241,25 @@ async fn drain_and_cordon_take_a_region_out_of_traffic_and_back() {
     .await;
     succeeded(&["uncordon", "eu-west"]);
     wait_weights(&hub, ns, "web", both, "eu-west uncordoned", minutes).await;
+    common::operator::delete_app(&hub, ns, "web").await;
+}
+
+/// Deletes a Region when the test ends, whatever happened.
+struct DeleteRegion(&'static str);
+
+impl Drop for DeleteRegion {
+    fn drop(&mut self) {
+        let _ = Command::new(env().bin_dir.join("kubectl"))
+            .args([
+                "delete",
+                "region",
+                self.0,
+                "--ignore-not-found",
+                "--kubeconfig",
+            ])
+            .arg(env().kubeconfig("hub"))
+            .status();
+    }
 }
 
 /// Uncordons a region when the test ends, whatever happened.
@@ -312,6 +334,12 @@ async fn status_reads_the_contexts_namespace_and_all_namespaces() {
         empty.contains("No MultiRegionApps found in namespace day2-none."),
         "{empty}"
     );
+    let one: serde_json::Value =
+        serde_json::from_str(&status_with(&in_one, &["web", "-o", "json"])).unwrap();
+    assert_eq!(one["kind"], "MultiRegionApp", "one named app prints itself");
+    for ns in ["day2-one", "day2-two"] {
+        common::operator::delete_app(&hub, ns, "web").await;
+    }
 }
 
 #[tokio::test]
@@ -329,7 +357,7 @@ async fn unjoin_removes_both_sides_and_refuses_while_an_app_uses_the_region() {
     assert!(!out.status.success());
     let refused = String::from_utf8_lossy(&out.stderr);
     assert!(
-        refused.contains("still in spec.regions of day2-unjoin/web"),
+        refused.contains("still used by day2-unjoin/web"),
         "{refused}"
     );
     common::operator::delete_app(&hub, ns, "web").await;
@@ -339,6 +367,12 @@ async fn unjoin_removes_both_sides_and_refuses_while_an_app_uses_the_region() {
     })
     .await;
 
+    let member = env().client("ap-south").await;
+    assert_eq!(
+        identities(&member).await.len(),
+        2,
+        "join made one account and its binding"
+    );
     let member_kc = env().regions.lock().await.kubeconfig("ap-south").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_multiregion"))
         .args([
@@ -366,25 +400,28 @@ async fn unjoin_removes_both_sides_and_refuses_while_an_app_uses_the_region() {
             .unwrap()
             .is_none()
     );
-    let member = env().client("ap-south").await;
-    let accounts: Api<ServiceAccount> = Api::namespaced(member.clone(), "multiregion-system");
-    assert!(
-        accounts
-            .get_opt("multiregion-member")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    let bindings: Api<ClusterRoleBinding> = Api::all(member);
-    assert!(
-        bindings
-            .get_opt("multiregion-member")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert_eq!(identities(&member).await, Vec::<String>::new());
 
     join_region(&*env().regions.lock().await, "ap-south").await;
+}
+
+/// The ServiceAccounts and ClusterRoleBindings `join` made for ap-south in
+/// its member (named multiregion-ap-south-<hub>).
+async fn identities(member: &Client) -> Vec<String> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(member.clone(), "multiregion-system");
+    let bindings: Api<ClusterRoleBinding> = Api::all(member.clone());
+    let mut names: Vec<String> = accounts
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|a| format!("sa/{}", a.name_any()))
+        .collect();
+    let bound = bindings.list(&ListParams::default()).await.unwrap().items;
+    names.extend(bound.iter().map(|b| format!("crb/{}", b.name_any())));
+    names.retain(|n| n.contains("/multiregion-ap-south-"));
+    names
 }
 
 fn hub_kubeconfig() -> &'static str {

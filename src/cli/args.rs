@@ -68,9 +68,16 @@ pub struct HubArgs {
     /// Namespace of the apps (default: the context's namespace).
     #[arg(short, long, global = true)]
     pub namespace: Option<String>,
-    /// Server-side dry run: show what would change, change nothing.
-    #[arg(long, global = true)]
-    pub dry_run: bool,
+    /// Server-side dry run: show what would change, change nothing
+    /// (`--dry-run` or `--dry-run=server`, as kubectl).
+    #[arg(long, global = true, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "server")]
+    pub dry_run: Option<DryRun>,
+}
+
+/// The one dry run the commands have: the API server's.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DryRun {
+    Server,
 }
 
 #[derive(clap::Args)]

@@ -29,7 +29,7 @@ async fn hub(args: &HubArgs) -> Result<(Client, String)> {
 
 fn patch_params(args: &HubArgs) -> PatchParams {
     PatchParams {
-        dry_run: args.dry_run,
+        dry_run: args.dry_run.is_some(),
         field_manager: Some(CLI_MANAGER.to_string()),
         ..PatchParams::default()
     }
@@ -79,10 +79,21 @@ pub async fn status(args: super::args::StatusArgs) -> Result<()> {
             }
             print!("{}", super::render::status_table(&apps, super::style()));
         }
-        Output::Json => println!("{}", serde_json::to_string_pretty(&list(&apps)?)?),
-        Output::Yaml => print!("{}", serde_saphyr::to_string(&list(&apps)?)?),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&shown_apps(&apps, &args)?)?
+        ),
+        Output::Yaml => print!("{}", serde_saphyr::to_string(&shown_apps(&apps, &args)?)?),
     }
     Ok(())
+}
+
+/// One named app as itself, several as a `List`, as `kubectl get` prints them.
+fn shown_apps(apps: &[MultiRegionApp], args: &super::args::StatusArgs) -> Result<Value> {
+    match (&args.name, apps) {
+        (Some(_), [app]) => Ok(serde_json::to_value(app)?),
+        _ => list(apps),
+    }
 }
 
 /// The apps as a `List`, as `kubectl get -o json` prints several objects.
@@ -116,7 +127,12 @@ pub fn plan(args: PlanArgs) -> Result<()> {
         bail!("--region-availability must be between 0 and 1");
     }
     let whatif = crate::plan::whatif::simulate(&app.spec, &failed, now, args.region_availability);
-    let strategies = playbook::compare(&app.spec, now, args.region_availability);
+    let strategies = playbook::compare(
+        &app.spec,
+        args.fail.as_deref(),
+        now,
+        args.region_availability,
+    );
     let name = app.metadata.name.clone().unwrap_or_else(|| "app".into());
     match args.output {
         PlanOutput::Table => {
@@ -210,7 +226,7 @@ async fn set_override(name: &str, region: &str, hub_args: &HubArgs) -> Result<()
         "spec.failover.activeOverride",
         shown(&current.spec.failover.active_override),
         shown(&patched.spec.failover.active_override),
-        hub_args.dry_run,
+        hub_args.dry_run.is_some(),
     );
     Ok(())
 }
@@ -242,7 +258,7 @@ pub async fn drain(args: RegionOfAppArgs, drain: bool) -> Result<()> {
         &format!("spec.regions[{}].drain", args.region),
         &drained(&current),
         &drained(&patched),
-        args.hub.dry_run,
+        args.hub.dry_run.is_some(),
     );
     Ok(())
 }
@@ -270,7 +286,7 @@ pub async fn cordon(args: RegionArgs, cordoned: bool) -> Result<()> {
         "spec.cordoned",
         &current.spec.cordoned.to_string(),
         &patched.spec.cordoned.to_string(),
-        args.hub.dry_run,
+        args.hub.dry_run.is_some(),
     );
     Ok(())
 }

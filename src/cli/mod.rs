@@ -8,6 +8,7 @@ mod args;
 mod day2;
 mod hub;
 mod join;
+mod member;
 pub mod render;
 
 use std::io::IsTerminal;
@@ -66,7 +67,7 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Join(args) => join::join(args).await,
         Command::Unjoin(args) => join::unjoin(args).await,
         Command::MemberRbac => {
-            print!("{}", join::member_rbac_yaml()?);
+            print!("{}", member::rbac_yaml()?);
             Ok(())
         }
         Command::Completion { shell } => {

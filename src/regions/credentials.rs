@@ -27,11 +27,11 @@ pub enum CredentialsError {
     #[error("spec: neither kubeconfigSecretRef nor local: true is set")]
     NoSource,
     #[error(
-        "spec.kubeconfigSecretRef: Secret {0} holds a kubeconfig whose user {1:?} runs an exec or \
-         auth-provider plugin, which the operator's image does not have: store a token or client \
-         certificate instead (`multiregion join` makes one)"
+        "spec.kubeconfigSecretRef: Secret {0} holds a kubeconfig whose user {1:?} runs the exec \
+         plugin {2:?}, which the operator does not have: store a token or client certificate \
+         instead (`multiregion join` makes one)"
     )]
-    PluginCredentials(String, String),
+    PluginCredentials(String, String, String),
 }
 
 impl CredentialsError {
@@ -84,7 +84,7 @@ pub async fn build(hub: &Client, spec: &RegionSpec) -> Result<(Client, String), 
     let kubeconfig = Kubeconfig::from_yaml(&text).map_err(|e| {
         CredentialsError::NotAKubeconfig(shown.clone(), reference.key.clone(), e.to_string())
     })?;
-    refuse_plugins(&kubeconfig, &shown)?;
+    refuse_plugins(&kubeconfig, spec.context.as_ref(), &shown)?;
     if let Some(context) = &spec.context
         && !kubeconfig.contexts.iter().any(|c| &c.name == context)
     {
@@ -109,23 +109,46 @@ pub async fn build(hub: &Client, spec: &RegionSpec) -> Result<(Client, String), 
     Ok((client, key))
 }
 
-/// Exec and auth-provider plugins (cloud CLIs) are not in the operator's
-/// image: a kubeconfig needing one would fail on every request, so it is
-/// refused up front with a reason that says what to do.
-fn refuse_plugins(kubeconfig: &Kubeconfig, shown: &str) -> Result<(), CredentialsError> {
-    let plugin_user = kubeconfig.auth_infos.iter().find(|named| {
-        named
-            .auth_info
-            .as_ref()
-            .is_some_and(|a| a.exec.is_some() || a.auth_provider.is_some())
-    });
-    match plugin_user {
-        Some(named) => Err(CredentialsError::PluginCredentials(
+/// An exec plugin (a cloud CLI such as `aws` or `gke-gcloud-auth-plugin`)
+/// that is not on this process's PATH would fail on every request: the
+/// operator's image holds no such tool. The user of the context in use is
+/// refused up front with a reason that says what to do; a plugin that is
+/// installed (the operator run outside the image) is used.
+fn refuse_plugins(
+    kubeconfig: &Kubeconfig,
+    context: Option<&String>,
+    shown: &str,
+) -> Result<(), CredentialsError> {
+    let context = context.or(kubeconfig.current_context.as_ref());
+    let user = kubeconfig
+        .contexts
+        .iter()
+        .find(|c| Some(&c.name) == context)
+        .and_then(|c| c.context.as_ref())
+        .and_then(|c| c.user.clone());
+    let exec = kubeconfig
+        .auth_infos
+        .iter()
+        .find(|named| Some(&named.name) == user.as_ref())
+        .and_then(|named| named.auth_info.as_ref())
+        .and_then(|a| a.exec.as_ref());
+    match exec.and_then(|e| e.command.clone()) {
+        Some(command) if !on_path(&command) => Err(CredentialsError::PluginCredentials(
             shown.to_string(),
-            named.name.clone(),
+            user.unwrap_or_default(),
+            command,
         )),
-        None => Ok(()),
+        _ => Ok(()),
     }
+}
+
+fn on_path(command: &str) -> bool {
+    let path = std::path::Path::new(command);
+    if path.components().count() > 1 {
+        return path.is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|dirs| std::env::split_paths(&dirs).any(|d| d.join(command).is_file()))
 }
 
 #[cfg(test)]
@@ -136,7 +159,7 @@ mod tests {
 apiVersion: v1
 kind: Config
 clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
-users: [{name: cloud, user: {exec: {apiVersion: client.authentication.k8s.io/v1, command: aws}}}]
+users: [{name: cloud, user: {exec: {apiVersion: client.authentication.k8s.io/v1, command: no-such-cloud-cli}}}]
 contexts: [{name: c, context: {cluster: c, user: cloud}}]
 current-context: c
 "#;
@@ -144,20 +167,34 @@ current-context: c
     #[test]
     fn a_kubeconfig_needing_an_exec_plugin_is_refused_by_name() {
         let kubeconfig = Kubeconfig::from_yaml(EXEC).unwrap();
-        let err = refuse_plugins(&kubeconfig, "multiregion-system/eu").unwrap_err();
+        let err = refuse_plugins(&kubeconfig, None, "multiregion-system/eu").unwrap_err();
         assert_eq!(err.reason(), "PluginCredentials");
         let message = err.to_string();
         assert!(message.contains("\"cloud\""), "{message}");
         assert!(message.contains("multiregion join"), "{message}");
+        assert!(message.contains("no-such-cloud-cli"), "{message}");
+    }
+
+    #[test]
+    fn an_installed_plugin_or_another_contexts_plugin_is_not_refused() {
+        let installed = EXEC.replace("no-such-cloud-cli", "sh");
+        let kubeconfig = Kubeconfig::from_yaml(&installed).unwrap();
+        assert!(refuse_plugins(&kubeconfig, None, "x/y").is_ok());
+        let other = EXEC.replace(
+            "contexts: [{name: c, context: {cluster: c, user: cloud}}]",
+            "contexts: [{name: c, context: {cluster: c, user: cloud}}, {name: t, context: {cluster: c, user: t}}]",
+        );
+        let kubeconfig = Kubeconfig::from_yaml(&other).unwrap();
+        assert!(refuse_plugins(&kubeconfig, Some(&"t".to_string()), "x/y").is_ok());
     }
 
     #[test]
     fn a_token_kubeconfig_is_accepted() {
         let token = EXEC.replace(
-            "{exec: {apiVersion: client.authentication.k8s.io/v1, command: aws}}",
+            "{exec: {apiVersion: client.authentication.k8s.io/v1, command: no-such-cloud-cli}}",
             "{token: abc}",
         );
         let kubeconfig = Kubeconfig::from_yaml(&token).unwrap();
-        assert!(refuse_plugins(&kubeconfig, "x/y").is_ok());
+        assert!(refuse_plugins(&kubeconfig, None, "x/y").is_ok());
     }
 }

@@ -50,9 +50,10 @@ pub struct Figures {
 }
 
 /// Figures for the app's strategy first, then the other two, for a failure
-/// of its busiest region.
+/// of `failed` (default: each strategy's busiest region).
 pub fn compare(
     spec: &MultiRegionAppSpec,
+    failed: Option<&str>,
     now: Timestamp,
     region_availability: Option<f64>,
 ) -> Vec<StrategyFigures> {
@@ -65,13 +66,14 @@ pub fn compare(
     .filter(|s| *s != spec.strategy);
     std::iter::once(spec.strategy)
         .chain(others)
-        .map(|strategy| figures_of(spec, strategy, now, region_availability))
+        .map(|strategy| figures_of(spec, strategy, failed, now, region_availability))
         .collect()
 }
 
 fn figures_of(
     spec: &MultiRegionAppSpec,
     strategy: Strategy,
+    failed: Option<&str>,
     now: Timestamp,
     region_availability: Option<f64>,
 ) -> StrategyFigures {
@@ -82,9 +84,9 @@ fn figures_of(
     let figures = not_applicable.is_none().then(|| {
         let mut spec = spec.clone();
         spec.strategy = strategy;
-        let busiest = busiest_region(&spec, now);
-        let whatif = whatif::simulate(&spec, &busiest, now, region_availability);
-        measure(&spec, &whatif, &busiest)
+        let failed = failed.map_or_else(|| busiest_region(&spec, now), str::to_string);
+        let whatif = whatif::simulate(&spec, &failed, now, region_availability);
+        measure(&spec, &whatif, &failed)
     });
     StrategyFigures {
         strategy,
@@ -100,7 +102,9 @@ pub fn busiest_region(spec: &MultiRegionAppSpec, now: Timestamp) -> String {
         .before
         .weights
         .iter()
+        .filter(|(_, w)| *w > 0)
         .max_by_key(|(_, w)| *w)
+        .or(spec.regions.first().map(|r| (r.name.clone(), 0)).as_ref())
         .map(|(r, _)| r.clone())
         .unwrap_or_default()
 }
@@ -146,10 +150,19 @@ fn weight_of(weights: &[(String, i32)], region: &str) -> i32 {
         .map_or(0, |(_, w)| *w)
 }
 
-/// The writes a failure may lose, from `failover.replication`.
+/// The writes a failure may lose, from the strategy and
+/// `failover.replication`.
 pub fn rpo(spec: &MultiRegionAppSpec) -> String {
+    use crate::api::OnLagExceeded;
+    if spec.strategy == Strategy::ActiveActive {
+        return "what the failed region had not replicated (every region writes; no promotion gate)"
+            .to_string();
+    }
     match &spec.failover.replication {
         None => "not gated (no failover.replication)".to_string(),
+        Some(r) if r.on_exceeded == OnLagExceeded::Promote => {
+            "not bounded: onExceeded Promote promotes a lagging standby".to_string()
+        }
         Some(r) => match r.mode {
             ReplicationMode::Synchronous => "0 (synchronous)".to_string(),
             ReplicationMode::SemiSynchronous => {
@@ -186,7 +199,7 @@ mod tests {
 
     #[test]
     fn the_strategy_as_written_comes_first_then_the_others() {
-        let all = compare(&spec("ActivePassive", json!({})), now(), None);
+        let all = compare(&spec("ActivePassive", json!({})), None, now(), None);
         let order: Vec<Strategy> = all.iter().map(|s| s.strategy).collect();
         assert_eq!(
             order,
@@ -201,7 +214,7 @@ mod tests {
 
     #[test]
     fn active_passive_costs_one_full_region_plus_standbys_and_loses_all_traffic_until_detected() {
-        let all = compare(&spec("ActivePassive", json!({})), now(), Some(0.99));
+        let all = compare(&spec("ActivePassive", json!({})), None, now(), Some(0.99));
         let f = all[0].figures.as_ref().unwrap();
         // 4 active + 1 standby in each of the two others.
         assert_eq!(f.cost_multiple, 6.0 / 4.0);
@@ -213,7 +226,7 @@ mod tests {
 
     #[test]
     fn active_active_costs_every_region_and_loses_only_the_failed_share() {
-        let all = compare(&spec("ActivePassive", json!({})), now(), None);
+        let all = compare(&spec("ActivePassive", json!({})), None, now(), None);
         let f = all[1].figures.as_ref().unwrap();
         assert_eq!(f.cost_multiple, 3.0);
         assert!((f.traffic_lost_until_detected - 0.34).abs() < 1e-9);
@@ -222,7 +235,7 @@ mod tests {
 
     #[test]
     fn follow_the_sun_needs_windows_on_every_region() {
-        let all = compare(&spec("ActiveActive", json!({})), now(), None);
+        let all = compare(&spec("ActiveActive", json!({})), None, now(), None);
         let fts = &all[2];
         assert_eq!(fts.strategy, Strategy::FollowTheSun);
         assert!(fts.figures.is_none());
@@ -246,5 +259,22 @@ mod tests {
         assert!(with("SemiSynchronous").starts_with("0 when"));
         assert_eq!(with("Asynchronous"), "up to 30 s (asynchronous, gated)");
         assert!(rpo(&spec("ActivePassive", json!({}))).starts_with("not gated"));
+        let promote = spec(
+            "ActivePassive",
+            json!({"failover": {"replication": {"maxLagSeconds": 30, "mode": "Synchronous", "onExceeded": "Promote"}}}),
+        );
+        assert!(rpo(&promote).starts_with("not bounded"));
+        assert!(rpo(&spec("ActiveActive", json!({}))).contains("every region writes"));
+    }
+
+    #[test]
+    fn a_gated_app_still_fails_over_in_the_replay() {
+        let gated = spec(
+            "ActivePassive",
+            json!({"failover": {"replication": {"maxLagSeconds": 30}}}),
+        );
+        let all = compare(&gated, Some("us-east"), now(), None);
+        let f = all[0].figures.as_ref().unwrap();
+        assert_eq!(f.replicas_to_start, 3, "the standby is promoted and grows");
     }
 }

@@ -78,7 +78,9 @@ pub fn simulate(
                     workload: WorkloadState::Placed {
                         replicas,
                         ready: replicas,
-                        lag_seconds: None,
+                        // Standbys in sync: the what-if shows the move the
+                        // RPO gate allows when replication keeps up.
+                        lag_seconds: Some(0.0),
                         rolling_out: false,
                         role: None,
                     },
