@@ -81,26 +81,54 @@ fn apps(interval: u32) -> Vec<(&'static str, Value)> {
     ]
 }
 
-/// Every app on us-east, settled (both regions Healthy, no failed round).
-async fn settled(hub: &kube::Client, ns: &str, names: &[&str]) -> bool {
+/// Every app on us-east, settled (both regions Healthy, no failed round),
+/// and every DNS route answering with us-east only: a trial that starts
+/// while DNS still points at eu-west (ExternalDNS follows the failback a
+/// sync later) would measure nothing.
+async fn settled(
+    hub: &kube::Client,
+    ns: &str,
+    names: &[&str],
+    routes: &[(&'static str, Route, Duration)],
+    us_ip: &str,
+) -> bool {
     let deadline = Instant::now() + Duration::from_secs(240);
-    'wait: while Instant::now() < deadline {
+    while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        for name in names {
-            let Some(s) = status(hub, ns, name).await else {
-                continue 'wait;
-            };
-            let calm = s
-                .regions
-                .iter()
-                .all(|r| r.consecutive_failures == 0 && r.reason.is_none());
-            if s.weights.as_deref() != Some("us-east=100 eu-west=0") || !calm {
-                continue 'wait;
-            }
+        if apps_on_us_east(hub, ns, names).await && dns_on(routes, us_ip).await {
+            return true;
         }
-        return true;
     }
     false
+}
+
+async fn apps_on_us_east(hub: &kube::Client, ns: &str, names: &[&str]) -> bool {
+    for name in names {
+        let Some(s) = status(hub, ns, name).await else {
+            return false;
+        };
+        let calm = s
+            .regions
+            .iter()
+            .all(|r| r.consecutive_failures == 0 && r.reason.is_none());
+        if s.weights.as_deref() != Some("us-east=100 eu-west=0") || !calm {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether every DNS route's name resolves to `ip` alone.
+async fn dns_on(routes: &[(&'static str, Route, Duration)], ip: &str) -> bool {
+    for (_, route, _) in routes {
+        if let Route::Dns { server, name, .. } = route {
+            let answer = load::resolve(server, name).await.unwrap_or_default();
+            if answer.len() != 1 || answer[0].0.to_string() != ip {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// The routes measured, with how long each load runs (the fault, the
@@ -256,12 +284,18 @@ async fn series(name: &str, interval: u32, trials: usize) -> Value {
     let names: Vec<&str> = apps.iter().map(|(n, _)| *n).collect();
     let floor = Duration::from_secs(u64::from(interval) * 3);
     let routes = routes(&traffic, &us, &eu, floor);
+    let us_ip = us
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let mut per_route: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); routes.len()];
     let mut shares = Vec::new();
     let mut reactions = Vec::new();
     let mut discarded = Vec::new();
     for t in 0..trials {
-        if !settled(&hub, &ns, &names).await {
+        if !settled(&hub, &ns, &names, &routes, &us_ip).await {
             discarded.push(format!("trial {t}: not settled"));
             env.regions.lock().await.restore_all().await.unwrap();
             continue;
