@@ -46,6 +46,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             leader_election: args.leader_election,
             lease_seconds: args.lease_seconds,
             hub_name: args.hub_name,
+            propagate_secrets: args.propagate_secrets,
         },
     )
     .await

@@ -96,6 +96,40 @@ fn the_chart_lints_and_renders_with_and_without_its_options() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("logFormat"));
 }
 
+/// The resources the ClusterRole grants, and the operator's
+/// MULTIREGION_PROPAGATE_SECRETS.
+fn propagation(args: &[&str]) -> (Vec<String>, String) {
+    let docs = rendered(args);
+    let role = one(&docs, "ClusterRole");
+    let resources = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["resources"].as_array().unwrap().clone())
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    let env = one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "MULTIREGION_PROPAGATE_SECRETS")
+        .map(|e| e["value"].as_str().unwrap().to_string())
+        .unwrap();
+    (resources, env)
+}
+
+#[test]
+fn secrets_are_read_across_the_hub_only_when_propagation_secrets_is_on() {
+    let (resources, env) = propagation(&[]);
+    assert!(resources.contains(&"configmaps".to_string()), "{resources:?}");
+    assert!(!resources.contains(&"secrets".to_string()), "{resources:?}");
+    assert_eq!(env, "false");
+    let (resources, env) = propagation(&["--set", "propagation.secrets=true"]);
+    assert!(resources.contains(&"secrets".to_string()), "{resources:?}");
+    assert_eq!(env, "true");
+    refused(&["--set", "propagation.secret=true"], &["propagation"]);
+}
+
 /// `helm template` with the given extra arguments (`--set`, `--set-json`,
 /// `-f`): the rendered manifests, or the error Helm printed.
 fn template(args: &[&str]) -> Result<String, String> {

@@ -13,7 +13,7 @@ use common::operator::{
     serial, wait_weights,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -112,10 +112,23 @@ async fn a_joined_region_grants_the_operator_only_its_verbs() {
         .list(&ListParams::default())
         .await
         .expect("the operator's identity lists Deployments");
+    let config_maps: Api<ConfigMap> = Api::all(member.clone());
+    config_maps
+        .list(&ListParams::default())
+        .await
+        .expect("the operator's identity lists ConfigMaps (propagated copies)");
     let secrets: Api<Secret> = Api::all(member.clone());
-    assert!(forbidden(secrets.list(&ListParams::default()).await));
+    assert!(
+        forbidden(secrets.list(&ListParams::default()).await),
+        "eu-west was joined without --allow-secrets"
+    );
     let bindings: Api<ClusterRoleBinding> = Api::all(member);
     assert!(forbidden(bindings.list(&ListParams::default()).await));
+    let allowed = joined_identity(&hub, "us-east").await;
+    Api::<Secret>::all(allowed)
+        .list(&ListParams::default())
+        .await
+        .expect("us-east was joined with --allow-secrets");
 }
 
 #[tokio::test]

@@ -2,6 +2,8 @@
 //! running as real control planes (localregions).
 
 mod common;
+#[path = "operator/propagation.rs"]
+mod propagation;
 
 use std::time::{Duration, Instant};
 
@@ -650,6 +652,21 @@ fn invalid_app_patches() -> Vec<(&'static str, serde_json::Value, &'static str)>
             "minReadyRatio above 1",
             json!({"healthCheck": {"minReadyRatio": 1.5}}),
             "spec.healthCheck.minReadyRatio",
+        ),
+        (
+            "propagated by name and selector at once",
+            json!({"propagate": {"configMaps": [{"name": "a", "selector": {"matchLabels": {"x": "y"}}}]}}),
+            "spec.propagate.configMaps[0]",
+        ),
+        (
+            "propagated by neither name nor selector",
+            json!({"propagate": {"secrets": [{}]}}),
+            "spec.propagate.secrets[0]",
+        ),
+        (
+            "propagation selector without labels",
+            json!({"propagate": {"configMaps": [{"selector": {"matchLabels": {}}}]}}),
+            "spec.propagate.configMaps[0].selector.matchLabels",
         ),
     ]
 }

@@ -48,7 +48,11 @@ pub enum Command {
     /// Remove what `join` made, in the hub and in the member.
     Unjoin(UnjoinArgs),
     /// Print the member-side RBAC `join` creates, for applying it yourself.
-    MemberRbac,
+    MemberRbac {
+        /// With the rule on Secrets `join --allow-secrets` adds.
+        #[arg(long)]
+        allow_secrets: bool,
+    },
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]
@@ -194,6 +198,11 @@ pub struct JoinArgs {
     /// on the Docker network).
     #[arg(long)]
     pub internal_server: Option<String>,
+    /// Let the operator create, read and delete Secrets in this region, so
+    /// that apps can propagate Secrets there (spec.propagate.secrets). Off:
+    /// the operator's identity cannot read any Secret in the member.
+    #[arg(long)]
+    pub allow_secrets: bool,
     #[command(flatten)]
     pub hub: HubOnly,
 }
@@ -253,6 +262,11 @@ pub struct RunArgs {
     /// member cluster. Default: the UID of the hub's kube-system namespace.
     #[arg(long, env = "MULTIREGION_HUB_NAME", default_value = "")]
     pub hub_name: String,
+    /// Read Secrets in every namespace of the hub, so that apps can copy
+    /// them into their regions (spec.propagate.secrets). Off by default:
+    /// it needs cluster-wide read access to Secrets on the hub.
+    #[arg(long, env = "MULTIREGION_PROPAGATE_SECRETS", default_value_t = false)]
+    pub propagate_secrets: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -113,7 +113,7 @@ pub async fn join(args: JoinArgs) -> Result<()> {
     let server = MemberServer::from_kubeconfig(&admin, args.context.as_ref())?;
     let config = super::hub::config(Some(&args.kubeconfig), args.context.as_ref()).await?;
     let member = Client::try_from(config)?;
-    let token = member::create_identity(&member, &identity).await?;
+    let token = member::create_identity(&member, &identity, args.allow_secrets).await?;
     if let Err(err) = finish(&hub, &args, &server, &identity, &token).await {
         eprintln!(
             "note: ServiceAccount {}/{identity} and its role stay in the member; \

@@ -65,8 +65,9 @@ fn strings(s: &[&str]) -> Vec<String> {
 
 /// Exactly the verbs the operator uses in a member: it creates the app's
 /// namespace when missing (never deletes one), places, watches and removes
-/// the app's Deployments and Services, and probes `/readyz` and `/version`.
-pub fn member_role(name: &str) -> ClusterRole {
+/// the app's Deployments, Services and copies of its propagated ConfigMaps
+/// (and Secrets, only with `secrets`), and probes `/readyz` and `/version`.
+pub fn member_role(name: &str, secrets: bool) -> ClusterRole {
     let placed = ["get", "list", "watch", "create", "patch", "delete"];
     let probes = PolicyRule {
         non_resource_urls: Some(strings(&["/readyz", "/version"])),
@@ -75,12 +76,17 @@ pub fn member_role(name: &str) -> ClusterRole {
     };
     ClusterRole {
         metadata: meta(name, None),
-        rules: Some(vec![
-            rule(&[""], &["namespaces"], &["get", "create"]),
-            rule(&["apps"], &["deployments"], &placed),
-            rule(&[""], &["services"], &placed),
-            probes,
-        ]),
+        rules: Some(
+            vec![
+                rule(&[""], &["namespaces"], &["get", "create"]),
+                rule(&["apps"], &["deployments"], &placed),
+                rule(&[""], &["services", "configmaps"], &placed),
+                probes,
+            ]
+            .into_iter()
+            .chain(secrets.then(|| rule(&[""], &["secrets"], &placed)))
+            .collect(),
+        ),
         ..ClusterRole::default()
     }
 }
@@ -123,7 +129,7 @@ fn account(name: &str) -> ServiceAccount {
 }
 
 /// The member-side objects as multi-document YAML, for `kubectl apply -f -`.
-pub fn rbac_yaml() -> Result<String> {
+pub fn rbac_yaml(secrets: bool) -> Result<String> {
     let namespace = Namespace {
         metadata: meta(MEMBER_NAMESPACE, None),
         ..Namespace::default()
@@ -132,7 +138,7 @@ pub fn rbac_yaml() -> Result<String> {
     let documents = [
         serde_saphyr::to_string(&namespace)?,
         serde_saphyr::to_string(&account(name))?,
-        serde_saphyr::to_string(&member_role(name))?,
+        serde_saphyr::to_string(&member_role(name, secrets))?,
         serde_saphyr::to_string(&binding(name))?,
         serde_saphyr::to_string(&token_secret(name))?,
     ];
@@ -177,7 +183,7 @@ where
 }
 
 /// Creates the identity `name` in the member and returns its token.
-pub async fn create_identity(member: &Client, name: &str) -> Result<String> {
+pub async fn create_identity(member: &Client, name: &str, secrets: bool) -> Result<String> {
     let namespaces: Api<Namespace> = Api::all(member.clone());
     if namespaces.get_opt(MEMBER_NAMESPACE).await?.is_none() {
         let namespace = Namespace {
@@ -189,7 +195,7 @@ pub async fn create_identity(member: &Client, name: &str) -> Result<String> {
             .await?;
     }
     apply_ours(&in_namespace(member), &account(name)).await?;
-    apply_ours(&Api::all(member.clone()), &member_role(name)).await?;
+    apply_ours(&Api::all(member.clone()), &member_role(name, secrets)).await?;
     apply_ours(&Api::all(member.clone()), &binding(name)).await?;
     apply_ours(&in_namespace(member), &token_secret(name)).await?;
     wait_for_token(member, name).await

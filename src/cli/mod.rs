@@ -66,8 +66,8 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Uncordon(args) => day2::cordon(args, false).await,
         Command::Join(args) => join::join(args).await,
         Command::Unjoin(args) => join::unjoin(args).await,
-        Command::MemberRbac => {
-            print!("{}", member::rbac_yaml()?);
+        Command::MemberRbac { allow_secrets } => {
+            print!("{}", member::rbac_yaml(allow_secrets)?);
             Ok(())
         }
         Command::Completion { shell } => {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use kube::{Client, ResourceExt};
 
+use super::hub_config::HubConfig;
 use super::leader::Fence;
 use super::sinks::SinkCaches;
 use crate::api::{Health, MultiRegionApp, MultiRegionAppStatus};
@@ -37,6 +38,7 @@ pub struct Parts {
     pub registry: Arc<Registry>,
     pub checks: Arc<HttpChecks>,
     pub sinks: Arc<SinkCaches>,
+    pub hub_config: HubConfig,
     pub metrics: Arc<Metrics>,
     pub fence: Fence,
 }
@@ -57,6 +59,8 @@ pub struct Context {
     pub(super) registry: Arc<Registry>,
     pub(super) checks: Arc<HttpChecks>,
     pub(super) sinks: Arc<SinkCaches>,
+    /// The hub's ConfigMaps and Secrets that apps propagate.
+    pub(super) hub_config: HubConfig,
     pub metrics: Arc<Metrics>,
     /// Whether this replica may write now.
     pub(super) fence: Fence,
@@ -78,6 +82,7 @@ impl Context {
             registry: parts.registry,
             checks: parts.checks,
             sinks: parts.sinks,
+            hub_config: parts.hub_config,
             metrics: parts.metrics,
             fence: parts.fence,
             identity: identity.to_string(),

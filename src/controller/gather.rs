@@ -9,6 +9,7 @@ use super::Context;
 use crate::api::{AppRegion, MultiRegionApp, MultiRegionAppStatus};
 use crate::plan::health::{HttpResult, RegionState};
 use crate::plan::manifest::AppKey;
+use crate::plan::propagate::Propagation;
 use crate::plan::{self, Observation};
 
 /// One observation per spec region, and for the active region when it was
@@ -18,6 +19,7 @@ pub(super) fn observe(
     app: &MultiRegionApp,
     key: &AppKey,
     previous: &MultiRegionAppStatus,
+    propagation: &Propagation,
 ) -> BTreeMap<String, Observation> {
     let lag_annotation = app
         .spec
@@ -38,7 +40,10 @@ pub(super) fn observe(
         .iter()
         .chain(leaving.as_ref())
         .map(|region| {
-            let observation = observe_region(ctx, app, key, region, lag_annotation);
+            let mut observation = observe_region(ctx, app, key, region, lag_annotation);
+            if let Some(member) = ctx.registry.get(&region.name) {
+                observation.missing_config = member.missing_config(key, &region.name, propagation);
+            }
             (region.name.clone(), observation)
         })
         .collect()
@@ -79,6 +84,7 @@ fn observe_region(
         cordoned: region_spec.cordoned,
         workload: member.observe(key, &region.name, lag_annotation),
         http,
+        missing_config: None,
     }
 }
 

@@ -7,6 +7,7 @@ mod cleanup;
 mod context;
 mod events;
 mod gather;
+mod hub_config;
 pub mod leader;
 mod placement;
 mod reconcile;
@@ -64,6 +65,9 @@ pub struct Options {
     /// This hub's identity on the objects it places; empty: the UID of the
     /// hub's `kube-system` namespace.
     pub hub_name: String,
+    /// Read Secrets in every namespace of the hub, so that apps can
+    /// propagate them (`spec.propagate.secrets`).
+    pub propagate_secrets: bool,
 }
 
 /// Serves metrics and health, waits for the Lease (with leader election),
@@ -137,7 +141,8 @@ async fn run_controllers(
     let (tx, rx) = mpsc::unbounded_channel();
     let registry = Registry::new(hub.clone(), tx.clone(), metrics.clone(), fence.clone());
     let checks = http_check::HttpChecks::new(http_check::client()?, tx.clone());
-    let sinks = SinkCaches::start(&hub, tx);
+    let sinks = SinkCaches::start(&hub, tx.clone());
+    let hub_config = hub_config::HubConfig::start(&hub, options.propagate_secrets, tx);
     let hub_id = hub_identity(&hub, &options.hub_name).await;
     let context = Arc::new(Context::new(
         context::Parts {
@@ -146,6 +151,7 @@ async fn run_controllers(
             registry: registry.clone(),
             checks,
             sinks,
+            hub_config,
             metrics,
             fence,
         },
@@ -254,6 +260,12 @@ fn expand_triggers(
     UnboundedReceiverStream::new(rx).flat_map(move |trigger| {
         let refs: Vec<ObjectRef<MultiRegionApp>> = match trigger {
             Trigger::App(r) => vec![r],
+            Trigger::Propagated(namespace) => apps
+                .state()
+                .iter()
+                .filter(|a| hub_config::propagates_from(a, &namespace))
+                .map(|a| ObjectRef::from_obj(&**a))
+                .collect(),
             Trigger::Region(region) => apps
                 .state()
                 .iter()

@@ -7,29 +7,36 @@
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, PodTemplateSpec, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PodTemplateSpec, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::api::{FIELD_MANAGER, MultiRegionAppSpec};
+use crate::api::{FIELD_MANAGER, MultiRegionAppSpec, PropagatedObjects};
 use crate::error::{Error, Result};
 use crate::plan::Placement;
 use crate::plan::manifest::{self, AppKey, Built, Found};
-use crate::regions::Member;
+use crate::plan::propagate::{self, Propagation};
+use crate::regions::{Member, store_ready};
 
-/// Places (or updates) the Namespace, Deployment and Service of `app` in
-/// `member`, and records conflicts and refusals on the member for the next
-/// round to see. Returns whether anything was written.
+/// Places (or updates) the Namespace, the propagated ConfigMaps and
+/// Secrets, the Deployment and the Service of `app` in `member`, and
+/// records conflicts and refusals on the member for the next round to see.
+/// Returns whether anything was written.
 pub async fn place(
     member: &Member,
     app: &AppKey,
     spec: &MultiRegionAppSpec,
     template: &PodTemplateSpec,
+    propagation: &Propagation,
     placement: &Placement,
 ) -> Result<bool> {
-    let result = place_objects(member, app, spec, template, placement).await;
+    let placing = async {
+        let copied = place_copies(member, app, spec, propagation).await?;
+        Ok(copied | place_objects(member, app, spec, template, placement).await?)
+    };
+    let result = placing.await;
     if let Err(Error::Refused { message, .. }) = &result
         && message.contains("NotFound")
     {
@@ -63,6 +70,78 @@ async fn place_objects(
         };
     }
     Ok(wrote)
+}
+
+/// The propagated ConfigMaps and Secrets, before the workload that mounts
+/// them; copies the spec no longer selects are removed.
+async fn place_copies(
+    member: &Member,
+    app: &AppKey,
+    spec: &MultiRegionAppSpec,
+    propagation: &Propagation,
+) -> Result<bool> {
+    let (Some(maps), Some(secrets)) = (member.config_maps(), member.secrets()) else {
+        return Ok(false);
+    };
+    if member.spec().local {
+        // The hub itself: the originals are in the app's namespace already.
+        return Ok(false);
+    }
+    let client = member.client()?;
+    let region = member.name();
+    if !propagation.is_empty() {
+        ensure_namespace(member, client, &app.namespace).await?;
+    }
+    // A kind not listed here (not yet, or not allowed: a region joined
+    // without --allow-secrets) is not copied; the region then reports
+    // ConfigNotPropagated instead of failing the placement.
+    let mut wrote = false;
+    for source in propagation.config_maps.iter().filter(|_| store_ready(maps)) {
+        let copy = propagate::config_map_copy(app, region, source);
+        wrote |= apply_owned(client, maps, region, app, copy).await?;
+    }
+    for source in propagation.secrets.iter().filter(|_| store_ready(secrets)) {
+        let copy = propagate::secret_copy(app, region, source);
+        wrote |= apply_owned(client, secrets, region, app, copy).await?;
+    }
+    let wanted = spec.propagate.clone().unwrap_or_default();
+    wrote |= remove_unselected(client, maps, region, app, &wanted.config_maps).await?;
+    wrote |= remove_unselected(client, secrets, region, app, &wanted.secrets).await?;
+    Ok(wrote)
+}
+
+/// Deletes the app's copies here that `wanted` no longer selects (by the
+/// copy's name and labels, which are the hub object's).
+async fn remove_unselected<K>(
+    client: &Client,
+    store: &Store<K>,
+    region: &str,
+    app: &AppKey,
+    wanted: &[PropagatedObjects],
+) -> Result<bool>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned,
+{
+    let stale: Vec<String> = store
+        .state()
+        .iter()
+        .filter(|o| o.namespace().as_deref() == Some(app.namespace.as_str()))
+        .filter(|o| manifest::owned_by(Some(o.labels()), app, region))
+        .filter(|o| !propagate::selects(wanted, &o.name_any(), Some(o.labels())))
+        .map(|o| o.name_any())
+        .collect();
+    let api: Api<K> = Api::namespaced(client.clone(), &app.namespace);
+    for name in &stale {
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => return Err(Error::member(region, err)),
+        }
+    }
+    Ok(!stale.is_empty())
 }
 
 /// The spec no longer asks for a Service: removes the operator's, if any.
@@ -126,6 +205,7 @@ where
         + serde::Serialize,
 {
     let want_hash = manifest::applied_hash(&desired).map(str::to_string);
+    let name = desired.name_any();
     let judge = |object: &K| {
         manifest::found(
             object.labels(),
@@ -137,7 +217,7 @@ where
     };
     let api: Api<K> = Api::namespaced(client.clone(), &app.namespace);
     let cached = store
-        .get(&ObjectRef::new(&app.name).within(&app.namespace))
+        .get(&ObjectRef::new(&name).within(&app.namespace))
         .map(|object| judge(&object));
     let found = match cached {
         Some(found @ (Found::Current | Found::Outdated)) => found,
@@ -154,11 +234,11 @@ where
         Found::Foreign => Err(Error::Conflict {
             place: region.to_string(),
             kind: K::kind(&()).to_string(),
-            name: format!("{}/{}", app.namespace, app.name),
+            name: format!("{}/{name}", app.namespace),
         }),
         Found::Outdated => {
             api.patch(
-                &app.name,
+                &name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&desired),
             )
@@ -179,13 +259,14 @@ async fn create_or_read<K>(
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + serde::Serialize,
 {
+    let name = desired.name_any();
     match api.create(&post_params(), desired).await {
         Ok(_) => return Ok(None),
         Err(kube::Error::Api(status)) if status.code == 409 => {}
         Err(err) => return Err(Error::member(region, err)),
     }
     match api
-        .get_opt(&app.name)
+        .get_opt(&name)
         .await
         .map_err(|e| Error::member(region, e))?
     {
@@ -198,7 +279,7 @@ where
                 "{} {}/{} was deleted while being placed; retrying",
                 K::kind(&()),
                 app.namespace,
-                app.name
+                name
             ),
         }),
     }
@@ -208,13 +289,22 @@ where
 /// and never anything another Region or hub placed there.
 pub async fn remove(member: &Member, app: &AppKey) -> Result<()> {
     let client = member.client()?;
-    remove_owned::<Deployment>(member, client, app).await?;
-    remove_owned::<Service>(member, client, app).await?;
+    remove_owned::<Deployment>(member, client, app, false).await?;
+    remove_owned::<Service>(member, client, app, false).await?;
+    // A region joined before propagation existed may not let the operator
+    // list ConfigMaps and Secrets; then it cannot have placed any either.
+    remove_owned::<ConfigMap>(member, client, app, true).await?;
+    remove_owned::<Secret>(member, client, app, true).await?;
     member.forget(app);
     Ok(())
 }
 
-async fn remove_owned<K>(member: &Member, client: &Client, app: &AppKey) -> Result<()>
+async fn remove_owned<K>(
+    member: &Member,
+    client: &Client,
+    app: &AppKey,
+    forbidden_is_none: bool,
+) -> Result<()>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
@@ -224,10 +314,14 @@ where
     let region = member.name();
     let api: Api<K> = Api::namespaced(client.clone(), &app.namespace);
     let params = ListParams::default().labels(&manifest::selector(app));
-    let listed = api
-        .list(&params)
-        .await
-        .map_err(|e| Error::member(region, e))?;
+    let listed = match api.list(&params).await {
+        Ok(listed) => listed,
+        Err(kube::Error::Api(status)) if status.code == 403 && forbidden_is_none => {
+            tracing::warn!(region = %region, kind = %K::kind(&()), "not allowed to list; nothing of this kind removed");
+            return Ok(());
+        }
+        Err(err) => return Err(Error::member(region, err)),
+    };
     let ours = listed
         .into_iter()
         .filter(|o| manifest::owned_by(Some(o.labels()), app, region));

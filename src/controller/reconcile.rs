@@ -24,6 +24,7 @@ use crate::api::{FINALIZER, MultiRegionApp, MultiRegionAppStatus};
 use crate::error::{Error, Result};
 use crate::metrics::FailoverLabels;
 use crate::plan::manifest::{self, AppKey, InvalidTemplate};
+use crate::plan::propagate::{self, Propagation};
 use crate::plan::{self, Applied, Decision, Inputs, Placement, SinkOutcome};
 
 /// Longest a placement or removal in one member may take: a member that
@@ -83,7 +84,9 @@ pub(super) async fn apply(
         Ok(template) => template,
         Err(invalid) => return invalid_spec(&ctx, &app, &previous, version, &invalid).await,
     };
-    let observations = gather::observe(&ctx, &app, &key, &previous);
+    let propagation = ctx.hub_config.resolve(&app);
+    let template = propagate::with_checksum(template, propagation.checksum().as_deref());
+    let observations = gather::observe(&ctx, &app, &key, &previous, &propagation);
     let interval = Duration::from_secs(app.spec.health_check.interval_seconds.max(1) as u64);
     let (round, next_round) = ctx.round_due(&key, interval, &gather::evidence(&observations));
     let published = ctx.sinks.published(&app, &key);
@@ -100,7 +103,11 @@ pub(super) async fn apply(
         tracing::info!(app = %key.name, namespace = %key.namespace, why = %why, "nothing applied yet");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let ups = scale(&ctx, &key, &app, &template, &decision, false).await;
+    let workload = Workload {
+        template: &template,
+        propagation: &propagation,
+    };
+    let ups = scale(&ctx, &key, &app, &workload, &decision, false).await;
     let (sinks, retry_sinks) = publish(&ctx, &app, &key, &decision).await;
     let cleaned_up = cleanup::removed_regions(&ctx, &key, &decision.cleanup).await;
     let confirmed = sinks.confirmed();
@@ -120,7 +127,7 @@ pub(super) async fn apply(
     // Make-before-break: the old active scales down only once every sink
     // sends traffic elsewhere.
     let downs = match confirmed {
-        true => scale(&ctx, &key, &app, &template, &decision, true).await,
+        true => scale(&ctx, &key, &app, &workload, &decision, true).await,
         false => Vec::new(),
     };
     events::announce(&ctx, &app, &decision.events).await;
@@ -148,13 +155,20 @@ async fn write(
     Ok(())
 }
 
+/// What is placed in every region: the pod template (with the checksum of
+/// the propagated config) and the propagated ConfigMaps and Secrets.
+struct Workload<'a> {
+    template: &'a PodTemplateSpec,
+    propagation: &'a Propagation,
+}
+
 /// Scale-ups and creates (`downs` false), or scale-downs (`downs` true),
 /// in parallel across the regions the operator can reach.
 async fn scale(
     ctx: &Context,
     key: &AppKey,
     app: &MultiRegionApp,
-    template: &PodTemplateSpec,
+    workload: &Workload<'_>,
     decision: &Decision,
     downs: bool,
 ) -> Vec<Result<bool>> {
@@ -162,14 +176,14 @@ async fn scale(
         .placements
         .iter()
         .filter(|p| p.touch && p.scale_down == downs);
-    futures::future::join_all(placements.map(|p| place_in(ctx, key, app, template, p))).await
+    futures::future::join_all(placements.map(|p| place_in(ctx, key, app, workload, p))).await
 }
 
 async fn place_in(
     ctx: &Context,
     key: &AppKey,
     app: &MultiRegionApp,
-    template: &PodTemplateSpec,
+    workload: &Workload<'_>,
     p: &Placement,
 ) -> Result<bool> {
     ctx.fence.check()?;
@@ -179,7 +193,14 @@ async fn place_in(
             reason: "no such Region".into(),
         });
     };
-    let placing = placement::place(&member, key, &app.spec, template, p);
+    let placing = placement::place(
+        &member,
+        key,
+        &app.spec,
+        workload.template,
+        workload.propagation,
+        p,
+    );
     let result = tokio::time::timeout(MEMBER_WRITE_TIMEOUT, placing)
         .await
         .unwrap_or_else(|_| {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::Client;
 use kube::client::Body;
 use kube::runtime::reflector::{self, store::Writer};
@@ -125,9 +125,15 @@ impl TestMember {
             counters: Counters::UNKNOWN,
             version: None,
         };
+        let (config_maps, mut config_map_writer) = reflector::store::<ConfigMap>();
+        config_map_writer.apply_watcher_event(&WatchEvent::InitDone);
+        let (secrets, mut secret_writer) = reflector::store::<Secret>();
+        secret_writer.apply_watcher_event(&WatchEvent::InitDone);
         let placed = Placed {
             deployments: deployment_store,
             services: service_store,
+            config_maps,
+            secrets,
         };
         let spec = RegionSpec::default();
         let member = Member::connected(name, spec, client.clone(), "test".into(), probe, placed);
@@ -216,6 +222,7 @@ fn context() -> (Arc<Context>, Client, Server) {
         registry,
         checks: HttpChecks::new(http_check::client().unwrap(), triggers),
         sinks,
+        hub_config: super::hub_config::HubConfig::none(),
         metrics,
         fence: Fence::open(),
     };

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::task::JoinHandle;
@@ -18,6 +18,7 @@ use crate::api::RegionSpec;
 use crate::error::{Error, Result};
 use crate::plan::health::{Counters, RegionState, WorkloadState};
 use crate::plan::manifest::AppKey;
+use crate::plan::propagate::Propagation;
 
 /// What the probe task last saw.
 #[derive(Clone, Debug)]
@@ -33,6 +34,26 @@ pub struct ProbeState {
 pub(crate) struct Placed {
     pub deployments: Store<Deployment>,
     pub services: Store<Service>,
+    /// Copies of propagated ConfigMaps and Secrets.
+    pub config_maps: Store<ConfigMap>,
+    pub secrets: Store<Secret>,
+}
+
+/// Names of the copies in `store` that are the app's in this region.
+fn held<K>(store: &Store<K>, app: &AppKey, region: &str) -> Vec<String>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    use kube::ResourceExt;
+    store
+        .state()
+        .iter()
+        .filter(|o| {
+            o.namespace().as_deref() == Some(app.namespace.as_str())
+                && crate::plan::manifest::owned_by(Some(o.labels()), app, region)
+        })
+        .map(|o| o.name_any())
+        .collect()
 }
 
 /// What the last placement of an app in this member ran into.
@@ -253,6 +274,56 @@ impl Member {
 
     pub(crate) fn services(&self) -> Option<&Store<Service>> {
         self.placed.as_ref().map(|p| &p.services)
+    }
+
+    pub(crate) fn config_maps(&self) -> Option<&Store<ConfigMap>> {
+        self.placed.as_ref().map(|p| &p.config_maps)
+    }
+
+    pub(crate) fn secrets(&self) -> Option<&Store<Secret>> {
+        self.placed.as_ref().map(|p| &p.secrets)
+    }
+
+    /// What the app's region here misses of what it propagates; None when
+    /// it holds a copy of every object (or propagates nothing).
+    pub fn missing_config(
+        &self,
+        app: &AppKey,
+        region: &str,
+        propagation: &Propagation,
+    ) -> Option<String> {
+        if propagation.is_empty() {
+            return None;
+        }
+        if self.spec().local {
+            // The hub itself: the app's namespace holds the originals.
+            let (maps, secrets) = (propagation.config_map_names(), propagation.secret_names());
+            return propagation.missing(&maps, &secrets);
+        }
+        let (Some(maps), Some(secrets)) = (self.config_maps(), self.secrets()) else {
+            return Some("no usable client for this region".into());
+        };
+        let listed = |kind: &str, needed: bool, ready: bool| {
+            (needed && !ready).then(|| {
+                format!("{kind} not listed here yet (may the operator list them? join --allow-secrets grants Secrets)")
+            })
+        };
+        let unlisted = listed(
+            "ConfigMaps",
+            !propagation.config_maps.is_empty(),
+            store_ready(maps),
+        )
+        .or_else(|| {
+            listed(
+                "Secrets",
+                !propagation.secrets.is_empty(),
+                store_ready(secrets),
+            )
+        });
+        if let Some(why) = unlisted {
+            return Some(why);
+        }
+        propagation.missing(&held(maps, app, region), &held(secrets, app, region))
     }
 
     pub(crate) fn knows_namespace(&self, name: &str) -> bool {

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
@@ -30,6 +30,7 @@ pub use credentials::CredentialsError;
 pub(crate) use member::Placed;
 pub use member::{Member, ProbeState};
 pub use watch::app_of as watch_app_of;
+pub(crate) use watch::store_ready;
 
 /// Something changed that apps should look at again.
 #[derive(Clone, Debug)]
@@ -38,6 +39,9 @@ pub enum Trigger {
     Region(String),
     /// One app.
     App(ObjectRef<MultiRegionApp>),
+    /// A ConfigMap or Secret of this hub namespace changed: the apps there
+    /// that propagate something.
+    Propagated(String),
 }
 
 /// All members, shared by the Region controller, the probes and the app
@@ -184,11 +188,17 @@ impl Registry {
         let (deployments, deployment_task) =
             watch::watch_placed::<Deployment>(name, &client, &selector, triggers.clone());
         let (services, service_task) =
-            watch::watch_placed::<Service>(name, &client, &selector, triggers);
+            watch::watch_placed::<Service>(name, &client, &selector, triggers.clone());
+        let (config_maps, config_map_task) =
+            watch::watch_placed::<ConfigMap>(name, &client, &selector, triggers.clone());
+        let (secrets, secret_task) =
+            watch::watch_placed::<Secret>(name, &client, &selector, triggers);
         tracing::info!(region = %name, "region client ready");
         let placed = Placed {
             deployments,
             services,
+            config_maps,
+            secrets,
         };
         let member = Arc::new(Member::connected(
             name,
@@ -200,6 +210,8 @@ impl Registry {
         ));
         member.add_task(deployment_task);
         member.add_task(service_task);
+        member.add_task(config_map_task);
+        member.add_task(secret_task);
         // The probe holds the member weakly: it ends when the member is
         // replaced or removed (whose Drop also aborts it).
         member.add_task(tokio::spawn(probe::run(

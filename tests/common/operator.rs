@@ -21,6 +21,9 @@ use serde_json::{Value, json};
 use super::wait_for;
 
 pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
+/// Regions joined with `--allow-secrets`; eu-west is not, so the operator
+/// can neither read nor write a Secret there.
+pub const SECRETS_ALLOWED: [&str; 2] = ["us-east", "ap-south"];
 pub const OPERATOR_NAMESPACE: &str = "multiregion-system";
 
 pub struct Env {
@@ -164,10 +167,15 @@ impl Env {
             .expect("client")
     }
 
-    /// Starts the operator process (after a previous one was killed).
+    /// Starts the operator process (after a previous one was killed). It
+    /// reads the hub's Secrets, so that apps can propagate them.
     pub async fn start_operator(&self) {
         let child = self
-            .spawn_operator("operator-under-test", self.metrics_port, &[])
+            .spawn_operator(
+                "operator-under-test",
+                self.metrics_port,
+                &["--propagate-secrets"],
+            )
             .await;
         *self.operator.lock().unwrap() = Some(child);
     }
@@ -328,7 +336,11 @@ pub async fn join_region(regions: &LocalRegions, name: &str) {
         .as_ref()
         .and_then(|c| c.server.clone())
         .expect("a server");
-    let out = join_command(regions, name)
+    let mut join = join_command(regions, name);
+    if SECRETS_ALLOWED.contains(&name) {
+        join.arg("--allow-secrets");
+    }
+    let out = join
         .args(["--internal-server", &through_proxy])
         .args(["--endpoint", &regions.endpoint(name).unwrap()])
         .output()

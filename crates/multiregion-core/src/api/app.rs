@@ -77,6 +77,53 @@ pub struct MultiRegionAppSpec {
     /// Where weights are published besides status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<Traffic>,
+
+    /// ConfigMaps and Secrets of the app's hub namespace copied into every
+    /// region before the workload is placed, kept in sync, and removed
+    /// when dropped from this list or when the app is deleted. A change
+    /// rolls the pods. A region missing a copy is not promoted
+    /// (ConfigNotPropagated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagate: Option<Propagate>,
+}
+
+/// What is copied from the app's hub namespace into every region.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Propagate {
+    /// ConfigMaps to copy, by name or label selector.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub config_maps: Vec<PropagatedObjects>,
+    /// Secrets to copy, by name or label selector. The operator reads
+    /// Secrets in app namespaces only when installed with
+    /// `propagation.secrets=true`.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub secrets: Vec<PropagatedObjects>,
+}
+
+/// One object by name, or every object whose labels match.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.name) != has(self.selector)").message("set exactly one of name and selector"))]
+pub struct PropagatedObjects {
+    /// Name of one object in the app's namespace of the hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: Option<String>,
+    /// Every object in the app's namespace of the hub with these labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<MatchLabels>,
+}
+
+/// Labels an object must carry, all of them.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("size(self.matchLabels) > 0").message("name at least one label").field_path(".matchLabels"))]
+pub struct MatchLabels {
+    /// Label keys and values; an object matches when it has every one.
+    pub match_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// How traffic is spread across regions.

@@ -28,6 +28,9 @@ pub const LABEL_HUB: &str = "multiregion.io/hub";
 /// Hash of what the operator last applied, so unchanged objects are not
 /// written again.
 pub const ANNOTATION_APPLIED_HASH: &str = "multiregion.io/applied-hash";
+/// On the pod template: a hash of the propagated ConfigMaps and Secrets, so
+/// that changing one rolls the pods.
+pub const ANNOTATION_CONFIG_CHECKSUM: &str = "multiregion.io/config-checksum";
 
 /// Both CRDs, in the order they are printed.
 pub fn crds() -> Vec<CustomResourceDefinition> {

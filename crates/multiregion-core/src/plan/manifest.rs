@@ -248,6 +248,8 @@ macro_rules! built {
 built!(
     Deployment,
     Service,
+    k8s_openapi::api::core::v1::ConfigMap,
+    k8s_openapi::api::core::v1::Secret,
     k8s_openapi::api::discovery::v1::EndpointSlice
 );
 

@@ -17,6 +17,7 @@ pub mod conditions;
 pub mod health;
 pub mod manifest;
 pub mod playbook;
+pub mod propagate;
 pub mod schedule;
 pub mod traffic;
 pub mod weights;
@@ -48,6 +49,10 @@ pub struct Observation {
     pub workload: WorkloadState,
     /// What the HTTP check of the region's endpoint says.
     pub http: HttpResult,
+    /// The propagated ConfigMaps and Secrets (`spec.propagate`) missing in
+    /// the region, named; None when every one is there (or none is asked
+    /// for). Such a region is not promoted: ConfigNotPropagated.
+    pub missing_config: Option<String>,
 }
 
 impl Observation {
@@ -58,6 +63,7 @@ impl Observation {
             cordoned: false,
             workload: WorkloadState::Unknown,
             http: HttpResult::NotChecked,
+            missing_config: None,
         }
     }
 
@@ -241,7 +247,8 @@ struct Assignment {
 struct Flags {
     /// (reason, message) while a failback waits.
     failback_pending: Option<(&'static str, String)>,
-    promotion_blocked: Option<String>,
+    /// (reason, message): ReplicationLag or ConfigNotPropagated.
+    promotion_blocked: Option<(&'static str, String)>,
     flap_damped: Option<String>,
     /// `activeOverride` pins traffic to a region that is Unhealthy.
     override_unhealthy: Option<String>,

@@ -292,11 +292,12 @@ impl<'a> Single<'a> {
     /// with a Warning about possible data loss; with `Wait` none is, and
     /// PromotionBlocked says why.
     fn gate(&mut self, candidates: &[usize], unreported: Unreported) -> Option<usize> {
+        let candidates = self.configured(candidates);
         let Some(replication) = &self.inputs.spec.failover.replication else {
             return candidates.first().copied();
         };
         let mut blocked = Vec::new();
-        for &c in candidates {
+        for &c in &candidates {
             let region = &self.regions[c];
             let unreported_ok =
                 unreported == Unreported::Allowed && region.obs.lag_seconds().is_none();
@@ -321,10 +322,38 @@ impl<'a> Single<'a> {
                 }
                 mode => format!("in sync ({mode:?} replication needs lag 0)"),
             };
-            self.flags.promotion_blocked =
-                Some(format!("no standby {limit} ({})", blocked.join(", ")));
+            self.flags.promotion_blocked = Some((
+                "ReplicationLag",
+                format!("no standby {limit} ({})", blocked.join(", ")),
+            ));
         }
         None
+    }
+
+    /// The candidates that hold every propagated ConfigMap and Secret;
+    /// when none does, PromotionBlocked says what is missing where.
+    fn configured(&mut self, candidates: &[usize]) -> Vec<usize> {
+        let (ready, missing): (Vec<usize>, Vec<usize>) = candidates
+            .iter()
+            .partition(|&&c| self.regions[c].obs.missing_config.is_none());
+        if ready.is_empty() && !missing.is_empty() {
+            let what: Vec<String> = missing
+                .iter()
+                .map(|&c| {
+                    let region = &self.regions[c];
+                    let gone = region.obs.missing_config.as_deref().unwrap_or_default();
+                    format!("{}: {gone}", region.name())
+                })
+                .collect();
+            self.flags.promotion_blocked = Some((
+                "ConfigNotPropagated",
+                format!(
+                    "no standby holds the propagated config ({})",
+                    what.join("; ")
+                ),
+            ));
+        }
+        ready
     }
 
     /// Flap damping: past the hourly budget, automatic moves freeze; an

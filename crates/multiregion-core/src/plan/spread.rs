@@ -26,7 +26,7 @@ pub(super) fn decide(inputs: &Inputs, regions: &[RegionView]) -> Outcome {
         .iter()
         .zip(&damped)
         .map(|(r, damped)| {
-            if r.eligible() && !damped {
+            if r.eligible() && !damped && !unconfigured(r) {
                 r.spec.weight
             } else {
                 0
@@ -56,8 +56,37 @@ pub(super) fn decide(inputs: &Inputs, regions: &[RegionView]) -> Outcome {
         ..Outcome::default()
     };
     outcome.flags.flap_damped = damped_message(regions, &drops, &damped, max);
+    outcome.flags.promotion_blocked = unconfigured_message(regions);
     outcome.drops = drops;
     outcome
+}
+
+/// A region that does not carry traffic yet and misses a propagated
+/// ConfigMap or Secret: it gains no weight until the copy is there. One
+/// that carries traffic keeps it (a copy deleted by hand is put back).
+fn unconfigured(region: &RegionView) -> bool {
+    let carried = region.previous.is_some_and(|p| p.weight > 0);
+    region.obs.missing_config.is_some() && !carried
+}
+
+fn unconfigured_message(regions: &[RegionView]) -> Option<(&'static str, String)> {
+    let held: Vec<String> = regions
+        .iter()
+        .filter(|r| r.eligible() && unconfigured(r))
+        .map(|r| {
+            let missing = r.obs.missing_config.as_deref().unwrap_or_default();
+            format!("{}: {missing}", r.name())
+        })
+        .collect();
+    (!held.is_empty()).then(|| {
+        (
+            "ConfigNotPropagated",
+            format!(
+                "held at weight 0 until the propagated config is there ({})",
+                held.join("; ")
+            ),
+        )
+    })
 }
 
 /// When the region lost its traffic to ill health in the sliding hour,

@@ -226,13 +226,26 @@ fn build_conditions(
         None => c.set("FailbackPending", false, "None", ""),
     }
     let flags = &outcome.flags;
+    let blocked = flags.promotion_blocked.as_ref();
     let raised = [
-        (RAISED[0], &flags.promotion_blocked),
-        (RAISED[1], &flags.flap_damped),
-        (RAISED[2], &flags.override_unhealthy),
+        (
+            RAISED[0],
+            blocked.map(|(reason, message)| (*reason, message)),
+        ),
+        (
+            RAISED[1],
+            flags.flap_damped.as_ref().map(|m| (RAISED[1].reason, m)),
+        ),
+        (
+            RAISED[2],
+            flags
+                .override_unhealthy
+                .as_ref()
+                .map(|m| (RAISED[2].reason, m)),
+        ),
     ];
-    for (raised, message) in raised {
-        announced(&mut c, previous, events, raised, message.as_deref());
+    for (raised, found) in raised {
+        announced(&mut c, previous, events, raised, found);
     }
     all_unhealthy(&mut c, inputs, regions);
     conflict(&mut c, regions);
@@ -314,6 +327,7 @@ fn failed_over(
 const RAISED: [Raised; 3] = [
     Raised {
         type_: "PromotionBlocked",
+        // Or ConfigNotPropagated: the strategy gives the reason.
         reason: "ReplicationLag",
         event: EventReason::PromotionBlocked,
     },
@@ -342,16 +356,16 @@ fn announced(
     previous: &[Condition],
     events: &mut Vec<Event>,
     raised: Raised,
-    message: Option<&str>,
+    found: Option<(&str, &String)>,
 ) {
-    let Some(message) = message else {
+    let Some((reason, message)) = found else {
         c.set(raised.type_, false, "None", "");
         return;
     };
     if !conditions::is_true(previous, raised.type_) {
-        events.push(Event::warning(raised.event, message));
+        events.push(Event::warning(raised.event, message.as_str()));
     }
-    c.set(raised.type_, true, raised.reason, message);
+    c.set(raised.type_, true, reason, message.clone());
 }
 
 /// Degraded: a region is Unhealthy, or serves on its endpoint's word only

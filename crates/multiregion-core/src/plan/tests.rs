@@ -51,6 +51,7 @@ fn up(replicas: i32, ready: i32) -> Observation {
             role: None,
         },
         http: HttpResult::NotChecked,
+        missing_config: None,
     }
 }
 
@@ -66,6 +67,7 @@ fn down() -> Observation {
             role: None,
         },
         http: HttpResult::NotChecked,
+        missing_config: None,
     }
 }
 
@@ -1027,3 +1029,4 @@ proptest! {
 }
 
 mod faults;
+mod propagation;

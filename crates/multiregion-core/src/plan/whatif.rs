@@ -85,6 +85,7 @@ pub fn simulate(
                         role: None,
                     },
                     http: HttpResult::NotChecked,
+                    missing_config: None,
                 };
                 (r.name.clone(), obs)
             })

@@ -1,0 +1,148 @@
+//! The hub's ConfigMaps (and, when enabled, Secrets) that apps propagate
+//! (`spec.propagate`): watched in every namespace, so that a change reaches
+//! the regions at once, and resolved per app in `plan::propagate`.
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
+
+use crate::api::MultiRegionApp;
+use crate::plan::propagate::{self, Propagation};
+use crate::regions::{Trigger, store_ready};
+
+/// Watched copies of the hub's ConfigMaps and Secrets.
+pub struct HubConfig {
+    config_maps: Option<Store<ConfigMap>>,
+    /// None unless the operator runs with `--propagate-secrets`.
+    secrets: Option<Store<Secret>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for HubConfig {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl HubConfig {
+    /// Starts the watches; every change triggers the apps of the object's
+    /// namespace that propagate something.
+    pub fn start(hub: &Client, secrets: bool, triggers: UnboundedSender<Trigger>) -> Self {
+        let (config_maps, maps_task) = watch::<ConfigMap>(hub, triggers.clone());
+        let mut tasks = vec![maps_task];
+        let secrets = secrets.then(|| {
+            let (store, task) = watch::<Secret>(hub, triggers);
+            tasks.push(task);
+            store
+        });
+        HubConfig {
+            config_maps: Some(config_maps),
+            secrets,
+            tasks,
+        }
+    }
+
+    /// Reads nothing: for tests of apps that propagate nothing.
+    #[cfg(test)]
+    pub fn none() -> Self {
+        HubConfig {
+            config_maps: None,
+            secrets: None,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// What the app propagates, as the hub holds it now. Until a watch has
+    /// listed, its kind reports as not listed yet.
+    pub fn resolve(&self, app: &MultiRegionApp) -> Propagation {
+        let Some(spec) = app.spec.propagate.as_ref() else {
+            return Propagation::default();
+        };
+        let namespace = app.namespace().unwrap_or_default();
+        let mut propagation = propagate::resolve(
+            Some(spec),
+            in_namespace(self.config_maps.as_ref(), &namespace),
+            in_namespace(self.secrets.as_ref(), &namespace),
+        );
+        let listing = [
+            (
+                "ConfigMaps",
+                !spec.config_maps.is_empty(),
+                self.config_maps.as_ref().map(store_ready),
+            ),
+            (
+                "Secrets",
+                !spec.secrets.is_empty(),
+                self.secrets.as_ref().map(store_ready),
+            ),
+        ];
+        for (kind, wanted, ready) in listing {
+            if wanted && ready == Some(false) {
+                propagation.unresolved = vec![format!("{kind}: the hub's are not listed yet")];
+            }
+        }
+        propagation
+    }
+}
+
+fn in_namespace<K>(store: Option<&Store<K>>, namespace: &str) -> Option<Vec<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let store = store?;
+    Some(
+        store
+            .state()
+            .iter()
+            .filter(|o| o.namespace().as_deref() == Some(namespace))
+            .map(|o| (**o).clone())
+            .collect(),
+    )
+}
+
+fn watch<K>(hub: &Client, triggers: UnboundedSender<Trigger>) -> (Store<K>, JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let api: Api<K> = Api::all(hub.clone());
+    let task = tokio::spawn(async move {
+        let objects = watcher(api, watcher::Config::default()).modify(|object| {
+            object.managed_fields_mut().clear();
+        });
+        let stream = reflector::reflector(writer, objects)
+            .default_backoff()
+            .touched_objects();
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(object) => {
+                    let namespace = object.namespace().unwrap_or_default();
+                    let _ = triggers.send(Trigger::Propagated(namespace));
+                }
+                Err(err) => {
+                    tracing::warn!(kind = %K::kind(&()), error = %err, "watch of the hub's propagated objects interrupted")
+                }
+            }
+        }
+    });
+    (store, task)
+}
+
+/// The app propagates something from this namespace.
+pub fn propagates_from(app: &MultiRegionApp, namespace: &str) -> bool {
+    app.spec.propagate.is_some() && app.namespace().as_deref() == Some(namespace)
+}
