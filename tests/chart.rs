@@ -121,7 +121,10 @@ fn propagation(args: &[&str]) -> (Vec<String>, String) {
 #[test]
 fn secrets_are_read_across_the_hub_only_when_propagation_secrets_is_on() {
     let (resources, env) = propagation(&[]);
-    assert!(resources.contains(&"configmaps".to_string()), "{resources:?}");
+    assert!(
+        resources.contains(&"configmaps".to_string()),
+        "{resources:?}"
+    );
     assert!(!resources.contains(&"secrets".to_string()), "{resources:?}");
     assert_eq!(env, "false");
     let (resources, env) = propagation(&["--set", "propagation.secrets=true"]);

@@ -119,6 +119,18 @@ async fn propagated_config_reaches_the_standby_rolls_the_pods_and_goes_when_drop
     .await;
     assert_eq!(password(&us).await.as_deref(), Some(b"first".as_slice()));
 
+    // A copy deleted by hand in a region is put back.
+    Api::<ConfigMap>::namespaced(ap.clone(), NS)
+        .delete("web-config", &Default::default())
+        .await
+        .unwrap();
+    wait_for(
+        "the deleted copy to be back",
+        Duration::from_secs(60),
+        || async { config_map(&ap, "web-config").await.map(|_| ()) },
+    )
+    .await;
+
     hub_objects(&hub, "rotated").await;
     wait_for(
         "the rotated Secret in both regions and new pods in the standby",
