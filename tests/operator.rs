@@ -664,6 +664,26 @@ fn invalid_app_patches() -> Vec<(&'static str, serde_json::Value, &'static str)>
             "spec.propagate.secrets[0]",
         ),
         (
+            "home regions outside ActiveActive",
+            json!({"regions": [{"name": "a", "home": {"continents": ["EU"]}}, {"name": "b"}]}),
+            "home-region routing needs strategy ActiveActive",
+        ),
+        (
+            "a home with no place",
+            json!({"strategy": "ActiveActive", "regions": [{"name": "a", "home": {}}]}),
+            "spec.regions[0].home",
+        ),
+        (
+            "a country not in ISO capitals",
+            json!({"strategy": "ActiveActive", "regions": [{"name": "a", "home": {"countries": ["de"]}}]}),
+            "spec.regions[0].home.countries[0]",
+        ),
+        (
+            "an unknown continent",
+            json!({"strategy": "ActiveActive", "regions": [{"name": "a", "home": {"continents": ["EUR"]}}]}),
+            "spec.regions[0].home.continents[0]",
+        ),
+        (
             "propagation selector without labels",
             json!({"propagate": {"configMaps": [{"selector": {"matchLabels": {}}}]}}),
             "spec.propagate.configMaps[0].selector.matchLabels",

@@ -423,6 +423,106 @@ async fn http_route_and_dns_endpoint_follow_the_status_weights() {
     delete_app(&hub, ns, "web").await;
 }
 
+/// Who serves each home region now, from status.
+async fn homes(hub: &kube::Client, ns: &str) -> Option<String> {
+    let s = status(hub, ns, "web").await?;
+    Some(
+        s.homes
+            .iter()
+            .map(|h| format!("{}<-{}", h.home, h.served_by))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+#[tokio::test]
+async fn home_users_follow_their_failed_home_region_and_return_after_the_hold() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    install_traffic_crds();
+    let ns = "homes";
+    let spec = app_spec(
+        "ActiveActive",
+        &["us-east", "eu-west"],
+        json!({
+            "regions": [
+                {"name": "us-east", "endpoint": "http://10.10.0.1:30080", "home": {"continents": ["NA"]}},
+                {"name": "eu-west", "endpoint": "http://10.10.0.2:30080", "home": {"continents": ["EU"], "countries": ["IL"]}}
+            ],
+            "failover": {"failbackHoldSeconds": 20},
+            "traffic": {
+                "httpRoute": {"name": "web", "homeHeader": "X-User-Home"},
+                "dnsEndpoint": {"dnsName": "web.example.com", "recordTTL": 30}
+            }
+        }),
+    );
+    let web = multiregion::plan::manifest::AppKey {
+        name: "web".into(),
+        ..Default::default()
+    };
+    let backend = |region| multiregion::plan::traffic::backend_name(&web, region);
+    let sinks = Sinks::new(&hub, ns);
+    apply_app(&hub, ns, "web", spec).await;
+    let at_home = (backend("eu-west"), "[\"10.10.0.2\"]".to_string());
+    let away = (backend("us-east"), "[\"10.10.0.1\"]".to_string());
+    // The sinks are written before the status: wait for both.
+    let settled = |want: (String, String), served: &'static str| {
+        let (sinks, hub) = (&sinks, &hub);
+        async move {
+            let got = sinks
+                .home("web", "eu-west", "web", "home-eu-west-eu")
+                .await?;
+            (got == want && homes(hub, ns).await.as_deref() == Some(served)).then_some(())
+        }
+    };
+    let home = "us-east<-us-east eu-west<-eu-west";
+    let covered = "us-east<-us-east eu-west<-us-east";
+    wait_for("eu-west's users at home", Duration::from_secs(180), || {
+        settled(at_home.clone(), home)
+    })
+    .await;
+
+    env.regions.lock().await.stop_apiserver("eu-west").unwrap();
+    wait_for(
+        "eu-west's users sent to us-east",
+        Duration::from_secs(30),
+        || settled(away.clone(), covered),
+    )
+    .await;
+
+    env.regions
+        .lock()
+        .await
+        .start_apiserver("eu-west")
+        .await
+        .unwrap();
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=50 eu-west=50",
+        "eu-west to carry traffic again",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        homes(&hub, ns).await.as_deref(),
+        Some(covered),
+        "home users wait for the failback hold"
+    );
+    assert_eq!(
+        sinks.home("web", "eu-west", "web", "home-eu-west-eu").await,
+        Some(away.clone())
+    );
+    wait_for("eu-west's users back home", Duration::from_secs(60), || {
+        settled(at_home.clone(), home)
+    })
+    .await;
+    delete_app(&hub, ns, "web").await;
+}
+
 /// Backends: an EndpointSlice for the IP, an ExternalName for the host.
 async fn assert_backends(hub: &kube::Client, ns: &str) {
     let web = multiregion::plan::manifest::AppKey {

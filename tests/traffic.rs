@@ -140,3 +140,77 @@ async fn requests_through_the_gateway_and_dns_follow_a_whole_region_failure() {
     env.regions.lock().await.recover("us-east").await.unwrap();
     delete_app(&hub, ns, "web").await;
 }
+
+/// A request as sent by an edge that knows the user's home region.
+async fn answer_as(url: &str, home: &str) -> Option<String> {
+    let response = reqwest::Client::new()
+        .get(url)
+        .header("X-Home-Region", home)
+        .send()
+        .await
+        .ok()?;
+    response.status().is_success().then_some(())?;
+    Some(response.text().await.ok()?.trim().to_string())
+}
+
+/// Ten requests in a row with `home` as the user's home region, all
+/// answered by `by`.
+async fn served_by(url: &str, home: &str, by: &str) -> Option<()> {
+    for _ in 0..10 {
+        (answer_as(url, home).await? == by).then_some(())?;
+    }
+    Some(())
+}
+
+#[tokio::test]
+async fn home_users_reach_their_home_region_through_the_gateway_and_follow_its_failure() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    let traffic = env.regions.lock().await.start_traffic("hub").await.unwrap();
+    let spec = app_spec(
+        "ActiveActive",
+        &["us-east", "eu-west"],
+        json!({
+            "regions": [
+                {"name": "us-east", "home": {"continents": ["NA"]}},
+                {"name": "eu-west", "home": {"continents": ["EU"]}}
+            ],
+            "healthCheck": {"http": {"path": "/healthz"}},
+            "failover": {"failbackHoldSeconds": 5},
+            "traffic": {
+                "httpRoute": {"name": "homes", "parentRefs": [{"name": localregions::GATEWAY_NAME, "namespace": localregions::GATEWAY_NAMESPACE}]}
+            }
+        }),
+    );
+    let ns = "homes";
+    apply_app(&hub, ns, "web", spec).await;
+    let gateway = format!("{}/", traffic.gateway);
+    wait_for(
+        "each home's users answered by their home region",
+        Duration::from_secs(180),
+        || async {
+            served_by(&gateway, "eu-west", "eu-west").await?;
+            served_by(&gateway, "us-east", "us-east").await
+        },
+    )
+    .await;
+
+    env.regions.lock().await.fail("eu-west").unwrap();
+    wait_for(
+        "eu-west's users answered by us-east",
+        Duration::from_secs(60),
+        || served_by(&gateway, "eu-west", "us-east"),
+    )
+    .await;
+
+    env.regions.lock().await.recover("eu-west").await.unwrap();
+    wait_for(
+        "eu-west's users back home after the hold",
+        Duration::from_secs(120),
+        || served_by(&gateway, "eu-west", "eu-west"),
+    )
+    .await;
+    delete_app(&hub, ns, "web").await;
+}

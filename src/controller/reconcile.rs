@@ -246,6 +246,7 @@ async fn publish(
         app,
         key,
         &decision.weights,
+        &decision.status.homes,
     )
     .await;
     for _ in 0..written {

@@ -23,7 +23,7 @@ use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
-use crate::api::{FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_REGION, MultiRegionApp};
+use crate::api::{FIELD_MANAGER, HomeRoute, LABEL_MANAGED_BY, LABEL_REGION, MultiRegionApp};
 use crate::error::{Error, Result};
 use crate::plan::SinkOutcome;
 use crate::plan::manifest::{self, AppKey};
@@ -193,6 +193,7 @@ pub async fn publish(
     app: &MultiRegionApp,
     key: &AppKey,
     weights: &[(String, i32)],
+    homes: &[HomeRoute],
 ) -> (SinkOutcome, usize) {
     if app.spec.traffic.is_none() {
         return (SinkOutcome::NotConfigured, 0);
@@ -205,7 +206,7 @@ pub async fn publish(
         conflicts: Vec::new(),
         failures: Vec::new(),
     };
-    for desired in build(registry, app, key, weights) {
+    for desired in build(registry, app, key, weights, homes) {
         writer.publish(desired).await;
     }
     let regions: Vec<&str> = weights.iter().map(|(r, _)| r.as_str()).collect();
@@ -233,6 +234,7 @@ fn build(
     app: &MultiRegionApp,
     key: &AppKey,
     weights: &[(String, i32)],
+    homes: &[HomeRoute],
 ) -> Vec<Desired> {
     let Some(sinks) = &app.spec.traffic else {
         return Vec::new();
@@ -280,11 +282,11 @@ fn build(
     for (kind, object) in [
         (
             ROUTE,
-            traffic::http_route(key, &app.spec, weights, &targets),
+            traffic::http_route(key, &app.spec, weights, &targets, homes),
         ),
         (
             DNS,
-            traffic::dns_endpoint(key, &app.spec, weights, &targets),
+            traffic::dns_endpoint(key, &app.spec, weights, &targets, homes),
         ),
     ] {
         if let Some(object) = object {

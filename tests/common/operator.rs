@@ -640,6 +640,32 @@ impl Sinks {
         Some((route_weights, dns_weights))
     }
 
+    /// Home-region routing as the sinks hold it: the backend the HTTPRoute
+    /// sends `header: home` to, and the targets of the DNSEndpoint's record
+    /// `setIdentifier`.
+    pub async fn home(
+        &self,
+        route: &str,
+        home: &str,
+        dns: &str,
+        record: &str,
+    ) -> Option<(String, String)> {
+        let route = self.routes.get(route).await.ok()?;
+        let rule = route.data["spec"]["rules"]
+            .as_array()?
+            .iter()
+            .find(|r| r["matches"][0]["headers"][0]["value"] == home)?
+            .clone();
+        let backend = rule["backendRefs"][0]["name"].as_str()?.to_string();
+        let dns = self.dns.get(dns).await.ok()?;
+        let record = dns.data["spec"]["endpoints"]
+            .as_array()?
+            .iter()
+            .find(|e| e["setIdentifier"] == record)?
+            .clone();
+        Some((backend, record["targets"].to_string()))
+    }
+
     /// The setIdentifier of each record of the DNSEndpoint.
     pub async fn dns_identifiers(&self, name: &str) -> Vec<String> {
         let dns = self.dns.get(name).await.unwrap();

@@ -44,6 +44,7 @@ use super::{Health, MoveReason, Reason, Role};
 #[x_kube(validation = Rule::new("self.strategy != 'ActiveActive' || self.regions.exists(r, r.weight > 0)").message("spec.regions[].weight: ActiveActive needs at least one region with weight > 0").field_path(".regions"))]
 #[x_kube(validation = Rule::new("self.standby.replicas <= self.workload.replicas").message("must not be larger than spec.workload.replicas").field_path(".standby.replicas"))]
 #[x_kube(validation = Rule::new("self.failover.activeOverride == '' || self.regions.exists(r, r.name == self.failover.activeOverride)").message("must name a region listed in spec.regions").field_path(".failover.activeOverride"))]
+#[x_kube(validation = Rule::new("self.strategy == 'ActiveActive' || self.regions.all(r, !has(r.home))").message("spec.regions[].home: home-region routing needs strategy ActiveActive").field_path(".regions"))]
 #[serde(rename_all = "camelCase")]
 pub struct MultiRegionAppSpec {
     /// How traffic is spread: ActiveActive (every healthy region serves by
@@ -172,10 +173,67 @@ pub struct AppRegion {
     /// Manual drain: weight 0 here, replicas kept.
     #[serde(default)]
     pub drain: bool,
+
+    /// ActiveActive home-region routing: the users who live here (by
+    /// continent and country), sent to this region first by the traffic
+    /// sinks, and to the next healthy region in list order while it is
+    /// not Healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<Home>,
 }
 
 fn hundred() -> i32 {
     100
+}
+
+/// Where a region's users live.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("size(self.continents) + size(self.countries) > 0").message("name at least one continent or country"))]
+pub struct Home {
+    /// Continents: AF, AN, AS, EU, NA, OC, SA.
+    #[serde(default)]
+    #[schemars(length(max = 7))]
+    pub continents: Vec<Continent>,
+    /// Countries, ISO 3166-1 alpha-2 codes in capitals (DE, JP, BR).
+    #[serde(default)]
+    #[schemars(length(max = 64), inner(regex(pattern = r"^[A-Z]{2}$")))]
+    pub countries: Vec<String>,
+}
+
+/// A continent, as DNS geolocation names it.
+#[derive(
+    schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub enum Continent {
+    /// Africa.
+    AF,
+    /// Antarctica.
+    AN,
+    /// Asia.
+    AS,
+    /// Europe.
+    EU,
+    /// North America.
+    NA,
+    /// Oceania.
+    OC,
+    /// South America.
+    SA,
+}
+
+impl Continent {
+    /// The two-letter code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Continent::AF => "AF",
+            Continent::AN => "AN",
+            Continent::AS => "AS",
+            Continent::EU => "EU",
+            Continent::NA => "NA",
+            Continent::OC => "OC",
+            Continent::SA => "SA",
+        }
+    }
 }
 
 /// A daily window in UTC, `HH:MM` to `HH:MM`; it may wrap midnight
@@ -582,6 +640,20 @@ pub struct HttpRouteSink {
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub parent_refs: Vec<ParentRef>,
+    /// Home-region routing (`regions[].home`): the request header, set by
+    /// your edge, that carries the user's home region by name. A request
+    /// whose header names a home region goes to whichever region serves
+    /// that home now (`status.homes`); other requests go by weight.
+    #[serde(default = "home_header")]
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+    )]
+    pub home_header: String,
+}
+
+fn home_header() -> String {
+    "X-Home-Region".to_string()
 }
 
 /// A Gateway reference.
@@ -668,6 +740,10 @@ pub struct MultiRegionAppStatus {
     /// Regions removed from spec whose placed objects are still being deleted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cleanup_pending: Vec<String>,
+    /// Home-region routing: for each region with a `home`, the region that
+    /// serves its users now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub homes: Vec<HomeRoute>,
     /// Ready, Degraded, FailedOver, FailbackPending, PromotionBlocked,
     /// FlapDamped, AllRegionsUnhealthy, Conflict, OverrideUnhealthy and
     /// TrafficPublished (with traffic sinks). Ready is Unknown until a
@@ -675,6 +751,20 @@ pub struct MultiRegionAppStatus {
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// Who serves one home region's users.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HomeRoute {
+    /// The region whose `home` this is.
+    pub home: String,
+    /// The region its users are sent to: the home region while it is
+    /// Healthy and carries traffic, else the next such region in list order.
+    pub served_by: String,
+    /// Since when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
 }
 
 /// One region of the app, as decided and observed.

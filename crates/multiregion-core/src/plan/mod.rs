@@ -15,6 +15,7 @@
 
 pub mod conditions;
 pub mod health;
+mod home;
 pub mod manifest;
 pub mod playbook;
 pub mod propagate;
@@ -156,6 +157,8 @@ pub enum EventReason {
     FlapDamped,
     OverrideToUnhealthyRegion,
     InvalidSpec,
+    /// A home region's users are sent to another region (or back home).
+    HomeRouted,
 }
 
 impl EventReason {
@@ -174,6 +177,7 @@ impl EventReason {
             EventReason::FlapDamped => "FlapDamped",
             EventReason::OverrideToUnhealthyRegion => "OverrideToUnhealthyRegion",
             EventReason::InvalidSpec => "InvalidSpec",
+            EventReason::HomeRouted => "HomeRouted",
         }
     }
 }

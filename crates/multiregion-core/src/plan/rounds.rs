@@ -104,6 +104,7 @@ fn leaving_spec(name: &str) -> AppRegion {
         endpoint: None,
         active_window: None,
         drain: false,
+        home: None,
     }
 }
 

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use super::conditions::{self, Conditions};
 use super::health::{Health, RegionState, WorkloadState};
 use super::rounds::{self, RegionView};
-use super::{Decision, Event, EventReason, Inputs, Outcome, Placement, weights};
+use super::{Decision, Event, EventReason, Inputs, Outcome, Placement, home, weights};
 use crate::api::{
     AllUnhealthy, FailoverRecord, MoveReason, MultiRegionAppStatus, Reason, RegionAppStatus,
     Strategy,
@@ -49,6 +49,9 @@ pub(super) fn assemble(
         &mut events,
     );
     let cleanup = removed_regions(inputs, outcome.active.as_deref());
+    let decided: Vec<i32> = weights.iter().map(|(_, w)| *w).collect();
+    let homes = home::route(inputs, &regions, &decided);
+    events.extend(home::moves(inputs, &homes));
     let healthy = regions.iter().filter(|r| r.healthy()).count();
     let status = MultiRegionAppStatus {
         observed_generation: inputs.generation,
@@ -61,6 +64,7 @@ pub(super) fn assemble(
         recent_failovers: recent_failovers.into_iter().map(Time).collect(),
         pending_move: outcome.pending.clone(),
         cleanup_pending: cleanup.clone(),
+        homes,
         conditions,
     };
     Decision {

@@ -1029,4 +1029,5 @@ proptest! {
 }
 
 mod faults;
+mod homes;
 mod propagation;

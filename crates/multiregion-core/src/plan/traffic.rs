@@ -4,7 +4,10 @@
 //! DNSEndpoint with one weighted record per region.
 //!
 //! Every spec region keeps its backend and record (weight 0 when failed):
-//! they leave only when the region leaves the spec.
+//! they leave only when the region leaves the spec. With home regions
+//! (`regions[].home`), the route gains a rule per home matching the home
+//! header, and the DNSEndpoint holds geolocation records instead of
+//! weighted ones.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +16,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use kube::core::{DynamicObject, TypeMeta};
 use serde_json::{Value, json};
 
-use crate::api::{DnsEndpointSink, DnsMode, MultiRegionAppSpec};
+use crate::api::{AppRegion, DnsEndpointSink, DnsMode, HomeRoute, MultiRegionAppSpec};
 use crate::plan::manifest::{AppKey, content_hash, object_meta};
 
 /// Where a region's traffic goes, parsed from its endpoint URL.
@@ -227,12 +230,15 @@ fn dynamic(api_version: &str, kind: &str, app: &AppKey, name: &str, spec: Value)
     }
 }
 
-/// The HTTPRoute with one weighted backendRef per spec region.
+/// The HTTPRoute: a first rule with one weighted backendRef per spec
+/// region, then one rule per home region that sends requests whose home
+/// header names it to the region serving that home (`homes`).
 pub fn http_route(
     app: &AppKey,
     spec: &MultiRegionAppSpec,
     weights: &[(String, i32)],
     targets: &[Option<Target>],
+    homes: &[HomeRoute],
 ) -> Option<DynamicObject> {
     let sink = spec.traffic.as_ref()?.http_route.as_ref()?;
     let parent_refs: Vec<Value> = sink
@@ -257,9 +263,31 @@ pub fn http_route(
             })
         })
         .collect();
+    let port_of = |region: &str| {
+        weights
+            .iter()
+            .zip(targets)
+            .find(|((r, _), _)| r == region)
+            .and_then(|(_, t)| t.as_ref().map(|t| t.port))
+            .unwrap_or(80)
+    };
+    let mut rules = vec![json!({"backendRefs": backend_refs})];
+    rules.extend(homes.iter().map(|home| {
+        json!({
+            "matches": [{
+                "path": {"type": "PathPrefix", "value": "/"},
+                "headers": [{"type": "Exact", "name": sink.home_header, "value": home.home}],
+            }],
+            "backendRefs": [{
+                "name": backend_name(app, &home.served_by),
+                "port": port_of(&home.served_by),
+                "weight": 1,
+            }],
+        })
+    }));
     let spec = json!({
         "parentRefs": parent_refs,
-        "rules": [{"backendRefs": backend_refs}]
+        "rules": rules
     });
     Some(dynamic(
         "gateway.networking.k8s.io/v1",
@@ -270,12 +298,14 @@ pub fn http_route(
     ))
 }
 
-/// The DNSEndpoint with one weighted record per spec region.
+/// The DNSEndpoint: one weighted record per spec region; with home regions
+/// (Weighted mode), geolocation records instead, see `geolocation_records`.
 pub fn dns_endpoint(
     app: &AppKey,
     spec: &MultiRegionAppSpec,
     weights: &[(String, i32)],
     targets: &[Option<Target>],
+    homes: &[HomeRoute],
 ) -> Option<DynamicObject> {
     let sink = spec.traffic.as_ref()?.dns_endpoint.as_ref()?;
     let records: Vec<(&str, i32, &Target)> = weights
@@ -284,6 +314,9 @@ pub fn dns_endpoint(
         .filter_map(|((region, weight), target)| Some((region.as_str(), *weight, target.as_ref()?)))
         .collect();
     let endpoints = match sink.mode {
+        DnsMode::Weighted if !homes.is_empty() => {
+            geolocation_records(sink, &spec.regions, &records, homes)
+        }
         DnsMode::Weighted => weighted_records(sink, &records),
         DnsMode::Failover => failover_records(sink, &records),
     };
@@ -346,6 +379,64 @@ fn failover_records(sink: &DnsEndpointSink, records: &[(&str, i32, &Target)]) ->
             })
         })
         .collect()
+}
+
+/// Route 53 geolocation routing through ExternalDNS's providerSpecific
+/// properties (a name's records must share one routing policy, so weights
+/// give way): per home region, a record per continent and per country
+/// with the target of the region serving that home now, and a default
+/// record (country `*`) per record type with the regions that carry weight.
+fn geolocation_records(
+    sink: &DnsEndpointSink,
+    regions: &[AppRegion],
+    records: &[(&str, i32, &Target)],
+    homes: &[HomeRoute],
+) -> Vec<Value> {
+    let target = |region: &str| {
+        records
+            .iter()
+            .find(|(r, _, _)| *r == region)
+            .map(|(_, _, t)| *t)
+    };
+    let mut out = Vec::new();
+    for route in homes {
+        let (Some(home), Some(t)) = (
+            regions
+                .iter()
+                .find(|r| r.name == route.home)
+                .and_then(|r| r.home.as_ref()),
+            target(&route.served_by),
+        ) else {
+            continue;
+        };
+        let places = home
+            .continents
+            .iter()
+            .map(|c| ("aws/geolocation-continent-code", c.code().to_string()))
+            .chain(
+                home.countries
+                    .iter()
+                    .map(|c| ("aws/geolocation-country-code", c.clone())),
+            );
+        for (property, code) in places {
+            out.push(json!({
+                "dnsName": sink.dns_name,
+                "recordTTL": sink.record_ttl,
+                "recordType": record_type(t),
+                "targets": [t.host],
+                "setIdentifier": format!("home-{}-{}", route.home, code.to_lowercase()),
+                "providerSpecific": [{"name": property, "value": code}],
+            }));
+        }
+    }
+    for mut default in failover_records(sink, records) {
+        let kind = default["recordType"].as_str().unwrap_or("A").to_lowercase();
+        default["setIdentifier"] = json!(format!("default-{kind}"));
+        default["providerSpecific"] =
+            json!([{"name": "aws/geolocation-country-code", "value": "*"}]);
+        out.push(default);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -419,7 +510,7 @@ mod tests {
             parse_endpoint("http://10.0.0.1:30080"),
             parse_endpoint("http://10.0.0.2:30080"),
         ];
-        let route = http_route(&app(), &spec(), &weights, &targets).unwrap();
+        let route = http_route(&app(), &spec(), &weights, &targets, &[]).unwrap();
         let refs = &route.data["spec"]["rules"][0]["backendRefs"];
         assert_eq!(
             refs[0],
@@ -446,7 +537,7 @@ mod tests {
             parse_endpoint("http://10.0.0.1:30080"),
             parse_endpoint("https://eu.example.com"),
         ];
-        let dns = dns_endpoint(&app(), &spec(), &weights, &targets).unwrap();
+        let dns = dns_endpoint(&app(), &spec(), &weights, &targets, &[]).unwrap();
         let e = &dns.data["spec"]["endpoints"];
         assert_eq!(e[0]["setIdentifier"], "us-east");
         assert_eq!(e[0]["recordType"], "A");
@@ -475,18 +566,110 @@ mod tests {
             parse_endpoint("http://10.0.0.1:30080"),
             parse_endpoint("http://10.0.0.2:30080"),
         ];
-        let dns = dns_endpoint(&app(), &spec, &weights, &targets).unwrap();
+        let dns = dns_endpoint(&app(), &spec, &weights, &targets, &[]).unwrap();
         let records = dns.data["spec"]["endpoints"].as_array().unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0]["targets"], json!(["10.0.0.2"]));
         assert!(records[0].get("setIdentifier").is_none());
         // ActiveActive: every region with weight, in one record.
         let both = vec![("us-east".to_string(), 50), ("eu-west".to_string(), 50)];
-        let dns = dns_endpoint(&app(), &spec, &both, &targets).unwrap();
+        let dns = dns_endpoint(&app(), &spec, &both, &targets, &[]).unwrap();
         assert_eq!(
             dns.data["spec"]["endpoints"][0]["targets"],
             json!(["10.0.0.1", "10.0.0.2"])
         );
+    }
+
+    fn homes_spec() -> MultiRegionAppSpec {
+        let mut spec = spec();
+        spec.strategy = crate::api::Strategy::ActiveActive;
+        spec.regions[0].home = Some(crate::api::Home {
+            continents: vec![crate::api::Continent::NA],
+            countries: vec![],
+        });
+        spec.regions[1].home = Some(crate::api::Home {
+            continents: vec![crate::api::Continent::EU],
+            countries: vec!["IL".into()],
+        });
+        spec
+    }
+
+    fn served(pairs: &[(&str, &str)]) -> Vec<HomeRoute> {
+        pairs
+            .iter()
+            .map(|(home, by)| HomeRoute {
+                home: home.to_string(),
+                served_by: by.to_string(),
+                since: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_route_sends_each_home_header_to_the_region_serving_that_home() {
+        let weights = vec![("us-east".to_string(), 100), ("eu-west".to_string(), 0)];
+        let targets = vec![
+            parse_endpoint("http://10.0.0.1:30080"),
+            parse_endpoint("http://10.0.0.2:30081"),
+        ];
+        let homes = served(&[("us-east", "us-east"), ("eu-west", "us-east")]);
+        let route = http_route(&app(), &homes_spec(), &weights, &targets, &homes).unwrap();
+        let rules = route.data["spec"]["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 3, "the weighted rule, then one per home");
+        assert!(rules[0].get("matches").is_none());
+        assert_eq!(
+            rules[2]["matches"][0]["headers"][0],
+            json!({"type": "Exact", "name": "X-Home-Region", "value": "eu-west"})
+        );
+        assert_eq!(
+            rules[2]["backendRefs"],
+            json!([{"name": backend_name(&app(), "us-east"), "port": 30080, "weight": 1}])
+        );
+        assert_eq!(
+            route_weights(&app(), &route.data, &["us-east", "eu-west"]),
+            [("us-east".to_string(), 100), ("eu-west".to_string(), 0)],
+            "the weights are still read from the first rule"
+        );
+    }
+
+    #[test]
+    fn home_regions_become_geolocation_records_with_a_default() {
+        let weights = vec![("us-east".to_string(), 50), ("eu-west".to_string(), 50)];
+        let targets = vec![
+            parse_endpoint("http://10.0.0.1:30080"),
+            parse_endpoint("http://10.0.0.2:30080"),
+        ];
+        let homes = served(&[("us-east", "us-east"), ("eu-west", "eu-west")]);
+        let dns = dns_endpoint(&app(), &homes_spec(), &weights, &targets, &homes).unwrap();
+        let records = dns.data["spec"]["endpoints"].as_array().unwrap();
+        let by_id = |id: &str| records.iter().find(|r| r["setIdentifier"] == id).unwrap();
+        assert_eq!(records.len(), 4, "NA, EU, IL and the default: {records:?}");
+        assert_eq!(by_id("home-us-east-na")["targets"], json!(["10.0.0.1"]));
+        assert_eq!(
+            by_id("home-eu-west-eu")["providerSpecific"],
+            json!([{"name": "aws/geolocation-continent-code", "value": "EU"}])
+        );
+        assert_eq!(
+            by_id("home-eu-west-il")["providerSpecific"],
+            json!([{"name": "aws/geolocation-country-code", "value": "IL"}])
+        );
+        assert_eq!(
+            by_id("default-a")["targets"],
+            json!(["10.0.0.1", "10.0.0.2"])
+        );
+        assert!(
+            records
+                .iter()
+                .all(|r| !r.to_string().contains("aws/weight"))
+        );
+        // eu-west's users moved to us-east: their records follow.
+        let weights = vec![("us-east".to_string(), 100), ("eu-west".to_string(), 0)];
+        let homes = served(&[("us-east", "us-east"), ("eu-west", "us-east")]);
+        let dns = dns_endpoint(&app(), &homes_spec(), &weights, &targets, &homes).unwrap();
+        let records = dns.data["spec"]["endpoints"].as_array().unwrap();
+        let by_id = |id: &str| records.iter().find(|r| r["setIdentifier"] == id).unwrap();
+        assert_eq!(by_id("home-eu-west-eu")["targets"], json!(["10.0.0.1"]));
+        assert_eq!(by_id("default-a")["targets"], json!(["10.0.0.1"]));
     }
 
     #[test]
