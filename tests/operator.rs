@@ -684,6 +684,16 @@ fn invalid_app_patches() -> Vec<(&'static str, serde_json::Value, &'static str)>
             "spec.regions[0].home.continents[0]",
         ),
         (
+            "failback steps that do not grow",
+            json!({"failover": {"failbackSteps": [50, 10]}}),
+            "spec.failover.failbackSteps",
+        ),
+        (
+            "a failback step above 100",
+            json!({"failover": {"failbackSteps": [10, 150]}}),
+            "spec.failover.failbackSteps[1]",
+        ),
+        (
             "propagation selector without labels",
             json!({"propagate": {"configMaps": [{"selector": {"matchLabels": {}}}]}}),
             "spec.propagate.configMaps[0].selector.matchLabels",

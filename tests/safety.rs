@@ -58,6 +58,54 @@ async fn fail_over_and_recover(hub: &kube::Client, ns: &str) {
 }
 
 #[tokio::test]
+async fn a_stepped_failback_is_observed_step_by_step() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env().client("hub").await;
+    let ns = "stepped";
+    let spec = app_spec(
+        "ActivePassive",
+        &["us-east", "eu-west"],
+        json!({"failover": {"failbackHoldSeconds": 2, "failbackSteps": [25, 50], "failbackStepSeconds": 4}}),
+    );
+    apply_app(&hub, ns, "web", spec).await;
+    fail_over_and_recover(&hub, ns).await;
+    for (weights, share) in [
+        ("us-east=25 eu-west=75", Some(25)),
+        ("us-east=50 eu-west=50", Some(50)),
+        ("us-east=100 eu-west=0", None),
+    ] {
+        let s = wait_for(
+            &format!("the step {weights}"),
+            Duration::from_secs(60),
+            || async {
+                let s = status(&hub, ns, "web").await?;
+                (s.weights.as_deref() == Some(weights)).then_some(s)
+            },
+        )
+        .await;
+        let pending = s.pending_move.as_ref().and_then(|p| p.share);
+        assert_eq!(
+            pending, share,
+            "status.pendingMove declares the ramp: {s:?}"
+        );
+        if share.is_some() {
+            assert_eq!(s.active_region.as_deref(), Some("eu-west"));
+            let us = env().client("us-east").await;
+            assert_eq!(
+                placed(&us, ns, "web").await.map(|(r, _)| r),
+                Some(3),
+                "full size"
+            );
+        }
+    }
+    let s = status(&hub, ns, "web").await.unwrap();
+    assert_eq!(s.active_region.as_deref(), Some("us-east"));
+    assert_eq!(s.last_failover.unwrap().reason, MoveReason::Failback);
+    delete_app(&hub, ns, "web").await;
+}
+
+#[tokio::test]
 async fn automatic_failback_happens_after_the_hold_and_not_before() {
     let _serial = serial().await;
     let _heal = HealOnPanic;

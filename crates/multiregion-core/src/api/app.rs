@@ -479,6 +479,24 @@ pub struct Failover {
     /// too high.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<Replication>,
+    /// Stepped failback, in percent, step by step (for example [10, 50]):
+    /// ActivePassive, the returning region's share of traffic while the
+    /// current active keeps the rest; ActiveActive, the share of its weight
+    /// a region coming back gets. After the last step it gets everything.
+    /// A failed round of the returning region takes its share back to 0 at
+    /// once. Empty: one step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10), inner(range(min = 1, max = 100)))]
+    #[x_kube(validation = Rule::new("self.isSorted() && self.all(x, self.filter(y, y == x).size() == 1)").message("steps must grow"))]
+    pub failback_steps: Vec<i32>,
+    /// Seconds each failback step lasts before the next one.
+    #[serde(default = "sixty")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub failback_step_seconds: i32,
+}
+
+fn sixty() -> i32 {
+    60
 }
 
 fn yes() -> bool {
@@ -502,6 +520,8 @@ impl Default for Failover {
             prewarm_seconds: 300,
             all_unhealthy: AllUnhealthy::KeepLast,
             replication: None,
+            failback_steps: Vec::new(),
+            failback_step_seconds: 60,
         }
     }
 }
@@ -809,6 +829,20 @@ pub struct RegionAppStatus {
     /// keeps weight 0 until the hour has room.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_drops: Vec<Time>,
+    /// ActiveActive stepped recovery (`failover.failbackSteps`): while this
+    /// region comes back, the percent of its weight it gets now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<Ramp>,
+}
+
+/// One step of a region's way back to its full weight.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ramp {
+    /// Percent of the region's weight it carries in this step.
+    pub share: i32,
+    /// When this step began.
+    pub since: Time,
 }
 
 /// A move of traffic.
@@ -840,4 +874,11 @@ pub struct PendingMove {
     pub reason: MoveReason,
     /// When the move started.
     pub since: Time,
+    /// Stepped failback: the returning region's share of traffic now, in
+    /// percent (the active region keeps the rest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<i32>,
+    /// Stepped failback: when the current step began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_since: Option<Time>,
 }

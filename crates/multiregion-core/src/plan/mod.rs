@@ -265,6 +265,9 @@ struct Outcome {
     /// ActiveActive flap damping: per region, when traffic was taken from
     /// it in the last hour because it turned Unhealthy.
     drops: Vec<Vec<Timestamp>>,
+    /// ActiveActive stepped recovery: per region, its ramp step (share of
+    /// its weight in percent, since when), if it is coming back.
+    ramps: Vec<Option<(i32, Timestamp)>>,
     active: Option<String>,
     pending: Option<PendingMove>,
     moved: Option<Move>,

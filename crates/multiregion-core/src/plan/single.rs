@@ -39,6 +39,19 @@ struct Execution {
     moved: Option<Move>,
     /// Regions running full replicas besides the active one.
     warm: Vec<usize>,
+    /// A stepped failback in progress: the returning region and its share
+    /// of traffic in percent (the active region keeps the rest).
+    ramp: Option<(usize, i32)>,
+}
+
+/// Where a stepped failback stands this decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// The returning region's share, in percent; 100 completes the move.
+    Share(i32),
+    /// The returning region failed a round (or has not passed
+    /// successThreshold rounds since): its share drops to 0 at once.
+    Abort,
 }
 
 /// One decision for a single-active app.
@@ -75,6 +88,7 @@ pub(super) fn decide(inputs: &Inputs, regions: &[RegionView], recent: &[Timestam
     let assignments = single.assign(&execution);
     Outcome {
         drops: vec![Vec::new(); regions.len()],
+        ramps: Vec::new(),
         assignments,
         active: execution.active.map(|i| regions[i].name().to_string()),
         pending: execution.pending,
@@ -382,6 +396,7 @@ impl<'a> Single<'a> {
             pending: None,
             moved: None,
             warm: self.prewarmed(),
+            ramp: None,
         };
         match want {
             Want::Stay => {}
@@ -393,11 +408,13 @@ impl<'a> Single<'a> {
             Want::Planned(target, reason) => {
                 execution.warm.push(target);
                 let min_ready_ratio = self.inputs.spec.health_check.min_ready_ratio;
-                if self.regions[target].ready_at_full(min_ready_ratio) {
+                if !self.regions[target].ready_at_full(min_ready_ratio) {
+                    execution.pending = Some(self.pending(target, reason, None));
+                } else if let Some(step) = self.stepped(target, &reason) {
+                    self.ramp_to(target, step, &mut execution);
+                } else {
                     execution.moved = Some(self.move_to(target, reason, true));
                     execution.active = Some(target);
-                } else {
-                    execution.pending = Some(self.pending(target, reason));
                 }
             }
         }
@@ -419,17 +436,90 @@ impl<'a> Single<'a> {
         }
     }
 
-    /// A planned move waiting for its target; `since` survives reconciles.
-    fn pending(&self, target: usize, reason: MoveReason) -> PendingMove {
+    /// A planned move waiting for its target (or stepping traffic to it:
+    /// `share`); `since` and the step's start survive reconciles.
+    fn pending(&self, target: usize, reason: MoveReason, share: Option<i32>) -> PendingMove {
         let to = self.regions[target].name().to_string();
-        let since = self
-            .inputs
+        let previous = self.previous_pending(target);
+        let since = previous.map_or(Time(self.inputs.now), |p| p.since.clone());
+        let step_since = share.map(|share| match previous {
+            Some(p) if p.share == Some(share) => {
+                p.step_since.clone().unwrap_or(Time(self.inputs.now))
+            }
+            _ => Time(self.inputs.now),
+        });
+        PendingMove {
+            to,
+            reason,
+            since,
+            share,
+            step_since,
+        }
+    }
+
+    fn previous_pending(&self, target: usize) -> Option<&'a PendingMove> {
+        self.inputs
             .previous
             .pending_move
             .as_ref()
-            .filter(|p| p.to == to)
-            .map_or(Time(self.inputs.now), |p| p.since.clone());
-        PendingMove { to, reason, since }
+            .filter(|p| p.to == self.regions[target].name())
+    }
+
+    /// A failback with `failbackSteps`: where its ramp stands. None for
+    /// every other move, and for a failback in one step.
+    fn stepped(&self, target: usize, reason: &MoveReason) -> Option<Step> {
+        let failover = &self.inputs.spec.failover;
+        if *reason != MoveReason::Failback || failover.failback_steps.is_empty() {
+            return None;
+        }
+        let region = &self.regions[target];
+        let threshold = self.inputs.spec.health_check.success_threshold;
+        if region.counters.failures > 0 || region.counters.successes < threshold {
+            return Some(Step::Abort);
+        }
+        let current = self
+            .previous_pending(target)
+            .and_then(|p| Some((p.share?, p.step_since.as_ref()?.0)));
+        let Some((share, step_since)) = current else {
+            return Some(Step::Share(failover.failback_steps[0]));
+        };
+        let elapsed = self.inputs.now.as_second() - step_since.as_second();
+        if elapsed < i64::from(failover.failback_step_seconds) {
+            return Some(Step::Share(share));
+        }
+        let next = failover.failback_steps.iter().copied().find(|&s| s > share);
+        Some(Step::Share(next.unwrap_or(100)))
+    }
+
+    /// Carries out one step of a stepped failback: the target's share
+    /// grows (100 completes the move), or drops to 0 on a failed round.
+    fn ramp_to(&mut self, target: usize, step: Step, execution: &mut Execution) {
+        match step {
+            Step::Share(share) if share >= 100 => {
+                execution.moved = Some(self.move_to(target, MoveReason::Failback, true));
+                execution.active = Some(target);
+            }
+            Step::Share(share) => {
+                execution.pending = Some(self.pending(target, MoveReason::Failback, Some(share)));
+                execution.ramp = Some((target, share));
+                self.flags.failback_pending = Some((
+                    "Stepping",
+                    format!(
+                        "{} carries {share}% of the traffic on its way back",
+                        self.regions[target].name()
+                    ),
+                ));
+            }
+            Step::Abort => {
+                self.flags.failback_pending = Some((
+                    "Stepping",
+                    format!(
+                        "{} failed a round during the stepped failback: its share is back to 0 until it passes again",
+                        self.regions[target].name()
+                    ),
+                ));
+            }
+        }
     }
 
     /// FollowTheSun pre-warm: the next window's region runs full replicas
@@ -472,10 +562,16 @@ impl<'a> Single<'a> {
                 } else {
                     region.standby
                 };
+                let weight = match execution.ramp {
+                    Some((target, share)) if target == i => share,
+                    Some((_, share)) if active => 100 - share,
+                    _ if active => 100,
+                    _ => 0,
+                };
                 Assignment {
                     role,
                     replicas,
-                    weight: if active { 100 } else { 0 },
+                    weight,
                 }
             })
             .collect()

@@ -22,15 +22,34 @@ pub(super) fn decide(inputs: &Inputs, regions: &[RegionView]) -> Outcome {
         .collect();
     let max = inputs.spec.failover.max_failovers_per_hour as usize;
     let damped: Vec<bool> = drops.iter().map(|d| d.len() >= max).collect();
-    let shares: Vec<i32> = regions
+    let carries: Vec<bool> = regions
         .iter()
         .zip(&damped)
-        .map(|(r, damped)| {
-            if r.eligible() && !damped && !unconfigured(r) {
-                r.spec.weight
-            } else {
-                0
-            }
+        .map(|(r, damped)| r.eligible() && !damped && !unconfigured(r))
+        .collect();
+    let mut steps: Vec<Ramp> = regions
+        .iter()
+        .zip(&carries)
+        .map(|(r, &carries)| if carries { ramp(inputs, r) } else { Ramp::Full })
+        .collect();
+    // A ramp hands traffic over from regions at full weight: with none of
+    // those, the returning regions take it all.
+    let anyone_full = steps
+        .iter()
+        .zip(&carries)
+        .any(|(s, &c)| c && matches!(s, Ramp::Full));
+    if !anyone_full {
+        steps = regions.iter().map(|_| Ramp::Full).collect();
+    }
+    let ramps = steps.iter().map(Ramp::recorded).collect();
+    let shares: Vec<i32> = regions
+        .iter()
+        .zip(carries.iter().zip(&steps))
+        .map(|(r, (&carries, step))| match step {
+            _ if !carries => 0,
+            Ramp::Full => r.spec.weight,
+            Ramp::Held => 0,
+            Ramp::Step(share, _) => (r.spec.weight * share / 100).max(1),
         })
         .collect();
     let weights = if shares.iter().any(|&s| s > 0) {
@@ -58,7 +77,67 @@ pub(super) fn decide(inputs: &Inputs, regions: &[RegionView]) -> Outcome {
     outcome.flags.flap_damped = damped_message(regions, &drops, &damped, max);
     outcome.flags.promotion_blocked = unconfigured_message(regions);
     outcome.drops = drops;
+    outcome.ramps = ramps;
     outcome
+}
+
+/// Where a region that may carry traffic stands on its way back.
+enum Ramp {
+    /// Its full weight: no steps configured, seen for the first time, or
+    /// already carrying traffic outside a ramp.
+    Full,
+    /// Coming back but not trusted yet (a failed round, or fewer than
+    /// successThreshold good rounds since): weight 0.
+    Held,
+    /// This percent of its weight, since then.
+    Step(i32, Timestamp),
+}
+
+impl Ramp {
+    fn recorded(&self) -> Option<(i32, Timestamp)> {
+        match self {
+            Ramp::Step(share, since) => Some((*share, *since)),
+            _ => None,
+        }
+    }
+}
+
+/// Stepped recovery (`failover.failbackSteps`): a region that comes back
+/// to traffic (it had weight 0 after being judged) climbs the steps, one
+/// per `failbackStepSeconds`, and drops to 0 on a failed round.
+fn ramp(inputs: &Inputs, region: &RegionView) -> Ramp {
+    let failover = &inputs.spec.failover;
+    let Some(previous) = region.previous else {
+        return Ramp::Full;
+    };
+    let ramping = previous.ramp.as_ref();
+    let carried = previous.weight > 0 || previous.health == crate::api::Health::Unknown;
+    if failover.failback_steps.is_empty()
+        || region.spec.weight == 0
+        || (ramping.is_none() && carried)
+    {
+        return Ramp::Full;
+    }
+    let threshold = inputs.spec.health_check.success_threshold;
+    if region.counters.failures > 0 || region.counters.successes < threshold {
+        return Ramp::Held;
+    }
+    let Some(step) = ramping else {
+        return Ramp::Step(failover.failback_steps[0], inputs.now);
+    };
+    let since = step.since.0;
+    if inputs.now.as_second() - since.as_second() < i64::from(failover.failback_step_seconds) {
+        return Ramp::Step(step.share, since);
+    }
+    match failover
+        .failback_steps
+        .iter()
+        .copied()
+        .find(|&s| s > step.share)
+    {
+        Some(next) if next < 100 => Ramp::Step(next, inputs.now),
+        _ => Ramp::Full,
+    }
 }
 
 /// A region that does not carry traffic yet and misses a propagated

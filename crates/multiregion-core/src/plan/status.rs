@@ -10,7 +10,7 @@ use super::health::{Health, RegionState, WorkloadState};
 use super::rounds::{self, RegionView};
 use super::{Decision, Event, EventReason, Inputs, Outcome, Placement, home, weights};
 use crate::api::{
-    AllUnhealthy, FailoverRecord, MoveReason, MultiRegionAppStatus, Reason, RegionAppStatus,
+    AllUnhealthy, FailoverRecord, MoveReason, MultiRegionAppStatus, Ramp, Reason, RegionAppStatus,
     Strategy,
 };
 
@@ -141,7 +141,8 @@ fn region_statuses(
         .iter()
         .zip(&outcome.assignments)
         .zip(&outcome.drops)
-        .map(|((region, assigned), drops)| {
+        .enumerate()
+        .map(|(i, ((region, assigned), drops))| {
             if let Some(previous) = region.previous
                 && previous.role != assigned.role
             {
@@ -169,6 +170,15 @@ fn region_statuses(
                 last_transition_time: region.counters.since.map(Time),
                 scaled_up_at,
                 recent_drops: drops.iter().copied().map(Time).collect(),
+                ramp: outcome
+                    .ramps
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .map(|(share, since)| Ramp {
+                        share,
+                        since: Time(since),
+                    }),
             }
         })
         .collect()

@@ -965,11 +965,36 @@ fn check_weights(
         prop_assert!(total == 100 || total == 0);
     }
     if strategy != "ActiveActive" {
-        prop_assert!(
-            d.weights.iter().filter(|(_, w)| *w > 0).count() <= 1,
-            "one active: {:?}",
-            d.weights
-        );
+        never_two_outside_a_ramp(d)?;
+    }
+    Ok(())
+}
+
+/// Single-active strategies: never two regions with weight outside a
+/// declared ramp; during one, exactly the active region and the ramp's
+/// target (`status.pendingMove` with its share) carry weight.
+fn never_two_outside_a_ramp(d: &Decision) -> Result<(), TestCaseError> {
+    let carrying: Vec<&(String, i32)> = d.weights.iter().filter(|(_, w)| *w > 0).collect();
+    let ramp = d
+        .status
+        .pending_move
+        .as_ref()
+        .and_then(|p| Some((p.to.as_str(), p.share?)));
+    match ramp {
+        None => prop_assert!(carrying.len() <= 1, "one active: {:?}", d.weights),
+        Some((to, share)) => {
+            let active = d.status.active_region.as_deref();
+            prop_assert!(
+                carrying.len() == 2,
+                "a ramp splits traffic: {:?}",
+                d.weights
+            );
+            for (name, weight) in carrying {
+                let expected = if name == to { share } else { 100 - share };
+                prop_assert!(name == to || Some(name.as_str()) == active);
+                prop_assert_eq!(*weight, expected, "{:?}", d.weights);
+            }
+        }
     }
     Ok(())
 }
@@ -980,14 +1005,28 @@ fn check_invariants(
     drains: &[bool],
     steps: &[WorldStep],
 ) -> Result<(), TestCaseError> {
+    check_invariants_with(strategy, n, drains, steps, json!({}))
+}
+
+fn check_invariants_with(
+    strategy: &str,
+    n: usize,
+    drains: &[bool],
+    steps: &[WorldStep],
+    failover: serde_json::Value,
+) -> Result<(), TestCaseError> {
     let regions: Vec<_> = (0..n)
         .map(|i| json!({"name": format!("r{i}"), "weight": 100 + i * 50, "drain": drains[i]}))
         .collect();
-    let mut sim = Sim::new(spec(json!({
+    let mut spec = spec(json!({
         "strategy": strategy,
         "regions": regions,
         "failover": {"maxFailoversPerHour": 1000, "failbackHoldSeconds": 5}
-    })));
+    }));
+    let mut failover_json = serde_json::to_value(&spec.failover).unwrap();
+    merge(&mut failover_json, failover);
+    spec.failover = serde_json::from_value(failover_json).unwrap();
+    let mut sim = Sim::new(spec);
     for step in steps {
         let observations = observations_of(step, n);
         let refs: Vec<(&str, Observation)> = observations
@@ -1026,8 +1065,21 @@ proptest! {
     fn active_passive_invariants(steps in world(3), drains in proptest::collection::vec(prop::bool::weighted(0.2), 3)) {
         check_invariants("ActivePassive", 3, &drains, &steps)?;
     }
+
+    #[test]
+    fn stepped_recovery_invariants(steps in world(3), drains in proptest::collection::vec(prop::bool::weighted(0.2), 3)) {
+        let stepped = json!({"failbackSteps": [10, 50], "failbackStepSeconds": 2});
+        check_invariants_with("ActiveActive", 3, &drains, &steps, stepped)?;
+    }
+
+    #[test]
+    fn stepped_failback_invariants(steps in world(3), drains in proptest::collection::vec(prop::bool::weighted(0.2), 3)) {
+        let stepped = json!({"failbackSteps": [10, 50], "failbackStepSeconds": 2});
+        check_invariants_with("ActivePassive", 3, &drains, &steps, stepped)?;
+    }
 }
 
 mod faults;
 mod homes;
 mod propagation;
+mod stepped;
