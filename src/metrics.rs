@@ -36,6 +36,20 @@ pub struct FailoverLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DrillLabels {
+    pub namespace: String,
+    pub app: String,
+    /// Succeeded, Aborted or Skipped.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabels {
+    pub namespace: String,
+    pub app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
     /// `hub` or `member`.
     pub cluster: String,
@@ -129,6 +143,10 @@ pub struct Metrics {
     /// 1 when the app's condition is True, else 0.
     pub app_condition: Family<ConditionLabels, Gauge>,
     pub failovers: Family<FailoverLabels, Counter>,
+    /// Failover drills ended, by result.
+    pub drills: Family<DrillLabels, Counter>,
+    /// The last drill's measured time to move traffic away.
+    pub drill_move_seconds: Family<AppLabels, Gauge>,
     pub decision_latency: Histogram,
     pub reconcile_duration: Histogram,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
@@ -192,6 +210,8 @@ impl Default for Metrics {
             traffic_weight_ratio: reg! { r, "traffic_weight_ratio", "Share of the app's traffic the region gets (0..1)", Family::default() },
             app_condition: reg! { r, "app_condition", "1 when the app's condition (Ready, Degraded, FailedOver, FlapDamped, PromotionBlocked, TrafficPublished, ...) is True", Family::default() },
             failovers: reg! { r, "failovers", "Moves of traffic from one region to another", Family::default() },
+            drills: reg! { r, "drills", "Failover drills ended, by result (Succeeded, Aborted, Skipped)", Family::default() },
+            drill_move_seconds: reg! { r, "drill_move_seconds", "Seconds the app's last drill took to move traffic away", Family::default() },
             decision_latency: reg! { r, "decision_latency_seconds", "From the health round that decided a move to the new weights in every sink", histogram() },
             reconcile_duration: reg! { r, "reconcile_duration_seconds", "Duration of one app reconcile", histogram() },
             reconcile_errors: reg! { r, "reconcile_errors", "Failed reconciles by kind of error", Family::default() },
@@ -319,6 +339,17 @@ impl Metrics {
                 reason: reason.clone(),
             });
         }
+        for result in ["Succeeded", "Aborted", "Skipped"] {
+            self.drills.remove(&DrillLabels {
+                namespace: namespace.to_string(),
+                app: app.to_string(),
+                result: result.to_string(),
+            });
+        }
+        self.drill_move_seconds.remove(&AppLabels {
+            namespace: namespace.to_string(),
+            app: app.to_string(),
+        });
     }
 
     /// Counts one write.

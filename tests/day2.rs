@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::operator::{
     HealOnPanic, OPERATOR_NAMESPACE, app_spec, apply_app, env, join_region, register_region,
-    serial, wait_weights,
+    serial, wait_weights, weights,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
@@ -208,6 +208,119 @@ async fn failover_and_release_move_traffic_and_dry_run_changes_nothing() {
     assert_eq!(app(&hub, ns, "web").await.spec.failover.active_override, "");
     let again = succeeded(&["release", "web", "-n", ns]);
     assert!(again.contains("unchanged"), "{again}");
+    common::operator::delete_app(&hub, ns, "web").await;
+}
+
+/// The app's newest drill outcome, once it has `count` of them.
+async fn drill_outcome(
+    hub: &Client,
+    ns: &str,
+    count: usize,
+) -> Option<multiregion::api::DrillOutcome> {
+    let s = common::operator::status(hub, ns, "web").await?;
+    (s.drills.len() == count && s.drill.is_none()).then(|| s.drills[0].clone())
+}
+
+#[tokio::test]
+async fn a_drill_on_request_moves_traffic_away_and_back_and_records_the_outcome() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env().client("hub").await;
+    let ns = "day2-drill";
+    let spec = app_spec(
+        "ActivePassive",
+        &["us-east", "eu-west"],
+        json!({"failover": {"drill": {"awaySeconds": 3, "maxDurationSeconds": 120}}}),
+    );
+    apply_app(&hub, ns, "web", spec).await;
+    let minutes = Duration::from_secs(120);
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=100 eu-west=0",
+        "us-east active",
+        minutes,
+    )
+    .await;
+
+    let asked = succeeded(&["drill", "web", "--now", "-n", ns]);
+    assert!(asked.contains("drill requested: (none) ->"), "{asked}");
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=0 eu-west=100",
+        "the drill's move away",
+        minutes,
+    )
+    .await;
+    let outcome = common::wait_for("the drill to succeed", minutes, || {
+        drill_outcome(&hub, ns, 1)
+    })
+    .await;
+    assert_eq!(outcome.result, "Succeeded", "{outcome:?}");
+    assert_eq!(outcome.away_from, "us-east");
+    assert_eq!(outcome.trigger, "Request");
+    assert!(outcome.seconds_to_move.is_some() && outcome.back_at.is_some());
+    assert_eq!(
+        weights(&hub, ns, "web").await.as_deref(),
+        Some("us-east=100 eu-west=0")
+    );
+    let metrics = env().metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "multiregion_drills_total{{namespace=\"{ns}\",app=\"web\",result=\"Succeeded\"}} 1"
+        )),
+        "{metrics}"
+    );
+
+    // A drill that meets a real fault gives up, and failover takes over.
+    let long = app_spec(
+        "ActivePassive",
+        &["us-east", "eu-west"],
+        json!({"failover": {"drill": {"awaySeconds": 600, "maxDurationSeconds": 900}}}),
+    );
+    apply_app(&hub, ns, "web", long).await;
+    succeeded(&["drill", "web", "--now", "-n", ns]);
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=0 eu-west=100",
+        "the second drill's move",
+        minutes,
+    )
+    .await;
+    env()
+        .regions
+        .lock()
+        .await
+        .stop_apiserver("eu-west")
+        .unwrap();
+    let aborted =
+        common::wait_for("the drill to abort", minutes, || drill_outcome(&hub, ns, 2)).await;
+    assert_eq!(aborted.result, "Aborted");
+    assert!(
+        aborted.reason.contains("eu-west is Unhealthy"),
+        "{aborted:?}"
+    );
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=100 eu-west=0",
+        "failover back to us-east",
+        minutes,
+    )
+    .await;
+    env()
+        .regions
+        .lock()
+        .await
+        .start_apiserver("eu-west")
+        .await
+        .unwrap();
     common::operator::delete_app(&hub, ns, "web").await;
 }
 

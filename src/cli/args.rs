@@ -33,6 +33,9 @@ pub enum Command {
     Failover(FailoverArgs),
     /// Hand an app's traffic back to its health checks (clears activeOverride).
     Release(AppArgs),
+    /// Run a failover drill of an app now: a planned move away from a region
+    /// and back, which gives up at any real fault (spec.failover.drill).
+    Drill(DrillArgs),
     /// Take one region of an app out of traffic, keeping its replicas.
     Drain(RegionOfAppArgs),
     /// Put a drained region of an app back into traffic.
@@ -132,6 +135,17 @@ pub enum PlanOutput {
 pub struct AppArgs {
     /// The MultiRegionApp.
     pub app: String,
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+#[derive(clap::Args)]
+pub struct DrillArgs {
+    /// The MultiRegionApp.
+    pub app: String,
+    /// Start the drill now (sets the app's multiregion.io/drill-requested).
+    #[arg(long, required = true)]
+    pub now: bool,
     #[command(flatten)]
     pub hub: HubArgs,
 }

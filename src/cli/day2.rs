@@ -1,6 +1,6 @@
 //! Day-2 commands: `status`, `plan`, and the routing controls people use
 //! in an incident or a maintenance window (`failover`, `release`, `drain`,
-//! `undrain`, `cordon`, `uncordon`). Each control is one patch of the spec,
+//! `undrain`, `cordon`, `uncordon`), and `drill` to practise a failover. Each control is one patch of the spec,
 //! the same a person could make with kubectl: the operator does the rest.
 //! With `--dry-run` the API server validates the patch and changes nothing.
 
@@ -10,9 +10,10 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 use super::args::{
-    AppArgs, FailoverArgs, HubArgs, Output, PlanArgs, PlanOutput, RegionArgs, RegionOfAppArgs,
+    AppArgs, DrillArgs, FailoverArgs, HubArgs, Output, PlanArgs, PlanOutput, RegionArgs,
+    RegionOfAppArgs,
 };
-use crate::api::{MultiRegionApp, Region};
+use crate::api::{ANNOTATION_DRILL_REQUESTED, MultiRegionApp, Region};
 use crate::plan::playbook;
 
 /// The field manager of the commands' patches, shown in managedFields.
@@ -205,6 +206,37 @@ pub async fn failover(args: FailoverArgs) -> Result<()> {
 
 pub async fn release(args: AppArgs) -> Result<()> {
     set_override(&args.app, "", &args.hub).await
+}
+
+/// Asks the operator for a drill now: the app's drill-requested annotation
+/// set to the current time. The outcome appears in status.drills.
+pub async fn drill(args: DrillArgs) -> Result<()> {
+    let (client, namespace) = hub(&args.hub).await?;
+    let api: Api<MultiRegionApp> = Api::namespaced(client, &namespace);
+    let current = app(&api, &args.app, &namespace).await?;
+    let before = current
+        .annotations()
+        .get(ANNOTATION_DRILL_REQUESTED)
+        .cloned()
+        .unwrap_or_default();
+    let now = jiff::Timestamp::now().to_string();
+    let patch = json!({"metadata": {"annotations": {ANNOTATION_DRILL_REQUESTED: now}}});
+    api.patch(&args.app, &patch_params(&args.hub), &Patch::Merge(&patch))
+        .await
+        .with_context(|| format!("requesting a drill of {}", args.app))?;
+    report(
+        "multiregionapp",
+        &args.app,
+        "drill requested",
+        shown(&before),
+        &now,
+        args.hub.dry_run.is_some(),
+    );
+    println!(
+        "the outcome appears in status.drills (kubectl get mra {} -o yaml)",
+        args.app
+    );
+    Ok(())
 }
 
 /// Sets (or clears, with "") spec.failover.activeOverride.

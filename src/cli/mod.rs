@@ -60,6 +60,7 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Plan(args) => day2::plan(args),
         Command::Failover(args) => day2::failover(args).await,
         Command::Release(args) => day2::release(args).await,
+        Command::Drill(args) => day2::drill(args).await,
         Command::Drain(args) => day2::drain(args, true).await,
         Command::Undrain(args) => day2::drain(args, false).await,
         Command::Cordon(args) => day2::cordon(args, true).await,

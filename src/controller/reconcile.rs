@@ -20,12 +20,12 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 
 use super::{Context, cleanup, events, gather, placement, sinks, status};
-use crate::api::{FINALIZER, MultiRegionApp, MultiRegionAppStatus};
+use crate::api::{ANNOTATION_DRILL_REQUESTED, FINALIZER, MultiRegionApp, MultiRegionAppStatus};
 use crate::error::{Error, Result};
-use crate::metrics::FailoverLabels;
+use crate::metrics::{AppLabels, DrillLabels, FailoverLabels};
 use crate::plan::manifest::{self, AppKey, InvalidTemplate};
 use crate::plan::propagate::{self, Propagation};
-use crate::plan::{self, Applied, Decision, Inputs, Placement, SinkOutcome};
+use crate::plan::{self, Applied, Decision, EventReason, Inputs, Placement, SinkOutcome};
 
 /// Longest a placement or removal in one member may take: a member that
 /// accepts connections but does not answer (an API server still starting,
@@ -97,6 +97,7 @@ pub(super) async fn apply(
         observations: &observations,
         round,
         published: &published,
+        drill_requested: drill_requested(&app),
         now: Timestamp::now(),
     });
     if let Some(why) = &decision.hold {
@@ -124,6 +125,7 @@ pub(super) async fn apply(
             .observe(started.elapsed().as_secs_f64());
     }
     count_move(&ctx, &key, &decision);
+    count_drill(&ctx, &key, &decision, &status);
     // Make-before-break: the old active scales down only once every sink
     // sends traffic elsewhere.
     let downs = match confirmed {
@@ -134,6 +136,14 @@ pub(super) async fn apply(
     ctx.record_metrics(&key, &status);
     let next = retry_sinks.map_or(next_round, |wait| wait.min(next_round));
     Ok(requeue(next, &status, ups.iter().chain(&downs)))
+}
+
+/// When a person last asked for a drill: the app's annotation, if it is a
+/// timestamp.
+fn drill_requested(app: &MultiRegionApp) -> Option<Timestamp> {
+    app.annotations()
+        .get(ANNOTATION_DRILL_REQUESTED)
+        .and_then(|t| t.parse().ok())
 }
 
 /// Writes the status when it changed, over the resourceVersion the
@@ -280,6 +290,37 @@ fn count_move(ctx: &Context, key: &AppKey, decision: &Decision) {
                 reason: moved.reason.to_string(),
             })
             .inc();
+    }
+}
+
+/// A drill that ended in this decision, counted by result; its time to
+/// move is the app's last.
+fn count_drill(ctx: &Context, key: &AppKey, decision: &Decision, status: &MultiRegionAppStatus) {
+    let ended = decision.events.iter().any(|e| {
+        matches!(
+            e.reason,
+            EventReason::DrillSucceeded | EventReason::DrillAborted
+        )
+    });
+    let Some(outcome) = status.drills.first().filter(|_| ended) else {
+        return;
+    };
+    ctx.metrics
+        .drills
+        .get_or_create(&DrillLabels {
+            namespace: key.namespace.clone(),
+            app: key.name.clone(),
+            result: outcome.result.clone(),
+        })
+        .inc();
+    if let Some(seconds) = outcome.seconds_to_move {
+        ctx.metrics
+            .drill_move_seconds
+            .get_or_create(&AppLabels {
+                namespace: key.namespace.clone(),
+                app: key.name.clone(),
+            })
+            .set(seconds);
     }
 }
 

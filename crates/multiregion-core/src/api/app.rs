@@ -493,6 +493,85 @@ pub struct Failover {
     #[serde(default = "sixty")]
     #[schemars(range(min = 1, max = 3600))]
     pub failback_step_seconds: i32,
+    /// Failover drills: practice moves away from a region and back, on a
+    /// schedule and on request (`kubectl multiregion drill APP --now`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<Drill>,
+}
+
+/// A practice failover: a planned move away from a region and back, which
+/// gives up at any real fault.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Drill {
+    /// Days (UTC) on which a scheduled drill may start: Mon, Tue, Wed, Thu,
+    /// Fri, Sat, Sun. Empty: no scheduled drills (on request only).
+    #[serde(default)]
+    #[schemars(length(max = 7))]
+    pub weekdays: Vec<Weekday>,
+    /// The UTC window in which a scheduled drill may start (at most one a
+    /// day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<ActiveWindow>,
+    /// The region to move traffic away from. Default: the active region
+    /// (ActiveActive: the first region in the list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub away_from: Option<String>,
+    /// Seconds traffic stays away once it has moved.
+    #[serde(default = "sixty")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub away_seconds: i32,
+    /// Longest a drill may take, from its start until traffic is back;
+    /// past it the drill is aborted.
+    #[serde(default = "six_hundred")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub max_duration_seconds: i32,
+    /// Dates (`YYYY-MM-DD`, UTC) on which no scheduled drill starts.
+    #[serde(default)]
+    #[schemars(
+        length(max = 366),
+        inner(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))
+    )]
+    pub blocked_dates: Vec<String>,
+    /// Outcomes kept in `status.drills`.
+    #[serde(default = "ten")]
+    #[schemars(range(min = 1, max = 50))]
+    pub keep: i32,
+}
+
+impl Default for Drill {
+    fn default() -> Self {
+        Drill {
+            weekdays: Vec::new(),
+            window: None,
+            away_from: None,
+            away_seconds: 60,
+            max_duration_seconds: 600,
+            blocked_dates: Vec::new(),
+            keep: 10,
+        }
+    }
+}
+
+fn six_hundred() -> i32 {
+    600
+}
+
+fn ten() -> i32 {
+    10
+}
+
+/// A day of the week.
+#[derive(schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
 }
 
 fn sixty() -> i32 {
@@ -522,6 +601,7 @@ impl Default for Failover {
             replication: None,
             failback_steps: Vec::new(),
             failback_step_seconds: 60,
+            drill: None,
         }
     }
 }
@@ -760,6 +840,12 @@ pub struct MultiRegionAppStatus {
     /// Regions removed from spec whose placed objects are still being deleted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cleanup_pending: Vec<String>,
+    /// The failover drill in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillRun>,
+    /// The last drills' outcomes, newest first (`failover.drill.keep`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drills: Vec<DrillOutcome>,
     /// Home-region routing: for each region with a `home`, the region that
     /// serves its users now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -771,6 +857,48 @@ pub struct MultiRegionAppStatus {
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// A failover drill in progress.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillRun {
+    /// The region traffic moves away from.
+    pub away_from: String,
+    /// Schedule or Request.
+    pub trigger: String,
+    /// When the drill started.
+    pub started: Time,
+    /// When traffic had left the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_at: Option<Time>,
+}
+
+/// How one drill ended.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillOutcome {
+    /// The region traffic moved away from.
+    pub away_from: String,
+    /// Schedule or Request.
+    pub trigger: String,
+    /// When the drill started.
+    pub started: Time,
+    /// When traffic had left the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_at: Option<Time>,
+    /// Seconds from the start until traffic had left the region: the
+    /// measured time to move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_to_move: Option<i64>,
+    /// When traffic was back on the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub back_at: Option<Time>,
+    /// Succeeded or Aborted.
+    pub result: String,
+    /// Why it was aborted; empty when it succeeded.
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// Who serves one home region's users.

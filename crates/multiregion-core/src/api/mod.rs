@@ -31,6 +31,9 @@ pub const ANNOTATION_APPLIED_HASH: &str = "multiregion.io/applied-hash";
 /// On the pod template: a hash of the propagated ConfigMaps and Secrets, so
 /// that changing one rolls the pods.
 pub const ANNOTATION_CONFIG_CHECKSUM: &str = "multiregion.io/config-checksum";
+/// On a MultiRegionApp: when a person asked for a failover drill (RFC 3339),
+/// set by `kubectl multiregion drill APP --now`.
+pub const ANNOTATION_DRILL_REQUESTED: &str = "multiregion.io/drill-requested";
 
 /// Both CRDs, in the order they are printed.
 pub fn crds() -> Vec<CustomResourceDefinition> {

@@ -211,6 +211,8 @@ pub enum MoveReason {
     Cordon,
     /// The active region was removed from `spec.regions`.
     RegionRemoved,
+    /// A failover drill moved traffic away from the region.
+    Drill,
     /// A failover: the active region turned Unhealthy for this reason.
     Failure(Reason),
 }
@@ -226,6 +228,7 @@ impl MoveReason {
             MoveReason::Drain => "Drain",
             MoveReason::Cordon => "Cordon",
             MoveReason::RegionRemoved => "RegionRemoved",
+            MoveReason::Drill => "Drill",
             MoveReason::Failure(reason) => reason.as_str(),
         }
     }
@@ -239,6 +242,7 @@ impl MoveReason {
             "Drain" => MoveReason::Drain,
             "Cordon" => MoveReason::Cordon,
             "RegionRemoved" => MoveReason::RegionRemoved,
+            "Drill" => MoveReason::Drill,
             other => MoveReason::Failure(Reason::parse(other)),
         }
     }

@@ -14,6 +14,7 @@
 //!    back (sinks written, regions cleaned up) folded into that status.
 
 pub mod conditions;
+mod drill;
 pub mod health;
 mod home;
 pub mod manifest;
@@ -108,6 +109,9 @@ pub struct Inputs<'a> {
     /// the placed objects' role labels, what tells the current active
     /// region when the status was lost.
     pub published: &'a [(String, i32)],
+    /// When a person last asked for a failover drill
+    /// (`kubectl multiregion drill APP --now`).
+    pub drill_requested: Option<Timestamp>,
     pub now: Timestamp,
 }
 
@@ -157,6 +161,9 @@ pub enum EventReason {
     FlapDamped,
     OverrideToUnhealthyRegion,
     InvalidSpec,
+    DrillStarted,
+    DrillSucceeded,
+    DrillAborted,
     /// A home region's users are sent to another region (or back home).
     HomeRouted,
 }
@@ -177,6 +184,9 @@ impl EventReason {
             EventReason::FlapDamped => "FlapDamped",
             EventReason::OverrideToUnhealthyRegion => "OverrideToUnhealthyRegion",
             EventReason::InvalidSpec => "InvalidSpec",
+            EventReason::DrillStarted => "DrillStarted",
+            EventReason::DrillSucceeded => "DrillSucceeded",
+            EventReason::DrillAborted => "DrillAborted",
             EventReason::HomeRouted => "HomeRouted",
         }
     }
@@ -279,7 +289,8 @@ struct Outcome {
 
 /// Decides health, placement, weights and status for one app.
 pub fn decide(inputs: &Inputs) -> Decision {
-    let regions = rounds::judge(inputs);
+    let mut regions = rounds::judge(inputs);
+    let drilling = drill::begin(inputs, &mut regions);
     let recent = recent_moves(inputs);
     let outcome = match inputs.spec.strategy {
         Strategy::ActiveActive => spread::decide(inputs, &regions),
@@ -287,7 +298,7 @@ pub fn decide(inputs: &Inputs) -> Decision {
             single::decide(inputs, &regions, &recent)
         }
     };
-    status::assemble(inputs, regions, outcome, recent)
+    status::assemble(inputs, regions, outcome, recent, drilling)
 }
 
 /// Moves of the sliding hour that count toward flap damping.

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 
 use jiff::Timestamp;
 
+use super::drill::DrillRole;
 use super::health::{self, Counters, Health, Round, Thresholds, WorkloadState};
 use super::{Event, EventReason, Inputs, Observation};
 use crate::api::{AppRegion, Reason, RegionAppStatus, Strategy};
@@ -31,6 +32,8 @@ pub(super) struct RegionView<'a> {
     pub cordoned: bool,
     /// This region in the previous status, if it was there.
     pub previous: Option<&'a RegionAppStatus>,
+    /// What a failover drill does to it in this decision.
+    pub drill: DrillRole,
 }
 
 impl RegionView<'_> {
@@ -44,7 +47,7 @@ impl RegionView<'_> {
 
     /// May carry traffic: Healthy, not drained, not cordoned, not leaving.
     pub fn eligible(&self) -> bool {
-        self.healthy() && !self.taken_out() && !self.leaving
+        self.healthy() && !self.taken_out() && !self.leaving && self.drill != DrillRole::HeldOut
     }
 
     /// Serving on the data plane's word only: its API server is out of
@@ -183,6 +186,7 @@ fn judge_one<'a>(inputs: &'a Inputs, region: Cow<'a, AppRegion>) -> RegionView<'
         full,
         standby: spec.standby.replicas.clamp(0, full),
         previous,
+        drill: DrillRole::None,
     }
 }
 

@@ -11,6 +11,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::drill::DrillRole;
 use super::rounds::RegionView;
 use super::{Assignment, Event, EventReason, Flags, Inputs, Move, Outcome, Role, schedule};
 use crate::api::{
@@ -226,6 +227,11 @@ impl<'a> Single<'a> {
                 Want::Immediate(t, MoveReason::Failure(reason))
             });
         }
+        if current.drill == DrillRole::HeldOut {
+            return self
+                .promotable(&candidates)
+                .map_or(Want::Stay, |t| Want::Planned(t, MoveReason::Drill));
+        }
         if current.taken_out() {
             let why = if current.spec.drain {
                 MoveReason::Drain
@@ -242,6 +248,15 @@ impl<'a> Single<'a> {
     /// A healthy active region: the schedule's region, or a more preferred
     /// one (failback), once they pass the RPO gate.
     fn want_better(&mut self, active: usize, candidates: &[usize]) -> Want {
+        if let Some(back) = candidates
+            .iter()
+            .copied()
+            .find(|&c| self.regions[c].drill == DrillRole::Returning)
+        {
+            return self
+                .promotable(&[back])
+                .map_or(Want::Stay, |t| Want::Planned(t, MoveReason::Drill));
+        }
         if let Some(target) = self
             .scheduled
             .filter(|&s| s != active && self.regions[s].eligible())

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use super::conditions::{self, Conditions};
 use super::health::{Health, RegionState, WorkloadState};
 use super::rounds::{self, RegionView};
-use super::{Decision, Event, EventReason, Inputs, Outcome, Placement, home, weights};
+use super::{Decision, Event, EventReason, Inputs, Outcome, Placement, drill, home, weights};
 use crate::api::{
     AllUnhealthy, FailoverRecord, MoveReason, MultiRegionAppStatus, Ramp, Reason, RegionAppStatus,
     Strategy,
@@ -20,6 +20,7 @@ pub(super) fn assemble(
     regions: Vec<RegionView>,
     mut outcome: Outcome,
     recent: Vec<Timestamp>,
+    drilling: drill::Drilling,
 ) -> Decision {
     if let Some(why) = outcome.hold.take() {
         return held(inputs, why);
@@ -51,6 +52,8 @@ pub(super) fn assemble(
     let cleanup = removed_regions(inputs, outcome.active.as_deref());
     let decided: Vec<i32> = weights.iter().map(|(_, w)| *w).collect();
     let homes = home::route(inputs, &regions, &decided);
+    let (drill_run, drills, drill_events) = drill::settle(inputs, drilling, &weights);
+    events.extend(drill_events);
     events.extend(home::moves(inputs, &homes));
     let healthy = regions.iter().filter(|r| r.healthy()).count();
     let status = MultiRegionAppStatus {
@@ -64,6 +67,8 @@ pub(super) fn assemble(
         recent_failovers: recent_failovers.into_iter().map(Time).collect(),
         pending_move: outcome.pending.clone(),
         cleanup_pending: cleanup.clone(),
+        drill: drill_run,
+        drills,
         homes,
         conditions,
     };
@@ -104,10 +109,11 @@ fn record_move(
     let Some(moved) = &outcome.moved else {
         return (recent, inputs.previous.last_failover.clone());
     };
-    if moved.reason == MoveReason::Override {
-        recent.clear();
-    } else {
-        recent.push(inputs.now);
+    match moved.reason {
+        MoveReason::Override => recent.clear(),
+        // Practice does not spend the flap budget.
+        MoveReason::Drill => {}
+        _ => recent.push(inputs.now),
     }
     let message = format!(
         "traffic moved from {} to {} ({})",
@@ -322,7 +328,11 @@ fn failed_over(
     }
     let away = outcome.active.as_deref().and_then(|active| {
         last_failover.filter(|f| {
-            f.to == active && !matches!(f.reason, MoveReason::Failback | MoveReason::Schedule)
+            f.to == active
+                && !matches!(
+                    f.reason,
+                    MoveReason::Failback | MoveReason::Schedule | MoveReason::Drill
+                )
         })
     });
     match away {

@@ -86,6 +86,8 @@ struct Sim {
     status: MultiRegionAppStatus,
     now: i64,
     last: Option<Decision>,
+    /// `multiregion.io/drill-requested`, as the app carries it.
+    drill_requested: Option<Timestamp>,
 }
 
 impl Sim {
@@ -95,6 +97,7 @@ impl Sim {
             status: MultiRegionAppStatus::default(),
             now: 0,
             last: None,
+            drill_requested: None,
         }
     }
 
@@ -132,6 +135,7 @@ impl Sim {
             observations: &obs,
             round,
             published: &[],
+            drill_requested: self.drill_requested,
             now: at(self.now),
         });
         self.status = d.status.clone();
@@ -1045,6 +1049,7 @@ fn check_invariants_with(
             observations: &obs,
             round: step.round,
             published: &[],
+            drill_requested: None,
             now: at(sim.now),
         });
         prop_assert_eq!(&again, &d);
@@ -1079,6 +1084,7 @@ proptest! {
     }
 }
 
+mod drills;
 mod faults;
 mod homes;
 mod propagation;

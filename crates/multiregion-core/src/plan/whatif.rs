@@ -42,6 +42,44 @@ impl From<&Decision> for Snapshot {
     }
 }
 
+/// Every region reachable and running what was last decided, ready, with
+/// standbys in sync (the what-if shows the move the RPO gate allows when
+/// replication keeps up); `failed`'s API server unreachable.
+fn observe(
+    spec: &MultiRegionAppSpec,
+    last: Option<&Decision>,
+    failed: Option<&str>,
+) -> BTreeMap<String, Observation> {
+    spec.regions
+        .iter()
+        .map(|r| {
+            let replicas = last
+                .and_then(|d| d.placements.iter().find(|p| p.region == r.name))
+                .map_or(spec.workload.replicas, |p| p.replicas);
+            let region = match failed {
+                Some(name) if name == r.name => {
+                    RegionState::Unreachable("simulated failure".into())
+                }
+                _ => RegionState::Reachable,
+            };
+            let obs = Observation {
+                region,
+                cordoned: false,
+                workload: WorkloadState::Placed {
+                    replicas,
+                    ready: replicas,
+                    lag_seconds: Some(0.0),
+                    rolling_out: false,
+                    role: None,
+                },
+                http: HttpResult::NotChecked,
+                missing_config: None,
+            };
+            (r.name.clone(), obs)
+        })
+        .collect()
+}
+
 /// Runs rounds with every region healthy until the decision settles, then
 /// fails `failed` (its API server unreachable) until it is detected.
 pub fn simulate(
@@ -59,37 +97,7 @@ pub fn simulate(
                  fail: bool,
                  t: Timestamp|
      -> Decision {
-        let observations: BTreeMap<String, Observation> = spec
-            .regions
-            .iter()
-            .map(|r| {
-                let replicas = last
-                    .as_ref()
-                    .and_then(|d| d.placements.iter().find(|p| p.region == r.name))
-                    .map_or(spec.workload.replicas, |p| p.replicas);
-                let region = if fail && r.name == failed {
-                    RegionState::Unreachable("simulated failure".into())
-                } else {
-                    RegionState::Reachable
-                };
-                let obs = Observation {
-                    region,
-                    cordoned: false,
-                    workload: WorkloadState::Placed {
-                        replicas,
-                        ready: replicas,
-                        // Standbys in sync: the what-if shows the move the
-                        // RPO gate allows when replication keeps up.
-                        lag_seconds: Some(0.0),
-                        rolling_out: false,
-                        role: None,
-                    },
-                    http: HttpResult::NotChecked,
-                    missing_config: None,
-                };
-                (r.name.clone(), obs)
-            })
-            .collect();
+        let observations = observe(spec, last.as_ref(), fail.then_some(failed));
         let d = decide(&Inputs {
             spec,
             generation: None,
@@ -97,6 +105,7 @@ pub fn simulate(
             observations: &observations,
             round: true,
             published: &[],
+            drill_requested: None,
             now: t,
         });
         *status = d.status.clone();
