@@ -2,6 +2,8 @@
 //! running as real control planes (localregions).
 
 mod common;
+#[path = "operator/overrides.rs"]
+mod overrides;
 #[path = "operator/propagation.rs"]
 mod propagation;
 
@@ -692,6 +694,16 @@ fn invalid_app_patches() -> Vec<(&'static str, serde_json::Value, &'static str)>
             "a failback step above 100",
             json!({"failover": {"failbackSteps": [10, 150]}}),
             "spec.failover.failbackSteps[1]",
+        ),
+        (
+            "a patch of the operator's replicas",
+            json!({"regions": [{"name": "a", "overrides": {"patches": [{"op": "replace", "path": "/spec/replicas", "value": 9}]}}, {"name": "b"}]}),
+            "spec.regions[0].overrides.patches[0].path",
+        ),
+        (
+            "a patch op outside add, replace and remove",
+            json!({"regions": [{"name": "a", "overrides": {"patches": [{"op": "move", "path": "/spec/paused"}]}}, {"name": "b"}]}),
+            "spec.regions[0].overrides.patches[0].op",
         ),
         (
             "propagation selector without labels",

@@ -34,6 +34,7 @@ pub(super) fn observe(
         endpoint: None,
         active_window: None,
         drain: false,
+        overrides: None,
         home: None,
     });
     app.spec

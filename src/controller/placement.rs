@@ -60,7 +60,12 @@ async fn place_objects(
     ensure_namespace(member, client, &app.namespace).await?;
     let mut wrote = false;
     if let Some(store) = member.deployments() {
-        let deployment = manifest::deployment(app, template, placement);
+        let region_overrides = spec
+            .regions
+            .iter()
+            .find(|r| r.name == placement.region)
+            .and_then(|r| r.overrides.as_ref());
+        let deployment = manifest::deployment_for(app, template, placement, region_overrides);
         wrote |= apply_owned(client, store, region, app, deployment).await?;
     }
     if let Some(store) = member.services() {

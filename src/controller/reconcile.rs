@@ -23,7 +23,8 @@ use super::{Context, cleanup, events, gather, placement, sinks, status};
 use crate::api::{ANNOTATION_DRILL_REQUESTED, FINALIZER, MultiRegionApp, MultiRegionAppStatus};
 use crate::error::{Error, Result};
 use crate::metrics::{AppLabels, DrillLabels, FailoverLabels};
-use crate::plan::manifest::{self, AppKey, InvalidTemplate};
+use crate::plan::manifest::{self, AppKey};
+use crate::plan::overrides;
 use crate::plan::propagate::{self, Propagation};
 use crate::plan::{self, Applied, Decision, EventReason, Inputs, Placement, SinkOutcome};
 
@@ -82,8 +83,13 @@ pub(super) async fn apply(
     let (previous, version) = ctx.fresh_status(&key, &app);
     let template = match manifest::validate_template(&app.spec) {
         Ok(template) => template,
-        Err(invalid) => return invalid_spec(&ctx, &app, &previous, version, &invalid).await,
+        Err(invalid) => {
+            return invalid_spec(&ctx, &app, &previous, version, &invalid.to_string()).await;
+        }
     };
+    if let Err(invalid) = overrides::validate(&app.spec, &template) {
+        return invalid_spec(&ctx, &app, &previous, version, &invalid.to_string()).await;
+    }
     let propagation = ctx.hub_config.resolve(&app);
     let template = propagate::with_checksum(template, propagation.checksum().as_deref());
     let observations = gather::observe(&ctx, &app, &key, &previous, &propagation);
@@ -342,19 +348,19 @@ fn requeue<'a>(
     Action::requeue(wait.max(Duration::from_millis(100)))
 }
 
-/// A template that is not a PodTemplateSpec: reported (one Event per spec
-/// generation), nothing placed.
+/// A spec that cannot be placed (a template that is not a PodTemplateSpec,
+/// overrides that do not apply): reported, naming the field (one Event per
+/// spec generation), nothing placed.
 async fn invalid_spec(
     ctx: &Context,
     app: &MultiRegionApp,
     previous: &MultiRegionAppStatus,
     version: Option<String>,
-    invalid: &InvalidTemplate,
+    message: &str,
 ) -> Result<Action> {
     let key = ctx.key_of(app);
-    let message = invalid.to_string();
     let (status, event) =
-        plan::invalid_spec(previous, app.meta().generation, &message, Timestamp::now());
+        plan::invalid_spec(previous, app.meta().generation, message, Timestamp::now());
     write(ctx, &key, previous, version, &status).await?;
     events::announce(ctx, app, event.as_slice()).await;
     Ok(Action::await_change())

@@ -174,6 +174,11 @@ pub struct AppRegion {
     #[serde(default)]
     pub drain: bool,
 
+    /// What this region gets differently: container images, environment
+    /// variables, and JSON patches of its Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<Overrides>,
+
     /// ActiveActive home-region routing: the users who live here (by
     /// continent and country), sent to this region first by the traffic
     /// sinks, and to the next healthy region in list order while it is
@@ -184,6 +189,76 @@ pub struct AppRegion {
 
 fn hundred() -> i32 {
     100
+}
+
+/// Per-region changes to the Deployment placed there, applied in this
+/// order: images, env, patches. Checked when the app is applied: a
+/// container that does not exist or a patch that does not apply makes the
+/// app `InvalidSpec`, naming the field.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Overrides {
+    /// Image per container name (a region's own registry, for example).
+    #[serde(default)]
+    pub images: std::collections::BTreeMap<String, String>,
+    /// Environment variables set (added or replaced) in the containers.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub env: Vec<EnvOverride>,
+    /// JSON patch operations (RFC 6902 add, replace, remove) on this
+    /// region's Deployment, under `/spec/template/` or other `/spec/`
+    /// fields the operator does not own (not `/spec/replicas`, use
+    /// `regions[].replicas`; not `/spec/selector`).
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub patches: Vec<PatchOperation>,
+}
+
+/// One environment variable for a region.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvOverride {
+    /// Variable name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Value.
+    #[serde(default)]
+    pub value: String,
+    /// Containers to set it in; empty: every container.
+    #[serde(default)]
+    pub containers: Vec<String>,
+}
+
+/// One JSON patch operation.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("self.path.startsWith('/spec/') && !self.path.startsWith('/spec/replicas') && !self.path.startsWith('/spec/selector')").message("path must be under /spec/, not /spec/replicas or /spec/selector").field_path(".path"))]
+pub struct PatchOperation {
+    /// add, replace or remove.
+    pub op: PatchOp,
+    /// A JSON pointer into the Deployment, e.g.
+    /// `/spec/template/spec/nodeSelector`.
+    #[schemars(length(min = 1, max = 1024))]
+    pub path: String,
+    /// The value to add or replace with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_value")]
+    pub value: Option<serde_json::Value>,
+}
+
+fn any_value(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    json_schema!({ "x-kubernetes-preserve-unknown-fields": true, "nullable": true })
+}
+
+/// A JSON patch operation's kind.
+#[derive(schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PatchOp {
+    /// Add a member or array element (`-` appends).
+    Add,
+    /// Replace an existing value.
+    Replace,
+    /// Remove an existing value.
+    Remove,
 }
 
 /// Where a region's users live.

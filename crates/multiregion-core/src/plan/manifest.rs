@@ -16,9 +16,10 @@ use serde_json::Value;
 
 use crate::api::{
     ANNOTATION_APPLIED_HASH, LABEL_APP, LABEL_APP_NAMESPACE, LABEL_HUB, LABEL_MANAGED_BY,
-    LABEL_REGION, LABEL_ROLE, MultiRegionAppSpec,
+    LABEL_REGION, LABEL_ROLE, MultiRegionAppSpec, Overrides,
 };
 use crate::plan::Placement;
+use crate::plan::overrides;
 
 /// Identifies the app the placed objects belong to: its hub, namespace and
 /// name. Two hubs may run apps of the same name in one member cluster; the
@@ -132,6 +133,17 @@ pub fn validate_template(spec: &MultiRegionAppSpec) -> Result<PodTemplateSpec, I
 
 /// The Deployment for one region, from the app's validated pod template.
 pub fn deployment(app: &AppKey, template: &PodTemplateSpec, placement: &Placement) -> Deployment {
+    deployment_for(app, template, placement, None)
+}
+
+/// The Deployment for one region with the region's overrides (checked by
+/// `overrides::validate` before anything is placed, so they apply).
+pub fn deployment_for(
+    app: &AppKey,
+    template: &PodTemplateSpec,
+    placement: &Placement,
+    region_overrides: Option<&Overrides>,
+) -> Deployment {
     let mut metadata = object_meta(app, &app.name, &placement.region);
     if let Some(labels) = metadata.labels.as_mut() {
         labels.insert(LABEL_ROLE.to_string(), placement.role.label().to_string());
@@ -140,11 +152,14 @@ pub fn deployment(app: &AppKey, template: &PodTemplateSpec, placement: &Placemen
     // labels (a pod can read its region through the downward API). The role
     // is not: changing it would roll the pods.
     let mut template = template.clone();
+    if let Some(o) = region_overrides {
+        let _ = overrides::on_template(&mut template, o, "overrides");
+    }
     let pod_meta = template.metadata.get_or_insert_with(ObjectMeta::default);
     let pod_labels = pod_meta.labels.get_or_insert_with(BTreeMap::new);
     pod_labels.extend(pod_selector(app));
     pod_labels.insert(LABEL_REGION.to_string(), placement.region.clone());
-    with_hash(Deployment {
+    let deployment = Deployment {
         metadata,
         spec: Some(DeploymentSpec {
             replicas: Some(placement.replicas),
@@ -156,7 +171,14 @@ pub fn deployment(app: &AppKey, template: &PodTemplateSpec, placement: &Placemen
             ..DeploymentSpec::default()
         }),
         status: None,
-    })
+    };
+    let deployment = match region_overrides {
+        Some(o) => {
+            overrides::on_deployment(deployment.clone(), o, "overrides").unwrap_or(deployment)
+        }
+        None => deployment,
+    };
+    with_hash(deployment)
 }
 
 /// The Service for one region, when the app asks for one.

@@ -18,6 +18,7 @@ mod drill;
 pub mod health;
 mod home;
 pub mod manifest;
+pub mod overrides;
 pub mod playbook;
 pub mod propagate;
 pub mod schedule;

@@ -107,6 +107,7 @@ fn leaving_spec(name: &str) -> AppRegion {
         endpoint: None,
         active_window: None,
         drain: false,
+        overrides: None,
         home: None,
     }
 }
