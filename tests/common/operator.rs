@@ -141,11 +141,7 @@ impl Env {
         for name in REGIONS {
             join_region(&regions, name).await;
         }
-        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let metrics_port = free_port();
         let env = Env {
             regions: tokio::sync::Mutex::new(regions),
             dir,
@@ -416,16 +412,12 @@ pub async fn register_region(hub: &Client, name: &str, kubeconfig: &str, extra: 
         .expect("region");
 }
 
-/// An app spec with fast health rounds (1 s x 3 / 2) and a small workload.
-/// A free port on 127.0.0.1.
+/// A free port on 127.0.0.1, outside the range outgoing connections use.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    localregions::free_port().expect("a free port")
 }
 
+/// An app spec with fast health rounds (1 s x 3 / 2) and a small workload.
 pub fn app_spec(strategy: &str, regions: &[&str], extra: Value) -> Value {
     let mut spec = json!({
         "strategy": strategy,

@@ -29,7 +29,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde::{Deserialize, Serialize};
 
 pub use binaries::{Binaries, source_dir};
-pub use process::Component;
+pub use process::{Component, free_port};
 pub use traffic::{GATEWAY_NAME, GATEWAY_NAMESPACE, Traffic, ZONE};
 
 /// Where clusters live unless `--dir` says otherwise.

@@ -139,8 +139,50 @@ pub fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released at once).
+/// A free TCP port on 127.0.0.1 (bound and released at once), taken from
+/// below the kernel's ephemeral range: a port the OS hands out (`:0`) is
+/// from that range, where any outgoing connection may take it between our
+/// check and the component's bind ("address already in use"). Each call
+/// in a process moves on to the next port, from a start that differs by
+/// process.
 pub fn free_port() -> Result<u16> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let (low, high) = below_ephemeral();
+    let span = u32::from(high - low) + 1;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span.min(4096) {
+        let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = low + ((start + step) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// Ports no outgoing connection uses: from 10000 up to the start of
+/// `ip_local_port_range` (10000..=32767 when it cannot be read).
+fn below_ephemeral() -> (u16, u16) {
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|&start| start > 11_000)
+        .unwrap_or(32_768);
+    (10_000, start - 1)
+}
+
+#[cfg(test)]
+mod port_tests {
+    #[test]
+    fn free_ports_are_distinct_bindable_and_outside_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..50).map(|_| super::free_port().unwrap()).collect();
+        let mut unique = ports.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len(), "{ports:?}");
+        let (low, high) = super::below_ephemeral();
+        assert!(ports.iter().all(|p| (low..=high).contains(p)), "{ports:?}");
+        assert!(std::net::TcpListener::bind(("127.0.0.1", ports[0])).is_ok());
+    }
 }
