@@ -219,7 +219,9 @@ pub async fn drill(args: DrillArgs) -> Result<()> {
         .get(ANNOTATION_DRILL_REQUESTED)
         .cloned()
         .unwrap_or_default();
-    let now = jiff::Timestamp::now().to_string();
+    // Whole seconds, as the status records the drills it answers.
+    let second = jiff::Timestamp::now().as_second();
+    let now = jiff::Timestamp::from_second(second)?.to_string();
     let patch = json!({"metadata": {"annotations": {ANNOTATION_DRILL_REQUESTED: now}}});
     api.patch(&args.app, &patch_params(&args.hub), &Patch::Merge(&patch))
         .await

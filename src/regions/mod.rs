@@ -189,10 +189,14 @@ impl Registry {
             watch::watch_placed::<Deployment>(name, &client, &selector, triggers.clone());
         let (services, service_task) =
             watch::watch_placed::<Service>(name, &client, &selector, triggers.clone());
-        let (config_maps, config_map_task) =
-            watch::watch_placed::<ConfigMap>(name, &client, &selector, triggers.clone());
+        let (config_maps, config_map_task) = watch::watch_placed_when_allowed::<ConfigMap>(
+            name,
+            &client,
+            &selector,
+            triggers.clone(),
+        );
         let (secrets, secret_task) =
-            watch::watch_placed::<Secret>(name, &client, &selector, triggers);
+            watch::watch_placed_when_allowed::<Secret>(name, &client, &selector, triggers);
         tracing::info!(region = %name, "region client ready");
         let placed = Placed {
             deployments,

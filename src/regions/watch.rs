@@ -52,6 +52,74 @@ where
         .is_some_and(|r| r.is_ok())
 }
 
+/// How often a region that refuses a watch of propagated copies (joined
+/// without `--allow-secrets`, or before ConfigMaps were propagated) is
+/// asked again.
+const PERMISSION_RECHECK: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Like `watch_placed`, but only once the member lets the operator list
+/// the kind cluster-wide (asked with a SelfSubjectAccessReview, again every
+/// five minutes): a refused watch would be retried, and logged, five times
+/// a second for good. Until then the store is never ready, and regions
+/// report the copies as not listed.
+pub(crate) fn watch_placed_when_allowed<K>(
+    place: &str,
+    client: &Client,
+    selector: &str,
+    triggers: UnboundedSender<Trigger>,
+) -> (Store<K>, JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let (place, client, selector) = (place.to_string(), client.clone(), selector.to_string());
+    let task = tokio::spawn(async move {
+        let resource = K::plural(&()).to_string();
+        let mut told = false;
+        while !may_list(&client, &resource).await {
+            if !told {
+                tracing::info!(region = %place, resource = %resource, "the operator may not list these here; copies of this kind are not propagated to this region until it may (join --allow-secrets grants Secrets)");
+                told = true;
+            }
+            tokio::time::sleep(PERMISSION_RECHECK).await;
+        }
+        run_watch(place, client, selector, triggers, writer).await;
+    });
+    (store, task)
+}
+
+/// Whether the member lets this identity list `resource` (core group) in
+/// every namespace.
+async fn may_list(client: &Client, resource: &str) -> bool {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some("list".into()),
+                resource: Some(resource.into()),
+                ..ResourceAttributes::default()
+            }),
+            ..SelfSubjectAccessReviewSpec::default()
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    match api.create(&Default::default(), &review).await {
+        Ok(answer) => answer.status.is_some_and(|s| s.allowed),
+        // Unknown (the server is down, or reviews are not allowed): watch,
+        // as before.
+        Err(_) => true,
+    }
+}
+
 /// A label-scoped watch of one kind of object in a cluster; every change
 /// triggers the app named in the object's labels.
 pub(crate) fn watch_placed<K>(
@@ -70,10 +138,34 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store::<K>();
-    let api: Api<K> = Api::all(client.clone());
-    let config = watcher::Config::default().labels(selector);
-    let place = place.to_string();
-    let task = tokio::spawn(async move {
+    let task = tokio::spawn(run_watch(
+        place.to_string(),
+        client.clone(),
+        selector.to_string(),
+        triggers,
+        writer,
+    ));
+    (store, task)
+}
+
+async fn run_watch<K>(
+    place: String,
+    client: Client,
+    selector: String,
+    triggers: UnboundedSender<Trigger>,
+    writer: reflector::store::Writer<K>,
+) where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<K> = Api::all(client);
+    let config = watcher::Config::default().labels(&selector);
+    {
         // The cache keeps what placement and health read; managed fields
         // are most of an object's size and neither reads them.
         let objects = watcher(api, config).modify(|object| {
@@ -95,8 +187,7 @@ where
                 }
             }
         }
-    });
-    (store, task)
+    }
 }
 
 /// The app an object was placed (or published) for, from its labels.

@@ -121,14 +121,20 @@ fn outcome(run: DrillRun, result: &str, reason: String, back_at: Option<Time>) -
     }
 }
 
-/// Why a drill should start now: a request newer than the last drill, or
-/// the schedule.
+/// Why a drill should start now: a request from a later second than the
+/// last drill's start (status times are whole seconds: a request answered
+/// by a drill started in its own second is not answered twice), or the
+/// schedule.
 fn trigger(inputs: &Inputs) -> Option<&'static str> {
-    let last_start = inputs.previous.drills.first().map(|d| d.started.0);
+    let last_start = inputs
+        .previous
+        .drills
+        .first()
+        .map(|d| d.started.0.as_second());
     let requested = inputs.drill_requested.filter(|&t| {
         t <= inputs.now
             && inputs.now.as_second() - t.as_second() < REQUEST_TTL_SECONDS
-            && last_start.is_none_or(|last| t > last)
+            && last_start.is_none_or(|last| t.as_second() > last)
     });
     if requested.is_some() {
         return Some("Request");

@@ -193,3 +193,31 @@ fn active_active_drills_take_the_region_to_zero_and_back() {
     assert_eq!(sim.weights(), "us-east=50 eu-west=50");
     assert_eq!(sim.status.drills[0].result, "Succeeded");
 }
+
+#[test]
+fn a_request_is_answered_once_although_status_times_are_whole_seconds() {
+    let mut sim = settled(drilled(json!({"awaySeconds": 60})));
+    let requested = at(sim.now)
+        .checked_add(jiff::SignedDuration::from_millis(600))
+        .unwrap();
+    sim.drill_requested = Some(requested);
+    sim.round(&[]);
+    assert!(sim.status.drill.is_some());
+    sim.spec.failover.active_override = "us-east".into();
+    sim.round(&[]);
+    assert_eq!(sim.status.drills.len(), 1, "aborted by the override");
+    // As the API server stores it: the start truncated to its second, which
+    // is earlier than the request.
+    sim.status.drills[0].started =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(sim.now - 2));
+    sim.spec.failover.active_override = String::new();
+    for _ in 0..3 {
+        sim.round(&[]);
+    }
+    assert_eq!(
+        sim.status.drills.len(),
+        1,
+        "no second drill for one request"
+    );
+    assert!(sim.status.drill.is_none());
+}
