@@ -59,36 +59,35 @@ impl HubConfig {
         }
     }
 
-    /// What the app propagates, as the hub holds it now. Until a watch has
-    /// listed, its kind reports as not listed yet.
+    /// What the app propagates, as the hub holds it now.
     pub fn resolve(&self, app: &MultiRegionApp) -> Propagation {
         let Some(spec) = app.spec.propagate.as_ref() else {
             return Propagation::default();
         };
         let namespace = app.namespace().unwrap_or_default();
-        let mut propagation = propagate::resolve(
+        propagate::resolve(
             Some(spec),
             in_namespace(self.config_maps.as_ref(), &namespace),
             in_namespace(self.secrets.as_ref(), &namespace),
-        );
-        let listing = [
-            (
-                "ConfigMaps",
-                !spec.config_maps.is_empty(),
-                self.config_maps.as_ref().map(store_ready),
-            ),
-            (
-                "Secrets",
-                !spec.secrets.is_empty(),
-                self.secrets.as_ref().map(store_ready),
-            ),
-        ];
-        for (kind, wanted, ready) in listing {
-            if wanted && ready == Some(false) {
-                propagation.unresolved = vec![format!("{kind}: the hub's are not listed yet")];
-            }
-        }
-        propagation
+        )
+    }
+
+    /// Whether every kind the app propagates has been listed from the hub
+    /// (at start and after a new leader takes over): until then the app
+    /// is not reconciled, since an empty cache would drop the pods'
+    /// checksum and roll them, and count every copy as unwanted.
+    pub fn listed(&self, app: &MultiRegionApp) -> bool {
+        let Some(spec) = app.spec.propagate.as_ref() else {
+            return true;
+        };
+        let ready = |wanted: bool, store: Option<bool>| !wanted || store.unwrap_or(true);
+        ready(
+            !spec.config_maps.is_empty(),
+            self.config_maps.as_ref().map(store_ready),
+        ) && ready(
+            !spec.secrets.is_empty(),
+            self.secrets.as_ref().map(store_ready),
+        )
     }
 }
 

@@ -32,11 +32,18 @@ pub async fn place(
     propagation: &Propagation,
     placement: &Placement,
 ) -> Result<bool> {
-    let placing = async {
-        let copied = place_copies(member, app, spec, propagation).await?;
-        Ok(copied | place_objects(member, app, spec, template, placement).await?)
-    };
-    let result = placing.await;
+    // A copy that cannot be written (refused, or a same-named object the
+    // operator did not create) never holds back the workload: the region
+    // then reports the copy missing (ConfigNotPropagated).
+    let copied = place_copies(member, app, spec, propagation)
+        .await
+        .unwrap_or_else(|err| {
+            tracing::warn!(region = %member.name(), app = %app.name, namespace = %app.namespace, error = %err, "propagated copies not placed");
+            false
+        });
+    let result = place_objects(member, app, spec, template, placement)
+        .await
+        .map(|wrote| wrote | copied);
     if let Err(Error::Refused { message, .. }) = &result
         && message.contains("NotFound")
     {
@@ -60,12 +67,16 @@ async fn place_objects(
     ensure_namespace(member, client, &app.namespace).await?;
     let mut wrote = false;
     if let Some(store) = member.deployments() {
-        let region_overrides = spec
-            .regions
-            .iter()
-            .find(|r| r.name == placement.region)
-            .and_then(|r| r.overrides.as_ref());
-        let deployment = manifest::deployment_for(app, template, placement, region_overrides);
+        let index = spec.regions.iter().position(|r| r.name == placement.region);
+        let region_overrides = index.and_then(|i| spec.regions[i].overrides.as_ref());
+        let field = format!("spec.regions[{}].overrides", index.unwrap_or_default());
+        let deployment =
+            manifest::deployment_for(app, template, placement, region_overrides, &field).map_err(
+                |invalid| Error::Refused {
+                    region: region.to_string(),
+                    message: invalid.to_string(),
+                },
+            )?;
         wrote |= apply_owned(client, store, region, app, deployment).await?;
     }
     if let Some(store) = member.services() {
@@ -135,7 +146,11 @@ where
         .iter()
         .filter(|o| o.namespace().as_deref() == Some(app.namespace.as_str()))
         .filter(|o| manifest::owned_by(Some(o.labels()), app, region))
-        .filter(|o| !propagate::selects(wanted, &o.name_any(), Some(o.labels())))
+        .filter(|o| {
+            let original = propagate::source_labels(o.meta());
+            let labels = original.as_ref().unwrap_or(o.labels());
+            !propagate::selects(wanted, &o.name_any(), Some(labels))
+        })
         .map(|o| o.name_any())
         .collect();
     let api: Api<K> = Api::namespaced(client.clone(), &app.namespace);

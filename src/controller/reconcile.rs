@@ -87,11 +87,15 @@ pub(super) async fn apply(
             return invalid_spec(&ctx, &app, &previous, version, &invalid.to_string()).await;
         }
     };
-    if let Err(invalid) = overrides::validate(&app.spec, &template) {
-        return invalid_spec(&ctx, &app, &previous, version, &invalid.to_string()).await;
+
+    if !ctx.hub_config.listed(&app) {
+        return Ok(Action::requeue(Duration::from_millis(500)));
     }
     let propagation = ctx.hub_config.resolve(&app);
     let template = propagate::with_checksum(template, propagation.checksum().as_deref());
+    if let Err(invalid) = overrides::validate(&key, &app.spec, &template) {
+        return invalid_spec(&ctx, &app, &previous, version, &invalid.to_string()).await;
+    }
     let observations = gather::observe(&ctx, &app, &key, &previous, &propagation);
     let interval = Duration::from_secs(app.spec.health_check.interval_seconds.max(1) as u64);
     let (round, next_round) = ctx.round_due(&key, interval, &gather::evidence(&observations));

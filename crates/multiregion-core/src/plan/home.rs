@@ -13,14 +13,21 @@ use super::{Event, EventReason, Inputs};
 use crate::api::HomeRoute;
 
 /// For each region with a `home`, in spec order, the region that serves its
-/// users after this decision. `weights` are the decided weights, in the
-/// order of `regions`.
-pub(super) fn route(inputs: &Inputs, regions: &[RegionView], weights: &[i32]) -> Vec<HomeRoute> {
+/// users after this decision. `weights` are the decided weights and
+/// `ramping` whether each region is still climbing the failback steps, in
+/// the order of `regions`: users go home only to a region at full weight.
+pub(super) fn route(
+    inputs: &Inputs,
+    regions: &[RegionView],
+    weights: &[i32],
+    ramping: &[bool],
+) -> Vec<HomeRoute> {
     let serving = |name: &str| {
         regions
             .iter()
             .zip(weights)
-            .any(|(r, w)| r.name() == name && *w > 0)
+            .zip(ramping.iter().chain(std::iter::repeat(&false)))
+            .any(|((r, w), ramp)| r.name() == name && *w > 0 && !ramp)
     };
     regions
         .iter()

@@ -133,17 +133,31 @@ pub fn validate_template(spec: &MultiRegionAppSpec) -> Result<PodTemplateSpec, I
 
 /// The Deployment for one region, from the app's validated pod template.
 pub fn deployment(app: &AppKey, template: &PodTemplateSpec, placement: &Placement) -> Deployment {
-    deployment_for(app, template, placement, None)
+    with_hash(unhashed(app, template.clone(), placement))
 }
 
-/// The Deployment for one region with the region's overrides (checked by
-/// `overrides::validate` before anything is placed, so they apply).
+/// The Deployment for one region with its overrides (`field` names them
+/// in errors): images and env on the template, then the patches on the
+/// Deployment as it would be placed. Checked for every region by
+/// `overrides::validate` before anything is placed.
 pub fn deployment_for(
     app: &AppKey,
     template: &PodTemplateSpec,
     placement: &Placement,
     region_overrides: Option<&Overrides>,
-) -> Deployment {
+    field: &str,
+) -> Result<Deployment, overrides::InvalidOverride> {
+    let Some(o) = region_overrides else {
+        return Ok(deployment(app, template, placement));
+    };
+    let mut template = template.clone();
+    overrides::on_template(&mut template, o, field)?;
+    let patched = overrides::on_deployment(unhashed(app, template, placement), o, field)?;
+    Ok(with_hash(patched))
+}
+
+/// The Deployment before its applied-hash.
+fn unhashed(app: &AppKey, mut template: PodTemplateSpec, placement: &Placement) -> Deployment {
     let mut metadata = object_meta(app, &app.name, &placement.region);
     if let Some(labels) = metadata.labels.as_mut() {
         labels.insert(LABEL_ROLE.to_string(), placement.role.label().to_string());
@@ -151,15 +165,11 @@ pub fn deployment_for(
     // The app's selector labels and the region are added to the user's pod
     // labels (a pod can read its region through the downward API). The role
     // is not: changing it would roll the pods.
-    let mut template = template.clone();
-    if let Some(o) = region_overrides {
-        let _ = overrides::on_template(&mut template, o, "overrides");
-    }
     let pod_meta = template.metadata.get_or_insert_with(ObjectMeta::default);
     let pod_labels = pod_meta.labels.get_or_insert_with(BTreeMap::new);
     pod_labels.extend(pod_selector(app));
     pod_labels.insert(LABEL_REGION.to_string(), placement.region.clone());
-    let deployment = Deployment {
+    Deployment {
         metadata,
         spec: Some(DeploymentSpec {
             replicas: Some(placement.replicas),
@@ -171,14 +181,7 @@ pub fn deployment_for(
             ..DeploymentSpec::default()
         }),
         status: None,
-    };
-    let deployment = match region_overrides {
-        Some(o) => {
-            overrides::on_deployment(deployment.clone(), o, "overrides").unwrap_or(deployment)
-        }
-        None => deployment,
-    };
-    with_hash(deployment)
+    }
 }
 
 /// The Service for one region, when the app asks for one.

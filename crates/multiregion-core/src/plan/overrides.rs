@@ -7,6 +7,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodTemplateSpec};
 use serde_json::Value;
 
+use super::Placement;
+use super::manifest::{self, AppKey};
 use crate::api::{MultiRegionAppSpec, Overrides, PatchOp, PatchOperation};
 
 /// Why a region's overrides cannot be applied; names the field.
@@ -14,9 +16,12 @@ use crate::api::{MultiRegionAppSpec, Overrides, PatchOp, PatchOperation};
 #[error("{0}")]
 pub struct InvalidOverride(pub String);
 
-/// Checks every region's overrides against the template: each container
-/// named exists and each patch applies.
+/// Checks every region's overrides on the Deployment as it would be
+/// placed there (`template` with its checksum): each container named
+/// exists, each patch applies, the result is a Deployment that keeps the
+/// app's selector and the region's labels.
 pub fn validate(
+    app: &AppKey,
     spec: &MultiRegionAppSpec,
     template: &PodTemplateSpec,
 ) -> Result<(), InvalidOverride> {
@@ -25,18 +30,38 @@ pub fn validate(
             continue;
         };
         let field = format!("spec.regions[{i}].overrides");
-        let mut template = template.clone();
-        on_template(&mut template, overrides, &field)?;
-        let deployment = Deployment {
-            spec: Some(k8s_openapi::api::apps::v1::DeploymentSpec {
-                template,
-                ..Default::default()
-            }),
-            ..Default::default()
+        let placement = Placement {
+            region: region.name.clone(),
+            replicas: 1,
+            role: crate::api::Role::Active,
+            touch: true,
+            scale_down: false,
         };
-        on_deployment(deployment, overrides, &field)?;
+        let placed = manifest::deployment_for(app, template, &placement, Some(overrides), &field)?;
+        let unpatched = manifest::deployment(app, template, &placement);
+        if selector_and_pod_labels(&placed) != selector_and_pod_labels(&unpatched) {
+            return Err(InvalidOverride(format!(
+                "{field}.patches: the pods must keep the app's selector and multiregion.io/ labels"
+            )));
+        }
     }
     Ok(())
+}
+
+/// The Deployment's selector and the operator's pod labels: what overrides
+/// must leave alone.
+fn selector_and_pod_labels(
+    deployment: &Deployment,
+) -> (Option<serde_json::Value>, Vec<(String, String)>) {
+    let spec = deployment.spec.as_ref();
+    let selector = spec.and_then(|s| serde_json::to_value(&s.selector).ok());
+    let labels = spec
+        .and_then(|s| s.template.metadata.as_ref()?.labels.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("multiregion.io/"))
+        .collect();
+    (selector, labels)
 }
 
 /// Images and env on the pod template.
@@ -193,6 +218,14 @@ mod tests {
         .unwrap()
     }
 
+    fn key() -> AppKey {
+        AppKey {
+            hub: String::new(),
+            namespace: "shop".into(),
+            name: "web".into(),
+        }
+    }
+
     fn template(spec: &MultiRegionAppSpec) -> PodTemplateSpec {
         serde_json::from_value(spec.workload.template.clone()).unwrap()
     }
@@ -228,7 +261,7 @@ mod tests {
             {"op": "replace", "path": "/spec/template/spec/containers/1/image", "value": "proxy:3"},
             {"op": "remove", "path": "/spec/template/spec/containers/0/env"}
         ]}));
-        assert_eq!(validate(&spec, &template(&spec)), Ok(()));
+        assert_eq!(validate(&key(), &spec, &template(&spec)), Ok(()));
         let deployment = Deployment {
             spec: Some(k8s_openapi::api::apps::v1::DeploymentSpec {
                 template: template(&spec),
@@ -265,6 +298,10 @@ mod tests {
                 "spec.regions[1].overrides.patches[0]: /spec/template/spec/containers/5: index 5 is out of range",
             ),
             (
+                json!({"patches": [{"op": "replace", "path": "/spec/template/metadata/labels", "value": {}}]}),
+                "spec.regions[1].overrides.patches: the pods must keep the app's selector",
+            ),
+            (
                 json!({"patches": [{"op": "add", "path": "/spec/paused"}]}),
                 "spec.regions[1].overrides.patches[0]: add and replace need a value",
             ),
@@ -275,7 +312,7 @@ mod tests {
         ];
         for (overrides, want) in cases {
             let spec = spec(overrides);
-            let err = validate(&spec, &template(&spec)).unwrap_err();
+            let err = validate(&key(), &spec, &template(&spec)).unwrap_err();
             assert!(
                 err.0.starts_with(want),
                 "{} does not start with {want}",

@@ -11,14 +11,36 @@ use serde_json::json;
 use super::manifest::{AppKey, content_hash, labels, with_hash};
 use crate::api::{ANNOTATION_CONFIG_CHECKSUM, Propagate, PropagatedObjects};
 
+/// On a copy: the labels of its original, as JSON.
+pub const ANNOTATION_SOURCE_LABELS: &str = "multiregion.io/source-labels";
+
 /// The hub objects an app propagates, resolved against the hub's copies.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Propagation {
     pub config_maps: Vec<ConfigMap>,
     pub secrets: Vec<Secret>,
-    /// What the spec names that cannot be propagated, one line each
-    /// ("Secret db: not found in the hub namespace").
-    pub unresolved: Vec<String>,
+    /// What the spec asks for that the hub cannot give now.
+    pub unresolved: Vec<Unresolved>,
+}
+
+/// Something `spec.propagate` asks for that the hub cannot give now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unresolved {
+    /// ConfigMap or Secret.
+    pub kind: &'static str,
+    /// The object named in the spec; None for the whole kind (the operator
+    /// does not read it).
+    pub name: Option<String>,
+    pub why: String,
+}
+
+impl std::fmt::Display for Unresolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{} {name}: {}", self.kind, self.why),
+            None => write!(f, "{}s: {}", self.kind, self.why),
+        }
+    }
 }
 
 impl Propagation {
@@ -60,9 +82,20 @@ impl Propagation {
     }
 
     /// What a region misses, given the names of the copies it holds;
-    /// None when it holds every one.
+    /// None when it holds every one. A copy the region holds counts even
+    /// when its original is gone from the hub (the pods mounting it keep
+    /// running, and a standby holding it can still take over).
     pub fn missing(&self, config_maps: &[String], secrets: &[String]) -> Option<String> {
-        let mut missing = self.unresolved.clone();
+        let held = |kind: &str, name: &String| match kind {
+            "ConfigMap" => config_maps.contains(name),
+            _ => secrets.contains(name),
+        };
+        let mut missing: Vec<String> = self
+            .unresolved
+            .iter()
+            .filter(|u| u.name.as_ref().is_none_or(|name| !held(u.kind, name)))
+            .map(ToString::to_string)
+            .collect();
         for name in self.config_map_names() {
             if !config_maps.contains(&name) {
                 missing.push(format!("ConfigMap {name}: not copied yet"));
@@ -121,23 +154,20 @@ pub fn resolve(
 }
 
 fn pick<K: k8s_openapi::Metadata<Ty = ObjectMeta>>(
-    kind: &str,
+    kind: &'static str,
     wanted: &[PropagatedObjects],
     available: Option<Vec<K>>,
-    unresolved: &mut Vec<String>,
+    unresolved: &mut Vec<Unresolved>,
 ) -> Vec<K> {
     if wanted.is_empty() {
         return Vec::new();
     }
     let Some(available) = available else {
-        unresolved.push(format!(
-            "{kind}s: the operator does not read them (install with propagation.{}=true)",
-            if kind == "Secret" {
-                "secrets"
-            } else {
-                "configMaps"
-            }
-        ));
+        unresolved.push(Unresolved {
+            kind,
+            name: None,
+            why: "the operator does not read them (install with propagation.secrets=true)".into(),
+        });
         return Vec::new();
     };
     let mut picked: Vec<K> = available
@@ -147,23 +177,41 @@ fn pick<K: k8s_openapi::Metadata<Ty = ObjectMeta>>(
     picked.sort_by_key(name_of);
     for name in wanted.iter().filter_map(|w| w.name.as_ref()) {
         if !picked.iter().any(|o| name_of(o) == *name) {
-            unresolved.push(format!("{kind} {name}: not found in the hub namespace"));
+            unresolved.push(Unresolved {
+                kind,
+                name: Some(name.clone()),
+                why: "not found in the hub namespace".into(),
+            });
         }
     }
     picked
 }
 
 /// Metadata of a copy: the source's name and labels, the app's labels on
-/// top (they make it the operator's), no annotations.
+/// top (they make it the operator's), and the source's own labels in
+/// `multiregion.io/source-labels` (what a selector is judged on, since the
+/// app's labels may have replaced some); no other annotations.
 fn copy_meta(app: &AppKey, region: &str, source: &ObjectMeta) -> ObjectMeta {
-    let mut copied = source.labels.clone().unwrap_or_default();
+    let original = source.labels.clone().unwrap_or_default();
+    let mut copied = original.clone();
     copied.extend(labels(app, region));
+    let annotations = BTreeMap::from([(
+        ANNOTATION_SOURCE_LABELS.to_string(),
+        serde_json::to_string(&original).unwrap_or_default(),
+    )]);
     ObjectMeta {
         name: source.name.clone(),
         namespace: Some(app.namespace.clone()),
         labels: Some(copied),
+        annotations: Some(annotations),
         ..ObjectMeta::default()
     }
+}
+
+/// The labels of a copy's original, as recorded on the copy.
+pub fn source_labels(copy: &ObjectMeta) -> Option<BTreeMap<String, String>> {
+    let recorded = copy.annotations.as_ref()?.get(ANNOTATION_SOURCE_LABELS)?;
+    serde_json::from_str(recorded).ok()
 }
 
 /// The ConfigMap placed in `region`: the hub's data, the app's labels.
@@ -278,8 +326,9 @@ mod tests {
         let wanted = spec(vec![by_label("tier", "web"), by_name("absent")], vec![]);
         let p = resolve(Some(&wanted), Some(hub), None);
         assert_eq!(p.config_map_names(), ["a-web", "b-web"]);
+        let unresolved: Vec<String> = p.unresolved.iter().map(ToString::to_string).collect();
         assert_eq!(
-            p.unresolved,
+            unresolved,
             ["ConfigMap absent: not found in the hub namespace"]
         );
     }
@@ -290,7 +339,9 @@ mod tests {
         let p = resolve(Some(&wanted), Some(vec![]), None);
         assert!(p.secrets.is_empty());
         assert!(
-            p.unresolved[0].contains("propagation.secrets=true"),
+            p.unresolved[0]
+                .to_string()
+                .contains("propagation.secrets=true"),
             "{p:?}"
         );
     }
@@ -306,6 +357,11 @@ mod tests {
         assert_eq!(
             p.missing(&["web".into()], &["db".into()]).unwrap(),
             "Secret gone: not found in the hub namespace"
+        );
+        assert_eq!(
+            p.missing(&["web".into()], &["db".into(), "gone".into()]),
+            None,
+            "a copy held counts although its original is gone"
         );
         let p = resolve(
             Some(&spec(vec![by_name("web")], vec![by_name("db")])),
@@ -364,6 +420,11 @@ mod tests {
         let annotations = copy.metadata.annotations.as_ref().unwrap();
         assert!(annotations.contains_key(ANNOTATION_APPLIED_HASH));
         assert!(!annotations.contains_key("note"));
+        assert_eq!(
+            source_labels(&copy.metadata).unwrap(),
+            BTreeMap::from([("tier".to_string(), "web".to_string())]),
+            "the original's labels, for judging selectors"
+        );
         assert_eq!(copy.metadata.namespace.as_deref(), Some("shop"));
         let s = secret_copy(&app(), "eu-west", &secret("db", b"pw"));
         assert_eq!(s.type_.as_deref(), Some("Opaque"));

@@ -51,7 +51,8 @@ pub(super) fn assemble(
     );
     let cleanup = removed_regions(inputs, outcome.active.as_deref());
     let decided: Vec<i32> = weights.iter().map(|(_, w)| *w).collect();
-    let homes = home::route(inputs, &regions, &decided);
+    let ramping: Vec<bool> = outcome.ramps.iter().map(Option::is_some).collect();
+    let homes = home::route(inputs, &regions, &decided, &ramping);
     let (drill_run, drills, drill_events) = drill::settle(inputs, drilling, &weights);
     events.extend(drill_events);
     events.extend(home::moves(inputs, &homes));

@@ -97,3 +97,26 @@ fn home_regions_need_active_active() {
     let crd = serde_json::to_string(&crate::api::crds()).unwrap();
     assert!(crd.contains("home-region routing needs strategy ActiveActive"));
 }
+
+#[test]
+fn home_users_wait_until_their_region_is_back_at_full_weight() {
+    let mut spec = with_homes();
+    spec.failover.failback_steps = vec![10, 50];
+    spec.failover.failback_step_seconds = 20;
+    spec.failover.failback_hold_seconds = 0;
+    let mut sim = Sim::new(spec);
+    sim.round(&[]);
+    for _ in 0..3 {
+        sim.round(&[("eu-west", down())]);
+    }
+    sim.round(&[]);
+    sim.round(&[]);
+    assert!(sim.region("eu-west").ramp.is_some(), "climbing the steps");
+    assert!(sim.region("eu-west").weight > 0);
+    assert_eq!(served(&sim), "us-east<-us-east eu-west<-us-east");
+    for _ in 0..45 {
+        sim.round(&[]);
+    }
+    assert!(sim.region("eu-west").ramp.is_none());
+    assert_eq!(served(&sim), "us-east<-us-east eu-west<-eu-west");
+}
