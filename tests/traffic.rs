@@ -94,10 +94,17 @@ async fn requests_through_the_gateway_and_dns_follow_a_whole_region_failure() {
     )
     .await;
     let gateway = format!("{}/", traffic.gateway);
+    // Twenty answers in a row: the gateway may still be reloading routes
+    // another test changed.
     wait_for(
-        "the gateway to answer from us-east",
+        "the gateway to answer from us-east, 20 times in a row",
         Duration::from_secs(60),
-        || async { (answer(&gateway).await? == "us-east").then_some(()) },
+        || async {
+            for _ in 0..20 {
+                (answer(&gateway).await? == "us-east").then_some(())?;
+            }
+            Some(())
+        },
     )
     .await;
     let name = format!("web.{}", localregions::ZONE);
