@@ -2,18 +2,17 @@
 //! (`spec.propagate`): watched in every namespace, so that a change reaches
 //! the regions at once, and resolved per app in `plan::propagate`.
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
 use crate::api::MultiRegionApp;
 use crate::plan::propagate::{self, Propagation};
-use crate::regions::{Trigger, store_ready};
+use crate::regions::{Trigger, cached_watch, store_ready};
 
 /// Watched copies of the hub's ConfigMaps and Secrets.
 pub struct HubConfig {
@@ -118,25 +117,12 @@ where
 {
     let (store, writer) = reflector::store::<K>();
     let api: Api<K> = Api::all(hub.clone());
+    let on_change = move |object: &K| {
+        let namespace = object.namespace().unwrap_or_default();
+        let _ = triggers.send(Trigger::Propagated(namespace));
+    };
     let task = tokio::spawn(async move {
-        let objects = watcher(api, watcher::Config::default()).modify(|object| {
-            object.managed_fields_mut().clear();
-        });
-        let stream = reflector::reflector(writer, objects)
-            .default_backoff()
-            .touched_objects();
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(object) => {
-                    let namespace = object.namespace().unwrap_or_default();
-                    let _ = triggers.send(Trigger::Propagated(namespace));
-                }
-                Err(err) => {
-                    tracing::warn!(kind = %K::kind(&()), error = %err, "watch of the hub's propagated objects interrupted")
-                }
-            }
-        }
+        cached_watch(api, watcher::Config::default(), writer, "hub", on_change).await;
     });
     (store, task)
 }

@@ -30,7 +30,7 @@ pub use credentials::CredentialsError;
 pub(crate) use member::Placed;
 pub use member::{Member, ProbeState};
 pub use watch::app_of as watch_app_of;
-pub(crate) use watch::store_ready;
+pub(crate) use watch::{cached_watch, store_ready};
 
 /// Something changed that apps should look at again.
 #[derive(Clone, Debug)]

@@ -163,28 +163,46 @@ async fn run_watch<K>(
         + Sync
         + 'static,
 {
-    let api: Api<K> = Api::all(client);
     let config = watcher::Config::default().labels(&selector);
-    {
-        // The cache keeps what placement and health read; managed fields
-        // are most of an object's size and neither reads them.
-        let objects = watcher(api, config).modify(|object| {
-            object.managed_fields_mut().clear();
-        });
-        let stream = reflector::reflector(writer, objects)
-            .backoff(QuickRetry::default())
-            .touched_objects();
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(object) => {
-                    if let Some(app) = app_of(object.labels()) {
-                        let _ = triggers.send(Trigger::App(app));
-                    }
-                }
-                Err(err) => {
-                    tracing::debug!(place = %place, error = %err, "watch of placed objects interrupted")
-                }
+    let on_change = move |object: &K| {
+        if let Some(app) = app_of(object.labels()) {
+            let _ = triggers.send(Trigger::App(app));
+        }
+    };
+    cached_watch(Api::all(client), config, writer, &place, on_change).await;
+}
+
+/// Keeps `writer`'s store in step with the objects `config` selects,
+/// without their managed fields (most of an object's size; nothing reads
+/// them), retrying quickly after errors, and calls `on_change` for every
+/// object that changed. Interruptions are logged at debug, naming `place`.
+pub(crate) async fn cached_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    place: &str,
+    on_change: impl Fn(&K),
+) where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let objects = watcher(api, config).modify(|object| {
+        object.managed_fields_mut().clear();
+    });
+    let stream = reflector::reflector(writer, objects)
+        .backoff(QuickRetry::default())
+        .touched_objects();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(object) => on_change(&object),
+            Err(err) => {
+                tracing::debug!(place = %place, kind = %K::kind(&()), error = %err, "watch interrupted")
             }
         }
     }
