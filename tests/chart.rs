@@ -133,6 +133,25 @@ fn secrets_are_read_across_the_hub_only_when_propagation_secrets_is_on() {
     refused(&["--set", "propagation.secret=true"], &["propagation"]);
 }
 
+#[test]
+fn extra_resource_kinds_are_granted_in_the_hub_only_when_it_is_a_region() {
+    let hpa = r#"rbac.hubResources=[{"apiGroups":["autoscaling"],"resources":["horizontalpodautoscalers"]}]"#;
+    let (resources, _) = propagation(&["--set-json", hpa]);
+    assert!(
+        !resources.contains(&"horizontalpodautoscalers".to_string()),
+        "{resources:?}"
+    );
+    let (resources, _) = propagation(&["--set", "rbac.hubIsRegion=true", "--set-json", hpa]);
+    assert!(
+        resources.contains(&"horizontalpodautoscalers".to_string()),
+        "{resources:?}"
+    );
+    refused(
+        &["--set-json", r#"rbac.hubResources=[{"resources":["x"]}]"#],
+        &["apiGroups"],
+    );
+}
+
 /// `helm template` with the given extra arguments (`--set`, `--set-json`,
 /// `-f`): the rendered manifests, or the error Helm printed.
 fn template(args: &[&str]) -> Result<String, String> {

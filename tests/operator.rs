@@ -6,6 +6,8 @@ mod common;
 mod overrides;
 #[path = "operator/propagation.rs"]
 mod propagation;
+#[path = "operator/resources.rs"]
+mod resources;
 
 use std::time::{Duration, Instant};
 
@@ -698,7 +700,22 @@ fn invalid_app_patches() -> Vec<(&'static str, serde_json::Value, &'static str)>
         (
             "a patch of the operator's replicas",
             json!({"regions": [{"name": "a", "overrides": {"patches": [{"op": "replace", "path": "/spec/replicas", "value": 9}]}}, {"name": "b"}]}),
-            "spec.regions[0].overrides.patches[0].path",
+            "spec.regions[0].overrides.patches: Invalid value",
+        ),
+        (
+            "a resource patch of the object's name",
+            json!({"regions": [{"name": "a", "overrides": {"resources": [{"kind": "ServiceAccount", "name": "web", "patches": [{"op": "replace", "path": "/metadata/name", "value": "x"}]}]}}, {"name": "b"}]}),
+            "spec.regions[0].overrides.resources[0].patches: Invalid value",
+        ),
+        (
+            "a resource without a name",
+            json!({"resources": [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {}}]}),
+            "spec.resources[0].metadata.name",
+        ),
+        (
+            "a resource without a kind",
+            json!({"resources": [{"apiVersion": "v1", "metadata": {"name": "web"}}]}),
+            "spec.resources[0].kind",
         ),
         (
             "a patch op outside add, replace and remove",

@@ -55,6 +55,9 @@ pub enum Command {
         /// With the rule on Secrets `join --allow-secrets` adds.
         #[arg(long)]
         allow_secrets: bool,
+        /// With the rules `join --allow-resource` adds.
+        #[arg(long, value_name = "RESOURCE[.GROUP]")]
+        allow_resource: Vec<String>,
     },
     /// Print a shell completion script.
     Completion {
@@ -217,6 +220,12 @@ pub struct JoinArgs {
     /// the operator's identity cannot read any Secret in the member.
     #[arg(long)]
     pub allow_secrets: bool,
+    /// Let the operator place, read and delete this kind in this region,
+    /// for apps' spec.resources: RESOURCE[.GROUP] as kubectl names it
+    /// (serviceaccounts, horizontalpodautoscalers.autoscaling,
+    /// poddisruptionbudgets.policy). Repeat for each kind.
+    #[arg(long, value_name = "RESOURCE[.GROUP]")]
+    pub allow_resource: Vec<String>,
     #[command(flatten)]
     pub hub: HubOnly,
 }

@@ -113,7 +113,11 @@ pub async fn join(args: JoinArgs) -> Result<()> {
     let server = MemberServer::from_kubeconfig(&admin, args.context.as_ref())?;
     let config = super::hub::config(Some(&args.kubeconfig), args.context.as_ref()).await?;
     let member = Client::try_from(config)?;
-    let token = member::create_identity(&member, &identity, args.allow_secrets).await?;
+    let grants = member::Grants {
+        secrets: args.allow_secrets,
+        resources: args.allow_resource.clone(),
+    };
+    let token = member::create_identity(&member, &identity, &grants).await?;
     if let Err(err) = finish(&hub, &args, &server, &identity, &token).await {
         eprintln!(
             "note: ServiceAccount {}/{identity} and its role stay in the member; \

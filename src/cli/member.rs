@@ -63,11 +63,28 @@ fn strings(s: &[&str]) -> Vec<String> {
     s.iter().map(|x| x.to_string()).collect()
 }
 
+/// What a member lets the operator do beyond the workload and ConfigMaps.
+#[derive(Clone, Debug, Default)]
+pub struct Grants {
+    /// Secrets (`--allow-secrets`), for `spec.propagate.secrets`.
+    pub secrets: bool,
+    /// Kinds of `spec.resources`, as `RESOURCE[.GROUP]` like kubectl's
+    /// (`serviceaccounts`, `horizontalpodautoscalers.autoscaling`).
+    pub resources: Vec<String>,
+}
+
+/// One rule on `RESOURCE[.GROUP]` with the verbs the operator places with.
+fn resource_rule(resource: &str, verbs: &[&str]) -> PolicyRule {
+    let (resource, group) = resource.split_once('.').unwrap_or((resource, ""));
+    rule(&[group], &[resource], verbs)
+}
+
 /// Exactly the verbs the operator uses in a member: it creates the app's
 /// namespace when missing (never deletes one), places, watches and removes
 /// the app's Deployments, Services and copies of its propagated ConfigMaps
-/// (and Secrets, only with `secrets`), and probes `/readyz` and `/version`.
-pub fn member_role(name: &str, secrets: bool) -> ClusterRole {
+/// (and Secrets, only when granted) and the kinds of `spec.resources`
+/// granted, and probes `/readyz` and `/version`.
+pub fn member_role(name: &str, grants: &Grants) -> ClusterRole {
     let placed = ["get", "list", "watch", "create", "patch", "delete"];
     let probes = PolicyRule {
         non_resource_urls: Some(strings(&["/readyz", "/version"])),
@@ -84,7 +101,8 @@ pub fn member_role(name: &str, secrets: bool) -> ClusterRole {
                 probes,
             ]
             .into_iter()
-            .chain(secrets.then(|| rule(&[""], &["secrets"], &placed)))
+            .chain(grants.secrets.then(|| rule(&[""], &["secrets"], &placed)))
+            .chain(grants.resources.iter().map(|r| resource_rule(r, &placed)))
             .collect(),
         ),
         ..ClusterRole::default()
@@ -129,7 +147,7 @@ fn account(name: &str) -> ServiceAccount {
 }
 
 /// The member-side objects as multi-document YAML, for `kubectl apply -f -`.
-pub fn rbac_yaml(secrets: bool) -> Result<String> {
+pub fn rbac_yaml(grants: &Grants) -> Result<String> {
     let namespace = Namespace {
         metadata: meta(MEMBER_NAMESPACE, None),
         ..Namespace::default()
@@ -138,7 +156,7 @@ pub fn rbac_yaml(secrets: bool) -> Result<String> {
     let documents = [
         serde_saphyr::to_string(&namespace)?,
         serde_saphyr::to_string(&account(name))?,
-        serde_saphyr::to_string(&member_role(name, secrets))?,
+        serde_saphyr::to_string(&member_role(name, grants))?,
         serde_saphyr::to_string(&binding(name))?,
         serde_saphyr::to_string(&token_secret(name))?,
     ];
@@ -183,7 +201,7 @@ where
 }
 
 /// Creates the identity `name` in the member and returns its token.
-pub async fn create_identity(member: &Client, name: &str, secrets: bool) -> Result<String> {
+pub async fn create_identity(member: &Client, name: &str, grants: &Grants) -> Result<String> {
     let namespaces: Api<Namespace> = Api::all(member.clone());
     if namespaces.get_opt(MEMBER_NAMESPACE).await?.is_none() {
         let namespace = Namespace {
@@ -195,7 +213,7 @@ pub async fn create_identity(member: &Client, name: &str, secrets: bool) -> Resu
             .await?;
     }
     apply_ours(&in_namespace(member), &account(name)).await?;
-    apply_ours(&Api::all(member.clone()), &member_role(name, secrets)).await?;
+    apply_ours(&Api::all(member.clone()), &member_role(name, grants)).await?;
     apply_ours(&Api::all(member.clone()), &binding(name)).await?;
     apply_ours(&in_namespace(member), &token_secret(name)).await?;
     wait_for_token(member, name).await
@@ -317,4 +335,47 @@ pub async fn verify(kubeconfig_yaml: &str) -> Result<()> {
         .await
         .context("the member identity's token cannot list Deployments in the member")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (groups, resources) of each rule on resources.
+    fn grants_of(role: &ClusterRole) -> Vec<(Vec<String>, Vec<String>)> {
+        role.rules
+            .iter()
+            .flatten()
+            .filter_map(|r| Some((r.api_groups.clone()?, r.resources.clone()?)))
+            .collect()
+    }
+
+    #[test]
+    fn the_member_role_grants_secrets_and_extra_kinds_only_when_asked() {
+        let plain = grants_of(&member_role("m", &Grants::default()));
+        assert!(
+            !plain
+                .iter()
+                .any(|(_, r)| r.contains(&"secrets".to_string()))
+        );
+        let grants = Grants {
+            secrets: true,
+            resources: vec![
+                "serviceaccounts".into(),
+                "horizontalpodautoscalers.autoscaling".into(),
+                "widgets.example.com".into(),
+            ],
+        };
+        let granted = grants_of(&member_role("m", &grants));
+        let rule = |g: &str, r: &str| (vec![g.to_string()], vec![r.to_string()]);
+        for want in [
+            rule("", "secrets"),
+            rule("", "serviceaccounts"),
+            rule("autoscaling", "horizontalpodautoscalers"),
+            rule("example.com", "widgets"),
+        ] {
+            assert!(granted.contains(&want), "{want:?} not in {granted:?}");
+        }
+        assert_eq!(granted.len(), plain.len() + 4);
+    }
 }

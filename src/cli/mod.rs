@@ -67,8 +67,15 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Uncordon(args) => day2::cordon(args, false).await,
         Command::Join(args) => join::join(args).await,
         Command::Unjoin(args) => join::unjoin(args).await,
-        Command::MemberRbac { allow_secrets } => {
-            print!("{}", member::rbac_yaml(allow_secrets)?);
+        Command::MemberRbac {
+            allow_secrets,
+            allow_resource,
+        } => {
+            let grants = member::Grants {
+                secrets: allow_secrets,
+                resources: allow_resource,
+            };
+            print!("{}", member::rbac_yaml(&grants)?);
             Ok(())
         }
         Command::Completion { shell } => {

@@ -1,4 +1,5 @@
-//! Removing an app's placed objects: from regions that left its spec, and
+//! Removing an app's placed objects: from regions that left its spec, the
+//! objects dropped from `spec.resources` from every region, and everything
 //! from every region when the app is deleted (the finalizer).
 
 use std::sync::Arc;
@@ -7,21 +8,25 @@ use kube::runtime::controller::Action;
 
 use super::reconcile::MEMBER_WRITE_TIMEOUT;
 use super::{Context, placement, status};
-use crate::api::MultiRegionApp;
+use crate::api::{MultiRegionApp, MultiRegionAppSpec, ResourceRef};
 use crate::error::{Error, Result};
 use crate::plan::health::RegionState;
 use crate::plan::manifest::AppKey;
+use crate::plan::resources;
+use crate::regions::Member;
 
-/// Removes the app's objects from regions that left its spec; returns the
-/// regions now clean.
+/// Removes the app's objects (with `extra`, the objects of
+/// `spec.resources` it may have placed) from regions that left its spec;
+/// returns the regions now clean.
 pub(super) async fn removed_regions(
     ctx: &Context,
     key: &AppKey,
     regions: &[String],
+    extra: &[ResourceRef],
 ) -> Vec<String> {
     let mut cleaned = Vec::new();
     for region in regions {
-        if remove_from(ctx, key, region).await.is_ok() {
+        if remove_from(ctx, key, region, extra).await.is_ok() {
             cleaned.push(region.clone());
         }
     }
@@ -43,9 +48,10 @@ pub(super) async fn run(app: Arc<MultiRegionApp>, ctx: Arc<Context>) -> Result<A
         .collect();
     regions.sort();
     regions.dedup();
+    let extra = resources::recorded(&resources::wanted(&app.spec), &status.resources);
     let mut pending = Vec::new();
     for region in &regions {
-        if let Err(err) = remove_from(&ctx, &key, region).await {
+        if let Err(err) = remove_from(&ctx, &key, region, &extra).await {
             tracing::info!(app = %key.name, region = %region, error = %err, "cleanup waits for region");
             pending.push(region.clone());
         }
@@ -65,9 +71,66 @@ pub(super) async fn run(app: Arc<MultiRegionApp>, ctx: Arc<Context>) -> Result<A
     Err(Error::CleanupPending(pending))
 }
 
+/// The objects dropped from `spec.resources` (recorded in `recorded`,
+/// `status.resources`), removed from each region of the spec; returns the
+/// new `status.resources`: what the spec asks for, and what could not be
+/// removed everywhere yet (tried again next round).
+pub(super) async fn dropped_resources(
+    ctx: &Context,
+    key: &AppKey,
+    spec: &MultiRegionAppSpec,
+    recorded: &[ResourceRef],
+) -> Vec<ResourceRef> {
+    let wanted = resources::wanted(spec);
+    let mut not_removed = Vec::new();
+    for object in resources::stale(recorded, &wanted) {
+        for region in &spec.regions {
+            let removed =
+                remove_objects(ctx, key, &region.name, std::slice::from_ref(&object)).await;
+            if let Err(err) = removed {
+                tracing::info!(app = %key.name, region = %region.name, object = ?object, error = %err, "dropped resource not removed yet");
+                not_removed.push(object);
+                break;
+            }
+        }
+    }
+    resources::recorded(&wanted, &not_removed)
+}
+
 /// Deletes the app's objects from one region. Done when the Region itself
 /// no longer exists.
-async fn remove_from(ctx: &Context, key: &AppKey, region: &str) -> Result<()> {
+async fn remove_from(
+    ctx: &Context,
+    key: &AppKey,
+    region: &str,
+    extra: &[ResourceRef],
+) -> Result<()> {
+    in_member(ctx, region, |member| async move {
+        placement::remove(&member, key, extra).await
+    })
+    .await
+}
+
+/// Deletes these objects of `spec.resources` from one region.
+async fn remove_objects(
+    ctx: &Context,
+    key: &AppKey,
+    region: &str,
+    objects: &[ResourceRef],
+) -> Result<()> {
+    in_member(ctx, region, |member| async move {
+        super::resources::remove(&member, key, objects).await
+    })
+    .await
+}
+
+/// Runs a removal in one region, within `MEMBER_WRITE_TIMEOUT`. Done at
+/// once when the Region itself no longer exists.
+async fn in_member<F, Fut>(ctx: &Context, region: &str, removal: F) -> Result<()>
+where
+    F: FnOnce(Arc<Member>) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     ctx.fence.check()?;
     let unreachable = |reason: String| Error::Unreachable {
         region: region.to_string(),
@@ -82,7 +145,7 @@ async fn remove_from(ctx: &Context, key: &AppKey, region: &str) -> Result<()> {
     if let RegionState::Unreachable(why) = member.state() {
         return Err(unreachable(why));
     }
-    tokio::time::timeout(MEMBER_WRITE_TIMEOUT, placement::remove(&member, key))
+    tokio::time::timeout(MEMBER_WRITE_TIMEOUT, removal(member))
         .await
         .unwrap_or_else(|_| {
             Err(unreachable(format!(

@@ -11,6 +11,7 @@ mod hub_config;
 pub mod leader;
 mod placement;
 mod reconcile;
+mod resources;
 mod server;
 mod sinks;
 mod status;

@@ -13,11 +13,16 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::api::{FIELD_MANAGER, MultiRegionAppSpec, PropagatedObjects};
+use crate::api::{
+    FIELD_MANAGER, LABEL_RESOURCE, MultiRegionAppSpec, PropagatedObjects, ResourceRef,
+};
 use crate::error::{Error, Result};
 use crate::plan::Placement;
 use crate::plan::manifest::{self, AppKey, Built, Found};
 use crate::plan::propagate::{self, Propagation};
+use crate::plan::resources as plan_resources;
+
+use super::resources;
 use crate::regions::{Member, store_ready};
 
 /// Places (or updates) the Namespace, the propagated ConfigMaps and
@@ -41,15 +46,24 @@ pub async fn place(
             tracing::warn!(region = %member.name(), app = %app.name, namespace = %app.namespace, error = %err, "propagated copies not placed");
             false
         });
-    let result = place_objects(member, app, spec, template, placement)
-        .await
-        .map(|wrote| wrote | copied);
+    // Extra resources go before the workload (its ServiceAccount, say); one
+    // that cannot be placed is reported, and the workload is placed anyway.
+    let extra = place_resources(member, app, spec, propagation, &placement.region).await;
+    let result = match (
+        place_objects(member, app, spec, template, placement).await,
+        extra,
+    ) {
+        (Ok(wrote), Ok(extra)) => Ok(wrote | copied | extra),
+        (Err(err), _) | (Ok(_), Err(err)) => Err(err),
+    };
     if let Err(Error::Refused { message, .. }) = &result
         && message.contains("NotFound")
     {
         // Most likely the namespace was deleted under the operator: it is
-        // created again at the next placement.
+        // created again at the next placement. Or a kind of spec.resources
+        // is gone (a CRD removed): it is looked up again.
         member.namespace_gone(&app.namespace);
+        member.forget_kinds();
     }
     member.record(app, &result);
     result
@@ -86,6 +100,32 @@ async fn place_objects(
         };
     }
     Ok(wrote)
+}
+
+/// What the region gets of `spec.resources`.
+async fn place_resources(
+    member: &Member,
+    app: &AppKey,
+    spec: &MultiRegionAppSpec,
+    propagation: &Propagation,
+    region: &str,
+) -> Result<bool> {
+    if spec.resources.is_empty() {
+        return Ok(false);
+    }
+    let taken = plan_resources::taken(
+        app,
+        &propagation.config_map_names(),
+        &propagation.secret_names(),
+    );
+    let built = plan_resources::for_region(app, spec, region, &taken).map_err(|invalid| {
+        Error::Refused {
+            region: member.name().to_string(),
+            message: invalid.to_string(),
+        }
+    })?;
+    ensure_namespace(member, member.client()?, &app.namespace).await?;
+    resources::place(member, app, &built).await
 }
 
 /// The propagated ConfigMaps and Secrets, before the workload that mounts
@@ -146,6 +186,8 @@ where
         .iter()
         .filter(|o| o.namespace().as_deref() == Some(app.namespace.as_str()))
         .filter(|o| manifest::owned_by(Some(o.labels()), app, region))
+        // Objects of spec.resources are not copies: resources.rs keeps them.
+        .filter(|o| !o.labels().contains_key(LABEL_RESOURCE))
         .filter(|o| {
             let original = propagate::source_labels(o.meta());
             let labels = original.as_ref().unwrap_or(o.labels());
@@ -200,7 +242,7 @@ async fn ensure_namespace(member: &Member, client: &Client, name: &str) -> Resul
     Ok(())
 }
 
-fn post_params() -> PostParams {
+pub(super) fn post_params() -> PostParams {
     PostParams {
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..Default::default()
@@ -305,10 +347,13 @@ where
     }
 }
 
-/// Deletes everything placed for `app` in the member, found by its labels
-/// and never anything another Region or hub placed there.
-pub async fn remove(member: &Member, app: &AppKey) -> Result<()> {
+/// Deletes everything placed for `app` in the member (the workload and
+/// copies found by their labels, and `extra`, the objects of
+/// `spec.resources` it may have placed), never anything another Region or
+/// hub placed there.
+pub async fn remove(member: &Member, app: &AppKey, extra: &[ResourceRef]) -> Result<()> {
     let client = member.client()?;
+    resources::remove(member, app, extra).await?;
     remove_owned::<Deployment>(member, client, app, false).await?;
     remove_owned::<Service>(member, client, app, false).await?;
     // A region joined before propagation existed may not let the operator

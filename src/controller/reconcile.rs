@@ -24,9 +24,9 @@ use crate::api::{ANNOTATION_DRILL_REQUESTED, FINALIZER, MultiRegionApp, MultiReg
 use crate::error::{Error, Result};
 use crate::metrics::{AppLabels, DrillLabels, FailoverLabels};
 use crate::plan::manifest::{self, AppKey};
-use crate::plan::overrides;
 use crate::plan::propagate::{self, Propagation};
 use crate::plan::{self, Applied, Decision, EventReason, Inputs, Placement, SinkOutcome};
+use crate::plan::{overrides, resources};
 
 /// Longest a placement or removal in one member may take: a member that
 /// accepts connections but does not answer (an API server still starting,
@@ -81,21 +81,11 @@ pub(super) async fn apply(
 ) -> Result<Action> {
     let key = ctx.key_of(&app);
     let (previous, version) = ctx.fresh_status(&key, &app);
-    let template = match manifest::validate_template(&app.spec) {
-        Ok(template) => template,
-        Err(invalid) => {
-            return invalid_spec(&ctx, &app, &previous, version, &invalid.to_string()).await;
-        }
+    let (template, propagation) = match prepare(&ctx, &app, &key) {
+        Ok(Some(ready)) => ready,
+        Ok(None) => return Ok(Action::requeue(Duration::from_millis(500))),
+        Err(message) => return invalid_spec(&ctx, &app, &previous, version, &message).await,
     };
-
-    if !ctx.hub_config.listed(&app) {
-        return Ok(Action::requeue(Duration::from_millis(500)));
-    }
-    let propagation = ctx.hub_config.resolve(&app);
-    let template = propagate::with_checksum(template, propagation.checksum().as_deref());
-    if let Err(invalid) = overrides::validate(&key, &app.spec, &template) {
-        return invalid_spec(&ctx, &app, &previous, version, &invalid.to_string()).await;
-    }
     let observations = gather::observe(&ctx, &app, &key, &previous, &propagation);
     let interval = Duration::from_secs(app.spec.health_check.interval_seconds.max(1) as u64);
     let (round, next_round) = ctx.round_due(&key, interval, &gather::evidence(&observations));
@@ -120,11 +110,15 @@ pub(super) async fn apply(
     };
     let ups = scale(&ctx, &key, &app, &workload, &decision, false).await;
     let (sinks, retry_sinks) = publish(&ctx, &app, &key, &decision).await;
-    let cleaned_up = cleanup::removed_regions(&ctx, &key, &decision.cleanup).await;
+    let placed_resources = resources::recorded(&resources::wanted(&app.spec), &previous.resources);
+    let cleaned_up =
+        cleanup::removed_regions(&ctx, &key, &decision.cleanup, &placed_resources).await;
+    let resources = cleanup::dropped_resources(&ctx, &key, &app.spec, &previous.resources).await;
     let confirmed = sinks.confirmed();
     let applied = Applied {
         sinks,
         cleaned_up,
+        resources,
         now: Timestamp::now(),
     };
     let status = plan::settle(&decision, &previous, app.metadata.generation, &applied);
@@ -146,6 +140,31 @@ pub(super) async fn apply(
     ctx.record_metrics(&key, &status);
     let next = retry_sinks.map_or(next_round, |wait| wait.min(next_round));
     Ok(requeue(next, &status, ups.iter().chain(&downs)))
+}
+
+/// The pod template (with the checksum of the propagated config) and the
+/// propagation, once the spec is checked; None while the hub's ConfigMaps
+/// and Secrets are not listed yet. An error names the field that cannot be
+/// placed.
+fn prepare(
+    ctx: &Context,
+    app: &MultiRegionApp,
+    key: &AppKey,
+) -> std::result::Result<Option<(PodTemplateSpec, Propagation)>, String> {
+    let template = manifest::validate_template(&app.spec).map_err(|e| e.to_string())?;
+    if !ctx.hub_config.listed(app) {
+        return Ok(None);
+    }
+    let propagation = ctx.hub_config.resolve(app);
+    let template = propagate::with_checksum(template, propagation.checksum().as_deref());
+    overrides::validate(key, &app.spec, &template).map_err(|e| e.to_string())?;
+    let taken = resources::taken(
+        key,
+        &propagation.config_map_names(),
+        &propagation.secret_names(),
+    );
+    resources::check(key, &app.spec, &taken).map_err(|e| e.to_string())?;
+    Ok(Some((template, propagation)))
 }
 
 /// When a person last asked for a drill: the app's annotation, if it is a

@@ -5,20 +5,27 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::Client;
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::Scope;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::task::JoinHandle;
 
 use super::CredentialsError;
 use super::watch::{self, store_ready};
-use crate::api::RegionSpec;
+use crate::api::{RegionSpec, ResourceRef};
 use crate::error::{Error, Result};
 use crate::plan::health::{Counters, RegionState, WorkloadState};
 use crate::plan::manifest::AppKey;
 use crate::plan::propagate::Propagation;
+
+/// How long an object of `spec.resources` seen as wanted is taken to be
+/// still so (these kinds are not watched).
+pub const RESOURCE_RECHECK: Duration = Duration::from_secs(30);
 
 /// What the probe task last saw.
 #[derive(Clone, Debug)]
@@ -51,6 +58,7 @@ where
         .filter(|o| {
             o.namespace().as_deref() == Some(app.namespace.as_str())
                 && crate::plan::manifest::owned_by(Some(o.labels()), app, region)
+                && !o.labels().contains_key(crate::api::LABEL_RESOURCE)
         })
         .map(|o| o.name_any())
         .collect()
@@ -79,6 +87,12 @@ pub struct Member {
     notes: Mutex<HashMap<AppKey, Note>>,
     /// Namespaces known to exist here.
     namespaces: Mutex<HashSet<String>>,
+    /// Kinds found served here: (apiVersion, kind) -> the resource and
+    /// whether it is namespaced.
+    kinds: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
+    /// Objects of `spec.resources` known to be here as wanted: the hash
+    /// applied and when that was last seen.
+    resources: Mutex<HashMap<(AppKey, ResourceRef), (String, Instant)>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -126,6 +140,8 @@ impl Member {
             placed: None,
             notes: Mutex::default(),
             namespaces: Mutex::default(),
+            kinds: Mutex::default(),
+            resources: Mutex::default(),
             tasks: Mutex::default(),
         }
     }
@@ -255,6 +271,64 @@ impl Member {
     pub fn forget(&self, app: &AppKey) {
         if let Ok(mut notes) = self.notes.lock() {
             notes.remove(app);
+        }
+        if let Ok(mut resources) = self.resources.lock() {
+            resources.retain(|(a, _), _| a != app);
+        }
+    }
+
+    /// The resource serving `kind` of `api_version` here, and whether it is
+    /// namespaced; None when this member does not serve it. Found by
+    /// discovery once, then remembered.
+    pub(crate) async fn served_kind(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<(ApiResource, bool)>> {
+        let key = (api_version.to_string(), kind.to_string());
+        if let Some(found) = self.kinds.lock().ok().and_then(|k| k.get(&key).cloned()) {
+            return Ok(Some(found));
+        }
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let found = match kube::discovery::pinned_kind(self.client()?, &gvk).await {
+            Ok((resource, caps)) => (resource, caps.scope == Scope::Namespaced),
+            Err(kube::Error::Discovery(_)) => return Ok(None),
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
+            Err(err) => return Err(Error::member(&self.name, err)),
+        };
+        if let Ok(mut kinds) = self.kinds.lock() {
+            kinds.insert(key, found.clone());
+        }
+        Ok(Some(found))
+    }
+
+    /// Forgets the kinds found by discovery (one may have gone).
+    pub(crate) fn forget_kinds(&self) {
+        if let Ok(mut kinds) = self.kinds.lock() {
+            kinds.clear();
+        }
+    }
+
+    /// True when the object was seen here with `hash` less than
+    /// `RESOURCE_RECHECK` ago: nothing to send. After that it is read
+    /// again, so an object deleted by hand comes back.
+    pub(crate) fn resource_current(&self, app: &AppKey, object: &ResourceRef, hash: &str) -> bool {
+        let key = (app.clone(), object.clone());
+        self.resources.lock().is_ok_and(|r| {
+            r.get(&key)
+                .is_some_and(|(h, at)| h == hash && at.elapsed() < RESOURCE_RECHECK)
+        })
+    }
+
+    /// The object is here as wanted (`hash`), or, with None, gone.
+    pub(crate) fn resource_seen(&self, app: &AppKey, object: &ResourceRef, hash: Option<&str>) {
+        if let Ok(mut resources) = self.resources.lock() {
+            let key = (app.clone(), object.clone());
+            match hash {
+                Some(hash) => resources.insert(key, (hash.to_string(), Instant::now())),
+                None => resources.remove(&key),
+            };
         }
     }
 

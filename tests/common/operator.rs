@@ -24,6 +24,9 @@ pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
 /// Regions joined with `--allow-secrets`; eu-west is not, so the operator
 /// can neither read nor write a Secret there.
 pub const SECRETS_ALLOWED: [&str; 2] = ["us-east", "ap-south"];
+/// Kinds every region lets the operator place for `spec.resources`.
+pub const RESOURCES_ALLOWED: [&str; 2] =
+    ["serviceaccounts", "horizontalpodautoscalers.autoscaling"];
 pub const OPERATOR_NAMESPACE: &str = "multiregion-system";
 
 pub struct Env {
@@ -335,6 +338,9 @@ pub async fn join_region(regions: &LocalRegions, name: &str) {
     let mut join = join_command(regions, name);
     if SECRETS_ALLOWED.contains(&name) {
         join.arg("--allow-secrets");
+    }
+    for kind in RESOURCES_ALLOWED {
+        join.args(["--allow-resource", kind]);
     }
     let out = join
         .args(["--internal-server", &through_proxy])

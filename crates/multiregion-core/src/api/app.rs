@@ -86,6 +86,49 @@ pub struct MultiRegionAppSpec {
     /// (ConfigNotPropagated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub propagate: Option<Propagate>,
+
+    /// Extra namespaced objects placed in every region before the workload:
+    /// each a whole manifest (apiVersion, kind, metadata.name, and the
+    /// rest), such as a ServiceAccount, HorizontalPodAutoscaler,
+    /// PodDisruptionBudget, Ingress, ConfigMap or a custom resource. They go
+    /// into the app's namespace (metadata.namespace, if set, must be it)
+    /// with server-side apply and the operator's labels, under the
+    /// Deployment's rules: a same-named object the operator did not create
+    /// is never adopted (the region is in `Conflict`), and each is removed
+    /// from every region when dropped from this list or when the app is
+    /// deleted. `regions[].overrides.resources` changes what one region
+    /// gets. The kind must be served in every region, and a member joined
+    /// with least privilege must allow it (`join --allow-resource`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "manifests")]
+    pub resources: Vec<serde_json::Value>,
+}
+
+/// The schema of `spec.resources`: whole manifests, each with its
+/// apiVersion, kind and name; everything else is the kind's own.
+fn manifests(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": 32,
+        "items": {
+            "type": "object",
+            "required": ["apiVersion", "kind", "metadata"],
+            "properties": {
+                "apiVersion": {"type": "string", "minLength": 1, "maxLength": 253},
+                "kind": {"type": "string", "minLength": 1, "maxLength": 63},
+                "metadata": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1, "maxLength": 253},
+                        "namespace": {"type": "string", "maxLength": 63}
+                    },
+                    "x-kubernetes-preserve-unknown-fields": true
+                }
+            },
+            "x-kubernetes-preserve-unknown-fields": true
+        }
+    })
 }
 
 /// What is copied from the app's hub namespace into every region.
@@ -211,6 +254,29 @@ pub struct Overrides {
     /// `regions[].replicas`; not `/spec/selector`).
     #[serde(default)]
     #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.all(p, p.path.startsWith('/spec/') && !p.path.startsWith('/spec/replicas') && !p.path.startsWith('/spec/selector'))").message("a path must be under /spec/, not /spec/replicas or /spec/selector"))]
+    pub patches: Vec<PatchOperation>,
+    /// JSON patches of this region's copy of objects in `spec.resources`
+    /// (for example a larger `maxReplicas` of an autoscaler).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub resources: Vec<ResourceOverride>,
+}
+
+/// Patches of one object of `spec.resources` in one region.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceOverride {
+    /// The object's kind, as in `spec.resources`.
+    #[schemars(length(min = 1, max = 63))]
+    pub kind: String,
+    /// The object's metadata.name, as in `spec.resources`.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// JSON patch operations (add, replace, remove) on the object; not of
+    /// its apiVersion, kind, name, namespace or the operator's labels.
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("self.all(p, !(p.path in ['/apiVersion', '/kind', '/metadata', '/metadata/name', '/metadata/namespace', '/metadata/labels']) && !p.path.startsWith('/metadata/labels/multiregion.io'))").message("a path must not change the object's apiVersion, kind, name, namespace or labels"))]
     pub patches: Vec<PatchOperation>,
 }
 
@@ -231,11 +297,10 @@ pub struct EnvOverride {
 
 /// One JSON patch operation.
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[x_kube(validation = Rule::new("self.path.startsWith('/spec/') && !self.path.startsWith('/spec/replicas') && !self.path.startsWith('/spec/selector')").message("path must be under /spec/, not /spec/replicas or /spec/selector").field_path(".path"))]
 pub struct PatchOperation {
     /// add, replace or remove.
     pub op: PatchOp,
-    /// A JSON pointer into the Deployment, e.g.
+    /// A JSON pointer into the object, e.g.
     /// `/spec/template/spec/nodeSelector`.
     #[schemars(length(min = 1, max = 1024))]
     pub path: String,
@@ -259,6 +324,30 @@ pub enum PatchOp {
     Replace,
     /// Remove an existing value.
     Remove,
+}
+
+/// One object of `spec.resources`, by apiVersion, kind and name.
+#[derive(
+    schemars::JsonSchema,
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRef {
+    /// The manifest's apiVersion.
+    pub api_version: String,
+    /// The manifest's kind.
+    pub kind: String,
+    /// The manifest's metadata.name.
+    pub name: String,
 }
 
 /// Where a region's users live.
@@ -925,6 +1014,11 @@ pub struct MultiRegionAppStatus {
     /// serves its users now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub homes: Vec<HomeRoute>,
+    /// The objects of `spec.resources` the operator may have placed in the
+    /// regions: those in the spec, and those dropped from it that are not
+    /// yet removed from every region.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<ResourceRef>,
     /// Ready, Degraded, FailedOver, FailbackPending, PromotionBlocked,
     /// FlapDamped, AllRegionsUnhealthy, Conflict, OverrideUnhealthy and
     /// TrafficPublished (with traffic sinks). Ready is Unknown until a

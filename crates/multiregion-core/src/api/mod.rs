@@ -23,6 +23,9 @@ pub const LABEL_APP: &str = "multiregion.io/app";
 pub const LABEL_APP_NAMESPACE: &str = "multiregion.io/app-namespace";
 pub const LABEL_REGION: &str = "multiregion.io/region";
 pub const LABEL_ROLE: &str = "multiregion.io/role";
+/// On objects placed from `spec.resources` (value "true"), which tell them
+/// apart from the copies of propagated ConfigMaps and Secrets.
+pub const LABEL_RESOURCE: &str = "multiregion.io/resource";
 /// The identity of the hub whose operator placed the object.
 pub const LABEL_HUB: &str = "multiregion.io/hub";
 /// Hash of what the operator last applied, so unchanged objects are not

@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod overrides;
 pub mod playbook;
 pub mod propagate;
+pub mod resources;
 pub mod schedule;
 pub mod traffic;
 pub mod weights;

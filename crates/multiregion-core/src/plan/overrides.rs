@@ -136,7 +136,7 @@ pub fn on_deployment(
 }
 
 /// One RFC 6902 operation (add, replace, remove).
-fn apply(document: &mut Value, op: &PatchOperation) -> Result<(), String> {
+pub(crate) fn apply(document: &mut Value, op: &PatchOperation) -> Result<(), String> {
     let (parent_path, last) = op
         .path
         .rsplit_once('/')

@@ -36,6 +36,9 @@ pub struct Applied {
     pub sinks: SinkOutcome,
     /// Regions removed from spec whose objects are now gone.
     pub cleaned_up: Vec<String>,
+    /// `status.resources`: the objects of `spec.resources` that may be
+    /// placed in a region now.
+    pub resources: Vec<crate::api::ResourceRef>,
     /// When the weights were published (the status write that follows
     /// completes the move).
     pub now: Timestamp,
@@ -80,6 +83,7 @@ pub fn settle(
     status
         .cleanup_pending
         .retain(|region| !applied.cleaned_up.contains(region));
+    status.resources = applied.resources.clone();
     status
 }
 

@@ -71,6 +71,8 @@ pub(super) fn assemble(
         drill: drill_run,
         drills,
         homes,
+        // The edge records what it placed and removed (`settle`).
+        resources: inputs.previous.resources.clone(),
         conditions,
     };
     Decision {

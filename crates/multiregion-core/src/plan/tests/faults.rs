@@ -316,6 +316,7 @@ fn a_move_is_complete_only_once_every_sink_has_it() {
     let failed = Applied {
         sinks: SinkOutcome::Failed("DNSEndpoint shop/web: forbidden".into()),
         cleaned_up: vec![],
+        resources: vec![],
         now: at(100),
     };
     let status = settle(&d, &previous, Some(1), &failed);
@@ -346,6 +347,7 @@ fn a_move_is_complete_only_once_every_sink_has_it() {
     let ok = Applied {
         sinks: SinkOutcome::Published,
         cleaned_up: vec![],
+        resources: vec![],
         now: at(105),
     };
     let status = settle(&retried, &status, Some(1), &ok);
@@ -366,6 +368,7 @@ fn a_sink_object_of_someone_else_is_a_conflict() {
             "hub: HTTPRoute shop/web exists and was not created by multiregion".into(),
         ),
         cleaned_up: vec![],
+        resources: vec![],
         now: at(1),
     };
     let status = settle(&d, &MultiRegionAppStatus::default(), Some(1), &applied);

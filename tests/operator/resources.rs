@@ -1,0 +1,212 @@
+//! `spec.resources`: extra objects (here a ServiceAccount and an HPA) in
+//! every region, with one region's override; a same-named object the
+//! operator did not create is never adopted (Conflict) nor deleted; dropped
+//! objects and the app's leave every region.
+
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::Client;
+use kube::api::PostParams;
+use multiregion::api::ResourceRef;
+
+use super::*;
+
+const NS: &str = "extras";
+
+fn service_account(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}})
+}
+
+fn autoscaler() -> serde_json::Value {
+    json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web", "labels": {"team": "shop"}},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                 "minReplicas": 1, "maxReplicas": 4}
+    })
+}
+
+/// The app with `resources`; eu-west's override of the HPA while it is
+/// one of them.
+fn spec(resources: serde_json::Value) -> serde_json::Value {
+    let has_hpa = resources
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["kind"] == "HorizontalPodAutoscaler");
+    let eu_override = match has_hpa {
+        true => json!({"resources": [{"kind": "HorizontalPodAutoscaler", "name": "web",
+            "patches": [{"op": "replace", "path": "/spec/maxReplicas", "value": 8}]}]}),
+        false => json!({}),
+    };
+    app_spec(
+        "ActivePassive",
+        &["us-east", "eu-west"],
+        json!({
+            "regions": [{"name": "us-east"}, {"name": "eu-west", "overrides": eu_override}],
+            "resources": resources
+        }),
+    )
+}
+
+async fn max_replicas(region: &Client) -> Option<i32> {
+    let hpa = Api::<HorizontalPodAutoscaler>::namespaced(region.clone(), NS)
+        .get_opt("web")
+        .await
+        .ok()??;
+    Some(hpa.spec?.max_replicas)
+}
+
+async fn account(region: &Client, name: &str) -> Option<ServiceAccount> {
+    Api::<ServiceAccount>::namespaced(region.clone(), NS)
+        .get_opt(name)
+        .await
+        .unwrap()
+}
+
+fn is_ours(account: &ServiceAccount) -> bool {
+    account
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key("multiregion.io/resource"))
+}
+
+fn recorded(names: &[(&str, &str)]) -> Vec<ResourceRef> {
+    names
+        .iter()
+        .map(|(kind, name)| ResourceRef {
+            api_version: if *kind == "ServiceAccount" {
+                "v1"
+            } else {
+                "autoscaling/v2"
+            }
+            .into(),
+            kind: kind.to_string(),
+            name: name.to_string(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn extra_resources_are_placed_per_region_never_adopted_and_removed() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    let us = env.client("us-east").await;
+    let eu = env.client("eu-west").await;
+    // Someone else's ServiceAccount "batch" in eu-west, made by hand.
+    common::operator::ensure_namespace(&eu, NS).await;
+    let theirs: ServiceAccount = serde_json::from_value(service_account("batch")).unwrap();
+    let eu_accounts = Api::<ServiceAccount>::namespaced(eu.clone(), NS);
+    let _ = eu_accounts.create(&PostParams::default(), &theirs).await;
+
+    let all = json!([
+        service_account("web"),
+        autoscaler(),
+        service_account("batch")
+    ]);
+    apply_app(&hub, NS, "web", spec(all)).await;
+    let (us_max, eu_max) = wait_for(
+        "the HPA in both regions",
+        Duration::from_secs(180),
+        || async { Some((max_replicas(&us).await?, max_replicas(&eu).await?)) },
+    )
+    .await;
+    assert_eq!((us_max, eu_max), (4, 8), "eu-west's override, there only");
+    for region in [&us, &eu] {
+        assert!(account(region, "web").await.is_some_and(|a| is_ours(&a)));
+    }
+    let (_, reason, message) = wait_for("a Conflict on batch", Duration::from_secs(60), || async {
+        let s = status(&hub, NS, "web").await?;
+        condition(&s, "Conflict").filter(|(state, _, _)| state == "True")
+    })
+    .await;
+    assert!(
+        message.contains("ServiceAccount") && message.contains("batch"),
+        "{reason}: {message}"
+    );
+    assert!(
+        !is_ours(&account(&eu, "batch").await.unwrap()),
+        "never adopted"
+    );
+    assert!(account(&us, "batch").await.is_some_and(|a| is_ours(&a)));
+    let s = status(&hub, NS, "web").await.unwrap();
+    let want = recorded(&[
+        ("HorizontalPodAutoscaler", "web"),
+        ("ServiceAccount", "batch"),
+        ("ServiceAccount", "web"),
+    ]);
+    assert_eq!(s.resources, want);
+
+    // Changed in the spec: applied in both regions. Deleted by hand: put
+    // back (these kinds are re-read every 30 s).
+    let mut bigger = autoscaler();
+    bigger["spec"]["maxReplicas"] = json!(6);
+    let changed = json!([service_account("web"), bigger, service_account("batch")]);
+    apply_app(&hub, NS, "web", spec(changed)).await;
+    Api::<ServiceAccount>::namespaced(us.clone(), NS)
+        .delete("web", &Default::default())
+        .await
+        .unwrap();
+    wait_for(
+        "the change applied and the account back",
+        Duration::from_secs(90),
+        || async {
+            let us_max = max_replicas(&us).await?;
+            let back = account(&us, "web").await.is_some_and(|a| is_ours(&a));
+            (us_max == 6 && back).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(max_replicas(&eu).await, Some(8), "eu-west's override stays");
+
+    // Dropped: the HPA and batch leave every region, but never the
+    // ServiceAccount the operator did not create.
+    apply_app(&hub, NS, "web", spec(json!([service_account("web")]))).await;
+    wait_for(
+        "the dropped objects removed",
+        Duration::from_secs(60),
+        || async {
+            let gone = max_replicas(&us).await.is_none()
+                && max_replicas(&eu).await.is_none()
+                && account(&us, "batch").await.is_none();
+            gone.then_some(())
+        },
+    )
+    .await;
+    assert!(
+        account(&eu, "batch").await.is_some(),
+        "not the operator's: kept"
+    );
+    wait_for(
+        "status.resources without them",
+        Duration::from_secs(30),
+        || async {
+            let s = status(&hub, NS, "web").await?;
+            (s.resources == recorded(&[("ServiceAccount", "web")])).then_some(())
+        },
+    )
+    .await;
+
+    // The app deleted: its ServiceAccount leaves both regions.
+    delete_app(&hub, NS, "web").await;
+    wait_for(
+        "the app's objects removed",
+        Duration::from_secs(60),
+        || async {
+            let gone = account(&us, "web").await.is_none() && account(&eu, "web").await.is_none();
+            gone.then_some(())
+        },
+    )
+    .await;
+    assert!(
+        account(&eu, "batch").await.is_some(),
+        "not the operator's: kept"
+    );
+    eu_accounts
+        .delete("batch", &Default::default())
+        .await
+        .unwrap();
+}
