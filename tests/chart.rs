@@ -550,6 +550,10 @@ fn the_prometheus_rule_alerts_on_every_failure_it_names() {
         ),
         ("MultiregionAppFailedOver", "multiregion_failovers_total"),
         (
+            "MultiregionDrillAborted",
+            r#"multiregion_drills_total{result="Aborted"}"#,
+        ),
+        (
             "MultiregionAllRegionsUnhealthy",
             "sum by (namespace, app) (multiregion_app_region_healthy) == 0",
         ),

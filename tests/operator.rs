@@ -708,6 +708,11 @@ fn invalid_app_patches() -> Vec<(&'static str, serde_json::Value, &'static str)>
             "spec.regions[0].overrides.resources[0].patches: Invalid value",
         ),
         (
+            "asynchronous replication without maxLagSeconds",
+            json!({"failover": {"replication": {"mode": "Asynchronous"}}}),
+            "spec.failover.replication.maxLagSeconds",
+        ),
+        (
             "a resource without a name",
             json!({"resources": [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {}}]}),
             "spec.resources[0].metadata.name",
@@ -811,6 +816,14 @@ async fn the_api_server_refuses_every_invalid_spec_naming_the_field() {
     apps.create(&dry_run, &object("MultiRegionApp", valid.clone()))
         .await
         .expect("the valid base is accepted");
+    let mut synchronous = valid.clone();
+    common::operator::merge(
+        &mut synchronous,
+        json!({"failover": {"replication": {"mode": "Synchronous"}}}),
+    );
+    apps.create(&dry_run, &object("MultiRegionApp", synchronous))
+        .await
+        .expect("Synchronous replication needs no maxLagSeconds");
     for (what, patch, field) in invalid_app_patches() {
         let mut spec = valid.clone();
         common::operator::merge(&mut spec, patch);

@@ -797,10 +797,13 @@ pub enum AllUnhealthy {
 /// RPO gate for promotions.
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.mode != 'Asynchronous' || has(self.maxLagSeconds)").message("required when mode is Asynchronous").field_path(".maxLagSeconds"))]
 pub struct Replication {
-    /// Highest replication lag, in seconds, at which a standby may be promoted.
+    /// Highest replication lag, in seconds, at which a standby may be
+    /// promoted. Required when mode is Asynchronous; not used otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
-    pub max_lag_seconds: i32,
+    pub max_lag_seconds: Option<i32>,
     /// How the app's data is replicated between regions; it sets the RPO a
     /// promotion can promise. Asynchronous (the default): a standby may be
     /// promoted while it lags up to maxLagSeconds, and writes within that
@@ -862,7 +865,7 @@ impl Replication {
     /// maxLagSeconds when asynchronous, 0 (in sync) otherwise.
     pub fn allowed_lag_seconds(&self) -> f64 {
         match self.mode {
-            ReplicationMode::Asynchronous => f64::from(self.max_lag_seconds),
+            ReplicationMode::Asynchronous => f64::from(self.max_lag_seconds.unwrap_or_default()),
             ReplicationMode::SemiSynchronous | ReplicationMode::Synchronous => 0.0,
         }
     }

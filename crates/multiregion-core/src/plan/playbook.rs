@@ -169,7 +169,10 @@ pub fn rpo(spec: &MultiRegionAppSpec) -> String {
                 "0 when the promoted region acknowledged (semi-synchronous)".to_string()
             }
             ReplicationMode::Asynchronous => {
-                format!("up to {} s (asynchronous, gated)", r.max_lag_seconds)
+                format!(
+                    "up to {} s (asynchronous, gated)",
+                    r.max_lag_seconds.unwrap_or_default()
+                )
             }
         },
     }

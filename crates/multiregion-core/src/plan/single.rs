@@ -347,7 +347,10 @@ impl<'a> Single<'a> {
         if !blocked.is_empty() {
             let limit = match replication.mode {
                 ReplicationMode::Asynchronous => {
-                    format!("within maxLagSeconds {}s", replication.max_lag_seconds)
+                    format!(
+                        "within maxLagSeconds {}s",
+                        replication.max_lag_seconds.unwrap_or_default()
+                    )
                 }
                 mode => format!("in sync ({mode:?} replication needs lag 0)"),
             };
