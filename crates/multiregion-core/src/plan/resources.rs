@@ -433,8 +433,11 @@ mod tests {
         let c = reference(&hpa("c")).unwrap();
         let recorded_before = [a.clone(), b.clone()];
         let wanted = [a.clone(), c.clone()];
-        assert_eq!(stale(&recorded_before, &wanted), [b.clone()]);
-        assert_eq!(recorded(&wanted, &[b.clone()]), [a.clone(), b, c.clone()]);
+        assert_eq!(stale(&recorded_before, &wanted), std::slice::from_ref(&b));
+        assert_eq!(
+            recorded(&wanted, std::slice::from_ref(&b)),
+            [a.clone(), b, c.clone()]
+        );
         assert_eq!(recorded(&wanted, &[]), [a.clone(), c]);
         let mut newer = a.clone();
         newer.api_version = "autoscaling/v3".into();
