@@ -72,23 +72,30 @@ pub(super) async fn run(app: Arc<MultiRegionApp>, ctx: Arc<Context>) -> Result<A
 }
 
 /// The objects dropped from `spec.resources` (recorded in `recorded`,
-/// `status.resources`), removed from each region of the spec; returns the
-/// new `status.resources`: what the spec asks for, and what could not be
+/// `status.resources`), removed from each region of the spec and each
+/// region still waiting for its cleanup (`leaving`); returns the new
+/// `status.resources`: what the spec asks for, and what could not be
 /// removed everywhere yet (tried again next round).
 pub(super) async fn dropped_resources(
     ctx: &Context,
     key: &AppKey,
     spec: &MultiRegionAppSpec,
+    leaving: &[String],
     recorded: &[ResourceRef],
 ) -> Vec<ResourceRef> {
     let wanted = resources::wanted(spec);
+    let regions: Vec<&str> = spec
+        .regions
+        .iter()
+        .map(|r| r.name.as_str())
+        .chain(leaving.iter().map(String::as_str))
+        .collect();
     let mut not_removed = Vec::new();
     for object in resources::stale(recorded, &wanted) {
-        for region in &spec.regions {
-            let removed =
-                remove_objects(ctx, key, &region.name, std::slice::from_ref(&object)).await;
+        for region in &regions {
+            let removed = remove_objects(ctx, key, region, std::slice::from_ref(&object)).await;
             if let Err(err) = removed {
-                tracing::info!(app = %key.name, region = %region.name, object = ?object, error = %err, "dropped resource not removed yet");
+                tracing::info!(app = %key.name, region = %region, object = ?object, error = %err, "dropped resource not removed yet");
                 not_removed.push(object);
                 break;
             }

@@ -323,7 +323,10 @@ where
 {
     let name = desired.name_any();
     match api.create(&post_params(), desired).await {
-        Ok(_) => return Ok(None),
+        Ok(created) => {
+            resources::fields_as_applied(api, &created).await;
+            return Ok(None);
+        }
         Err(kube::Error::Api(status)) if status.code == 409 => {}
         Err(err) => return Err(Error::member(region, err)),
     }

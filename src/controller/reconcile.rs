@@ -86,6 +86,13 @@ pub(super) async fn apply(
         Ok(None) => return Ok(Action::requeue(Duration::from_millis(500))),
         Err(message) => return invalid_spec(&ctx, &app, &previous, version, &message).await,
     };
+    let wanted = resources::wanted(&app.spec);
+    if let Some(ahead) = resources::record_ahead(&wanted, &previous.resources) {
+        let mut recorded = previous.clone();
+        recorded.resources = ahead;
+        write(&ctx, &key, &previous, version, &recorded).await?;
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
     let observations = gather::observe(&ctx, &app, &key, &previous, &propagation);
     let interval = Duration::from_secs(app.spec.health_check.interval_seconds.max(1) as u64);
     let (round, next_round) = ctx.round_due(&key, interval, &gather::evidence(&observations));
@@ -110,10 +117,17 @@ pub(super) async fn apply(
     };
     let ups = scale(&ctx, &key, &app, &workload, &decision, false).await;
     let (sinks, retry_sinks) = publish(&ctx, &app, &key, &decision).await;
-    let placed_resources = resources::recorded(&resources::wanted(&app.spec), &previous.resources);
+    let placed_resources = resources::recorded(&wanted, &previous.resources);
     let cleaned_up =
         cleanup::removed_regions(&ctx, &key, &decision.cleanup, &placed_resources).await;
-    let resources = cleanup::dropped_resources(&ctx, &key, &app.spec, &previous.resources).await;
+    let resources = cleanup::dropped_resources(
+        &ctx,
+        &key,
+        &app.spec,
+        &decision.cleanup,
+        &previous.resources,
+    )
+    .await;
     let confirmed = sinks.confirmed();
     let applied = Applied {
         sinks,

@@ -4,11 +4,14 @@
 //! operator did not create is never adopted (`Conflict`); deleted only when
 //! the operator's labels say it placed it.
 //!
-//! These kinds are not watched: an object seen as wanted is read again
-//! after `RESOURCE_RECHECK`, so one deleted by hand comes back then.
+//! These kinds are not watched: an object seen as wanted is read and
+//! applied again after `RESOURCE_RECHECK`, so one deleted or edited by hand
+//! is put back then.
 
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::json;
 
 use super::placement::post_params;
 use crate::api::{FIELD_MANAGER, LABEL_RESOURCE, ResourceRef};
@@ -18,28 +21,41 @@ use crate::plan::resources::Built;
 use crate::regions::Member;
 
 /// Places what the region gets of `spec.resources`; returns whether
-/// anything was written.
+/// anything was written. One object that cannot be placed (a `Conflict`, a
+/// kind not served) does not keep the others out: the first such error is
+/// returned once every object was tried.
 pub(super) async fn place(member: &Member, app: &AppKey, built: &[Built]) -> Result<bool> {
     let mut wrote = false;
+    let mut first_error = None;
     for object in built {
         if member.resource_current(app, &object.reference, &object.hash) {
             continue;
         }
-        let api = api_for(member, app, &object.reference)
-            .await?
-            .map_err(|why| refused(member, object, why))?;
-        wrote |= apply(member, &api, app, object)
-            .await
-            .map_err(|err| named(err, object))?;
+        match place_one(member, app, object).await {
+            Ok(written) => wrote |= written,
+            Err(err) => {
+                first_error.get_or_insert(err);
+            }
+        }
     }
-    Ok(wrote)
+    first_error.map_or(Ok(wrote), Err)
+}
+
+async fn place_one(member: &Member, app: &AppKey, object: &Built) -> Result<bool> {
+    let api = api_for(member, app, &object.reference)
+        .await?
+        .map_err(|why| refused(member, object, why))?;
+    apply(member, &api, app, object)
+        .await
+        .map_err(|err| named(err, object))
 }
 
 /// Deletes the operator's objects among `objects` here (a kind not served
-/// here, or one the operator may not read, cannot hold any of them).
+/// here, or one the operator may not read, cannot hold any of them). A
+/// region that cannot be asked is an error: the objects stay recorded.
 pub(super) async fn remove(member: &Member, app: &AppKey, objects: &[ResourceRef]) -> Result<()> {
     for object in objects {
-        let Some(Ok(api)) = api_for(member, app, object).await.ok() else {
+        let Ok(api) = api_for(member, app, object).await? else {
             continue;
         };
         let region = member.name();
@@ -89,8 +105,10 @@ async fn api_for(
     })
 }
 
-/// Creates the object, or reads the one holding its name and applies over
-/// it when it is the operator's and differs.
+/// Creates the object, or reads the one holding its name and, when it is
+/// the operator's, applies over it: a changed manifest is written, and so
+/// is any field someone changed by hand. Returns whether the object
+/// changed.
 async fn apply(
     member: &Member,
     api: &Api<DynamicObject>,
@@ -102,7 +120,8 @@ async fn apply(
         .map_err(|e| refused(member, object, &format!("is not an object: {e}")))?;
     let name = &object.reference.name;
     match api.create(&post_params(), &desired).await {
-        Ok(_) => {
+        Ok(created) => {
+            fields_as_applied(api, &created).await;
             member.resource_seen(app, &object.reference, Some(&object.hash));
             return Ok(true);
         }
@@ -124,27 +143,48 @@ async fn apply(
         region,
         Some(&object.hash),
     );
-    match found {
-        Found::Foreign => Err(Error::Conflict {
+    if found == Found::Foreign {
+        return Err(Error::Conflict {
             place: region.to_string(),
             kind: object.reference.kind.clone(),
             name: format!("{}/{name}", app.namespace),
-        }),
-        Found::Current => {
-            member.resource_seen(app, &object.reference, Some(&object.hash));
-            Ok(false)
-        }
-        Found::Outdated => {
-            api.patch(
-                name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&object.object),
-            )
-            .await
-            .map_err(|e| Error::member(region, e))?;
-            member.resource_seen(app, &object.reference, Some(&object.hash));
-            Ok(true)
-        }
+        });
+    }
+    fields_as_applied(api, &existing).await;
+    let applied = api
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&object.object),
+        )
+        .await
+        .map_err(|e| Error::member(region, e))?;
+    member.resource_seen(app, &object.reference, Some(&object.hash));
+    Ok(applied.resource_version() != existing.resource_version())
+}
+
+/// Records the operator's fields of an object it created as its
+/// server-side apply (`plan::manifest::as_applied`), so a field dropped
+/// from the manifest is removed by the next apply. A failure is only
+/// logged: the next apply over the object tries again.
+pub(super) async fn fields_as_applied<K>(api: &Api<K>, object: &K)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let entries = object.meta().managed_fields.as_deref().unwrap_or_default();
+    let Some(fields) = manifest::as_applied(entries, FIELD_MANAGER) else {
+        return;
+    };
+    let patch = json!({"metadata": {
+        "managedFields": fields,
+        "resourceVersion": object.resource_version(),
+    }});
+    let name = object.name_any();
+    if let Err(err) = api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        tracing::debug!(name = %name, error = %err, "fields not recorded as applied yet");
     }
 }
 

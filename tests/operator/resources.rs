@@ -1,12 +1,14 @@
 //! `spec.resources`: extra objects (here a ServiceAccount and an HPA) in
 //! every region, with one region's override; a same-named object the
-//! operator did not create is never adopted (Conflict) nor deleted; dropped
-//! objects and the app's leave every region.
+//! operator did not create is never adopted (Conflict) nor deleted, and
+//! keeps none of the others out; a field dropped from a manifest leaves
+//! the object, a hand edit is put back; dropped objects and the app's leave
+//! every region.
 
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Client;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use multiregion::api::ResourceRef;
 
 use super::*;
@@ -15,6 +17,16 @@ const NS: &str = "extras";
 
 fn service_account(name: &str) -> serde_json::Value {
     json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}})
+}
+
+/// The app's ServiceAccount, with a field the first spec sets and the
+/// second drops.
+fn app_account(automount: bool) -> serde_json::Value {
+    let mut account = service_account("web");
+    if !automount {
+        account["automountServiceAccountToken"] = json!(false);
+    }
+    account
 }
 
 fn autoscaler() -> serde_json::Value {
@@ -102,11 +114,8 @@ async fn extra_resources_are_placed_per_region_never_adopted_and_removed() {
     let eu_accounts = Api::<ServiceAccount>::namespaced(eu.clone(), NS);
     let _ = eu_accounts.create(&PostParams::default(), &theirs).await;
 
-    let all = json!([
-        service_account("web"),
-        autoscaler(),
-        service_account("batch")
-    ]);
+    // batch first: its Conflict in eu-west keeps nothing after it out.
+    let all = json!([service_account("batch"), app_account(false), autoscaler()]);
     apply_app(&hub, NS, "web", spec(all)).await;
     let (us_max, eu_max) = wait_for(
         "the HPA in both regions",
@@ -140,27 +149,41 @@ async fn extra_resources_are_placed_per_region_never_adopted_and_removed() {
     ]);
     assert_eq!(s.resources, want);
 
-    // Changed in the spec: applied in both regions. Deleted by hand: put
-    // back (these kinds are re-read every 30 s).
+    let automount = account(&eu, "web").await.unwrap();
+    assert_eq!(automount.automount_service_account_token, Some(false));
+
+    // Changed in the spec: applied in both regions, a dropped field
+    // removed. Deleted or edited by hand: put back (these kinds are re-read
+    // and applied every 30 s).
     let mut bigger = autoscaler();
     bigger["spec"]["maxReplicas"] = json!(6);
-    let changed = json!([service_account("web"), bigger, service_account("batch")]);
+    let changed = json!([service_account("batch"), app_account(true), bigger]);
     apply_app(&hub, NS, "web", spec(changed)).await;
     Api::<ServiceAccount>::namespaced(us.clone(), NS)
         .delete("web", &Default::default())
         .await
         .unwrap();
+    let edit = json!({"spec": {"maxReplicas": 20}});
+    Api::<HorizontalPodAutoscaler>::namespaced(eu.clone(), NS)
+        .patch("web", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .unwrap();
+    assert_eq!(max_replicas(&eu).await, Some(20));
     wait_for(
-        "the change applied and the account back",
+        "the change applied, the field dropped, the account back, the edit undone",
         Duration::from_secs(90),
         || async {
             let us_max = max_replicas(&us).await?;
+            let eu_max = max_replicas(&eu).await?;
             let back = account(&us, "web").await.is_some_and(|a| is_ours(&a));
-            (us_max == 6 && back).then_some(())
+            let dropped = account(&eu, "web")
+                .await?
+                .automount_service_account_token
+                .is_none();
+            (us_max == 6 && eu_max == 8 && back && dropped).then_some(())
         },
     )
     .await;
-    assert_eq!(max_replicas(&eu).await, Some(8), "eu-west's override stays");
 
     // Dropped: the HPA and batch leave every region, but never the
     // ServiceAccount the operator did not create.

@@ -350,6 +350,22 @@ pub struct ResourceRef {
     pub name: String,
 }
 
+impl ResourceRef {
+    /// The API group: what comes before the `/` of the apiVersion (empty
+    /// for the core group, `v1`).
+    pub fn group(&self) -> &str {
+        self.api_version
+            .rsplit_once('/')
+            .map_or("", |(group, _)| group)
+    }
+
+    /// Names the same object: same group, kind and name; the version may
+    /// differ (a cluster serves one object under each of its versions).
+    pub fn same_object(&self, other: &ResourceRef) -> bool {
+        self.group() == other.group() && self.kind == other.kind && self.name == other.name
+    }
+}
+
 /// Where a region's users live.
 #[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[x_kube(validation = Rule::new("size(self.continents) + size(self.countries) > 0").message("name at least one continent or country"))]

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{Namespace, PodTemplateSpec, Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, ManagedFieldsEntry, ObjectMeta,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 use serde_json::Value;
@@ -123,6 +125,37 @@ pub fn found(
     } else {
         Found::Outdated
     }
+}
+
+/// The object's managed fields with `manager`'s fields recorded as its
+/// server-side apply, or None when they are already. A create records the
+/// creator's fields as an update; an apply never removes a field such a
+/// record still holds, so a field dropped from the manifest would stay.
+/// Where the manager has applied since, its update record goes; otherwise
+/// the record becomes its apply (what `kubectl apply --server-side` does
+/// when it takes over client-side fields).
+pub fn as_applied(
+    entries: &[ManagedFieldsEntry],
+    manager: &str,
+) -> Option<Vec<ManagedFieldsEntry>> {
+    let is = |e: &ManagedFieldsEntry, operation: &str| {
+        e.manager.as_deref() == Some(manager) && e.operation.as_deref() == Some(operation)
+    };
+    if !entries.iter().any(|e| is(e, "Update")) {
+        return None;
+    }
+    let applied = entries.iter().any(|e| is(e, "Apply"));
+    let kept = entries.iter().filter(|e| !(applied && is(e, "Update")));
+    Some(
+        kept.cloned()
+            .map(|mut e| {
+                if is(&e, "Update") {
+                    e.operation = Some("Apply".into());
+                }
+                e
+            })
+            .collect(),
+    )
 }
 
 /// Checks the template parses as a PodTemplateSpec.
@@ -322,6 +355,40 @@ mod tests {
 
     fn to_json<K: Serialize>(object: K) -> Value {
         serde_json::to_value(object).unwrap()
+    }
+
+    #[test]
+    fn the_creators_update_record_becomes_its_apply() {
+        let entry = |manager: &str, operation: &str| ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some(operation.into()),
+            ..Default::default()
+        };
+        let ops = |entries: Option<Vec<ManagedFieldsEntry>>| {
+            entries.map(|es| {
+                es.into_iter()
+                    .map(|e| format!("{}:{}", e.manager.unwrap(), e.operation.unwrap()))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let cases = [
+            (vec![entry("us", "Update")], Some(vec!["us:Apply"])),
+            (
+                vec![entry("us", "Update"), entry("us", "Apply")],
+                Some(vec!["us:Apply"]),
+            ),
+            (
+                vec![entry("kubectl", "Update"), entry("us", "Update")],
+                Some(vec!["kubectl:Update", "us:Apply"]),
+            ),
+            (vec![entry("us", "Apply")], None),
+            (vec![entry("kubectl", "Update")], None),
+            (vec![], None),
+        ];
+        for (entries, want) in cases {
+            let want = want.map(|w| w.into_iter().map(String::from).collect());
+            assert_eq!(ops(as_applied(&entries, "us")), want, "{entries:?}");
+        }
     }
 
     fn app() -> AppKey {

@@ -48,20 +48,24 @@ pub fn wanted(spec: &MultiRegionAppSpec) -> Vec<ResourceRef> {
     spec.resources.iter().filter_map(reference).collect()
 }
 
-/// The objects the operator places itself, by kind and name: the
-/// Deployment and Service of the app's name, and the propagated copies.
-pub fn taken(app: &AppKey, config_maps: &[String], secrets: &[String]) -> Vec<(String, String)> {
-    let named = |kind: &str, names: &[String]| {
+/// The objects the operator places itself: the Deployment and Service of
+/// the app's name, and the propagated copies.
+pub fn taken(app: &AppKey, config_maps: &[String], secrets: &[String]) -> Vec<ResourceRef> {
+    let named = |api_version: &str, kind: &str, names: &[String]| {
         names
             .iter()
-            .map(|n| (kind.to_string(), n.clone()))
+            .map(|name| ResourceRef {
+                api_version: api_version.to_string(),
+                kind: kind.to_string(),
+                name: name.clone(),
+            })
             .collect::<Vec<_>>()
     };
     [
-        named("Deployment", std::slice::from_ref(&app.name)),
-        named("Service", std::slice::from_ref(&app.name)),
-        named("ConfigMap", config_maps),
-        named("Secret", secrets),
+        named("apps/v1", "Deployment", std::slice::from_ref(&app.name)),
+        named("v1", "Service", std::slice::from_ref(&app.name)),
+        named("v1", "ConfigMap", config_maps),
+        named("v1", "Secret", secrets),
     ]
     .concat()
 }
@@ -71,7 +75,7 @@ pub fn taken(app: &AppKey, config_maps: &[String], secrets: &[String]) -> Vec<(S
 pub fn check(
     app: &AppKey,
     spec: &MultiRegionAppSpec,
-    taken: &[(String, String)],
+    taken: &[ResourceRef],
 ) -> Result<(), InvalidResource> {
     for region in &spec.regions {
         for_region(app, spec, &region.name, taken)?;
@@ -84,7 +88,7 @@ pub fn for_region(
     app: &AppKey,
     spec: &MultiRegionAppSpec,
     region: &str,
-    taken: &[(String, String)],
+    taken: &[ResourceRef],
 ) -> Result<Vec<Built>, InvalidResource> {
     let index = spec.regions.iter().position(|r| r.name == region);
     let overrides = index
@@ -123,7 +127,7 @@ fn named_object(
     manifest: &Value,
     field: &str,
     app: &AppKey,
-    taken: &[(String, String)],
+    taken: &[ResourceRef],
 ) -> Result<ResourceRef, InvalidResource> {
     let reference = reference(manifest).ok_or_else(|| {
         InvalidResource(format!("{field}: needs apiVersion, kind and metadata.name"))
@@ -142,10 +146,7 @@ fn named_object(
             "{field}.kind: Namespace is not namespaced; the operator creates the app's namespace"
         )));
     }
-    if taken
-        .iter()
-        .any(|(kind, name)| *kind == reference.kind && *name == reference.name)
-    {
+    if taken.iter().any(|t| t.same_object(&reference)) {
         return Err(InvalidResource(format!(
             "{field}: {} {} is placed by the operator already (the app's workload or spec.propagate)",
             reference.kind, reference.name
@@ -263,9 +264,23 @@ fn finish(
 pub fn stale(recorded: &[ResourceRef], wanted: &[ResourceRef]) -> Vec<ResourceRef> {
     recorded
         .iter()
-        .filter(|r| !wanted.iter().any(|w| w.kind == r.kind && w.name == r.name))
+        .filter(|r| !wanted.iter().any(|w| w.same_object(r)))
         .cloned()
         .collect()
+}
+
+/// The `status.resources` to write before anything is placed, when the
+/// spec asks for an object not recorded yet: recorded first, an object the
+/// operator places can always be found again to be removed, even when the
+/// round that placed it never wrote its status.
+pub fn record_ahead(
+    wanted: &[ResourceRef],
+    recorded_now: &[ResourceRef],
+) -> Option<Vec<ResourceRef>> {
+    wanted
+        .iter()
+        .any(|w| !recorded_now.contains(w))
+        .then(|| recorded(wanted, recorded_now))
 }
 
 /// `status.resources`: what is wanted, then what is stale and not yet
@@ -353,7 +368,7 @@ mod tests {
             &[],
         );
         let copied = for_region(&key(), &spec(json!([pasted]), json!({})), "us-east", &[]);
-        assert_eq!(plain, copied);
+        assert_eq!(plain.unwrap(), copied.unwrap());
     }
 
     #[test]
@@ -427,6 +442,47 @@ mod tests {
     }
 
     #[test]
+    fn a_kind_of_another_group_with_the_apps_name_is_not_taken() {
+        let knative = json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+            "metadata": {"name": "web"}});
+        let spec = spec(json!([knative]), json!({}));
+        let taken = taken(&key(), &[], &[]);
+        let built = for_region(&key(), &spec, "us-east", &taken).unwrap();
+        assert_eq!(built[0].reference.group(), "serving.knative.dev");
+    }
+
+    #[test]
+    fn a_new_object_is_recorded_before_it_is_placed() {
+        let a = reference(&hpa("a")).unwrap();
+        let b = reference(&hpa("b")).unwrap();
+        let mut a3 = a.clone();
+        a3.api_version = "autoscaling/v3".into();
+        type Case = (Vec<ResourceRef>, Vec<ResourceRef>, Option<Vec<ResourceRef>>);
+        let cases: [Case; 4] = [
+            (vec![], vec![], None),
+            (vec![a.clone()], vec![a.clone()], None),
+            (
+                vec![a.clone()],
+                vec![b.clone()],
+                Some(vec![a.clone(), b.clone()]),
+            ),
+            (vec![a3.clone()], vec![a.clone()], Some(vec![a.clone(), a3])),
+        ];
+        for (wanted, recorded_now, want) in cases {
+            assert_eq!(
+                record_ahead(&wanted, &recorded_now),
+                want,
+                "{wanted:?} {recorded_now:?}"
+            );
+        }
+        assert_eq!(
+            record_ahead(&[], std::slice::from_ref(&b)),
+            None,
+            "dropped: removed, not recorded ahead"
+        );
+    }
+
+    #[test]
     fn dropped_objects_stay_recorded_until_removed_everywhere() {
         let a = reference(&hpa("a")).unwrap();
         let b = reference(&hpa("b")).unwrap();
@@ -442,9 +498,16 @@ mod tests {
         let mut newer = a.clone();
         newer.api_version = "autoscaling/v3".into();
         assert_eq!(
-            stale(&[a], &[newer]),
+            stale(std::slice::from_ref(&a), &[newer]),
             [],
             "the same object under a new version"
+        );
+        let mut other_group = a.clone();
+        other_group.api_version = "example.com/v2".into();
+        assert_eq!(
+            stale(std::slice::from_ref(&a), std::slice::from_ref(&other_group)),
+            std::slice::from_ref(&a),
+            "the same kind and name in another group is another object"
         );
     }
 }
