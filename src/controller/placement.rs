@@ -299,13 +299,16 @@ where
             name: format!("{}/{name}", app.namespace),
         }),
         Found::Outdated => {
-            api.patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&desired),
-            )
-            .await
-            .map_err(|e| Error::member(region, e))?;
+            let applied = api
+                .patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&desired),
+                )
+                .await
+                .map_err(|e| Error::member(region, e))?;
+            // One created by an older operator: its update record goes.
+            resources::fields_as_applied(&api, &applied).await;
             Ok(true)
         }
     }

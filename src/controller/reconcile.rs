@@ -20,7 +20,9 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 
 use super::{Context, cleanup, events, gather, placement, sinks, status};
-use crate::api::{ANNOTATION_DRILL_REQUESTED, FINALIZER, MultiRegionApp, MultiRegionAppStatus};
+use crate::api::{
+    ANNOTATION_DRILL_REQUESTED, FINALIZER, MultiRegionApp, MultiRegionAppStatus, ResourceRef,
+};
 use crate::error::{Error, Result};
 use crate::metrics::{AppLabels, DrillLabels, FailoverLabels};
 use crate::plan::manifest::{self, AppKey};
@@ -87,10 +89,7 @@ pub(super) async fn apply(
         Err(message) => return invalid_spec(&ctx, &app, &previous, version, &message).await,
     };
     let wanted = resources::wanted(&app.spec);
-    if let Some(ahead) = resources::record_ahead(&wanted, &previous.resources) {
-        let mut recorded = previous.clone();
-        recorded.resources = ahead;
-        write(&ctx, &key, &previous, version, &recorded).await?;
+    if record_ahead(&ctx, &key, &wanted, &previous, &version).await? {
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
     let observations = gather::observe(&ctx, &app, &key, &previous, &propagation);
@@ -191,6 +190,25 @@ fn drill_requested(app: &MultiRegionApp) -> Option<Timestamp> {
 
 /// Writes the status when it changed, over the resourceVersion the
 /// decision was made from, and remembers the write.
+/// Writes `status.resources` with what the spec newly asks for before
+/// anything is placed (`plan::resources::record_ahead`); returns whether
+/// it wrote.
+async fn record_ahead(
+    ctx: &Context,
+    key: &AppKey,
+    wanted: &[ResourceRef],
+    previous: &MultiRegionAppStatus,
+    version: &Option<String>,
+) -> Result<bool> {
+    let Some(ahead) = resources::record_ahead(wanted, &previous.resources) else {
+        return Ok(false);
+    };
+    let mut recorded = previous.clone();
+    recorded.resources = ahead;
+    write(ctx, key, previous, version.clone(), &recorded).await?;
+    Ok(true)
+}
+
 async fn write(
     ctx: &Context,
     key: &AppKey,
