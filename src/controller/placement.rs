@@ -12,6 +12,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use serde_json::json;
 
 use crate::api::{
     FIELD_MANAGER, LABEL_RESOURCE, MultiRegionAppSpec, PropagatedObjects, ResourceRef,
@@ -242,6 +243,31 @@ async fn ensure_namespace(member: &Member, client: &Client, name: &str) -> Resul
     Ok(())
 }
 
+/// Records the operator's fields of an object it created as its
+/// server-side apply (`plan::manifest::as_applied`), so a field dropped
+/// from the manifest is removed by the next apply. A failure is only
+/// logged: the next apply over the object tries again.
+pub(super) async fn fields_as_applied<K>(api: &Api<K>, object: &K)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let entries = object.meta().managed_fields.as_deref().unwrap_or_default();
+    let Some(fields) = manifest::as_applied(entries, FIELD_MANAGER) else {
+        return;
+    };
+    let patch = json!({"metadata": {
+        "managedFields": fields,
+        "resourceVersion": object.resource_version(),
+    }});
+    let name = object.name_any();
+    if let Err(err) = api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        tracing::debug!(name = %name, error = %err, "fields not recorded as applied yet");
+    }
+}
+
 pub(super) fn post_params() -> PostParams {
     PostParams {
         field_manager: Some(FIELD_MANAGER.to_string()),
@@ -308,7 +334,7 @@ where
                 .await
                 .map_err(|e| Error::member(region, e))?;
             // One created by an older operator: its update record goes.
-            resources::fields_as_applied(&api, &applied).await;
+            fields_as_applied(&api, &applied).await;
             Ok(true)
         }
     }
@@ -327,7 +353,7 @@ where
     let name = desired.name_any();
     match api.create(&post_params(), desired).await {
         Ok(created) => {
-            resources::fields_as_applied(api, &created).await;
+            fields_as_applied(api, &created).await;
             return Ok(None);
         }
         Err(kube::Error::Api(status)) if status.code == 409 => {}

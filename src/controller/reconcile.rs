@@ -188,8 +188,6 @@ fn drill_requested(app: &MultiRegionApp) -> Option<Timestamp> {
         .and_then(|t| t.parse().ok())
 }
 
-/// Writes the status when it changed, over the resourceVersion the
-/// decision was made from, and remembers the write.
 /// Writes `status.resources` with what the spec newly asks for before
 /// anything is placed (`plan::resources::record_ahead`); returns whether
 /// it wrote.
@@ -209,6 +207,8 @@ async fn record_ahead(
     Ok(true)
 }
 
+/// Writes the status when it changed, over the resourceVersion the
+/// decision was made from, and remembers the write.
 async fn write(
     ctx: &Context,
     key: &AppKey,

@@ -9,14 +9,12 @@
 //! is put back then.
 
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
-use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
-use serde_json::json;
+use kube::{Client, ResourceExt};
 
-use super::placement::post_params;
+use super::placement::{fields_as_applied, post_params};
 use crate::api::{FIELD_MANAGER, LABEL_RESOURCE, ResourceRef};
 use crate::error::{Error, Result};
-use crate::plan::manifest::{self, AppKey, Found};
+use crate::plan::manifest::{self, AppKey};
 use crate::plan::resources::Built;
 use crate::regions::Member;
 
@@ -136,14 +134,7 @@ async fn apply(
         // Deleted between the create and the read: the next round creates it.
         return Ok(false);
     };
-    let found = manifest::found(
-        existing.labels(),
-        existing.annotations(),
-        app,
-        region,
-        Some(&object.hash),
-    );
-    if found == Found::Foreign {
+    if !manifest::owned_by(Some(existing.labels()), app, region) {
         return Err(Error::Conflict {
             place: region.to_string(),
             kind: object.reference.kind.clone(),
@@ -161,31 +152,6 @@ async fn apply(
         .map_err(|e| Error::member(region, e))?;
     member.resource_seen(app, &object.reference, Some(&object.hash));
     Ok(applied.resource_version() != existing.resource_version())
-}
-
-/// Records the operator's fields of an object it created as its
-/// server-side apply (`plan::manifest::as_applied`), so a field dropped
-/// from the manifest is removed by the next apply. A failure is only
-/// logged: the next apply over the object tries again.
-pub(super) async fn fields_as_applied<K>(api: &Api<K>, object: &K)
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
-{
-    let entries = object.meta().managed_fields.as_deref().unwrap_or_default();
-    let Some(fields) = manifest::as_applied(entries, FIELD_MANAGER) else {
-        return;
-    };
-    let patch = json!({"metadata": {
-        "managedFields": fields,
-        "resourceVersion": object.resource_version(),
-    }});
-    let name = object.name_any();
-    if let Err(err) = api
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        tracing::debug!(name = %name, error = %err, "fields not recorded as applied yet");
-    }
 }
 
 fn refused(member: &Member, object: &Built, why: &str) -> Error {
