@@ -2,6 +2,8 @@
 //! enough context to act on; every variant names itself as a metric label
 //! (`multiregion_reconcile_errors_total{error=...}`).
 
+use multiregion_core::text::member_text;
+
 /// What can go wrong when the operator talks to a cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -19,6 +21,15 @@ pub enum Error {
     /// A member API server refused what the operator sent; its message.
     #[error("region {region}: refused: {message}")]
     Refused { region: String, message: String },
+    /// A member API server answered with an error that says nothing about
+    /// what was sent: 429 (too many requests) or 5xx (an etcd leader
+    /// change, a rolling upgrade). Retried; no evidence against the region.
+    #[error("region {region}: answered {code}: {message}")]
+    Troubled {
+        region: String,
+        code: u16,
+        message: String,
+    },
     /// An object of the app's name exists that the operator did not create;
     /// it is left alone.
     #[error("{place}: {kind} {name} exists and was not created by multiregion; it is left alone")]
@@ -59,6 +70,7 @@ impl Error {
             Error::Hub { .. } => "hub",
             Error::Unreachable { .. } => "member_unreachable",
             Error::Refused { .. } => "member_refused",
+            Error::Troubled { .. } => "member_troubled",
             Error::Conflict { .. } => "conflict",
             Error::Sink { .. } => "sink",
             Error::StatusConflict { .. } => "status_conflict",
@@ -74,17 +86,27 @@ impl Error {
         move |source| Error::Hub { action, source }
     }
 
-    /// Classifies a member API error: an answer is a refusal; anything else
-    /// means the member could not be reached.
+    /// Classifies a member API error: 429 and 5xx answers are trouble on
+    /// the member's side (no verdict on what was sent), other answers are
+    /// refusals, and anything else means the member could not be reached.
+    /// The member's text is capped and made one line.
     pub fn member(region: &str, err: kube::Error) -> Error {
+        let region = region.to_string();
         match err {
+            kube::Error::Api(status) if status.code == 429 || status.code >= 500 => {
+                Error::Troubled {
+                    region,
+                    code: status.code,
+                    message: member_text(&status.message),
+                }
+            }
             kube::Error::Api(status) => Error::Refused {
-                region: region.to_string(),
-                message: format!("{} ({})", status.message, status.reason),
+                region,
+                message: member_text(&format!("{} ({})", status.message, status.reason)),
             },
             other => Error::Unreachable {
-                region: region.to_string(),
-                reason: other.to_string(),
+                region,
+                reason: member_text(&other.to_string()),
             },
         }
     }

@@ -6,7 +6,7 @@
 //! probes (`regions`), the reconcile (`controller`), metrics and the CLI.
 #![forbid(unsafe_code)]
 
-pub use multiregion_core::{api, plan};
+pub use multiregion_core::{api, plan, text};
 
 pub mod cli;
 pub mod controller;

@@ -45,6 +45,7 @@ pub(super) fn observe(
             let mut observation = observe_region(ctx, app, key, region, lag_annotation);
             if let Some(member) = ctx.registry.get(&region.name) {
                 observation.missing_config = member.missing_config(key, &region.name, propagation);
+                observation.placement = member.placement_problem(key);
             }
             (region.name.clone(), observation)
         })
@@ -87,6 +88,7 @@ fn observe_region(
         workload: member.observe(key, &region.name, lag_annotation),
         http,
         missing_config: None,
+        placement: None,
     }
 }
 
@@ -100,6 +102,7 @@ pub(super) fn evidence(observations: &BTreeMap<String, Observation>) -> String {
             let api = match o.region {
                 RegionState::Reachable => 'r',
                 RegionState::Unknown => '?',
+                RegionState::Troubled { .. } => 't',
                 _ => 'x',
             };
             let http = match o.http {

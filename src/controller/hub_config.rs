@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::MultiRegionApp;
 use crate::plan::propagate::{self, Propagation};
-use crate::regions::{Trigger, cached_watch, store_ready};
+use crate::regions::{CachedWatch, Heard, Trigger, cached_watch, store_ready};
 
 /// Watched copies of the hub's ConfigMaps and Secrets.
 pub struct HubConfig {
@@ -122,7 +122,11 @@ where
         let _ = triggers.send(Trigger::Propagated(namespace));
     };
     let task = tokio::spawn(async move {
-        cached_watch(api, watcher::Config::default(), writer, "hub", on_change).await;
+        let watch = CachedWatch {
+            place: "hub",
+            heard: Heard::new(),
+        };
+        cached_watch(api, watcher::Config::default(), writer, watch, on_change).await;
     });
     (store, task)
 }

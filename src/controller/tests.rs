@@ -117,6 +117,7 @@ impl TestMember {
         services.apply_watcher_event(&WatchEvent::InitDone);
         let probe = ProbeState {
             last_ok: Some(reachable),
+            troubled: None,
             last_error: if reachable {
                 String::new()
             } else {
@@ -131,6 +132,7 @@ impl TestMember {
         secret_writer.apply_watcher_event(&WatchEvent::InitDone);
         let placed = Placed {
             deployments: deployment_store,
+            heard: crate::regions::Heard::new(),
             services: service_store,
             config_maps,
             secrets,

@@ -19,9 +19,16 @@ use super::CredentialsError;
 use super::watch::{self, store_ready};
 use crate::api::{RegionSpec, ResourceRef};
 use crate::error::{Error, Result};
-use crate::plan::health::{Counters, RegionState, WorkloadState};
+use crate::plan::health::{Counters, PlacementProblem, RegionState, WorkloadState};
+use crate::text::member_text;
 use crate::plan::manifest::AppKey;
 use crate::plan::propagate::Propagation;
+
+/// A Deployment watch whose every attempt has failed for this long (its
+/// list or watch refused, or cut while the probe gets through) holds data
+/// of unknown age: the workload is judged `Stale` (Unknown evidence) until
+/// an attempt succeeds.
+pub const WATCH_SILENCE: Duration = Duration::from_secs(30);
 
 /// How long an object of `spec.resources` seen as wanted is taken to be
 /// still so (these kinds are not watched).
@@ -32,6 +39,9 @@ pub const RESOURCE_RECHECK: Duration = Duration::from_secs(30);
 pub struct ProbeState {
     /// Result of the last probe; None before the first.
     pub last_ok: Option<bool>,
+    /// The last probe was answered with an error code that is no evidence
+    /// (429, 5xx, 401, 403): which.
+    pub troubled: Option<u16>,
     pub last_error: String,
     pub counters: Counters,
     pub version: Option<String>,
@@ -40,6 +50,8 @@ pub struct ProbeState {
 /// The watched copies of the objects placed in a member.
 pub(crate) struct Placed {
     pub deployments: Store<Deployment>,
+    /// When the Deployment watch last heard from the member.
+    pub heard: Arc<watch::Heard>,
     pub services: Store<Service>,
     /// Copies of propagated ConfigMaps and Secrets.
     pub config_maps: Store<ConfigMap>,
@@ -196,6 +208,15 @@ impl Member {
             }) => RegionState::Reachable,
             Some(ProbeState {
                 last_ok: Some(false),
+                troubled: Some(code),
+                last_error,
+                ..
+            }) => RegionState::Troubled {
+                code,
+                message: last_error,
+            },
+            Some(ProbeState {
+                last_ok: Some(false),
                 last_error,
                 ..
             }) => RegionState::Unreachable(last_error),
@@ -226,21 +247,21 @@ impl Member {
     }
 
     /// What the operator knows of the app's workload here (`region` is the
-    /// app's name for this member).
+    /// app's name for this member): from the watch, unless it has not
+    /// listed yet or has failed for `WATCH_SILENCE`.
     pub fn observe(
         &self,
         app: &AppKey,
         region: &str,
         lag_annotation: Option<&str>,
     ) -> WorkloadState {
-        let note = self.notes.lock().ok().and_then(|n| n.get(app).cloned());
-        match note {
-            Some(Note::Conflict(message)) => return WorkloadState::Conflict(message),
-            Some(Note::Refused(message)) => return WorkloadState::Refused(message),
-            None => {}
-        }
         if !self.listed() {
             return WorkloadState::Unknown;
+        }
+        if let Some(silent) = self.watch_silence().filter(|s| *s >= WATCH_SILENCE) {
+            return WorkloadState::Stale {
+                silent_seconds: silent.as_secs(),
+            };
         }
         match self.cached_deployment(app) {
             Some(d) => watch::workload_state(&d, app, region, lag_annotation),
@@ -248,22 +269,37 @@ impl Member {
         }
     }
 
-    /// Records what placing the app here ran into, for the next round.
+    /// How long every attempt of the Deployment watch has failed.
+    pub fn watch_silence(&self) -> Option<Duration> {
+        self.placed.as_ref().map(|p| p.heard.silence())
+    }
+
+    /// What placing the app here last ran into, if anything.
+    pub fn placement_problem(&self, app: &AppKey) -> Option<PlacementProblem> {
+        let notes = self.notes.lock().ok()?;
+        match notes.get(app)? {
+            Note::Conflict(message) => Some(PlacementProblem::Conflict(message.clone())),
+            Note::Refused(message) => Some(PlacementProblem::Refused(message.clone())),
+        }
+    }
+
+    /// Records what placing the app here ran into, for the next round. The
+    /// outcome of each attempt replaces the last, whatever it is: a
+    /// refusal is forgotten once an attempt gets past it (or cannot tell).
     pub fn record(&self, app: &AppKey, outcome: &Result<bool>) {
         let Ok(mut notes) = self.notes.lock() else {
             return;
         };
         match outcome {
-            Ok(_) => {
-                notes.remove(app);
-            }
             Err(err @ Error::Conflict { .. }) => {
-                notes.insert(app.clone(), Note::Conflict(err.to_string()));
+                notes.insert(app.clone(), Note::Conflict(member_text(&err.to_string())));
             }
             Err(Error::Refused { message, .. }) => {
-                notes.insert(app.clone(), Note::Refused(message.clone()));
+                notes.insert(app.clone(), Note::Refused(member_text(message)));
             }
-            Err(_) => {}
+            _ => {
+                notes.remove(app);
+            }
         }
     }
 

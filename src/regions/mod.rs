@@ -30,7 +30,7 @@ pub use credentials::CredentialsError;
 pub(crate) use member::Placed;
 pub use member::{Member, ProbeState};
 pub use watch::app_of as watch_app_of;
-pub(crate) use watch::{cached_watch, store_ready};
+pub(crate) use watch::{CachedWatch, Heard, cached_watch, store_ready};
 
 /// Something changed that apps should look at again.
 #[derive(Clone, Debug)]
@@ -185,10 +185,16 @@ impl Registry {
     ) -> Arc<Member> {
         let selector = format!("{LABEL_MANAGED_BY}=multiregion");
         let triggers = self.triggers.clone();
-        let (deployments, deployment_task) =
-            watch::watch_placed::<Deployment>(name, &client, &selector, triggers.clone());
+        let heard = Heard::new();
+        let (deployments, deployment_task) = watch::watch_placed::<Deployment>(
+            name,
+            &client,
+            &selector,
+            triggers.clone(),
+            heard.clone(),
+        );
         let (services, service_task) =
-            watch::watch_placed::<Service>(name, &client, &selector, triggers.clone());
+            watch::watch_placed::<Service>(name, &client, &selector, triggers.clone(), Heard::new());
         let (config_maps, config_map_task) = watch::watch_placed_when_allowed::<ConfigMap>(
             name,
             &client,
@@ -200,6 +206,7 @@ impl Registry {
         tracing::info!(region = %name, "region client ready");
         let placed = Placed {
             deployments,
+            heard,
             services,
             config_maps,
             secrets,

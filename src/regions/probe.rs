@@ -16,6 +16,10 @@ use crate::api::{FIELD_MANAGER, Region, RegionPhase, RegionProbe, RegionStatus};
 use crate::metrics::RegionLabels;
 use crate::plan::conditions::Conditions;
 use crate::plan::health::{self, Counters, Health, Thresholds};
+use crate::text::member_text;
+
+/// The longest a Region status write may hold up the probe loop.
+const STATUS_WRITE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Resume the state machine from the Region's status after a restart.
 pub fn initial_state(region: &Region) -> ProbeState {
@@ -27,6 +31,7 @@ pub fn initial_state(region: &Region) -> ProbeState {
         .map(|c| c.last_transition_time.0);
     ProbeState {
         last_ok: None,
+        troubled: None,
         last_error: String::new(),
         counters: Counters {
             health: status.phase.unwrap_or_default().into(),
@@ -41,6 +46,9 @@ pub fn initial_state(region: &Region) -> ProbeState {
 /// One probe's result.
 struct Probed {
     ok: bool,
+    /// The API server answered with an error code that says nothing about
+    /// the region (429, 5xx, 401, 403): no evidence either way.
+    troubled: Option<u16>,
     error: String,
     latency: Duration,
 }
@@ -84,25 +92,36 @@ async fn probe_once(client: &Client, spec: &RegionProbe) -> Probed {
     let started = Instant::now();
     let timeout = Duration::from_secs(spec.timeout_seconds.max(1) as u64);
     let outcome = match http::Request::get("/readyz").body(Vec::new()) {
-        Ok(request) => tokio::time::timeout(timeout, client.request_text(request))
-            .await
-            .map(|r| r.map_err(|e| e.to_string())),
-        Err(err) => Ok(Err(err.to_string())),
+        Ok(request) => tokio::time::timeout(timeout, client.request_text(request)).await,
+        Err(err) => Ok(Err(kube::Error::HttpError(err))),
     };
-    let (ok, error) = match outcome {
-        Ok(Ok(body)) if body.trim() == "ok" => (true, String::new()),
-        Ok(Ok(body)) => (false, format!("/readyz answered {:?}", body.trim())),
-        Ok(Err(err)) => (false, format!("/readyz failed: {err}")),
+    let (ok, troubled, error) = match outcome {
+        Ok(Ok(body)) if body.trim() == "ok" => (true, None, String::new()),
+        Ok(Ok(body)) => (false, None, format!("/readyz answered {:?}", body.trim())),
+        Ok(Err(kube::Error::Api(status))) if troubling(status.code) => (
+            false,
+            Some(status.code),
+            format!("/readyz answered {}: {}", status.code, status.message),
+        ),
+        Ok(Err(err)) => (false, None, format!("/readyz failed: {err}")),
         Err(_) => (
             false,
+            None,
             format!("/readyz timed out after {}s", timeout.as_secs()),
         ),
     };
     Probed {
         ok,
-        error,
+        troubled,
+        error: member_text(&error),
         latency: started.elapsed(),
     }
+}
+
+/// Answers that say the API server is busy, failing over its storage, or
+/// refusing these credentials: not that the region stopped serving.
+fn troubling(code: u16) -> bool {
+    matches!(code, 401 | 403 | 429) || code >= 500
 }
 
 /// Folds the probe into the member's state machine; returns the state
@@ -115,7 +134,12 @@ async fn judge(
 ) -> Option<(ProbeState, ProbeState)> {
     let needs_version = member.probe_state().is_some_and(|p| p.version.is_none());
     let version = if probed.ok && needs_version {
-        client.apiserver_version().await.ok().map(|v| v.git_version)
+        let timeout = Duration::from_secs(spec.timeout_seconds.max(1) as u64);
+        tokio::time::timeout(timeout, client.apiserver_version())
+            .await
+            .ok()
+            .and_then(|v| v.ok())
+            .map(|v| v.git_version)
     } else {
         None
     };
@@ -125,8 +149,13 @@ async fn judge(
     };
     let now = Timestamp::now();
     member.update_probe(|state| {
-        state.counters = health::step(state.counters, probed.ok, thresholds, now);
+        // A troubled answer counts no round of the Region's own state
+        // machine either.
+        if probed.troubled.is_none() {
+            state.counters = health::step(state.counters, probed.ok, thresholds, now);
+        }
         state.last_ok = Some(probed.ok);
+        state.troubled = probed.troubled;
         state.last_error = probed.error.clone();
         if version.is_some() {
             state.version = version;
@@ -156,7 +185,12 @@ async fn report(
     let changed = before.counters != after.counters || before.version != after.version;
     if (flipped || changed) && registry.fence().check().is_ok() {
         let location = member.spec().location;
-        write_status(registry.hub(), name, after, probed, location).await;
+        // Bounded: a hub that does not answer delays the next probe by at
+        // most this much.
+        let write = write_status(registry.hub(), name, after, probed, location);
+        if tokio::time::timeout(STATUS_WRITE_DEADLINE, write).await.is_err() {
+            tracing::warn!(region = %name, "the hub did not take the Region status in time");
+        }
         registry.metrics().wrote("hub", "region_status");
     }
 }

@@ -12,7 +12,8 @@ use tokio::task::JoinHandle;
 
 use super::Trigger;
 use crate::api::{LABEL_APP, LABEL_APP_NAMESPACE, LABEL_ROLE, Role};
-use crate::plan::health::WorkloadState;
+use crate::api::LAG_OBSERVED_AT;
+use crate::plan::health::{LagReport, WorkloadState};
 use crate::plan::manifest::{self, AppKey};
 
 /// Retry delays for the watches of placed objects: 200 ms doubling to at
@@ -36,6 +37,56 @@ impl Iterator for QuickRetry {
 impl kube::runtime::utils::Backoff for QuickRetry {
     fn reset(&mut self) {
         self.attempt = 0;
+    }
+}
+
+/// Whether a watch hears from its server. kube's watcher does not show
+/// bookmarks, and a watch that restarted fine shows nothing until an
+/// object changes, so silence alone proves nothing; what does is failure
+/// that goes on: every retry (at most 2 s apart) failing since the last
+/// good answer.
+#[derive(Default)]
+pub struct Heard(std::sync::Mutex<Failing>);
+
+#[derive(Default)]
+struct Failing {
+    since: Option<std::time::Instant>,
+    last: Option<std::time::Instant>,
+}
+
+/// Retries of a failing watch come at most this far apart; an error older
+/// than this means the last retry got through.
+const RETRY_GAP: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Heard {
+    pub fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::default()
+    }
+
+    fn answered(&self) {
+        if let Ok(mut failing) = self.0.lock() {
+            *failing = Failing::default();
+        }
+    }
+
+    fn failed(&self) {
+        let now = std::time::Instant::now();
+        if let Ok(mut failing) = self.0.lock() {
+            failing.since.get_or_insert(now);
+            failing.last = Some(now);
+        }
+    }
+
+    /// How long every attempt of the watch has failed; zero when it is
+    /// not failing.
+    pub fn silence(&self) -> std::time::Duration {
+        let Ok(failing) = self.0.lock() else {
+            return std::time::Duration::ZERO;
+        };
+        match (failing.since, failing.last) {
+            (Some(since), Some(last)) if last.elapsed() < RETRY_GAP => since.elapsed(),
+            _ => std::time::Duration::ZERO,
+        }
     }
 }
 
@@ -89,7 +140,7 @@ where
             }
             tokio::time::sleep(PERMISSION_RECHECK).await;
         }
-        run_watch(place, client, selector, triggers, writer).await;
+        run_watch(place, client, selector, triggers, writer, Heard::new()).await;
     });
     (store, task)
 }
@@ -127,6 +178,7 @@ pub(crate) fn watch_placed<K>(
     client: &Client,
     selector: &str,
     triggers: UnboundedSender<Trigger>,
+    heard: std::sync::Arc<Heard>,
 ) -> (Store<K>, JoinHandle<()>)
 where
     K: Resource<DynamicType = ()>
@@ -144,6 +196,7 @@ where
         selector.to_string(),
         triggers,
         writer,
+        heard,
     ));
     (store, task)
 }
@@ -154,6 +207,7 @@ async fn run_watch<K>(
     selector: String,
     triggers: UnboundedSender<Trigger>,
     writer: reflector::store::Writer<K>,
+    heard: std::sync::Arc<Heard>,
 ) where
     K: Resource<DynamicType = ()>
         + Clone
@@ -169,18 +223,30 @@ async fn run_watch<K>(
             let _ = triggers.send(Trigger::App(app));
         }
     };
-    cached_watch(Api::all(client), config, writer, &place, on_change).await;
+    let watch = CachedWatch {
+        place: &place,
+        heard,
+    };
+    cached_watch(Api::all(client), config, writer, watch, on_change).await;
+}
+
+/// Where a cached watch runs (named in its logs) and what it tells of its
+/// server's answers.
+pub(crate) struct CachedWatch<'a> {
+    pub place: &'a str,
+    pub heard: std::sync::Arc<Heard>,
 }
 
 /// Keeps `writer`'s store in step with the objects `config` selects,
 /// without their managed fields (most of an object's size; nothing reads
 /// them), retrying quickly after errors, and calls `on_change` for every
-/// object that changed. Interruptions are logged at debug, naming `place`.
+/// object that changed. Interruptions are logged at debug, naming the
+/// place; every answer and failure is told to `heard`.
 pub(crate) async fn cached_watch<K>(
     api: Api<K>,
     config: watcher::Config,
     writer: reflector::store::Writer<K>,
-    place: &str,
+    watch: CachedWatch<'_>,
     on_change: impl Fn(&K),
 ) where
     K: Resource<DynamicType = ()>
@@ -191,9 +257,18 @@ pub(crate) async fn cached_watch<K>(
         + Sync
         + 'static,
 {
-    let objects = watcher(api, config).modify(|object| {
-        object.managed_fields_mut().clear();
-    });
+    let CachedWatch { place, heard } = watch;
+    let objects = watcher(api, config)
+        .map(move |event| {
+            match &event {
+                Ok(_) => heard.answered(),
+                Err(_) => heard.failed(),
+            }
+            event
+        })
+        .modify(|object| {
+            object.managed_fields_mut().clear();
+        });
     let stream = reflector::reflector(writer, objects)
         .backoff(QuickRetry::default())
         .touched_objects();
@@ -234,9 +309,16 @@ pub(crate) fn workload_state(
             "active" => Role::Active,
             _ => Role::Standby,
         });
-    let lag_seconds = lag_annotation
-        .and_then(|a| deployment.annotations().get(a))
-        .and_then(|v| v.trim().parse::<f64>().ok());
+    let annotations = deployment.annotations();
+    let lag = lag_annotation
+        .and_then(|a| annotations.get(a))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|seconds| LagReport {
+            seconds,
+            observed_at: annotations
+                .get(LAG_OBSERVED_AT)
+                .and_then(|t| t.trim().parse::<jiff::Timestamp>().ok()),
+        });
     WorkloadState::Placed {
         replicas: deployment
             .spec
@@ -248,7 +330,7 @@ pub(crate) fn workload_state(
             .as_ref()
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0),
-        lag_seconds,
+        lag,
         rolling_out: manifest::rolling_out(deployment),
         role,
     }

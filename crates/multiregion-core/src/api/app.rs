@@ -575,6 +575,15 @@ pub struct HealthCheck {
     #[serde(default = "thirty_i32")]
     #[schemars(range(min = 0, max = 3600))]
     pub startup_seconds: i32,
+    /// Seconds a region's evidence may stay Unknown for reasons on the
+    /// region's side (its API server answering 429, 5xx, 401 or 403; its
+    /// watch silent; its Deployment missing or its pods starting) before
+    /// each further round counts as failed, so no real failure is skipped
+    /// for ever. Hub-side problems (a deleted Region, an unusable kubeconfig
+    /// Secret) never count. With an HTTP check the check decides first.
+    #[serde(default = "sixty_i32")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub unknown_seconds: i32,
     /// Optional HTTP probe of the region's endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpCheck>,
@@ -592,6 +601,10 @@ fn half() -> f64 {
     0.5
 }
 
+fn sixty_i32() -> i32 {
+    60
+}
+
 impl Default for HealthCheck {
     fn default() -> Self {
         HealthCheck {
@@ -601,6 +614,7 @@ impl Default for HealthCheck {
             success_threshold: 2,
             min_ready_ratio: 0.5,
             startup_seconds: 30,
+            unknown_seconds: 60,
             http: None,
         }
     }
@@ -1149,6 +1163,25 @@ pub struct RegionAppStatus {
     /// region comes back, the percent of its weight it gets now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ramp: Option<Ramp>,
+    /// While the operator has no evidence either way about this region
+    /// (no round counted): why, and since when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<UnknownEvidence>,
+}
+
+/// A run of observations that said nothing either way about a region.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnknownEvidence {
+    /// MemberTroubled (429, 5xx, 401, 403 from its API server), WatchStale,
+    /// WorkloadPending, HttpPending, NotObservedYet, or HubSide (a deleted
+    /// Region, an unusable kubeconfig Secret: never counted).
+    pub cause: String,
+    /// Details, as the member or the hub said them (capped).
+    pub message: String,
+    /// When the run began. Past `healthCheck.unknownSeconds` a region-side
+    /// cause counts as failed rounds.
+    pub since: Time,
 }
 
 /// One step of a region's way back to its full weight.

@@ -26,6 +26,9 @@ pub const LABEL_ROLE: &str = "multiregion.io/role";
 /// On objects placed from `spec.resources` (value "true"), which tell them
 /// apart from the copies of propagated ConfigMaps and Secrets.
 pub const LABEL_RESOURCE: &str = "multiregion.io/resource";
+/// Beside a replication-lag annotation: when the lag was measured
+/// (RFC 3339). A lag without it, or older than a minute, is unreported.
+pub const LAG_OBSERVED_AT: &str = "multiregion.io/replication-lag-observed-at";
 /// The identity of the hub whose operator placed the object.
 pub const LABEL_HUB: &str = "multiregion.io/hub";
 /// Hash of what the operator last applied, so unchanged objects are not

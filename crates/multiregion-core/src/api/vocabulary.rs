@@ -191,6 +191,9 @@ open_words! {
         NotEnoughReadyReplicas => "NotEnoughReadyReplicas",
         /// The HTTP check of the region's endpoint failed.
         HttpProbeFailed => "HttpProbeFailed",
+        /// No evidence either way for longer than
+        /// `healthCheck.unknownSeconds`, for a reason on the region's side.
+        EvidenceUnknown => "EvidenceUnknown",
         /// Unhealthy with no recorded cause.
         Unhealthy => "Unhealthy",
     }

@@ -5,7 +5,7 @@
 use jiff::Timestamp;
 
 pub use crate::api::Health;
-use crate::api::{Reason, Role};
+use crate::api::Role;
 
 /// Consecutive failures / successes needed to change state (both >= 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,44 +72,98 @@ pub fn step(prev: Counters, passed: bool, t: Thresholds, now: Timestamp) -> Coun
 pub enum RegionState {
     /// Probes pass (the Region's state machine says Reachable).
     Reachable,
-    /// The last probe failed, or the Region is Unreachable; with why.
+    /// The last probe got no answer: connection refused, reset or timed
+    /// out; with why. Evidence that the control plane is down.
     Unreachable(String),
-    /// No Region object of that name.
+    /// The API server answered, but with an error that says nothing about
+    /// the region serving: 429 (API Priority and Fairness), 5xx (an etcd
+    /// leader change, a rolling upgrade), 401 or 403 (a credential or RBAC
+    /// change). No evidence either way.
+    Troubled { code: u16, message: String },
+    /// No Region object of that name (deleted on the hub).
     NotFound,
-    /// The kubeconfig Secret is missing or unusable; with why.
+    /// The kubeconfig Secret is missing or unusable; with why. A hub-side
+    /// problem, not the region's.
     NoCredentials(String),
     /// Not probed yet since the operator started.
     Unknown,
 }
+
+/// A replication lag reported on the standby's Deployment.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LagReport {
+    /// The lag as written (any number; judged by [`LagReport::valid`]).
+    pub seconds: f64,
+    /// When the reporter measured it
+    /// (`multiregion.io/replication-lag-observed-at`), if it said.
+    pub observed_at: Option<Timestamp>,
+}
+
+/// Lag reports older than this are unreported: their reporter stopped.
+pub const LAG_REPORT_MAX_AGE_SECONDS: i64 = 60;
+
+impl LagReport {
+    /// The lag, when the report can be believed at `now`: finite, not
+    /// negative, dated, and at most [`LAG_REPORT_MAX_AGE_SECONDS`] old (a
+    /// few seconds ahead of `now` is allowed for clock skew).
+    pub fn valid(&self, now: Timestamp) -> Option<f64> {
+        let at = self.observed_at?;
+        let age = now.as_second() - at.as_second();
+        let fresh = (-LAG_SKEW_SECONDS..=LAG_REPORT_MAX_AGE_SECONDS).contains(&age);
+        (self.seconds.is_finite() && self.seconds >= 0.0 && fresh).then_some(self.seconds)
+    }
+}
+
+/// How far ahead of the operator's clock a lag report may be dated.
+const LAG_SKEW_SECONDS: i64 = 5;
 
 /// What the operator knows of the app's Deployment in one region.
 #[derive(Clone, Debug, PartialEq)]
 pub enum WorkloadState {
     /// The region's objects have not been listed yet.
     Unknown,
+    /// The region's watch has not heard from its server (no event, no
+    /// bookmark, no successful list) for this many seconds: what it holds
+    /// may be out of date.
+    Stale { silent_seconds: u64 },
     /// No Deployment placed yet (or it was deleted and is placed again).
     Missing,
-    /// A same-named object exists that the operator did not create.
-    Conflict(String),
-    /// The member API server refused the placed objects; its message.
-    Refused(String),
     /// The placed Deployment.
     Placed {
         /// `spec.replicas` of the Deployment as placed.
         replicas: i32,
         /// `status.readyReplicas`.
         ready: i32,
-        /// Replication lag read from the Deployment's annotation, if any.
-        lag_seconds: Option<f64>,
+        /// Replication lag read from the Deployment's annotations, if any.
+        lag: Option<LagReport>,
         /// A create, scale-up or rollout is still progressing (the
         /// Deployment's Progressing condition says so, or its controller has
-        /// not seen the latest spec yet). Not counted against readiness
-        /// until it completes or exceeds its progress deadline.
+        /// not seen the latest spec yet). Excuses missing readiness only in
+        /// a region never judged yet or just scaled up (`startupSeconds`).
         rolling_out: bool,
         /// The `multiregion.io/role` label the operator last gave it: what
         /// the operator wrote, readable even when the status is lost.
         role: Option<Role>,
     },
+}
+
+/// What placing the app in a region last ran into. It blocks promotion
+/// into the region (nothing can be placed or scaled there); it is not
+/// evidence that the region stopped serving.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlacementProblem {
+    /// A same-named object exists that the operator did not create.
+    Conflict(String),
+    /// The member API server refused the placed objects; its message.
+    Refused(String),
+}
+
+impl PlacementProblem {
+    pub fn message(&self) -> &str {
+        match self {
+            PlacementProblem::Conflict(m) | PlacementProblem::Refused(m) => m,
+        }
+    }
 }
 
 /// What the HTTP check of the region's endpoint says: the data plane's
@@ -120,31 +174,10 @@ pub enum HttpResult {
     NotChecked,
     /// A check is configured but has no result yet.
     Pending,
-    /// The endpoint answered 2xx or 3xx in time.
+    /// The endpoint answered as configured (2xx by default) in time.
     Serves,
     /// The endpoint did not answer well; why.
     Fails(String),
-}
-
-/// The outcome of one health round for an (app, region) pair.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Round {
-    Passed,
-    /// Passed on the data plane's evidence alone: the endpoint serves, but
-    /// the operator cannot reach the region's API server. Traffic stays;
-    /// nothing is placed or scaled there until it answers again.
-    Degraded {
-        reason: Reason,
-        message: String,
-    },
-    Failed {
-        reason: Reason,
-        message: String,
-    },
-    /// Nothing to judge yet (the region was not probed or listed since the
-    /// operator started): the counters stay as they are, so a restart never
-    /// flips traffic by itself.
-    Skipped,
 }
 
 /// Ready replicas needed: ceil(minReadyRatio * desired).
@@ -154,100 +187,6 @@ pub fn ready_needed(min_ready_ratio: f64, desired: i32) -> i32 {
     }
     let needed = (min_ready_ratio * desired as f64 - 1e-9).ceil() as i32;
     needed.clamp(1, desired)
-}
-
-/// Judges one round: the Region must be reachable, the Deployment must have
-/// enough ready replicas, and the HTTP check (if any) must pass. The first
-/// check that fails gives the reason.
-///
-/// When the operator cannot reach the region's API server, the HTTP check
-/// decides: if it passes, the region still serves and the round passes as
-/// `Degraded` (losing contact never moves traffic away from a region that
-/// serves); without an HTTP check there is no other evidence, and the round
-/// fails.
-pub fn judge(
-    region: &RegionState,
-    workload: &WorkloadState,
-    http: &HttpResult,
-    min_ready_ratio: f64,
-) -> Round {
-    let fail = |reason: Reason, message: String| Round::Failed { reason, message };
-    match region {
-        RegionState::Reachable => {}
-        RegionState::Unreachable(why) => {
-            return out_of_contact(Reason::RegionUnreachable, why, http);
-        }
-        RegionState::NoCredentials(why) => {
-            return out_of_contact(Reason::RegionCredentialsInvalid, why, http);
-        }
-        RegionState::NotFound => {
-            return fail(
-                Reason::RegionNotFound,
-                "no Region of this name exists".into(),
-            );
-        }
-        RegionState::Unknown => return Round::Skipped,
-    }
-    if let Some(round) = judge_workload(workload, min_ready_ratio) {
-        return round;
-    }
-    match http {
-        HttpResult::Fails(why) => fail(Reason::HttpProbeFailed, why.clone()),
-        _ => Round::Passed,
-    }
-}
-
-/// A round for a region whose API server the operator cannot reach: the
-/// HTTP check, when there is one, decides.
-fn out_of_contact(reason: Reason, why: &str, http: &HttpResult) -> Round {
-    match http {
-        HttpResult::Serves => Round::Degraded {
-            reason: Reason::ControlPlaneUnreachable,
-            message: format!("{why}; the endpoint still serves, so traffic stays"),
-        },
-        HttpResult::Fails(check) => Round::Failed {
-            reason,
-            message: format!("{why}; and the HTTP check fails: {check}"),
-        },
-        // The check has not answered yet: wait for the data plane's word.
-        HttpResult::Pending => Round::Skipped,
-        HttpResult::NotChecked => Round::Failed {
-            reason,
-            message: why.to_string(),
-        },
-    }
-}
-
-/// The workload's part of a round: None when it passes.
-fn judge_workload(workload: &WorkloadState, min_ready_ratio: f64) -> Option<Round> {
-    let fail = |reason: Reason, message: String| Some(Round::Failed { reason, message });
-    match workload {
-        // Not listed yet, or not placed yet (the apply step creates it next):
-        // nothing to judge, so a new app does not start out Unhealthy.
-        WorkloadState::Unknown | WorkloadState::Missing => Some(Round::Skipped),
-        WorkloadState::Conflict(why) => fail(Reason::Conflict, why.clone()),
-        WorkloadState::Refused(why) => fail(Reason::PlacementRefused, why.clone()),
-        WorkloadState::Placed {
-            replicas,
-            ready,
-            rolling_out,
-            ..
-        } => {
-            let needed = ready_needed(min_ready_ratio, *replicas);
-            if *ready >= needed {
-                None
-            } else if *rolling_out {
-                // Pods still starting after a create or scale-up: judging
-                // them now would fail a just-promoted standby.
-                Some(Round::Skipped)
-            } else {
-                fail(
-                    Reason::NotEnoughReadyReplicas,
-                    format!("{ready}/{replicas} replicas ready, {needed} needed"),
-                )
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -327,165 +266,20 @@ mod tests {
     }
 
     #[test]
-    fn judge_reports_the_first_failing_check() {
-        let placed = |ready| WorkloadState::Placed {
-            replicas: 3,
-            ready,
-            lag_seconds: None,
-            rolling_out: false,
-            role: None,
+    fn lag_reports_are_believed_only_when_finite_positive_dated_and_fresh() {
+        let now = at(1000);
+        let report = |seconds: f64, observed: Option<i64>| LagReport {
+            seconds,
+            observed_at: observed.map(at),
         };
-        let http_bad = HttpResult::Fails("503".to_string());
-        let none = HttpResult::NotChecked;
-        type Case<'a> = (RegionState, WorkloadState, &'a HttpResult, &'a str);
-        let cases: Vec<Case> = vec![
-            (
-                RegionState::Unreachable("refused".into()),
-                placed(3),
-                &none,
-                "RegionUnreachable",
-            ),
-            (RegionState::NotFound, placed(3), &none, "RegionNotFound"),
-            (
-                RegionState::NoCredentials("no secret".into()),
-                placed(3),
-                &none,
-                "RegionCredentialsInvalid",
-            ),
-            (
-                RegionState::Reachable,
-                WorkloadState::Conflict("x".into()),
-                &none,
-                "Conflict",
-            ),
-            (
-                RegionState::Reachable,
-                WorkloadState::Refused("quota".into()),
-                &none,
-                "PlacementRefused",
-            ),
-            (
-                RegionState::Reachable,
-                placed(1),
-                &none,
-                "NotEnoughReadyReplicas",
-            ),
-            (
-                RegionState::Reachable,
-                placed(2),
-                &http_bad,
-                "HttpProbeFailed",
-            ),
-            (RegionState::Reachable, placed(2), &none, ""),
-        ];
-        for (region, workload, http, want) in cases {
-            let got = judge(&region, &workload, http, 0.5);
-            match got {
-                Round::Failed { reason, .. } => {
-                    assert_eq!(reason.as_str(), want, "{region:?} {workload:?}")
-                }
-                Round::Passed => assert_eq!(want, "", "{region:?} {workload:?}"),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn out_of_contact_the_endpoint_decides() {
-        let placed = WorkloadState::Placed {
-            replicas: 3,
-            ready: 0,
-            lag_seconds: None,
-            rolling_out: false,
-            role: None,
-        };
-        let unreachable = RegionState::Unreachable("connection refused".into());
-        let no_credentials = RegionState::NoCredentials("Secret gone".into());
-        for region in [&unreachable, &no_credentials] {
-            // The endpoint serves: traffic stays, the region is degraded, and
-            // its stale readiness is not held against it.
-            match judge(region, &placed, &HttpResult::Serves, 0.5) {
-                Round::Degraded { reason, message } => {
-                    assert_eq!(reason, Reason::ControlPlaneUnreachable);
-                    assert!(message.contains("still serves"), "{message}");
-                }
-                other => panic!("{region:?}: {other:?}"),
-            }
-            // The endpoint fails too: the region fails.
-            assert!(matches!(
-                judge(region, &placed, &HttpResult::Fails("timeout".into()), 0.5),
-                Round::Failed { .. }
-            ));
-            // No word from the endpoint yet: wait for it.
-            assert_eq!(
-                judge(region, &placed, &HttpResult::Pending, 0.5),
-                Round::Skipped
-            );
-        }
-        // No HTTP check: unreachability is the only evidence, and it fails.
-        assert!(matches!(
-            judge(&unreachable, &placed, &HttpResult::NotChecked, 0.5),
-            Round::Failed {
-                reason: Reason::RegionUnreachable,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn pods_still_starting_are_not_judged() {
-        let starting = WorkloadState::Placed {
-            replicas: 3,
-            ready: 0,
-            lag_seconds: None,
-            rolling_out: true,
-            role: None,
-        };
-        assert_eq!(
-            judge(
-                &RegionState::Reachable,
-                &starting,
-                &HttpResult::NotChecked,
-                0.5
-            ),
-            Round::Skipped
-        );
-    }
-
-    #[test]
-    fn a_standby_with_zero_replicas_passes_readiness() {
-        let w = WorkloadState::Placed {
-            replicas: 0,
-            ready: 0,
-            lag_seconds: None,
-            rolling_out: false,
-            role: None,
-        };
-        assert_eq!(
-            judge(&RegionState::Reachable, &w, &HttpResult::NotChecked, 0.5),
-            Round::Passed
-        );
-    }
-
-    #[test]
-    fn nothing_is_judged_before_the_first_probe_listing_or_placement() {
-        let w = WorkloadState::Missing;
-        assert_eq!(
-            judge(&RegionState::Unknown, &w, &HttpResult::NotChecked, 0.5),
-            Round::Skipped
-        );
-        assert_eq!(
-            judge(&RegionState::Reachable, &w, &HttpResult::NotChecked, 0.5),
-            Round::Skipped
-        );
-        assert_eq!(
-            judge(
-                &RegionState::Reachable,
-                &WorkloadState::Unknown,
-                &HttpResult::NotChecked,
-                0.5
-            ),
-            Round::Skipped
-        );
+        assert_eq!(report(2.5, Some(990)).valid(now), Some(2.5));
+        assert_eq!(report(0.0, Some(1000)).valid(now), Some(0.0));
+        assert_eq!(report(0.0, Some(1003)).valid(now), Some(0.0), "skew");
+        assert_eq!(report(-1.0, Some(990)).valid(now), None, "negative");
+        assert_eq!(report(f64::NEG_INFINITY, Some(990)).valid(now), None);
+        assert_eq!(report(f64::NAN, Some(990)).valid(now), None);
+        assert_eq!(report(0.0, None).valid(now), None, "undated");
+        assert_eq!(report(0.0, Some(900)).valid(now), None, "stale");
+        assert_eq!(report(0.0, Some(1100)).valid(now), None, "future");
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod conditions;
 mod drill;
+pub mod evidence;
 pub mod health;
 mod home;
 pub mod manifest;
@@ -38,7 +39,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 
 use crate::api::{MoveReason, MultiRegionAppSpec, MultiRegionAppStatus, PendingMove, Strategy};
-use health::{HttpResult, RegionState, WorkloadState};
+use health::{HttpResult, PlacementProblem, RegionState, WorkloadState};
 
 pub use crate::api::Role;
 pub use rounds::leaving_region;
@@ -57,6 +58,9 @@ pub struct Observation {
     /// the region, named; None when every one is there (or none is asked
     /// for). Such a region is not promoted: ConfigNotPropagated.
     pub missing_config: Option<String>,
+    /// What placing the app here last ran into, if anything. Such a region
+    /// is not promoted; it is not evidence against a region that serves.
+    pub placement: Option<PlacementProblem>,
 }
 
 impl Observation {
@@ -68,13 +72,61 @@ impl Observation {
             workload: WorkloadState::Unknown,
             http: HttpResult::NotChecked,
             missing_config: None,
+            placement: None,
         }
     }
 
-    fn lag_seconds(&self) -> Option<f64> {
+    /// A reachable region with its Deployment placed: `replicas` asked
+    /// for, `ready` ready.
+    pub fn ready(replicas: i32, ready: i32) -> Self {
+        Observation {
+            region: RegionState::Reachable,
+            workload: WorkloadState::Placed {
+                replicas,
+                ready,
+                lag: None,
+                rolling_out: false,
+                role: None,
+            },
+            ..Observation::unknown()
+        }
+    }
+
+    /// The region's API server does not answer (`why`); its Deployment as
+    /// last seen: `replicas`, all ready.
+    pub fn unreachable(why: &str, replicas: i32) -> Self {
+        Observation {
+            region: RegionState::Unreachable(why.to_string()),
+            ..Observation::ready(replicas, replicas)
+        }
+    }
+
+    /// The same observation with a lag report.
+    pub fn with_lag(mut self, report: health::LagReport) -> Self {
+        if let WorkloadState::Placed { lag, .. } = &mut self.workload {
+            *lag = Some(report);
+        }
+        self
+    }
+
+    /// The lag report on the placed Deployment, if any.
+    pub fn lag_report(&self) -> Option<health::LagReport> {
         match &self.workload {
-            WorkloadState::Placed { lag_seconds, .. } => *lag_seconds,
+            WorkloadState::Placed { lag, .. } => *lag,
             _ => None,
+        }
+    }
+
+    /// Why the region may not be promoted, whatever its health: a
+    /// propagated copy missing, or a placement problem.
+    pub fn promotion_block(&self) -> Option<(&'static str, String)> {
+        if let Some(missing) = &self.missing_config {
+            return Some(("ConfigNotPropagated", missing.clone()));
+        }
+        match &self.placement {
+            Some(PlacementProblem::Conflict(m)) => Some(("Conflict", m.clone())),
+            Some(PlacementProblem::Refused(m)) => Some(("PlacementRefused", m.clone())),
+            None => None,
         }
     }
 
@@ -160,6 +212,9 @@ pub enum EventReason {
     PlannedMove,
     PromotionBlocked,
     PromotedWithReplicationLag,
+    /// A region whose API server is out of reach was promoted: no other
+    /// could be.
+    PromotedDegraded,
     FlapDamped,
     OverrideToUnhealthyRegion,
     InvalidSpec,
@@ -183,6 +238,7 @@ impl EventReason {
             EventReason::PlannedMove => "PlannedMove",
             EventReason::PromotionBlocked => "PromotionBlocked",
             EventReason::PromotedWithReplicationLag => "PromotedWithReplicationLag",
+            EventReason::PromotedDegraded => "PromotedDegraded",
             EventReason::FlapDamped => "FlapDamped",
             EventReason::OverrideToUnhealthyRegion => "OverrideToUnhealthyRegion",
             EventReason::InvalidSpec => "InvalidSpec",

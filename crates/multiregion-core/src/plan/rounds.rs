@@ -6,10 +6,13 @@ use std::borrow::Cow;
 
 use jiff::Timestamp;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use super::drill::DrillRole;
-use super::health::{self, Counters, Health, Round, Thresholds, WorkloadState};
+use super::evidence::{self, Evidence, Judging, UnknownCause};
+use super::health::{self, Counters, Health, Thresholds, WorkloadState};
 use super::{Event, EventReason, Inputs, Observation};
-use crate::api::{AppRegion, Reason, RegionAppStatus, Strategy};
+use crate::api::{AppRegion, Reason, RegionAppStatus, Strategy, UnknownEvidence};
 
 /// One spec region as the decision sees it.
 #[derive(Debug)]
@@ -23,6 +26,11 @@ pub(super) struct RegionView<'a> {
     /// Why the last counted round failed, with details.
     pub reason: Option<Reason>,
     pub message: Option<String>,
+    /// The current run of rounds without evidence either way, if any.
+    pub unknown: Option<UnknownEvidence>,
+    /// The replication lag reported here, when the report can be believed
+    /// now (finite, not negative, dated and fresh).
+    pub lag: Option<f64>,
     /// Ready replicas, as observed (or as last recorded).
     pub ready: i32,
     /// Replicas when active.
@@ -54,6 +62,11 @@ impl RegionView<'_> {
     /// reach, its endpoint answers.
     pub fn degraded(&self) -> bool {
         self.reason == Some(Reason::ControlPlaneUnreachable)
+    }
+
+    /// The believable replication lag reported here, if any.
+    pub fn lag_seconds(&self) -> Option<f64> {
+        self.lag
     }
 
     /// Drained or cordoned: weight 0 whatever its health.
@@ -124,50 +137,24 @@ fn judge_one<'a>(inputs: &'a Inputs, region: Cow<'a, AppRegion>) -> RegionView<'
         .get(&region.name)
         .cloned()
         .unwrap_or_else(Observation::unknown);
-    if starting(previous, spec.health_check.startup_seconds, inputs.now)
-        && let WorkloadState::Placed { rolling_out, .. } = &mut obs.workload
-    {
+    let counters = previous.map_or(Counters::UNKNOWN, counters_of);
+    let hc = &spec.health_check;
+    let just_scaled = starting(previous, hc.startup_seconds, inputs.now);
+    if just_scaled && let WorkloadState::Placed { rolling_out, .. } = &mut obs.workload {
         *rolling_out = true;
     }
-    let mut counters = previous.map_or(Counters::UNKNOWN, counters_of);
-    let mut reason = previous.and_then(|p| p.reason.clone());
-    let mut message = previous.and_then(|p| p.message.clone());
+    let mut round = Counted {
+        counters,
+        reason: previous.and_then(|p| p.reason.clone()),
+        message: previous.and_then(|p| p.message.clone()),
+        unknown: previous.and_then(|p| p.unknown.clone()),
+    };
     if inputs.round {
-        let thresholds = Thresholds {
-            failure: spec.health_check.failure_threshold,
-            success: spec.health_check.success_threshold,
+        let judging = Judging {
+            min_ready_ratio: hc.min_ready_ratio,
+            starting: just_scaled || counters.health == Health::Unknown,
         };
-        let round = first_judgement_grace(
-            counters.health,
-            &obs.workload,
-            health::judge(
-                &obs.region,
-                &obs.workload,
-                &obs.http,
-                spec.health_check.min_ready_ratio,
-            ),
-        );
-        match round {
-            Round::Passed => {
-                counters = health::step(counters, true, thresholds, inputs.now);
-                (reason, message) = (None, None);
-            }
-            Round::Degraded {
-                reason: why,
-                message: details,
-            } => {
-                counters = health::step(counters, true, thresholds, inputs.now);
-                (reason, message) = (Some(why), Some(details));
-            }
-            Round::Failed {
-                reason: why,
-                message: details,
-            } => {
-                counters = health::step(counters, false, thresholds, inputs.now);
-                (reason, message) = (Some(why), Some(details));
-            }
-            Round::Skipped => {}
-        }
+        round = count(round, evidence::classify(&obs, judging), inputs);
     }
     let ready = obs
         .placed()
@@ -179,10 +166,12 @@ fn judge_one<'a>(inputs: &'a Inputs, region: Cow<'a, AppRegion>) -> RegionView<'
         spec: region,
         leaving: false,
         cordoned: obs.cordoned,
+        lag: obs.lag_report().and_then(|r| r.valid(inputs.now)),
         obs,
-        counters,
-        reason,
-        message,
+        counters: round.counters,
+        reason: round.reason,
+        message: round.message,
+        unknown: round.unknown,
         ready,
         full,
         standby: spec.standby.replicas.clamp(0, full),
@@ -191,24 +180,67 @@ fn judge_one<'a>(inputs: &'a Inputs, region: Cow<'a, AppRegion>) -> RegionView<'
     }
 }
 
-/// A region never judged yet whose pods are still starting is not failed
-/// for an HTTP check that fails because nothing listens yet: the first
-/// choice then waits for the preferred region instead of passing it over.
-fn first_judgement_grace(health: Health, workload: &WorkloadState, round: Round) -> Round {
-    let starting = matches!(
-        workload,
-        WorkloadState::Placed {
-            rolling_out: true,
-            ..
+/// A region's health memory across rounds.
+struct Counted {
+    counters: Counters,
+    reason: Option<Reason>,
+    message: Option<String>,
+    unknown: Option<UnknownEvidence>,
+}
+
+/// Folds one round's evidence into the region's memory. Unknown evidence
+/// counts nothing, until a region-side cause has lasted
+/// `healthCheck.unknownSeconds`: then each round counts as failed.
+fn count(mut round: Counted, evidence: Evidence, inputs: &Inputs) -> Counted {
+    let hc = &inputs.spec.health_check;
+    let thresholds = Thresholds {
+        failure: hc.failure_threshold,
+        success: hc.success_threshold,
+    };
+    let (passed, reason, message) = match evidence {
+        Evidence::Serving { degraded } => {
+            let reason = degraded.as_ref().map(|_| Reason::ControlPlaneUnreachable);
+            let message =
+                degraded.map(|why| format!("{why}; the endpoint still serves, so traffic stays"));
+            (true, reason, message)
         }
-    );
-    match round {
-        Round::Failed {
-            reason: Reason::HttpProbeFailed,
-            ..
-        } if health == Health::Unknown && starting => Round::Skipped,
-        other => other,
+        Evidence::NotServing { reason, message } => (false, Some(reason), Some(message)),
+        Evidence::Unknown { cause, message } => {
+            let since = unknown_since(round.unknown.as_ref(), cause, inputs.now);
+            let lasted = inputs.now.as_second() - since.as_second();
+            round.unknown = Some(UnknownEvidence {
+                cause: cause.as_str().to_string(),
+                message: message.clone(),
+                since: Time(since),
+            });
+            if !cause.bounded() || lasted < i64::from(hc.unknown_seconds) {
+                return round;
+            }
+            let message = format!(
+                "no evidence either way for {lasted}s ({}): {message}",
+                cause.as_str()
+            );
+            (false, Some(Reason::EvidenceUnknown), Some(message))
+        }
+    };
+    if reason != Some(Reason::EvidenceUnknown) {
+        round.unknown = None;
     }
+    round.counters = health::step(round.counters, passed, thresholds, inputs.now);
+    (round.reason, round.message) = (reason, message);
+    round
+}
+
+/// When the current run of Unknown evidence began: kept while the cause
+/// stays on the same side (region or hub), restarted when it changes side.
+fn unknown_since(
+    previous: Option<&UnknownEvidence>,
+    cause: UnknownCause,
+    now: Timestamp,
+) -> Timestamp {
+    previous
+        .filter(|p| UnknownCause::parse(&p.cause).bounded() == cause.bounded())
+        .map_or(now, |p| p.since.0)
 }
 
 /// Pods the operator asked for recently are still starting: a scale-up (a

@@ -68,7 +68,7 @@ struct Single<'a> {
     events: Vec<Event>,
     /// A Warning about a promotion past the RPO gate, recorded only if the
     /// promotion happens in this decision.
-    promotion_warning: Option<Event>,
+    promotion_warnings: Vec<Event>,
 }
 
 /// Roles, replicas and weights with one active region.
@@ -131,7 +131,7 @@ impl<'a> Single<'a> {
             previous_active,
             flags: Flags::default(),
             events: Vec::new(),
-            promotion_warning: None,
+            promotion_warnings: Vec::new(),
         }
     }
 
@@ -172,7 +172,7 @@ impl<'a> Single<'a> {
         if let Some(replication) = &self.inputs.spec.failover.replication
             && let Err(lag) = within_lag(region, replication)
         {
-            self.promotion_warning = Some(lag_warning(
+            self.promotion_warnings.push(lag_warning(
                 region,
                 &lag,
                 replication,
@@ -321,15 +321,14 @@ impl<'a> Single<'a> {
     /// with a Warning about possible data loss; with `Wait` none is, and
     /// PromotionBlocked says why.
     fn gate(&mut self, candidates: &[usize], unreported: Unreported) -> Option<usize> {
-        let candidates = self.configured(candidates);
+        let candidates = self.targets(candidates);
         let Some(replication) = &self.inputs.spec.failover.replication else {
             return candidates.first().copied();
         };
         let mut blocked = Vec::new();
         for &c in &candidates {
             let region = &self.regions[c];
-            let unreported_ok =
-                unreported == Unreported::Allowed && region.obs.lag_seconds().is_none();
+            let unreported_ok = unreported == Unreported::Allowed && region.lag_seconds().is_none();
             let verdict = match within_lag(region, replication) {
                 Err(_) if unreported_ok => Ok(()),
                 other => other,
@@ -337,8 +336,12 @@ impl<'a> Single<'a> {
             match verdict {
                 Ok(()) => return Some(c),
                 Err(lag) if replication.on_exceeded == OnLagExceeded::Promote => {
-                    self.promotion_warning =
-                        Some(lag_warning(region, &lag, replication, "promoting"));
+                    self.promotion_warnings.push(lag_warning(
+                        region,
+                        &lag,
+                        replication,
+                        "promoting",
+                    ));
                     return Some(c);
                 }
                 Err(lag) => blocked.push(format!("{}: lag {lag}", region.name())),
@@ -362,42 +365,61 @@ impl<'a> Single<'a> {
         None
     }
 
-    /// The candidates that hold every propagated ConfigMap and Secret;
-    /// when none does, PromotionBlocked says what is missing where.
-    fn configured(&mut self, candidates: &[usize]) -> Vec<usize> {
-        let (ready, missing): (Vec<usize>, Vec<usize>) = candidates
+    /// The candidates promotion may go to: those nothing blocks (a
+    /// propagated copy missing, a Conflict, a refused placement; when none
+    /// is left, PromotionBlocked says what and where), and among them those
+    /// whose API server answers, so the target can be scaled up. A Degraded
+    /// one is a target only when no other is, with a Warning saying so.
+    fn targets(&mut self, candidates: &[usize]) -> Vec<usize> {
+        let (free, blocked): (Vec<usize>, Vec<usize>) = candidates
             .iter()
-            .partition(|&&c| self.regions[c].obs.missing_config.is_none());
-        if ready.is_empty() && !missing.is_empty() {
-            let what: Vec<String> = missing
+            .partition(|&&c| self.regions[c].obs.promotion_block().is_none());
+        if free.is_empty() && !blocked.is_empty() {
+            let mut cause = "";
+            let what: Vec<String> = blocked
                 .iter()
-                .map(|&c| {
+                .filter_map(|&c| {
                     let region = &self.regions[c];
-                    let gone = region.obs.missing_config.as_deref().unwrap_or_default();
-                    format!("{}: {gone}", region.name())
+                    let (why, details) = region.obs.promotion_block()?;
+                    cause = why;
+                    Some(format!("{}: {details}", region.name()))
                 })
                 .collect();
-            self.flags.promotion_blocked = Some((
-                "ConfigNotPropagated",
+            let message = format!("no standby can be promoted ({})", what.join("; "));
+            self.flags.promotion_blocked = Some((cause, message));
+        }
+        let (answering, degraded): (Vec<usize>, Vec<usize>) =
+            free.iter().partition(|&&c| !self.regions[c].degraded());
+        if answering.is_empty()
+            && let Some(&only) = degraded.first()
+        {
+            let region = &self.regions[only];
+            self.promotion_warnings.push(Event::warning(
+                EventReason::PromotedDegraded,
                 format!(
-                    "no standby holds the propagated config ({})",
-                    what.join("; ")
+                    "promoting {} although its API server is out of reach ({}): it cannot be scaled up until it answers",
+                    region.name(),
+                    region.message.as_deref().unwrap_or_default()
                 ),
             ));
+            return degraded;
         }
-        ready
+        answering
     }
 
-    /// Flap damping: past the hourly budget, automatic moves freeze; an
-    /// override still moves.
+    /// Flap damping: past the hourly budget, planned moves (failback, the
+    /// schedule, a drill) wait until the hour has room; failovers away from
+    /// an Unhealthy active, drains, cordons and overrides still move.
     fn damp(&mut self, want: Want, recent: &[Timestamp]) -> Want {
         let failover = &self.inputs.spec.failover;
         let damped = recent.len() as i32 >= failover.max_failovers_per_hour;
         let overridden = self.override_target().is_some();
         match want {
-            Want::Immediate(..) | Want::Planned(..) if damped && !overridden => {
+            // A failure, a drain or a cordon still moves: damping never
+            // keeps traffic on a region that must lose it.
+            Want::Planned(..) if damped && !overridden => {
                 self.flags.flap_damped = Some(format!(
-                    "{} moves in the last hour (max {}); weights are frozen until the hour passes or activeOverride is set",
+                    "{} moves in the last hour (max {}); planned moves wait until the hour has room or activeOverride is set; failovers still happen",
                     recent.len(),
                     failover.max_failovers_per_hour
                 ));
@@ -437,7 +459,7 @@ impl<'a> Single<'a> {
             }
         }
         if execution.active != self.previous_active {
-            self.events.extend(self.promotion_warning.take());
+            self.events.append(&mut self.promotion_warnings);
         }
         execution
     }
@@ -647,7 +669,7 @@ enum Unreported {
 /// Ok when the region's reported replication lag is within the limit; else
 /// the lag as shown to people ("45s", "not reported").
 fn within_lag(region: &RegionView, replication: &Replication) -> Result<(), String> {
-    match region.obs.lag_seconds() {
+    match region.lag_seconds() {
         Some(lag) if lag <= replication.allowed_lag_seconds() => Ok(()),
         Some(lag) => Err(format!("{lag}s")),
         None => Err("not reported".to_string()),

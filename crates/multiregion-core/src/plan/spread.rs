@@ -141,11 +141,13 @@ fn ramp(inputs: &Inputs, region: &RegionView) -> Ramp {
 }
 
 /// A region that does not carry traffic yet and misses a propagated
-/// ConfigMap or Secret: it gains no weight until the copy is there. One
-/// that carries traffic keeps it (a copy deleted by hand is put back).
+/// ConfigMap or Secret, or could not be placed (Conflict, refused): it
+/// gains no weight until that is mended. One that carries traffic keeps it
+/// (a copy deleted by hand is put back; a refusal is no sign it stopped
+/// serving).
 fn unconfigured(region: &RegionView) -> bool {
     let carried = region.previous.is_some_and(|p| p.weight > 0);
-    region.obs.missing_config.is_some() && !carried
+    region.obs.promotion_block().is_some() && !carried
 }
 
 fn unconfigured_message(regions: &[RegionView]) -> Option<(&'static str, String)> {
@@ -153,7 +155,7 @@ fn unconfigured_message(regions: &[RegionView]) -> Option<(&'static str, String)
         .iter()
         .filter(|r| r.eligible() && unconfigured(r))
         .map(|r| {
-            let missing = r.obs.missing_config.as_deref().unwrap_or_default();
+            let (_, missing) = r.obs.promotion_block().unwrap_or_default();
             format!("{}: {missing}", r.name())
         })
         .collect();

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::conditions::{self, Conditions};
-use super::health::{Health, RegionState, WorkloadState};
+use super::health::{Health, PlacementProblem, RegionState};
 use super::rounds::{self, RegionView};
 use super::{Decision, Event, EventReason, Inputs, Outcome, Placement, drill, home, weights};
 use crate::api::{
@@ -188,6 +188,7 @@ fn region_statuses(
                         share,
                         since: Time(since),
                     }),
+                unknown: region.unknown.clone(),
             }
         })
         .collect()
@@ -433,8 +434,8 @@ fn all_unhealthy(c: &mut Conditions, inputs: &Inputs, regions: &[RegionView]) {
 fn conflict(c: &mut Conditions, regions: &[RegionView]) {
     let conflicts: Vec<String> = regions
         .iter()
-        .filter_map(|r| match &r.obs.workload {
-            WorkloadState::Conflict(m) => Some(format!("{}: {m}", r.name())),
+        .filter_map(|r| match &r.obs.placement {
+            Some(PlacementProblem::Conflict(m)) => Some(format!("{}: {m}", r.name())),
             _ => None,
         })
         .collect();

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::api::{Health, MoveReason, MultiRegionAppSpec, Reason, RegionAppStatus};
-use health::{HttpResult, RegionState, WorkloadState};
+use health::{HttpResult, LagReport, PlacementProblem, RegionState, WorkloadState};
 use proptest::prelude::{
     ProptestConfig, TestCaseError, prop, prop_assert, prop_assert_eq, proptest,
 };
@@ -40,42 +40,22 @@ fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
 
 /// A region that is reachable with `ready` of `replicas` ready.
 fn up(replicas: i32, ready: i32) -> Observation {
-    Observation {
-        region: RegionState::Reachable,
-        cordoned: false,
-        workload: WorkloadState::Placed {
-            replicas,
-            ready,
-            lag_seconds: None,
-            rolling_out: false,
-            role: None,
-        },
-        http: HttpResult::NotChecked,
-        missing_config: None,
-    }
+    Observation::ready(replicas, replicas.min(ready))
 }
 
 fn down() -> Observation {
-    Observation {
-        region: RegionState::Unreachable("connection refused".into()),
-        cordoned: false,
-        workload: WorkloadState::Placed {
-            replicas: 3,
-            ready: 3,
-            lag_seconds: None,
-            rolling_out: false,
-            role: None,
-        },
-        http: HttpResult::NotChecked,
-        missing_config: None,
-    }
+    Observation::unreachable("connection refused", 3)
 }
 
-fn with_lag(mut o: Observation, lag: f64) -> Observation {
-    if let WorkloadState::Placed { lag_seconds, .. } = &mut o.workload {
-        *lag_seconds = Some(lag);
-    }
-    o
+/// Marks a lag report the simulation dates at the round it is used in.
+const REPORTED_NOW: i64 = -1;
+
+/// The observation with a lag report made at the time of the round.
+fn with_lag(o: Observation, lag: f64) -> Observation {
+    o.with_lag(LagReport {
+        seconds: lag,
+        observed_at: Some(at(REPORTED_NOW)),
+    })
 }
 
 /// Drives decisions round after round, feeding each status back in and
@@ -126,7 +106,7 @@ impl Sim {
         self.now += 1;
         let mut obs = self.healthy_world();
         for (name, o) in overrides {
-            obs.insert(name.to_string(), o.clone());
+            obs.insert(name.to_string(), self.dated(o.clone()));
         }
         let d = decide(&Inputs {
             spec: &self.spec,
@@ -141,6 +121,17 @@ impl Sim {
         self.status = d.status.clone();
         self.last = Some(d);
         self.last.as_ref().unwrap()
+    }
+
+    /// A lag report made "now" (`with_lag`) gets the round's time.
+    fn dated(&self, o: Observation) -> Observation {
+        match o.lag_report() {
+            Some(r) if r.observed_at == Some(at(REPORTED_NOW)) => o.with_lag(LagReport {
+                observed_at: Some(at(self.now)),
+                ..r
+            }),
+            _ => o,
+        }
     }
 
     fn weights(&self) -> String {
@@ -342,7 +333,7 @@ fn the_first_choice_waits_for_the_preferred_region_to_be_judged() {
         workload: WorkloadState::Placed {
             replicas: 3,
             ready: 0,
-            lag_seconds: None,
+            lag: None,
             rolling_out: true,
             role: None,
         },
@@ -635,32 +626,41 @@ fn synchronous_replication_promotes_only_a_region_in_sync() {
 }
 
 #[test]
-fn flap_damping_freezes_past_the_hourly_budget_and_clears_after_the_hour() {
-    let mut sim = Sim::new(spec(json!({"failover": {"maxFailoversPerHour": 2}})));
+fn flap_damping_holds_failbacks_but_never_a_dead_active() {
+    let mut sim = Sim::new(spec(
+        json!({"failover": {"maxFailoversPerHour": 2, "failbackHoldSeconds": 0}}),
+    ));
     sim.round(&[]);
-    let flip = |sim: &mut Sim, bad: &str| {
+    let fail = |sim: &mut Sim, bad: &str| {
         for _ in 0..3 {
             sim.round(&[(bad, down())]);
         }
-        sim.round(&[]);
-        sim.round(&[]);
     };
-    flip(&mut sim, "us-east"); // move 1: to eu-west
+    fail(&mut sim, "us-east"); // move 1: to eu-west
     assert_eq!(sim.weights(), "us-east=0 eu-west=100");
-    flip(&mut sim, "eu-west"); // move 2: to us-east
+    sim.round(&[]);
+    sim.round(&[]); // us-east Healthy again: failback (move 2), planned
+    sim.round(&[]);
     assert_eq!(sim.weights(), "us-east=100 eu-west=0");
     assert_eq!(sim.status.failovers_in_last_hour, 2);
-    flip(&mut sim, "us-east"); // a third move would exceed the budget
-    assert_eq!(sim.weights(), "us-east=100 eu-west=0");
-    for _ in 0..3 {
-        sim.round(&[("us-east", down())]);
+    // The budget is spent, and the active dies: it still fails over.
+    fail(&mut sim, "us-east");
+    assert_eq!(
+        sim.weights(),
+        "us-east=0 eu-west=100",
+        "never kept on a dead active"
+    );
+    // us-east recovers: flapping back is what damping holds.
+    for _ in 0..5 {
+        sim.round(&[]);
     }
     assert!(sim.condition("FlapDamped"));
-    assert_eq!(sim.weights(), "us-east=100 eu-west=0", "frozen");
+    assert_eq!(sim.weights(), "us-east=0 eu-west=100", "failback held");
     // An hour after the first move the budget has room again.
     sim.now += 3600;
-    sim.round(&[("us-east", down())]);
-    assert_eq!(sim.weights(), "us-east=0 eu-west=100");
+    sim.round(&[]);
+    sim.round(&[]);
+    assert_eq!(sim.weights(), "us-east=100 eu-west=0");
     assert!(!sim.condition("FlapDamped"));
 }
 
@@ -674,13 +674,14 @@ fn active_override_lifts_flap_damping() {
         sim.round(&[("us-east", down())]);
     }
     for _ in 0..3 {
-        sim.round(&[("eu-west", down())]);
+        sim.round(&[]); // us-east is back; its failback is damped
     }
     assert!(sim.condition("FlapDamped"));
+    assert_eq!(sim.weights(), "us-east=0 eu-west=100");
     sim.spec.failover.active_override = "us-east".into();
-    sim.round(&[("eu-west", down())]); // us-east scales up first
+    sim.round(&[]); // us-east scales up first
     assert!(!sim.condition("FlapDamped"));
-    sim.round(&[("eu-west", down())]);
+    sim.round(&[]);
     assert_eq!(sim.weights(), "us-east=100 eu-west=0");
     assert_eq!(
         sim.status.failovers_in_last_hour, 0,
@@ -820,7 +821,23 @@ fn a_restart_with_nothing_observed_yet_changes_nothing() {
     let d = sim.round(&unknown).clone();
     assert!(!d.weights_changed);
     assert_eq!(d.moved, None);
-    assert_eq!(sim.status.regions, before.regions);
+    let judged = |regions: &[RegionAppStatus]| -> Vec<RegionAppStatus> {
+        regions
+            .iter()
+            .map(|r| RegionAppStatus {
+                unknown: None,
+                ..r.clone()
+            })
+            .collect()
+    };
+    assert_eq!(judged(&sim.status.regions), judged(&before.regions));
+    assert!(
+        sim.status.regions.iter().all(|r| r
+            .unknown
+            .as_ref()
+            .is_some_and(|u| u.cause == "NotObservedYet")),
+        "the status says why nothing was judged"
+    );
     assert!(
         d.placements.iter().all(|p| !p.touch),
         "nothing is touched before it is probed"
@@ -853,36 +870,46 @@ fn regions_removed_from_spec_are_cleaned_up() {
 }
 
 #[test]
-fn a_conflicting_object_is_reported_and_fails_the_region() {
-    let mut sim = Sim::new(three_active());
-    let conflict = Observation {
-        workload: WorkloadState::Conflict(
+fn a_conflicting_object_is_reported_and_blocks_the_region_without_failing_it() {
+    let conflict = || Observation {
+        placement: Some(PlacementProblem::Conflict(
             "Deployment shop/checkout exists and was not created by multiregion".into(),
-        ),
+        )),
         ..up(3, 3)
     };
-    sim.round(&[("eu-west", conflict)]);
+    // A region that carries traffic keeps it: a conflict is no evidence
+    // that it stopped serving.
+    let mut sim = Sim::new(three_active());
+    sim.round(&[]);
+    sim.round(&[("eu-west", conflict())]);
     assert!(sim.condition("Conflict"));
-    assert_eq!(
-        sim.region("eu-west").reason.as_ref().map(Reason::as_str),
-        Some("Conflict")
-    );
+    assert_eq!(sim.region("eu-west").health, Health::Healthy);
+    assert_eq!(sim.weights(), "us-east=34 eu-west=33 ap-south=33");
+    // A region that does not carry traffic yet gets none.
+    let mut sim = Sim::new(three_active());
+    sim.round(&[("eu-west", conflict())]);
+    assert!(sim.condition("Conflict"));
     assert_eq!(sim.region("eu-west").weight, 0);
 }
 
 #[test]
-fn a_missing_region_object_is_reported() {
+fn a_deleted_region_object_is_hub_side_and_counts_no_round() {
     let mut sim = Sim::new(three_active());
+    sim.round(&[]);
     let missing = Observation {
         region: RegionState::NotFound,
         ..Observation::unknown()
     };
-    sim.round(&[("ap-south", missing)]);
+    for _ in 0..200 {
+        sim.round(&[("us-east", missing.clone())]);
+    }
+    let us = sim.region("us-east");
+    assert_eq!(us.health, Health::Healthy, "never counted against it");
     assert_eq!(
-        sim.region("ap-south").reason.as_ref().map(Reason::as_str),
-        Some("RegionNotFound")
+        us.unknown.as_ref().map(|u| u.cause.as_str()),
+        Some("HubSide")
     );
-    assert_eq!(sim.weights(), "us-east=50 eu-west=50 ap-south=0");
+    assert_eq!(sim.weights(), "us-east=34 eu-west=33 ap-south=33");
 }
 
 // ---------- properties ----------
@@ -1085,6 +1112,7 @@ proptest! {
 }
 
 mod drills;
+mod evidence;
 mod faults;
 mod homes;
 mod propagation;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 
 use crate::api::{MultiRegionAppSpec, MultiRegionAppStatus};
-use crate::plan::health::{HttpResult, RegionState, WorkloadState};
+use crate::plan::health::{LagReport, RegionState};
 use crate::plan::{Decision, Inputs, Observation, Placement, decide};
 
 /// The outcome of a what-if.
@@ -49,6 +49,7 @@ fn observe(
     spec: &MultiRegionAppSpec,
     last: Option<&Decision>,
     failed: Option<&str>,
+    now: Timestamp,
 ) -> BTreeMap<String, Observation> {
     spec.regions
         .iter()
@@ -62,19 +63,15 @@ fn observe(
                 }
                 _ => RegionState::Reachable,
             };
+            let in_sync = LagReport {
+                seconds: 0.0,
+                observed_at: Some(now),
+            };
             let obs = Observation {
                 region,
-                cordoned: false,
-                workload: WorkloadState::Placed {
-                    replicas,
-                    ready: replicas,
-                    lag_seconds: Some(0.0),
-                    rolling_out: false,
-                    role: None,
-                },
-                http: HttpResult::NotChecked,
-                missing_config: None,
-            };
+                ..Observation::ready(replicas, replicas)
+            }
+            .with_lag(in_sync);
             (r.name.clone(), obs)
         })
         .collect()
@@ -97,7 +94,7 @@ pub fn simulate(
                  fail: bool,
                  t: Timestamp|
      -> Decision {
-        let observations = observe(spec, last.as_ref(), fail.then_some(failed));
+        let observations = observe(spec, last.as_ref(), fail.then_some(failed), t);
         let d = decide(&Inputs {
             spec,
             generation: None,
