@@ -12,9 +12,12 @@ use kube::{Client, ResourceExt};
 use super::hub_config::HubConfig;
 use super::leader::Fence;
 use super::sinks::SinkCaches;
-use crate::api::{Health, MultiRegionApp, MultiRegionAppStatus};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+
+use crate::api::{Health, MultiRegionApp, MultiRegionAppSpec, MultiRegionAppStatus};
 use crate::metrics::{AppRegionLabels, ConditionLabels, Metrics};
 use crate::plan::manifest::AppKey;
+use crate::plan::propagate::Propagation;
 use crate::regions::Registry;
 use crate::regions::http_check::HttpChecks;
 
@@ -48,8 +51,20 @@ pub struct Parts {
 /// `from_version` is behind that write.
 struct LastWrite {
     from_version: String,
+    /// The version the write before this one (in the same reconcile:
+    /// a move recorded before its sinks are published) started from.
+    earlier: Option<String>,
     status: MultiRegionAppStatus,
     version: String,
+}
+
+/// What an app last could be placed with: while its spec is invalid (or
+/// made invalid by hub objects), health rounds, failover and fencing go on
+/// with this.
+pub(super) struct Placeable {
+    pub spec: MultiRegionAppSpec,
+    pub template: PodTemplateSpec,
+    pub propagation: Propagation,
 }
 
 /// Shared by every reconcile.
@@ -70,6 +85,8 @@ pub struct Context {
     /// when a round was last counted early for a change of evidence.
     rounds: Mutex<HashMap<AppKey, LastRound>>,
     written: Mutex<HashMap<AppKey, LastWrite>>,
+    /// Each app's last valid spec, as it was placed.
+    placeable: Mutex<HashMap<AppKey, Arc<Placeable>>>,
     /// Failed sink publications in a row, and when to try again.
     sink_retries: Mutex<HashMap<AppKey, (u32, Instant)>>,
 }
@@ -88,8 +105,30 @@ impl Context {
             identity: identity.to_string(),
             rounds: Mutex::default(),
             written: Mutex::default(),
+            placeable: Mutex::default(),
             sink_retries: Mutex::default(),
         }
+    }
+
+    /// Remembers what the app can be placed with now (a clone only when
+    /// it changed).
+    pub(super) fn remember_placeable(&self, key: &AppKey, placeable: &Arc<Placeable>) {
+        let Ok(mut all) = self.placeable.lock() else {
+            return;
+        };
+        let same = all.get(key).is_some_and(|last| {
+            last.spec == placeable.spec
+                && last.template == placeable.template
+                && last.propagation.checksum() == placeable.propagation.checksum()
+        });
+        if !same {
+            all.insert(key.clone(), placeable.clone());
+        }
+    }
+
+    /// What the app could last be placed with, since this replica started.
+    pub(super) fn last_placeable(&self, key: &AppKey) -> Option<Arc<Placeable>> {
+        self.placeable.lock().ok()?.get(key).cloned()
     }
 
     pub(super) fn registry(&self) -> &Arc<Registry> {
@@ -118,7 +157,10 @@ impl Context {
             return (watched, version);
         };
         match written.get(key) {
-            Some(last) if version.as_deref() == Some(last.from_version.as_str()) => {
+            Some(last)
+                if version.as_deref() == Some(last.from_version.as_str())
+                    || version.is_some() && version == last.earlier =>
+            {
                 (last.status.clone(), Some(last.version.clone()))
             }
             _ => (watched, version),
@@ -136,8 +178,13 @@ impl Context {
             return;
         };
         if let Ok(mut written) = self.written.lock() {
+            let earlier = written
+                .get(key)
+                .filter(|before| before.version == from_version)
+                .map(|before| before.from_version.clone());
             let last = LastWrite {
                 from_version,
+                earlier,
                 status,
                 version,
             };
@@ -260,6 +307,9 @@ impl Context {
         }
         if let Ok(mut retries) = self.sink_retries.lock() {
             retries.remove(key);
+        }
+        if let Ok(mut placeable) = self.placeable.lock() {
+            placeable.remove(key);
         }
     }
 }

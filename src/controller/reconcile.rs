@@ -14,14 +14,16 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::{Resource, ResourceExt};
 
+use super::context::Placeable;
 use super::{Context, cleanup, events, gather, placement, sinks, status};
 use crate::api::{
-    ANNOTATION_DRILL_REQUESTED, FINALIZER, MultiRegionApp, MultiRegionAppStatus, ResourceRef,
+    ANNOTATION_DRILL_REQUESTED, FINALIZER, MultiRegionApp, MultiRegionAppSpec,
+    MultiRegionAppStatus, ResourceRef,
 };
 use crate::error::{Error, Result};
 use crate::metrics::{AppLabels, DrillLabels, FailoverLabels};
@@ -83,16 +85,28 @@ pub(super) async fn apply(
 ) -> Result<Action> {
     let key = ctx.key_of(&app);
     let (previous, version) = ctx.fresh_status(&key, &app);
-    let (template, propagation) = match prepare(&ctx, &app, &key) {
-        Ok(Some(ready)) => ready,
+    let (app, placeable, invalid) = match prepare(&ctx, &app, &key) {
+        Ok(Some(ready)) => {
+            ctx.remember_placeable(&key, &ready);
+            (app, Some(ready), None)
+        }
         Ok(None) => return Ok(Action::requeue(Duration::from_millis(500))),
-        Err(message) => return invalid_spec(&ctx, &app, &previous, version, &message).await,
+        // Health never stops for a spec problem: rounds, failover and
+        // fencing go on with the last spec that could be placed.
+        Err(message) => match ctx.last_placeable(&key) {
+            Some(last) => (with_spec(&app, &last.spec), Some(last), Some(message)),
+            None => (app, None, Some(message)),
+        },
     };
     let wanted = resources::wanted(&app.spec);
-    if record_ahead(&ctx, &key, &wanted, &previous, &version).await? {
+    if placeable.is_some() && record_ahead(&ctx, &key, &wanted, &previous, &version).await? {
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
-    let observations = gather::observe(&ctx, &app, &key, &previous, &propagation);
+    let no_propagation = Propagation::default();
+    let propagation = placeable
+        .as_ref()
+        .map_or(&no_propagation, |p| &p.propagation);
+    let observations = gather::observe(&ctx, &app, &key, &previous, propagation);
     let interval = Duration::from_secs(app.spec.health_check.interval_seconds.max(1) as u64);
     let (round, next_round) = ctx.round_due(&key, interval, &gather::evidence(&observations));
     let published = ctx.sinks.published(&app, &key);
@@ -110,11 +124,12 @@ pub(super) async fn apply(
         tracing::info!(app = %key.name, namespace = %key.namespace, why = %why, "nothing applied yet");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let workload = Workload {
-        template: &template,
-        propagation: &propagation,
-    };
-    let ups = scale(&ctx, &key, &app, &workload, &decision, false).await;
+    let workload = placeable.as_deref().map(|p| Workload {
+        template: &p.template,
+        propagation: &p.propagation,
+    });
+    let ups = scale(&ctx, &key, &app, workload.as_ref(), &decision, false).await;
+    let (previous, version) = record_move(&ctx, &key, &app, previous, version, &decision).await?;
     let (sinks, retry_sinks) = publish(&ctx, &app, &key, &decision).await;
     let placed_resources = resources::recorded(&wanted, &previous.resources);
     let cleaned_up =
@@ -135,6 +150,13 @@ pub(super) async fn apply(
         now: Timestamp::now(),
     };
     let status = plan::settle(&decision, &previous, app.metadata.generation, &applied);
+    let (status, invalid_event) = match &invalid {
+        Some(message) => {
+            let generation = app.metadata.generation;
+            plan::with_invalid_spec(status, &previous, generation, message, applied.now)
+        }
+        None => (status, None),
+    };
     write(&ctx, &key, &previous, version, &status).await?;
     if decision.weights_changed {
         ctx.metrics
@@ -146,13 +168,22 @@ pub(super) async fn apply(
     // Make-before-break: the old active scales down only once every sink
     // sends traffic elsewhere.
     let downs = match confirmed {
-        true => scale(&ctx, &key, &app, &workload, &decision, true).await,
+        true => scale(&ctx, &key, &app, workload.as_ref(), &decision, true).await,
         false => Vec::new(),
     };
-    events::announce(&ctx, &app, &decision.events).await;
+    let mut events = decision.events.clone();
+    events.extend(invalid_event);
+    events::announce(&ctx, &app, &events).await;
     ctx.record_metrics(&key, &status);
     let next = retry_sinks.map_or(next_round, |wait| wait.min(next_round));
     Ok(requeue(next, &status, ups.iter().chain(&downs)))
+}
+
+/// The app as it was last valid: its metadata, with `spec`.
+fn with_spec(app: &MultiRegionApp, spec: &MultiRegionAppSpec) -> Arc<MultiRegionApp> {
+    let mut last = app.clone();
+    last.spec = spec.clone();
+    Arc::new(last)
 }
 
 /// The pod template (with the checksum of the propagated config) and the
@@ -163,7 +194,7 @@ fn prepare(
     ctx: &Context,
     app: &MultiRegionApp,
     key: &AppKey,
-) -> std::result::Result<Option<(PodTemplateSpec, Propagation)>, String> {
+) -> std::result::Result<Option<Arc<Placeable>>, String> {
     let template = manifest::validate_template(&app.spec).map_err(|e| e.to_string())?;
     if !ctx.hub_config.listed(app) {
         return Ok(None);
@@ -177,7 +208,11 @@ fn prepare(
         &propagation.secret_names(),
     );
     resources::check(key, &app.spec, &taken).map_err(|e| e.to_string())?;
-    Ok(Some((template, propagation)))
+    Ok(Some(Arc::new(Placeable {
+        spec: app.spec.clone(),
+        template,
+        propagation,
+    })))
 }
 
 /// When a person last asked for a drill: the app's annotation, if it is a
@@ -207,23 +242,51 @@ async fn record_ahead(
     Ok(true)
 }
 
+/// A decision that moves weights is written to the status before any
+/// sink gets the new weights: if that write fails nothing is published
+/// (the next reconcile decides again), and once it is in, a later failed
+/// write cannot make the operator republish the old weights. Returns the
+/// status and version the final write starts from.
+async fn record_move(
+    ctx: &Context,
+    key: &AppKey,
+    app: &MultiRegionApp,
+    previous: MultiRegionAppStatus,
+    version: Option<String>,
+    decision: &Decision,
+) -> Result<(MultiRegionAppStatus, Option<String>)> {
+    if !decision.weights_changed || app.spec.traffic.is_none() {
+        return Ok((previous, version));
+    }
+    let recording = Applied {
+        sinks: SinkOutcome::Pending,
+        cleaned_up: Vec::new(),
+        resources: previous.resources.clone(),
+        now: Timestamp::now(),
+    };
+    let recorded = plan::settle(decision, &previous, app.metadata.generation, &recording);
+    let version = write(ctx, key, &previous, version, &recorded).await?;
+    Ok((recorded, version))
+}
+
 /// Writes the status when it changed, over the resourceVersion the
-/// decision was made from, and remembers the write.
+/// decision was made from, and remembers the write; returns the version
+/// the app has now.
 async fn write(
     ctx: &Context,
     key: &AppKey,
     previous: &MultiRegionAppStatus,
     version: Option<String>,
     status: &MultiRegionAppStatus,
-) -> Result<()> {
+) -> Result<Option<String>> {
     if status == previous {
-        return Ok(());
+        return Ok(version);
     }
     ctx.fence.check()?;
     let written = status::write(&ctx.hub, key, status, version.as_deref()).await?;
     ctx.metrics.wrote("hub", "status");
-    ctx.remember_write(key, version, status.clone(), written);
-    Ok(())
+    ctx.remember_write(key, version, status.clone(), written.clone());
+    Ok(written)
 }
 
 /// What is placed in every region: the pod template (with the checksum of
@@ -234,15 +297,19 @@ struct Workload<'a> {
 }
 
 /// Scale-ups and creates (`downs` false), or scale-downs (`downs` true),
-/// in parallel across the regions the operator can reach.
+/// in parallel across the regions the operator can reach; nothing without
+/// a workload that can be placed.
 async fn scale(
     ctx: &Context,
     key: &AppKey,
     app: &MultiRegionApp,
-    workload: &Workload<'_>,
+    workload: Option<&Workload<'_>>,
     decision: &Decision,
     downs: bool,
 ) -> Vec<Result<bool>> {
+    let Some(workload) = workload else {
+        return Vec::new();
+    };
     let placements = decision
         .placements
         .iter()
@@ -401,22 +468,4 @@ fn requeue<'a>(
         next_round
     };
     Action::requeue(wait.max(Duration::from_millis(100)))
-}
-
-/// A spec that cannot be placed (a template that is not a PodTemplateSpec,
-/// overrides that do not apply): reported, naming the field (one Event per
-/// spec generation), nothing placed.
-async fn invalid_spec(
-    ctx: &Context,
-    app: &MultiRegionApp,
-    previous: &MultiRegionAppStatus,
-    version: Option<String>,
-    message: &str,
-) -> Result<Action> {
-    let key = ctx.key_of(app);
-    let (status, event) =
-        plan::invalid_spec(previous, app.meta().generation, message, Timestamp::now());
-    write(ctx, &key, previous, version, &status).await?;
-    events::announce(ctx, app, event.as_slice()).await;
-    Ok(Action::await_change())
 }

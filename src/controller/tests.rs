@@ -243,6 +243,23 @@ async fn reconcile_once(
     server: &mut Server,
     app: MultiRegionApp,
 ) -> (Vec<Sent>, Option<MultiRegionAppStatus>) {
+    let (seen, written, result) = reconcile_answering(ctx, server, app, 200).await;
+    result.expect("the reconcile succeeds");
+    (seen, written)
+}
+
+/// Like `reconcile_once`, with status writes answered `status_code`;
+/// also returns how the reconcile ended.
+async fn reconcile_answering(
+    ctx: &Arc<Context>,
+    server: &mut Server,
+    app: MultiRegionApp,
+    status_code: u16,
+) -> (
+    Vec<Sent>,
+    Option<MultiRegionAppStatus>,
+    crate::error::Result<kube::runtime::controller::Action>,
+) {
     let running = tokio::spawn(reconcile::apply(
         Arc::new(app.clone()),
         ctx.clone(),
@@ -264,7 +281,11 @@ async fn reconcile_once(
             .as_str()
             .map(str::to_string);
         server.published(&path, &body);
-        let answer = if path == STATUS {
+        let refused = path == STATUS && status_code != 200;
+        let answer = if refused {
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": status_code,
+                   "reason": "Forbidden", "message": "status writes are refused"})
+        } else if path == STATUS {
             let status: MultiRegionAppStatus =
                 serde_json::from_value(body["status"].clone()).unwrap();
             written = Some(status);
@@ -272,9 +293,10 @@ async fn reconcile_once(
         } else {
             body
         };
+        let code = if refused { status_code } else { 200 };
         respond.send_response(
             Response::builder()
-                .status(200)
+                .status(code)
                 .body(Body::from(serde_json::to_vec(&answer).unwrap()))
                 .unwrap(),
         );
@@ -284,8 +306,7 @@ async fn reconcile_once(
             region,
         });
     }
-    running.await.unwrap().expect("the reconcile succeeds");
-    (seen, written)
+    (seen, written, running.await.unwrap())
 }
 
 /// The requests other than Events, and how many Events were created.
@@ -295,7 +316,7 @@ fn split_events(seen: Vec<Sent>) -> (Vec<Sent>, usize) {
 }
 
 #[tokio::test]
-async fn a_failover_scales_the_standby_up_then_publishes_then_writes_status() {
+async fn a_failover_scales_the_standby_up_records_the_move_then_publishes_then_writes_status() {
     let (ctx, client, mut server) = context();
     let _us = TestMember::add(&ctx.registry, &client, "us-east", false, Role::Active, 3);
     let _eu = TestMember::add(&ctx.registry, &client, "eu-west", true, Role::Standby, 1);
@@ -315,12 +336,13 @@ async fn a_failover_scales_the_standby_up_then_publishes_then_writes_status() {
         writes,
         [
             sent(Method::PATCH, DEPLOYMENT, Some("eu-west")),
+            sent(Method::PATCH, STATUS, None),
             sent(Method::POST, BACKENDS, Some("us-east")),
             sent(Method::POST, BACKENDS, Some("eu-west")),
             sent(Method::POST, ROUTES, Some("all")),
             sent(Method::PATCH, STATUS, None),
         ],
-        "the standby scales up first, then every sink, then status; nothing is sent to the unreachable region"
+        "the standby scales up first, the move is recorded, then every sink, then the settled status; nothing is sent to the unreachable region"
     );
     assert!(
         events >= 3,
@@ -329,6 +351,37 @@ async fn a_failover_scales_the_standby_up_then_publishes_then_writes_status() {
     let status = status.unwrap();
     assert_eq!(status.weights.as_deref(), Some("us-east=0 eu-west=100"));
     assert!(status.last_failover.unwrap().completed_at.is_some());
+}
+
+#[tokio::test]
+async fn a_refused_status_write_publishes_no_weights() {
+    let (ctx, client, mut server) = context();
+    let _us = TestMember::add(&ctx.registry, &client, "us-east", false, Role::Active, 3);
+    let _eu = TestMember::add(&ctx.registry, &client, "eu-west", true, Role::Standby, 1);
+    let previous = active_status(
+        "us-east",
+        "us-east=100 eu-west=0",
+        vec![
+            region_status("us-east", "Active", 100, 3, 2),
+            region_status("eu-west", "Standby", 0, 1, 0),
+        ],
+    );
+
+    let (seen, _, result) = reconcile_answering(&ctx, &mut server, app(previous), 403).await;
+
+    assert!(
+        result.is_err(),
+        "the refused write is the reconcile's error"
+    );
+    let (writes, _) = split_events(seen);
+    assert_eq!(
+        writes,
+        [
+            sent(Method::PATCH, DEPLOYMENT, Some("eu-west")),
+            sent(Method::PATCH, STATUS, None),
+        ],
+        "no sink gets weights the status does not hold"
+    );
 }
 
 #[tokio::test]
@@ -366,6 +419,7 @@ async fn a_planned_move_publishes_only_when_the_target_is_ready_and_scales_down_
         writes,
         [
             sent(Method::PATCH, DEPLOYMENT, Some("us-east")),
+            sent(Method::PATCH, STATUS, None),
             sent(Method::PATCH, ROUTE, Some("all")),
             sent(Method::PATCH, STATUS, None),
             sent(Method::PATCH, DEPLOYMENT, Some("eu-west")),

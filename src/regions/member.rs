@@ -20,9 +20,9 @@ use super::watch::{self, store_ready};
 use crate::api::{RegionSpec, ResourceRef};
 use crate::error::{Error, Result};
 use crate::plan::health::{Counters, PlacementProblem, RegionState, WorkloadState};
-use crate::text::member_text;
 use crate::plan::manifest::AppKey;
 use crate::plan::propagate::Propagation;
+use crate::text::member_text;
 
 /// A Deployment watch whose every attempt has failed for this long (its
 /// list or watch refused, or cut while the probe gets through) holds data

@@ -193,8 +193,13 @@ impl Registry {
             triggers.clone(),
             heard.clone(),
         );
-        let (services, service_task) =
-            watch::watch_placed::<Service>(name, &client, &selector, triggers.clone(), Heard::new());
+        let (services, service_task) = watch::watch_placed::<Service>(
+            name,
+            &client,
+            &selector,
+            triggers.clone(),
+            Heard::new(),
+        );
         let (config_maps, config_map_task) = watch::watch_placed_when_allowed::<ConfigMap>(
             name,
             &client,

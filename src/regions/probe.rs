@@ -188,7 +188,10 @@ async fn report(
         // Bounded: a hub that does not answer delays the next probe by at
         // most this much.
         let write = write_status(registry.hub(), name, after, probed, location);
-        if tokio::time::timeout(STATUS_WRITE_DEADLINE, write).await.is_err() {
+        if tokio::time::timeout(STATUS_WRITE_DEADLINE, write)
+            .await
+            .is_err()
+        {
             tracing::warn!(region = %name, "the hub did not take the Region status in time");
         }
         registry.metrics().wrote("hub", "region_status");

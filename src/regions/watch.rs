@@ -11,8 +11,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
 use super::Trigger;
-use crate::api::{LABEL_APP, LABEL_APP_NAMESPACE, LABEL_ROLE, Role};
 use crate::api::LAG_OBSERVED_AT;
+use crate::api::{LABEL_APP, LABEL_APP_NAMESPACE, LABEL_ROLE, Role};
 use crate::plan::health::{LagReport, WorkloadState};
 use crate::plan::manifest::{self, AppKey};
 

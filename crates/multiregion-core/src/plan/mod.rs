@@ -43,7 +43,7 @@ use health::{HttpResult, PlacementProblem, RegionState, WorkloadState};
 
 pub use crate::api::Role;
 pub use rounds::leaving_region;
-pub use settle::{Applied, SinkOutcome, invalid_spec, settle};
+pub use settle::{Applied, SinkOutcome, settle, with_invalid_spec};
 
 /// Everything observed of one region for one app at decision time.
 #[derive(Clone, Debug, PartialEq)]

@@ -14,6 +14,9 @@ use crate::api::MultiRegionAppStatus;
 pub enum SinkOutcome {
     /// The app has no `spec.traffic`.
     NotConfigured,
+    /// Not written yet: the move is recorded in status before the sinks
+    /// get it, so a status write that fails afterwards cannot undo it.
+    Pending,
     /// Every sink holds the decided weights.
     Published,
     /// Some sink could not be written; names which and why.
@@ -57,6 +60,11 @@ pub fn settle(
     let mut c = Conditions::new(&previous.conditions, applied.now, generation);
     match &applied.sinks {
         SinkOutcome::NotConfigured => {}
+        SinkOutcome::Pending => c.unknown(
+            "TrafficPublished",
+            "Publishing",
+            "the new weights are being written to the traffic sinks",
+        ),
         SinkOutcome::Published => c.set(
             "TrafficPublished",
             true,
@@ -96,10 +104,11 @@ fn conflict_message(conditions: &[Condition]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The status of an app whose spec cannot be placed: `Ready=False` with
-/// reason `InvalidSpec` naming the field; everything else as it was. The
-/// Event announcing it comes once per spec generation.
-pub fn invalid_spec(
+/// `status` (decided with the last valid spec) marked `Ready=False` with
+/// reason `InvalidSpec` naming the field, announced once per generation
+/// (as `previous` tells).
+pub fn with_invalid_spec(
+    mut status: MultiRegionAppStatus,
     previous: &MultiRegionAppStatus,
     generation: Option<i64>,
     message: &str,
@@ -108,11 +117,9 @@ pub fn invalid_spec(
     let announced = previous.conditions.iter().any(|c| {
         c.type_ == "Ready" && c.reason == "InvalidSpec" && c.observed_generation == generation
     });
-    let mut status = previous.clone();
     let mut c = Conditions::new(&previous.conditions, now, generation);
     c.set("Ready", false, "InvalidSpec", message);
-    status.conditions = c.finish();
-    status.observed_generation = generation;
+    c.merge_into(&mut status.conditions);
     let event = (!announced).then(|| Event::warning(EventReason::InvalidSpec, message));
     (status, event)
 }

@@ -378,16 +378,19 @@ fn a_sink_object_of_someone_else_is_a_conflict() {
 
 #[test]
 fn an_invalid_spec_is_announced_once_per_generation() {
-    let (status, event) = invalid_spec(
+    let invalid = |previous: &MultiRegionAppStatus, generation, message, t| {
+        with_invalid_spec(previous.clone(), previous, Some(generation), message, at(t))
+    };
+    let (status, event) = invalid(
         &MultiRegionAppStatus::default(),
-        Some(3),
+        3,
         "spec.workload.template: bad",
-        at(0),
+        0,
     );
     assert!(event.is_some());
-    let (again, event) = invalid_spec(&status, Some(3), "spec.workload.template: bad", at(5));
+    let (again, event) = invalid(&status, 3, "spec.workload.template: bad", 5);
     assert!(event.is_none(), "the same generation again");
-    let (_, event) = invalid_spec(&again, Some(4), "spec.workload.template: still bad", at(9));
+    let (_, event) = invalid(&again, 4, "spec.workload.template: still bad", 9);
     assert!(event.is_some(), "a new generation");
 }
 
