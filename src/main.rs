@@ -31,7 +31,7 @@ async fn main() {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let (hub, _) = cli::hub_client(args.kubeconfig.as_ref(), args.context.as_ref()).await?;
+    let hub = cli::hub_clients(args.kubeconfig.as_ref(), args.context.as_ref()).await?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())

@@ -136,6 +136,9 @@ pub struct ErrorLabels {
 /// Every metric the operator exports.
 pub struct Metrics {
     pub region_reachable: Family<RegionLabels, Gauge>,
+    /// 1 while a region's member keeps working credentials because the
+    /// Region's current ones are unusable.
+    pub region_credentials_stale: Family<RegionLabels, Gauge>,
     pub app_region_healthy: Family<AppRegionLabels, Gauge>,
     pub traffic_weight: Family<AppRegionLabels, Gauge>,
     /// The same weight as a share of the app's traffic, 0..1.
@@ -205,6 +208,7 @@ impl Default for Metrics {
         let histogram = || Histogram::new(latency_buckets());
         let metrics = Metrics {
             region_reachable: reg! { r, "region_reachable", "1 when the region's API server answers its probes", Family::default() },
+            region_credentials_stale: reg! { r, "region_credentials_stale", "1 while the region is reached with its last working credentials because its Secret's are unusable", Family::default() },
             app_region_healthy: reg! { r, "app_region_healthy", "1 when the app is Healthy in the region", Family::default() },
             traffic_weight: reg! { r, "traffic_weight", "Published traffic weight of the app in the region (0..100)", Family::default() },
             traffic_weight_ratio: reg! { r, "traffic_weight_ratio", "Share of the app's traffic the region gets (0..1)", Family::default() },
@@ -229,7 +233,7 @@ impl Default for Metrics {
 }
 
 /// The app conditions exported as `multiregion_app_condition`.
-pub const CONDITIONS: [&str; 10] = [
+pub const CONDITIONS: [&str; 11] = [
     "Ready",
     "Degraded",
     "FailedOver",
@@ -240,6 +244,7 @@ pub const CONDITIONS: [&str; 10] = [
     "Conflict",
     "TrafficPublished",
     "OverrideUnhealthy",
+    "EvidenceUnknown",
 ];
 
 /// The process's resident memory, CPU time, open files and start time,

@@ -188,12 +188,13 @@ async fn the_hub_down_longer_than_every_resync_moves_nothing_and_rebuilds_nothin
 
 /// Two operators with leader election, `first` started (and leading)
 /// before `second`. The default operator is stopped meanwhile.
-async fn two_replicas(first: (&str, &std::path::Path), second: &str) -> (Child, Child) {
+async fn two_replicas(first: (&str, &std::path::Path), second: &str) -> (Leader, Child) {
     let env = env();
     let hub = env.client("hub").await;
     env.kill_operator();
+    let metrics_port = free_port();
     let a = env
-        .spawn_operator_via(first.1, first.0, free_port(), &ELECTION)
+        .spawn_operator_via(first.1, first.0, metrics_port, &ELECTION)
         .await;
     wait_for(
         "the first replica to lead",
@@ -202,17 +203,48 @@ async fn two_replicas(first: (&str, &std::path::Path), second: &str) -> (Child, 
     )
     .await;
     let b = env.spawn_operator(second, free_port(), &ELECTION).await;
-    (a, b)
+    (
+        Leader {
+            child: a,
+            metrics_port,
+        },
+        b,
+    )
 }
 
-/// Waits for a process to exit; returns how long it took.
-async fn exits(child: &mut Child, within: Duration) -> Duration {
+/// The first replica of `two_replicas`, and where its metrics are served.
+struct Leader {
+    child: Child,
+    metrics_port: u16,
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the old leader has stopped its controllers and stands by
+/// again, in process (its `multiregion_leader` gauge reads 0); returns how
+/// long it took. It must still be running: losing the Lease is no crash.
+async fn stands_by(leader: &mut Leader, within: Duration) -> Duration {
     let started = Instant::now();
-    wait_for("the old leader to exit", within, || {
-        let exited = matches!(child.try_wait(), Ok(Some(_)));
-        async move { exited.then_some(()) }
+    let url = format!("http://127.0.0.1:{}/metrics", leader.metrics_port);
+    wait_for("the old leader to stand by", within, || {
+        let url = url.clone();
+        async move {
+            let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+            text.lines()
+                .any(|l| l.trim() == "multiregion_leader 0")
+                .then_some(())
+        }
     })
     .await;
+    assert!(
+        matches!(leader.child.try_wait(), Ok(None)),
+        "the old leader exited instead of standing by"
+    );
     started.elapsed()
 }
 
@@ -236,7 +268,7 @@ async fn a_leader_frozen_past_its_lease_writes_nothing_when_it_wakes() {
     let (mut a, mut b) = two_replicas(("frozen-a", &hub_kubeconfig), "standby-b").await;
     active_passive(&hub, ns, json!({})).await;
 
-    signal(&a, "STOP");
+    signal(&a.child, "STOP");
     wait_for(
         "the standby to take the Lease",
         Duration::from_secs(30),
@@ -254,8 +286,8 @@ async fn a_leader_frozen_past_its_lease_writes_nothing_when_it_wakes() {
     )
     .await;
     let woke = jiff::Timestamp::now();
-    signal(&a, "CONT");
-    let exited = exits(&mut a, Duration::from_secs(15)).await;
+    signal(&a.child, "CONT");
+    let exited = stands_by(&mut a, Duration::from_secs(15)).await;
     let samples = weights_over(&hub, ns, Duration::from_secs(3)).await;
     let stale = events_by(&hub, ns, "frozen-a", woke).await;
     assert!(
@@ -277,6 +309,7 @@ async fn a_leader_frozen_past_its_lease_writes_nothing_when_it_wakes() {
         stale.len(),
         Some(exited),
     );
+    drop(a);
     back_to_one_operator(&mut b).await;
     delete_app(&hub, ns, "web").await;
 }
@@ -294,7 +327,7 @@ async fn a_leader_cut_off_from_the_hub_stops_writing_and_the_other_takes_over() 
 
     let cut = jiff::Timestamp::now();
     env.regions.lock().await.partition("hub").await.unwrap();
-    let exited = exits(&mut a, Duration::from_secs(15)).await;
+    let exited = stands_by(&mut a, Duration::from_secs(15)).await;
     wait_for(
         "the other replica to take the Lease",
         Duration::from_secs(30),
@@ -326,6 +359,7 @@ async fn a_leader_cut_off_from_the_hub_stops_writing_and_the_other_takes_over() 
         took_over.elapsed().as_secs_f64()
     );
     env.regions.lock().await.heal("hub").await.unwrap();
+    drop(a);
     back_to_one_operator(&mut b).await;
     delete_app(&hub, ns, "web").await;
 }

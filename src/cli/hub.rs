@@ -16,6 +16,15 @@ pub async fn client(
     Ok((crate::metrics::counted_client(config, "hub")?, namespace))
 }
 
+/// The operator's hub clients (requests bounded, watches long-lived).
+pub async fn clients(
+    kubeconfig: Option<&PathBuf>,
+    context: Option<&String>,
+) -> anyhow::Result<crate::deadline::Clients> {
+    let config = config(kubeconfig.map(PathBuf::as_path), context).await?;
+    Ok(crate::deadline::Clients::new(config, "hub")?)
+}
+
 /// The kube config: from `kubeconfig` when given, else in-cluster or
 /// $KUBECONFIG / ~/.kube/config.
 pub async fn config(

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::args::{JoinArgs, UnjoinArgs};
 use super::member::{self, JOIN_MANAGER, MemberServer, made_by_join, meta};
-use crate::api::{LABEL_MANAGED_BY, MultiRegionApp, Region};
+use crate::api::{LABEL_MANAGED_BY, MultiRegionApp, REGION_IN_USE, Region};
 
 /// On the Region: the name of the identity `join` made in the member.
 const ANNOTATION_IDENTITY: &str = "multiregion.io/member-identity";
@@ -178,6 +178,38 @@ where
     Ok(())
 }
 
+/// Waits until the deleted Region is gone. The operator holds a Region
+/// with its in-use finalizer while an app uses it; with `force` that hold
+/// is lifted here (the apps' objects in the member are left there).
+async fn region_gone(regions: &Api<Region>, name: &str, force: bool) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let Some(region) = regions.get_opt(name).await? else {
+            return Ok(());
+        };
+        let held = region.finalizers().iter().any(|f| f == REGION_IN_USE);
+        if held && force {
+            let kept: Vec<&String> = region
+                .finalizers()
+                .iter()
+                .filter(|f| *f != REGION_IN_USE)
+                .collect();
+            let patch = json!({"metadata": {"finalizers": kept}});
+            regions
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .with_context(|| format!("lifting the in-use finalizer of Region {name}"))?;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "Region {name} is still there, held by {:?}: an app still uses it (its cleanup may be waiting for the member), or the operator is not running",
+                region.finalizers()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// The apps that still name `region`: in spec.regions, in their status, or
 /// with objects there still to clean up.
 async fn apps_in(hub: &Client, region: &str) -> Result<Vec<String>> {
@@ -224,6 +256,7 @@ pub async fn unjoin(args: UnjoinArgs) -> Result<()> {
         None => None,
     };
     delete_ours(&regions, &args.name).await?;
+    region_gone(&regions, &args.name, args.force).await?;
     let secrets: Api<Secret> = Api::namespaced(hub.clone(), &hub_args.operator_namespace);
     delete_ours(&secrets, &secret_name(&args.name)).await?;
     let Some(kubeconfig) = &args.kubeconfig else {

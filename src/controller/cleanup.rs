@@ -178,6 +178,7 @@ fn move_reason_words() -> impl Iterator<Item = &'static str> {
         "PlacementRefused",
         "NotEnoughReadyReplicas",
         "HttpProbeFailed",
+        "EvidenceUnknown",
         "Unhealthy",
     ]
     .into_iter()

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 
 use super::hub_config::HubConfig;
@@ -37,6 +38,8 @@ struct LastRound {
 /// The parts a context is built from.
 pub struct Parts {
     pub hub: Client,
+    /// The apps, as the app controller sees them.
+    pub apps: Store<MultiRegionApp>,
     pub hub_id: String,
     pub registry: Arc<Registry>,
     pub checks: Arc<HttpChecks>,
@@ -70,6 +73,7 @@ pub(super) struct Placeable {
 /// Shared by every reconcile.
 pub struct Context {
     pub(super) hub: Client,
+    apps: Store<MultiRegionApp>,
     hub_id: String,
     pub(super) registry: Arc<Registry>,
     pub(super) checks: Arc<HttpChecks>,
@@ -95,6 +99,7 @@ impl Context {
     pub fn new(parts: Parts, identity: &str) -> Self {
         Context {
             hub: parts.hub,
+            apps: parts.apps,
             hub_id: parts.hub_id,
             registry: parts.registry,
             checks: parts.checks,
@@ -129,6 +134,17 @@ impl Context {
     /// What the app could last be placed with, since this replica started.
     pub(super) fn last_placeable(&self, key: &AppKey) -> Option<Arc<Placeable>> {
         self.placeable.lock().ok()?.get(key).cloned()
+    }
+
+    /// Some app that is not being deleted names the region in its spec,
+    /// its status or its pending cleanup. (Apps being deleted never hold a
+    /// Region: their cleanup gives up on a Region that is deleted.)
+    pub(super) fn region_in_use(&self, region: &str) -> bool {
+        self.apps
+            .state()
+            .iter()
+            .filter(|app| app.metadata.deletion_timestamp.is_none())
+            .any(|app| super::uses_region(app, region))
     }
 
     pub(super) fn registry(&self) -> &Arc<Registry> {

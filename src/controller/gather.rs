@@ -46,6 +46,7 @@ pub(super) fn observe(
             if let Some(member) = ctx.registry.get(&region.name) {
                 observation.missing_config = member.missing_config(key, &region.name, propagation);
                 observation.placement = member.placement_problem(key);
+                observation.deleting = member.deleting();
             }
             (region.name.clone(), observation)
         })
@@ -89,6 +90,7 @@ fn observe_region(
         http,
         missing_config: None,
         placement: None,
+        deleting: false,
     }
 }
 

@@ -25,7 +25,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
@@ -33,7 +33,8 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::api::{MultiRegionApp, Region};
+use crate::api::{MultiRegionApp, REGION_IN_USE, Region};
+use crate::deadline::Clients;
 use crate::error::{Error, Result};
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::regions::{Registry, Trigger, http_check};
@@ -73,9 +74,10 @@ pub struct Options {
 
 /// Serves metrics and health, waits for the Lease (with leader election),
 /// then runs the controllers until the process is stopped. A leader that
-/// cannot renew the Lease in time exits, so that it can never write next to
-/// the new leader; on SIGTERM it releases the Lease first.
-pub async fn run(hub: Client, options: Options) -> anyhow::Result<()> {
+/// cannot renew the Lease in time stops its controllers at once (so it can
+/// never write next to the new leader) and stands by again, in process; on
+/// SIGTERM it releases the Lease first.
+pub async fn run(hub: Clients, options: Options) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(Readiness::default());
     let mut server = tokio::spawn(server::serve(
@@ -86,68 +88,92 @@ pub async fn run(hub: Client, options: Options) -> anyhow::Result<()> {
     if !options.leader_election {
         metrics.leader.set(1);
         return tokio::select! {
-            result = run_controllers(hub, &options, metrics, ready, Fence::open()) => result,
+            result = run_controllers(&hub, &options, metrics, ready, Fence::open()) => result,
             result = &mut server => result?,
             _ = shutdown_signal() => Ok(()),
         };
     }
     let timing = Timing::for_lease(Duration::from_secs(options.lease_seconds));
-    let elector = Elector::new(hub.clone(), &options.namespace, &options.identity, timing);
-    tracing::info!(identity = %options.identity, "waiting for the Lease");
-    ready.standby();
-    let fence = tokio::select! {
-        fence = elector.acquire() => fence,
-        _ = shutdown_signal() => return Ok(()),
-    };
-    tracing::info!(identity = %options.identity, "holding the Lease: this replica writes");
-    metrics.leader.set(1);
-    tokio::select! {
-        result = run_controllers(hub, &options, metrics, ready, fence.clone()) => result,
-        result = &mut server => result?,
-        _ = elector.keep(&fence) => anyhow::bail!(
-            "the Lease was not renewed within {:?}; stopped writing and exiting so that only the new leader writes",
-            timing.renew_deadline
-        ),
-        _ = shutdown_signal() => {
-            elector.release().await;
-            Ok(())
+    let elector = Elector::new(
+        hub.requests.clone(),
+        &options.namespace,
+        &options.identity,
+        timing,
+    );
+    loop {
+        tracing::info!(identity = %options.identity, "waiting for the Lease");
+        ready.standby();
+        metrics.leader.set(0);
+        let fence = tokio::select! {
+            fence = elector.acquire() => fence,
+            result = &mut server => return result?,
+            _ = shutdown_signal() => return Ok(()),
+        };
+        tracing::info!(identity = %options.identity, "holding the Lease: this replica writes");
+        metrics.leader.set(1);
+        tokio::select! {
+            result = run_controllers(&hub, &options, metrics.clone(), ready.clone(), fence.clone()) => return result,
+            result = &mut server => return result?,
+            _ = elector.keep(&fence) => tracing::warn!(
+                deadline = ?timing.renew_deadline,
+                "the Lease was not renewed within its renew deadline: stopped writing; standing by"
+            ),
+            _ = shutdown_signal() => {
+                elector.release().await;
+                return Ok(());
+            }
         }
     }
 }
 
+/// How long to wait between attempts to read the hub's identity.
+const IDENTITY_RETRY: Duration = Duration::from_secs(2);
+
 /// This hub's identity: the name given, else the UID of its `kube-system`
-/// namespace (a cluster's stable identity).
+/// namespace (a cluster's stable identity), asked until it is read: with
+/// no identity the operator would take every object it placed for another
+/// hub's, and the other way round.
 async fn hub_identity(hub: &Client, given: &str) -> String {
     if !given.is_empty() {
         return given.to_string();
     }
     let namespaces: Api<Namespace> = Api::all(hub.clone());
-    match namespaces.get("kube-system").await {
-        Ok(ns) => ns.uid().unwrap_or_default(),
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot read the hub's kube-system namespace; placed objects carry no hub identity (set --hub-name)");
-            String::new()
+    loop {
+        match namespaces.get("kube-system").await.map(|ns| ns.uid()) {
+            Ok(Some(uid)) if !uid.is_empty() => return uid,
+            Ok(_) => tracing::warn!("the hub's kube-system namespace has no UID; set --hub-name"),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the hub's kube-system namespace yet (or set --hub-name); asking again")
+            }
         }
+        tokio::time::sleep(IDENTITY_RETRY).await;
     }
 }
 
 /// The Region and app controllers, until one of them ends.
 async fn run_controllers(
-    hub: Client,
+    clients: &Clients,
     options: &Options,
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
     fence: Fence,
 ) -> anyhow::Result<()> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let registry = Registry::new(hub.clone(), tx.clone(), metrics.clone(), fence.clone());
-    let checks = http_check::HttpChecks::new(http_check::client()?, tx.clone());
-    let sinks = SinkCaches::start(&hub, tx.clone());
-    let hub_config = hub_config::HubConfig::start(&hub, options.propagate_secrets, tx);
+    let (hub, watches) = (clients.requests.clone(), clients.watches.clone());
     let hub_id = hub_identity(&hub, &options.hub_name).await;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let registry = Registry::new(clients.clone(), tx.clone(), metrics.clone(), fence.clone());
+    let checks = http_check::HttpChecks::new(http_check::client()?, tx.clone());
+    let sinks = SinkCaches::start(&watches, tx.clone());
+    let hub_config = hub_config::HubConfig::start(&watches, options.propagate_secrets, tx);
+    let apps = Controller::new(
+        Api::<MultiRegionApp>::all(watches.clone()),
+        watcher::Config::default(),
+    );
+    let app_store = apps.store();
     let context = Arc::new(Context::new(
         context::Parts {
             hub: hub.clone(),
+            apps: app_store.clone(),
             hub_id,
             registry: registry.clone(),
             checks,
@@ -158,14 +184,12 @@ async fn run_controllers(
         },
         &options.identity,
     ));
-    let regions = Controller::new(Api::<Region>::all(hub.clone()), watcher::Config::default());
-    let region_store = regions.store();
-    let apps = Controller::new(
-        Api::<MultiRegionApp>::all(hub.clone()),
+    let regions = Controller::new(
+        Api::<Region>::all(watches.clone()),
         watcher::Config::default(),
     );
-    let app_store = apps.store();
-    let region_loop = region_controller(regions, &hub, &options.namespace, context.clone());
+    let region_store = regions.store();
+    let region_loop = region_controller(regions, &watches, &options.namespace, context.clone());
     let app_loop = apps
         .with_config(controller::Config::default().concurrency(APP_RECONCILE_CONCURRENCY))
         .reconcile_on(expand_triggers(rx, app_store.clone()))
@@ -205,8 +229,27 @@ fn region_controller(
             watcher::Config::default(),
             move |secret| regions_using(&store, &secret),
         )
+        .watches(
+            Api::<MultiRegionApp>::all(hub.clone()),
+            watcher::Config::default().any_semantic(),
+            |app| regions_of(&app),
+        )
         .run(reconcile_region, region_error_policy, context)
         .for_each(|_| async {})
+}
+
+/// The Regions an app names (spec, status, pending cleanup): their in-use
+/// finalizer follows the app.
+fn regions_of(app: &MultiRegionApp) -> Vec<ObjectRef<Region>> {
+    let status = app.status.as_ref();
+    let mut names: Vec<&str> = app.spec.regions.iter().map(|r| r.name.as_str()).collect();
+    if let Some(status) = status {
+        names.extend(status.regions.iter().map(|r| r.name.as_str()));
+        names.extend(status.cleanup_pending.iter().map(String::as_str));
+    }
+    names.sort_unstable();
+    names.dedup();
+    names.into_iter().map(ObjectRef::new).collect()
 }
 
 /// The Regions whose kubeconfig is in this Secret.
@@ -288,10 +331,43 @@ fn uses_region(app: &MultiRegionApp, region: &str) -> bool {
 }
 
 async fn reconcile_region(region: Arc<Region>, ctx: Arc<Context>) -> Result<Action> {
+    let in_use = ctx.region_in_use(&region.name_any());
+    protect_region(&ctx, &region, in_use).await?;
     ctx.registry().upsert(&region).await;
     // Secrets are watched; this also retries credentials that failed for
     // reasons no watch sees (RBAC granted later, for example).
     Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+/// Keeps the in-use finalizer on a Region exactly while some app uses it.
+/// The list is written whole over the resourceVersion read, so another
+/// controller's finalizer is never lost.
+async fn protect_region(ctx: &Context, region: &Region, in_use: bool) -> Result<()> {
+    let finalizers = region.finalizers();
+    let has = finalizers.iter().any(|f| f == REGION_IN_USE);
+    if has == in_use || ctx.fence.check().is_err() {
+        return Ok(());
+    }
+    let mut wanted: Vec<String> = finalizers
+        .iter()
+        .filter(|f| *f != REGION_IN_USE)
+        .cloned()
+        .collect();
+    if in_use {
+        wanted.push(REGION_IN_USE.to_string());
+    }
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": wanted, "resourceVersion": region.resource_version()}
+    });
+    let api: Api<Region> = Api::all(ctx.hub.clone());
+    let name = region.name_any();
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::hub(format!(
+            "set the in-use finalizer of Region {name}"
+        )))?;
+    ctx.metrics.wrote("hub", "region_finalizer");
+    Ok(())
 }
 
 fn region_error_policy(_region: Arc<Region>, err: &Error, _ctx: Arc<Context>) -> Action {

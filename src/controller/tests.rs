@@ -211,7 +211,7 @@ fn context() -> (Arc<Context>, Client, Server) {
     let (triggers, _) = tokio::sync::mpsc::unbounded_channel();
     let metrics = Arc::new(Metrics::default());
     let registry = Registry::new(
-        client.clone(),
+        crate::deadline::Clients::single(client.clone()),
         triggers.clone(),
         metrics.clone(),
         Fence::open(),
@@ -225,6 +225,7 @@ fn context() -> (Arc<Context>, Client, Server) {
         checks: HttpChecks::new(http_check::client().unwrap(), triggers),
         sinks,
         hub_config: super::hub_config::HubConfig::none(),
+        apps: reflector::store::<MultiRegionApp>().0,
         metrics,
         fence: Fence::open(),
     };

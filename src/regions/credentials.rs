@@ -1,11 +1,11 @@
 //! Building a client for a member cluster from its Region.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::Secret;
+use kube::Config;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+
+use crate::deadline::Clients;
 
 use crate::api::RegionSpec;
 use crate::plan::manifest::content_hash;
@@ -51,7 +51,10 @@ impl CredentialsError {
 
 /// A client for the member, and a key that changes whenever the
 /// credentials it was built from change.
-pub async fn build(hub: &Client, spec: &RegionSpec) -> Result<(Client, String), CredentialsError> {
+pub async fn build(
+    hub: &Clients,
+    spec: &RegionSpec,
+) -> Result<(Clients, String), CredentialsError> {
     if spec.local {
         return Ok((hub.clone(), "local".to_string()));
     }
@@ -59,7 +62,7 @@ pub async fn build(hub: &Client, spec: &RegionSpec) -> Result<(Client, String), 
         return Err(CredentialsError::NoSource);
     };
     let shown = format!("{}/{}", reference.namespace, reference.name);
-    let secrets: Api<Secret> = Api::namespaced(hub.clone(), &reference.namespace);
+    let secrets: Api<Secret> = Api::namespaced(hub.requests.clone(), &reference.namespace);
     let secret = match secrets.get_opt(&reference.name).await {
         Ok(Some(secret)) => secret,
         Ok(None) => return Err(CredentialsError::SecretNotFound(shown)),
@@ -96,11 +99,10 @@ pub async fn build(hub: &Client, spec: &RegionSpec) -> Result<(Client, String), 
         context: spec.context.clone(),
         ..Default::default()
     };
-    let mut config = Config::from_custom_kubeconfig(kubeconfig, &options)
+    let config = Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
         .map_err(|e| CredentialsError::ContextUnusable(e.to_string()))?;
-    config.connect_timeout = Some(Duration::from_secs(3));
-    let client = crate::metrics::counted_client(config, "member")
+    let client = crate::deadline::Clients::new(config, "member")
         .map_err(|e| CredentialsError::ContextUnusable(e.to_string()))?;
     let key = content_hash(&serde_json::json!({
         "kubeconfig": text,

@@ -94,6 +94,8 @@ pub struct Member {
     /// Identifies the credentials the client was built from.
     config_key: String,
     spec: RwLock<RegionSpec>,
+    /// The Region has a deletionTimestamp (held by its in-use finalizer).
+    deleting: std::sync::atomic::AtomicBool,
     probe: Mutex<ProbeState>,
     placed: Option<Placed>,
     notes: Mutex<HashMap<AppKey, Note>>,
@@ -148,6 +150,7 @@ impl Member {
             credentials_error: error,
             config_key,
             spec: RwLock::new(spec),
+            deleting: std::sync::atomic::AtomicBool::new(false),
             probe: Mutex::new(probe),
             placed: None,
             notes: Mutex::default(),
@@ -187,6 +190,18 @@ impl Member {
             }
             _ => false,
         }
+    }
+
+    /// Whether the Region is being deleted.
+    pub fn deleting(&self) -> bool {
+        self.deleting.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes the Region's deletion state; true when it changed.
+    pub(crate) fn set_deleting(&self, deleting: bool) -> bool {
+        self.deleting
+            .swap(deleting, std::sync::atomic::Ordering::Relaxed)
+            != deleting
     }
 
     pub(crate) fn add_task(&self, task: JoinHandle<()>) {

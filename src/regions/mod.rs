@@ -23,6 +23,7 @@ use kube::{Client, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::{LABEL_MANAGED_BY, MultiRegionApp, Region, RegionSpec};
+use crate::deadline::Clients;
 use crate::fence::Fence;
 use crate::metrics::Metrics;
 
@@ -51,7 +52,7 @@ pub struct Registry {
     /// The Region list has been read once: a missing member means the
     /// Region does not exist.
     synced: AtomicBool,
-    hub: Client,
+    hub: Clients,
     triggers: UnboundedSender<Trigger>,
     metrics: Arc<Metrics>,
     /// Region status is written only while this replica may write.
@@ -60,7 +61,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(
-        hub: Client,
+        hub: Clients,
         triggers: UnboundedSender<Trigger>,
         metrics: Arc<Metrics>,
         fence: Fence,
@@ -96,42 +97,39 @@ impl Registry {
 
     /// Brings the member for `region` up to date: a new client (and new
     /// tasks) when its credentials changed, else only the spec.
+    ///
+    /// Hub-side mistakes are no evidence against a region: while a member
+    /// works, credentials that cannot be read or used, or a new client that
+    /// does not answer its first probe, keep the working member (the Region
+    /// says so: `CredentialsCurrent=False`, and
+    /// `multiregion_region_credentials_stale` is 1).
     pub async fn upsert(self: &Arc<Self>, region: &Region) {
         let name = region.name_any();
         let built = credentials::build(&self.hub, &region.spec).await;
-        // Hub trouble is no evidence against a region: a Secret that could
-        // not be read keeps the member that works; only a Secret read and
-        // found changed or unusable replaces it.
-        if let Err(err @ CredentialsError::SecretUnreadable(..)) = &built
-            && let Some(existing) = self.get(&name)
-        {
-            tracing::warn!(region = %name, error = %err, "cannot read the region's Secret; keeping its client");
-            if existing.set_spec(&region.spec) {
-                self.trigger(Trigger::Region(name));
-            }
-            return;
-        }
         let key = match &built {
             Ok((_, key)) => key.clone(),
             Err(err) => format!("error:{err}"),
         };
-        if let Some(existing) = self.get(&name)
-            && existing.config_key() == key
-        {
-            if existing.set_spec(&region.spec) {
-                self.trigger(Trigger::Region(name));
+        let existing = self.get(&name);
+        if let Some(existing) = &existing {
+            let deleting = existing.set_deleting(region.metadata.deletion_timestamp.is_some());
+            if existing.config_key() == key || self.keeps(existing, &built).await {
+                if existing.set_spec(&region.spec) || deleting {
+                    self.trigger(Trigger::Region(name));
+                }
+                return;
             }
-            return;
         }
+        self.credentials_current(&name, None).await;
         let initial = probe::initial_state(region);
         let member = match built {
-            Ok((client, key)) => {
-                self.start_member(&name, region.spec.clone(), client, key, initial)
+            Ok((clients, key)) => {
+                self.start_member(&name, region.spec.clone(), clients, key, initial)
             }
             Err(err) => {
                 tracing::warn!(region = %name, error = %err, "region credentials unusable");
                 if self.fence.check().is_ok() {
-                    probe::report_credentials_error(&self.hub, &name, &err).await;
+                    probe::report_credentials_error(&self.hub.requests, &name, &err).await;
                 }
                 Arc::new(Member::unusable(
                     &name,
@@ -142,7 +140,50 @@ impl Registry {
                 ))
             }
         };
+        member.set_deleting(region.metadata.deletion_timestamp.is_some());
         self.insert(member);
+    }
+
+    /// Whether `existing`, a member that works, stays instead of one built
+    /// from `built`: when `built` failed, or its client does not answer a
+    /// first probe.
+    async fn keeps(
+        &self,
+        existing: &Member,
+        built: &Result<(Clients, String), CredentialsError>,
+    ) -> bool {
+        if existing.client().is_err() {
+            return false;
+        }
+        let why = match built {
+            Err(err) => err.to_string(),
+            Ok((clients, _)) => {
+                match probe::answers(&clients.requests, &existing.spec().probe).await {
+                    Ok(()) => return false,
+                    Err(why) => format!("the new credentials' client does not answer: {why}"),
+                }
+            }
+        };
+        tracing::warn!(region = %existing.name(), error = %why, "keeping the region's working client");
+        self.credentials_current(existing.name(), Some(&why)).await;
+        true
+    }
+
+    /// Records whether the member uses the Region's current credentials
+    /// (`why` not: they are unusable) on the Region and in metrics.
+    async fn credentials_current(&self, name: &str, why: Option<&str>) {
+        let labels = crate::metrics::RegionLabels {
+            region: name.to_string(),
+        };
+        let now = i64::from(why.is_some());
+        let was = self
+            .metrics
+            .region_credentials_stale
+            .get_or_create(&labels)
+            .set(now);
+        if was != now && self.fence.check().is_ok() {
+            probe::report_credentials_current(&self.hub.requests, name, why).await;
+        }
     }
 
     fn insert(&self, member: Arc<Member>) {
@@ -179,16 +220,17 @@ impl Registry {
         self: &Arc<Self>,
         name: &str,
         spec: RegionSpec,
-        client: Client,
+        clients: Clients,
         key: String,
         initial: ProbeState,
     ) -> Arc<Member> {
         let selector = format!("{LABEL_MANAGED_BY}=multiregion");
         let triggers = self.triggers.clone();
+        let (client, watches) = (clients.requests, clients.watches);
         let heard = Heard::new();
         let (deployments, deployment_task) = watch::watch_placed::<Deployment>(
             name,
-            &client,
+            &watches,
             &selector,
             triggers.clone(),
             heard.clone(),
@@ -202,12 +244,12 @@ impl Registry {
         );
         let (config_maps, config_map_task) = watch::watch_placed_when_allowed::<ConfigMap>(
             name,
-            &client,
+            &watches,
             &selector,
             triggers.clone(),
         );
         let (secrets, secret_task) =
-            watch::watch_placed_when_allowed::<Secret>(name, &client, &selector, triggers);
+            watch::watch_placed_when_allowed::<Secret>(name, &watches, &selector, triggers);
         tracing::info!(region = %name, "region client ready");
         let placed = Placed {
             deployments,
@@ -238,8 +280,9 @@ impl Registry {
         member
     }
 
+    /// The hub's request client.
     pub(crate) fn hub(&self) -> &Client {
-        &self.hub
+        &self.hub.requests
     }
 
     pub(crate) fn metrics(&self) -> &Metrics {

@@ -118,6 +118,16 @@ async fn probe_once(client: &Client, spec: &RegionProbe) -> Probed {
     }
 }
 
+/// One probe of a client not in use yet: Ok when its API server answers
+/// `/readyz` with "ok" in time, else why not.
+pub async fn answers(client: &Client, spec: &RegionProbe) -> Result<(), String> {
+    let probed = probe_once(client, spec).await;
+    match probed.ok {
+        true => Ok(()),
+        false => Err(probed.error),
+    }
+}
+
 /// Answers that say the API server is busy, failing over its storage, or
 /// refusing these credentials: not that the region stopped serving.
 fn troubling(code: u16) -> bool {
@@ -256,6 +266,38 @@ pub async fn report_credentials_error(hub: &Client, name: &str, err: &Credential
     conditions.set("Reachable", false, err.reason(), err.to_string());
     let status = RegionStatus {
         phase: Some(RegionPhase::Unknown),
+        conditions: conditions.finish(),
+        ..previous.clone()
+    };
+    if status != previous {
+        patch_status(&api, name, status).await;
+    }
+}
+
+/// Sets the Region's `CredentialsCurrent` condition: True when the member
+/// uses the Region's current credentials, False (`why`) while it keeps the
+/// last working ones because the current ones are unusable.
+pub async fn report_credentials_current(hub: &Client, name: &str, why: Option<&str>) {
+    let api: Api<Region> = Api::all(hub.clone());
+    let Ok(region) = api.get_status(name).await else {
+        return;
+    };
+    let previous = region.status.unwrap_or_default();
+    let mut conditions = Conditions::new(
+        &previous.conditions,
+        Timestamp::now(),
+        region.metadata.generation,
+    );
+    match why {
+        None => conditions.set("CredentialsCurrent", true, "InUse", "the Region's credentials are in use"),
+        Some(why) => conditions.set(
+            "CredentialsCurrent",
+            false,
+            "KeptLastWorking",
+            format!("the Region's credentials are unusable ({why}); the last working ones are kept until new ones answer"),
+        ),
+    }
+    let status = RegionStatus {
         conditions: conditions.finish(),
         ..previous.clone()
     };

@@ -16,6 +16,10 @@ use kube::CustomResourceExt;
 /// Field manager of every write, and the finalizer of apps.
 pub const FIELD_MANAGER: &str = "multiregion";
 pub const FINALIZER: &str = "multiregion.io/cleanup";
+/// On a Region while some app (not being deleted) uses it: deleting the
+/// Region then waits until no app does, so a mistaken delete moves no
+/// traffic and orphans nothing.
+pub const REGION_IN_USE: &str = "multiregion.io/in-use";
 
 /// Labels on every placed object.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";

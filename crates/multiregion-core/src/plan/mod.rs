@@ -61,6 +61,9 @@ pub struct Observation {
     /// What placing the app here last ran into, if anything. Such a region
     /// is not promoted; it is not evidence against a region that serves.
     pub placement: Option<PlacementProblem>,
+    /// The Region is being deleted (held by its in-use finalizer while
+    /// apps use it): it keeps serving, but nothing is promoted into it.
+    pub deleting: bool,
 }
 
 impl Observation {
@@ -73,6 +76,7 @@ impl Observation {
             http: HttpResult::NotChecked,
             missing_config: None,
             placement: None,
+            deleting: false,
         }
     }
 
@@ -120,6 +124,10 @@ impl Observation {
     /// Why the region may not be promoted, whatever its health: a
     /// propagated copy missing, or a placement problem.
     pub fn promotion_block(&self) -> Option<(&'static str, String)> {
+        if self.deleting {
+            let why = "the Region is being deleted (it stays while apps use it)";
+            return Some(("RegionDeleting", why.to_string()));
+        }
         if let Some(missing) = &self.missing_config {
             return Some(("ConfigNotPropagated", missing.clone()));
         }

@@ -273,7 +273,31 @@ fn build_conditions(
     }
     all_unhealthy(&mut c, inputs, regions);
     conflict(&mut c, regions);
+    evidence_unknown(&mut c, regions);
     c.finish()
+}
+
+/// `EvidenceUnknown`: some region's rounds say nothing either way (its API
+/// server answering 429/5xx/401/403, a deleted Region, an unusable Secret,
+/// a silent watch): named with the cause and since when.
+fn evidence_unknown(c: &mut Conditions, regions: &[RegionView]) {
+    let unknown: Vec<String> = regions
+        .iter()
+        .filter_map(|r| {
+            let u = r.unknown.as_ref()?;
+            let since = u.since.0;
+            Some(format!(
+                "{}: {} since {since}: {}",
+                r.name(),
+                u.cause,
+                u.message
+            ))
+        })
+        .collect();
+    match unknown.is_empty() {
+        true => c.set("EvidenceUnknown", false, "AllObserved", ""),
+        false => c.set("EvidenceUnknown", true, "NoVerdict", unknown.join("; ")),
+    }
 }
 
 fn ready(c: &mut Conditions, regions: &[RegionView], statuses: &[RegionAppStatus]) {
