@@ -505,11 +505,15 @@ async fn a_sink_write_failing_mid_move_keeps_the_old_active_at_full_size() {
     delete_app(&hub, ns, "web").await;
 }
 
-/// Sets the replication lag annotation on the app's Deployment in a region.
+/// Sets the replication lag annotation on the app's Deployment in a region,
+/// measured now.
 async fn report_lag(region: &str, ns: &str, seconds: u32) {
     let client = env().client(region).await;
     let api: Api<Deployment> = Api::namespaced(client, ns);
-    let lag = json!({"metadata": {"annotations": {"multiregion.io/replication-lag-seconds": seconds.to_string()}}});
+    let lag = json!({"metadata": {"annotations": {
+        "multiregion.io/replication-lag-seconds": seconds.to_string(),
+        "multiregion.io/replication-lag-observed-at": jiff::Timestamp::now().to_string(),
+    }}});
     api.patch("web", &PatchParams::default(), &Patch::Merge(lag))
         .await
         .unwrap();

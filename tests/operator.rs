@@ -2,6 +2,8 @@
 //! running as real control planes (localregions).
 
 mod common;
+#[path = "operator/evidence.rs"]
+mod evidence;
 #[path = "operator/overrides.rs"]
 mod overrides;
 #[path = "operator/propagation.rs"]
@@ -391,18 +393,27 @@ async fn bad_regions_get_clear_conditions_and_apps_keep_working_elsewhere() {
     )
     .await;
     let s = status(&hub, ns, "web").await.unwrap();
-    let reason = |n: &str| {
-        s.regions
-            .iter()
-            .find(|r| r.name == n)
-            .and_then(|r| r.reason.as_ref().map(|x| x.to_string()))
-    };
+    let region = |n: &str| s.regions.iter().find(|r| r.name == n).unwrap();
+    // A dead API server is evidence; the hub's own mistakes (no Secret, a
+    // broken kubeconfig, no Region) are not: no round counts against them.
     assert_eq!(
-        reason("no-secret").as_deref(),
-        Some("RegionCredentialsInvalid")
+        region("dead").reason.as_ref().map(|r| r.to_string()),
+        Some("RegionUnreachable".into())
     );
-    assert_eq!(reason("dead").as_deref(), Some("RegionUnreachable"));
-    assert_eq!(reason("nowhere").as_deref(), Some("RegionNotFound"));
+    for hub_side in ["no-secret", "garbage", "nowhere"] {
+        let r = region(hub_side);
+        let unknown = r.unknown.as_ref().expect("hub-side Unknown");
+        assert_eq!(unknown.cause, "HubSide", "{hub_side}");
+        assert_eq!((r.health, r.consecutive_failures), (Health::Unknown, 0));
+    }
+    assert!(
+        region("no-secret")
+            .unknown
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("absent")
+    );
     assert_eq!(condition(&s, "Ready").unwrap().0, "True");
     let us = env.client("us-east").await;
     assert_eq!(placed(&us, ns, "web").await, Some((3, 3)));

@@ -300,7 +300,10 @@ async fn rpo_gate_wait_blocks_and_promote_promotes_with_a_warning() {
             .patch(
                 "web",
                 &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {"multiregion.io/replication-lag-seconds": "45"}}})),
+                &Patch::Merge(json!({"metadata": {"annotations": {
+                    "multiregion.io/replication-lag-seconds": "45",
+                    "multiregion.io/replication-lag-observed-at": jiff::Timestamp::now().to_string(),
+                }}})),
             )
             .await
             .unwrap();

@@ -98,9 +98,13 @@ pub struct Judging {
     /// ceil(minReadyRatio * replicas) ready replicas make a region ready.
     pub min_ready_ratio: f64,
     /// Pods may still be starting: the region was never judged yet, or was
-    /// scaled up less than `startupSeconds` ago. Missing readiness is then
-    /// Unknown, not a failed round.
+    /// scaled up less than `startupSeconds` ago. Missing readiness of a
+    /// Deployment rolling out is then Unknown, not a failed round.
     pub starting: bool,
+    /// The region was never judged yet: an HTTP check that fails while its
+    /// pods start is Unknown too (nothing listens yet). Once judged, HTTP
+    /// failures always count.
+    pub never_judged: bool,
 }
 
 /// Classifies one observation.
@@ -110,7 +114,7 @@ pub fn classify(obs: &Observation, judging: Judging) -> Evidence {
         HttpResult::Serves => Evidence::Serving {
             degraded: out_of_contact(&obs.region),
         },
-        HttpResult::Fails(why) if judging.starting && never_ready(obs) => unknown(
+        HttpResult::Fails(why) if judging.never_judged && never_ready(obs) => unknown(
             UnknownCause::WorkloadPending,
             format!("pods are starting; the HTTP check fails meanwhile: {why}"),
         ),
@@ -235,6 +239,13 @@ mod tests {
     const JUDGED: Judging = Judging {
         min_ready_ratio: 0.5,
         starting: false,
+        never_judged: false,
+    };
+
+    const FIRST: Judging = Judging {
+        min_ready_ratio: 0.5,
+        starting: true,
+        never_judged: true,
     };
 
     fn class(e: &Evidence) -> String {
@@ -353,12 +364,24 @@ mod tests {
                 JUDGED,
                 "NotServing(HttpProbeFailed)",
             ),
+            // Just scaled up, already judged: HTTP failures count.
             (
                 obs(R::Reachable, placed(0, true), fails()),
                 Judging {
                     starting: true,
                     ..JUDGED
                 },
+                "NotServing(HttpProbeFailed)",
+            ),
+            // Never judged, pods starting: nothing listens yet.
+            (
+                obs(R::Reachable, placed(0, true), fails()),
+                FIRST,
+                "Unknown(WorkloadPending)",
+            ),
+            (
+                obs(R::Reachable, W::Missing, fails()),
+                FIRST,
                 "Unknown(WorkloadPending)",
             ),
             (
@@ -451,13 +474,17 @@ mod tests {
         /// server or the watch says; a failing one is never a good round.
         #[test]
         fn the_http_check_decides_when_configured(
-            region in any_region(), workload in any_workload(), starting in any::<bool>()
+            region in any_region(), workload in any_workload(), starting in any::<bool>(), first in any::<bool>()
         ) {
-            let judging = Judging { starting, ..JUDGED };
+            let judging = Judging { starting: starting || first, never_judged: first, ..JUDGED };
             let serves = classify(&obs(region.clone(), workload.clone(), H::Serves), judging);
             prop_assert!(matches!(serves, Evidence::Serving { .. }), "{:?}", serves);
             let fails = classify(&obs(region, workload, H::Fails("x".into())), judging);
             prop_assert!(!matches!(fails, Evidence::Serving { .. }), "{:?}", fails);
+            // Once judged, a failing check is always a failed round.
+            if !first {
+                prop_assert!(matches!(fails, Evidence::NotServing { .. }), "{:?}", fails);
+            }
         }
 
         /// An answer from the member (429, 5xx, 401, 403) and every

@@ -150,9 +150,11 @@ fn judge_one<'a>(inputs: &'a Inputs, region: Cow<'a, AppRegion>) -> RegionView<'
         unknown: previous.and_then(|p| p.unknown.clone()),
     };
     if inputs.round {
+        let never_judged = counters.health == Health::Unknown;
         let judging = Judging {
             min_ready_ratio: hc.min_ready_ratio,
-            starting: just_scaled || counters.health == Health::Unknown,
+            starting: just_scaled || never_judged,
+            never_judged,
         };
         round = count(round, evidence::classify(&obs, judging), inputs);
     }

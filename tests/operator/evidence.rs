@@ -1,0 +1,464 @@
+//! Failure judged on evidence, end to end against real API servers: a
+//! member that answers 429, a Region deleted on the hub, lag reports that
+//! cannot be believed, a config push rolling every region while the active
+//! dies, and a spec made invalid while the active dies. Each test prints
+//! its samples (the weights every 200 ms) and how long recovery took.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use multiregion::api::{REGION_IN_USE, Region};
+use serde_json::{Value, json};
+
+use crate::common::operator::{
+    HealOnPanic, app_spec, apply_app, condition, delete_app, ensure_namespace, env, join_region,
+    placed, sample, serial, status, wait_weights, weights,
+};
+use crate::common::wait_for;
+
+const US_ACTIVE: &str = "us-east=100 eu-west=0";
+const EU_ACTIVE: &str = "us-east=0 eu-west=100";
+
+/// The app's weights every 200 ms for `span`.
+async fn weights_over(hub: &Client, ns: &str, span: Duration) -> Vec<String> {
+    sample(span, Duration::from_millis(200), || async {
+        weights(hub, ns, "web").await.unwrap_or_default()
+    })
+    .await
+}
+
+/// One line per test: samples, the regions with weight at each distinct
+/// sample, and seconds to recover.
+fn report(test: &str, samples: &[String], recovered: Option<Duration>) {
+    let mut seen: Vec<&str> = samples.iter().map(String::as_str).collect();
+    seen.dedup();
+    eprintln!(
+        "evidence: {test}: {} samples, weights seen {seen:?}, recovered in {}",
+        samples.len(),
+        recovered.map_or("-".into(), |d| format!("{:.1}s", d.as_secs_f64()))
+    );
+}
+
+/// An ActivePassive app on us-east and eu-west with `extra`, us-east
+/// active and eu-west's standby placed.
+async fn active_passive(hub: &Client, ns: &str, extra: Value) {
+    apply_app(
+        hub,
+        ns,
+        "web",
+        app_spec("ActivePassive", &["us-east", "eu-west"], extra),
+    )
+    .await;
+    wait_weights(
+        hub,
+        ns,
+        "web",
+        US_ACTIVE,
+        "us-east active",
+        Duration::from_secs(180),
+    )
+    .await;
+    let eu = env().client("eu-west").await;
+    wait_for("eu-west's standby", Duration::from_secs(180), || async {
+        (placed(&eu, ns, "web").await? == (1, 1)).then_some(())
+    })
+    .await;
+}
+
+/// The cause of the region's Unknown evidence in the app's status.
+async fn unknown_cause(hub: &Client, ns: &str, region: &str) -> Option<(String, String)> {
+    let s = status(hub, ns, "web").await?;
+    let r = s.regions.into_iter().find(|r| r.name == region)?;
+    r.unknown.map(|u| (u.cause, u.message))
+}
+
+/// API Priority and Fairness in a member, set to answer every request of
+/// the operator's identity (the ServiceAccounts `join` made) with 429, or
+/// (`on` false) removed.
+async fn throttle_operator(member: &Client, on: bool) {
+    let resource = |kind: &str, plural: &str| {
+        kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("flowcontrol.apiserver.k8s.io", "v1", kind),
+            plural,
+        )
+    };
+    let levels: Api<kube::api::DynamicObject> = Api::all_with(
+        member.clone(),
+        &resource("PriorityLevelConfiguration", "prioritylevelconfigurations"),
+    );
+    let schemas: Api<kube::api::DynamicObject> =
+        Api::all_with(member.clone(), &resource("FlowSchema", "flowschemas"));
+    let name = "evidence-reject-operator";
+    if !on {
+        let _ = schemas.delete(name, &DeleteParams::default()).await;
+        let _ = levels.delete(name, &DeleteParams::default()).await;
+        return;
+    }
+    let apply = PatchParams::apply("test").force();
+    let level = json!({
+        "apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "PriorityLevelConfiguration",
+        "metadata": {"name": name},
+        "spec": {"type": "Limited", "limited": {
+            "nominalConcurrencyShares": 0, "lendablePercent": 0, "borrowingLimitPercent": 0,
+            "limitResponse": {"type": "Reject"}
+        }}
+    });
+    levels
+        .patch(name, &apply, &Patch::Apply(level))
+        .await
+        .unwrap();
+    let schema = json!({
+        "apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "FlowSchema",
+        "metadata": {"name": name},
+        "spec": {
+            "priorityLevelConfiguration": {"name": name},
+            "matchingPrecedence": 1,
+            "rules": [{
+                "subjects": [{"kind": "ServiceAccount", "serviceAccount": {"namespace": "multiregion-system", "name": "*"}}],
+                "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"], "clusterScope": true, "namespaces": ["*"]}],
+                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}]
+            }]
+        }
+    });
+    schemas
+        .patch(name, &apply, &Patch::Apply(schema))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_member_answering_429_keeps_its_traffic() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    let us = env.client("us-east").await;
+    let ns = "evidence-429";
+    // No HTTP check: the member's API server is the only evidence, and a
+    // 429 from it says nothing either way.
+    active_passive(&hub, ns, json!({"healthCheck": {"unknownSeconds": 120}})).await;
+
+    throttle_operator(&us, true).await;
+    let _unthrottle = Unthrottle(us.clone());
+    wait_for(
+        "us-east's evidence Unknown: the API server answers 429",
+        Duration::from_secs(30),
+        || async {
+            let (cause, message) = unknown_cause(&hub, ns, "us-east").await?;
+            (cause == "MemberTroubled" && message.contains("429")).then_some(())
+        },
+    )
+    .await;
+    let samples = weights_over(&hub, ns, Duration::from_secs(30)).await;
+    assert!(
+        samples.iter().all(|w| w == US_ACTIVE),
+        "a region answering 429 keeps its traffic: {samples:?}"
+    );
+    let s = status(&hub, ns, "web").await.unwrap();
+    assert_eq!(condition(&s, "EvidenceUnknown").unwrap().0, "True");
+
+    throttle_operator(&us, false).await;
+    let lifted = Instant::now();
+    wait_for("us-east judged again", Duration::from_secs(60), || async {
+        unknown_cause(&hub, ns, "us-east")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let s = status(&hub, ns, "web").await.unwrap();
+    assert_eq!(s.failovers_in_last_hour, 0);
+    let us_status = s.regions.iter().find(|r| r.name == "us-east").unwrap();
+    assert_eq!(us_status.consecutive_failures, 0, "no failed round counted");
+    report(
+        "member answering 429 for 30 s",
+        &samples,
+        Some(lifted.elapsed()),
+    );
+    delete_app(&hub, ns, "web").await;
+}
+
+/// Lifts the 429s even when a test fails half-way.
+struct Unthrottle(Client);
+
+impl Drop for Unthrottle {
+    fn drop(&mut self) {
+        let member = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(throttle_operator(&member, false))
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn a_region_deleted_under_a_serving_app_keeps_its_traffic() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    let ns = "evidence-region-deleted";
+    active_passive(&hub, ns, json!({})).await;
+    let regions: Api<Region> = Api::all(hub.clone());
+    wait_for(
+        "us-east held while in use",
+        Duration::from_secs(30),
+        || async {
+            let region = regions.get("us-east").await.ok()?;
+            region
+                .finalizers()
+                .iter()
+                .any(|f| f == REGION_IN_USE)
+                .then_some(())
+        },
+    )
+    .await;
+
+    regions
+        .delete("us-east", &DeleteParams::default())
+        .await
+        .unwrap();
+    let samples = weights_over(&hub, ns, Duration::from_secs(10)).await;
+    assert!(
+        samples.iter().all(|w| w == US_ACTIVE),
+        "a deleted Region moves no traffic: {samples:?}"
+    );
+    let region = regions.get("us-east").await.unwrap();
+    assert!(
+        region.metadata.deletion_timestamp.is_some(),
+        "still there, held while in use"
+    );
+    let s = status(&hub, ns, "web").await.unwrap();
+    let us = s.regions.iter().find(|r| r.name == "us-east").unwrap();
+    assert_eq!(us.consecutive_failures, 0, "no failed round counted");
+
+    // The app leaves: the Region goes, and is joined again for the next
+    // tests (other apps may still name us-east: their hold is lifted).
+    delete_app(&hub, ns, "web").await;
+    let started = Instant::now();
+    let patch = json!({"metadata": {"finalizers": []}});
+    let _ = regions
+        .patch("us-east", &PatchParams::default(), &Patch::Merge(patch))
+        .await;
+    wait_for("us-east gone", Duration::from_secs(60), || async {
+        regions
+            .get_opt("us-east")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    join_region(&*env.regions.lock().await, "us-east").await;
+    report(
+        "Region deleted under a serving app",
+        &samples,
+        Some(started.elapsed()),
+    );
+}
+
+/// Writes the lag annotations on the app's Deployment in a region; an
+/// `observed_at` of None removes the time.
+async fn report_lag(region: &str, ns: &str, seconds: &str, observed_at: Option<jiff::Timestamp>) {
+    let client = env().client(region).await;
+    let api: Api<Deployment> = Api::namespaced(client, ns);
+    let lag = json!({"metadata": {"annotations": {
+        "multiregion.io/replication-lag-seconds": seconds,
+        "multiregion.io/replication-lag-observed-at": observed_at.map(|t| t.to_string()),
+    }}});
+    api.patch("web", &PatchParams::default(), &Patch::Merge(lag))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn lag_reports_that_cannot_be_believed_promote_nothing() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    let ns = "evidence-lag";
+    let gate = json!({"failover": {"replication": {"maxLagSeconds": 30}}});
+    active_passive(&hub, ns, gate).await;
+    let now = jiff::Timestamp::now;
+    report_lag("eu-west", ns, "-1", Some(now())).await;
+    env.regions.lock().await.stop_apiserver("us-east").unwrap();
+    let mut samples = Vec::new();
+    let hour_ago = now() - jiff::SignedDuration::from_hours(1);
+    for (what, seconds, at) in [
+        ("negative", "-1", Some(now())),
+        ("-inf", "-inf", Some(now())),
+        ("undated", "0", None),
+        ("an hour old", "0", Some(hour_ago)),
+    ] {
+        report_lag("eu-west", ns, seconds, at).await;
+        wait_for(
+            &format!("PromotionBlocked with a {what} lag"),
+            Duration::from_secs(15),
+            || async {
+                let s = status(&hub, ns, "web").await?;
+                let (state, _, message) = condition(&s, "PromotionBlocked")?;
+                (state == "True" && message.contains("not reported")).then_some(())
+            },
+        )
+        .await;
+        let seen = weights_over(&hub, ns, Duration::from_secs(3)).await;
+        assert!(
+            seen.iter().all(|w| w == US_ACTIVE),
+            "{what}: nothing promoted: {seen:?}"
+        );
+        samples.extend(seen);
+    }
+    report_lag("eu-west", ns, "2", Some(now())).await;
+    let believed = Instant::now();
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        EU_ACTIVE,
+        "promoted on a fresh report",
+        Duration::from_secs(15),
+    )
+    .await;
+    report(
+        "lag reports negative, -inf, undated, stale",
+        &samples,
+        Some(believed.elapsed()),
+    );
+    env.regions
+        .lock()
+        .await
+        .start_apiserver("us-east")
+        .await
+        .unwrap();
+    delete_app(&hub, ns, "web").await;
+}
+
+/// A ConfigMap in the app's hub namespace, propagated by the app.
+async fn config(hub: &Client, ns: &str, name: &str, value: &str) {
+    ensure_namespace(hub, ns).await;
+    let api: Api<ConfigMap> = Api::namespaced(hub.clone(), ns);
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"value": value}});
+    api.patch(
+        name,
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_config_push_rolling_every_region_does_not_hide_an_active_that_dies() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    let ns = "evidence-push";
+    config(&hub, ns, "web-config", "1").await;
+    active_passive(
+        &hub,
+        ns,
+        json!({"propagate": {"configMaps": [{"name": "web-config"}]}}),
+    )
+    .await;
+
+    // The push rolls both regions; us-east's nodes die with it, so its
+    // rollout never ends.
+    env.regions.lock().await.stop_nodes("us-east").unwrap();
+    config(&hub, ns, "web-config", "2").await;
+    let pushed = Instant::now();
+    let samples = weights_over(&hub, ns, Duration::from_secs(2)).await;
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        EU_ACTIVE,
+        "the failover during the push",
+        Duration::from_secs(45),
+    )
+    .await;
+    let failed_over = pushed.elapsed();
+    report(
+        "config push while the active dies",
+        &samples,
+        Some(failed_over),
+    );
+    env.regions
+        .lock()
+        .await
+        .start_nodes("us-east")
+        .await
+        .unwrap();
+    delete_app(&hub, ns, "web").await;
+}
+
+#[tokio::test]
+async fn an_invalid_spec_does_not_stop_the_failover() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    let ns = "evidence-invalid";
+    active_passive(&hub, ns, json!({})).await;
+
+    // An override that cannot apply (found only at run time): the spec is
+    // invalid from then on.
+    let bad = json!({"patches": [{"op": "remove", "path": "/spec/template/spec/containers/5"}]});
+    let mut spec = app_spec("ActivePassive", &["us-east", "eu-west"], json!({}));
+    spec["regions"][1]["overrides"] = bad;
+    apply_app(&hub, ns, "web", spec).await;
+    wait_for(
+        "Ready=False InvalidSpec",
+        Duration::from_secs(30),
+        || async {
+            let s = status(&hub, ns, "web").await?;
+            (condition(&s, "Ready")?.1 == "InvalidSpec").then_some(())
+        },
+    )
+    .await;
+
+    env.regions.lock().await.stop_apiserver("us-east").unwrap();
+    let stopped = Instant::now();
+    let samples = weights_over(&hub, ns, Duration::from_secs(1)).await;
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        EU_ACTIVE,
+        "the failover with an invalid spec",
+        Duration::from_secs(20),
+    )
+    .await;
+    report(
+        "invalid spec while the active dies",
+        &samples,
+        Some(stopped.elapsed()),
+    );
+    let s = status(&hub, ns, "web").await.unwrap();
+    let (_, reason, message) = condition(&s, "Ready").unwrap();
+    assert_eq!(reason, "InvalidSpec", "still said");
+    assert!(
+        message.contains("spec.regions[1].overrides.patches[0]"),
+        "{message}"
+    );
+    let eu = env.client("eu-west").await;
+    wait_for(
+        "eu-west scaled up with the last valid spec",
+        Duration::from_secs(30),
+        || async { (placed(&eu, ns, "web").await?.0 == 3).then_some(()) },
+    )
+    .await;
+    env.regions
+        .lock()
+        .await
+        .start_apiserver("us-east")
+        .await
+        .unwrap();
+    delete_app(&hub, ns, "web").await;
+}
