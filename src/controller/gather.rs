@@ -79,7 +79,7 @@ fn observe_region(
             let interval = Duration::from_secs(hc.interval_seconds.max(1) as u64);
             let timeout = Duration::from_secs(hc.timeout_seconds.max(1) as u64);
             ctx.checks
-                .result(key, endpoint.as_deref(), &check.path, interval, timeout)
+                .result(key, endpoint.as_deref(), check, interval, timeout)
         }
         None => HttpResult::NotChecked,
     };

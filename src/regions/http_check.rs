@@ -1,6 +1,8 @@
-//! The HTTP checks of regions' endpoints: `GET endpoint + path`, passing on
-//! a 2xx or 3xx answer within the timeout. They tell whether a region's
-//! data plane serves, whatever the operator's view of its API server.
+//! The HTTP checks of regions' endpoints: `GET endpoint + path` (with the
+//! check's scheme, port and Host header), passing on an expected code (any
+//! 2xx by default; a 3xx only when allowed, never followed) within the
+//! timeout. They tell whether a region's data plane serves, whatever the
+//! operator's view of its API server.
 //!
 //! Each distinct check runs in its own task, like the Region probe, and
 //! app reconciles only read its latest result: a black-holed endpoint
@@ -16,9 +18,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
 use super::Trigger;
-use crate::api::MultiRegionApp;
+use crate::api::{HttpCheck, MultiRegionApp};
 use crate::plan::health::HttpResult;
 use crate::plan::manifest::AppKey;
+use crate::text::member_text;
 
 /// A check nobody asked for in this many intervals stops.
 const IDLE_INTERVALS: u32 = 5;
@@ -38,8 +41,47 @@ pub fn client() -> reqwest::Result<reqwest::Client> {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct CheckKey {
     url: String,
+    /// The Host header, when it is not the URL's host.
+    host: Option<String>,
+    /// Codes that pass; empty: any 2xx.
+    codes: Vec<i32>,
+    /// A 3xx passes.
+    redirects: bool,
     interval: Duration,
     timeout: Duration,
+}
+
+impl CheckKey {
+    /// Whether an answer with `code` passes.
+    fn passes(&self, code: u16) -> bool {
+        let check = HttpCheck {
+            path: String::new(),
+            host: None,
+            scheme: None,
+            port: None,
+            expected_codes: self.codes.clone(),
+            allow_redirects: self.redirects,
+        };
+        check.passes(code)
+    }
+}
+
+/// The URL a check requests: the endpoint with the check's scheme and port,
+/// and its path.
+pub fn check_url(endpoint: &str, check: &HttpCheck) -> Result<String, String> {
+    let mut url = reqwest::Url::parse(endpoint)
+        .map_err(|e| format!("endpoint {endpoint:?} is not a URL: {e}"))?;
+    if let Some(scheme) = check.scheme {
+        url.set_scheme(scheme.as_str())
+            .map_err(|()| format!("cannot check {endpoint} over {}", scheme.as_str()))?;
+    }
+    if let Some(port) = check.port {
+        let port = u16::try_from(port).map_err(|_| format!("port {port} is out of range"))?;
+        url.set_port(Some(port))
+            .map_err(|()| format!("cannot set port {port} on {endpoint}"))?;
+    }
+    let base = url.as_str().trim_end_matches('/');
+    Ok(format!("{base}{}", check.path))
 }
 
 /// One running check.
@@ -80,7 +122,7 @@ impl HttpChecks {
         self: &Arc<Self>,
         app: &AppKey,
         endpoint: Option<&str>,
-        path: &str,
+        check: &HttpCheck,
         interval: Duration,
         timeout: Duration,
     ) -> HttpResult {
@@ -89,8 +131,15 @@ impl HttpChecks {
                 "no endpoint: set spec.regions[].endpoint or the Region's spec.endpoint".into(),
             );
         };
+        let url = match check_url(endpoint, check) {
+            Ok(url) => url,
+            Err(why) => return HttpResult::Fails(why),
+        };
         let key = CheckKey {
-            url: format!("{}{}", endpoint.trim_end_matches('/'), path),
+            url,
+            host: check.host.clone(),
+            codes: check.expected_codes.clone(),
+            redirects: check.allow_redirects,
             interval,
             timeout,
         };
@@ -152,7 +201,7 @@ async fn run(checks: Weak<HttpChecks>, check: Weak<Check>, key: CheckKey) {
         let Some(http) = checks.upgrade().map(|c| c.http.clone()) else {
             return;
         };
-        let result = match once(&http, &key.url, key.timeout).await {
+        let result = match once(&http, &key).await {
             Ok(()) => HttpResult::Serves,
             Err(why) => HttpResult::Fails(why),
         };
@@ -204,18 +253,72 @@ fn report(registry: &HttpChecks, check: &Check, key: &CheckKey, result: HttpResu
     }
 }
 
-/// One check. The error says what was requested and what went wrong.
-pub async fn once(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<(), String> {
-    let response = http
-        .get(url)
-        .timeout(timeout)
+/// One check. The error says what was requested and what went wrong; the
+/// body is never read.
+async fn once(http: &reqwest::Client, key: &CheckKey) -> Result<(), String> {
+    let url = &key.url;
+    let mut request = http.get(url).timeout(key.timeout);
+    if let Some(host) = &key.host {
+        request = request.header(reqwest::header::HOST, host);
+    }
+    let response = request
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+        .map_err(|e| member_text(&format!("GET {url}: {e}")))?;
     let code = response.status();
-    if code.is_success() || code.is_redirection() {
-        Ok(())
-    } else {
-        Err(format!("GET {url}: {code}"))
+    match key.passes(code.as_u16()) {
+        true => Ok(()),
+        false => Err(member_text(&format!("GET {url}: {code}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(extra: serde_json::Value) -> HttpCheck {
+        let mut base = serde_json::json!({"path": "/healthz"});
+        if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn the_url_takes_the_checks_scheme_port_and_path() {
+        let url = |endpoint, extra| check_url(endpoint, &check(extra));
+        let none = serde_json::json!({});
+        assert_eq!(
+            url("http://10.0.0.1:30080", none.clone()).unwrap(),
+            "http://10.0.0.1:30080/healthz"
+        );
+        assert_eq!(
+            url("http://10.0.0.1:30080/", none.clone()).unwrap(),
+            "http://10.0.0.1:30080/healthz"
+        );
+        assert_eq!(
+            url(
+                "http://lb.example",
+                serde_json::json!({"scheme": "https", "port": 8443})
+            )
+            .unwrap(),
+            "https://lb.example:8443/healthz"
+        );
+        assert!(url("not a url", none).unwrap_err().contains("not a URL"));
+    }
+
+    #[test]
+    fn codes_pass_as_configured() {
+        let default = check(serde_json::json!({}));
+        assert!(default.passes(200) && default.passes(204));
+        assert!(
+            !default.passes(301) && !default.passes(302),
+            "redirects do not pass"
+        );
+        assert!(!default.passes(503) && !default.passes(404));
+        let redirects = check(serde_json::json!({"allowRedirects": true}));
+        assert!(redirects.passes(302));
+        let codes = check(serde_json::json!({"expectedCodes": [200, 401]}));
+        assert!(codes.passes(401) && !codes.passes(204));
     }
 }

@@ -106,9 +106,12 @@ impl Registry {
     pub async fn upsert(self: &Arc<Self>, region: &Region) {
         let name = region.name_any();
         let built = credentials::build(&self.hub, &region.spec).await;
+        // A Region deleted and made again is a new Region: a new member
+        // (whose probe writes the new object's status).
+        let uid = region.uid().unwrap_or_default();
         let key = match &built {
-            Ok((_, key)) => key.clone(),
-            Err(err) => format!("error:{err}"),
+            Ok((_, key)) => format!("{uid}:{key}"),
+            Err(err) => format!("{uid}:error:{err}"),
         };
         let existing = self.get(&name);
         if let Some(existing) = &existing {
@@ -123,7 +126,7 @@ impl Registry {
         self.credentials_current(&name, None).await;
         let initial = probe::initial_state(region);
         let member = match built {
-            Ok((clients, key)) => {
+            Ok((clients, _)) => {
                 self.start_member(&name, region.spec.clone(), clients, key, initial)
             }
             Err(err) => {

@@ -75,125 +75,60 @@ async fn unknown_cause(hub: &Client, ns: &str, region: &str) -> Option<(String, 
     r.unknown.map(|u| (u.cause, u.message))
 }
 
-/// API Priority and Fairness in a member, set to answer every request of
-/// the operator's identity (the ServiceAccounts `join` made) with 429, or
-/// (`on` false) removed.
-async fn throttle_operator(member: &Client, on: bool) {
-    let resource = |kind: &str, plural: &str| {
-        kube::api::ApiResource::from_gvk_with_plural(
-            &kube::api::GroupVersionKind::gvk("flowcontrol.apiserver.k8s.io", "v1", kind),
-            plural,
-        )
-    };
-    let levels: Api<kube::api::DynamicObject> = Api::all_with(
-        member.clone(),
-        &resource("PriorityLevelConfiguration", "prioritylevelconfigurations"),
-    );
-    let schemas: Api<kube::api::DynamicObject> =
-        Api::all_with(member.clone(), &resource("FlowSchema", "flowschemas"));
-    let name = "evidence-reject-operator";
-    if !on {
-        let _ = schemas.delete(name, &DeleteParams::default()).await;
-        let _ = levels.delete(name, &DeleteParams::default()).await;
-        return;
-    }
-    let apply = PatchParams::apply("test").force();
-    let level = json!({
-        "apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "PriorityLevelConfiguration",
-        "metadata": {"name": name},
-        "spec": {"type": "Limited", "limited": {
-            "nominalConcurrencyShares": 0, "lendablePercent": 0, "borrowingLimitPercent": 0,
-            "limitResponse": {"type": "Reject"}
-        }}
-    });
-    levels
-        .patch(name, &apply, &Patch::Apply(level))
-        .await
-        .unwrap();
-    let schema = json!({
-        "apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "FlowSchema",
-        "metadata": {"name": name},
-        "spec": {
-            "priorityLevelConfiguration": {"name": name},
-            "matchingPrecedence": 1,
-            "rules": [{
-                "subjects": [{"kind": "ServiceAccount", "serviceAccount": {"namespace": "multiregion-system", "name": "*"}}],
-                "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"], "clusterScope": true, "namespaces": ["*"]}],
-                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}]
-            }]
-        }
-    });
-    schemas
-        .patch(name, &apply, &Patch::Apply(schema))
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
-async fn a_member_answering_429_keeps_its_traffic() {
+async fn a_member_answering_500_while_it_drains_keeps_its_traffic() {
     let _serial = serial().await;
     let _heal = HealOnPanic;
     let env = env();
     let hub = env.client("hub").await;
-    let us = env.client("us-east").await;
-    let ns = "evidence-429";
+    let ns = "evidence-drain";
     // No HTTP check: the member's API server is the only evidence, and a
-    // 429 from it says nothing either way.
+    // 5xx from it says nothing either way.
     active_passive(&hub, ns, json!({"healthCheck": {"unknownSeconds": 120}})).await;
 
-    throttle_operator(&us, true).await;
-    let _unthrottle = Unthrottle(us.clone());
+    // A rolling upgrade: the API server is told to stop; for 20 s /readyz
+    // answers 500 while it serves, then it exits.
+    env.regions.lock().await.drain_apiserver("us-east").unwrap();
+    let drained = Instant::now();
     wait_for(
-        "us-east's evidence Unknown: the API server answers 429",
-        Duration::from_secs(30),
+        "us-east's evidence Unknown: /readyz answers 500",
+        Duration::from_secs(10),
         || async {
             let (cause, message) = unknown_cause(&hub, ns, "us-east").await?;
-            (cause == "MemberTroubled" && message.contains("429")).then_some(())
+            (cause == "MemberTroubled" && message.contains("500")).then_some(())
         },
     )
     .await;
-    let samples = weights_over(&hub, ns, Duration::from_secs(30)).await;
+    let left = Duration::from_secs(18).saturating_sub(drained.elapsed());
+    let samples = weights_over(&hub, ns, left).await;
     assert!(
         samples.iter().all(|w| w == US_ACTIVE),
-        "a region answering 429 keeps its traffic: {samples:?}"
+        "a region answering 500 keeps its traffic: {samples:?}"
     );
     let s = status(&hub, ns, "web").await.unwrap();
     assert_eq!(condition(&s, "EvidenceUnknown").unwrap().0, "True");
-
-    throttle_operator(&us, false).await;
-    let lifted = Instant::now();
-    wait_for("us-east judged again", Duration::from_secs(60), || async {
-        unknown_cause(&hub, ns, "us-east")
-            .await
-            .is_none()
-            .then_some(())
-    })
-    .await;
-    let s = status(&hub, ns, "web").await.unwrap();
+    let us = s.regions.iter().find(|r| r.name == "us-east").unwrap();
+    assert_eq!(us.consecutive_failures, 0, "no failed round counted");
     assert_eq!(s.failovers_in_last_hour, 0);
-    let us_status = s.regions.iter().find(|r| r.name == "us-east").unwrap();
-    assert_eq!(us_status.consecutive_failures, 0, "no failed round counted");
-    report(
-        "member answering 429 for 30 s",
-        &samples,
-        Some(lifted.elapsed()),
-    );
+
+    // Then it exits: that is evidence, and traffic moves.
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        EU_ACTIVE,
+        "the failover once it is gone",
+        Duration::from_secs(30),
+    )
+    .await;
+    report("member /readyz 500 while draining (18 s)", &samples, None);
+    // A drained server may linger after it stopped listening (in-flight
+    // requests): gone for sure, then back.
+    let mut regions = env.regions.lock().await;
+    regions.stop_apiserver("us-east").unwrap();
+    regions.start_apiserver("us-east").await.unwrap();
+    drop(regions);
     delete_app(&hub, ns, "web").await;
-}
-
-/// Lifts the 429s even when a test fails half-way.
-struct Unthrottle(Client);
-
-impl Drop for Unthrottle {
-    fn drop(&mut self) {
-        let member = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Runtime::new()
-                .unwrap()
-                .block_on(throttle_operator(&member, false))
-        })
-        .join();
-    }
 }
 
 #[tokio::test]

@@ -11,6 +11,10 @@ use crate::pki::{self, ClusterPki};
 use crate::process::{self, Component};
 use crate::{CONTROLLER_BURST, CONTROLLER_QPS, NODE_LEASE_SECONDS, NODE_MONITOR_GRACE};
 
+/// How long a terminated API server keeps serving with `/readyz` failing
+/// (`drain-apiserver`), as one does during a rolling upgrade.
+pub const APISERVER_SHUTDOWN_DELAY: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Everything needed to write one cluster's command lines.
 pub(crate) struct Recipe<'a> {
     dir: PathBuf,
@@ -130,6 +134,12 @@ impl<'a> Recipe<'a> {
                 // Every API server here advertises 127.0.0.1, which the
                 // `kubernetes` Service endpoints reject; nothing uses them.
                 "--endpoint-reconciler-type=none".into(),
+                // On SIGTERM (`drain-apiserver`: a rolling upgrade) /readyz
+                // answers 500 for this long while the API still serves.
+                format!(
+                    "--shutdown-delay-duration={}s",
+                    APISERVER_SHUTDOWN_DELAY.as_secs()
+                ),
                 format!("--cert-dir={}", self.dir.join("pki").join(name).display()),
             ],
         )

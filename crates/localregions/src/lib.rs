@@ -347,6 +347,17 @@ impl LocalRegions {
         self.save()
     }
 
+    /// Terminates a cluster's API server gracefully, as a rolling upgrade
+    /// does: for `APISERVER_SHUTDOWN_DELAY` its `/readyz` answers 500
+    /// while it still serves every request, then it exits (the region is
+    /// then unreachable). Returns at once. To bring it back, `stop_apiserver`
+    /// (a drained server may linger on its in-flight requests after it
+    /// stopped listening) then `start_apiserver`.
+    pub fn drain_apiserver(&mut self, name: &str) -> Result<()> {
+        self.cluster_mut(name)?.apiserver.terminate();
+        self.save()
+    }
+
     /// Starts a cluster's API server again on the same port and waits for
     /// it. When it was down, the cluster's controller-manager, scheduler and
     /// KWOK (if running) are restarted around it, so the region comes back

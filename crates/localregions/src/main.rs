@@ -37,6 +37,9 @@ enum Command {
     StopApiserver { name: String },
     /// Start a cluster's API server again and wait until it is ready.
     StartApiserver { name: String },
+    /// Terminate a cluster's API server gracefully (a rolling upgrade):
+    /// /readyz answers 500 for 20 s while it serves, then it exits.
+    DrainApiserver { name: String },
     /// Stop a cluster's KWOK: its nodes and pods go NotReady.
     StopNodes { name: String },
     /// Start a cluster's KWOK again and wait until its nodes are Ready.
@@ -144,6 +147,7 @@ async fn run(cli: Cli) -> Result<()> {
             Err(_) => eprintln!("nothing running in {}", cli.dir.display()),
         },
         Command::StopApiserver { name } => LocalRegions::open(&cli.dir)?.stop_apiserver(&name)?,
+        Command::DrainApiserver { name } => LocalRegions::open(&cli.dir)?.drain_apiserver(&name)?,
         Command::StartApiserver { name } => {
             LocalRegions::open(&cli.dir)?.start_apiserver(&name).await?
         }

@@ -64,6 +64,15 @@ impl Component {
             .is_some_and(|pid| running_program(pid, &self.program))
     }
 
+    /// Asks the component to shut down (SIGTERM) and returns at once: it
+    /// goes at its own pace (an API server answers `/readyz` with 500 for
+    /// its shutdown delay, still serving, then exits).
+    pub fn terminate(&mut self) {
+        if let Some(pid) = self.pid.filter(|&pid| running_program(pid, &self.program)) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+
     /// Stops the component: SIGTERM and a grace period, or SIGKILL at once.
     pub fn stop(&mut self, grace: Duration) {
         let Some(pid) = self.pid.take() else { return };

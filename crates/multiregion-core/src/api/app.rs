@@ -620,13 +620,65 @@ impl Default for HealthCheck {
     }
 }
 
-/// `GET endpoint + path`; a 2xx or 3xx answer within timeoutSeconds passes.
+/// `GET endpoint + path`; an answer with one of `expectedCodes` (any 2xx
+/// when empty) within timeoutSeconds passes. Redirects are never followed,
+/// and pass only with `allowRedirects`.
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct HttpCheck {
     /// Path to request, e.g. /healthz.
     #[serde(default = "healthz")]
     #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("must start with /"))]
     pub path: String,
+    /// Host header to send (an ingress routes on it); the endpoint's host
+    /// when unset. TLS still names the endpoint's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub host: Option<String>,
+    /// `http` or `https`, instead of the endpoint's scheme.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<CheckScheme>,
+    /// Port to check instead of the endpoint's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// Status codes that pass; empty: any 2xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(c, c >= 100 && c <= 599)").message("status codes are 100..599"))]
+    pub expected_codes: Vec<i32>,
+    /// Let a 3xx answer pass (it is still not followed). Off by default: an
+    /// http-to-https redirect answers for dead backends too.
+    #[serde(default)]
+    pub allow_redirects: bool,
+}
+
+/// The scheme of an HTTP check.
+#[derive(schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckScheme {
+    Http,
+    Https,
+}
+
+impl CheckScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckScheme::Http => "http",
+            CheckScheme::Https => "https",
+        }
+    }
+}
+
+impl HttpCheck {
+    /// Whether an answer with `code` passes.
+    pub fn passes(&self, code: u16) -> bool {
+        if !self.expected_codes.is_empty() {
+            return self.expected_codes.contains(&i32::from(code));
+        }
+        (200..300).contains(&code) || (self.allow_redirects && (300..400).contains(&code))
+    }
 }
 
 fn healthz() -> String {
