@@ -566,6 +566,14 @@ fn the_prometheus_rule_alerts_on_every_failure_it_names() {
             r#"multiregion_app_condition{condition="PromotionBlocked"}"#,
         ),
         (
+            "MultiregionEvidenceUnknown",
+            r#"multiregion_app_condition{condition="EvidenceUnknown"}"#,
+        ),
+        (
+            "MultiregionRegionCredentialsStale",
+            "multiregion_region_credentials_stale",
+        ),
+        (
             "MultiregionDegraded",
             r#"multiregion_app_condition{condition="Degraded"}"#,
         ),

@@ -908,7 +908,10 @@ pub struct Replication {
 /// Where replication lag is read from.
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LagSource {
-    /// Annotation on the standby's placed Deployment holding the lag in seconds.
+    /// Annotation on the standby's placed Deployment holding the lag in
+    /// seconds. Beside it, `multiregion.io/replication-lag-observed-at`
+    /// (RFC 3339) says when it was measured: a lag undated, older than 60 s,
+    /// negative or not finite counts as not reported.
     #[serde(default = "lag_annotation")]
     #[schemars(length(max = 317))]
     pub annotation: String,
