@@ -43,6 +43,41 @@ impl Fence {
         }
     }
 
+    /// How long a write started now may take: `limit`, or less when the
+    /// renew deadline comes first. A stale leader gets `NotLeader`, so a
+    /// write never outlives the fence it was checked against.
+    pub fn time_for(&self, limit: Duration) -> Result<Duration> {
+        self.check()?;
+        let Some(holding) = &self.0 else {
+            return Ok(limit);
+        };
+        let renewed = holding
+            .renewed
+            .lock()
+            .map(|r| *r)
+            .map_err(|_| Error::NotLeader)?;
+        let left = holding.deadline.saturating_sub(renewed.elapsed());
+        Ok(limit.min(left))
+    }
+
+    /// Runs `write` within `time_for(limit)`. Cut off by the fence, it is
+    /// `NotLeader`; by `limit`, `late()`.
+    pub async fn bounded<T>(
+        &self,
+        limit: Duration,
+        write: impl std::future::Future<Output = Result<T>>,
+        late: impl FnOnce() -> Error,
+    ) -> Result<T> {
+        let time = self.time_for(limit)?;
+        match tokio::time::timeout(time, write).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.check()?;
+                Err(late())
+            }
+        }
+    }
+
     /// Holding the Lease since a renewal at `at`.
     pub(crate) fn held(at: Instant, deadline: Duration) -> Self {
         Fence(Some(Arc::new(Holding {
@@ -63,5 +98,37 @@ impl Fence {
         {
             *renewed = at;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_never_outlives_the_fence() {
+        let open = Fence::open();
+        assert_eq!(
+            open.time_for(Duration::from_secs(9)).unwrap(),
+            Duration::from_secs(9)
+        );
+        let held = Fence::held(Instant::now(), Duration::from_millis(300));
+        assert!(held.time_for(Duration::from_secs(9)).unwrap() <= Duration::from_millis(300));
+        let slow = || async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Ok(())
+        };
+        let late = || Error::CleanupPending(vec!["late".into()]);
+        let cut = held.bounded(Duration::from_secs(9), slow(), late).await;
+        assert!(matches!(cut, Err(Error::NotLeader)), "cut at the deadline");
+        let limited = open.bounded(Duration::from_millis(50), slow(), late).await;
+        assert!(
+            matches!(limited, Err(Error::CleanupPending(_))),
+            "cut at the limit"
+        );
+        assert!(matches!(
+            held.time_for(Duration::from_secs(1)),
+            Err(Error::NotLeader)
+        ));
     }
 }

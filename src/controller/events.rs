@@ -13,12 +13,16 @@ use crate::plan::Event;
 /// Records each Event on the app, in order (while this replica may write).
 pub(super) async fn announce(ctx: &Context, app: &MultiRegionApp, events: &[Event]) {
     for event in events {
-        if ctx.fence.check().is_err() {
+        // Each Event within the time the fence leaves.
+        let Ok(time) = ctx.fence.time_for(EVENT_TIMEOUT) else {
             return;
-        }
-        record(ctx, app, event).await;
+        };
+        let _ = tokio::time::timeout(time, record(ctx, app, event)).await;
     }
 }
+
+/// Longest one Event may take to record.
+const EVENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Records one Event. Events are created directly (not through kube's
 /// Recorder, which folds events of the same reason into one series and

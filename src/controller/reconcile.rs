@@ -37,6 +37,10 @@ use crate::plan::{overrides, resources};
 /// a half-open link) must not hold the reconcile.
 pub(super) const MEMBER_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest a status or sink write to the hub may take (and never past the
+/// fence).
+const HUB_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Reconciles one app: its finalizer's Apply or Cleanup. A status conflict
 /// (someone else wrote since the app was read) means: read it again and
 /// decide again, once, here.
@@ -282,8 +286,12 @@ async fn write(
     if status == previous {
         return Ok(version);
     }
-    ctx.fence.check()?;
-    let written = status::write(&ctx.hub, key, status, version.as_deref()).await?;
+    let writing = status::write(&ctx.hub, key, status, version.as_deref());
+    let late = || Error::Unreachable {
+        region: "hub".into(),
+        reason: format!("status write not answered within {HUB_WRITE_TIMEOUT:?}"),
+    };
+    let written = ctx.fence.bounded(HUB_WRITE_TIMEOUT, writing, late).await?;
     ctx.metrics.wrote("hub", "status");
     ctx.remember_write(key, version, status.clone(), written.clone());
     Ok(written)
@@ -339,14 +347,13 @@ async fn place_in(
         workload.propagation,
         p,
     );
-    let result = tokio::time::timeout(MEMBER_WRITE_TIMEOUT, placing)
-        .await
-        .unwrap_or_else(|_| {
-            Err(Error::Unreachable {
-                region: p.region.clone(),
-                reason: format!("no answer within {MEMBER_WRITE_TIMEOUT:?}"),
-            })
-        });
+    let late = || Error::Unreachable {
+        region: p.region.clone(),
+        reason: format!("no answer within {MEMBER_WRITE_TIMEOUT:?}"),
+    };
+    // Bounded by the fence too: a placement never lands after this
+    // replica stopped being the leader.
+    let result = ctx.fence.bounded(MEMBER_WRITE_TIMEOUT, placing, late).await;
     match &result {
         Ok(true) => ctx.metrics.wrote("member", "placement"),
         Ok(false) => {}
@@ -374,10 +381,11 @@ async fn publish(
         let reported = previous_sink_failure(app).map_or(waiting, SinkOutcome::Failed);
         return (reported, Some(Duration::from_secs(1)));
     }
-    if let Err(err) = ctx.fence.check() {
-        return (SinkOutcome::Failed(err.to_string()), None);
-    }
-    let (outcome, written) = sinks::publish(
+    let time = match ctx.fence.time_for(HUB_WRITE_TIMEOUT) {
+        Ok(time) => time,
+        Err(err) => return (SinkOutcome::Failed(err.to_string()), None),
+    };
+    let publishing = sinks::publish(
         &ctx.hub,
         &ctx.sinks,
         &ctx.registry,
@@ -385,8 +393,15 @@ async fn publish(
         key,
         &decision.weights,
         &decision.status.homes,
-    )
-    .await;
+    );
+    // Bounded by the fence: no sink is written after this replica stopped
+    // being the leader.
+    let (outcome, written) = tokio::time::timeout(time, publishing)
+        .await
+        .unwrap_or_else(|_| {
+            let why = "the traffic sinks did not answer in time (or the Lease ran out)";
+            (SinkOutcome::Failed(why.into()), 0)
+        });
     for _ in 0..written {
         ctx.metrics.wrote("hub", "sink");
     }
