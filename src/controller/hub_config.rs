@@ -1,6 +1,13 @@
 //! The hub's ConfigMaps (and, when enabled, Secrets) that apps propagate
-//! (`spec.propagate`): watched in every namespace, so that a change reaches
-//! the regions at once, and resolved per app in `plan::propagate`.
+//! (`spec.propagate`): watched only in the namespaces where some app
+//! propagates (a watch starts when such an app is first reconciled and
+//! stops when no app of the namespace asked for a while), so memory grows
+//! with what apps use, not with the hub; a change reaches the regions at
+//! once. Resolved per app in `plan::propagate`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
@@ -14,15 +21,20 @@ use crate::api::MultiRegionApp;
 use crate::plan::propagate::{self, Propagation};
 use crate::regions::{CachedWatch, Heard, Trigger, cached_watch, store_ready};
 
-/// Watched copies of the hub's ConfigMaps and Secrets.
-pub struct HubConfig {
-    config_maps: Option<Store<ConfigMap>>,
+/// A namespace's watches stop when no app there asked for this long (its
+/// apps stopped propagating, or were deleted).
+const IDLE: Duration = Duration::from_secs(600);
+
+/// The watched ConfigMaps and Secrets of one hub namespace.
+struct Watched {
+    config_maps: Store<ConfigMap>,
     /// None unless the operator runs with `--propagate-secrets`.
     secrets: Option<Store<Secret>>,
     tasks: Vec<JoinHandle<()>>,
+    asked: Instant,
 }
 
-impl Drop for HubConfig {
+impl Drop for Watched {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
@@ -30,21 +42,24 @@ impl Drop for HubConfig {
     }
 }
 
+/// The hub's propagated objects, by namespace.
+pub struct HubConfig {
+    /// None: reads nothing (tests of apps that propagate nothing).
+    hub: Option<Client>,
+    secrets: bool,
+    triggers: Option<UnboundedSender<Trigger>>,
+    namespaces: Mutex<HashMap<String, Watched>>,
+}
+
 impl HubConfig {
-    /// Starts the watches; every change triggers the apps of the object's
+    /// Ready to watch; every change triggers the apps of the object's
     /// namespace that propagate something.
     pub fn start(hub: &Client, secrets: bool, triggers: UnboundedSender<Trigger>) -> Self {
-        let (config_maps, maps_task) = watch::<ConfigMap>(hub, triggers.clone());
-        let mut tasks = vec![maps_task];
-        let secrets = secrets.then(|| {
-            let (store, task) = watch::<Secret>(hub, triggers);
-            tasks.push(task);
-            store
-        });
         HubConfig {
-            config_maps: Some(config_maps),
+            hub: Some(hub.clone()),
             secrets,
-            tasks,
+            triggers: Some(triggers),
+            namespaces: Mutex::default(),
         }
     }
 
@@ -52,9 +67,10 @@ impl HubConfig {
     #[cfg(test)]
     pub fn none() -> Self {
         HubConfig {
-            config_maps: None,
-            secrets: None,
-            tasks: Vec::new(),
+            hub: None,
+            secrets: false,
+            triggers: None,
+            namespaces: Mutex::default(),
         }
     }
 
@@ -64,50 +80,81 @@ impl HubConfig {
             return Propagation::default();
         };
         let namespace = app.namespace().unwrap_or_default();
-        propagate::resolve(
-            Some(spec),
-            in_namespace(self.config_maps.as_ref(), &namespace),
-            in_namespace(self.secrets.as_ref(), &namespace),
-        )
+        let (maps, secrets) = self
+            .with(&namespace, |w| {
+                (contents(Some(&w.config_maps)), contents(w.secrets.as_ref()))
+            })
+            .unwrap_or_default();
+        propagate::resolve(Some(spec), maps, secrets)
     }
 
     /// Whether every kind the app propagates has been listed from the hub
-    /// (at start and after a new leader takes over): until then the app
-    /// is not reconciled, since an empty cache would drop the pods'
-    /// checksum and roll them, and count every copy as unwanted.
+    /// (at start, after a new leader takes over, and when its namespace is
+    /// first watched): until then the app is not reconciled, since an empty
+    /// cache would drop the pods' checksum and roll them, and count every
+    /// copy as unwanted.
     pub fn listed(&self, app: &MultiRegionApp) -> bool {
         let Some(spec) = app.spec.propagate.as_ref() else {
             return true;
         };
+        let namespace = app.namespace().unwrap_or_default();
         let ready = |wanted: bool, store: Option<bool>| !wanted || store.unwrap_or(true);
-        ready(
-            !spec.config_maps.is_empty(),
-            self.config_maps.as_ref().map(store_ready),
-        ) && ready(
-            !spec.secrets.is_empty(),
-            self.secrets.as_ref().map(store_ready),
-        )
+        self.with(&namespace, |w| {
+            ready(
+                !spec.config_maps.is_empty(),
+                Some(store_ready(&w.config_maps)),
+            ) && ready(
+                !spec.secrets.is_empty(),
+                w.secrets.as_ref().map(store_ready),
+            )
+        })
+        .unwrap_or(true)
+    }
+
+    /// Runs `read` on the namespace's watches, started if needed; watches
+    /// nobody asked for in `IDLE` stop. None when nothing is watched.
+    fn with<T>(&self, namespace: &str, read: impl FnOnce(&Watched) -> T) -> Option<T> {
+        let (hub, triggers) = (self.hub.as_ref()?, self.triggers.as_ref()?);
+        let mut all = self.namespaces.lock().ok()?;
+        all.retain(|name, w| name == namespace || w.asked.elapsed() < IDLE);
+        let watched = all
+            .entry(namespace.to_string())
+            .or_insert_with(|| self.watch(hub, namespace, triggers));
+        watched.asked = Instant::now();
+        Some(read(watched))
+    }
+
+    fn watch(&self, hub: &Client, namespace: &str, triggers: &UnboundedSender<Trigger>) -> Watched {
+        let (config_maps, maps_task) = watch::<ConfigMap>(hub, namespace, triggers.clone());
+        let mut tasks = vec![maps_task];
+        let secrets = self.secrets.then(|| {
+            let (store, task) = watch::<Secret>(hub, namespace, triggers.clone());
+            tasks.push(task);
+            store
+        });
+        Watched {
+            config_maps,
+            secrets,
+            tasks,
+            asked: Instant::now(),
+        }
     }
 }
 
-fn in_namespace<K>(store: Option<&Store<K>>, namespace: &str) -> Option<Vec<K>>
+fn contents<K>(store: Option<&Store<K>>) -> Option<Vec<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    let store = store?;
-    Some(
-        store
-            .state()
-            .iter()
-            .filter(|o| o.namespace().as_deref() == Some(namespace))
-            .map(|o| (**o).clone())
-            .collect(),
-    )
+    Some(store?.state().iter().map(|o| (**o).clone()).collect())
 }
 
-fn watch<K>(hub: &Client, triggers: UnboundedSender<Trigger>) -> (Store<K>, JoinHandle<()>)
+fn watch<K>(
+    hub: &Client,
+    namespace: &str,
+    triggers: UnboundedSender<Trigger>,
+) -> (Store<K>, JoinHandle<()>)
 where
-    K: Resource<DynamicType = ()>
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
@@ -116,10 +163,10 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store::<K>();
-    let api: Api<K> = Api::all(hub.clone());
-    let on_change = move |object: &K| {
-        let namespace = object.namespace().unwrap_or_default();
-        let _ = triggers.send(Trigger::Propagated(namespace));
+    let api: Api<K> = Api::namespaced(hub.clone(), namespace);
+    let namespace = namespace.to_string();
+    let on_change = move |_: &K| {
+        let _ = triggers.send(Trigger::Propagated(namespace.clone()));
     };
     let task = tokio::spawn(async move {
         let watch = CachedWatch {
