@@ -11,6 +11,7 @@ use crate::plan::health::{HttpResult, RegionState};
 use crate::plan::manifest::AppKey;
 use crate::plan::propagate::Propagation;
 use crate::plan::{self, Observation};
+use crate::regions::http_check::Timing;
 
 /// One observation per spec region, and for the active region when it was
 /// removed from the spec and still carries the traffic.
@@ -72,17 +73,8 @@ fn observe_region(
         };
     };
     let region_spec = member.spec();
-    let http = match &app.spec.health_check.http {
-        Some(check) => {
-            let endpoint = region.endpoint.clone().or(region_spec.endpoint.clone());
-            let hc = &app.spec.health_check;
-            let interval = Duration::from_secs(hc.interval_seconds.max(1) as u64);
-            let timeout = Duration::from_secs(hc.timeout_seconds.max(1) as u64);
-            ctx.checks
-                .result(key, endpoint.as_deref(), check, interval, timeout)
-        }
-        None => HttpResult::NotChecked,
-    };
+    let endpoint = region.endpoint.clone().or(region_spec.endpoint.clone());
+    let http = http_check(ctx, app, key, endpoint.as_deref());
     Observation {
         region: member.state(),
         cordoned: region_spec.cordoned,
@@ -92,6 +84,33 @@ fn observe_region(
         placement: None,
         deleting: false,
     }
+}
+
+/// The latest result of the app's HTTP check of `endpoint`, if it has one.
+fn http_check(
+    ctx: &Context,
+    app: &MultiRegionApp,
+    key: &AppKey,
+    endpoint: Option<&str>,
+) -> HttpResult {
+    let hc = &app.spec.health_check;
+    let Some(check) = &hc.http else {
+        return HttpResult::NotChecked;
+    };
+    let ca = match check
+        .ca_bundle
+        .as_ref()
+        .map(|b| ctx.hub_config.ca_bundle(&key.namespace, b))
+    {
+        None => None,
+        Some(Ok(Some(pem))) => Some(pem),
+        Some(Ok(None)) => return HttpResult::Pending,
+        Some(Err(why)) => return HttpResult::Misconfigured(why),
+    };
+    let interval = Duration::from_secs(hc.interval_seconds.max(1) as u64);
+    let timeout = Duration::from_secs(hc.timeout_seconds.max(1) as u64);
+    let timing = Timing { interval, timeout };
+    ctx.checks.result(key, endpoint, check, ca, timing)
 }
 
 /// What each region's evidence says at a glance: when it differs from the

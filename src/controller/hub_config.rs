@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
-use crate::api::MultiRegionApp;
+use crate::api::{CaBundleRef, MultiRegionApp};
 use crate::plan::propagate::{self, Propagation};
 use crate::regions::{CachedWatch, Heard, Trigger, cached_watch, store_ready};
 
@@ -109,6 +109,39 @@ impl HubConfig {
             )
         })
         .unwrap_or(true)
+    }
+
+    /// The PEM text of a check's CA bundle: Ok(None) while its namespace is
+    /// not listed yet, Err naming what is missing.
+    pub fn ca_bundle(
+        &self,
+        namespace: &str,
+        bundle: &CaBundleRef,
+    ) -> Result<Option<String>, String> {
+        let found = self.with(namespace, |w| {
+            if !store_ready(&w.config_maps) {
+                return Ok(None);
+            }
+            let reference = ObjectRef::new(&bundle.config_map).within(namespace);
+            let map = w.config_maps.get(&reference).ok_or_else(|| {
+                format!(
+                    "healthCheck.http.caBundle: ConfigMap {namespace}/{} not found",
+                    bundle.config_map
+                )
+            })?;
+            let pem = map
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&bundle.key))
+                .ok_or_else(|| {
+                    format!(
+                        "healthCheck.http.caBundle: ConfigMap {namespace}/{} has no key {}",
+                        bundle.config_map, bundle.key
+                    )
+                })?;
+            Ok(Some(pem.clone()))
+        });
+        found.unwrap_or(Ok(None))
     }
 
     /// Runs `read` on the namespace's watches, started if needed; watches

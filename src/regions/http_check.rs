@@ -37,6 +37,22 @@ pub fn client() -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// A check client that trusts the CA certificates in `pem` (and no others).
+fn client_trusting(pem: &str) -> Result<reqwest::Client, String> {
+    let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+        .map_err(|e| format!("healthCheck.http.caBundle: not PEM certificates: {e}"))?;
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .tls_built_in_root_certs(false);
+    for certificate in certificates {
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("healthCheck.http.caBundle: {e}"))
+}
+
 /// What identifies one check.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct CheckKey {
@@ -47,8 +63,17 @@ struct CheckKey {
     codes: Vec<i32>,
     /// A 3xx passes.
     redirects: bool,
+    /// CA certificates (PEM) trusted instead of the system's roots.
+    ca: Option<String>,
     interval: Duration,
     timeout: Duration,
+}
+
+/// How often a check runs, and how long one may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 impl CheckKey {
@@ -61,6 +86,7 @@ impl CheckKey {
             port: None,
             expected_codes: self.codes.clone(),
             allow_redirects: self.redirects,
+            ca_bundle: None,
         };
         check.passes(code)
     }
@@ -123,8 +149,8 @@ impl HttpChecks {
         app: &AppKey,
         endpoint: Option<&str>,
         check: &HttpCheck,
-        interval: Duration,
-        timeout: Duration,
+        ca: Option<String>,
+        timing: Timing,
     ) -> HttpResult {
         let Some(endpoint) = endpoint else {
             return HttpResult::Fails(
@@ -140,8 +166,9 @@ impl HttpChecks {
             host: check.host.clone(),
             codes: check.expected_codes.clone(),
             redirects: check.allow_redirects,
-            interval,
-            timeout,
+            ca,
+            interval: timing.interval,
+            timeout: timing.timeout,
         };
         let check = self.check(key);
         if let Ok(mut asked) = check.asked.lock() {
@@ -196,10 +223,25 @@ fn new_check() -> Check {
 
 /// Checks every interval until nobody asks any more.
 async fn run(checks: Weak<HttpChecks>, check: Weak<Check>, key: CheckKey) {
+    // A check with its own CA bundle has its own client, built once.
+    let own = key.ca.as_deref().map(client_trusting);
     loop {
         let started = Instant::now();
-        let Some(http) = checks.upgrade().map(|c| c.http.clone()) else {
+        let Some(shared) = checks.upgrade().map(|c| c.http.clone()) else {
             return;
+        };
+        let http = match &own {
+            None => Ok(shared),
+            Some(built) => built.clone(),
+        };
+        let Ok(http) = http else {
+            let why = http.err().unwrap_or_default();
+            let (Some(registry), Some(current)) = (checks.upgrade(), check.upgrade()) else {
+                return;
+            };
+            report(&registry, &current, &key, HttpResult::Misconfigured(why));
+            tokio::time::sleep(key.interval).await;
+            continue;
         };
         let result = match once(&http, &key).await {
             Ok(()) => HttpResult::Serves,
@@ -305,6 +347,14 @@ mod tests {
             "https://lb.example:8443/healthz"
         );
         assert!(url("not a url", none).unwrap_err().contains("not a URL"));
+    }
+
+    #[test]
+    fn a_ca_bundle_that_is_not_pem_is_named() {
+        let err =
+            client_trusting("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+                .unwrap_err();
+        assert!(err.contains("healthCheck.http.caBundle"), "{err}");
     }
 
     #[test]

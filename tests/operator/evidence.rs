@@ -397,3 +397,105 @@ async fn an_invalid_spec_does_not_stop_the_failover() {
         .unwrap();
     delete_app(&hub, ns, "web").await;
 }
+
+/// The CA certificate (PEM) and API server URL of a region, from its
+/// kubeconfig: its API server is an HTTPS endpoint signed by that CA, whose
+/// `/livez` answers anyone.
+fn https_endpoint(region: &str) -> (String, String) {
+    use base64::Engine as _;
+    let kubeconfig = kube::config::Kubeconfig::read_from(env().kubeconfig(region)).unwrap();
+    let cluster = kubeconfig.clusters[0].cluster.clone().unwrap();
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(cluster.certificate_authority_data.unwrap())
+        .unwrap();
+    (String::from_utf8(ca).unwrap(), cluster.server.unwrap())
+}
+
+#[tokio::test]
+async fn https_checks_trust_the_ca_bundle_they_are_given() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env().client("hub").await;
+    let ns = "evidence-ca";
+    let (us_ca, us_url) = https_endpoint("us-east");
+    let (eu_ca, eu_url) = https_endpoint("eu-west");
+    ensure_namespace(&hub, ns).await;
+    let bundles: Api<ConfigMap> = Api::namespaced(hub.clone(), ns);
+    let bundle = |pem: String| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cas"}, "data": {"ca.crt": pem}});
+    let apply = PatchParams::apply("test").force();
+    bundles
+        .patch(
+            "cas",
+            &apply,
+            &Patch::Apply(bundle(format!("{us_ca}{eu_ca}"))),
+        )
+        .await
+        .unwrap();
+    let spec = app_spec(
+        "ActiveActive",
+        &["us-east", "eu-west"],
+        json!({
+            "regions": [{"name": "us-east", "endpoint": us_url}, {"name": "eu-west", "endpoint": eu_url}],
+            "healthCheck": {"http": {"path": "/livez", "caBundle": {"configMap": "cas"}}}
+        }),
+    );
+    apply_app(&hub, ns, "web", spec).await;
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=50 eu-west=50",
+        "both trusted",
+        Duration::from_secs(120),
+    )
+    .await;
+
+    // eu-west's CA leaves the bundle: its API server's certificate is no
+    // longer trusted, so its check fails.
+    bundles
+        .patch("cas", &apply, &Patch::Apply(bundle(us_ca)))
+        .await
+        .unwrap();
+    let changed = Instant::now();
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=100 eu-west=0",
+        "eu-west untrusted",
+        Duration::from_secs(30),
+    )
+    .await;
+    let s = status(&hub, ns, "web").await.unwrap();
+    let eu = s.regions.iter().find(|r| r.name == "eu-west").unwrap();
+    assert_eq!(
+        eu.reason.as_ref().map(|r| r.to_string()),
+        Some("HttpProbeFailed".into())
+    );
+    report(
+        "CA bundle without eu-west's CA",
+        &[],
+        Some(changed.elapsed()),
+    );
+
+    // A bundle that is missing is the hub's mistake: no round counts.
+    bundles
+        .delete("cas", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        "us-east hub-side Unknown",
+        Duration::from_secs(30),
+        || async {
+            let (cause, message) = unknown_cause(&hub, ns, "us-east").await?;
+            (cause == "HubSide" && message.contains("caBundle")).then_some(())
+        },
+    )
+    .await;
+    let samples = weights_over(&hub, ns, Duration::from_secs(5)).await;
+    assert!(
+        samples.iter().all(|w| w == "us-east=100 eu-west=0"),
+        "{samples:?}"
+    );
+    delete_app(&hub, ns, "web").await;
+}

@@ -652,6 +652,28 @@ pub struct HttpCheck {
     /// http-to-https redirect answers for dead backends too.
     #[serde(default)]
     pub allow_redirects: bool,
+    /// CA certificates (PEM) that HTTPS checks trust instead of the
+    /// system's roots: a ConfigMap in the app's namespace of the hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundleRef>,
+}
+
+/// A key of a ConfigMap in the app's namespace of the hub holding PEM
+/// certificates.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaBundleRef {
+    /// The ConfigMap's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub config_map: String,
+    /// The key holding the certificates.
+    #[serde(default = "ca_crt")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn ca_crt() -> String {
+    "ca.crt".to_string()
 }
 
 /// The scheme of an HTTP check.

@@ -123,6 +123,7 @@ pub fn classify(obs: &Observation, judging: Judging) -> Evidence {
             message: why.clone(),
         },
         HttpResult::Pending => unknown(UnknownCause::HttpPending, "no HTTP check result yet"),
+        HttpResult::Misconfigured(why) => unknown(UnknownCause::HubSide, why),
     }
 }
 
@@ -414,6 +415,15 @@ mod tests {
                 JUDGED,
                 "Unknown(HttpPending)",
             ),
+            (
+                obs(
+                    R::Reachable,
+                    placed(0, false),
+                    H::Misconfigured("no CA".into()),
+                ),
+                JUDGED,
+                "Unknown(HubSide)",
+            ),
         ];
         for (o, judging, want) in cases {
             assert_eq!(class(&classify(&o, judging)), want, "{o:?} {judging:?}");
@@ -466,6 +476,7 @@ mod tests {
             Just(H::Pending),
             Just(H::Serves),
             Just(H::Fails("x".into())),
+            Just(H::Misconfigured("x".into())),
         ]
     }
 
@@ -507,7 +518,8 @@ mod tests {
         fn hub_side_comes_only_from_the_hub(
             region in any_region(), workload in any_workload(), http in any_http()
         ) {
-            let hub = matches!(region, R::NotFound | R::NoCredentials(_));
+            let hub = matches!(region, R::NotFound | R::NoCredentials(_))
+                || matches!(http, H::Misconfigured(_));
             if let Evidence::Unknown { cause: UnknownCause::HubSide, .. } =
                 classify(&obs(region, workload, http), JUDGED)
             {

@@ -178,6 +178,9 @@ pub enum HttpResult {
     Serves,
     /// The endpoint did not answer well; why.
     Fails(String),
+    /// The check cannot run for a reason on the hub's side (its CA bundle
+    /// ConfigMap missing or unusable); why. No evidence about the region.
+    Misconfigured(String),
 }
 
 /// Ready replicas needed: ceil(minReadyRatio * desired).
