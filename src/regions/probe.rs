@@ -87,21 +87,25 @@ pub async fn run(registry: Weak<Registry>, member: Weak<Member>, client: Client)
     }
 }
 
-/// A bounded-time `GET /readyz`.
+/// The most of a `/readyz` answer the probe reads: an API server's verbose
+/// answer is a few KiB; a member cannot make the operator read more.
+const READYZ_BODY_MAX: usize = 64 * 1024;
+
+/// A bounded-time `GET /readyz`, its body read up to `READYZ_BODY_MAX`.
 async fn probe_once(client: &Client, spec: &RegionProbe) -> Probed {
     let started = Instant::now();
     let timeout = Duration::from_secs(spec.timeout_seconds.max(1) as u64);
-    let outcome = match http::Request::get("/readyz").body(Vec::new()) {
-        Ok(request) => tokio::time::timeout(timeout, client.request_text(request)).await,
-        Err(err) => Ok(Err(kube::Error::HttpError(err))),
-    };
-    let (ok, troubled, error) = match outcome {
-        Ok(Ok(body)) if body.trim() == "ok" => (true, None, String::new()),
-        Ok(Ok(body)) => (false, None, format!("/readyz answered {:?}", body.trim())),
-        Ok(Err(kube::Error::Api(status))) if troubling(status.code) => (
+    let (ok, troubled, error) = match tokio::time::timeout(timeout, readyz(client)).await {
+        Ok(Ok((200, body))) if body.trim() == "ok" => (true, None, String::new()),
+        Ok(Ok((code, body))) if troubling(code) => (
             false,
-            Some(status.code),
-            format!("/readyz answered {}: {}", status.code, status.message),
+            Some(code),
+            format!("/readyz answered {code}: {}", body.trim()),
+        ),
+        Ok(Ok((code, body))) => (
+            false,
+            None,
+            format!("/readyz answered {code}: {:?}", body.trim()),
         ),
         Ok(Err(err)) => (false, None, format!("/readyz failed: {err}")),
         Err(_) => (
@@ -116,6 +120,22 @@ async fn probe_once(client: &Client, spec: &RegionProbe) -> Probed {
         error: member_text(&error),
         latency: started.elapsed(),
     }
+}
+
+/// `GET /readyz`: the status code and at most `READYZ_BODY_MAX` of the body.
+async fn readyz(client: &Client) -> Result<(u16, String), String> {
+    use http_body_util::BodyExt;
+    let request = http::Request::get("/readyz")
+        .body(kube::client::Body::empty())
+        .map_err(|e| e.to_string())?;
+    let response = client.send(request).await.map_err(|e| e.to_string())?;
+    let code = response.status().as_u16();
+    let limited = http_body_util::Limited::new(response.into_body(), READYZ_BODY_MAX);
+    let body = match limited.collect().await {
+        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+        Err(_) => format!("(an answer over {} KiB)", READYZ_BODY_MAX / 1024),
+    };
+    Ok((code, body))
 }
 
 /// One probe of a client not in use yet: Ok when its API server answers
