@@ -353,7 +353,7 @@ async fn rpo_gate_wait_blocks_and_promote_promotes_with_a_warning() {
 }
 
 #[tokio::test]
-async fn toggling_health_for_two_minutes_moves_traffic_at_most_max_failovers_per_hour() {
+async fn a_flapping_region_is_damped_but_a_dead_active_still_fails_over() {
     let _serial = serial().await;
     let _heal = HealOnPanic;
     let env = env();
@@ -374,21 +374,18 @@ async fn toggling_health_for_two_minutes_moves_traffic_at_most_max_failovers_per
         Duration::from_secs(180),
     )
     .await;
-    // Whichever region is active loses its API server for a while, then
-    // comes back; two minutes of that.
+    // The preferred region flaps for two minutes: its API server goes for
+    // 6 s, comes back for 3 s. Each failover and failback is a move; past
+    // the budget the failbacks wait.
     let started = std::time::Instant::now();
     let mut damped_seen = false;
     while started.elapsed() < Duration::from_secs(120) {
-        let active = status(&hub, ns, "web")
-            .await
-            .and_then(|s| s.active_region)
-            .unwrap_or_default();
-        env.regions.lock().await.stop_apiserver(&active).unwrap();
+        env.regions.lock().await.stop_apiserver("us-east").unwrap();
         tokio::time::sleep(Duration::from_secs(6)).await; // the fault lasts 6 s
         env.regions
             .lock()
             .await
-            .start_apiserver(&active)
+            .start_apiserver("us-east")
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await; // and heals for 3 s
@@ -407,6 +404,30 @@ async fn toggling_health_for_two_minutes_moves_traffic_at_most_max_failovers_per
     );
     assert!(damped_seen, "FlapDamped was raised");
     wait_events(&hub, ns, "FlapDamped", Duration::from_secs(10)).await;
+    assert_eq!(
+        s.active_region.as_deref(),
+        Some("eu-west"),
+        "the failback waits"
+    );
+
+    // The budget is spent and the active itself dies: damping never keeps
+    // traffic on a dead active while a healthy region exists.
+    env.regions.lock().await.stop_apiserver("eu-west").unwrap();
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=100 eu-west=0",
+        "the failover past the budget",
+        Duration::from_secs(15),
+    )
+    .await;
+    env.regions
+        .lock()
+        .await
+        .start_apiserver("eu-west")
+        .await
+        .unwrap();
     delete_app(&hub, ns, "web").await;
 }
 
