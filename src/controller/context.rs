@@ -139,12 +139,25 @@ impl Context {
     /// Some app that is not being deleted names the region in its spec,
     /// its status or its pending cleanup. (Apps being deleted never hold a
     /// Region: their cleanup gives up on a Region that is deleted.)
-    pub(super) fn region_in_use(&self, region: &str) -> bool {
-        self.apps
+    ///
+    /// None until the apps are listed: a Region is never released on a
+    /// half-listed cache (after a restart or a new leader). For a Region
+    /// being deleted, a pending cleanup does not count: its cleanup gives
+    /// up once the Region is gone, so holding it would wait for ever.
+    pub(super) fn region_in_use(&self, region: &str, deleting: bool) -> Option<bool> {
+        if !crate::regions::store_ready(&self.apps) {
+            return None;
+        }
+        let in_use = self
+            .apps
             .state()
             .iter()
             .filter(|app| app.metadata.deletion_timestamp.is_none())
-            .any(|app| super::uses_region(app, region))
+            .any(|app| match deleting {
+                true => super::serves_in(app, region),
+                false => super::uses_region(app, region),
+            });
+        Some(in_use)
     }
 
     pub(super) fn registry(&self) -> &Arc<Registry> {

@@ -85,6 +85,16 @@ pub async fn run(hub: Clients, options: Options) -> anyhow::Result<()> {
         metrics.clone(),
         ready.clone(),
     ));
+    // Read before taking the Lease: a leader that cannot place anything
+    // must not hold it.
+    let hub_id = tokio::select! {
+        id = hub_identity(&hub.requests, &options.hub_name) => id,
+        _ = shutdown_signal() => return Ok(()),
+    };
+    let options = Options {
+        hub_name: hub_id,
+        ..options
+    };
     if !options.leader_election {
         metrics.leader.set(1);
         return tokio::select! {
@@ -159,7 +169,8 @@ async fn run_controllers(
     fence: Fence,
 ) -> anyhow::Result<()> {
     let (hub, watches) = (clients.requests.clone(), clients.watches.clone());
-    let hub_id = hub_identity(&hub, &options.hub_name).await;
+    // `run` resolved it before the Lease.
+    let hub_id = options.hub_name.clone();
     let (tx, rx) = mpsc::unbounded_channel();
     let registry = Registry::new(clients.clone(), tx.clone(), metrics.clone(), fence.clone());
     let checks = http_check::HttpChecks::new(http_check::client()?, tx.clone());
@@ -223,6 +234,7 @@ fn region_controller(
     context: Arc<Context>,
 ) -> impl Future<Output = ()> {
     let store = regions.store();
+    let held = regions.store();
     regions
         .watches(
             Api::<Secret>::namespaced(hub.clone(), namespace),
@@ -232,14 +244,31 @@ fn region_controller(
         .watches(
             Api::<MultiRegionApp>::all(hub.clone()),
             watcher::Config::default().any_semantic(),
-            |app| regions_of(&app),
+            move |app| unprotected(&held, &app),
         )
         .run(reconcile_region, region_error_policy, context)
         .for_each(|_| async {})
 }
 
-/// The Regions an app names (spec, status, pending cleanup): their in-use
-/// finalizer follows the app.
+/// The Regions whose in-use finalizer may have to change after this app
+/// changed: those it names that do not carry it yet, and those being
+/// deleted that still do. (Every app write would otherwise reconcile every
+/// Region it names.)
+fn unprotected(regions: &Store<Region>, app: &MultiRegionApp) -> Vec<ObjectRef<Region>> {
+    let named = regions_of(app);
+    regions
+        .state()
+        .iter()
+        .filter(|r| {
+            let has = r.finalizers().iter().any(|f| f == REGION_IN_USE);
+            let deleting = r.metadata.deletion_timestamp.is_some();
+            (deleting && has) || (!has && named.iter().any(|n| n.name == r.name_any()))
+        })
+        .map(|r| ObjectRef::from_obj(&**r))
+        .collect()
+}
+
+/// The Regions an app names (spec, status, pending cleanup).
 fn regions_of(app: &MultiRegionApp) -> Vec<ObjectRef<Region>> {
     let status = app.status.as_ref();
     let mut names: Vec<&str> = app.spec.regions.iter().map(|r| r.name.as_str()).collect();
@@ -321,6 +350,15 @@ fn expand_triggers(
     })
 }
 
+/// The app names the region in its spec or in its status's regions.
+fn serves_in(app: &MultiRegionApp, region: &str) -> bool {
+    app.spec.regions.iter().any(|r| r.name == region)
+        || app
+            .status
+            .as_ref()
+            .is_some_and(|s| s.regions.iter().any(|r| r.name == region))
+}
+
 /// The app is placed in the region, or still being cleaned up there.
 fn uses_region(app: &MultiRegionApp, region: &str) -> bool {
     app.spec.regions.iter().any(|r| r.name == region)
@@ -331,8 +369,12 @@ fn uses_region(app: &MultiRegionApp, region: &str) -> bool {
 }
 
 async fn reconcile_region(region: Arc<Region>, ctx: Arc<Context>) -> Result<Action> {
-    let in_use = ctx.region_in_use(&region.name_any());
-    protect_region(&ctx, &region, in_use).await?;
+    let deleting = region.metadata.deletion_timestamp.is_some();
+    if let Some(in_use) = ctx.region_in_use(&region.name_any(), deleting)
+        && let Err(err) = protect_region(&ctx, &region, in_use).await
+    {
+        tracing::warn!(region = %region.name_any(), error = %err, "in-use finalizer not updated");
+    }
     ctx.registry().upsert(&region).await;
     // Secrets are watched; this also retries credentials that failed for
     // reasons no watch sees (RBAC granted later, for example).

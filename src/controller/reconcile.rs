@@ -81,6 +81,64 @@ async fn run_finalizer(
     })
 }
 
+/// What one reconcile works with: the app (with the last valid spec when
+/// the current one cannot be placed), what can be placed, and why the
+/// current spec cannot, if it cannot.
+struct Prepared {
+    app: Arc<MultiRegionApp>,
+    placeable: Option<Arc<Placeable>>,
+    invalid: Option<String>,
+}
+
+impl Prepared {
+    /// What is placed in every region, when something can be.
+    fn workload(&self) -> Option<Workload<'_>> {
+        self.placeable.as_deref().map(|p| Workload {
+            template: &p.template,
+            propagation: &p.propagation,
+        })
+    }
+
+    /// The status marked `InvalidSpec` when the spec cannot be placed.
+    fn marked(&self, status: MultiRegionAppStatus, previous: &MultiRegionAppStatus) -> Marked {
+        match &self.invalid {
+            Some(message) => {
+                let generation = self.app.metadata.generation;
+                plan::with_invalid_spec(status, previous, generation, message, Timestamp::now())
+            }
+            None => (status, None),
+        }
+    }
+}
+
+type Marked = (MultiRegionAppStatus, Option<plan::Event>);
+
+/// Health never stops for a spec problem: rounds, failover and fencing go
+/// on with the last spec that could be placed. None while the hub's
+/// ConfigMaps and Secrets are not listed yet and no spec was placeable.
+fn prepared(ctx: &Context, app: Arc<MultiRegionApp>, key: &AppKey) -> Option<Prepared> {
+    let last = || ctx.last_placeable(key);
+    let (app, placeable, invalid) = match prepare(ctx, &app, key) {
+        Ok(Some(ready)) => {
+            ctx.remember_placeable(key, &ready);
+            (app, Some(ready), None)
+        }
+        Ok(None) => {
+            let last = last()?;
+            (with_spec(&app, &last.spec), Some(last), None)
+        }
+        Err(message) => match last() {
+            Some(last) => (with_spec(&app, &last.spec), Some(last), Some(message)),
+            None => (app, None, Some(message)),
+        },
+    };
+    Some(Prepared {
+        app,
+        placeable,
+        invalid,
+    })
+}
+
 /// The phases, in order.
 pub(super) async fn apply(
     app: Arc<MultiRegionApp>,
@@ -89,83 +147,34 @@ pub(super) async fn apply(
 ) -> Result<Action> {
     let key = ctx.key_of(&app);
     let (previous, version) = ctx.fresh_status(&key, &app);
-    let (app, placeable, invalid) = match prepare(&ctx, &app, &key) {
-        Ok(Some(ready)) => {
-            ctx.remember_placeable(&key, &ready);
-            (app, Some(ready), None)
-        }
-        Ok(None) => return Ok(Action::requeue(Duration::from_millis(500))),
-        // Health never stops for a spec problem: rounds, failover and
-        // fencing go on with the last spec that could be placed.
-        Err(message) => match ctx.last_placeable(&key) {
-            Some(last) => (with_spec(&app, &last.spec), Some(last), Some(message)),
-            None => (app, None, Some(message)),
-        },
+    let Some(prepared) = prepared(&ctx, app, &key) else {
+        return Ok(Action::requeue(Duration::from_millis(500)));
     };
+    let app = prepared.app.clone();
     let wanted = resources::wanted(&app.spec);
-    if placeable.is_some() && record_ahead(&ctx, &key, &wanted, &previous, &version).await? {
+    if prepared.placeable.is_some()
+        && record_ahead(&ctx, &key, &wanted, &previous, &version).await?
+    {
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
-    let no_propagation = Propagation::default();
-    let propagation = placeable
-        .as_ref()
-        .map_or(&no_propagation, |p| &p.propagation);
-    let observations = gather::observe(&ctx, &app, &key, &previous, propagation);
-    let interval = Duration::from_secs(app.spec.health_check.interval_seconds.max(1) as u64);
-    let (round, next_round) = ctx.round_due(&key, interval, &gather::evidence(&observations));
-    let published = ctx.sinks.published(&app, &key);
-    let decision = plan::decide(&Inputs {
-        spec: &app.spec,
-        generation: app.metadata.generation,
-        previous: &previous,
-        observations: &observations,
-        round,
-        published: &published,
-        drill_requested: drill_requested(&app),
-        now: Timestamp::now(),
-    });
+    let (decision, next_round) = decide(&ctx, &prepared, &key, &previous);
     if let Some(why) = &decision.hold {
         tracing::info!(app = %key.name, namespace = %key.namespace, why = %why, "nothing applied yet");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let workload = placeable.as_deref().map(|p| Workload {
-        template: &p.template,
-        propagation: &p.propagation,
-    });
+    let workload = prepared.workload();
     let ups = scale(&ctx, &key, &app, workload.as_ref(), &decision, false).await;
-    let (previous, version) = record_move(&ctx, &key, &app, previous, version, &decision).await?;
+    let (previous, version) =
+        record_move(&ctx, &key, &prepared, previous, version, &decision).await?;
     let (sinks, retry_sinks) = publish(&ctx, &app, &key, &decision).await;
-    let placed_resources = resources::recorded(&wanted, &previous.resources);
-    let cleaned_up =
-        cleanup::removed_regions(&ctx, &key, &decision.cleanup, &placed_resources).await;
-    let resources = cleanup::dropped_resources(
-        &ctx,
-        &key,
-        &app.spec,
-        &decision.cleanup,
-        &previous.resources,
-    )
-    .await;
-    let confirmed = sinks.confirmed();
-    let applied = Applied {
-        sinks,
-        cleaned_up,
-        resources,
-        now: Timestamp::now(),
-    };
+    let applied = clean_up(&ctx, &key, &app.spec, &decision, &previous, sinks).await;
+    let confirmed = applied.sinks.confirmed();
     let status = plan::settle(&decision, &previous, app.metadata.generation, &applied);
-    let (status, invalid_event) = match &invalid {
-        Some(message) => {
-            let generation = app.metadata.generation;
-            plan::with_invalid_spec(status, &previous, generation, message, applied.now)
-        }
-        None => (status, None),
-    };
+    let (status, invalid_event) = prepared.marked(status, &previous);
     write(&ctx, &key, &previous, version, &status).await?;
     if decision.weights_changed {
-        ctx.metrics
-            .decision_latency
-            .observe(started.elapsed().as_secs_f64());
+        let latency = started.elapsed().as_secs_f64();
+        ctx.metrics.decision_latency.observe(latency);
     }
     count_move(&ctx, &key, &decision);
     count_drill(&ctx, &key, &decision, &status);
@@ -175,12 +184,70 @@ pub(super) async fn apply(
         true => scale(&ctx, &key, &app, workload.as_ref(), &decision, true).await,
         false => Vec::new(),
     };
-    let mut events = decision.events.clone();
-    events.extend(invalid_event);
+    let events: Vec<plan::Event> = decision
+        .events
+        .iter()
+        .cloned()
+        .chain(invalid_event)
+        .collect();
     events::announce(&ctx, &app, &events).await;
     ctx.record_metrics(&key, &status);
     let next = retry_sinks.map_or(next_round, |wait| wait.min(next_round));
     Ok(requeue(next, &status, ups.iter().chain(&downs)))
+}
+
+/// Gathers what each region reports and decides; also returns when the
+/// next health round is due.
+fn decide(
+    ctx: &Context,
+    prepared: &Prepared,
+    key: &AppKey,
+    previous: &MultiRegionAppStatus,
+) -> (Decision, Duration) {
+    let app = &prepared.app;
+    let no_propagation = Propagation::default();
+    let propagation = prepared
+        .placeable
+        .as_ref()
+        .map_or(&no_propagation, |p| &p.propagation);
+    let observations = gather::observe(ctx, app, key, previous, propagation);
+    let interval = Duration::from_secs(app.spec.health_check.interval_seconds.max(1) as u64);
+    let (round, next_round) = ctx.round_due(key, interval, &gather::evidence(&observations));
+    let published = ctx.sinks.published(app, key);
+    let decision = plan::decide(&Inputs {
+        spec: &app.spec,
+        generation: app.metadata.generation,
+        previous,
+        observations: &observations,
+        round,
+        published: &published,
+        drill_requested: drill_requested(app),
+        now: Timestamp::now(),
+    });
+    (decision, next_round)
+}
+
+/// Removes what left the spec (regions, `spec.resources` objects); returns
+/// everything applying reported, with the sinks' outcome.
+async fn clean_up(
+    ctx: &Context,
+    key: &AppKey,
+    spec: &MultiRegionAppSpec,
+    decision: &Decision,
+    previous: &MultiRegionAppStatus,
+    sinks: SinkOutcome,
+) -> Applied {
+    let wanted = resources::wanted(spec);
+    let placed_resources = resources::recorded(&wanted, &previous.resources);
+    let cleaned_up = cleanup::removed_regions(ctx, key, &decision.cleanup, &placed_resources).await;
+    let resources =
+        cleanup::dropped_resources(ctx, key, spec, &decision.cleanup, &previous.resources).await;
+    Applied {
+        sinks,
+        cleaned_up,
+        resources,
+        now: Timestamp::now(),
+    }
 }
 
 /// The app as it was last valid: its metadata, with `spec`.
@@ -254,11 +321,12 @@ async fn record_ahead(
 async fn record_move(
     ctx: &Context,
     key: &AppKey,
-    app: &MultiRegionApp,
+    prepared: &Prepared,
     previous: MultiRegionAppStatus,
     version: Option<String>,
     decision: &Decision,
 ) -> Result<(MultiRegionAppStatus, Option<String>)> {
+    let app = &prepared.app;
     if !decision.weights_changed || app.spec.traffic.is_none() {
         return Ok((previous, version));
     }
@@ -269,6 +337,8 @@ async fn record_move(
         now: Timestamp::now(),
     };
     let recorded = plan::settle(decision, &previous, app.metadata.generation, &recording);
+    // Still InvalidSpec when it is: Ready never flips to True in between.
+    let (recorded, _) = prepared.marked(recorded, &previous);
     let version = write(ctx, key, &previous, version, &recorded).await?;
     Ok((recorded, version))
 }

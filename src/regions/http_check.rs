@@ -41,6 +41,9 @@ pub fn client() -> reqwest::Result<reqwest::Client> {
 fn client_trusting(pem: &str) -> Result<reqwest::Client, String> {
     let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
         .map_err(|e| format!("healthCheck.http.caBundle: not PEM certificates: {e}"))?;
+    if certificates.is_empty() {
+        return Err("healthCheck.http.caBundle: no certificate in it".into());
+    }
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(0)
@@ -152,14 +155,16 @@ impl HttpChecks {
         ca: Option<String>,
         timing: Timing,
     ) -> HttpResult {
+        // A check that cannot be made is a configuration mistake, not
+        // news about the region.
         let Some(endpoint) = endpoint else {
-            return HttpResult::Fails(
+            return HttpResult::Misconfigured(
                 "no endpoint: set spec.regions[].endpoint or the Region's spec.endpoint".into(),
             );
         };
         let url = match check_url(endpoint, check) {
             Ok(url) => url,
-            Err(why) => return HttpResult::Fails(why),
+            Err(why) => return HttpResult::Misconfigured(why),
         };
         let key = CheckKey {
             url,
@@ -347,6 +352,12 @@ mod tests {
             "https://lb.example:8443/healthz"
         );
         assert!(url("not a url", none).unwrap_err().contains("not a URL"));
+    }
+
+    #[test]
+    fn an_empty_ca_bundle_trusts_nothing_and_is_refused() {
+        let err = client_trusting("").unwrap_err();
+        assert!(err.contains("no certificate"), "{err}");
     }
 
     #[test]

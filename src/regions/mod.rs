@@ -240,7 +240,7 @@ impl Registry {
         );
         let (services, service_task) = watch::watch_placed::<Service>(
             name,
-            &client,
+            &watches,
             &selector,
             triggers.clone(),
             Heard::new(),

@@ -86,9 +86,10 @@ impl UnknownCause {
 
     /// A cause on the region's side: past `healthCheck.unknownSeconds` it
     /// counts as failed rounds, so no real failure is skipped for ever.
-    /// Hub-side causes never count.
+    /// Hub-side causes never count, nor does the operator's own start (a
+    /// restart never flips traffic; every probe has a deadline, so it ends).
     pub fn bounded(self) -> bool {
-        self != UnknownCause::HubSide
+        !matches!(self, UnknownCause::HubSide | UnknownCause::NotObservedYet)
     }
 }
 
@@ -123,7 +124,9 @@ pub fn classify(obs: &Observation, judging: Judging) -> Evidence {
             message: why.clone(),
         },
         HttpResult::Pending => unknown(UnknownCause::HttpPending, "no HTTP check result yet"),
-        HttpResult::Misconfigured(why) => unknown(UnknownCause::HubSide, why),
+        // The check cannot run (the hub's mistake): the API server and the
+        // workload are the evidence, as without one.
+        HttpResult::Misconfigured(_) => without_http(obs, judging),
     }
 }
 
@@ -136,7 +139,8 @@ fn out_of_contact(region: &RegionState) -> Option<String> {
             Some(format!("API server answers {code}: {message}"))
         }
         RegionState::NotFound => Some("no Region of this name exists".into()),
-        RegionState::Unknown => Some("not probed yet".into()),
+        // Not probed yet since the operator started: no news.
+        RegionState::Unknown => None,
     }
 }
 
@@ -162,9 +166,10 @@ fn without_http(obs: &Observation, judging: Judging) -> Evidence {
 fn workload(workload: &WorkloadState, judging: Judging) -> Evidence {
     match workload {
         WorkloadState::Unknown => unknown(UnknownCause::NotObservedYet, "not listed yet"),
-        WorkloadState::Stale { silent_seconds } => unknown(
+        // No figure in the text: a steady state must write the same status.
+        WorkloadState::Stale { .. } => unknown(
             UnknownCause::WatchStale,
-            format!("the watch has not heard from the API server for {silent_seconds}s"),
+            "every attempt of the Deployment watch keeps failing: its data may be out of date",
         ),
         WorkloadState::Missing => unknown(
             UnknownCause::WorkloadPending,
@@ -422,7 +427,17 @@ mod tests {
                     H::Misconfigured("no CA".into()),
                 ),
                 JUDGED,
-                "Unknown(HubSide)",
+                "NotServing(NotEnoughReadyReplicas)",
+            ),
+            // A check that cannot run falls back to the API server.
+            (
+                obs(
+                    R::Reachable,
+                    placed(3, false),
+                    H::Misconfigured("no CA".into()),
+                ),
+                JUDGED,
+                "Serving",
             ),
         ];
         for (o, judging, want) in cases {
@@ -442,6 +457,10 @@ mod tests {
     #[test]
     fn only_hub_side_causes_are_unbounded() {
         assert!(!UnknownCause::HubSide.bounded());
+        assert!(
+            !UnknownCause::NotObservedYet.bounded(),
+            "a restart never counts"
+        );
         assert!(UnknownCause::MemberTroubled.bounded());
         assert_eq!(UnknownCause::parse("WatchStale"), UnknownCause::WatchStale);
         assert_eq!(
@@ -518,8 +537,7 @@ mod tests {
         fn hub_side_comes_only_from_the_hub(
             region in any_region(), workload in any_workload(), http in any_http()
         ) {
-            let hub = matches!(region, R::NotFound | R::NoCredentials(_))
-                || matches!(http, H::Misconfigured(_));
+            let hub = matches!(region, R::NotFound | R::NoCredentials(_));
             if let Evidence::Unknown { cause: UnknownCause::HubSide, .. } =
                 classify(&obs(region, workload, http), JUDGED)
             {

@@ -218,8 +218,9 @@ fn count(mut round: Counted, evidence: Evidence, inputs: &Inputs) -> Counted {
             if !cause.bounded() || lasted < i64::from(hc.unknown_seconds) {
                 return round;
             }
+            // No running figure in the text: a steady state writes nothing.
             let message = format!(
-                "no evidence either way for {lasted}s ({}): {message}",
+                "no evidence either way since {since} ({}): {message}",
                 cause.as_str()
             );
             (false, Some(Reason::EvidenceUnknown), Some(message))

@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::drill::DrillRole;
+use super::health::RegionState;
 use super::rounds::RegionView;
 use super::{Assignment, Event, EventReason, Flags, Inputs, Move, Outcome, Role, schedule};
 use crate::api::{
@@ -388,8 +389,23 @@ impl<'a> Single<'a> {
             let message = format!("no standby can be promoted ({})", what.join("; "));
             self.flags.promotion_blocked = Some((cause, message));
         }
-        let (answering, degraded): (Vec<usize>, Vec<usize>) =
-            free.iter().partition(|&&c| !self.regions[c].degraded());
+        let (answering, others): (Vec<usize>, Vec<usize>) = free
+            .iter()
+            .partition(|&&c| self.regions[c].obs.region == RegionState::Reachable);
+        // Without an answering API server a region is a target only as a
+        // last resort, while still Healthy (its endpoint serves, or its
+        // failures have not reached the threshold yet); never one the hub
+        // cannot reach at all (deleted Region, no credentials) or has not
+        // probed yet: nothing could ever be placed or scaled there.
+        let degraded: Vec<usize> = others
+            .into_iter()
+            .filter(|&c| {
+                matches!(
+                    self.regions[c].obs.region,
+                    RegionState::Unreachable(_) | RegionState::Troubled { .. }
+                )
+            })
+            .collect();
         if answering.is_empty()
             && let Some(&only) = degraded.first()
         {

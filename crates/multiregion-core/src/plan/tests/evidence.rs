@@ -218,3 +218,22 @@ fn lag_reports_that_cannot_be_believed_block_promotion() {
         assert_eq!(active(&sim), Some(to), "{what}");
     }
 }
+
+#[test]
+fn a_standby_the_hub_cannot_reach_is_never_promoted() {
+    let mut sim = Sim::new(spec(json!({})));
+    sim.round(&[]);
+    sim.round(&[]);
+    let deleted = Observation {
+        region: RegionState::NotFound,
+        ..up(1, 1)
+    };
+    for _ in 0..5 {
+        sim.round(&[("us-east", down()), ("eu-west", deleted.clone())]);
+    }
+    assert_eq!(
+        active(&sim),
+        Some("us-east"),
+        "nothing could scale eu-west up: it stays Healthy but is no target"
+    );
+}
