@@ -116,7 +116,12 @@ impl Registry {
         let existing = self.get(&name);
         if let Some(existing) = &existing {
             let deleting = existing.set_deleting(region.metadata.deletion_timestamp.is_some());
-            if existing.config_key() == key || self.keeps(existing, &built).await {
+            let current = existing.config_key() == key;
+            if current {
+                // The Region's credentials are the ones in use (again).
+                self.credentials_current(&name, None).await;
+            }
+            if current || self.keeps(existing, &built).await {
                 if existing.set_spec(&region.spec) || deleting {
                     self.trigger(Trigger::Region(name));
                 }

@@ -495,3 +495,96 @@ async fn https_checks_trust_the_ca_bundle_they_are_given() {
     .await;
     delete_app(&hub, ns, "web").await;
 }
+
+/// The Region's condition of this type: (status, reason).
+async fn region_condition(hub: &Client, region: &str, type_: &str) -> Option<(String, String)> {
+    let regions: Api<Region> = Api::all(hub.clone());
+    let c = regions
+        .get(region)
+        .await
+        .ok()?
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == type_)?;
+    Some((c.status, c.reason))
+}
+
+#[tokio::test]
+async fn a_kubeconfig_secret_replaced_by_a_broken_one_keeps_the_working_client() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env().client("hub").await;
+    let ns = "evidence-secret";
+    active_passive(&hub, ns, json!({})).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(hub.clone(), crate::common::operator::OPERATOR_NAMESPACE);
+    let good = secrets.get("us-east-kubeconfig").await.unwrap();
+    let data = |value: &[u8]| {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+        json!({"data": {"kubeconfig": encoded}})
+    };
+
+    // A GitOps Replace gone wrong: the key now holds no kubeconfig.
+    let broken = data(b"this is not a kubeconfig");
+    secrets
+        .patch(
+            "us-east-kubeconfig",
+            &PatchParams::default(),
+            &Patch::Merge(broken),
+        )
+        .await
+        .unwrap();
+    let replaced = Instant::now();
+    wait_for(
+        "CredentialsCurrent=False",
+        Duration::from_secs(30),
+        || async {
+            let (state, reason) = region_condition(&hub, "us-east", "CredentialsCurrent").await?;
+            (state == "False" && reason == "KeptLastWorking").then_some(())
+        },
+    )
+    .await;
+    let samples = weights_over(&hub, ns, Duration::from_secs(5)).await;
+    assert!(samples.iter().all(|w| w == US_ACTIVE), "{samples:?}");
+    let s = status(&hub, ns, "web").await.unwrap();
+    let us = s.regions.iter().find(|r| r.name == "us-east").unwrap();
+    assert_eq!(us.consecutive_failures, 0, "no failed round counted");
+    let metrics = env().metrics().await;
+    assert!(
+        metrics.contains(r#"multiregion_region_credentials_stale{region="us-east"} 1"#),
+        "the metric says so"
+    );
+
+    // The Secret fixed: the new credentials are used again.
+    let original = good
+        .data
+        .as_ref()
+        .and_then(|d| d.get("kubeconfig"))
+        .map(|b| b.0.clone())
+        .unwrap();
+    secrets
+        .patch(
+            "us-east-kubeconfig",
+            &PatchParams::default(),
+            &Patch::Merge(data(&original)),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "CredentialsCurrent=True",
+        Duration::from_secs(30),
+        || async {
+            let (state, _) = region_condition(&hub, "us-east", "CredentialsCurrent").await?;
+            (state == "True").then_some(())
+        },
+    )
+    .await;
+    report(
+        "kubeconfig Secret broken for a while",
+        &samples,
+        Some(replaced.elapsed()),
+    );
+    delete_app(&hub, ns, "web").await;
+}
