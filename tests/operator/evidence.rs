@@ -588,3 +588,133 @@ async fn a_kubeconfig_secret_replaced_by_a_broken_one_keeps_the_working_client()
     );
     delete_app(&hub, ns, "web").await;
 }
+
+/// A ValidatingAdmissionPolicy on the hub that refuses every write of the
+/// status of apps in `ns` (`on`), or (`on` false) its removal.
+async fn refuse_status_writes(hub: &Client, ns: &str, on: bool) {
+    let resource = |kind: &str, plural: &str| {
+        kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind),
+            plural,
+        )
+    };
+    let policies: Api<kube::api::DynamicObject> = Api::all_with(
+        hub.clone(),
+        &resource("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
+    );
+    let bindings: Api<kube::api::DynamicObject> = Api::all_with(
+        hub.clone(),
+        &resource(
+            "ValidatingAdmissionPolicyBinding",
+            "validatingadmissionpolicybindings",
+        ),
+    );
+    let name = "evidence-refuse-status";
+    if !on {
+        let _ = bindings.delete(name, &DeleteParams::default()).await;
+        let _ = policies.delete(name, &DeleteParams::default()).await;
+        return;
+    }
+    let apply = PatchParams::apply("test").force();
+    let policy = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["multiregion.io"], "apiVersions": ["*"],
+                "operations": ["UPDATE"], "resources": ["multiregionapps/status"]
+            }]},
+            "validations": [{"expression": "false", "message": "status writes refused by the test"}]
+        }
+    });
+    policies
+        .patch(name, &apply, &Patch::Apply(policy))
+        .await
+        .unwrap();
+    let binding = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name, "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+        }
+    });
+    bindings
+        .patch(name, &apply, &Patch::Apply(binding))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_status_write_never_moves_the_sinks_back_and_forth() {
+    use crate::common::operator::{Sinks, install_traffic_crds};
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    install_traffic_crds();
+    let ns = "evidence-status-refused";
+    let traffic = json!({"traffic": {
+        "httpRoute": {"name": "web", "parentRefs": [{"name": "global-gw", "namespace": "gateway"}]},
+        "dnsEndpoint": {"dnsName": "web.example.com", "recordTTL": 30}
+    }});
+    let sinks = Sinks::new(&hub, ns);
+    active_passive(&hub, ns, traffic).await;
+    let us = (vec![100, 0], vec![100, 0]);
+    wait_for("sinks at us-east", Duration::from_secs(60), || async {
+        (sinks.weights("web", "web").await? == us).then_some(())
+    })
+    .await;
+
+    refuse_status_writes(&hub, ns, true).await;
+    let apps: Api<multiregion::api::MultiRegionApp> = Api::namespaced(hub.clone(), ns);
+    let generation = status(&hub, ns, "web").await.unwrap().observed_generation;
+    wait_for("status writes refused", Duration::from_secs(30), || async {
+        // The same value again: a write that changes nothing if it passes.
+        let probe = json!({"status": {"observedGeneration": generation}});
+        let refused = apps
+            .patch_status("web", &PatchParams::default(), &Patch::Merge(probe))
+            .await
+            .is_err();
+        refused.then_some(())
+    })
+    .await;
+    env.regions.lock().await.stop_apiserver("us-east").unwrap();
+    let samples = sample(
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || async { format!("{:?}", sinks.weights("web", "web").await) },
+    )
+    .await;
+    let mut seen = samples.clone();
+    seen.dedup();
+    assert_eq!(
+        seen.len(),
+        1,
+        "the sinks never moved while status was refused: {seen:?}"
+    );
+
+    refuse_status_writes(&hub, ns, false).await;
+    let lifted = Instant::now();
+    let eu = (vec![0, 100], vec![0, 100]);
+    wait_for(
+        "the failover once status is written",
+        Duration::from_secs(30),
+        || async { (sinks.weights("web", "web").await? == eu).then_some(()) },
+    )
+    .await;
+    assert_eq!(weights(&hub, ns, "web").await.as_deref(), Some(EU_ACTIVE));
+    report(
+        "status writes refused during a failover",
+        &samples,
+        Some(lifted.elapsed()),
+    );
+    env.regions
+        .lock()
+        .await
+        .start_apiserver("us-east")
+        .await
+        .unwrap();
+    delete_app(&hub, ns, "web").await;
+}
