@@ -316,11 +316,11 @@ fn split_events(seen: Vec<Sent>) -> (Vec<Sent>, usize) {
     (writes, events.len())
 }
 
-#[tokio::test]
-async fn a_failover_scales_the_standby_up_records_the_move_then_publishes_then_writes_status() {
-    let (ctx, client, mut server) = context();
-    let _us = TestMember::add(&ctx.registry, &client, "us-east", false, Role::Active, 3);
-    let _eu = TestMember::add(&ctx.registry, &client, "eu-west", true, Role::Standby, 1);
+/// us-east active but unreachable, eu-west a ready standby: the status
+/// before the failover.
+fn us_east_down(ctx: &Context, client: &Client) -> ([TestMember; 2], Value) {
+    let us = TestMember::add(&ctx.registry, client, "us-east", false, Role::Active, 3);
+    let eu = TestMember::add(&ctx.registry, client, "eu-west", true, Role::Standby, 1);
     let previous = active_status(
         "us-east",
         "us-east=100 eu-west=0",
@@ -329,6 +329,13 @@ async fn a_failover_scales_the_standby_up_records_the_move_then_publishes_then_w
             region_status("eu-west", "Standby", 0, 1, 0),
         ],
     );
+    ([us, eu], previous)
+}
+
+#[tokio::test]
+async fn a_failover_scales_the_standby_up_records_the_move_then_publishes_then_writes_status() {
+    let (ctx, client, mut server) = context();
+    let (_members, previous) = us_east_down(&ctx, &client);
 
     let (seen, status) = reconcile_once(&ctx, &mut server, app(previous)).await;
 
@@ -357,16 +364,7 @@ async fn a_failover_scales_the_standby_up_records_the_move_then_publishes_then_w
 #[tokio::test]
 async fn a_refused_status_write_publishes_no_weights() {
     let (ctx, client, mut server) = context();
-    let _us = TestMember::add(&ctx.registry, &client, "us-east", false, Role::Active, 3);
-    let _eu = TestMember::add(&ctx.registry, &client, "eu-west", true, Role::Standby, 1);
-    let previous = active_status(
-        "us-east",
-        "us-east=100 eu-west=0",
-        vec![
-            region_status("us-east", "Active", 100, 3, 2),
-            region_status("eu-west", "Standby", 0, 1, 0),
-        ],
-    );
+    let (_members, previous) = us_east_down(&ctx, &client);
 
     let (seen, _, result) = reconcile_answering(&ctx, &mut server, app(previous), 403).await;
 
