@@ -476,11 +476,16 @@ async fn http_route_and_dns_endpoint_follow_the_status_weights() {
         Duration::from_secs(10),
     )
     .await;
-    // Sinks are written before status, so they already agree.
-    assert_eq!(
-        sinks.weights("web", "web").await,
-        Some((vec![0, 100], vec![0, 100]))
-    );
+    // Status is written first (so a refused status write moves no
+    // traffic), the sinks right after it in the same reconcile.
+    wait_for(
+        "sinks to follow status",
+        Duration::from_secs(10),
+        || async {
+            (sinks.weights("web", "web").await? == (vec![0, 100], vec![0, 100])).then_some(())
+        },
+    )
+    .await;
     assert_eq!(
         sinks.dns_identifiers("web").await,
         ["us-east", "eu-west"],
