@@ -40,9 +40,25 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Both clients from one config, counted as `cluster` in
-    /// `multiregion_api_requests_total`.
-    pub fn new(config: kube::Config, cluster: &str) -> Result<Self, kube::Error> {
+    /// The hub's clients, counted as `hub` in
+    /// `multiregion_api_requests_total`. kube's own retry of 429, 503 and
+    /// 504 stays on: every hub call is bounded by the time left on the
+    /// leader's fence, and a retried write is still a write the leader
+    /// decided.
+    pub fn hub(config: kube::Config) -> Result<Self, kube::Error> {
+        Self::new(config, "hub")
+    }
+
+    /// A member's clients, counted as `member`. kube's own retry is off:
+    /// a 429 or 503 from a member is evidence the operator judges
+    /// (`MemberTroubled`), and a probe retrying it past its timeout would
+    /// read as a region that does not answer at all.
+    pub fn member(mut config: kube::Config) -> Result<Self, kube::Error> {
+        config.default_retry = false;
+        Self::new(config, "member")
+    }
+
+    fn new(config: kube::Config, cluster: &str) -> Result<Self, kube::Error> {
         Ok(Clients {
             requests: crate::metrics::counted_client(for_requests(config.clone()), cluster)?,
             watches: crate::metrics::counted_client(for_watches(config), cluster)?,

@@ -22,7 +22,7 @@ pub async fn clients(
     context: Option<&String>,
 ) -> anyhow::Result<crate::deadline::Clients> {
     let config = config(kubeconfig.map(PathBuf::as_path), context).await?;
-    Ok(crate::deadline::Clients::new(config, "hub")?)
+    Ok(crate::deadline::Clients::hub(config)?)
 }
 
 /// The kube config: from `kubeconfig` when given, else in-cluster or

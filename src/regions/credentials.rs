@@ -102,7 +102,7 @@ pub async fn build(
     let config = Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
         .map_err(|e| CredentialsError::ContextUnusable(e.to_string()))?;
-    let client = crate::deadline::Clients::new(config, "member")
+    let client = crate::deadline::Clients::member(config)
         .map_err(|e| CredentialsError::ContextUnusable(e.to_string()))?;
     let key = content_hash(&serde_json::json!({
         "kubeconfig": text,

@@ -1,5 +1,5 @@
 //! Failure judged on evidence, end to end against real API servers: a
-//! member that answers 429, a Region deleted on the hub, lag reports that
+//! member that answers 500, 429 or 503 while it serves, a Region deleted on the hub, lag reports that
 //! cannot be believed, a config push rolling every region while the active
 //! dies, and a spec made invalid while the active dies. Each test prints
 //! its samples (the weights every 200 ms) and how long recovery took.
@@ -129,6 +129,101 @@ async fn a_member_answering_500_while_it_drains_keeps_its_traffic() {
     regions.start_apiserver("us-east").await.unwrap();
     drop(regions);
     delete_app(&hub, ns, "web").await;
+}
+
+/// The operator's path to a member answers `code` to every request (the
+/// member keeps running and its endpoint keeps serving).
+async fn member_answers(region: &str, code: Option<u16>) {
+    let regions = env().regions.lock().await;
+    regions.answer(region, code).await.unwrap();
+}
+
+/// us-east's line in the app's status: reason and message.
+async fn region_reason(hub: &Client, ns: &str, region: &str) -> Option<(String, String)> {
+    let s = status(hub, ns, "web").await?;
+    let r = s.regions.into_iter().find(|r| r.name == region)?;
+    Some((format!("{:?}", r.reason?), r.message.unwrap_or_default()))
+}
+
+#[tokio::test]
+async fn a_member_answering_429_then_503_while_it_serves_keeps_its_traffic() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    // Two apps: one with no HTTP check (the member's API server is the only
+    // evidence), one whose HTTP check keeps passing.
+    let (bare, checked) = ("evidence-errors", "evidence-errors-http");
+    active_passive(&hub, bare, json!({"healthCheck": {"unknownSeconds": 120}})).await;
+    active_passive(
+        &hub,
+        checked,
+        json!({"healthCheck": {"http": {"path": "/healthz"}}}),
+    )
+    .await;
+    let both = || async {
+        let (a, b) = (
+            weights(&hub, bare, "web").await,
+            weights(&hub, checked, "web").await,
+        );
+        format!("{} | {}", a.unwrap_or_default(), b.unwrap_or_default())
+    };
+    let steady = format!("{US_ACTIVE} | {US_ACTIVE}");
+
+    let mut samples = Vec::new();
+    for code in [429, 503] {
+        member_answers("us-east", Some(code)).await;
+        let told = Instant::now();
+        wait_for(
+            &format!("both apps to see us-east answer {code}"),
+            Duration::from_secs(20),
+            || async {
+                let (cause, message) = unknown_cause(&hub, bare, "us-east").await?;
+                let (_, degraded) = region_reason(&hub, checked, "us-east").await?;
+                let code = code.to_string();
+                (cause == "MemberTroubled" && message.contains(&code) && degraded.contains(&code))
+                    .then_some(())
+            },
+        )
+        .await;
+        let left = Duration::from_secs(15).saturating_sub(told.elapsed());
+        samples.extend(sample(left, Duration::from_millis(200), both).await);
+    }
+    assert!(
+        samples.iter().all(|w| *w == steady),
+        "a member answering 429 or 503 keeps its traffic: {samples:?}"
+    );
+    for ns in [bare, checked] {
+        let s = status(&hub, ns, "web").await.unwrap();
+        let us = s.regions.iter().find(|r| r.name == "us-east").unwrap();
+        assert_eq!(us.consecutive_failures, 0, "{ns}: no failed round counted");
+        assert_eq!(s.failovers_in_last_hour, 0, "{ns}");
+    }
+    let s = status(&hub, bare, "web").await.unwrap();
+    assert_eq!(condition(&s, "EvidenceUnknown").unwrap().0, "True");
+
+    member_answers("us-east", None).await;
+    let healed = Instant::now();
+    wait_for(
+        "us-east's evidence clear again",
+        Duration::from_secs(30),
+        || async {
+            let bare_clear = unknown_cause(&hub, bare, "us-east").await.is_none()
+                && status(&hub, bare, "web").await.is_some();
+            let checked_clear = region_reason(&hub, checked, "us-east")
+                .await
+                .is_none_or(|(reason, _)| reason != "ControlPlaneUnreachable");
+            (bare_clear && checked_clear).then_some(())
+        },
+    )
+    .await;
+    report(
+        "member answering 429 for 15 s, then 503 for 15 s",
+        &samples,
+        Some(healed.elapsed()),
+    );
+    delete_app(&hub, bare, "web").await;
+    delete_app(&hub, checked, "web").await;
 }
 
 #[tokio::test]

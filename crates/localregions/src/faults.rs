@@ -1,6 +1,7 @@
 //! Faults the way regions fail: processes stopped (a whole region, its
 //! control plane, its nodes, its endpoint) and the network between the
-//! operator and a region cut, slowed or black-holed.
+//! operator and a region cut, slowed, black-holed or answered with errors
+//! only (`answer`, see `answers.rs`).
 //!
 //! The network faults come from Toxiproxy: every cluster's API server is
 //! reached by the operator through a proxy (`NAME.operator.kubeconfig`),
@@ -96,6 +97,24 @@ impl Toxiproxy {
         }
     }
 
+    /// Points a proxy at 127.0.0.1:`upstream`; the connections open
+    /// through it are closed.
+    pub async fn upstream(&self, proxy: &str, upstream: u16) -> Result<()> {
+        let response = self
+            .http
+            .post(format!("{}/proxies/{proxy}", self.api))
+            .json(&json!({"upstream": format!("127.0.0.1:{upstream}")}))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!(
+                "pointing {proxy} at port {upstream}: {}",
+                response.text().await?
+            );
+        }
+        Ok(())
+    }
+
     /// Removes every toxic of a proxy.
     pub async fn clear(&self, proxy: &str) -> Result<()> {
         let toxics: Vec<serde_json::Value> = self
@@ -165,6 +184,26 @@ impl LocalRegions {
             .await
     }
 
+    /// The operator's path to a cluster's API server answers every request
+    /// with `code` (429, 500, 503, ...) while the cluster runs and serves;
+    /// `None` puts the real API server back. Only the operator's path
+    /// changes: tests and people keep their direct view.
+    pub async fn answer(&self, name: &str, code: Option<u16>) -> Result<()> {
+        let cluster = self.cluster(name)?;
+        let port = match code {
+            Some(code) => {
+                let pki = self.dir.join("pki").join(name);
+                crate::answers::server(
+                    &pki.join("apiserver.crt"),
+                    &pki.join("apiserver.key"),
+                    code,
+                )?
+            }
+            None => crate::port_of(&cluster.server)?,
+        };
+        self.toxiproxy()?.upstream(&api_proxy(name), port).await
+    }
+
     /// The region's endpoint accepts connections but never answers.
     pub async fn blackhole_endpoint(&self, name: &str) -> Result<()> {
         self.cluster(name)?;
@@ -179,10 +218,12 @@ impl LocalRegions {
             .await
     }
 
-    /// Undoes `partition`, `latency` and `blackhole_endpoint` for a cluster.
+    /// Undoes `partition`, `latency`, `answer` and `blackhole_endpoint` for
+    /// a cluster.
     pub async fn heal(&self, name: &str) -> Result<()> {
-        self.cluster(name)?;
+        let server = crate::port_of(&self.cluster(name)?.server)?;
         let toxiproxy = self.toxiproxy()?;
+        toxiproxy.upstream(&api_proxy(name), server).await?;
         toxiproxy.clear(&api_proxy(name)).await?;
         toxiproxy.clear(&endpoint_proxy(name)).await
     }

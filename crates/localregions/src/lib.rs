@@ -10,6 +10,7 @@
 //! State (pids, ports, command lines) lives in `DIR/state.json`, so each
 //! subcommand of the `localregions` command can act on what `up` started.
 
+mod answers;
 mod binaries;
 mod components;
 mod faults;
@@ -654,6 +655,14 @@ fn clean(dir: &Path) -> Result<()> {
 }
 
 /// An admin client with short timeouts, fit for readiness polls.
+/// The port of `https://127.0.0.1:PORT`.
+fn port_of(server: &str) -> Result<u16> {
+    server
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .ok_or_else(|| anyhow!("no port in {server}"))
+}
+
 pub async fn admin_client(kubeconfig: &Path) -> Result<kube::Client> {
     let kc = Kubeconfig::read_from(kubeconfig)?;
     let mut config =

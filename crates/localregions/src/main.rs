@@ -51,7 +51,8 @@ enum Command {
     /// Cut the operator off from a cluster's API server (black-holed, as a
     /// lost route); the cluster and its endpoint keep serving.
     Partition { name: String },
-    /// Undo `partition`, `latency` and `blackhole-endpoint` for a cluster.
+    /// Undo `partition`, `latency`, `answer` and `blackhole-endpoint` for a
+    /// cluster.
     Heal { name: String },
     /// Add a delay to every answer on the operator's path to a cluster,
     /// e.g. `latency us-east 2s` or `500ms`.
@@ -62,6 +63,16 @@ enum Command {
     },
     /// The region's endpoint accepts connections but never answers.
     BlackholeEndpoint { name: String },
+    /// The operator's path to a cluster's API server answers every request
+    /// with CODE (429, 500, 503, ...) for a while, e.g. `answer us-east 429
+    /// 30s`; the cluster keeps running. Runs in the foreground, then puts
+    /// the real API server back.
+    Answer {
+        name: String,
+        code: u16,
+        #[arg(value_parser = parse_duration)]
+        during: Duration,
+    },
     /// Start the gateway (Traefik) and DNS (ExternalDNS, CoreDNS) that
     /// consume the operator's sinks in the hub; print where they listen.
     Traffic {
@@ -159,6 +170,15 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Heal { name } => LocalRegions::open(&cli.dir)?.heal(&name).await?,
         Command::Latency { name, delay } => {
             LocalRegions::open(&cli.dir)?.latency(&name, delay).await?
+        }
+        Command::Answer { name, code, during } => {
+            let regions = LocalRegions::open(&cli.dir)?;
+            regions.answer(&name, Some(code)).await?;
+            tokio::select! {
+                _ = tokio::time::sleep(during) => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            regions.answer(&name, None).await?
         }
         Command::BlackholeEndpoint { name } => {
             LocalRegions::open(&cli.dir)?
