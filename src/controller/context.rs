@@ -29,7 +29,8 @@ const MIN_ROUND_SPACING: Duration = Duration::from_millis(200);
 const MAX_SINK_BACKOFF: Duration = Duration::from_secs(30);
 
 /// An app's last health round.
-struct LastRound {
+#[derive(Clone)]
+pub(super) struct LastRound {
     at: Instant,
     evidence: String,
     early: Option<Instant>,
@@ -225,16 +226,26 @@ impl Context {
     /// next: every interval, and at once when the evidence changed (a
     /// probe or HTTP check flipped), so detection does not wait up to one
     /// more interval. The thresholds still count rounds an interval apart.
+    ///
+    /// A due round is returned, not remembered: the caller remembers it
+    /// (`round_recorded`) once the status that counts it is written, so a
+    /// pass that fails before that (a refused status write, a hold) takes
+    /// the round again instead of losing it.
     pub(super) fn round_due(
         &self,
         key: &AppKey,
         interval: Duration,
         evidence: &str,
-    ) -> (bool, Duration) {
-        let Ok(mut rounds) = self.rounds.lock() else {
-            return (true, interval);
-        };
+    ) -> (Option<LastRound>, Duration) {
         let now = Instant::now();
+        let Ok(rounds) = self.rounds.lock() else {
+            let round = LastRound {
+                at: now,
+                evidence: evidence.to_string(),
+                early: None,
+            };
+            return (Some(round), interval);
+        };
         let mut early = None;
         if let Some(last) = rounds.get(key) {
             let since = now.duration_since(last.at);
@@ -246,7 +257,7 @@ impl Context {
             // A little slack so a requeue that fires a hair early still counts.
             let due = since + Duration::from_millis(50) >= interval;
             if !changed && !due {
-                return (false, interval.saturating_sub(since));
+                return (None, interval.saturating_sub(since));
             }
             early = if changed && !due {
                 Some(now)
@@ -254,16 +265,20 @@ impl Context {
                 last.early
             };
         }
-        let evidence = evidence.to_string();
-        rounds.insert(
-            key.clone(),
-            LastRound {
-                at: now,
-                evidence,
-                early,
-            },
-        );
-        (true, interval)
+        let round = LastRound {
+            at: now,
+            evidence: evidence.to_string(),
+            early,
+        };
+        (Some(round), interval)
+    }
+
+    /// The round is in a written status: the next is due an interval
+    /// (or a change of evidence) from it.
+    pub(super) fn round_recorded(&self, key: &AppKey, round: &LastRound) {
+        if let Ok(mut rounds) = self.rounds.lock() {
+            rounds.insert(key.clone(), round.clone());
+        }
     }
 
     /// Whether the app's sinks may be written now (not backing off).

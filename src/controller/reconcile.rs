@@ -19,7 +19,7 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 
-use super::context::Placeable;
+use super::context::{LastRound, Placeable};
 use super::{Context, cleanup, events, gather, placement, sinks, status};
 use crate::api::{
     ANNOTATION_DRILL_REQUESTED, FINALIZER, MultiRegionApp, MultiRegionAppSpec,
@@ -157,21 +157,27 @@ pub(super) async fn apply(
     {
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
-    let (decision, next_round) = decide(&ctx, &prepared, &key, &previous);
+    let (decision, round, next_round) = decide(&ctx, &prepared, &key, &previous);
     if let Some(why) = &decision.hold {
         tracing::info!(app = %key.name, namespace = %key.namespace, why = %why, "nothing applied yet");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let workload = prepared.workload();
     let ups = scale(&ctx, &key, &app, workload.as_ref(), &decision, false).await;
-    let (previous, version) =
-        record_move(&ctx, &key, &prepared, previous, version, &decision).await?;
+    let moving = Move {
+        decision: &decision,
+        round: round.as_ref(),
+    };
+    let (previous, version) = record_move(&ctx, &key, &prepared, previous, version, moving).await?;
     let (sinks, retry_sinks) = publish(&ctx, &app, &key, &decision).await;
     let applied = clean_up(&ctx, &key, &app.spec, &decision, &previous, sinks).await;
     let confirmed = applied.sinks.confirmed();
     let status = plan::settle(&decision, &previous, app.metadata.generation, &applied);
     let (status, invalid_event) = prepared.marked(status, &previous);
     write(&ctx, &key, &previous, version, &status).await?;
+    if let Some(round) = &round {
+        ctx.round_recorded(&key, round);
+    }
     if decision.weights_changed {
         let latency = started.elapsed().as_secs_f64();
         ctx.metrics.decision_latency.observe(latency);
@@ -196,14 +202,15 @@ pub(super) async fn apply(
     Ok(requeue(next, &status, ups.iter().chain(&downs)))
 }
 
-/// Gathers what each region reports and decides; also returns when the
-/// next health round is due.
+/// Gathers what each region reports and decides; also returns the health
+/// round this decision takes, if one is due (to be remembered once its
+/// status is written), and when the next is due.
 fn decide(
     ctx: &Context,
     prepared: &Prepared,
     key: &AppKey,
     previous: &MultiRegionAppStatus,
-) -> (Decision, Duration) {
+) -> (Decision, Option<LastRound>, Duration) {
     let app = &prepared.app;
     let no_propagation = Propagation::default();
     let propagation = prepared
@@ -219,12 +226,12 @@ fn decide(
         generation: app.metadata.generation,
         previous,
         observations: &observations,
-        round,
+        round: round.is_some(),
         published: &published,
         drill_requested: drill_requested(app),
         now: Timestamp::now(),
     });
-    (decision, next_round)
+    (decision, round, next_round)
 }
 
 /// Removes what left the spec (regions, `spec.resources` objects); returns
@@ -324,7 +331,7 @@ async fn record_move(
     prepared: &Prepared,
     previous: MultiRegionAppStatus,
     version: Option<String>,
-    decision: &Decision,
+    Move { decision, round }: Move<'_>,
 ) -> Result<(MultiRegionAppStatus, Option<String>)> {
     let app = &prepared.app;
     if !decision.weights_changed || app.spec.traffic.is_none() {
@@ -340,7 +347,19 @@ async fn record_move(
     // Still InvalidSpec when it is: Ready never flips to True in between.
     let (recorded, _) = prepared.marked(recorded, &previous);
     let version = write(ctx, key, &previous, version, &recorded).await?;
+    // The recorded status counts the round: a later failure must not count
+    // it again.
+    if let Some(round) = round {
+        ctx.round_recorded(key, round);
+    }
     Ok((recorded, version))
+}
+
+/// A decision and the health round it took, if any.
+#[derive(Clone, Copy)]
+struct Move<'a> {
+    decision: &'a Decision,
+    round: Option<&'a LastRound>,
 }
 
 /// Writes the status when it changed, over the resourceVersion the

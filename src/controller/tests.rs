@@ -432,31 +432,51 @@ async fn a_planned_move_publishes_only_when_the_target_is_ready_and_scales_down_
     );
 }
 
+/// Whether a round is due; a due round is remembered at once, as after a
+/// successful status write.
+fn take_round(ctx: &Context, interval: Duration, evidence: &str) -> bool {
+    let (round, _) = ctx.round_due(&key(), interval, evidence);
+    if let Some(round) = &round {
+        ctx.round_recorded(&key(), round);
+    }
+    round.is_some()
+}
+
+#[tokio::test]
+async fn a_round_whose_status_was_not_written_is_taken_again() {
+    let (ctx, _, _server) = context();
+    let interval = Duration::from_secs(60);
+    let (first, _) = ctx.round_due(&key(), interval, "us-east:x+");
+    assert!(first.is_some(), "the first round");
+    // Its status write failed: nothing remembered.
+    let (again, _) = ctx.round_due(&key(), interval, "us-east:x+");
+    assert!(again.is_some(), "the round is taken again, not lost");
+    ctx.round_recorded(&key(), &again.unwrap());
+    assert!(
+        ctx.round_due(&key(), interval, "us-east:x+").0.is_none(),
+        "written: not due for an interval"
+    );
+}
+
 #[tokio::test]
 async fn a_change_of_evidence_counts_one_early_round_per_interval() {
     let (ctx, _, _server) = context();
     let interval = Duration::from_secs(1);
-    assert!(
-        ctx.round_due(&key(), interval, "us-east:r+").0,
-        "the first round"
-    );
-    assert!(
-        !ctx.round_due(&key(), interval, "us-east:r+").0,
-        "not due yet"
-    );
+    assert!(take_round(&ctx, interval, "us-east:r+"), "the first round");
+    assert!(!take_round(&ctx, interval, "us-east:r+"), "not due yet");
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert!(
-        ctx.round_due(&key(), interval, "us-east:x+").0,
+        take_round(&ctx, interval, "us-east:x+"),
         "the probe flipped: at once"
     );
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert!(
-        !ctx.round_due(&key(), interval, "us-east:x-").0,
+        !take_round(&ctx, interval, "us-east:x-"),
         "the HTTP check flipped too, within the same interval: no second early round"
     );
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(
-        ctx.round_due(&key(), interval, "us-east:x-").0,
+        take_round(&ctx, interval, "us-east:x-"),
         "the interval after the early round"
     );
 }
