@@ -5,9 +5,12 @@
 //! the operator's and its applied-hash differs. A same-named object the
 //! operator did not create is never adopted or overwritten.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PodTemplateSpec, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
@@ -162,16 +165,17 @@ async fn place_copies(
         wrote |= apply_owned(client, secrets, region, app, copy).await?;
     }
     let wanted = spec.propagate.clone().unwrap_or_default();
-    wrote |= remove_unselected(client, maps, region, app, &wanted.config_maps).await?;
-    wrote |= remove_unselected(client, secrets, region, app, &wanted.secrets).await?;
+    wrote |=
+        remove_unselected::<ConfigMap, _>(client, maps, region, app, &wanted.config_maps).await?;
+    wrote |= remove_unselected::<Secret, _>(client, secrets, region, app, &wanted.secrets).await?;
     Ok(wrote)
 }
 
 /// Deletes the app's copies here that `wanted` no longer selects (by the
 /// copy's name and labels, which are the hub object's).
-async fn remove_unselected<K>(
+async fn remove_unselected<K, M>(
     client: &Client,
-    store: &Store<K>,
+    store: &Store<M>,
     region: &str,
     app: &AppKey,
     wanted: &[PropagatedObjects],
@@ -181,6 +185,7 @@ where
         + Clone
         + std::fmt::Debug
         + DeserializeOwned,
+    M: Resource<DynamicType = ()> + Clone + 'static,
 {
     let stale: Vec<String> = store
         .state()
@@ -276,10 +281,12 @@ pub(super) fn post_params() -> PostParams {
 }
 
 /// Creates the object, or updates it when it is the operator's and differs.
-/// Returns whether anything was written.
-async fn apply_owned<K>(
+/// Returns whether anything was written. `store` holds what is placed
+/// (whole objects, or their metadata only: only labels and annotations are
+/// read).
+async fn apply_owned<K, M>(
     client: &Client,
-    store: &Store<K>,
+    store: &Store<M>,
     region: &str,
     app: &AppKey,
     desired: K,
@@ -291,13 +298,14 @@ where
         + std::fmt::Debug
         + DeserializeOwned
         + serde::Serialize,
+    M: Resource<DynamicType = ()> + Clone + 'static,
 {
     let want_hash = manifest::applied_hash(&desired).map(str::to_string);
     let name = desired.name_any();
-    let judge = |object: &K| {
+    let judge = |meta: &ObjectMeta| {
         manifest::found(
-            object.labels(),
-            object.annotations(),
+            meta.labels.as_ref().unwrap_or(&BTreeMap::new()),
+            meta.annotations.as_ref().unwrap_or(&BTreeMap::new()),
             app,
             region,
             want_hash.as_deref(),
@@ -306,14 +314,14 @@ where
     let api: Api<K> = Api::namespaced(client.clone(), &app.namespace);
     let cached = store
         .get(&ObjectRef::new(&name).within(&app.namespace))
-        .map(|object| judge(&object));
+        .map(|object| judge(Resource::meta(object.as_ref())));
     let found = match cached {
         Some(found @ (Found::Current | Found::Outdated)) => found,
         // Not in the cache: most likely new, so create it at once (one
         // request, not a read and then a create); if it exists after all,
         // read it to see whose it is.
         _ => match create_or_read(&api, region, app, &desired).await? {
-            Some(existing) => judge(&existing),
+            Some(existing) => judge(Resource::meta(&existing)),
             None => return Ok(true),
         },
     };

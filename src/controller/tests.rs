@@ -9,6 +9,7 @@ use http::{Method, Request, Response};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::Client;
+use kube::api::PartialObjectMeta;
 use kube::client::Body;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher::Event as WatchEvent;
@@ -113,7 +114,7 @@ impl TestMember {
         replicas: i32,
     ) -> Self {
         let (deployment_store, deployments) = reflector::store::<Deployment>();
-        let (service_store, mut services) = reflector::store::<Service>();
+        let (service_store, mut services) = reflector::store::<PartialObjectMeta<Service>>();
         services.apply_watcher_event(&WatchEvent::InitDone);
         let probe = ProbeState {
             last_ok: Some(reachable),
@@ -126,9 +127,10 @@ impl TestMember {
             counters: Counters::UNKNOWN,
             version: None,
         };
-        let (config_maps, mut config_map_writer) = reflector::store::<ConfigMap>();
+        let (config_maps, mut config_map_writer) =
+            reflector::store::<PartialObjectMeta<ConfigMap>>();
         config_map_writer.apply_watcher_event(&WatchEvent::InitDone);
-        let (secrets, mut secret_writer) = reflector::store::<Secret>();
+        let (secrets, mut secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
         secret_writer.apply_watcher_event(&WatchEvent::InitDone);
         let placed = Placed {
             deployments: deployment_store,

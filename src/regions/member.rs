@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::Client;
+use kube::api::PartialObjectMeta;
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::Scope;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -52,10 +53,11 @@ pub(crate) struct Placed {
     pub deployments: Store<Deployment>,
     /// When the Deployment watch last heard from the member.
     pub heard: Arc<watch::Heard>,
-    pub services: Store<Service>,
-    /// Copies of propagated ConfigMaps and Secrets.
-    pub config_maps: Store<ConfigMap>,
-    pub secrets: Store<Secret>,
+    /// Services, and copies of propagated ConfigMaps and Secrets: their
+    /// metadata only (names, labels and annotations are all that is read).
+    pub services: Store<PartialObjectMeta<Service>>,
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    pub secrets: Store<PartialObjectMeta<Secret>>,
 }
 
 /// Names of the copies in `store` that are the app's in this region.
@@ -388,7 +390,7 @@ impl Member {
         self.placed.as_ref()?.deployments.get(&key)
     }
 
-    pub(crate) fn cached_service(&self, app: &AppKey) -> Option<Arc<Service>> {
+    pub(crate) fn cached_service(&self, app: &AppKey) -> Option<Arc<PartialObjectMeta<Service>>> {
         let key = ObjectRef::new(&app.name).within(&app.namespace);
         self.placed.as_ref()?.services.get(&key)
     }
@@ -397,15 +399,15 @@ impl Member {
         self.placed.as_ref().map(|p| &p.deployments)
     }
 
-    pub(crate) fn services(&self) -> Option<&Store<Service>> {
+    pub(crate) fn services(&self) -> Option<&Store<PartialObjectMeta<Service>>> {
         self.placed.as_ref().map(|p| &p.services)
     }
 
-    pub(crate) fn config_maps(&self) -> Option<&Store<ConfigMap>> {
+    pub(crate) fn config_maps(&self) -> Option<&Store<PartialObjectMeta<ConfigMap>>> {
         self.placed.as_ref().map(|p| &p.config_maps)
     }
 
-    pub(crate) fn secrets(&self) -> Option<&Store<Secret>> {
+    pub(crate) fn secrets(&self) -> Option<&Store<PartialObjectMeta<Secret>>> {
         self.placed.as_ref().map(|p| &p.secrets)
     }
 

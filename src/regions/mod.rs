@@ -243,7 +243,7 @@ impl Registry {
             triggers.clone(),
             heard.clone(),
         );
-        let (services, service_task) = watch::watch_placed::<Service>(
+        let (services, service_task) = watch::watch_placed_meta::<Service>(
             name,
             &watches,
             &selector,

@@ -3,7 +3,7 @@
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::Api;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -108,7 +108,7 @@ where
 /// asked again.
 const PERMISSION_RECHECK: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Like `watch_placed`, but only once the member lets the operator list
+/// Like `watch_placed_meta`, but only once the member lets the operator list
 /// the kind cluster-wide (asked with a SelfSubjectAccessReview, again every
 /// five minutes): a refused watch would be retried, and logged, five times
 /// a second for good. Until then the store is never ready, and regions
@@ -118,17 +118,11 @@ pub(crate) fn watch_placed_when_allowed<K>(
     client: &Client,
     selector: &str,
     triggers: UnboundedSender<Trigger>,
-) -> (Store<K>, JoinHandle<()>)
+) -> (Store<PartialObjectMeta<K>>, JoinHandle<()>)
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
 {
-    let (store, writer) = reflector::store::<K>();
+    let (store, writer) = reflector::store::<PartialObjectMeta<K>>();
     let (place, client, selector) = (place.to_string(), client.clone(), selector.to_string());
     let task = tokio::spawn(async move {
         let resource = K::plural(&()).to_string();
@@ -140,7 +134,7 @@ where
             }
             tokio::time::sleep(PERMISSION_RECHECK).await;
         }
-        run_watch(place, client, selector, triggers, writer, Heard::new()).await;
+        run_meta_watch::<K>(place, client, selector, triggers, writer, Heard::new()).await;
     });
     (store, task)
 }
@@ -171,8 +165,9 @@ async fn may_list(client: &Client, resource: &str) -> bool {
     }
 }
 
-/// A label-scoped watch of one kind of object in a cluster; every change
-/// triggers the app named in the object's labels.
+/// A label-scoped watch of one kind of object in a cluster, whole objects
+/// (for Deployments, whose status is read); every change triggers the app
+/// named in the object's labels.
 pub(crate) fn watch_placed<K>(
     place: &str,
     client: &Client,
@@ -190,7 +185,34 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store::<K>();
-    let task = tokio::spawn(run_watch(
+    let config = watcher::Config::default().labels(selector);
+    let objects = watcher(Api::<K>::all(client.clone()), config);
+    let place = place.to_string();
+    let task = tokio::spawn(async move {
+        let watch = CachedWatch {
+            place: &place,
+            heard,
+        };
+        cache_events(objects, writer, watch, triggering(triggers)).await;
+    });
+    (store, task)
+}
+
+/// Like `watch_placed`, but names, labels and annotations only (a
+/// metadata watch): for Services and copies, of which nothing else is
+/// read, so a large ConfigMap or Secret costs the operator its metadata.
+pub(crate) fn watch_placed_meta<K>(
+    place: &str,
+    client: &Client,
+    selector: &str,
+    triggers: UnboundedSender<Trigger>,
+    heard: std::sync::Arc<Heard>,
+) -> (Store<PartialObjectMeta<K>>, JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store::<PartialObjectMeta<K>>();
+    let task = tokio::spawn(run_meta_watch::<K>(
         place.to_string(),
         client.clone(),
         selector.to_string(),
@@ -201,33 +223,33 @@ where
     (store, task)
 }
 
-async fn run_watch<K>(
+async fn run_meta_watch<K>(
     place: String,
     client: Client,
     selector: String,
     triggers: UnboundedSender<Trigger>,
-    writer: reflector::store::Writer<K>,
+    writer: reflector::store::Writer<PartialObjectMeta<K>>,
     heard: std::sync::Arc<Heard>,
 ) where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
 {
     let config = watcher::Config::default().labels(&selector);
-    let on_change = move |object: &K| {
-        if let Some(app) = app_of(object.labels()) {
-            let _ = triggers.send(Trigger::App(app));
-        }
-    };
+    // An Api of PartialObjectMeta asks for metadata only.
+    let objects = watcher(Api::<PartialObjectMeta<K>>::all(client), config);
     let watch = CachedWatch {
         place: &place,
         heard,
     };
-    cached_watch(Api::all(client), config, writer, watch, on_change).await;
+    cache_events(objects, writer, watch, triggering(triggers)).await;
+}
+
+/// Triggers the app named in a changed object's labels.
+fn triggering<M: Resource>(triggers: UnboundedSender<Trigger>) -> impl Fn(&M) {
+    move |object: &M| {
+        if let Some(app) = app_of(object.labels()) {
+            let _ = triggers.send(Trigger::App(app));
+        }
+    }
 }
 
 /// Where a cached watch runs (named in its logs) and what it tells of its
@@ -257,8 +279,21 @@ pub(crate) async fn cached_watch<K>(
         + Sync
         + 'static,
 {
+    cache_events(watcher(api, config), writer, watch, on_change).await;
+}
+
+/// `cached_watch` over a stream of watch events already made (whole
+/// objects or metadata only).
+async fn cache_events<M>(
+    events: impl futures::Stream<Item = watcher::Result<watcher::Event<M>>> + Send,
+    writer: reflector::store::Writer<M>,
+    watch: CachedWatch<'_>,
+    on_change: impl Fn(&M),
+) where
+    M: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
     let CachedWatch { place, heard } = watch;
-    let objects = watcher(api, config)
+    let objects = events
         .map(move |event| {
             match &event {
                 Ok(_) => heard.answered(),
@@ -277,7 +312,7 @@ pub(crate) async fn cached_watch<K>(
         match event {
             Ok(object) => on_change(&object),
             Err(err) => {
-                tracing::debug!(place = %place, kind = %K::kind(&()), error = %err, "watch interrupted")
+                tracing::debug!(place = %place, kind = %M::kind(&()), error = %err, "watch interrupted")
             }
         }
     }
