@@ -78,6 +78,18 @@ impl Fence {
         }
     }
 
+    /// Runs a best-effort write (one that reports its own failures: a
+    /// Region's status or condition, a finalizer) within `time_for(limit)`;
+    /// None when this replica may not write or the time ran out.
+    pub async fn within<T>(
+        &self,
+        limit: Duration,
+        write: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        let time = self.time_for(limit).ok()?;
+        tokio::time::timeout(time, write).await.ok()
+    }
+
     /// Holding the Lease since a renewal at `at`.
     pub(crate) fn held(at: Instant, deadline: Duration) -> Self {
         Fence(Some(Arc::new(Holding {
@@ -130,5 +142,23 @@ mod tests {
             held.time_for(Duration::from_secs(1)),
             Err(Error::NotLeader)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_best_effort_write_is_abandoned_at_the_fence() {
+        let held = Fence::held(Instant::now(), Duration::from_millis(200));
+        let slow = tokio::time::sleep(Duration::from_secs(2));
+        assert!(held.within(Duration::from_secs(9), slow).await.is_none());
+        let quick = async { 7 };
+        assert_eq!(
+            Fence::open().within(Duration::from_secs(1), quick).await,
+            Some(7)
+        );
+        let after = async { 7 };
+        assert_eq!(
+            held.within(Duration::from_secs(1), after).await,
+            None,
+            "past the renew deadline nothing starts"
+        );
     }
 }

@@ -63,10 +63,13 @@ pub(super) async fn run(app: Arc<MultiRegionApp>, ctx: Arc<Context>) -> Result<A
             .forget_app(&key.namespace, &key.name, &regions, &reasons);
         return Ok(Action::await_change());
     }
-    if status.cleanup_pending != pending && ctx.fence.check().is_ok() {
+    if status.cleanup_pending != pending {
         let mut status = status.clone();
         status.cleanup_pending = pending.clone();
-        let _ = status::write(&ctx.hub, &key, &status, None).await;
+        // Over the version read: a stale finalizer pass gets a conflict.
+        let version = app.metadata.resource_version.clone();
+        let write = status::write(&ctx.hub, &key, &status, version.as_deref());
+        ctx.fence.within(MEMBER_WRITE_TIMEOUT, write).await;
     }
     Err(Error::CleanupPending(pending))
 }
@@ -152,13 +155,10 @@ where
     if let RegionState::Unreachable(why) = member.state() {
         return Err(unreachable(why));
     }
-    tokio::time::timeout(MEMBER_WRITE_TIMEOUT, removal(member))
+    let late = || unreachable(format!("no answer within {MEMBER_WRITE_TIMEOUT:?}"));
+    ctx.fence
+        .bounded(MEMBER_WRITE_TIMEOUT, removal(member), late)
         .await
-        .unwrap_or_else(|_| {
-            Err(unreachable(format!(
-                "no answer within {MEMBER_WRITE_TIMEOUT:?}"
-            )))
-        })
 }
 
 /// Every word a move's reason can be (the failovers metric's label).

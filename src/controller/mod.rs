@@ -381,6 +381,10 @@ async fn reconcile_region(region: Arc<Region>, ctx: Arc<Context>) -> Result<Acti
     Ok(Action::requeue(Duration::from_secs(60)))
 }
 
+/// The longest a Region finalizer patch may take (less if the leader's
+/// fence has less time left).
+const FINALIZER_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Keeps the in-use finalizer on a Region exactly while some app uses it.
 /// The list is written whole over the resourceVersion read, so another
 /// controller's finalizer is never lost.
@@ -403,11 +407,19 @@ async fn protect_region(ctx: &Context, region: &Region, in_use: bool) -> Result<
     });
     let api: Api<Region> = Api::all(ctx.hub.clone());
     let name = region.name_any();
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(Error::hub(format!(
-            "set the in-use finalizer of Region {name}"
-        )))?;
+    let what = format!("set the in-use finalizer of Region {name}");
+    let patching = async {
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(Error::hub(what.clone()))
+    };
+    let late = || Error::Unreachable {
+        region: "hub".into(),
+        reason: format!("{what}: no answer within {FINALIZER_WRITE_TIMEOUT:?}"),
+    };
+    ctx.fence
+        .bounded(FINALIZER_WRITE_TIMEOUT, patching, late)
+        .await?;
     ctx.metrics.wrote("hub", "region_finalizer");
     Ok(())
 }

@@ -136,9 +136,10 @@ impl Registry {
             }
             Err(err) => {
                 tracing::warn!(region = %name, error = %err, "region credentials unusable");
-                if self.fence.check().is_ok() {
-                    probe::report_credentials_error(&self.hub.requests, &name, &err).await;
-                }
+                let report = probe::report_credentials_error(&self.hub.requests, &name, &err);
+                self.fence
+                    .within(probe::STATUS_WRITE_DEADLINE, report)
+                    .await;
                 Arc::new(Member::unusable(
                     &name,
                     region.spec.clone(),
@@ -189,8 +190,11 @@ impl Registry {
             .region_credentials_stale
             .get_or_create(&labels)
             .set(now);
-        if was != now && self.fence.check().is_ok() {
-            probe::report_credentials_current(&self.hub.requests, name, why).await;
+        if was != now {
+            let report = probe::report_credentials_current(&self.hub.requests, name, why);
+            self.fence
+                .within(probe::STATUS_WRITE_DEADLINE, report)
+                .await;
         }
     }
 

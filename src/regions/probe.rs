@@ -19,7 +19,7 @@ use crate::plan::health::{self, Counters, Health, Thresholds};
 use crate::text::member_text;
 
 /// The longest a Region status write may hold up the probe loop.
-const STATUS_WRITE_DEADLINE: Duration = Duration::from_secs(5);
+pub(crate) const STATUS_WRITE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Resume the state machine from the Region's status after a restart.
 pub fn initial_state(region: &Region) -> ProbeState {
@@ -215,14 +215,17 @@ async fn report(
     let changed = before.counters != after.counters || before.version != after.version;
     if (flipped || changed) && registry.fence().check().is_ok() {
         let location = member.spec().location;
-        // Bounded: a hub that does not answer delays the next probe by at
-        // most this much.
+        // Bounded by the fence: a hub that does not answer delays the next
+        // probe by at most this much, and a leader past its renew deadline
+        // abandons the write.
         let write = write_status(registry.hub(), name, after, probed, location);
-        if tokio::time::timeout(STATUS_WRITE_DEADLINE, write)
+        if registry
+            .fence()
+            .within(STATUS_WRITE_DEADLINE, write)
             .await
-            .is_err()
+            .is_none()
         {
-            tracing::warn!(region = %name, "the hub did not take the Region status in time");
+            tracing::warn!(region = %name, "the Region status was not written in time");
         }
         registry.metrics().wrote("hub", "region_status");
     }
