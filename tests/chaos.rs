@@ -248,6 +248,27 @@ async fn stands_by(leader: &mut Leader, within: Duration) -> Duration {
     started.elapsed()
 }
 
+impl Leader {
+    /// Every write this replica has sent: to the hub by kind (status,
+    /// sinks, Events, Region status and finalizers) and to members by verb
+    /// (placements, scaling, cleanup), from its own metrics.
+    async fn writes_sent(&self) -> f64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        let member_write = |l: &str| {
+            l.starts_with("multiregion_api_requests_total{")
+                && l.contains("cluster=\"member\"")
+                && ["create", "patch", "update", "delete"]
+                    .iter()
+                    .any(|verb| l.contains(&format!("verb=\"{verb}\"")))
+        };
+        text.lines()
+            .filter(|l| l.starts_with("multiregion_api_writes_total{") || member_write(l))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
 /// After a leader test: the regions whole, the default operator back.
 async fn back_to_one_operator(survivor: &mut Child) {
     let env = env();
@@ -265,9 +286,27 @@ async fn a_leader_frozen_past_its_lease_writes_nothing_when_it_wakes() {
     let hub = env.client("hub").await;
     let ns = "chaos-frozen";
     let hub_kubeconfig = env.kubeconfig("hub");
+    install_traffic_crds();
     let (mut a, mut b) = two_replicas(("frozen-a", &hub_kubeconfig), "standby-b").await;
-    active_passive(&hub, ns, json!({})).await;
+    let traffic = json!({"traffic": {
+        "httpRoute": {"name": "web", "parentRefs": [{"name": "gw"}]},
+        "dnsEndpoint": {"dnsName": "web.example.test", "recordTTL": 5}
+    }});
+    active_passive(&hub, ns, traffic).await;
+    let sinks = Sinks::new(&hub, ns);
 
+    // At steady state a leader writes nothing (its Lease renewals are not
+    // counted): wait for that, so the count read is the count at the stop.
+    let sent_before = wait_for(
+        "the leader at steady state",
+        Duration::from_secs(30),
+        || async {
+            let before = a.writes_sent().await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            (a.writes_sent().await == before).then_some(before)
+        },
+    )
+    .await;
     signal(&a.child, "STOP");
     wait_for(
         "the standby to take the Lease",
@@ -293,6 +332,16 @@ async fn a_leader_frozen_past_its_lease_writes_nothing_when_it_wakes() {
     assert!(
         stale.is_empty(),
         "the old leader wrote after waking: {stale:?}"
+    );
+    assert_eq!(
+        a.writes_sent().await,
+        sent_before,
+        "the old leader sent no write after waking: no status, sink, Event or Region write to the hub, no placement, scaling or cleanup to a member"
+    );
+    assert_eq!(
+        sinks.weights("web", "web").await,
+        Some((vec![0, 100], vec![0, 100])),
+        "the sinks keep the new leader's weights"
     );
     assert!(
         samples.iter().all(|w| w == "us-east=0 eu-west=100"),
