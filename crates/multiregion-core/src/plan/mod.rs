@@ -19,6 +19,7 @@ pub mod evidence;
 pub mod health;
 mod home;
 pub mod manifest;
+pub mod observers;
 pub mod overrides;
 pub mod playbook;
 pub mod propagate;

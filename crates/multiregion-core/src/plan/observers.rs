@@ -1,0 +1,404 @@
+//! Several vantage points, one verdict. With the hub spread over the
+//! regions every operator replica observes every region from its own region
+//! and publishes what it sees; this file holds the two rules that turn
+//! those views into decisions (`docs/design.md`, "No region is special"):
+//!
+//! - **A majority decides failure.** A region (or an app in a region)
+//!   counts as failed only when a majority of the live observers have seen
+//!   it failing for the whole hold (`failureThreshold` rounds). A leader
+//!   that alone lost sight of a region moves nothing; with one observer the
+//!   rule is the single-replica rule.
+//! - **A cut-off region fences itself first.** A replica that cannot renew
+//!   its observer Lease for `selfFenceSeconds` fences the apps active in its
+//!   own region; the majority promotes elsewhere only once that region's
+//!   observers have been expired for `selfFenceSeconds` plus the allowed
+//!   clock skew. A region with no observer cannot fence itself, and the
+//!   promotion says so.
+//!
+//! Pure: the times are inputs (the observers' Lease renewals as the hub
+//! stored them, and `now`).
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+/// How far two replicas' clocks may disagree. Lease renewal times are
+/// written by each replica's clock and read by another's: every deadline
+/// that compares them waits this much longer.
+pub const ALLOWED_CLOCK_SKEW: Duration = Duration::from_secs(2);
+
+/// One operator replica as an observer: its observer Lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observer {
+    /// The replica's identity (its Lease's holder).
+    pub identity: String,
+    /// The region it runs in, if it said (`multiregion run --region`).
+    pub region: Option<String>,
+    /// When it last renewed its observer Lease.
+    pub renewed: Timestamp,
+    /// Its Lease duration: past `renewed + lease` it is not live.
+    pub lease: Duration,
+}
+
+impl Observer {
+    /// When its Lease runs out, unless renewed.
+    pub fn expires(&self) -> Timestamp {
+        self.renewed + signed(self.lease)
+    }
+
+    /// Renewed recently enough to count, allowing for clock skew.
+    pub fn live(&self, now: Timestamp) -> bool {
+        now <= self.expires() + signed(ALLOWED_CLOCK_SKEW)
+    }
+}
+
+/// What one observer last published of one region (or one app in it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Its last rounds were good.
+    Serving,
+    /// Failing rounds in a row since `since` (the first of them).
+    Failing { since: Timestamp },
+    /// Nothing either way (not probed yet, or only Unknown evidence).
+    Unknown,
+}
+
+/// One observer's word on the region being judged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub observer: Observer,
+    pub seen: Seen,
+}
+
+/// The observers' verdict on one region (or one app in a region).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A majority of the live observers have seen it failing for the
+    /// whole hold: it counts as failed. `by` names them.
+    Failed { by: Vec<String> },
+    /// Some live observers see it failing, not (yet) a majority for the
+    /// hold: nothing moves. Names on each side, and how many are needed.
+    Disputed {
+        failing: Vec<String>,
+        others: Vec<String>,
+        needed: usize,
+    },
+    /// No live observer sees it failing.
+    Serving,
+}
+
+/// A majority of `live`: more than half.
+pub fn majority(live: usize) -> usize {
+    live / 2 + 1
+}
+
+/// The verdict of the live observers among `reports` on one region: failed
+/// only when a majority of them have seen it failing for at least `hold`
+/// (`failureThreshold` rounds of `intervalSeconds`). Observers whose Lease
+/// ran out do not count either way.
+pub fn judge(reports: &[Report], hold: Duration, now: Timestamp) -> Verdict {
+    let live: Vec<&Report> = reports.iter().filter(|r| r.observer.live(now)).collect();
+    let held = |r: &&Report| match r.seen {
+        Seen::Failing { since } => since + signed(hold) <= now,
+        _ => false,
+    };
+    let failing_now = |r: &&Report| matches!(r.seen, Seen::Failing { .. });
+    let names = |keep: &dyn Fn(&&Report) -> bool| -> Vec<String> {
+        live.iter()
+            .filter(|r| keep(r))
+            .map(|r| r.observer.identity.clone())
+            .collect()
+    };
+    let needed = majority(live.len());
+    let by = names(&held);
+    if !live.is_empty() && by.len() >= needed {
+        return Verdict::Failed { by };
+    }
+    let failing = names(&failing_now);
+    if failing.is_empty() {
+        return Verdict::Serving;
+    }
+    Verdict::Disputed {
+        others: names(&|r| !failing_now(r)),
+        failing,
+        needed,
+    }
+}
+
+/// Whether a replica must fence the apps active in its own region: it has
+/// not renewed its observer Lease for `self_fence` (zero: never).
+pub fn must_fence_itself(since_renewal: Duration, self_fence: Duration) -> bool {
+    !self_fence.is_zero() && since_renewal >= self_fence
+}
+
+/// When the majority may promote another region in place of `region`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PromotionGate {
+    /// Now: the region's observers have been gone long enough to have
+    /// fenced themselves, or one of them still answers (then the leader
+    /// fences the region as usual).
+    Now,
+    /// Not before this time: the region's replica may still be fencing.
+    After(Timestamp),
+    /// Now, though nothing in the region fenced it: the reason says why
+    /// (no replica runs there, or the self-fence is off). Status says so.
+    Unfenced(String),
+}
+
+/// The gate on promoting away from `region`, whose observers are
+/// `observers` (every replica, of every region).
+pub fn promotion_gate(
+    region: &str,
+    observers: &[Observer],
+    self_fence: Duration,
+    now: Timestamp,
+) -> PromotionGate {
+    let local: Vec<&Observer> = observers
+        .iter()
+        .filter(|o| o.region.as_deref() == Some(region))
+        .collect();
+    if local.is_empty() {
+        return PromotionGate::Unfenced(format!(
+            "no operator replica runs in {region}: it could not fence itself"
+        ));
+    }
+    if self_fence.is_zero() {
+        return PromotionGate::Unfenced("the self-fence is off (selfFenceSeconds: 0)".into());
+    }
+    // A replica there still renews: it reaches the hub, so the region is
+    // not cut off and the leader's own fence applies.
+    if local.iter().any(|o| now <= o.expires()) {
+        return PromotionGate::Now;
+    }
+    let last = local.iter().map(|o| o.expires()).max().unwrap_or(now);
+    let fenced_by = last + signed(self_fence) + signed(ALLOWED_CLOCK_SKEW);
+    match now >= fenced_by {
+        true => PromotionGate::Now,
+        false => PromotionGate::After(fenced_by),
+    }
+}
+
+fn signed(d: Duration) -> SignedDuration {
+    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+    }
+
+    fn observer(name: &str, region: &str, renewed: i64) -> Observer {
+        Observer {
+            identity: name.into(),
+            region: Some(region.into()),
+            renewed: at(renewed),
+            lease: Duration::from_secs(10),
+        }
+    }
+
+    fn failing(name: &str, since: i64) -> Report {
+        Report {
+            observer: observer(name, name, 100),
+            seen: Seen::Failing { since: at(since) },
+        }
+    }
+
+    fn serving(name: &str) -> Report {
+        Report {
+            observer: observer(name, name, 100),
+            seen: Seen::Serving,
+        }
+    }
+
+    const HOLD: Duration = Duration::from_secs(3);
+
+    #[test]
+    fn one_observer_is_todays_rule() {
+        assert_eq!(
+            judge(&[failing("a", 95)], HOLD, at(100)),
+            Verdict::Failed {
+                by: vec!["a".into()]
+            }
+        );
+        assert!(
+            matches!(
+                judge(&[failing("a", 99)], HOLD, at(100)),
+                Verdict::Disputed { needed: 1, .. }
+            ),
+            "failing, not for the whole hold yet"
+        );
+        assert_eq!(judge(&[serving("a")], HOLD, at(100)), Verdict::Serving);
+    }
+
+    #[test]
+    fn a_leader_that_alone_lost_sight_moves_nothing() {
+        let reports = [failing("leader", 90), serving("b"), serving("c")];
+        assert_eq!(
+            judge(&reports, HOLD, at(100)),
+            Verdict::Disputed {
+                failing: vec!["leader".into()],
+                others: vec!["b".into(), "c".into()],
+                needed: 2,
+            }
+        );
+    }
+
+    #[test]
+    fn a_majority_that_held_the_failure_decides() {
+        let table = [
+            // (reports, verdict is Failed)
+            (vec![failing("a", 90), failing("b", 95), serving("c")], true),
+            (
+                vec![failing("a", 90), failing("b", 99), serving("c")],
+                false,
+            ),
+            (vec![failing("a", 90), failing("b", 90)], true),
+            (vec![failing("a", 90), serving("b")], false),
+            (
+                vec![
+                    failing("a", 90),
+                    failing("b", 90),
+                    serving("c"),
+                    serving("d"),
+                ],
+                false,
+            ),
+            (
+                vec![
+                    failing("a", 90),
+                    failing("b", 90),
+                    failing("c", 90),
+                    serving("d"),
+                    serving("e"),
+                ],
+                true,
+            ),
+        ];
+        for (reports, failed) in table {
+            let verdict = judge(&reports, HOLD, at(100));
+            assert_eq!(
+                matches!(verdict, Verdict::Failed { .. }),
+                failed,
+                "{reports:?}: {verdict:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn observers_gone_quiet_count_neither_way() {
+        let mut stale = serving("b");
+        stale.observer.renewed = at(80);
+        let mut stale_c = serving("c");
+        stale_c.observer.renewed = at(80);
+        // b and c stopped renewing: a is the only live observer.
+        assert_eq!(
+            judge(&[failing("a", 90), stale, stale_c], HOLD, at(100)),
+            Verdict::Failed {
+                by: vec!["a".into()]
+            }
+        );
+        let mut lying = failing("b", 50);
+        lying.observer.renewed = at(80);
+        assert_eq!(
+            judge(&[serving("a"), lying], HOLD, at(100)),
+            Verdict::Serving,
+            "a stale observer's old failure does not count"
+        );
+    }
+
+    #[test]
+    fn unknown_is_no_vote_for_failure() {
+        let unknown = Report {
+            observer: observer("b", "b", 100),
+            seen: Seen::Unknown,
+        };
+        assert!(matches!(
+            judge(&[failing("a", 90), unknown], HOLD, at(100)),
+            Verdict::Disputed { needed: 2, .. }
+        ));
+    }
+
+    proptest::proptest! {
+        /// Whatever the reports, a failure is decided only by more than
+        /// half of the live observers, each failing for the whole hold.
+        #[test]
+        fn failure_needs_a_live_majority_that_held_it(
+            views in proptest::collection::vec((0i64..40, proptest::option::of(0i64..40)), 1..7),
+        ) {
+            let now = at(100);
+            let reports: Vec<Report> = views
+                .iter()
+                .enumerate()
+                .map(|(i, (renewed_ago, failing_for))| Report {
+                    observer: observer(&format!("o{i}"), "r", 100 - renewed_ago),
+                    seen: match failing_for {
+                        Some(s) => Seen::Failing { since: at(100 - s) },
+                        None => Seen::Serving,
+                    },
+                })
+                .collect();
+            let live = reports.iter().filter(|r| r.observer.live(now)).count();
+            if let Verdict::Failed { by } = judge(&reports, HOLD, now) {
+                proptest::prop_assert!(2 * by.len() > live);
+                for name in &by {
+                    let r = reports.iter().find(|r| &r.observer.identity == name).unwrap();
+                    proptest::prop_assert!(r.observer.live(now));
+                    let held = matches!(r.seen, Seen::Failing { since } if since + signed(HOLD) <= now);
+                    proptest::prop_assert!(held);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_replica_fences_itself_after_self_fence_seconds_without_renewal() {
+        let ten = Duration::from_secs(10);
+        assert!(!must_fence_itself(Duration::from_secs(9), ten));
+        assert!(must_fence_itself(Duration::from_secs(10), ten));
+        assert!(
+            !must_fence_itself(Duration::from_secs(3600), Duration::ZERO),
+            "off"
+        );
+    }
+
+    #[test]
+    fn promotion_waits_until_the_cut_off_region_has_fenced_itself() {
+        let ten = Duration::from_secs(10);
+        let observers = [
+            observer("east", "us-east", 100),
+            observer("west", "eu-west", 130),
+        ];
+        // east's Lease ran out at 110; it fences itself by 120; skew 2 s.
+        assert_eq!(
+            promotion_gate("us-east", &observers, ten, at(115)),
+            PromotionGate::After(at(122))
+        );
+        assert_eq!(
+            promotion_gate("us-east", &observers, ten, at(122)),
+            PromotionGate::Now
+        );
+        assert_eq!(
+            promotion_gate("eu-west", &observers, ten, at(135)),
+            PromotionGate::Now,
+            "a region whose replica still renews is not cut off"
+        );
+    }
+
+    #[test]
+    fn a_region_that_cannot_fence_itself_is_promoted_away_from_unfenced() {
+        let ten = Duration::from_secs(10);
+        let observers = [observer("west", "eu-west", 130)];
+        assert!(matches!(
+            promotion_gate("us-east", &observers, ten, at(135)),
+            PromotionGate::Unfenced(why) if why.contains("no operator replica")
+        ));
+        let east = [observer("east", "us-east", 100)];
+        assert!(matches!(
+            promotion_gate("us-east", &east, Duration::ZERO, at(200)),
+            PromotionGate::Unfenced(why) if why.contains("off")
+        ));
+    }
+}
