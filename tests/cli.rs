@@ -48,6 +48,37 @@ fn plan_names_a_bad_region() {
 }
 
 #[test]
+fn plan_reads_every_app_of_a_stream_and_fails_on_what_the_api_would_refuse() {
+    let example = std::fs::read_to_string(example()).unwrap();
+    let refused = example
+        .replace("name: checkout\n", "name: too-big\n")
+        .replace("standby: { replicas: 1 }", "standby: { replicas: 9 }");
+    let stream = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop}}\n---\n{example}\n---\n{refused}"
+    );
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let file = dir.join("plan-stream.yaml");
+    std::fs::write(&file, stream).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_multiregion"))
+        .args(["plan", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a refused app fails the gate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"too-big\" is invalid: spec.standby.replicas"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("checkout: before"),
+        "the valid app is planned: {stdout}"
+    );
+    assert!(!stdout.contains("too-big"), "{stdout}");
+}
+
+#[test]
 fn works_as_a_kubectl_plugin() {
     let bins = localregions::Binaries::locate().expect("control-plane binaries");
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin");

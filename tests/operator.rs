@@ -10,6 +10,8 @@ mod overrides;
 mod propagation;
 #[path = "operator/resources.rs"]
 mod resources;
+#[path = "operator/validation.rs"]
+mod validation;
 
 use std::time::{Duration, Instant};
 

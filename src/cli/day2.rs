@@ -114,12 +114,85 @@ pub fn plan(args: PlanArgs) -> Result<()> {
         std::fs::read_to_string(&args.file)
             .with_context(|| format!("reading {}", args.file.display()))?
     };
-    let app: MultiRegionApp = serde_saphyr::from_str(&text)
-        .with_context(|| format!("{} is not a MultiRegionApp", args.file.display()))?;
+    let apps = apps_in(&text).with_context(|| format!("reading {}", args.file.display()))?;
+    if apps.is_empty() {
+        bail!("{} holds no MultiRegionApp", args.file.display());
+    }
+    let mut refused = Vec::new();
+    let mut reports = Vec::new();
+    for app in &apps {
+        let name = app.metadata.name.clone().unwrap_or_else(|| "app".into());
+        let invalid = super::validate::refusals(app)?;
+        if invalid.is_empty() {
+            reports.push(plan_one(app, &name, &args)?);
+        } else {
+            refused.extend(
+                invalid
+                    .iter()
+                    .map(|i| format!("MultiRegionApp {name:?} is invalid: {i}")),
+            );
+        }
+    }
+    match args.output {
+        PlanOutput::Table => print!("{}", reports.join("\n")),
+        PlanOutput::Json if apps.len() == 1 => print!("{}", reports.concat()),
+        PlanOutput::Json => {
+            let items: Vec<Value> = reports
+                .iter()
+                .map(|r| serde_json::from_str(r))
+                .collect::<Result<_, _>>()?;
+            println!("{}", serde_json::to_string_pretty(&items)?);
+        }
+    }
+    if !refused.is_empty() {
+        bail!("the API would refuse this:\n  {}", refused.join("\n  "));
+    }
+    Ok(())
+}
+
+/// Every MultiRegionApp of a YAML or JSON stream (documents split by
+/// `---`); other kinds are skipped, as a GitOps folder mixes them.
+fn apps_in(text: &str) -> Result<Vec<MultiRegionApp>> {
+    let mut apps = Vec::new();
+    for (i, document) in documents(text).into_iter().enumerate() {
+        let value: Value = match serde_saphyr::from_str(&document) {
+            Ok(Value::Null) => continue,
+            Ok(value) => value,
+            Err(err) => bail!("document {}: {err}", i + 1),
+        };
+        if value["kind"] != "MultiRegionApp" {
+            continue;
+        }
+        let app = serde_json::from_value(value)
+            .with_context(|| format!("document {}: not a valid MultiRegionApp", i + 1))?;
+        apps.push(app);
+    }
+    Ok(apps)
+}
+
+/// The documents of a YAML stream.
+fn documents(text: &str) -> Vec<String> {
+    let mut documents = vec![String::new()];
+    for line in text.lines() {
+        if line.trim_end() == "---" || line.starts_with("--- ") {
+            documents.push(String::new());
+            continue;
+        }
+        if let Some(current) = documents.last_mut() {
+            current.push_str(line);
+            current.push('\n');
+        }
+    }
+    documents.retain(|d| !d.trim().is_empty());
+    documents
+}
+
+/// The what-if and the playbook of one app, rendered.
+fn plan_one(app: &MultiRegionApp, name: &str, args: &PlanArgs) -> Result<String> {
     let now = jiff::Timestamp::now();
     let failed = match &args.fail {
         Some(region) if app.spec.regions.iter().any(|r| &r.name == region) => region.clone(),
-        Some(region) => bail!("--fail {region}: not one of spec.regions"),
+        Some(region) => bail!("--fail {region}: not one of spec.regions of {name}"),
         None => playbook::busiest_region(&app.spec, now),
     };
     if let Some(a) = args.region_availability
@@ -134,22 +207,20 @@ pub fn plan(args: PlanArgs) -> Result<()> {
         now,
         args.region_availability,
     );
-    let name = app.metadata.name.clone().unwrap_or_else(|| "app".into());
-    match args.output {
+    Ok(match args.output {
         PlanOutput::Table => {
             let style = super::style();
-            print!(
-                "{}",
-                super::render::plan_report(&name, &failed, &whatif, style)
-            );
-            print!("\n{}", super::render::playbook_table(&strategies, style));
+            let report = super::render::plan_report(name, &failed, &whatif, style);
+            format!(
+                "{report}\n{}",
+                super::render::playbook_table(&strategies, style)
+            )
         }
         PlanOutput::Json => {
-            let report = plan_json(&name, &failed, &whatif, &strategies)?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            let report = plan_json(name, &failed, &whatif, &strategies)?;
+            format!("{}\n", serde_json::to_string_pretty(&report)?)
         }
-    }
-    Ok(())
+    })
 }
 
 /// `plan -o json`: the what-if and the playbook's numbers, for tools.

@@ -10,6 +10,7 @@ mod hub;
 mod join;
 mod member;
 pub mod render;
+pub mod validate;
 
 use std::io::IsTerminal;
 
