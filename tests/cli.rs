@@ -79,6 +79,33 @@ fn plan_reads_every_app_of_a_stream_and_fails_on_what_the_api_would_refuse() {
 }
 
 #[test]
+fn plan_fails_an_app_that_serves_no_traffic_and_speaks_yaml() {
+    let text = std::fs::read_to_string(example()).unwrap();
+    let drained = text
+        .replace("- name: us-east\n", "- name: us-east\n      drain: true\n")
+        .replace("- name: eu-west\n", "- name: eu-west\n      drain: true\n");
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let file = dir.join("plan-drained.yaml");
+    std::fs::write(&file, drained).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_multiregion"))
+        .args(["plan", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("serves no traffic"));
+    let out = Command::new(env!("CARGO_BIN_EXE_multiregion"))
+        .args(["plan", "-o", "yaml", "-f"])
+        .arg(example())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert!(yaml.contains("app: checkout"), "{yaml}");
+    assert!(yaml.contains("detectionSeconds:"), "{yaml}");
+}
+
+#[test]
 fn works_as_a_kubectl_plugin() {
     let bins = localregions::Binaries::locate().expect("control-plane binaries");
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin");

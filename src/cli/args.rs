@@ -123,7 +123,7 @@ pub struct PlanArgs {
     /// availability with independent failures.
     #[arg(long)]
     pub region_availability: Option<f64>,
-    /// Output format; json is for tools.
+    /// Output format; json and yaml are for tools.
     #[arg(short, long, value_enum, default_value_t = PlanOutput::Table)]
     pub output: PlanOutput,
 }
@@ -132,6 +132,7 @@ pub struct PlanArgs {
 pub enum PlanOutput {
     Table,
     Json,
+    Yaml,
 }
 
 #[derive(clap::Args)]

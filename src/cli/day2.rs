@@ -123,27 +123,21 @@ pub fn plan(args: PlanArgs) -> Result<()> {
     for app in &apps {
         let name = app.metadata.name.clone().unwrap_or_else(|| "app".into());
         let invalid = super::validate::refusals(app)?;
-        if invalid.is_empty() {
-            reports.push(plan_one(app, &name, &args)?);
-        } else {
+        if !invalid.is_empty() {
             refused.extend(
                 invalid
                     .iter()
                     .map(|i| format!("MultiRegionApp {name:?} is invalid: {i}")),
             );
+            continue;
         }
-    }
-    match args.output {
-        PlanOutput::Table => print!("{}", reports.join("\n")),
-        PlanOutput::Json if apps.len() == 1 => print!("{}", reports.concat()),
-        PlanOutput::Json => {
-            let items: Vec<Value> = reports
-                .iter()
-                .map(|r| serde_json::from_str(r))
-                .collect::<Result<_, _>>()?;
-            println!("{}", serde_json::to_string_pretty(&items)?);
+        let report = plan_one(app, &name, &args)?;
+        if report.serves_nothing {
+            refused.push(format!("MultiRegionApp {name:?} serves no traffic with every region healthy (every weight is 0)"));
         }
+        reports.push(report);
     }
+    print_reports(&reports, args.output)?;
     if !refused.is_empty() {
         bail!("the API would refuse this:\n  {}", refused.join("\n  "));
     }
@@ -187,8 +181,32 @@ fn documents(text: &str) -> Vec<String> {
     documents
 }
 
-/// The what-if and the playbook of one app, rendered.
-fn plan_one(app: &MultiRegionApp, name: &str, args: &PlanArgs) -> Result<String> {
+/// One app's plan: as a table, and as data for `-o json|yaml`.
+struct Report {
+    table: String,
+    data: Value,
+    /// No region carries weight before any failure.
+    serves_nothing: bool,
+}
+
+fn print_reports(reports: &[Report], output: PlanOutput) -> Result<()> {
+    let data = || match reports {
+        [one] => one.data.clone(),
+        many => Value::Array(many.iter().map(|r| r.data.clone()).collect()),
+    };
+    match output {
+        PlanOutput::Table => {
+            let tables: Vec<&str> = reports.iter().map(|r| r.table.as_str()).collect();
+            print!("{}", tables.join("\n"));
+        }
+        PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&data())?),
+        PlanOutput::Yaml => print!("{}", serde_saphyr::to_string(&data())?),
+    }
+    Ok(())
+}
+
+/// The what-if and the playbook of one app.
+fn plan_one(app: &MultiRegionApp, name: &str, args: &PlanArgs) -> Result<Report> {
     let now = jiff::Timestamp::now();
     let failed = match &args.fail {
         Some(region) if app.spec.regions.iter().any(|r| &r.name == region) => region.clone(),
@@ -207,19 +225,18 @@ fn plan_one(app: &MultiRegionApp, name: &str, args: &PlanArgs) -> Result<String>
         now,
         args.region_availability,
     );
-    Ok(match args.output {
-        PlanOutput::Table => {
-            let style = super::style();
-            let report = super::render::plan_report(name, &failed, &whatif, style);
-            format!(
-                "{report}\n{}",
-                super::render::playbook_table(&strategies, style)
-            )
-        }
-        PlanOutput::Json => {
-            let report = plan_json(name, &failed, &whatif, &strategies)?;
-            format!("{}\n", serde_json::to_string_pretty(&report)?)
-        }
+    let style = super::style();
+    let table = super::render::plan_report(name, &failed, &whatif, style);
+    if whatif.after.weights.iter().all(|(_, w)| *w == 0) {
+        eprintln!("warning: MultiRegionApp {name:?} serves no traffic once {failed} fails");
+    }
+    Ok(Report {
+        table: format!(
+            "{table}\n{}",
+            super::render::playbook_table(&strategies, style)
+        ),
+        data: plan_json(name, &failed, &whatif, &strategies)?,
+        serves_nothing: whatif.before.weights.iter().all(|(_, w)| *w == 0),
     })
 }
 
