@@ -434,13 +434,13 @@ async fn scale(apps: usize) -> Value {
         "",
         &at_ready,
         "multiregion_api_requests_total",
-        &["cluster", "verb"],
+        &["apiserver", "verb"],
     );
     let startup_writes = growth_by_labels(
         "",
         &at_ready,
         "multiregion_api_writes_total",
-        &["cluster", "kind"],
+        &["apiserver", "kind"],
     );
     // Steady state: let the success counters saturate (two rounds), then a
     // minute with nothing changing.
@@ -454,7 +454,7 @@ async fn scale(apps: usize) -> Value {
         &before,
         &after,
         "multiregion_api_requests_total",
-        &["cluster", "verb"],
+        &["apiserver", "verb"],
     );
     let (rss_mib, steady_rss_mib, cpu_seconds) =
         env.operator_pid()

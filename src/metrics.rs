@@ -33,6 +33,22 @@ pub struct FailoverLabels {
     pub namespace: String,
     pub app: String,
     pub reason: String,
+    /// `true` for a planned move (failback, override, schedule, drain,
+    /// cordon, removal, drill), `false` for a failover forced by a failure:
+    /// page on `planned="false"`.
+    pub planned: String,
+}
+
+impl FailoverLabels {
+    pub fn new(namespace: &str, app: &str, reason: &str) -> Self {
+        let planned = multiregion_core::api::MoveReason::parse(reason).is_planned();
+        FailoverLabels {
+            namespace: namespace.to_string(),
+            app: app.to_string(),
+            reason: reason.to_string(),
+            planned: planned.to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,23 +67,25 @@ pub struct AppLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
-    /// `hub` or `member`.
-    pub cluster: String,
+    /// `hub` or `member` (not `cluster`, which Thanos and Mimir use as an
+    /// external label).
+    pub apiserver: String,
     /// What was written: status, region_status, event, sink, placement, removal.
     pub kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// `hub` or `member`.
-    pub cluster: String,
+    /// `hub` or `member` (not `cluster`, which Thanos and Mimir use as an
+    /// external label).
+    pub apiserver: String,
     /// The Kubernetes verb: get, list, watch, create, update, patch, delete,
     /// deletecollection, or `other` for paths that are not resources.
     pub verb: String,
 }
 
 /// Every request this process sends to an API server through a client from
-/// [`counted_client`], by cluster and verb. One family for the process, so
+/// [`counted_client`], by API server (hub, member) and verb. One family for the process, so
 /// clients built before the operator's [`Metrics`] exist are counted too.
 static API_REQUESTS: LazyLock<Family<RequestLabels, Counter>> = LazyLock::new(Default::default);
 
@@ -79,7 +97,7 @@ pub fn counted_client(config: kube::Config, cluster: &str) -> Result<kube::Clien
             let verb = verb(request.method(), request.uri());
             API_REQUESTS
                 .get_or_create(&RequestLabels {
-                    cluster: cluster.clone(),
+                    apiserver: cluster.clone(),
                     verb: verb.to_string(),
                 })
                 .inc();
@@ -162,7 +180,8 @@ pub struct Metrics {
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
     [
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0,
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0,
+        60.0, 120.0,
     ]
     .into_iter()
 }
@@ -171,7 +190,7 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
 fn register_process_info(r: &mut Registry) {
     r.register(
         "api_requests",
-        "Requests the operator sent to API servers, by cluster and verb",
+        "Requests the operator sent to API servers, by API server (hub, member) and verb",
         API_REQUESTS.clone(),
     );
     let build_info = Family::<BuildLabels, Gauge>::default();
@@ -213,14 +232,14 @@ impl Default for Metrics {
             traffic_weight: reg! { r, "traffic_weight", "Published traffic weight of the app in the region (0..100)", Family::default() },
             traffic_weight_ratio: reg! { r, "traffic_weight_ratio", "Share of the app's traffic the region gets (0..1)", Family::default() },
             app_condition: reg! { r, "app_condition", "1 when the app's condition (Ready, Degraded, FailedOver, FlapDamped, PromotionBlocked, TrafficPublished, ...) is True", Family::default() },
-            failovers: reg! { r, "failovers", "Moves of traffic from one region to another", Family::default() },
+            failovers: reg! { r, "failovers", "Moves of traffic from one region to another, by reason; planned=\"false\" for failovers forced by a failure", Family::default() },
             drills: reg! { r, "drills", "Failover drills ended, by result (Succeeded, Aborted, Skipped)", Family::default() },
             drill_move_seconds: reg! { r, "drill_move_seconds", "Seconds the app's last drill took to move traffic away", Family::default() },
             decision_latency: reg! { r, "decision_latency_seconds", "From the health round that decided a move to the new weights in every sink", histogram() },
             reconcile_duration: reg! { r, "reconcile_duration_seconds", "Duration of one app reconcile", histogram() },
             reconcile_errors: reg! { r, "reconcile_errors", "Failed reconciles by kind of error", Family::default() },
             probe_duration: reg! { r, "probe_duration_seconds", "Duration of region API server probes", Family::new_with_constructor(histogram) },
-            api_writes: reg! { r, "api_writes", "Writes the operator sent, by cluster and kind (zero at steady state)", Family::default() },
+            api_writes: reg! { r, "api_writes", "Writes the operator sent, by API server (hub, member) and kind (zero at steady state)", Family::default() },
             leader: reg! { r, "leader", "1 while this replica holds the Lease and writes, 0 while it stands by", Gauge::default() },
             registry: Registry::default(),
         };
@@ -338,11 +357,8 @@ impl Metrics {
             });
         }
         for reason in reasons {
-            self.failovers.remove(&FailoverLabels {
-                namespace: namespace.to_string(),
-                app: app.to_string(),
-                reason: reason.clone(),
-            });
+            self.failovers
+                .remove(&FailoverLabels::new(namespace, app, reason));
         }
         for result in ["Succeeded", "Aborted", "Skipped"] {
             self.drills.remove(&DrillLabels {
@@ -361,7 +377,7 @@ impl Metrics {
     pub fn wrote(&self, cluster: &str, kind: &str) {
         self.api_writes
             .get_or_create(&WriteLabels {
-                cluster: cluster.to_string(),
+                apiserver: cluster.to_string(),
                 kind: kind.to_string(),
             })
             .inc();

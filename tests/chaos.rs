@@ -257,7 +257,7 @@ impl Leader {
         let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
         let member_write = |l: &str| {
             l.starts_with("multiregion_api_requests_total{")
-                && l.contains("cluster=\"member\"")
+                && l.contains("apiserver=\"member\"")
                 && ["create", "patch", "update", "delete"]
                     .iter()
                     .any(|verb| l.contains(&format!("verb=\"{verb}\"")))

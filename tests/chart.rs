@@ -542,6 +542,9 @@ fn alerts(args: &[&str]) -> std::collections::BTreeMap<String, Value> {
 fn the_prometheus_rule_alerts_on_every_failure_it_names() {
     assert!(of_kind(&rendered(&[]), "PrometheusRule").is_empty());
     let rules = alerts(&["--set", "prometheusRule.alertLabels.team=sre"]);
+    let runbooks =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/runbooks.md"))
+            .unwrap();
     // Each alert and the series its expression must read.
     let expected = [
         (
@@ -590,6 +593,14 @@ fn the_prometheus_rule_alerts_on_every_failure_it_names() {
             "multiregion_decision_latency_seconds_bucket",
         ),
         ("MultiregionNoLeader", "multiregion_leader"),
+        (
+            "MultiregionAppNotReady",
+            r#"multiregion_app_condition{condition="Ready"}) == 0"#,
+        ),
+        (
+            "MultiregionConflict",
+            r#"multiregion_app_condition{condition="Conflict"}"#,
+        ),
     ];
     let mut names: Vec<&str> = expected.iter().map(|(alert, _)| *alert).collect();
     names.sort();
@@ -613,6 +624,20 @@ fn the_prometheus_rule_alerts_on_every_failure_it_names() {
                 .as_str()
                 .is_some_and(|s| !s.is_empty())
         );
+        let runbook = format!(
+            "https://multiregion.io/docs/runbooks#{}",
+            alert.to_lowercase()
+        );
+        assert_eq!(
+            rule["annotations"]["runbook_url"],
+            runbook.as_str(),
+            "{alert}"
+        );
+        let heading = format!("\n## {alert}\n");
+        assert!(
+            runbooks.contains(&heading),
+            "docs/runbooks.md has no section {alert}"
+        );
         // The operator-wide series are scoped to this release's namespace.
         if !expr.contains("namespace, app") {
             assert!(
@@ -633,7 +658,7 @@ fn the_prometheus_rule_alerts_on_every_failure_it_names() {
         rules["MultiregionAppFailedOver"]["expr"]
             .as_str()
             .unwrap()
-            .contains("increase(multiregion_failovers_total[15m]) > 0")
+            .contains(r#"increase(multiregion_failovers_total{planned="false"}[15m]) > 0"#)
     );
     // Durations and thresholds come from values; an alert can be switched off.
     let rules = alerts(&[
@@ -669,6 +694,51 @@ fn the_prometheus_rule_alerts_on_every_failure_it_names() {
     );
     assert!(!rules.contains_key("MultiregionDegraded"));
     assert_eq!(rules.len(), expected.len() - 1);
+}
+
+/// promtool's bin directory, built (or found cached) by
+/// tests/controlplane/build-promtool.sh.
+fn promtool() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/controlplane/build-promtool.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "build-promtool.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("promtool")
+}
+
+#[test]
+fn the_alerts_fire_on_what_they_name_and_stay_quiet_otherwise() {
+    let docs = rendered(&["--set", "prometheusRule.enabled=true"]);
+    let rule = one(&docs, "PrometheusRule");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("promtool");
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = serde_saphyr::to_string(&rule["spec"]).unwrap();
+    std::fs::write(dir.join("rules.yaml"), rules).unwrap();
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/alerts/alerts.test.yaml");
+    std::fs::copy(&tests, dir.join("alerts.test.yaml")).unwrap();
+    let promtool = promtool();
+    let check = run(
+        &promtool,
+        &["check", "rules", dir.join("rules.yaml").to_str().unwrap()],
+    );
+    assert!(check.contains("SUCCESS"), "{check}");
+    let test = Command::new(&promtool)
+        .args(["test", "rules", "alerts.test.yaml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        test.status.success(),
+        "promtool test rules:\n{}{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
 }
 
 #[test]

@@ -516,11 +516,11 @@ fn count_move(ctx: &Context, key: &AppKey, decision: &Decision) {
     if let Some(moved) = &decision.moved {
         ctx.metrics
             .failovers
-            .get_or_create(&FailoverLabels {
-                namespace: key.namespace.clone(),
-                app: key.name.clone(),
-                reason: moved.reason.to_string(),
-            })
+            .get_or_create(&FailoverLabels::new(
+                &key.namespace,
+                &key.name,
+                &moved.reason.to_string(),
+            ))
             .inc();
     }
 }

@@ -236,6 +236,12 @@ impl MoveReason {
         }
     }
 
+    /// Planned (a failback, an override, a schedule, a drain, a cordon, a
+    /// removal, a drill), as opposed to a failover forced by a failure.
+    pub fn is_planned(&self) -> bool {
+        !matches!(self, MoveReason::Failure(_))
+    }
+
     /// Reads a word; anything not a planned reason is a failover's reason.
     pub fn parse(word: &str) -> Self {
         match word {
