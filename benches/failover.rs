@@ -616,8 +616,17 @@ async fn main() {
                 .ok())
             .map_or(0.0, |kib| (kib / 1024.0 / 1024.0).round())
     );
+    // The commit measured (with "-dirty" when the tree had changes).
+    let commit = std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty", "--abbrev=40"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
     let report = json!({
         "machine": machine,
+        "commit": commit,
         "failover": failover,
         "decision_latency": {
             "count": latency_count,
