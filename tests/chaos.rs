@@ -413,6 +413,81 @@ async fn a_leader_cut_off_from_the_hub_stops_writing_and_the_other_takes_over() 
     delete_app(&hub, ns, "web").await;
 }
 
+#[tokio::test]
+async fn a_hub_black_holed_for_less_than_the_renew_deadline_keeps_the_leader_leading() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let env = env();
+    let hub = env.client("hub").await;
+    let ns = "chaos-hub-blip";
+    let via_proxy = env.regions.lock().await.operator_kubeconfig("hub").unwrap();
+    env.kill_operator();
+    // Lease 9 s: renew deadline 6 s, a renewal every 1.3 s, each attempt
+    // given at most 2 s.
+    let election = ["--leader-election", "--lease-seconds", "9"];
+    let metrics_port = free_port();
+    let child = env
+        .spawn_operator_via(&via_proxy, "blip-a", metrics_port, &election)
+        .await;
+    let mut leader = Leader {
+        child,
+        metrics_port,
+    };
+    wait_for("blip-a to lead", Duration::from_secs(30), || async {
+        (lease_holder(&hub).await? == "blip-a").then_some(())
+    })
+    .await;
+    active_passive(&hub, ns, json!({})).await;
+
+    // The hub black-holed for 2.5 s (requests and answers dropped, as a
+    // lost route does) while the active region dies.
+    env.regions.lock().await.partition("hub").await.unwrap();
+    env.regions.lock().await.stop_apiserver("us-east").unwrap();
+    let leading = leader_samples(&leader, Duration::from_millis(2500)).await;
+    env.regions.lock().await.heal("hub").await.unwrap();
+    let healed = Instant::now();
+    let mut after = leader_samples(&leader, Duration::from_secs(6)).await;
+    after.extend(leading);
+    assert!(
+        after.iter().all(|l| *l == Some(true)),
+        "the leader kept leading through a hub blip shorter than its renew deadline: {after:?}"
+    );
+    wait_weights(
+        &hub,
+        ns,
+        "web",
+        "us-east=0 eu-west=100",
+        "the failover after the blip",
+        Duration::from_secs(20),
+    )
+    .await;
+    report(
+        "hub black-holed 2.5 s (leader kept the Lease)",
+        &[weights(&hub, ns, "web").await.unwrap_or_default()],
+        0,
+        Some(healed.elapsed()),
+    );
+    back_to_one_operator(&mut leader.child).await;
+    delete_app(&hub, ns, "web").await;
+}
+
+/// Whether the replica leads (its `multiregion_leader` gauge), every 100 ms
+/// for `span`; None when its metrics do not answer.
+async fn leader_samples(leader: &Leader, span: Duration) -> Vec<Option<bool>> {
+    let url = format!("http://127.0.0.1:{}/metrics", leader.metrics_port);
+    sample(span, Duration::from_millis(100), || {
+        let url = url.clone();
+        async move {
+            let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("multiregion_leader "))?;
+            Some(line.trim().ends_with(" 1"))
+        }
+    })
+    .await
+}
+
 fn signal(child: &Child, signal: &str) {
     let status = std::process::Command::new("kill")
         .args([format!("-{signal}"), child.id().to_string()])

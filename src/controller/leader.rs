@@ -45,6 +45,15 @@ impl Timing {
             retry: (lease / 7).clamp(Duration::from_millis(200), Duration::from_secs(2)),
         }
     }
+
+    /// The longest one renewal may take before it is given up and tried
+    /// again: a third of the renew deadline, so a request lost on a dead
+    /// connection (a hub API server gone behind a load balancer, a dropped
+    /// NAT entry) costs one attempt, not the Lease: the next attempt goes
+    /// out on another connection.
+    pub fn renew_attempt(&self) -> Duration {
+        (self.renew_deadline / 3).max(self.retry)
+    }
 }
 
 /// One replica's part in the election.
@@ -99,7 +108,8 @@ impl Elector {
             let budget = self
                 .timing
                 .renew_deadline
-                .saturating_sub(self.since_renewal(fence));
+                .saturating_sub(self.since_renewal(fence))
+                .min(self.timing.renew_attempt());
             match tokio::time::timeout(budget, self.renew()).await {
                 Ok(Ok(true)) => fence.renewed(attempt),
                 Ok(Ok(false)) => return,
@@ -218,5 +228,52 @@ impl Elector {
                 ..LeaseSpec::default()
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::json;
+
+    use super::*;
+
+    fn lease(identity: &str) -> serde_json::Value {
+        json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": LEASE_NAME, "namespace": "ops", "resourceVersion": "7"},
+            "spec": {"holderIdentity": identity, "leaseDurationSeconds": 3}
+        })
+    }
+
+    #[tokio::test]
+    async fn a_renewal_lost_on_a_dead_connection_costs_one_attempt_not_the_lease() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "ops");
+        let timing = Timing::for_lease(Duration::from_secs(3));
+        let elector = Elector::new(client, "ops", "me", timing);
+        let fence = Fence::held(Instant::now(), timing.renew_deadline);
+        let keeping = tokio::spawn(async move {
+            tokio::select! {
+                _ = elector.keep(&fence) => false,
+                _ = tokio::time::sleep(Duration::from_secs(4)) => fence.check().is_ok(),
+            }
+        });
+        // The first request is never answered (its connection died).
+        let (_lost, _unanswered) = handle.next_request().await.expect("a renewal");
+        // Every later one is: the Lease is still this replica's.
+        let server = tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let _ = request;
+                let body = serde_json::to_vec(&lease("me")).unwrap();
+                send.send_response(Response::builder().body(Body::from(body)).unwrap());
+            }
+        });
+        assert!(
+            keeping.await.unwrap(),
+            "the Lease was kept: a later attempt renewed it before the renew deadline"
+        );
+        server.abort();
     }
 }
