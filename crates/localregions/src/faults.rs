@@ -237,11 +237,13 @@ impl LocalRegions {
         self.save()
     }
 
-    /// Brings back what `fail` stopped, and waits until it serves.
+    /// Brings back what `fail` stopped, and waits until it serves: the API
+    /// server first (as a real region's control plane comes back before
+    /// its workloads), then the nodes, then the endpoint.
     pub async fn recover(&mut self, name: &str) -> Result<()> {
-        self.start_endpoint(name).await?;
         self.start_apiserver(name).await?;
-        self.start_nodes(name).await
+        self.start_nodes(name).await?;
+        self.start_endpoint(name).await
     }
 
     /// Stops a region's endpoint process (its proxy stays: connections are

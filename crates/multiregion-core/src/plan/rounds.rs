@@ -200,6 +200,12 @@ fn count(mut round: Counted, evidence: Evidence, inputs: &Inputs) -> Counted {
         success: hc.success_threshold,
     };
     let (passed, reason, message) = match evidence {
+        // A region that failed recovers only on a round whose API server
+        // answers: its endpoint alone says nothing can be placed or scaled
+        // there, so it stays Unhealthy (its last reason kept) meanwhile.
+        Evidence::Serving { degraded: Some(_) } if round.counters.health == Health::Unhealthy => {
+            return round;
+        }
         Evidence::Serving { degraded } => {
             let reason = degraded.as_ref().map(|_| Reason::ControlPlaneUnreachable);
             let message =

@@ -237,3 +237,35 @@ fn a_standby_the_hub_cannot_reach_is_never_promoted() {
         "nothing could scale eu-west up: it stays Healthy but is no target"
     );
 }
+
+#[test]
+fn a_failed_region_recovers_only_once_its_api_server_answers() {
+    let mut sim = Sim::new(spec(json!({"healthCheck": {"http": {"path": "/healthz"}}})));
+    let serving = |region: RegionState| Observation {
+        region,
+        http: HttpResult::Serves,
+        ..up(3, 3)
+    };
+    let failing = Observation {
+        http: HttpResult::Fails("connection refused".into()),
+        ..down()
+    };
+    sim.round(&[]);
+    for _ in 0..4 {
+        sim.round(&[("us-east", failing.clone())]);
+    }
+    assert_eq!(active(&sim), Some("eu-west"));
+    assert_eq!(sim.region("us-east").health, Health::Unhealthy);
+    // Its endpoint comes back before its API server: nothing can be placed
+    // or scaled there yet, so it stays Unhealthy.
+    let endpoint_only = serving(RegionState::Unreachable("connection refused".into()));
+    for _ in 0..5 {
+        sim.round(&[("us-east", endpoint_only.clone())]);
+        assert_eq!(sim.region("us-east").health, Health::Unhealthy);
+    }
+    // Its API server answers: now the good rounds count.
+    for _ in 0..3 {
+        sim.round(&[("us-east", serving(RegionState::Reachable))]);
+    }
+    assert_eq!(sim.region("us-east").health, Health::Healthy);
+}
