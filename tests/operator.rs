@@ -912,6 +912,25 @@ async fn status_command_shows_each_region() {
         table.contains("cli/web  ActivePassive  active: us-east"),
         "{table}"
     );
+    assert_eq!(
+        run(&["status", "-n", ns, "-o", "name"]),
+        "multiregionapp.multiregion.io/web\n",
+        "-o name, as kubectl"
+    );
+    let wide = run(&["status", "-n", ns, "-o", "wide"]);
+    assert!(
+        wide.contains("FAILED") && wide.contains("UNKNOWN"),
+        "{wide}"
+    );
+    let us = wide
+        .lines()
+        .find(|l| l.starts_with("us-east"))
+        .expect("a us-east row");
+    assert_eq!(
+        us.split_whitespace().collect::<Vec<_>>()[5..],
+        ["0", "2", "-"],
+        "no failed round, two good ones in a row, no Unknown evidence: {wide}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&run(&["status", "-n", ns, "web", "-o", "json"])).unwrap();
     assert_eq!(

@@ -99,14 +99,18 @@ pub struct StatusArgs {
     /// Every namespace.
     #[arg(short = 'A', long, conflicts_with = "name")]
     pub all_namespaces: bool,
-    /// Output format; json and yaml print a List.
+    /// Output format: table, wide (also failed and good rounds in a row
+    /// and Unknown evidence), name (`multiregionapp.multiregion.io/NAME`,
+    /// one per line), json and yaml (a List for several apps).
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Table,
+    Wide,
+    Name,
     Json,
     Yaml,
 }

@@ -69,7 +69,12 @@ pub async fn status(args: super::args::StatusArgs) -> Result<()> {
         app.metadata.managed_fields = None;
     }
     match args.output {
-        Output::Table => {
+        Output::Name => {
+            for app in &apps {
+                println!("multiregionapp.multiregion.io/{}", app.name_any());
+            }
+        }
+        Output::Table | Output::Wide => {
             if apps.is_empty() {
                 let scope = if args.all_namespaces {
                     "any namespace".to_string()
@@ -78,7 +83,11 @@ pub async fn status(args: super::args::StatusArgs) -> Result<()> {
                 };
                 println!("No MultiRegionApps found in {scope}.");
             }
-            print!("{}", super::render::status_table(&apps, super::style()));
+            let wide = args.output == Output::Wide;
+            print!(
+                "{}",
+                super::render::status_table(&apps, wide, super::style())
+            );
         }
         Output::Json => println!(
             "{}",

@@ -64,7 +64,9 @@ fn table(header: &[&str], rows: &[Vec<String>], style: Style) -> String {
 }
 
 /// One block per app: a summary line and a row per region.
-pub fn status_table(apps: &[MultiRegionApp], style: Style) -> String {
+/// One table per app; `wide` adds the rounds in a row and the Unknown
+/// evidence of each region.
+pub fn status_table(apps: &[MultiRegionApp], wide: bool, style: Style) -> String {
     let mut out = String::new();
     for app in apps {
         let status = app.status.clone().unwrap_or_default();
@@ -82,7 +84,7 @@ pub fn status_table(apps: &[MultiRegionApp], style: Style) -> String {
             .regions
             .iter()
             .map(|r| {
-                vec![
+                let mut row = vec![
                     r.name.clone(),
                     r.role.to_string(),
                     r.health.to_string(),
@@ -92,14 +94,20 @@ pub fn status_table(apps: &[MultiRegionApp], style: Style) -> String {
                         .unwrap_or_default(),
                     format!("{}/{}", r.ready_replicas, r.desired_replicas),
                     r.weight.to_string(),
-                ]
+                ];
+                if wide {
+                    row.push(r.consecutive_failures.to_string());
+                    row.push(r.consecutive_successes.to_string());
+                    row.push(r.unknown.as_ref().map_or("-".into(), |u| u.cause.clone()));
+                }
+                row
             })
             .collect();
-        out.push_str(&table(
-            &["REGION", "ROLE", "HEALTH", "REASON", "READY", "WEIGHT"],
-            &rows,
-            style,
-        ));
+        let mut headers = vec!["REGION", "ROLE", "HEALTH", "REASON", "READY", "WEIGHT"];
+        if wide {
+            headers.extend(["FAILED", "GOOD", "UNKNOWN"]);
+        }
+        out.push_str(&table(&headers, &rows, style));
         let noteworthy: Vec<String> = status
             .conditions
             .iter()
