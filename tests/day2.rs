@@ -158,6 +158,39 @@ async fn join_refuses_a_region_it_did_not_make() {
 }
 
 #[tokio::test]
+async fn join_grants_only_namespaced_kinds_the_member_serves() {
+    let _serial = serial().await;
+    let hub = env().client("hub").await;
+    let refused = [
+        ("*", "wildcards"),
+        ("serviceaccounts/token", "subresources"),
+        ("nodes", "cluster-scoped"),
+        ("rolebindings", "never granted"),
+        ("pods", "never granted"),
+        ("hpa", "serves no such resource"),
+    ];
+    for (kind, why) in refused {
+        let regions = env().regions.lock().await;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_multiregion"));
+        command
+            .args(["join", "granted", "--allow-resource", kind, "--kubeconfig"])
+            .arg(regions.kubeconfig("us-east").unwrap())
+            .arg("--hub-kubeconfig")
+            .arg(regions.kubeconfig("hub").unwrap());
+        drop(regions);
+        let out = command.output().unwrap();
+        assert!(!out.status.success(), "--allow-resource {kind} was granted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "--allow-resource {kind}: {stderr}");
+    }
+    let api: Api<Region> = Api::all(hub);
+    assert!(
+        api.get_opt("granted").await.unwrap().is_none(),
+        "a refused join creates no Region"
+    );
+}
+
+#[tokio::test]
 async fn failover_and_release_move_traffic_and_dry_run_changes_nothing() {
     let _serial = serial().await;
     let _heal = HealOnPanic;

@@ -99,6 +99,20 @@ async fn register(hub: &Client, args: &JoinArgs, identity: &str, kubeconfig: &st
     Ok(())
 }
 
+/// Each `--allow-resource`, resolved through the member's discovery to the
+/// `plural.group` the role grants; the first that cannot be granted stops
+/// the join before anything is created.
+async fn allowed_resources(member: &Client, wanted: &[String]) -> Result<Vec<String>> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let served = super::grants::served(member).await?;
+    wanted
+        .iter()
+        .map(|w| super::grants::resolve(w, &served).map(|s| s.name()))
+        .collect()
+}
+
 pub async fn join(args: JoinArgs) -> Result<()> {
     let hub_args = &args.hub;
     let (hub, _) = super::hub::client(
@@ -115,7 +129,7 @@ pub async fn join(args: JoinArgs) -> Result<()> {
     let member = Client::try_from(config)?;
     let grants = member::Grants {
         secrets: args.allow_secrets,
-        resources: args.allow_resource.clone(),
+        resources: allowed_resources(&member, &args.allow_resource).await?,
     };
     let token = member::create_identity(&member, &identity, &grants).await?;
     if let Err(err) = finish(&hub, &args, &server, &identity, &token).await {

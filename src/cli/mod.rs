@@ -6,6 +6,7 @@
 
 mod args;
 mod day2;
+mod grants;
 mod hub;
 mod join;
 mod member;
@@ -73,9 +74,13 @@ pub async fn dispatch(command: Command) -> Result<()> {
             allow_secrets,
             allow_resource,
         } => {
+            let resources = allow_resource
+                .iter()
+                .map(|r| grants::offline(r))
+                .collect::<Result<Vec<_>>>()?;
             let grants = member::Grants {
                 secrets: allow_secrets,
-                resources: allow_resource,
+                resources,
             };
             print!("{}", member::rbac_yaml(&grants)?);
             Ok(())
