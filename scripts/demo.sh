@@ -95,7 +95,7 @@ YAML
 for region in us-east eu-west; do
   # Least privilege: join creates the operator's identity in the member and
   # stores only its token in the hub, with the Region.
-  "$mr" join "$region" --kubeconfig "$dir/$region.kubeconfig" --hub-kubeconfig "$dir/hub.kubeconfig" \
+  "$mr" join "$region" --member-kubeconfig "$dir/$region.kubeconfig" --hub-kubeconfig "$dir/hub.kubeconfig" \
     --endpoint "$(endpoint "$region")"
   kubectl patch region "$region" --type merge -p '{"spec":{"probe":{"intervalSeconds":1,"timeoutSeconds":1}}}'
 done

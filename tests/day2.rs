@@ -140,7 +140,7 @@ async fn join_refuses_a_region_it_did_not_make() {
     let regions = env().regions.lock().await;
     let mut command = Command::new(env!("CARGO_BIN_EXE_multiregion"));
     command
-        .args(["join", "handmade", "--kubeconfig"])
+        .args(["join", "handmade", "--member-kubeconfig"])
         .arg(regions.kubeconfig("us-east").unwrap())
         .arg("--hub-kubeconfig")
         .arg(regions.kubeconfig("hub").unwrap());
@@ -172,8 +172,13 @@ async fn join_grants_only_namespaced_kinds_the_member_serves() {
     for (kind, why) in refused {
         let regions = env().regions.lock().await;
         let mut command = Command::new(env!("CARGO_BIN_EXE_multiregion"));
+        // The first goes through the deprecated name of the member's flag.
+        let flag = match kind {
+            "*" => "--kubeconfig",
+            _ => "--member-kubeconfig",
+        };
         command
-            .args(["join", "granted", "--allow-resource", kind, "--kubeconfig"])
+            .args(["join", "granted", "--allow-resource", kind, flag])
             .arg(regions.kubeconfig("us-east").unwrap())
             .arg("--hub-kubeconfig")
             .arg(regions.kubeconfig("hub").unwrap());
@@ -182,6 +187,11 @@ async fn join_grants_only_namespaced_kinds_the_member_serves() {
         assert!(!out.status.success(), "--allow-resource {kind} was granted");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(why), "--allow-resource {kind}: {stderr}");
+        assert_eq!(
+            stderr.contains("join --kubeconfig is deprecated"),
+            flag == "--kubeconfig",
+            "{stderr}"
+        );
     }
     let api: Api<Region> = Api::all(hub);
     assert!(

@@ -202,16 +202,21 @@ pub struct HubOnly {
 }
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("member").required(true).args(["member_kubeconfig", "kubeconfig"])))]
 pub struct JoinArgs {
     /// Name of the Region to create.
     pub name: String,
     /// Kubeconfig with admin rights in the member: used once to create the
-    /// operator's identity there, never stored.
-    #[arg(long)]
-    pub kubeconfig: PathBuf,
-    /// Context of that kubeconfig.
-    #[arg(long)]
-    pub context: Option<String>,
+    /// operator's identity there, never stored. (The hub's is
+    /// `--hub-kubeconfig`, as karmadactl names them.)
+    #[arg(long, value_name = "PATH")]
+    pub member_kubeconfig: Option<PathBuf>,
+    /// Deprecated: the old name of `--member-kubeconfig`.
+    #[arg(long, hide = true, conflicts_with = "member_kubeconfig")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context of the member's kubeconfig.
+    #[arg(long, visible_alias = "context")]
+    pub member_context: Option<String>,
     /// The region's traffic entry point (Region spec.endpoint).
     #[arg(long)]
     pub endpoint: Option<String>,
@@ -241,11 +246,11 @@ pub struct UnjoinArgs {
     pub name: String,
     /// Kubeconfig with admin rights in the member, to remove its side too
     /// (without it only the hub's side goes).
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
-    /// Context of that kubeconfig.
-    #[arg(long)]
-    pub context: Option<String>,
+    #[arg(long, value_name = "PATH", visible_alias = "kubeconfig")]
+    pub member_kubeconfig: Option<PathBuf>,
+    /// Context of the member's kubeconfig.
+    #[arg(long, visible_alias = "context")]
+    pub member_context: Option<String>,
     /// Remove the Region even while apps still list it in spec.regions.
     #[arg(long)]
     pub force: bool,

@@ -99,6 +99,21 @@ async fn register(hub: &Client, args: &JoinArgs, identity: &str, kubeconfig: &st
     Ok(())
 }
 
+/// The member's kubeconfig, `--member-kubeconfig` or the deprecated
+/// `--kubeconfig` (with a warning: every other verb's `--kubeconfig` is the
+/// hub's).
+fn member_kubeconfig(args: &JoinArgs) -> &std::path::Path {
+    if let Some(path) = &args.member_kubeconfig {
+        return path;
+    }
+    eprintln!(
+        "warning: join --kubeconfig is deprecated and will be removed; it names the member, so use --member-kubeconfig"
+    );
+    args.kubeconfig
+        .as_deref()
+        .expect("clap requires --member-kubeconfig or --kubeconfig")
+}
+
 /// Each `--allow-resource`, resolved through the member's discovery to the
 /// `plural.group` the role grants; the first that cannot be granted stops
 /// the join before anything is created.
@@ -122,10 +137,12 @@ pub async fn join(args: JoinArgs) -> Result<()> {
     .await?;
     joined_region(&Api::all(hub.clone()), &args.name).await?;
     let identity = member::identity_name(&args.name, &hub_id(&hub).await?);
-    let admin = Kubeconfig::read_from(&args.kubeconfig)
-        .with_context(|| format!("reading kubeconfig {}", args.kubeconfig.display()))?;
-    let server = MemberServer::from_kubeconfig(&admin, args.context.as_ref())?;
-    let config = super::hub::config(Some(&args.kubeconfig), args.context.as_ref()).await?;
+    let member_kubeconfig = member_kubeconfig(&args);
+    let admin = Kubeconfig::read_from(member_kubeconfig)
+        .with_context(|| format!("reading kubeconfig {}", member_kubeconfig.display()))?;
+    let context = args.member_context.as_ref();
+    let server = MemberServer::from_kubeconfig(&admin, context)?;
+    let config = super::hub::config(Some(member_kubeconfig), context).await?;
     let member = Client::try_from(config)?;
     let grants = member::Grants {
         secrets: args.allow_secrets,
@@ -135,10 +152,10 @@ pub async fn join(args: JoinArgs) -> Result<()> {
     if let Err(err) = finish(&hub, &args, &server, &identity, &token).await {
         eprintln!(
             "note: ServiceAccount {}/{identity} and its role stay in the member; \
-             `unjoin {} --kubeconfig {}` removes them",
+             `unjoin {} --member-kubeconfig {}` removes them",
             member::MEMBER_NAMESPACE,
             args.name,
-            args.kubeconfig.display()
+            member_kubeconfig.display()
         );
         return Err(err);
     }
@@ -273,14 +290,14 @@ pub async fn unjoin(args: UnjoinArgs) -> Result<()> {
     region_gone(&regions, &args.name, args.force).await?;
     let secrets: Api<Secret> = Api::namespaced(hub.clone(), &hub_args.operator_namespace);
     delete_ours(&secrets, &secret_name(&args.name)).await?;
-    let Some(kubeconfig) = &args.kubeconfig else {
-        println!("the member's side was kept: pass --kubeconfig of the member to remove it too");
+    let Some(kubeconfig) = &args.member_kubeconfig else {
+        println!("the member's side was kept: pass --member-kubeconfig to remove it too");
         return Ok(());
     };
     let identity = match identity {
         Some(identity) => identity,
         None => member::identity_name(&args.name, &hub_id(&hub).await?),
     };
-    let config = super::hub::config(Some(kubeconfig), args.context.as_ref()).await?;
+    let config = super::hub::config(Some(kubeconfig), args.member_context.as_ref()).await?;
     member::delete_identity(&Client::try_from(config)?, &identity).await
 }

@@ -372,7 +372,7 @@ pub async fn join_region(regions: &LocalRegions, name: &str) {
 pub fn join_command(regions: &LocalRegions, name: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_multiregion"));
     command
-        .args(["join", name, "--kubeconfig"])
+        .args(["join", name, "--member-kubeconfig"])
         .arg(regions.kubeconfig(name).unwrap())
         .arg("--hub-kubeconfig")
         .arg(regions.kubeconfig("hub").unwrap());
