@@ -24,7 +24,7 @@ async fn main() {
         command => cli::dispatch(command).await,
     };
     if let Err(err) = result {
-        eprintln!("{}: {err:#}", cli::display_name());
+        eprintln!("{}: {}", cli::display_name(), cli::explain(&err));
         std::process::exit(1);
     }
 }

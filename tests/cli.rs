@@ -106,6 +106,29 @@ fn plan_fails_an_app_that_serves_no_traffic_and_speaks_yaml() {
 }
 
 #[test]
+fn an_unreachable_hub_is_named_with_what_to_check() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let kubeconfig = dir.join("nobody-listens.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:1\"}\nusers:\n- name: u\n  user: {token: x}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_multiregion"))
+        .args(["status", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no answer from the API server at https://127.0.0.1:1/"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--kubeconfig and --context"), "{stderr}");
+}
+
+#[test]
 fn works_as_a_kubectl_plugin() {
     let bins = localregions::Binaries::locate().expect("control-plane binaries");
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin");

@@ -2,8 +2,31 @@
 //! and context, the context's namespace as the default.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::Context as _;
+
+/// The API server the command's last client was built for, to name it
+/// when it cannot be reached.
+static SERVER: Mutex<Option<String>> = Mutex::new(None);
+
+/// What to tell a user whose command failed: `err`, and when no API server
+/// answered, which one and what to check.
+pub fn explain(err: &anyhow::Error) -> String {
+    let text = format!("{err:#}");
+    let unreachable = err.chain().any(|cause| {
+        cause
+            .downcast_ref::<kube::Error>()
+            .is_some_and(|e| matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_)))
+    });
+    let server = SERVER.lock().ok().and_then(|s| s.clone());
+    match (unreachable, server) {
+        (true, Some(server)) => format!(
+            "{text}\nno answer from the API server at {server}: is the cluster running and reachable from here, and are --kubeconfig and --context (or $KUBECONFIG) the ones you meant?"
+        ),
+        _ => text,
+    }
+}
 
 /// A client for the cluster a kubeconfig (or the environment) names, and
 /// the namespace its context selects.
@@ -35,7 +58,7 @@ pub async fn config(
         context: context.cloned(),
         ..Default::default()
     };
-    Ok(match kubeconfig {
+    let config = match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
@@ -43,5 +66,9 @@ pub async fn config(
         }
         None if context.is_some() => kube::Config::from_kubeconfig(&options).await?,
         None => kube::Config::infer().await?,
-    })
+    };
+    if let Ok(mut server) = SERVER.lock() {
+        *server = Some(crate::text::member_text(&config.cluster_url.to_string()));
+    }
+    Ok(config)
 }
