@@ -57,6 +57,8 @@ fn the_chart_lints_and_renders_with_and_without_its_options() {
         got,
         [
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
             "ClusterRoleBinding",
             "Deployment",
             "PodDisruptionBudget",
@@ -96,11 +98,14 @@ fn the_chart_lints_and_renders_with_and_without_its_options() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("logFormat"));
 }
 
-/// The resources the ClusterRole grants, and the operator's
+/// The resources the operator's ClusterRole grants, and the operator's
 /// MULTIREGION_PROPAGATE_SECRETS.
 fn propagation(args: &[&str]) -> (Vec<String>, String) {
     let docs = rendered(args);
-    let role = one(&docs, "ClusterRole");
+    let role = of_kind(&docs, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "t-multiregion")
+        .expect("the operator's ClusterRole");
     let resources = role["rules"]
         .as_array()
         .unwrap()
@@ -871,6 +876,61 @@ fn copy_dir(from: &Path, to: &Path) {
 /// The CI check that charts/multiregion/README.md is what helm-docs makes
 /// of values.yaml and README.md.gotmpl (built from its Go module by
 /// tests/controlplane/build-helmdocs.sh, which also holds the flags).
+#[test]
+fn the_chart_follows_helm_conventions() {
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let docs = rendered(&[
+        "--set",
+        &format!("image.digest={digest},priorityClassName=high"),
+        "--set",
+        "extraArgs={--propagate-secrets},extraEnv[0].name=HTTPS_PROXY,extraEnv[0].value=http://proxy:3128",
+        "--set",
+        "extraVolumes[0].name=ca,extraVolumes[0].configMap.name=ingress-ca,extraVolumeMounts[0].name=ca,extraVolumeMounts[0].mountPath=/etc/ca",
+        "--set",
+        "podSecurityContext.runAsUser=1001,securityContext.readOnlyRootFilesystem=true",
+    ]);
+    let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["image"],
+        format!("ghcr.io/multiregion/multiregion@{digest}").as_str()
+    );
+    assert_eq!(pod["priorityClassName"], "high");
+    assert_eq!(
+        container["args"],
+        serde_json::json!(["run", "--propagate-secrets"])
+    );
+    assert!(
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "HTTPS_PROXY")
+    );
+    assert_eq!(pod["volumes"][0]["configMap"]["name"], "ingress-ca");
+    assert_eq!(container["volumeMounts"][0]["mountPath"], "/etc/ca");
+    assert_eq!(pod["securityContext"]["runAsUser"], 1001);
+    assert_eq!(
+        pod["securityContext"]["runAsNonRoot"], true,
+        "defaults kept"
+    );
+    // Namespace users get MultiRegionApps with the built-in roles.
+    let defaults = rendered(&[]);
+    let roles: Vec<&Value> = of_kind(&defaults, "ClusterRole");
+    let aggregated = |role: &str| {
+        roles.iter().any(|r| {
+            r["metadata"]["labels"][format!("rbac.authorization.k8s.io/aggregate-to-{role}")]
+                == "true"
+        })
+    };
+    assert!(aggregated("view") && aggregated("edit") && aggregated("admin"));
+    let off = rendered(&["--set", "rbac.aggregateToDefaultRoles=false"]);
+    assert_eq!(of_kind(&off, "ClusterRole").len(), roles.len() - 2);
+    let chart = std::fs::read_to_string(chart().join("Chart.yaml")).unwrap();
+    assert!(chart.contains("artifacthub.io/license: Apache-2.0"));
+    refused(&["--set", "image.digest=latest"], &["digest"]);
+}
+
 #[test]
 fn the_chart_readme_is_current_with_helm_docs() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chart-readme");
