@@ -217,6 +217,10 @@ pub struct JoinArgs {
     /// Context of the member's kubeconfig.
     #[arg(long, visible_alias = "context")]
     pub member_context: Option<String>,
+    /// Store the member's kubeconfig even though it skips TLS verification
+    /// (refused otherwise: the operator would trust whoever answers).
+    #[arg(long)]
+    pub insecure_skip_tls_verify: bool,
     /// The region's traffic entry point (Region spec.endpoint).
     #[arg(long)]
     pub endpoint: Option<String>,

@@ -141,7 +141,8 @@ pub async fn join(args: JoinArgs) -> Result<()> {
     let admin = Kubeconfig::read_from(member_kubeconfig)
         .with_context(|| format!("reading kubeconfig {}", member_kubeconfig.display()))?;
     let context = args.member_context.as_ref();
-    let server = MemberServer::from_kubeconfig(&admin, context)?;
+    let server =
+        MemberServer::from_kubeconfig(&admin, context)?.verified(args.insecure_skip_tls_verify)?;
     let config = super::hub::config(Some(member_kubeconfig), context).await?;
     let member = Client::try_from(config)?;
     let grants = member::Grants {

@@ -303,6 +303,19 @@ impl MemberServer {
         Ok(MemberServer { cluster })
     }
 
+    /// Refuses a server whose certificate would not be verified, unless
+    /// the user said so: the operator would talk to whoever answers there
+    /// with credentials to the region.
+    pub fn verified(self, insecure_allowed: bool) -> Result<Self> {
+        if self.cluster.insecure_skip_tls_verify == Some(true) && !insecure_allowed {
+            anyhow::bail!(
+                "the member's kubeconfig skips TLS verification (insecure-skip-tls-verify): the operator would trust whoever answers at {}; give its CA instead, or pass --insecure-skip-tls-verify to store it anyway",
+                self.cluster.server.as_deref().unwrap_or_default()
+            );
+        }
+        Ok(self)
+    }
+
     /// A kubeconfig holding only the identity's token, for `server`.
     pub fn token_kubeconfig(
         &self,
@@ -348,6 +361,19 @@ mod tests {
             .flatten()
             .filter_map(|r| Some((r.api_groups.clone()?, r.resources.clone()?)))
             .collect()
+    }
+
+    #[test]
+    fn a_kubeconfig_that_skips_tls_verification_is_refused_unless_asked() {
+        let kubeconfig: Kubeconfig = serde_saphyr::from_str(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"https://10.0.0.1:6443\", insecure-skip-tls-verify: true}\nusers:\n- name: u\n  user: {token: x}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n",
+        )
+        .unwrap();
+        let server = || MemberServer::from_kubeconfig(&kubeconfig, None).unwrap();
+        let refused = server().verified(false).err().unwrap().to_string();
+        assert!(refused.contains("--insecure-skip-tls-verify"), "{refused}");
+        assert!(refused.contains("https://10.0.0.1:6443"), "{refused}");
+        assert!(server().verified(true).is_ok());
     }
 
     #[test]
