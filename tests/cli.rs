@@ -129,6 +129,44 @@ fn an_unreachable_hub_is_named_with_what_to_check() {
 }
 
 #[test]
+fn request_timeout_bounds_a_hub_that_never_answers() {
+    // A server that takes connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let kubeconfig = dir.join("silent.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"https://127.0.0.1:{port}\"}}\nusers:\n- name: u\n  user: {{token: x}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_multiregion"))
+        .args(["status", "--request-timeout", "1s", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("status --request-timeout 1s did not end");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("deadline has elapsed"), "{stderr}");
+    let named = format!("no answer from the API server at https://127.0.0.1:{port}/");
+    assert!(stderr.contains(&named), "{stderr}");
+    drop(silent);
+}
+
+#[test]
 fn works_as_a_kubectl_plugin() {
     let bins = localregions::Binaries::locate().expect("control-plane binaries");
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin");

@@ -82,6 +82,30 @@ pub struct HubArgs {
     /// (`--dry-run` or `--dry-run=server`, as kubectl).
     #[arg(long, global = true, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "server")]
     pub dry_run: Option<DryRun>,
+    /// How long to wait for each answer of the hub's API server, as
+    /// kubectl's `--request-timeout` (`30s`, `1m`, `500ms`; a bare number
+    /// is seconds). Default: no limit.
+    #[arg(long, global = true, value_parser = request_timeout)]
+    pub request_timeout: Option<std::time::Duration>,
+}
+
+/// kubectl's forms: `30s`, `1m`, `500ms`, `1h`, or a number of seconds.
+fn request_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a duration such as 30s, 1m or 500ms"))?;
+    let seconds = |s: u64| std::time::Duration::from_secs(s);
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" => Ok(seconds(n)),
+        "m" => Ok(seconds(n * 60)),
+        "h" => Ok(seconds(n * 3600)),
+        _ => Err(format!("{text:?}: the unit must be ms, s, m or h")),
+    }
 }
 
 /// The one dry run the commands have: the API server's.

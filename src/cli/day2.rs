@@ -22,8 +22,14 @@ const CLI_MANAGER: &str = "multiregion-cli";
 /// The hub and the namespace the command works in (`-n`, else the
 /// context's namespace, as kubectl).
 async fn hub(args: &HubArgs) -> Result<(Client, String)> {
-    let (client, default_namespace) =
-        super::hub::client(args.kubeconfig.as_ref(), args.context.as_ref()).await?;
+    let mut config = super::hub::config(args.kubeconfig.as_deref(), args.context.as_ref()).await?;
+    if let Some(limit) = args.request_timeout {
+        config.connect_timeout = Some(limit);
+        config.read_timeout = Some(limit);
+        config.write_timeout = Some(limit);
+    }
+    let default_namespace = config.default_namespace.clone();
+    let client = crate::metrics::counted_client(config, "hub")?;
     let namespace = args.namespace.clone().unwrap_or(default_namespace);
     Ok((client, namespace))
 }
