@@ -209,7 +209,7 @@ fn count(mut round: Counted, evidence: Evidence, inputs: &Inputs) -> Counted {
         Evidence::Serving { degraded } => {
             let reason = degraded.as_ref().map(|_| Reason::ControlPlaneUnreachable);
             let message =
-                degraded.map(|why| format!("{why}; the endpoint still serves, so traffic stays"));
+                degraded.map(|why| format!("{why}; its endpoint still serves"));
             (true, reason, message)
         }
         Evidence::NotServing { reason, message } => (false, Some(reason), Some(message)),
@@ -304,7 +304,7 @@ fn degraded_event(region: &RegionView) -> Option<Event> {
         Event::warning(
             EventReason::RegionDegraded,
             format!(
-                "{} keeps its traffic: {}",
+                "{} is judged on its endpoint alone (nothing is placed or scaled there meanwhile): {}",
                 region.name(),
                 region.message.as_deref().unwrap_or_default()
             ),
