@@ -23,12 +23,19 @@ operator_pid=""
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 cleanup() {
-  step "stopping everything"
+  # `make demo | tee log` and Ctrl-C close the pipe first: a write to it
+  # must not end the cleanup (SIGPIPE ignored, every write allowed to fail,
+  # `down` kept off stdout), or the clusters keep running.
+  trap '' PIPE
+  set +e
+  step "stopping everything" 2>/dev/null
   if [ -n "$operator_pid" ]; then
-    kill "$operator_pid" 2>/dev/null || true
-    wait "$operator_pid" 2>/dev/null || true
+    kill "$operator_pid" 2>/dev/null
+    wait "$operator_pid" 2>/dev/null
   fi
-  "$lr" --dir "$dir" down || true
+  "$lr" --dir "$dir" down >/dev/null 2>&1
+  step "stopped" 2>/dev/null
+  return 0
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
