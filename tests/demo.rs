@@ -47,3 +47,50 @@ fn the_demo_runs_unattended_to_the_failover_and_back() {
     let pids = std::fs::read_to_string(dir.join("pids")).unwrap_or_default();
     assert!(pids.trim().is_empty(), "nothing left to stop: {pids}");
 }
+
+/// `make demo | tee log`, then Ctrl-C: the pipe is gone before the cleanup
+/// writes its first line, and the cleanup must still stop everything.
+#[test]
+fn the_demo_cleans_up_after_its_output_pipe_closes() {
+    use std::io::{BufRead, BufReader};
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("demo-pipe");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut demo = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh"))
+        .arg("--non-interactive")
+        .env("DEMO_DIR", &dir)
+        .env("MULTIREGION_BIN", env!("CARGO_BIN_EXE_multiregion"))
+        .env("LOCALREGIONS_BIN", common::localregions_bin())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the demo runs");
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    // Read until the clusters run, then close the pipe (tee died).
+    let started = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("==> installing the chart with Helm"));
+    assert!(started, "the demo never got to the chart");
+    drop(lines);
+    assert!(dir.join("state.json").exists(), "clusters are running");
+    let interrupt = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupt.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while demo.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo did not end after Ctrl-C"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        !dir.join("state.json").exists(),
+        "localregions down ran though the pipe was closed"
+    );
+    let pids = std::fs::read_to_string(dir.join("pids")).unwrap_or_default();
+    assert!(pids.trim().is_empty(), "nothing left to stop: {pids}");
+}

@@ -208,8 +208,7 @@ fn count(mut round: Counted, evidence: Evidence, inputs: &Inputs) -> Counted {
         }
         Evidence::Serving { degraded } => {
             let reason = degraded.as_ref().map(|_| Reason::ControlPlaneUnreachable);
-            let message =
-                degraded.map(|why| format!("{why}; its endpoint still serves"));
+            let message = degraded.map(|why| format!("{why}; its endpoint still serves"));
             (true, reason, message)
         }
         Evidence::NotServing { reason, message } => (false, Some(reason), Some(message)),
