@@ -14,10 +14,17 @@ static SERVER: Mutex<Option<String>> = Mutex::new(None);
 /// answered, which one and what to check.
 pub fn explain(err: &anyhow::Error) -> String {
     let text = format!("{err:#}");
+    // A connection refused, reset or timed out: not an answer that
+    // refused something (that message speaks for itself).
     let unreachable = err.chain().any(|cause| {
-        cause
+        let transport = cause
             .downcast_ref::<kube::Error>()
-            .is_some_and(|e| matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_)))
+            .is_some_and(|e| matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_)));
+        let said = cause.to_string().to_ascii_lowercase();
+        transport
+            && ["connect", "deadline", "timed out"]
+                .iter()
+                .any(|w| said.contains(w))
     });
     let server = SERVER.lock().ok().and_then(|s| s.clone());
     match (unreachable, server) {
