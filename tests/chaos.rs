@@ -14,8 +14,9 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::operator::{
-    HealOnPanic, Sinks, app_spec, apply_app, condition, delete_app, env, events_by, free_port,
-    install_traffic_crds, lease_holder, placed, sample, serial, status, wait_weights, weights,
+    HealOnPanic, Refusal, Sinks, app_spec, apply_app, condition, delete_app, env, events_by,
+    free_port, install_traffic_crds, lease_holder, placed, refuse_writes, sample, serial, status,
+    wait_weights, weights,
 };
 use common::wait_for;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -496,56 +497,45 @@ fn signal(child: &Child, signal: &str) {
     assert!(status.success(), "kill -{signal}");
 }
 
-/// An admission policy that refuses every change to DNSEndpoints: the DNS
-/// sink's writes fail until it is removed.
-async fn refuse_dns_writes(hub: &Client, refuse: bool) {
-    let policies = kube::api::ApiResource::from_gvk_with_plural(
-        &kube::api::GroupVersionKind::gvk(
-            "admissionregistration.k8s.io",
-            "v1",
-            "ValidatingAdmissionPolicy",
-        ),
-        "validatingadmissionpolicies",
-    );
-    let bindings = kube::api::ApiResource::from_gvk_with_plural(
-        &kube::api::GroupVersionKind::gvk(
-            "admissionregistration.k8s.io",
-            "v1",
-            "ValidatingAdmissionPolicyBinding",
-        ),
-        "validatingadmissionpolicybindings",
-    );
-    let policy: Api<kube::api::DynamicObject> = Api::all_with(hub.clone(), &policies);
-    let binding: Api<kube::api::DynamicObject> = Api::all_with(hub.clone(), &bindings);
-    if !refuse {
-        let _ = binding.delete("refuse-dns", &DeleteParams::default()).await;
-        let _ = policy.delete("refuse-dns", &DeleteParams::default()).await;
+/// An admission policy that refuses every change to DNSEndpoints (`on`):
+/// the DNS sink's writes fail until it is removed. Once on, it returns
+/// when a (dry-run) DNSEndpoint write is refused in `ns`.
+async fn refuse_dns_writes(hub: &Client, ns: &str, on: bool) {
+    let refusal = Refusal {
+        name: "refuse-dns",
+        group: "externaldns.k8s.io",
+        resource: "dnsendpoints",
+        operations: &["CREATE", "UPDATE"],
+        namespace: None,
+    };
+    refuse_writes(hub, &refusal, on).await;
+    if !on {
         return;
     }
-    let apply = PatchParams::apply("chaos").force();
-    policy
-        .patch("refuse-dns", &apply, &Patch::Apply(json!({
-            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-            "metadata": {"name": "refuse-dns"},
-            "spec": {
-                "failurePolicy": "Fail",
-                "matchConstraints": {"resourceRules": [{
-                    "apiGroups": ["externaldns.k8s.io"], "apiVersions": ["*"],
-                    "operations": ["CREATE", "UPDATE"], "resources": ["dnsendpoints"]
-                }]},
-                "validations": [{"expression": "false", "message": "DNS writes refused for the chaos test"}]
-            }
-        })))
-        .await
-        .unwrap();
-    binding
-        .patch("refuse-dns", &apply, &Patch::Apply(json!({
-            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": {"name": "refuse-dns"},
-            "spec": {"policyName": "refuse-dns", "validationActions": ["Deny"]}
-        })))
-        .await
-        .unwrap();
+    let gvk = kube::api::GroupVersionKind::gvk("externaldns.k8s.io", "v1alpha1", "DNSEndpoint");
+    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, "dnsendpoints");
+    let endpoints: Api<kube::api::DynamicObject> = Api::namespaced_with(hub.clone(), ns, &resource);
+    let probe: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "externaldns.k8s.io/v1alpha1", "kind": "DNSEndpoint",
+        "metadata": {"name": "refusal-probe"}, "spec": {"endpoints": []}
+    }))
+    .unwrap();
+    let dry_run = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    wait_for(
+        "DNSEndpoint writes refused",
+        Duration::from_secs(30),
+        || async {
+            endpoints
+                .create(&dry_run, &probe)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -566,9 +556,7 @@ async fn a_sink_write_failing_mid_move_keeps_the_old_active_at_full_size() {
         (sinks.weights("web", "web").await? == (vec![100, 0], vec![100, 0])).then_some(())
     })
     .await;
-    // Wait for the policy to be enforced before moving (it is read from a cache).
-    refuse_dns_writes(&hub, true).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    refuse_dns_writes(&hub, ns, true).await;
 
     let api: Api<multiregion::api::MultiRegionApp> = Api::namespaced(hub.clone(), ns);
     let over = json!({"spec": {"failover": {"activeOverride": "eu-west"}}});
@@ -606,7 +594,7 @@ async fn a_sink_write_failing_mid_move_keeps_the_old_active_at_full_size() {
         "the move is not complete"
     );
 
-    refuse_dns_writes(&hub, false).await;
+    refuse_dns_writes(&hub, ns, false).await;
     let started = Instant::now();
     wait_for(
         "us-east scaled down once DNS has the weights",

@@ -105,15 +105,24 @@ fn plan_fails_an_app_that_serves_no_traffic_and_speaks_yaml() {
     assert!(yaml.contains("detectionSeconds:"), "{yaml}");
 }
 
+/// A kubeconfig (under the test's tmp dir, named `name`) for `server` with
+/// a made-up token.
+fn token_kubeconfig(name: &str, server: &str) -> std::path::PathBuf {
+    let path =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.kubeconfig"));
+    let config = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": server}}],
+        "users": [{"name": "u", "user": {"token": "x"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+    });
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
 #[test]
 fn an_unreachable_hub_is_named_with_what_to_check() {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let kubeconfig = dir.join("nobody-listens.kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:1\"}\nusers:\n- name: u\n  user: {token: x}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n",
-    )
-    .unwrap();
+    let kubeconfig = token_kubeconfig("nobody-listens", "https://127.0.0.1:1");
     let out = Command::new(env!("CARGO_BIN_EXE_multiregion"))
         .args(["status", "--kubeconfig"])
         .arg(&kubeconfig)
@@ -133,13 +142,7 @@ fn request_timeout_bounds_a_hub_that_never_answers() {
     // A server that takes connections and never says a word.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let kubeconfig = dir.join("silent.kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"https://127.0.0.1:{port}\"}}\nusers:\n- name: u\n  user: {{token: x}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n"),
-    )
-    .unwrap();
+    let kubeconfig = token_kubeconfig("silent", &format!("https://127.0.0.1:{port}"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_multiregion"))
         .args(["status", "--request-timeout", "1s", "--kubeconfig"])
         .arg(&kubeconfig)

@@ -730,3 +730,68 @@ pub async fn events_by(
         })
         .unwrap_or_default()
 }
+
+/// What a test's ValidatingAdmissionPolicy refuses: writes (`operations`)
+/// of `group`'s `resource` (a subresource such as `multiregionapps/status`
+/// included), in namespace `namespace` only when given.
+pub struct Refusal<'a> {
+    pub name: &'a str,
+    pub group: &'a str,
+    pub resource: &'a str,
+    pub operations: &'a [&'a str],
+    pub namespace: Option<&'a str>,
+}
+
+/// Puts the refusal in place on the hub (`on`), or removes it. The API
+/// server reads policies from a cache: callers wait until a write is
+/// actually refused.
+pub async fn refuse_writes(hub: &Client, refusal: &Refusal<'_>, on: bool) {
+    let api = |kind: &str, plural: &str| -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+        Api::all_with(
+            hub.clone(),
+            &ApiResource::from_gvk_with_plural(&gvk, plural),
+        )
+    };
+    let policies = api("ValidatingAdmissionPolicy", "validatingadmissionpolicies");
+    let bindings = api(
+        "ValidatingAdmissionPolicyBinding",
+        "validatingadmissionpolicybindings",
+    );
+    let name = refusal.name;
+    if !on {
+        let _ = bindings.delete(name, &DeleteParams::default()).await;
+        let _ = policies.delete(name, &DeleteParams::default()).await;
+        return;
+    }
+    let apply = PatchParams::apply("test").force();
+    let policy = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [refusal.group], "apiVersions": ["*"],
+                "operations": refusal.operations, "resources": [refusal.resource]
+            }]},
+            "validations": [{"expression": "false", "message": format!("{name}: refused by the test")}]
+        }
+    });
+    policies
+        .patch(name, &apply, &Patch::Apply(policy))
+        .await
+        .unwrap();
+    let mut binding_spec = json!({"policyName": name, "validationActions": ["Deny"]});
+    if let Some(ns) = refusal.namespace {
+        binding_spec["matchResources"] =
+            json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}});
+    }
+    let binding = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name}, "spec": binding_spec
+    });
+    bindings
+        .patch(name, &apply, &Patch::Apply(binding))
+        .await
+        .unwrap();
+}

@@ -14,8 +14,8 @@ use multiregion::api::{REGION_IN_USE, Region};
 use serde_json::{Value, json};
 
 use crate::common::operator::{
-    HealOnPanic, app_spec, apply_app, condition, delete_app, ensure_namespace, env, join_region,
-    placed, sample, serial, status, wait_weights, weights,
+    HealOnPanic, Refusal, app_spec, apply_app, condition, delete_app, ensure_namespace, env,
+    join_region, placed, refuse_writes, sample, serial, status, wait_weights, weights,
 };
 use crate::common::wait_for;
 
@@ -684,61 +684,16 @@ async fn a_kubeconfig_secret_replaced_by_a_broken_one_keeps_the_working_client()
     delete_app(&hub, ns, "web").await;
 }
 
-/// A ValidatingAdmissionPolicy on the hub that refuses every write of the
-/// status of apps in `ns` (`on`), or (`on` false) its removal.
+/// Every write of the status of apps in `ns` refused (`on`), or no more.
 async fn refuse_status_writes(hub: &Client, ns: &str, on: bool) {
-    let resource = |kind: &str, plural: &str| {
-        kube::api::ApiResource::from_gvk_with_plural(
-            &kube::api::GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind),
-            plural,
-        )
+    let refusal = Refusal {
+        name: "evidence-refuse-status",
+        group: "multiregion.io",
+        resource: "multiregionapps/status",
+        operations: &["UPDATE"],
+        namespace: Some(ns),
     };
-    let policies: Api<kube::api::DynamicObject> = Api::all_with(
-        hub.clone(),
-        &resource("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
-    );
-    let bindings: Api<kube::api::DynamicObject> = Api::all_with(
-        hub.clone(),
-        &resource(
-            "ValidatingAdmissionPolicyBinding",
-            "validatingadmissionpolicybindings",
-        ),
-    );
-    let name = "evidence-refuse-status";
-    if !on {
-        let _ = bindings.delete(name, &DeleteParams::default()).await;
-        let _ = policies.delete(name, &DeleteParams::default()).await;
-        return;
-    }
-    let apply = PatchParams::apply("test").force();
-    let policy = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": ["multiregion.io"], "apiVersions": ["*"],
-                "operations": ["UPDATE"], "resources": ["multiregionapps/status"]
-            }]},
-            "validations": [{"expression": "false", "message": "status writes refused by the test"}]
-        }
-    });
-    policies
-        .patch(name, &apply, &Patch::Apply(policy))
-        .await
-        .unwrap();
-    let binding = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name},
-        "spec": {
-            "policyName": name, "validationActions": ["Deny"],
-            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
-        }
-    });
-    bindings
-        .patch(name, &apply, &Patch::Apply(binding))
-        .await
-        .unwrap();
+    refuse_writes(hub, &refusal, on).await;
 }
 
 #[tokio::test]
