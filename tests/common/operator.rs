@@ -109,6 +109,7 @@ impl Env {
             dir: dir.clone(),
             names: names.iter().map(|n| n.to_string()).collect(),
             stop_with_this_process: true,
+            spread_hub: None,
         })
         .await
         .expect("local clusters start");

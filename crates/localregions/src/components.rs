@@ -20,39 +20,92 @@ pub(crate) struct Recipe<'a> {
     dir: PathBuf,
     bins: &'a Binaries,
     name: String,
+    /// Prefix of component names and logs: the cluster's name, or
+    /// `HUB@REGION` for one region's part of a spread hub.
+    label: String,
     index: usize,
-    etcd_url: String,
+    /// `--etcd-servers` of the API server.
+    etcd_servers: String,
+    /// The address the API server listens on and advertises.
+    host: String,
+    /// The network namespace the components run in (a spread hub's region).
+    netns: Option<String>,
+    /// Several controller-managers share the cluster (a spread hub).
+    leader_elect: bool,
     pki: ClusterPki,
     api_port: u16,
-    /// `https://127.0.0.1:<port>` of the API server.
+    /// `https://HOST:PORT` of the API server.
     pub server: String,
     /// The admin kubeconfig, written by `new`.
     pub kubeconfig: PathBuf,
 }
 
+/// The port every region's hub API server listens on in a spread hub
+/// (each in its own namespace, so each has the whole port space).
+pub const HUB_API_PORT: u16 = 6443;
+/// The service IP range index of a spread hub (members use their index).
+const HUB_INDEX: usize = 50;
+
 impl<'a> Recipe<'a> {
     /// Generates the cluster's certificates and admin kubeconfig and picks
-    /// its API server port.
+    /// its API server port; it listens on `host`.
     pub fn new(
         dir: &Path,
         bins: &'a Binaries,
         name: &str,
         index: usize,
         etcd_url: &str,
+        host: &str,
     ) -> Result<Self> {
-        let pki = ClusterPki::generate(&dir.join("pki").join(name), name)?;
+        let addresses: Vec<std::net::IpAddr> = host.parse().into_iter().collect();
+        let pki = ClusterPki::generate(&dir.join("pki").join(name), name, &addresses)?;
         let api_port = process::free_port()?;
-        let server = format!("https://127.0.0.1:{api_port}");
+        let server = format!("https://{host}:{api_port}");
         let kubeconfig = dir.join(format!("{name}.kubeconfig"));
         pki::write_private(&kubeconfig, &pki.admin_kubeconfig(name, &server))?;
         Ok(Recipe {
             dir: dir.to_path_buf(),
             bins,
             name: name.to_string(),
+            label: name.to_string(),
             index,
-            etcd_url: etcd_url.to_string(),
+            etcd_servers: etcd_url.to_string(),
+            host: host.to_string(),
+            netns: None,
+            leader_elect: false,
             pki,
             api_port,
+            server,
+            kubeconfig,
+        })
+    }
+
+    /// One region's part of a spread hub: an API server on the region's
+    /// address (port [`HUB_API_PORT`]) in its namespace, with the hub's
+    /// shared certificates; its kubeconfig is `DIR/HUB@REGION.kubeconfig`.
+    pub fn hub_member(
+        dir: &Path,
+        bins: &'a Binaries,
+        hub: &str,
+        pki: &ClusterPki,
+        member: &HubPlace,
+    ) -> Result<Self> {
+        let label = format!("{hub}@{}", member.region);
+        let server = format!("https://{}:{HUB_API_PORT}", member.address);
+        let kubeconfig = dir.join(format!("{label}.kubeconfig"));
+        pki::write_private(&kubeconfig, &pki.admin_kubeconfig(hub, &server))?;
+        Ok(Recipe {
+            dir: dir.to_path_buf(),
+            bins,
+            name: hub.to_string(),
+            label,
+            index: HUB_INDEX,
+            etcd_servers: member.etcd_servers.clone(),
+            host: member.address.clone(),
+            netns: Some(member.netns.clone()),
+            leader_elect: true,
+            pki: pki.clone(),
+            api_port: HUB_API_PORT,
             server,
             kubeconfig,
         })
@@ -67,6 +120,11 @@ impl<'a> Recipe<'a> {
         self.index
     }
 
+    /// The address the API server listens on.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// The port the API server listens on.
     pub fn api_port(&self) -> u16 {
         self.api_port
@@ -74,12 +132,13 @@ impl<'a> Recipe<'a> {
 
     fn component(&self, program: &str, args: Vec<String>) -> Component {
         Component {
-            name: format!("{}/{program}", self.name),
+            name: format!("{}/{program}", self.label),
             program: self.bins.path(program),
             args,
             env: Default::default(),
-            log: self.dir.join(format!("logs/{}-{program}.log", self.name)),
+            log: self.dir.join(format!("logs/{}-{program}.log", self.label)),
             pid: None,
+            netns: self.netns.clone(),
         }
     }
 
@@ -110,10 +169,10 @@ impl<'a> Recipe<'a> {
         self.component(
             "kube-apiserver",
             vec![
-                format!("--etcd-servers={}", self.etcd_url),
+                format!("--etcd-servers={}", self.etcd_servers),
                 format!("--etcd-prefix=/localregions/{name}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
+                format!("--bind-address={}", self.host),
+                format!("--advertise-address={}", self.host),
                 format!("--secure-port={api_port}"),
                 format!("--tls-cert-file={}", self.pki.serving_cert.display()),
                 format!("--tls-private-key-file={}", self.pki.serving_key.display()),
@@ -131,7 +190,7 @@ impl<'a> Recipe<'a> {
                 "--authorization-mode=Node,RBAC".into(),
                 "--allow-privileged=true".into(),
                 "--profiling=false".into(),
-                // Every API server here advertises 127.0.0.1, which the
+                // Every API server here advertises a local address, which the
                 // `kubernetes` Service endpoints reject; nothing uses them.
                 "--endpoint-reconciler-type=none".into(),
                 // On SIGTERM (`drain-apiserver`: a rolling upgrade) /readyz
@@ -152,7 +211,7 @@ impl<'a> Recipe<'a> {
         args.extend([
             "--bind-address=127.0.0.1".into(),
             format!("--secure-port={cm_port}"),
-            "--leader-elect=false".into(),
+            format!("--leader-elect={}", self.leader_elect),
             format!("--cluster-name={name}"),
             format!(
                 "--service-account-private-key-file={}",
@@ -207,6 +266,52 @@ impl<'a> Recipe<'a> {
     }
 }
 
+/// Where one region's part of a spread hub lives.
+pub(crate) struct HubPlace {
+    pub region: String,
+    /// The region's address in its namespace.
+    pub address: String,
+    pub netns: String,
+    /// `--etcd-servers`: this region's member.
+    pub etcd_servers: String,
+}
+
+/// One region's etcd member of a spread hub, in the region's namespace:
+/// clients on ADDRESS:2379, peers on ADDRESS:2380. `initial_cluster` lists
+/// every member (`REGION=http://ADDRESS:2380,...`); a restart reuses the
+/// data directory and ignores it.
+pub(crate) fn hub_etcd(
+    dir: &Path,
+    bins: &Binaries,
+    hub: &str,
+    place: &HubPlace,
+    initial_cluster: &str,
+) -> Component {
+    let address = &place.address;
+    let region = &place.region;
+    Component {
+        name: format!("{hub}@{region}/etcd"),
+        program: bins.path("etcd"),
+        args: vec![
+            format!("--name={region}"),
+            format!("--data-dir={}", dir.join("hub-etcd").join(region).display()),
+            format!("--listen-client-urls=http://{address}:2379"),
+            format!("--advertise-client-urls=http://{address}:2379"),
+            format!("--listen-peer-urls=http://{address}:2380"),
+            format!("--initial-advertise-peer-urls=http://{address}:2380"),
+            format!("--initial-cluster={initial_cluster}"),
+            "--initial-cluster-state=new".into(),
+            format!("--initial-cluster-token={hub}"),
+            "--unsafe-no-fsync=true".into(),
+            "--log-level=warn".into(),
+        ],
+        env: Default::default(),
+        log: dir.join(format!("logs/{hub}@{region}-etcd.log")),
+        pid: None,
+        netns: Some(place.netns.clone()),
+    }
+}
+
 /// etcd, shared by every cluster (each under its own prefix), and its URL.
 pub(crate) fn etcd(dir: &Path, bins: &Binaries) -> Result<(Component, String)> {
     let etcd_port = process::free_port()?;
@@ -230,6 +335,7 @@ pub(crate) fn etcd(dir: &Path, bins: &Binaries) -> Result<(Component, String)> {
         env: Default::default(),
         log: dir.join("logs/etcd.log"),
         pid: None,
+        netns: None,
     };
     Ok((etcd, etcd_url))
 }
@@ -244,6 +350,7 @@ pub(crate) fn toxiproxy(dir: &Path, bins: &Binaries) -> Result<(Component, u16)>
         env: Default::default(),
         log: dir.join("logs/toxiproxy.log"),
         pid: None,
+        netns: None,
     };
     Ok((toxiproxy, port))
 }

@@ -45,13 +45,12 @@ impl Toxiproxy {
             .is_success())
     }
 
-    /// A proxy from `listen` (a loopback address and port) to
-    /// 127.0.0.1:`upstream`.
-    pub async fn proxy(&self, name: &str, listen: &str, upstream: u16) -> Result<()> {
+    /// A proxy from `listen` to `upstream` (each ADDRESS:PORT).
+    pub async fn proxy(&self, name: &str, listen: &str, upstream: &str) -> Result<()> {
         let body = json!({
             "name": name,
             "listen": listen,
-            "upstream": format!("127.0.0.1:{upstream}"),
+            "upstream": upstream,
             "enabled": true,
         });
         let response = self
@@ -97,20 +96,17 @@ impl Toxiproxy {
         }
     }
 
-    /// Points a proxy at 127.0.0.1:`upstream`; the connections open
+    /// Points a proxy at `upstream` (ADDRESS:PORT); the connections open
     /// through it are closed.
-    pub async fn upstream(&self, proxy: &str, upstream: u16) -> Result<()> {
+    pub async fn upstream(&self, proxy: &str, upstream: &str) -> Result<()> {
         let response = self
             .http
             .post(format!("{}/proxies/{proxy}", self.api))
-            .json(&json!({"upstream": format!("127.0.0.1:{upstream}")}))
+            .json(&json!({"upstream": upstream}))
             .send()
             .await?;
         if !response.status().is_success() {
-            bail!(
-                "pointing {proxy} at port {upstream}: {}",
-                response.text().await?
-            );
+            bail!("pointing {proxy} at {upstream}: {}", response.text().await?);
         }
         Ok(())
     }
@@ -190,18 +186,21 @@ impl LocalRegions {
     /// changes: tests and people keep their direct view.
     pub async fn answer(&self, name: &str, code: Option<u16>) -> Result<()> {
         let cluster = self.cluster(name)?;
-        let port = match code {
+        let upstream = match code {
             Some(code) => {
                 let pki = self.dir.join("pki").join(name);
-                crate::answers::server(
+                let port = crate::answers::server(
                     &pki.join("apiserver.crt"),
                     &pki.join("apiserver.key"),
                     code,
-                )?
+                )?;
+                format!("127.0.0.1:{port}")
             }
-            None => crate::port_of(&cluster.server)?,
+            None => crate::authority_of(&cluster.server)?,
         };
-        self.toxiproxy()?.upstream(&api_proxy(name), port).await
+        self.toxiproxy()?
+            .upstream(&api_proxy(name), &upstream)
+            .await
     }
 
     /// The region's endpoint accepts connections but never answers.
@@ -221,26 +220,32 @@ impl LocalRegions {
     /// Undoes `partition`, `latency`, `answer` and `blackhole_endpoint` for
     /// a cluster.
     pub async fn heal(&self, name: &str) -> Result<()> {
-        let server = crate::port_of(&self.cluster(name)?.server)?;
+        let server = crate::authority_of(&self.cluster(name)?.server)?;
         let toxiproxy = self.toxiproxy()?;
-        toxiproxy.upstream(&api_proxy(name), server).await?;
+        toxiproxy.upstream(&api_proxy(name), &server).await?;
         toxiproxy.clear(&api_proxy(name)).await?;
         toxiproxy.clear(&endpoint_proxy(name)).await
     }
 
-    /// A whole region down: its API server, its nodes and its endpoint.
+    /// A whole region down: its API server, its nodes and its endpoint;
+    /// with a spread hub also the hub's etcd member, API server and
+    /// controller-manager there, and every process `exec`'d there.
     pub fn fail(&mut self, name: &str) -> Result<()> {
         let cluster = self.cluster_mut(name)?;
         cluster.endpoint_process.stop(Duration::ZERO);
         cluster.kwok.stop(Duration::ZERO);
         cluster.apiserver.stop(Duration::ZERO);
-        self.save()
+        self.save()?;
+        self.fail_hub_member(name)
     }
 
-    /// Brings back what `fail` stopped, and waits until it serves: the API
-    /// server first (as a real region's control plane comes back before
+    /// Brings back what `fail` stopped (not the `exec`'d processes), and
+    /// waits until it serves: the hub's part in the region first, then the
+    /// API server (as a real region's control plane comes back before
     /// its workloads), then the nodes, then the endpoint.
     pub async fn recover(&mut self, name: &str) -> Result<()> {
+        self.cluster(name)?;
+        self.recover_hub_member(name).await?;
         self.start_apiserver(name).await?;
         self.start_nodes(name).await?;
         self.start_endpoint(name).await

@@ -15,8 +15,10 @@ mod binaries;
 mod components;
 mod faults;
 pub mod load;
+mod netns;
 mod pki;
 mod process;
+mod spread;
 mod traffic;
 
 use std::collections::BTreeMap;
@@ -31,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use binaries::{Binaries, source_dir};
 pub use process::{Component, free_port};
+pub use spread::{HubMember, SpreadHub};
 pub use traffic::{GATEWAY_NAME, GATEWAY_NAMESPACE, Traffic, ZONE};
 
 /// Where clusters live unless `--dir` says otherwise.
@@ -48,6 +51,10 @@ const NODES_PER_CLUSTER: usize = 2;
 /// scheduler (the upstream defaults are 20/30 and 50/100).
 pub(crate) const CONTROLLER_QPS: u32 = 1000;
 pub(crate) const CONTROLLER_BURST: u32 = 2000;
+/// How long each component gets to exit on SIGTERM in `down`: nothing is
+/// kept but etcd's data, and an API server would otherwise serve out its
+/// shutdown delay (20 s) first.
+pub(crate) const DOWN_GRACE: Duration = Duration::from_secs(1);
 /// How long a restarted component gets to exit on SIGTERM.
 const COMPONENT_STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -73,6 +80,10 @@ struct State {
     /// The gateway and DNS, once `start_traffic` ran.
     #[serde(default)]
     traffic: Option<Traffic>,
+    /// The hub spread over the regions (`up --spread-hub`); `None` when
+    /// the hub is a cluster of its own on the host.
+    #[serde(default)]
+    spread: Option<SpreadHub>,
 }
 
 /// One running cluster.
@@ -124,6 +135,10 @@ pub struct UpOptions {
     /// Also start a watchdog that stops everything when this process exits,
     /// however it exits (tests: a panic, a SIGKILL from a timeout).
     pub stop_with_this_process: bool,
+    /// Spread the hub with this name over every cluster in `names` (each
+    /// then a region with its own network namespace; needs root) instead of
+    /// starting it as a cluster of its own.
+    pub spread_hub: Option<String>,
 }
 
 /// A set of local clusters started by `up` (or found by `open`).
@@ -141,8 +156,15 @@ impl LocalRegions {
         if options.names.is_empty() {
             bail!("name at least one cluster to start");
         }
-        for name in &options.names {
+        for name in options.names.iter().chain(&options.spread_hub) {
             validate_name(name)?;
+        }
+        if let Some(hub) = &options.spread_hub
+            && options.names.contains(hub)
+        {
+            bail!(
+                "the spread hub {hub:?} is not also a region: name the hub once, after --spread-hub"
+            );
         }
         let dir = absolute(&options.dir)?;
         if let Ok(existing) = Self::open(&dir)
@@ -174,10 +196,14 @@ impl LocalRegions {
                 watchdog: None,
                 adopted: Vec::new(),
                 traffic: None,
+                spread: None,
             },
         };
         if options.stop_with_this_process {
             regions.start_watchdog()?;
+        }
+        if let Some(hub) = &options.spread_hub {
+            regions.create_network(&bins, hub, &options.names)?;
         }
         regions.state.etcd.start()?;
         regions.state.toxiproxy.start()?;
@@ -198,6 +224,14 @@ impl LocalRegions {
             toxiproxy.ready()
         })
         .await?;
+        if self.state.spread.is_some() {
+            let started = Instant::now();
+            self.start_spread_hub().await?;
+            tracing::info!(
+                seconds = started.elapsed().as_secs_f32(),
+                "spread hub ready"
+            );
+        }
         for (index, name) in names.iter().enumerate() {
             let started = Instant::now();
             self.start_cluster(bins, name, index).await?;
@@ -207,7 +241,12 @@ impl LocalRegions {
     }
 
     async fn start_cluster(&mut self, bins: &Binaries, name: &str, index: usize) -> Result<()> {
-        let recipe = components::Recipe::new(&self.dir, bins, name, index, &self.state.etcd_url)?;
+        let host = match &self.state.spread {
+            Some(spread) => spread.network.host_address(index),
+            None => "127.0.0.1".to_string(),
+        };
+        let recipe =
+            components::Recipe::new(&self.dir, bins, name, index, &self.state.etcd_url, &host)?;
         let mut apiserver = recipe.apiserver();
         let mut controller_manager = recipe.controller_manager()?;
         let (mut scheduler, scheduler_port) = recipe.scheduler()?;
@@ -267,26 +306,33 @@ impl LocalRegions {
     ) -> Result<ProxiedPaths> {
         let toxiproxy = faults::Toxiproxy::new(self.state.toxiproxy_port)?;
         let name = recipe.name();
+        let host = recipe.host();
         let api_port = process::free_port()?;
+        let operator_path = format!("{host}:{api_port}");
         toxiproxy
             .proxy(
                 &faults::api_proxy(name),
-                &format!("127.0.0.1:{api_port}"),
-                recipe.api_port(),
+                &operator_path,
+                &format!("{host}:{}", recipe.api_port()),
             )
             .await?;
-        let public = format!(
-            "127.0.0.{}:{}",
-            10 + recipe.index(),
-            self.state.endpoint_port
-        );
+        // A spread hub's region publishes on its own host address, so its
+        // cuts apply; otherwise one loopback address per region.
+        let public_host = match &self.state.spread {
+            Some(_) => host.to_string(),
+            None => format!("127.0.0.{}", 10 + recipe.index()),
+        };
+        let public = format!("{public_host}:{}", self.state.endpoint_port);
         toxiproxy
-            .proxy(&faults::endpoint_proxy(name), &public, endpoint_port)
+            .proxy(
+                &faults::endpoint_proxy(name),
+                &public,
+                &format!("127.0.0.1:{endpoint_port}"),
+            )
             .await?;
         let direct = std::fs::read_to_string(&recipe.kubeconfig)?;
         let operator_kubeconfig = self.dir.join(format!("{name}.operator.kubeconfig"));
-        let through_proxy =
-            direct.replace(&recipe.server, &format!("https://127.0.0.1:{api_port}"));
+        let through_proxy = direct.replace(&recipe.server, &format!("https://{operator_path}"));
         pki::write_private(&operator_kubeconfig, &through_proxy)?;
         Ok(ProxiedPaths {
             operator_kubeconfig,
@@ -323,9 +369,10 @@ impl LocalRegions {
                 &mut cluster.controller_manager,
                 &mut cluster.apiserver,
             ] {
-                component.stop(Duration::from_secs(10));
+                component.stop(DOWN_GRACE);
             }
         }
+        self.down_spread();
         self.state.etcd.stop(Duration::from_secs(10));
         self.state.toxiproxy.stop(Duration::from_secs(2));
         for pid in self.state.adopted.drain(..) {
@@ -447,13 +494,31 @@ impl LocalRegions {
         &self.state.bin_dir
     }
 
+    /// A cluster's admin kubeconfig; for a spread hub, the hub's through
+    /// its first region (`hub_kubeconfig_in` picks the region).
     pub fn kubeconfig(&self, name: &str) -> Result<PathBuf> {
+        if self.is_spread_hub(name) {
+            return Ok(self.dir.join(format!("{name}.kubeconfig")));
+        }
         Ok(self.cluster(name)?.kubeconfig.clone())
     }
 
-    /// The kubeconfig of a cluster through the operator's proxy.
+    /// The kubeconfig of a cluster through the operator's proxy (a spread
+    /// hub has no proxy: its own kubeconfig).
     pub fn operator_kubeconfig(&self, name: &str) -> Result<PathBuf> {
+        if self.is_spread_hub(name) {
+            return self.kubeconfig(name);
+        }
         Ok(self.cluster(name)?.operator_kubeconfig.clone())
+    }
+
+    fn is_spread_hub(&self, name: &str) -> bool {
+        self.state.spread.as_ref().is_some_and(|s| s.name == name)
+    }
+
+    /// The spread hub, if the hub is spread over the regions.
+    pub fn spread_hub(&self) -> Option<&SpreadHub> {
+        self.state.spread.as_ref()
     }
 
     /// A region's endpoint (`http://127.0.0.1:<port>`).
@@ -463,13 +528,18 @@ impl LocalRegions {
 
     /// An admin client for one cluster.
     pub async fn client(&self, name: &str) -> Result<kube::Client> {
-        admin_client(&self.cluster(name)?.kubeconfig).await
+        admin_client(&self.kubeconfig(name)?).await
     }
 
     /// Shell lines exporting each cluster's kubeconfig path
     /// (`KUBECONFIG_US_EAST=...`) and putting kubectl and helm on PATH.
     pub fn env_lines(&self) -> String {
         let mut out = String::new();
+        if let Some(spread) = &self.state.spread {
+            let upper = spread.name.to_uppercase().replace('-', "_");
+            let path = self.dir.join(format!("{}.kubeconfig", spread.name));
+            out.push_str(&format!("export KUBECONFIG_{upper}={}\n", path.display()));
+        }
         for cluster in &self.state.clusters {
             let upper = cluster.name.to_uppercase().replace('-', "_");
             out.push_str(&format!(
@@ -489,6 +559,7 @@ impl LocalRegions {
     fn components(&self) -> impl Iterator<Item = &Component> {
         [&self.state.etcd, &self.state.toxiproxy]
             .into_iter()
+            .chain(self.state.spread.iter().flat_map(|s| s.components()))
             .chain(self.state.clusters.iter().flat_map(|c| c.components()))
             .chain(self.state.traffic.iter().flat_map(|t| t.components()))
     }
@@ -525,12 +596,7 @@ impl LocalRegions {
     }
 
     fn any_running(&self) -> bool {
-        self.state.etcd.is_running()
-            || self
-                .state
-                .clusters
-                .iter()
-                .any(|c| c.components().iter().any(|p| p.is_running()))
+        self.components().any(Component::is_running)
     }
 
     fn cluster(&self, name: &str) -> Result<&ClusterState> {
@@ -568,9 +634,12 @@ impl LocalRegions {
     /// every pid in `DIR/pids`.
     fn start_watchdog(&mut self) -> Result<()> {
         let script = format!(
-            "while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill -9 $(cat '{pids}') 2>/dev/null; exit 0",
+            "while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill -9 $(cat '{pids}') 2>/dev/null; \
+             for f in '{dir}'/exec/*.pids; do [ -f \"$f\" ] && kill -9 $(cut -d' ' -f1 \"$f\") 2>/dev/null; done; \
+             [ -f '{dir}/network-down.sh' ] && sh '{dir}/network-down.sh'; exit 0",
             parent = std::process::id(),
             pids = self.dir.join("pids").display(),
+            dir = self.dir.display(),
         );
         let mut watchdog = Component {
             name: "watchdog".into(),
@@ -579,6 +648,7 @@ impl LocalRegions {
             env: Default::default(),
             log: self.dir.join("logs/watchdog.log"),
             pid: None,
+            netns: None,
         };
         watchdog.start()?;
         self.state.watchdog = Some(watchdog);
@@ -636,7 +706,7 @@ fn absolute(dir: &Path) -> Result<PathBuf> {
 
 /// Removes what an earlier `up` left in `dir`, and only that.
 fn clean(dir: &Path) -> Result<()> {
-    for sub in ["etcd", "pki", "logs"] {
+    for sub in ["etcd", "hub-etcd", "pki", "logs", "exec"] {
         let path = dir.join(sub);
         if path.exists() {
             std::fs::remove_dir_all(&path)?;
@@ -654,15 +724,16 @@ fn clean(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// An admin client with short timeouts, fit for readiness polls.
-/// The port of `https://127.0.0.1:PORT`.
-fn port_of(server: &str) -> Result<u16> {
+/// `HOST:PORT` of `https://HOST:PORT`.
+fn authority_of(server: &str) -> Result<String> {
     server
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.parse().ok())
-        .ok_or_else(|| anyhow!("no port in {server}"))
+        .strip_prefix("https://")
+        .filter(|rest| rest.contains(':'))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no https://HOST:PORT in {server}"))
 }
 
+/// An admin client with short timeouts, fit for readiness polls.
 pub async fn admin_client(kubeconfig: &Path) -> Result<kube::Client> {
     let kc = Kubeconfig::read_from(kubeconfig)?;
     let mut config =
@@ -674,7 +745,11 @@ pub async fn admin_client(kubeconfig: &Path) -> Result<kube::Client> {
 
 /// Polls `check` until it returns true, failing early when the component
 /// has exited and with its log tail on timeout.
-async fn wait_until<F, Fut>(component: &Component, what: &str, mut check: F) -> Result<()>
+pub(crate) async fn wait_until<F, Fut>(
+    component: &Component,
+    what: &str,
+    mut check: F,
+) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,
@@ -706,7 +781,7 @@ where
     }
 }
 
-async fn wait_etcd(url: &str, etcd: &Component) -> Result<()> {
+pub(crate) async fn wait_etcd(url: &str, etcd: &Component) -> Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()?;
@@ -734,7 +809,7 @@ pub(crate) async fn wait_endpoint(endpoint: &Component, port: u16) -> Result<()>
     .await
 }
 
-async fn wait_apiserver(client: &kube::Client, apiserver: &Component) -> Result<()> {
+pub(crate) async fn wait_apiserver(client: &kube::Client, apiserver: &Component) -> Result<()> {
     wait_until(apiserver, "kube-apiserver /readyz", || async {
         let request = http::Request::get("/readyz").body(Vec::new())?;
         Ok(client.request_text(request).await? == "ok")
@@ -817,9 +892,24 @@ pub async fn start_for_test(dir: PathBuf, names: &[&str]) -> Guard {
         dir,
         names: names.iter().map(|n| n.to_string()).collect(),
         stop_with_this_process: true,
+        spread_hub: None,
     })
     .await
     .expect("local clusters start");
+    Guard(regions)
+}
+
+/// Starts regions with a hub spread over them (needs root) for one test in
+/// `dir`; stopped as by [`start_for_test`].
+pub async fn start_spread_for_test(dir: PathBuf, hub: &str, regions: &[&str]) -> Guard {
+    let regions = LocalRegions::up(UpOptions {
+        dir,
+        names: regions.iter().map(|n| n.to_string()).collect(),
+        stop_with_this_process: true,
+        spread_hub: Some(hub.to_string()),
+    })
+    .await
+    .expect("local regions with a spread hub start");
     Guard(regions)
 }
 

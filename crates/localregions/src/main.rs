@@ -27,10 +27,33 @@ struct Cli {
 enum Command {
     /// Start clusters; returns when all are ready and leaves them running.
     Up {
-        /// Cluster names, e.g. hub us-east eu-west.
+        /// Cluster names, e.g. hub us-east eu-west (with --spread-hub: the
+        /// regions only).
         #[arg(required = true)]
         names: Vec<String>,
+        /// Spread the hub named HUB over the regions: an etcd member, an API
+        /// server and a controller-manager in each region's own network
+        /// namespace (needs root); DIR/HUB@REGION.kubeconfig for each,
+        /// DIR/HUB.kubeconfig is the first region's.
+        #[arg(long, value_name = "HUB")]
+        spread_hub: Option<String>,
     },
+    /// Run CMD inside a region's network namespace (spread hub only): in
+    /// the foreground, with CMD's exit status; `fail REGION` kills it.
+    Exec {
+        region: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Cut every path between REGION and the other regions, both ways
+    /// (spread hub only; the host keeps reaching every region).
+    Isolate { region: String },
+    /// Undo `isolate` (and every `cut` involving REGION).
+    Rejoin { region: String },
+    /// Cut only the paths between regions A and B (spread hub only).
+    Cut { a: String, b: String },
+    /// Undo `cut A B`.
+    Mend { a: String, b: String },
     /// Stop everything `up` started.
     Down,
     /// Kill a cluster's API server: the region becomes unreachable (data kept).
@@ -44,9 +67,11 @@ enum Command {
     StopNodes { name: String },
     /// Start a cluster's KWOK again and wait until its nodes are Ready.
     StartNodes { name: String },
-    /// A whole region down: its API server, its nodes and its endpoint.
+    /// A whole region down: its API server, its nodes and its endpoint (with
+    /// a spread hub also the hub's member there and what was exec'd there).
     Fail { name: String },
-    /// Bring back what `fail` stopped and wait until it serves.
+    /// Bring back what `fail` stopped (not exec'd processes) and wait until
+    /// it serves.
     Recover { name: String },
     /// Cut the operator off from a cluster's API server (black-holed, as a
     /// lost route); the cluster and its endpoint keep serving.
@@ -132,14 +157,26 @@ async fn main() {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Up { names } => {
+        Command::Up { names, spread_hub } => {
             let started = Instant::now();
             let regions = LocalRegions::up(UpOptions {
                 dir: cli.dir,
                 names,
                 stop_with_this_process: false,
+                spread_hub,
             })
             .await?;
+            if let Some(hub) = regions.spread_hub() {
+                for member in &hub.members {
+                    println!(
+                        "{}@{}\t{}\t{}",
+                        hub.name,
+                        member.region,
+                        member.server,
+                        member.kubeconfig.display()
+                    );
+                }
+            }
             for cluster in regions.clusters() {
                 println!(
                     "{}\t{}\t{}",
@@ -153,6 +190,13 @@ async fn run(cli: Cli) -> Result<()> {
                 started.elapsed().as_secs_f64()
             );
         }
+        Command::Exec { region, command } => {
+            LocalRegions::open(&cli.dir)?.exec_in(&region, &command)?
+        }
+        Command::Isolate { region } => LocalRegions::open(&cli.dir)?.isolate(&region)?,
+        Command::Rejoin { region } => LocalRegions::open(&cli.dir)?.rejoin(&region)?,
+        Command::Cut { a, b } => LocalRegions::open(&cli.dir)?.cut(&a, &b)?,
+        Command::Mend { a, b } => LocalRegions::open(&cli.dir)?.mend(&a, &b)?,
         Command::Down => match LocalRegions::open(&cli.dir) {
             Ok(mut regions) => regions.down(),
             Err(_) => eprintln!("nothing running in {}", cli.dir.display()),

@@ -1,7 +1,7 @@
 //! Certificates and kubeconfigs for one local cluster.
 //!
 //! Each cluster gets its own CA; the API server serves a certificate signed by
-//! it for 127.0.0.1/localhost, and the admin kubeconfig authenticates with a
+//! it for 127.0.0.1/localhost (and a spread hub's region addresses), and the admin kubeconfig authenticates with a
 //! client certificate in `system:masters`. A separate key signs
 //! ServiceAccount tokens so they work as in a real cluster.
 
@@ -30,8 +30,9 @@ pub struct ClusterPki {
 }
 
 impl ClusterPki {
-    /// Generates the CA, serving, admin and ServiceAccount keys into `dir`.
-    pub fn generate(dir: &Path, cluster: &str) -> Result<Self> {
+    /// Generates the CA, serving, admin and ServiceAccount keys into `dir`;
+    /// the serving certificate is for 127.0.0.1, localhost and `addresses`.
+    pub fn generate(dir: &Path, cluster: &str, addresses: &[std::net::IpAddr]) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let mut ca_params = CertificateParams::default();
         ca_params
@@ -55,6 +56,9 @@ impl ClusterPki {
         serving
             .subject_alt_names
             .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        for address in addresses {
+            serving.subject_alt_names.push(SanType::IpAddress(*address));
+        }
         serving
             .distinguished_name
             .push(DnType::CommonName, "kube-apiserver");

@@ -29,6 +29,10 @@ pub struct Component {
     pub log: PathBuf,
     /// Pid of the running process, if any.
     pub pid: Option<i32>,
+    /// The network namespace (`/run/netns/NAME`) it runs in: a region's, in
+    /// a spread hub. The host's when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 impl Component {
@@ -43,13 +47,18 @@ impl Component {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening log {}", self.log.display()))?;
-        let child = Command::new(&self.program)
+        let mut command = match &self.netns {
+            Some(name) => command_in_namespace(name, &self.program),
+            None => Command::new(&self.program),
+        };
+        command
             .args(&self.args)
             .envs(&self.env)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .process_group(0)
+            .process_group(0);
+        let child = command
             .spawn()
             .with_context(|| format!("starting {} ({})", self.name, self.program.display()))?;
         self.pid = Some(child.id() as i32);
@@ -60,15 +69,21 @@ impl Component {
 
     /// True when the recorded process is still running this component's program.
     pub fn is_running(&self) -> bool {
-        self.pid
-            .is_some_and(|pid| running_program(pid, &self.program))
+        self.pid.is_some_and(|pid| self.runs_as(pid))
+    }
+
+    /// The process `pid` is this component: its program, or (for a moment
+    /// after the start) the `ip netns exec` that becomes it.
+    fn runs_as(&self, pid: i32) -> bool {
+        running_program(pid, &self.program)
+            || (self.netns.is_some() && running_program(pid, Path::new("ip")))
     }
 
     /// Asks the component to shut down (SIGTERM) and returns at once: it
     /// goes at its own pace (an API server answers `/readyz` with 500 for
     /// its shutdown delay, still serving, then exits).
     pub fn terminate(&mut self) {
-        if let Some(pid) = self.pid.filter(|&pid| running_program(pid, &self.program)) {
+        if let Some(pid) = self.pid.filter(|&pid| self.runs_as(pid)) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         }
     }
@@ -76,7 +91,7 @@ impl Component {
     /// Stops the component: SIGTERM and a grace period, or SIGKILL at once.
     pub fn stop(&mut self, grace: Duration) {
         let Some(pid) = self.pid.take() else { return };
-        if !running_program(pid, &self.program) {
+        if !self.runs_as(pid) {
             reap(pid);
             return;
         }
@@ -106,6 +121,24 @@ impl Component {
     pub fn log_tail(&self, lines: usize) -> String {
         tail(&self.log, lines)
     }
+}
+
+/// A command running `program` in the network namespace `/run/netns/NAME`
+/// (through `ip netns exec`, which enters it and then executes `program`
+/// in the same process: the pid is the program's).
+pub fn command_in_namespace(name: &str, program: &Path) -> Command {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", name]).arg(program);
+    command
+}
+
+/// The start time of a process (clock ticks since boot): with its pid, it
+/// names the process even after its pid is reused.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // Field 22 of stat; the first after the command name is field 3.
+    fields.get(19)?.parse().ok()
 }
 
 /// Reaps the process if it is our child and has exited (no-op otherwise).

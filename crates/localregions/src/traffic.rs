@@ -209,6 +209,7 @@ fn component(name: &str, program: PathBuf, args: Vec<String>, dir: &Path) -> Com
         env: Default::default(),
         log: dir.join(format!("{name}.log")),
         pid: None,
+        netns: None,
     }
 }
 
