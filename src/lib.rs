@@ -14,4 +14,5 @@ pub mod deadline;
 pub mod error;
 pub mod fence;
 pub mod metrics;
+pub mod observe;
 pub mod regions;

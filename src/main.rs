@@ -37,9 +37,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "multiregion".into())
     });
+    let region = match args.region {
+        Some(region) => Some(region),
+        None => cli::node_region(&hub.requests).await,
+    };
     multiregion::controller::run(
         hub,
         multiregion::controller::Options {
+            region,
             namespace: args.namespace,
             metrics_addr: args.metrics_addr,
             identity,

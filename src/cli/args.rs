@@ -323,6 +323,12 @@ pub struct RunArgs {
     /// member cluster. Default: the UID of the hub's kube-system namespace.
     #[arg(long, env = "MULTIREGION_HUB_NAME", default_value = "")]
     pub hub_name: String,
+    /// The region this replica runs in: it probes every Region from there
+    /// and publishes what it sees (its observer Lease). Default: the
+    /// `topology.kubernetes.io/region` label of the node named by
+    /// $NODE_NAME, if any.
+    #[arg(long, env = "MULTIREGION_REGION")]
+    pub region: Option<String>,
     /// Read Secrets in every namespace of the hub, so that apps can copy
     /// them into their regions (spec.propagate.secrets). Off by default:
     /// it needs cluster-wide read access to Secrets on the hub.

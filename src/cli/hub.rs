@@ -79,3 +79,21 @@ pub async fn config(
     }
     Ok(config)
 }
+
+/// The `topology.kubernetes.io/region` label of the node named by
+/// `$NODE_NAME` (set from the pod's `spec.nodeName` by the chart), if it
+/// can be read.
+pub async fn node_region(hub: &kube::Client) -> Option<String> {
+    let node = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty())?;
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(hub.clone());
+    match nodes.get(&node).await {
+        Ok(found) => found
+            .metadata
+            .labels
+            .and_then(|l| l.get("topology.kubernetes.io/region").cloned()),
+        Err(err) => {
+            tracing::warn!(node = %node, error = %err, "cannot read this node's region label; set --region");
+            None
+        }
+    }
+}

@@ -22,6 +22,7 @@ pub use args::{Cli, Command, LogFormat, RunArgs};
 pub use hub::client as hub_client;
 pub use hub::clients as hub_clients;
 pub use hub::explain;
+pub use hub::node_region;
 pub use render::{Style, plan_report, status_table};
 
 /// The name people type: `kubectl multiregion` when run as the plugin.

@@ -3,10 +3,11 @@
 //! between reconciles (when its last round was, its last status write, its
 //! sink retries).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 
@@ -18,6 +19,7 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use crate::api::{Health, MultiRegionApp, MultiRegionAppSpec, MultiRegionAppStatus};
 use crate::metrics::{AppRegionLabels, ConditionLabels, Metrics};
 use crate::plan::manifest::AppKey;
+use crate::plan::observers::Sightings;
 use crate::plan::propagate::Propagation;
 use crate::regions::Registry;
 use crate::regions::http_check::HttpChecks;
@@ -48,6 +50,8 @@ pub struct Parts {
     pub hub_config: HubConfig,
     pub metrics: Arc<Metrics>,
     pub fence: Fence,
+    /// Every replica's observer Lease (see `observe`).
+    pub observers: Store<Lease>,
 }
 
 /// The last status the operator wrote for an app: written over
@@ -84,6 +88,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Whether this replica may write now.
     pub(super) fence: Fence,
+    /// Every replica's observer Lease.
+    observers: Store<Lease>,
     /// This instance's name in Events and the Lease.
     pub(super) identity: String,
     /// When each app last had a health round, what the evidence was, and
@@ -108,12 +114,19 @@ impl Context {
             hub_config: parts.hub_config,
             metrics: parts.metrics,
             fence: parts.fence,
+            observers: parts.observers,
             identity: identity.to_string(),
             rounds: Mutex::default(),
             written: Mutex::default(),
             placeable: Mutex::default(),
             sink_retries: Mutex::default(),
         }
+    }
+
+    /// What the live observers see of each region now.
+    pub(super) fn sightings(&self, now: jiff::Timestamp) -> BTreeMap<String, Sightings> {
+        let leases = self.observers.state();
+        crate::observe::sightings(leases.iter().map(|l| &**l), now)
     }
 
     /// Remembers what the app can be placed with now (a clone only when

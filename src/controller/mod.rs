@@ -24,11 +24,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -70,6 +71,8 @@ pub struct Options {
     /// Read Secrets in every namespace of the hub, so that apps can
     /// propagate them (`spec.propagate.secrets`).
     pub propagate_secrets: bool,
+    /// The region this replica runs in (`--region`), if known.
+    pub region: Option<String>,
 }
 
 /// Serves metrics and health, waits for the Lease (with leader election),
@@ -85,6 +88,15 @@ pub async fn run(hub: Clients, options: Options) -> anyhow::Result<()> {
         metrics.clone(),
         ready.clone(),
     ));
+    // Every replica observes, leader or not, for as long as it runs.
+    let observing = crate::observe::Options {
+        namespace: options.namespace.clone(),
+        identity: options.identity.clone(),
+        region: options.region.clone(),
+        lease: Duration::from_secs(options.lease_seconds),
+    };
+    let observer = tokio::spawn(crate::observe::run(hub.clone(), observing, metrics.clone()));
+    let _stop_observing = AbortOnDrop(observer);
     // Read before taking the Lease: a leader that cannot place anything
     // must not hold it.
     let hub_id = tokio::select! {
@@ -136,6 +148,15 @@ pub async fn run(hub: Clients, options: Options) -> anyhow::Result<()> {
     }
 }
 
+/// Aborts a task when dropped (the observer stops with `run`).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How long to wait between attempts to read the hub's identity.
 const IDENTITY_RETRY: Duration = Duration::from_secs(2);
 
@@ -175,6 +196,7 @@ async fn run_controllers(
     let registry = Registry::new(clients.clone(), tx.clone(), metrics.clone(), fence.clone());
     let checks = http_check::HttpChecks::new(http_check::client()?, tx.clone());
     let sinks = SinkCaches::start(&watches, tx.clone());
+    let (observers, observer_watch) = observer_leases(&watches, &options.namespace);
     let hub_config = hub_config::HubConfig::start(&watches, options.propagate_secrets, tx);
     let apps = Controller::new(
         Api::<MultiRegionApp>::all(watches.clone()),
@@ -192,6 +214,7 @@ async fn run_controllers(
             hub_config,
             metrics,
             fence,
+            observers,
         },
         &options.identity,
     ));
@@ -221,9 +244,26 @@ async fn run_controllers(
         _ = region_loop => {},
         _ = app_loop => {},
         _ = prune(registry, region_store.clone()) => {},
+        _ = observer_watch => {},
         _ = readiness => {},
     }
     Ok(())
+}
+
+/// A cache of the replicas' observer Leases (in the operator's
+/// namespace), and the watch that fills it.
+fn observer_leases(
+    hub: &Client,
+    namespace: &str,
+) -> (Store<Lease>, impl Future<Output = ()> + use<>) {
+    let (store, writer) = reflector::store();
+    let api: Api<Lease> = Api::namespaced(hub.clone(), namespace);
+    let config = watcher::Config::default().labels(crate::observe::OBSERVER_LABEL);
+    let watch = reflector::reflector(writer, watcher(api, config))
+        .default_backoff()
+        .touched_objects()
+        .for_each(|_| async {});
+    (store, watch)
 }
 
 /// A member per Region, rebuilt when its Secret changes.

@@ -221,6 +221,8 @@ fn decide(
     let interval = Duration::from_secs(app.spec.health_check.interval_seconds.max(1) as u64);
     let (round, next_round) = ctx.round_due(key, interval, &gather::evidence(&observations));
     let published = ctx.sinks.published(app, key);
+    let now = Timestamp::now();
+    let sightings = ctx.sightings(now);
     let decision = plan::decide(&Inputs {
         spec: &app.spec,
         generation: app.metadata.generation,
@@ -229,7 +231,8 @@ fn decide(
         round: round.is_some(),
         published: &published,
         drill_requested: drill_requested(app),
-        now: Timestamp::now(),
+        sightings: &sightings,
+        now,
     });
     (decision, round, next_round)
 }

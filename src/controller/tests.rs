@@ -230,6 +230,7 @@ fn context() -> (Arc<Context>, Client, Server) {
         apps: reflector::store::<MultiRegionApp>().0,
         metrics,
         fence: Fence::open(),
+        observers: reflector::store().0,
     };
     let server = Server {
         handle,

@@ -6,10 +6,10 @@
 //! Everything observed here feeds the app reconciles through triggers; the
 //! decisions are made in `plan/`.
 
-mod credentials;
+pub(crate) mod credentials;
 pub mod http_check;
 mod member;
-mod probe;
+pub(crate) mod probe;
 mod watch;
 
 use std::collections::{HashMap, HashSet};

@@ -44,12 +44,12 @@ pub fn initial_state(region: &Region) -> ProbeState {
 }
 
 /// One probe's result.
-struct Probed {
-    ok: bool,
+pub(crate) struct Probed {
+    pub(crate) ok: bool,
     /// The API server answered with an error code that says nothing about
     /// the region (429, 5xx, 401, 403): no evidence either way.
-    troubled: Option<u16>,
-    error: String,
+    pub(crate) troubled: Option<u16>,
+    pub(crate) error: String,
     latency: Duration,
 }
 
@@ -92,7 +92,7 @@ pub async fn run(registry: Weak<Registry>, member: Weak<Member>, client: Client)
 const READYZ_BODY_MAX: usize = 64 * 1024;
 
 /// A bounded-time `GET /readyz`, its body read up to `READYZ_BODY_MAX`.
-async fn probe_once(client: &Client, spec: &RegionProbe) -> Probed {
+pub(crate) async fn probe_once(client: &Client, spec: &RegionProbe) -> Probed {
     let started = Instant::now();
     let timeout = Duration::from_secs(spec.timeout_seconds.max(1) as u64);
     let (ok, troubled, error) = match tokio::time::timeout(timeout, readyz(client)).await {

@@ -1251,8 +1251,11 @@ pub struct RegionAppStatus {
 #[serde(rename_all = "camelCase")]
 pub struct UnknownEvidence {
     /// MemberTroubled (429, 5xx, 401, 403 from its API server), WatchStale,
-    /// WorkloadPending, HttpPending, NotObservedYet, or HubSide (a deleted
-    /// Region, an unusable kubeconfig Secret: never counted).
+    /// WorkloadPending, HttpPending, NotObservedYet, HubSide (a deleted
+    /// Region, an unusable kubeconfig Secret: never counted),
+    /// ObserversSeeItServing (the leader lost sight of the region but most
+    /// operator replicas reach it: never counted) or ObserversDisagree (no
+    /// majority of replicas either way yet).
     pub cause: String,
     /// Details, as the member or the hub said them (capped).
     pub message: String,

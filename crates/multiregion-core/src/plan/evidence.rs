@@ -53,6 +53,13 @@ pub enum UnknownCause {
     /// The Region was deleted on the hub, or its kubeconfig Secret is
     /// unusable: the hub's problem, never counted against the region.
     HubSide,
+    /// The leader lost sight of the region, but a majority of the live
+    /// observers (operator replicas) see its API server answer: the
+    /// leader's path is the problem, never counted against the region.
+    ObserversSeeItServing,
+    /// The leader lost sight of the region and no majority of the live
+    /// observers agrees either way yet: bounded like a member-side cause.
+    ObserversDisagree,
 }
 
 impl UnknownCause {
@@ -65,6 +72,8 @@ impl UnknownCause {
             UnknownCause::WorkloadPending => "WorkloadPending",
             UnknownCause::HttpPending => "HttpPending",
             UnknownCause::HubSide => "HubSide",
+            UnknownCause::ObserversSeeItServing => "ObserversSeeItServing",
+            UnknownCause::ObserversDisagree => "ObserversDisagree",
         }
     }
 
@@ -78,6 +87,8 @@ impl UnknownCause {
             UnknownCause::WorkloadPending,
             UnknownCause::HttpPending,
             UnknownCause::HubSide,
+            UnknownCause::ObserversSeeItServing,
+            UnknownCause::ObserversDisagree,
         ]
         .into_iter()
         .find(|c| c.as_str() == word)
@@ -89,7 +100,21 @@ impl UnknownCause {
     /// Hub-side causes never count, nor does the operator's own start (a
     /// restart never flips traffic; every probe has a deadline, so it ends).
     pub fn bounded(self) -> bool {
-        !matches!(self, UnknownCause::HubSide | UnknownCause::NotObservedYet)
+        !matches!(
+            self,
+            UnknownCause::HubSide
+                | UnknownCause::NotObservedYet
+                | UnknownCause::ObserversSeeItServing
+        )
+    }
+
+    /// The evidence depends on where it is seen from (the leader's path to
+    /// the region's API server), so the other observers are asked.
+    pub fn seen_from_the_leader(self) -> bool {
+        matches!(
+            self,
+            UnknownCause::MemberTroubled | UnknownCause::WatchStale
+        )
     }
 }
 

@@ -175,6 +175,9 @@ pub struct Inputs<'a> {
     /// When a person last asked for a failover drill
     /// (`kubectl multiregion drill APP --now`).
     pub drill_requested: Option<Timestamp>,
+    /// What the live observers (operator replicas) see of each region, by
+    /// region name; empty with a single replica. See `observers::gate`.
+    pub sightings: &'a BTreeMap<String, observers::Sightings>,
     pub now: Timestamp,
 }
 

@@ -22,6 +22,9 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
+use super::evidence::{Evidence, UnknownCause};
+use crate::api::Reason;
+
 /// How far two replicas' clocks may disagree. Lease renewal times are
 /// written by each replica's clock and read by another's: every deadline
 /// that compares them waits this much longer.
@@ -122,6 +125,98 @@ pub fn judge(reports: &[Report], hold: Duration, now: Timestamp) -> Verdict {
         others: names(&|r| !failing_now(r)),
         failing,
         needed,
+    }
+}
+
+/// What the live observers see of one region now, by identity.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sightings {
+    /// Its API server answers them.
+    pub serving: Vec<String>,
+    /// They cannot reach its API server (refused, timed out).
+    pub failing: Vec<String>,
+    /// Nothing either way (not probed yet, or only troubled answers).
+    pub unknown: Vec<String>,
+}
+
+impl Sightings {
+    /// The live observers' word on one region; expired ones do not count.
+    pub fn of_live(reports: &[Report], now: Timestamp) -> Self {
+        let mut sightings = Sightings::default();
+        for report in reports.iter().filter(|r| r.observer.live(now)) {
+            let name = report.observer.identity.clone();
+            match report.seen {
+                Seen::Serving => sightings.serving.push(name),
+                Seen::Failing { .. } => sightings.failing.push(name),
+                Seen::Unknown => sightings.unknown.push(name),
+            }
+        }
+        sightings
+    }
+
+    /// How many live observers there are.
+    pub fn live(&self) -> usize {
+        self.serving.len() + self.failing.len() + self.unknown.len()
+    }
+}
+
+/// The leader's evidence on an app in `region`, checked against the live
+/// observers. Only evidence that depends on the leader's own path to the
+/// region's API server is checked (unreachable, troubled answers, a silent
+/// watch); what that API server says (pods not ready) and HTTP checks are
+/// the same from anywhere they are read. With one live observer or none,
+/// the leader's evidence stands (the single-replica rule).
+///
+/// - A majority of the live observers reach the API server: the leader
+///   alone lost sight of it, nothing counts (`ObserversSeeItServing`).
+/// - The leader cannot reach it and no majority sees it failing: no round
+///   counts yet, bounded like a member-side cause (`ObserversDisagree`).
+/// - Else the leader's evidence stands, naming who saw it failing.
+pub fn gate(evidence: Evidence, region: &str, sightings: Option<&Sightings>) -> Evidence {
+    let Some(seen) = sightings.filter(|s| s.live() > 1) else {
+        return evidence;
+    };
+    let from_leader = match &evidence {
+        Evidence::NotServing { reason, .. } => *reason == Reason::RegionUnreachable,
+        Evidence::Unknown { cause, .. } => cause.seen_from_the_leader(),
+        Evidence::Serving { .. } => false,
+    };
+    if !from_leader {
+        return evidence;
+    }
+    let needed = majority(seen.live());
+    let of = |names: &[String]| {
+        format!(
+            "{} of {} observers ({})",
+            names.len(),
+            seen.live(),
+            names.join(", ")
+        )
+    };
+    if seen.serving.len() >= needed {
+        return Evidence::Unknown {
+            cause: UnknownCause::ObserversSeeItServing,
+            message: format!(
+                "{region}'s API server answers {}: only the leader's path to it fails",
+                of(&seen.serving)
+            ),
+        };
+    }
+    match evidence {
+        Evidence::NotServing { reason, message } if seen.failing.len() >= needed => {
+            Evidence::NotServing {
+                reason,
+                message: format!("{message}; seen failing by {}", of(&seen.failing)),
+            }
+        }
+        Evidence::NotServing { message, .. } => Evidence::Unknown {
+            cause: UnknownCause::ObserversDisagree,
+            message: format!(
+                "{message}; seen failing by {} only, {needed} needed",
+                of(&seen.failing)
+            ),
+        },
+        other => other,
     }
 }
 

@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::drill::DrillRole;
 use super::evidence::{self, Evidence, Judging, UnknownCause};
 use super::health::{self, Counters, Health, Thresholds, WorkloadState};
+use super::observers;
 use super::{Event, EventReason, Inputs, Observation};
 use crate::api::{AppRegion, Reason, RegionAppStatus, Strategy, UnknownEvidence};
 
@@ -156,7 +157,12 @@ fn judge_one<'a>(inputs: &'a Inputs, region: Cow<'a, AppRegion>) -> RegionView<'
             starting: just_scaled || never_judged,
             never_judged,
         };
-        round = count(round, evidence::classify(&obs, judging), inputs);
+        let evidence = observers::gate(
+            evidence::classify(&obs, judging),
+            &region.name,
+            inputs.sightings.get(&region.name),
+        );
+        round = count(round, evidence, inputs);
     }
     let ready = obs
         .placed()

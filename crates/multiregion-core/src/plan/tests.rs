@@ -68,6 +68,8 @@ struct Sim {
     last: Option<Decision>,
     /// `multiregion.io/drill-requested`, as the app carries it.
     drill_requested: Option<Timestamp>,
+    /// What the other operator replicas see of each region.
+    sightings: BTreeMap<String, crate::plan::observers::Sightings>,
 }
 
 impl Sim {
@@ -78,6 +80,7 @@ impl Sim {
             now: 0,
             last: None,
             drill_requested: None,
+            sightings: BTreeMap::new(),
         }
     }
 
@@ -116,6 +119,7 @@ impl Sim {
             round,
             published: &[],
             drill_requested: self.drill_requested,
+            sightings: &self.sightings,
             now: at(self.now),
         });
         self.status = d.status.clone();
@@ -1077,6 +1081,7 @@ fn check_invariants_with(
             round: step.round,
             published: &[],
             drill_requested: None,
+            sightings: &BTreeMap::new(),
             now: at(sim.now),
         });
         prop_assert_eq!(&again, &d);
@@ -1115,5 +1120,6 @@ mod drills;
 mod evidence;
 mod faults;
 mod homes;
+mod observers;
 mod propagation;
 mod stepped;

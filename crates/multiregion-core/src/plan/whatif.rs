@@ -103,6 +103,7 @@ pub fn simulate(
             round: true,
             published: &[],
             drill_requested: None,
+            sightings: &BTreeMap::new(),
             now: t,
         });
         *status = d.status.clone();

@@ -1,0 +1,107 @@
+//! A majority decides failure, over whole decisions: the leader's own loss
+//! of sight moves nothing while most observers reach the region; a loss
+//! they share moves the traffic as with one replica.
+
+use super::*;
+use crate::plan::observers::Sightings;
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|n| n.to_string()).collect()
+}
+
+fn sighting(serving: &[&str], failing: &[&str], unknown: &[&str]) -> Sightings {
+    Sightings {
+        serving: names(serving),
+        failing: names(failing),
+        unknown: names(unknown),
+    }
+}
+
+fn sim_seeing(region: &str, sightings: Sightings) -> Sim {
+    let mut sim = Sim::new(spec(json!({"healthCheck": {"unknownSeconds": 30}})));
+    sim.sightings.insert(region.into(), sightings);
+    sim.round(&[]);
+    assert_eq!(sim.weights(), "us-east=100 eu-west=0");
+    sim
+}
+
+#[test]
+fn a_leader_alone_cut_off_from_the_active_region_moves_nothing() {
+    let mut sim = sim_seeing("us-east", sighting(&["b", "c"], &["leader"], &[]));
+    for round in 0..120 {
+        sim.round(&[("us-east", down())]);
+        assert_eq!(sim.weights(), "us-east=100 eu-west=0", "round {round}");
+    }
+    let region = sim.region("us-east");
+    assert_eq!(region.consecutive_failures, 0);
+    let unknown = region.unknown.clone().unwrap();
+    assert_eq!(unknown.cause, "ObserversSeeItServing");
+    assert!(
+        unknown.message.contains("2 of 3 observers (b, c)"),
+        "status names who still sees it: {}",
+        unknown.message
+    );
+}
+
+#[test]
+fn a_loss_the_majority_shares_moves_the_traffic_after_the_threshold() {
+    let mut sim = sim_seeing("us-east", sighting(&["c"], &["leader", "b"], &[]));
+    for _ in 0..2 {
+        sim.round(&[("us-east", down())]);
+        assert_eq!(sim.weights(), "us-east=100 eu-west=0");
+    }
+    sim.round(&[("us-east", down())]);
+    assert_eq!(sim.weights(), "us-east=0 eu-west=100");
+    let message = sim.region("us-east").message.clone().unwrap_or_default();
+    assert!(
+        message.contains("seen failing by 2 of 3 observers (leader, b)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn one_observer_is_the_single_replica_rule() {
+    let mut sim = sim_seeing("us-east", sighting(&[], &["leader"], &[]));
+    for _ in 0..3 {
+        sim.round(&[("us-east", down())]);
+    }
+    assert_eq!(sim.weights(), "us-east=0 eu-west=100");
+}
+
+#[test]
+fn without_a_majority_either_way_the_loss_counts_after_unknown_seconds() {
+    // The leader cannot reach us-east; one observer cannot say, one has
+    // not renewed (not in the sightings). No majority either way: it waits,
+    // but not for ever.
+    let mut sim = sim_seeing("us-east", sighting(&["b"], &["leader"], &["c"]));
+    for round in 0..29 {
+        sim.round(&[("us-east", down())]);
+        assert_eq!(sim.weights(), "us-east=100 eu-west=0", "round {round}");
+    }
+    assert_eq!(
+        sim.region("us-east")
+            .unknown
+            .as_ref()
+            .map(|u| u.cause.as_str()),
+        Some("ObserversDisagree")
+    );
+    for _ in 0..4 {
+        sim.round(&[("us-east", down())]);
+    }
+    assert_eq!(
+        sim.weights(),
+        "us-east=0 eu-west=100",
+        "bounded: no failure is skipped for ever"
+    );
+}
+
+#[test]
+fn what_the_api_server_says_is_not_put_to_the_observers() {
+    // Pods not ready are read from the member's API server: the same from
+    // anywhere. The majority reaching the server does not veto them.
+    let mut sim = sim_seeing("us-east", sighting(&["leader", "b", "c"], &[], &[]));
+    for _ in 0..3 {
+        sim.round(&[("us-east", up(3, 0))]);
+    }
+    assert_eq!(sim.weights(), "us-east=0 eu-west=100");
+}
