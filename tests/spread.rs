@@ -6,8 +6,12 @@
 //! - The leader alone cut off from the active region (no HTTP check: the
 //!   API server is the evidence) moves nothing for 45 s: the two other
 //!   replicas still reach it, and status says so.
-//! - A real loss still moves: the active region fails whole (its replica
-//!   and its part of the hub with it) and the traffic goes to the standby.
+//! - An isolated active region: its replica, cut off from the hub and from
+//!   the other regions, fences it (role standby, standby replicas) before
+//!   the majority promotes another region; never two regions active.
+//! - The leader's region (then the active one) lost whole, its replica and
+//!   its part of the hub with it: another replica leads and moves the
+//!   traffic.
 //!
 //! Prints one `spread:` line with what it observed.
 
@@ -22,9 +26,10 @@ use common::operator::{
     sample, status, wait_weights, weights,
 };
 use common::wait_for;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::Client;
 use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
 use localregions::Guard;
 use serde_json::json;
 
@@ -141,6 +146,64 @@ async fn every_replica_sees_every_region_serving(hub: &Client) {
     }
 }
 
+/// The role label and replicas of the app's Deployment in a region, as
+/// the region's own API server says (the test's view is never cut).
+async fn role_in(regions: &Guard, region: &str) -> Option<(String, i32)> {
+    let client = regions.client(region).await.ok()?;
+    let api: Api<Deployment> = Api::namespaced(client, NAMESPACE);
+    let deployment = api.get_opt("shop").await.ok()??;
+    let role = deployment.labels().get("multiregion.io/role")?.clone();
+    Some((role, deployment.spec?.replicas?))
+}
+
+/// When, after the isolation, the old active was fenced and the new one
+/// promoted; how many samples showed two regions active.
+struct Isolation {
+    fenced: Duration,
+    promoted: Duration,
+    both_active: usize,
+}
+
+async fn isolate_the_active(regions: &mut Guard, hub: &Client) -> Isolation {
+    regions.isolate("us-east").unwrap();
+    let cut = Instant::now();
+    let (mut fenced, mut promoted, mut both_active) = (None, None, 0);
+    while promoted.is_none() && cut.elapsed() < Duration::from_secs(90) {
+        let east = role_in(regions, "us-east").await;
+        let west = role_in(regions, "eu-west").await;
+        let active =
+            |r: &Option<(String, i32)>| r.as_ref().is_some_and(|(role, _)| role == "active");
+        if active(&east) && active(&west) {
+            both_active += 1;
+        }
+        if fenced.is_none()
+            && east
+                .as_ref()
+                .is_some_and(|(role, replicas)| role == "standby" && *replicas == 1)
+        {
+            fenced = Some(cut.elapsed());
+        }
+        if active(&west) {
+            promoted = Some(cut.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let promoted = promoted.expect("eu-west promoted within 90 s");
+    let fenced = fenced.expect("us-east fenced itself before eu-west was promoted");
+    assert_eq!(both_active, 0, "never two regions active at once");
+    assert_eq!(
+        weights(hub, NAMESPACE, "shop").await.as_deref(),
+        Some("us-east=0 eu-west=100")
+    );
+    regions.rejoin("us-east").unwrap();
+    every_replica_sees_every_region_serving(hub).await;
+    Isolation {
+        fenced,
+        promoted,
+        both_active,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_region_is_special() {
     if !is_root() {
@@ -188,7 +251,10 @@ async fn no_region_is_special() {
     )
     .await;
 
-    // The leader alone loses the active region.
+    // The leader alone loses the active region. The hub's etcd leader is
+    // in ap-south, so the leader's region keeps its hub through the cut (a
+    // member cut from the etcd leader stops serving; see move_hub_leader).
+    regions.move_hub_leader("ap-south").await.unwrap();
     regions.cut("eu-west", "us-east").unwrap();
     let cut_at = Instant::now();
     wait_for(
@@ -234,28 +300,46 @@ async fn no_region_is_special() {
     regions.mend("eu-west", "us-east").unwrap();
     every_replica_sees_every_region_serving(&hub).await;
 
-    // A real loss still moves.
-    regions.fail("us-east").unwrap();
+    // The active region isolated: its replica fences it before the
+    // majority promotes another; never two regions active at once.
+    let isolation = isolate_the_active(&mut regions, &hub).await;
+
+    // The leader's region (now the active one) lost whole: another replica
+    // leads and moves the traffic back to us-east.
+    regions.fail("eu-west").unwrap();
     let failed_at = Instant::now();
     wait_for(
-        "the traffic to leave the failed region",
-        Duration::from_secs(60),
+        "the traffic to leave the leader's failed region",
+        Duration::from_secs(90),
         || async {
-            (weights(&hub, NAMESPACE, "shop").await.as_deref() == Some("us-east=0 eu-west=100"))
+            (weights(&hub, NAMESPACE, "shop").await.as_deref() == Some("us-east=100 eu-west=0"))
                 .then_some(())
         },
     )
     .await;
     let moved_after = failed_at.elapsed();
+    let leader = lease_holder(&hub).await;
+    assert_ne!(
+        leader.as_deref(),
+        Some("replica-eu-west"),
+        "another replica leads"
+    );
     for mut replica in replicas {
         let _ = replica.kill();
         let _ = replica.wait();
     }
     eprintln!(
         "spread: {} samples over {:.0} s with the leader cut from the active: 0 moved; \
-         active region failed whole: traffic moved in {:.1} s",
+         active region isolated: fenced {:.1} s after the cut, promoted elsewhere {:.1} s after \
+         (margin {:.1} s), {} samples with two active; the leader's region failed whole: \
+         {} leads, traffic moved in {:.1} s",
         samples.len(),
         held.as_secs_f64(),
+        isolation.fenced.as_secs_f64(),
+        isolation.promoted.as_secs_f64(),
+        (isolation.promoted - isolation.fenced).as_secs_f64(),
+        isolation.both_active,
+        leader.unwrap_or_default(),
         moved_after.as_secs_f64()
     );
 }

@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use crate::api::{Health, MultiRegionApp, MultiRegionAppSpec, MultiRegionAppStatus};
 use crate::metrics::{AppRegionLabels, ConditionLabels, Metrics};
 use crate::plan::manifest::AppKey;
-use crate::plan::observers::Sightings;
+use crate::plan::observers::{Observer, Sightings};
 use crate::plan::propagate::Propagation;
 use crate::regions::Registry;
 use crate::regions::http_check::HttpChecks;
@@ -123,10 +123,18 @@ impl Context {
         }
     }
 
-    /// What the live observers see of each region now.
-    pub(super) fn sightings(&self, now: jiff::Timestamp) -> BTreeMap<String, Sightings> {
+    /// What the live observers see of each region now, and every replica
+    /// that published an observer Lease.
+    pub(super) fn observers(
+        &self,
+        now: jiff::Timestamp,
+    ) -> (BTreeMap<String, Sightings>, Vec<Observer>) {
         let leases = self.observers.state();
-        crate::observe::sightings(leases.iter().map(|l| &**l), now)
+        let sightings = crate::observe::sightings(leases.iter().map(|l| &**l), now);
+        (
+            sightings,
+            crate::observe::observers(leases.iter().map(|l| &**l)),
+        )
     }
 
     /// Remembers what the app can be placed with now (a clone only when

@@ -88,15 +88,7 @@ pub async fn run(hub: Clients, options: Options) -> anyhow::Result<()> {
         metrics.clone(),
         ready.clone(),
     ));
-    // Every replica observes, leader or not, for as long as it runs.
-    let observing = crate::observe::Options {
-        namespace: options.namespace.clone(),
-        identity: options.identity.clone(),
-        region: options.region.clone(),
-        lease: Duration::from_secs(options.lease_seconds),
-    };
-    let observer = tokio::spawn(crate::observe::run(hub.clone(), observing, metrics.clone()));
-    let _stop_observing = AbortOnDrop(observer);
+
     // Read before taking the Lease: a leader that cannot place anything
     // must not hold it.
     let hub_id = tokio::select! {
@@ -107,6 +99,16 @@ pub async fn run(hub: Clients, options: Options) -> anyhow::Result<()> {
         hub_name: hub_id,
         ..options
     };
+    // Every replica observes, leader or not, for as long as it runs.
+    let observing = crate::observe::Options {
+        namespace: options.namespace.clone(),
+        identity: options.identity.clone(),
+        region: options.region.clone(),
+        hub_id: options.hub_name.clone(),
+        lease: Duration::from_secs(options.lease_seconds),
+    };
+    let observer = tokio::spawn(crate::observe::run(hub.clone(), observing, metrics.clone()));
+    let _stop_observing = AbortOnDrop(observer);
     if !options.leader_election {
         metrics.leader.set(1);
         return tokio::select! {

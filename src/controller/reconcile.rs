@@ -222,7 +222,7 @@ fn decide(
     let (round, next_round) = ctx.round_due(key, interval, &gather::evidence(&observations));
     let published = ctx.sinks.published(app, key);
     let now = Timestamp::now();
-    let sightings = ctx.sightings(now);
+    let (sightings, observers) = ctx.observers(now);
     let decision = plan::decide(&Inputs {
         spec: &app.spec,
         generation: app.metadata.generation,
@@ -232,6 +232,7 @@ fn decide(
         published: &published,
         drill_requested: drill_requested(app),
         sightings: &sightings,
+        observers: &observers,
         now,
     });
     (decision, round, next_round)

@@ -171,6 +171,7 @@ fn placed_deployment(region: &str, role: Role, replicas: i32) -> Deployment {
             role,
             touch: true,
             scale_down: false,
+            self_fence: None,
         };
         let mut deployment = manifest::deployment(&key(), &template, &placement);
         deployment.metadata.generation = Some(1);

@@ -47,6 +47,9 @@ pub(super) struct Publisher {
     name: String,
     options: Options,
     written: Option<(View, Instant)>,
+    /// The last write attempt failed (or timed out).
+    failing: bool,
+    started: Instant,
 }
 
 impl Publisher {
@@ -56,7 +59,21 @@ impl Publisher {
             name: observer_lease_name(&options.identity),
             options: options.clone(),
             written: None,
+            failing: false,
+            started: Instant::now(),
         }
+    }
+
+    /// How long the Lease has gone unrenewed, counted only while writes
+    /// fail (a replica that writes when due is never "unrenewed").
+    pub fn unrenewed(&self) -> Duration {
+        if !self.failing {
+            return Duration::ZERO;
+        }
+        self.written
+            .as_ref()
+            .map_or(self.started, |(_, at)| *at)
+            .elapsed()
     }
 
     /// Publishes `view` if it changed or a renewal is due; true when a
@@ -71,7 +88,9 @@ impl Publisher {
             return false;
         }
         let attempt = renew.max(Duration::from_millis(500));
-        match tokio::time::timeout(attempt, self.write(view)).await {
+        let result = tokio::time::timeout(attempt, self.write(view)).await;
+        self.failing = !matches!(result, Ok(Ok(())));
+        match result {
             Ok(Ok(())) => {
                 self.written = Some((view.clone(), Instant::now()));
                 true
@@ -158,6 +177,15 @@ pub fn sightings<'a>(
                 .collect();
             (region.clone(), Sightings::of_live(&reports, now))
         })
+        .collect()
+}
+
+/// Every replica that published an observer Lease, live or not.
+pub fn observers<'a>(leases: impl IntoIterator<Item = &'a Lease>) -> Vec<Observer> {
+    leases
+        .into_iter()
+        .filter_map(read)
+        .map(|(o, _)| o)
         .collect()
 }
 

@@ -14,6 +14,7 @@
 //! and counts its own loss of sight of a region only when a majority of the
 //! live observers share it.
 
+mod fence;
 mod lease;
 mod view;
 
@@ -33,7 +34,7 @@ use crate::metrics::Metrics;
 use crate::regions::credentials;
 use crate::regions::probe::probe_once;
 
-pub use lease::{OBSERVER_LABEL, observer_lease_name, sightings};
+pub use lease::{OBSERVER_LABEL, observer_lease_name, observers, sightings};
 pub use view::{View, Word};
 
 /// Who observes, from where, and how often it says it is live.
@@ -43,8 +44,10 @@ pub struct Options {
     pub namespace: String,
     /// This replica's identity (the Lease's holder).
     pub identity: String,
-    /// The region this replica runs in, if known.
+    /// The region this replica runs in, if known (the self-fence needs it).
     pub region: Option<String>,
+    /// This hub's identity: the self-fence touches only what it placed.
+    pub hub_id: String,
     /// How long the observer Lease lasts without renewal.
     pub lease: Duration,
 }
@@ -54,6 +57,8 @@ const MAX_ROUND: Duration = Duration::from_secs(5);
 /// How often a member client is built again from its Secret (credentials
 /// rotate; a changed Region is rebuilt at once).
 const CLIENT_REFRESH: Duration = Duration::from_secs(60);
+/// The longest reading a Region's Secret may hold up a round.
+const CLIENT_BUILD: Duration = Duration::from_secs(2);
 
 /// A member client, and what it was built from.
 struct Built {
@@ -79,6 +84,7 @@ pub async fn run(hub: Clients, options: Options, metrics: Arc<Metrics>) {
 async fn observe(hub: Clients, options: Options, metrics: Arc<Metrics>, regions: Store<Region>) {
     let _ = regions.wait_until_ready().await;
     let mut publisher = lease::Publisher::new(hub.requests.clone(), &options);
+    let mut self_fence = fence::SelfFence::default();
     let mut clients: BTreeMap<String, Built> = BTreeMap::new();
     let mut view = View::default();
     loop {
@@ -92,6 +98,23 @@ async fn observe(hub: Clients, options: Options, metrics: Arc<Metrics>, regions:
         view = next;
         if publisher.publish(&view).await {
             metrics.wrote("hub", "observer_lease");
+            self_fence.reconnected();
+        }
+        if let Some(own) = options
+            .region
+            .as_ref()
+            .and_then(|r| Some((r, clients.get(r)?)))
+        {
+            let (region, member) = own;
+            self_fence
+                .act(
+                    &member.client,
+                    &options.hub_id,
+                    region,
+                    publisher.unrenewed(),
+                    &view,
+                )
+                .await;
         }
         tokio::time::sleep(round_interval(&listed, options.lease)).await;
     }
@@ -110,41 +133,55 @@ fn round_interval(regions: &[Arc<Region>], lease: Duration) -> Duration {
 }
 
 /// Builds a client for each Region that has none, changed, or is due for a
-/// refresh; forgets Regions that are gone.
+/// refresh (all at once, each bounded); forgets Regions that are gone. A
+/// Region whose new client cannot be built keeps its old one until the
+/// next refresh.
 async fn refresh_clients(
     hub: &Clients,
     regions: &[Arc<Region>],
     clients: &mut BTreeMap<String, Built>,
 ) {
     clients.retain(|name, _| regions.iter().any(|r| &r.name_any() == name));
-    for region in regions {
-        let name = region.name_any();
-        let from = format!(
-            "{}:{}",
-            region.uid().unwrap_or_default(),
-            region.resource_version().unwrap_or_default()
-        );
-        let current = clients
-            .get(&name)
-            .is_some_and(|b| b.from == from && b.at.elapsed() < CLIENT_REFRESH);
-        if current {
-            continue;
-        }
-        match credentials::build(hub, &region.spec).await {
-            Ok((built, _)) => {
-                let at = std::time::Instant::now();
-                clients.insert(
-                    name,
-                    Built {
-                        client: built.requests,
-                        from,
-                        at,
-                    },
-                );
+    let due: Vec<(String, String, &Arc<Region>)> = regions
+        .iter()
+        .map(|region| {
+            let from = format!(
+                "{}:{}",
+                region.uid().unwrap_or_default(),
+                region.resource_version().unwrap_or_default()
+            );
+            (region.name_any(), from, region)
+        })
+        .filter(|(name, from, _)| {
+            !clients
+                .get(name)
+                .is_some_and(|b| &b.from == from && b.at.elapsed() < CLIENT_REFRESH)
+        })
+        .collect();
+    let builds = due.into_iter().map(|(name, from, region)| async move {
+        let building = tokio::time::timeout(CLIENT_BUILD, credentials::build(hub, &region.spec));
+        let built = building
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .map(|(c, _)| c.requests);
+        (name, from, built)
+    });
+    let at = std::time::Instant::now();
+    for (name, from, built) in futures::future::join_all(builds).await {
+        match (built, clients.remove(&name)) {
+            (Some(client), _) => {
+                clients.insert(name, Built { client, from, at });
             }
-            Err(err) => {
-                tracing::debug!(region = %name, error = %err, "observer: no client for the region");
-                clients.remove(&name);
+            // A client that worked is kept: the hub (its Secret) out of
+            // reach is no reason to stop probing, nor to lose the way to
+            // fence this region. Tried again at the next refresh.
+            (None, Some(old)) => {
+                tracing::debug!(region = %name, "observer: no new client for the region; keeping the last one");
+                clients.insert(name, Built { from, at, ..old });
+            }
+            (None, None) => {
+                tracing::debug!(region = %name, "observer: no client for the region yet")
             }
         }
     }

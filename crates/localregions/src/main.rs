@@ -52,6 +52,9 @@ enum Command {
     Rejoin { region: String },
     /// Cut only the paths between regions A and B (spread hub only).
     Cut { a: String, b: String },
+    /// Move the hub's etcd leadership to REGION's member (spread hub only):
+    /// under a cut, the member that cannot reach the leader stops serving.
+    HubLeader { region: String },
     /// Undo `cut A B`.
     Mend { a: String, b: String },
     /// Stop everything `up` started.
@@ -196,6 +199,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Isolate { region } => LocalRegions::open(&cli.dir)?.isolate(&region)?,
         Command::Rejoin { region } => LocalRegions::open(&cli.dir)?.rejoin(&region)?,
         Command::Cut { a, b } => LocalRegions::open(&cli.dir)?.cut(&a, &b)?,
+        Command::HubLeader { region } => {
+            LocalRegions::open(&cli.dir)?
+                .move_hub_leader(&region)
+                .await?
+        }
         Command::Mend { a, b } => LocalRegions::open(&cli.dir)?.mend(&a, &b)?,
         Command::Down => match LocalRegions::open(&cli.dir) {
             Ok(mut regions) => regions.down(),

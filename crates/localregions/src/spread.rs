@@ -197,6 +197,76 @@ impl LocalRegions {
         Ok(spread.members[index].kubeconfig.clone())
     }
 
+    /// Moves the hub's etcd leadership to `region`'s member and waits until
+    /// every member follows it. Under a cut between two regions, the member
+    /// that can no longer reach the leader stops serving (the others keep
+    /// their leader and ignore its calls for an election, as etcd's
+    /// CheckQuorum and PreVote have them): tests choose which region that
+    /// is.
+    pub async fn move_hub_leader(&self, region: &str) -> Result<()> {
+        let spread = self.spread()?;
+        let target = spread.network.index(region)?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()?;
+        let status = |url: String| {
+            let http = http.clone();
+            async move {
+                let body: serde_json::Value = http
+                    .post(format!("{url}/v3/maintenance/status"))
+                    .json(&serde_json::json!({}))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                let id = body["header"]["member_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let leader = body["leader"].as_str().unwrap_or_default().to_string();
+                anyhow::Ok((id, leader))
+            }
+        };
+        let urls: Vec<String> = spread.members.iter().map(|m| m.etcd_url.clone()).collect();
+        let (target_id, leader_id) = status(urls[target].clone()).await?;
+        if target_id != leader_id {
+            let mut leader_url = None;
+            for url in &urls {
+                if let Ok((id, _)) = status(url.clone()).await
+                    && id == leader_id
+                {
+                    leader_url = Some(url.clone());
+                }
+            }
+            let leader_url = leader_url.context("no etcd member of the hub leads")?;
+            let response = http
+                .post(format!("{leader_url}/v3/maintenance/transfer-leadership"))
+                .json(&serde_json::json!({"targetID": target_id}))
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                bail!(
+                    "moving the hub's etcd leadership to {region}: {}",
+                    response.text().await?
+                );
+            }
+        }
+        let member = &spread.members[target];
+        crate::wait_until(
+            &member.etcd,
+            "every hub etcd member to follow the new leader",
+            || async {
+                for url in &urls {
+                    if status(url.clone()).await?.1 != target_id {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            },
+        )
+        .await
+    }
+
     /// Cuts every path between regions `a` and `b`, both ways.
     pub fn cut(&mut self, a: &str, b: &str) -> Result<()> {
         self.spread_mut()?.network.cut(a, b)?;

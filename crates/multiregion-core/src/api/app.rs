@@ -765,6 +765,16 @@ pub struct Failover {
     /// schedule and on request (`kubectl multiregion drill APP --now`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<Drill>,
+    /// Seconds an operator replica that cannot renew its observer Lease
+    /// (its region cut off from the rest of the hub) waits before it fences,
+    /// in its own region, the apps active there: role label `standby`,
+    /// standby replicas. The other replicas promote another region in its
+    /// place only after that region's replicas have been gone this long
+    /// plus 2 s of allowed clock skew. 0: off (the promotion does not wait,
+    /// and status says the old region was not fenced).
+    #[serde(default = "ten")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub self_fence_seconds: i32,
 }
 
 /// A practice failover: a planned move away from a region and back, which
@@ -870,6 +880,7 @@ impl Default for Failover {
             failback_steps: Vec::new(),
             failback_step_seconds: 60,
             drill: None,
+            self_fence_seconds: 10,
         }
     }
 }

@@ -38,6 +38,11 @@ pub const LABEL_HUB: &str = "multiregion.io/hub";
 /// Hash of what the operator last applied, so unchanged objects are not
 /// written again.
 pub const ANNOTATION_APPLIED_HASH: &str = "multiregion.io/applied-hash";
+/// On an active region's Deployment: `SECONDS/STANDBY`, what the operator
+/// replica in that region does when the region is cut off from the hub
+/// for SECONDS: role label `standby`, STANDBY replicas
+/// (`spec.failover.selfFenceSeconds`).
+pub const ANNOTATION_SELF_FENCE: &str = "multiregion.io/self-fence";
 /// On the pod template: a hash of the propagated ConfigMaps and Secrets, so
 /// that changing one rolls the pods.
 pub const ANNOTATION_CONFIG_CHECKSUM: &str = "multiregion.io/config-checksum";

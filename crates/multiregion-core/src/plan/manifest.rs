@@ -17,8 +17,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::api::{
-    ANNOTATION_APPLIED_HASH, LABEL_APP, LABEL_APP_NAMESPACE, LABEL_HUB, LABEL_MANAGED_BY,
-    LABEL_REGION, LABEL_ROLE, MultiRegionAppSpec, Overrides,
+    ANNOTATION_APPLIED_HASH, ANNOTATION_SELF_FENCE, LABEL_APP, LABEL_APP_NAMESPACE, LABEL_HUB,
+    LABEL_MANAGED_BY, LABEL_REGION, LABEL_ROLE, MultiRegionAppSpec, Overrides,
 };
 use crate::plan::Placement;
 use crate::plan::overrides;
@@ -194,6 +194,15 @@ fn unhashed(app: &AppKey, mut template: PodTemplateSpec, placement: &Placement) 
     let mut metadata = object_meta(app, &app.name, &placement.region);
     if let Some(labels) = metadata.labels.as_mut() {
         labels.insert(LABEL_ROLE.to_string(), placement.role.label().to_string());
+    }
+    if let Some(fence) = placement.self_fence {
+        metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(
+                ANNOTATION_SELF_FENCE.to_string(),
+                format!("{}/{}", fence.seconds, fence.standby_replicas),
+            );
     }
     // The app's selector labels and the region are added to the user's pod
     // labels (a pod can read its region through the downward API). The role
@@ -419,6 +428,7 @@ mod tests {
             role,
             touch: true,
             scale_down: false,
+            self_fence: None,
         }
     }
 

@@ -178,6 +178,9 @@ pub struct Inputs<'a> {
     /// What the live observers (operator replicas) see of each region, by
     /// region name; empty with a single replica. See `observers::gate`.
     pub sightings: &'a BTreeMap<String, observers::Sightings>,
+    /// Every replica that published an observer Lease, live or not: whose
+    /// region may have fenced itself (`observers::promotion_gate`).
+    pub observers: &'a [observers::Observer],
     pub now: Timestamp,
 }
 
@@ -193,6 +196,20 @@ pub struct Placement {
     /// Fewer replicas than are placed now: apply after the weights are
     /// published (make-before-break).
     pub scale_down: bool,
+    /// An active region's self-fence (ActivePassive, FollowTheSun, with
+    /// `selfFenceSeconds` above 0): what the replica in the region does to
+    /// the Deployment when its region is cut off from the hub.
+    pub self_fence: Option<SelfFence>,
+}
+
+/// What a cut-off region's replica does to an app active there, carried on
+/// the placed Deployment (`multiregion.io/self-fence`: `SECONDS/STANDBY`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SelfFence {
+    /// `spec.failover.selfFenceSeconds`.
+    pub seconds: i32,
+    /// Replicas when standing by.
+    pub standby_replicas: i32,
 }
 
 /// Whether an Event is routine or needs attention.
@@ -235,6 +252,9 @@ pub enum EventReason {
     DrillAborted,
     /// A home region's users are sent to another region (or back home).
     HomeRouted,
+    /// Traffic moved away from a region cut off from the hub that could
+    /// not fence itself (no replica runs there, or the self-fence is off).
+    PromotedUnfenced,
 }
 
 impl EventReason {
@@ -254,6 +274,7 @@ impl EventReason {
             EventReason::FlapDamped => "FlapDamped",
             EventReason::OverrideToUnhealthyRegion => "OverrideToUnhealthyRegion",
             EventReason::InvalidSpec => "InvalidSpec",
+            EventReason::PromotedUnfenced => "PromotedUnfenced",
             EventReason::DrillStarted => "DrillStarted",
             EventReason::DrillSucceeded => "DrillSucceeded",
             EventReason::DrillAborted => "DrillAborted",

@@ -137,6 +137,8 @@ pub struct Sightings {
     pub failing: Vec<String>,
     /// Nothing either way (not probed yet, or only troubled answers).
     pub unknown: Vec<String>,
+    /// The earliest start of the failing observers' runs of failures.
+    pub failing_since: Option<Timestamp>,
 }
 
 impl Sightings {
@@ -147,7 +149,11 @@ impl Sightings {
             let name = report.observer.identity.clone();
             match report.seen {
                 Seen::Serving => sightings.serving.push(name),
-                Seen::Failing { .. } => sightings.failing.push(name),
+                Seen::Failing { since } => {
+                    sightings.failing.push(name);
+                    let earliest = sightings.failing_since.map_or(since, |s| s.min(since));
+                    sightings.failing_since = Some(earliest);
+                }
                 Seen::Unknown => sightings.unknown.push(name),
             }
         }
@@ -230,8 +236,8 @@ pub fn must_fence_itself(since_renewal: Duration, self_fence: Duration) -> bool 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PromotionGate {
     /// Now: the region's observers have been gone long enough to have
-    /// fenced themselves, or one of them still answers (then the leader
-    /// fences the region as usual).
+    /// fenced themselves, or one of them renewed after the region started
+    /// failing (it reaches the hub: the region is not cut off from it).
     Now,
     /// Not before this time: the region's replica may still be fencing.
     After(Timestamp),
@@ -240,12 +246,21 @@ pub enum PromotionGate {
     Unfenced(String),
 }
 
-/// The gate on promoting away from `region`, whose observers are
-/// `observers` (every replica, of every region).
+/// The gate on promoting away from `region`, which the observers have seen
+/// failing since `failing_since`; `observers` is every replica, of every
+/// region, live or not.
+///
+/// A replica of the region that renewed its Lease after the failure began
+/// (later than `failing_since` by more than the allowed skew) reaches the
+/// hub: the region is not cut off from it, nothing to wait for. Otherwise
+/// it may be cut off and fencing itself: promotion waits until its Lease
+/// has been expired for `self_fence` plus the allowed clock skew (a dead
+/// region waits as long: from outside the two look the same).
 pub fn promotion_gate(
     region: &str,
     observers: &[Observer],
     self_fence: Duration,
+    failing_since: Timestamp,
     now: Timestamp,
 ) -> PromotionGate {
     let local: Vec<&Observer> = observers
@@ -260,13 +275,12 @@ pub fn promotion_gate(
     if self_fence.is_zero() {
         return PromotionGate::Unfenced("the self-fence is off (selfFenceSeconds: 0)".into());
     }
-    // A replica there still renews: it reaches the hub, so the region is
-    // not cut off and the leader's own fence applies.
-    if local.iter().any(|o| now <= o.expires()) {
+    let skew = signed(ALLOWED_CLOCK_SKEW);
+    if local.iter().any(|o| o.renewed > failing_since + skew) {
         return PromotionGate::Now;
     }
     let last = local.iter().map(|o| o.expires()).max().unwrap_or(now);
-    let fenced_by = last + signed(self_fence) + signed(ALLOWED_CLOCK_SKEW);
+    let fenced_by = last + signed(self_fence) + skew;
     match now >= fenced_by {
         true => PromotionGate::Now,
         false => PromotionGate::After(fenced_by),
@@ -466,19 +480,31 @@ mod tests {
             observer("east", "us-east", 100),
             observer("west", "eu-west", 130),
         ];
-        // east's Lease ran out at 110; it fences itself by 120; skew 2 s.
+        // us-east failing since 101; east's Lease ran out at 110; it
+        // fences itself by 120; skew 2 s.
+        let since = at(101);
         assert_eq!(
-            promotion_gate("us-east", &observers, ten, at(115)),
+            promotion_gate("us-east", &observers, ten, since, at(104)),
+            PromotionGate::After(at(122)),
+            "its Lease is still live, but it was last renewed before the failure"
+        );
+        assert_eq!(
+            promotion_gate("us-east", &observers, ten, since, at(115)),
             PromotionGate::After(at(122))
         );
         assert_eq!(
-            promotion_gate("us-east", &observers, ten, at(122)),
+            promotion_gate("us-east", &observers, ten, since, at(122)),
             PromotionGate::Now
         );
         assert_eq!(
-            promotion_gate("eu-west", &observers, ten, at(135)),
+            promotion_gate("eu-west", &observers, ten, at(120), at(135)),
             PromotionGate::Now,
-            "a region whose replica still renews is not cut off"
+            "a region whose replica renewed after it began failing is not cut off"
+        );
+        assert_eq!(
+            promotion_gate("eu-west", &observers, ten, at(129), at(135)),
+            PromotionGate::After(at(140 + 12)),
+            "a renewal within the skew of the failure's start proves nothing"
         );
     }
 
@@ -487,12 +513,12 @@ mod tests {
         let ten = Duration::from_secs(10);
         let observers = [observer("west", "eu-west", 130)];
         assert!(matches!(
-            promotion_gate("us-east", &observers, ten, at(135)),
+            promotion_gate("us-east", &observers, ten, at(130), at(135)),
             PromotionGate::Unfenced(why) if why.contains("no operator replica")
         ));
         let east = [observer("east", "us-east", 100)];
         assert!(matches!(
-            promotion_gate("us-east", &east, Duration::ZERO, at(200)),
+            promotion_gate("us-east", &east, Duration::ZERO, at(150), at(200)),
             PromotionGate::Unfenced(why) if why.contains("off")
         ));
     }

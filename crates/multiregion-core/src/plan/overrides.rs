@@ -36,6 +36,7 @@ pub fn validate(
             role: crate::api::Role::Active,
             touch: true,
             scale_down: false,
+            self_fence: None,
         };
         let placed = manifest::deployment_for(app, template, &placement, Some(overrides), &field)?;
         let unpatched = manifest::deployment(app, template, &placement);

@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::drill::DrillRole;
 use super::health::RegionState;
+use super::observers::{self, PromotionGate};
 use super::rounds::RegionView;
 use super::{Assignment, Event, EventReason, Flags, Inputs, Move, Outcome, Role, schedule};
 use crate::api::{
@@ -224,9 +225,13 @@ impl<'a> Single<'a> {
                 return Want::Stay;
             }
             let reason = current.reason.clone().unwrap_or(Reason::Unhealthy);
-            return self.promotable(&candidates).map_or(Want::Stay, |t| {
-                Want::Immediate(t, MoveReason::Failure(reason))
-            });
+            let Some(target) = self.promotable(&candidates) else {
+                return Want::Stay;
+            };
+            if !self.fenced(active, target) {
+                return Want::Stay;
+            }
+            return Want::Immediate(target, MoveReason::Failure(reason));
         }
         if current.drill == DrillRole::HeldOut {
             return self
@@ -244,6 +249,50 @@ impl<'a> Single<'a> {
                 .map_or(Want::Stay, |t| Want::Immediate(t, why));
         }
         self.want_better(active, &candidates)
+    }
+
+    /// Whether the failed active region may be replaced now: when the
+    /// observers see its API server failing, its replicas may be cut off
+    /// from the hub and fencing it, so only once they have had the time
+    /// (`observers::promotion_gate`). Without replicas that say their
+    /// region (a single hub), or with the region's API server answering
+    /// them (the leader fences it), there is nothing to wait for.
+    fn fenced(&mut self, active: usize, target: usize) -> bool {
+        let observers = self.inputs.observers;
+        if observers.iter().all(|o| o.region.is_none()) {
+            return true;
+        }
+        let region = self.regions[active].name();
+        let Some(since) = self
+            .inputs
+            .sightings
+            .get(region)
+            .and_then(|s| s.failing_since)
+        else {
+            return true;
+        };
+        let seconds = self.inputs.spec.failover.self_fence_seconds.max(0) as u64;
+        let self_fence = std::time::Duration::from_secs(seconds);
+        match observers::promotion_gate(region, observers, self_fence, since, self.inputs.now) {
+            PromotionGate::Now => true,
+            PromotionGate::After(at) => {
+                self.flags.promotion_blocked = Some((
+                    "AwaitingSelfFence",
+                    format!(
+                        "{region} is cut off from the hub; its replica fences it by {at}, then {} is promoted",
+                        self.regions[target].name()
+                    ),
+                ));
+                false
+            }
+            PromotionGate::Unfenced(why) => {
+                self.promotion_warnings.push(Event::warning(
+                    EventReason::PromotedUnfenced,
+                    format!("{region} was not fenced before the move: {why}"),
+                ));
+                true
+            }
+        }
     }
 
     /// A healthy active region: the schedule's region, or a more preferred

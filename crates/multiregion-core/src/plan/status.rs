@@ -77,7 +77,7 @@ pub(super) fn assemble(
     };
     Decision {
         status,
-        placements: placements(&regions, &outcome),
+        placements: placements(inputs, &regions, &outcome),
         cleanup,
         weights,
         weights_changed,
@@ -212,11 +212,18 @@ fn removed_regions(inputs: &Inputs, active: Option<&str>) -> Vec<String> {
     cleanup
 }
 
-fn placements(regions: &[RegionView], outcome: &Outcome) -> Vec<Placement> {
+fn placements(inputs: &Inputs, regions: &[RegionView], outcome: &Outcome) -> Vec<Placement> {
+    let seconds = inputs.spec.failover.self_fence_seconds;
+    let one_active = inputs.spec.strategy != crate::api::Strategy::ActiveActive;
     regions
         .iter()
         .zip(&outcome.assignments)
         .map(|(region, assigned)| Placement {
+            self_fence: (one_active && seconds > 0 && assigned.role == crate::api::Role::Active)
+                .then_some(super::SelfFence {
+                    seconds,
+                    standby_replicas: region.standby,
+                }),
             region: region.name().to_string(),
             replicas: assigned.replicas,
             role: assigned.role,

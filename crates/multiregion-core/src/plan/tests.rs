@@ -70,6 +70,8 @@ struct Sim {
     drill_requested: Option<Timestamp>,
     /// What the other operator replicas see of each region.
     sightings: BTreeMap<String, crate::plan::observers::Sightings>,
+    /// The replicas' observer Leases, live or not.
+    observers: Vec<crate::plan::observers::Observer>,
 }
 
 impl Sim {
@@ -81,6 +83,7 @@ impl Sim {
             last: None,
             drill_requested: None,
             sightings: BTreeMap::new(),
+            observers: Vec::new(),
         }
     }
 
@@ -120,6 +123,7 @@ impl Sim {
             published: &[],
             drill_requested: self.drill_requested,
             sightings: &self.sightings,
+            observers: &self.observers,
             now: at(self.now),
         });
         self.status = d.status.clone();
@@ -144,6 +148,15 @@ impl Sim {
 
     fn condition(&self, t: &str) -> bool {
         conditions::is_true(&self.status.conditions, t)
+    }
+
+    /// The reason of a True condition of this type.
+    fn condition_reason(&self, t: &str) -> Option<String> {
+        self.status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t && c.status == "True")
+            .map(|c| c.reason.clone())
     }
 
     fn region(&self, name: &str) -> &RegionAppStatus {
@@ -1082,6 +1095,7 @@ fn check_invariants_with(
             published: &[],
             drill_requested: None,
             sightings: &BTreeMap::new(),
+            observers: &[],
             now: at(sim.now),
         });
         prop_assert_eq!(&again, &d);

@@ -104,6 +104,7 @@ pub fn simulate(
             published: &[],
             drill_requested: None,
             sightings: &BTreeMap::new(),
+            observers: &[],
             now: t,
         });
         *status = d.status.clone();

@@ -14,6 +14,7 @@ fn sighting(serving: &[&str], failing: &[&str], unknown: &[&str]) -> Sightings {
         serving: names(serving),
         failing: names(failing),
         unknown: names(unknown),
+        failing_since: (!failing.is_empty()).then(|| at(1)),
     }
 }
 
@@ -104,4 +105,94 @@ fn what_the_api_server_says_is_not_put_to_the_observers() {
         sim.round(&[("us-east", up(3, 0))]);
     }
     assert_eq!(sim.weights(), "us-east=0 eu-west=100");
+}
+
+fn observer(identity: &str, region: &str, renewed: i64) -> crate::plan::observers::Observer {
+    crate::plan::observers::Observer {
+        identity: identity.into(),
+        region: Some(region.into()),
+        renewed: at(renewed),
+        lease: std::time::Duration::from_secs(6),
+    }
+}
+
+/// us-east (active) cut off from the hub at second 1: its replica last
+/// renewed then; the two others see it failing since.
+fn cut_off_active() -> Sim {
+    let mut sim = sim_seeing("us-east", sighting(&[], &["b", "c"], &[]));
+    sim.observers = vec![
+        observer("a", "us-east", 1),
+        observer("b", "eu-west", 1_000),
+        observer("c", "ap-south", 1_000),
+    ];
+    sim
+}
+
+#[test]
+fn the_majority_promotes_only_once_the_cut_off_region_has_fenced_itself() {
+    let mut sim = cut_off_active();
+    // The lease runs out at 7; the replica fences at 1 + 10 by its own
+    // clock; the majority waits until 7 + 10 + 2 = 19.
+    let mut moved_at = None;
+    while sim.now < 30 && moved_at.is_none() {
+        sim.round(&[("us-east", down())]);
+        if sim.weights() == "us-east=0 eu-west=100" {
+            moved_at = Some(sim.now);
+        } else if sim.now > 4 {
+            let blocked = sim.condition_reason("PromotionBlocked");
+            assert_eq!(
+                blocked.as_deref(),
+                Some("AwaitingSelfFence"),
+                "second {}",
+                sim.now
+            );
+        }
+    }
+    assert_eq!(
+        moved_at,
+        Some(19),
+        "not a second before the fence, not later"
+    );
+}
+
+#[test]
+fn a_region_with_no_replica_is_promoted_away_from_at_once_and_said_unfenced() {
+    let mut sim = cut_off_active();
+    sim.observers
+        .retain(|o| o.region.as_deref() != Some("us-east"));
+    for _ in 0..3 {
+        sim.round(&[("us-east", down())]);
+    }
+    assert_eq!(sim.weights(), "us-east=0 eu-west=100");
+    let events = &sim.last.as_ref().unwrap().events;
+    let unfenced = events
+        .iter()
+        .find(|e| e.reason == EventReason::PromotedUnfenced)
+        .expect("the move says the old region was not fenced");
+    assert!(
+        unfenced
+            .message
+            .contains("no operator replica runs in us-east"),
+        "{}",
+        unfenced.message
+    );
+}
+
+#[test]
+fn a_single_hub_without_regional_replicas_does_not_wait() {
+    let mut sim = sim_seeing("us-east", sighting(&[], &["leader"], &[]));
+    sim.observers = vec![crate::plan::observers::Observer {
+        region: None,
+        ..observer("leader", "-", 0)
+    }];
+    for _ in 0..3 {
+        sim.round(&[("us-east", down())]);
+    }
+    assert_eq!(sim.weights(), "us-east=0 eu-west=100");
+    let events = &sim.last.as_ref().unwrap().events;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.reason == EventReason::PromotedUnfenced)
+    );
 }
