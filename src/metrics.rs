@@ -239,7 +239,7 @@ impl Default for Metrics {
             reconcile_duration: reg! { r, "reconcile_duration_seconds", "Duration of one app reconcile", histogram() },
             reconcile_errors: reg! { r, "reconcile_errors", "Failed reconciles by kind of error", Family::default() },
             probe_duration: reg! { r, "probe_duration_seconds", "Duration of region API server probes", Family::new_with_constructor(histogram) },
-            api_writes: reg! { r, "api_writes", "Writes the operator sent, by API server (hub, member) and kind (zero at steady state)", Family::default() },
+            api_writes: reg! { r, "api_writes", "Writes the operator sent, by API server (hub, member) and kind (at steady state only observer_lease renewals)", Family::default() },
             leader: reg! { r, "leader", "1 while this replica holds the Lease and writes, 0 while it stands by", Gauge::default() },
             registry: Registry::default(),
         };

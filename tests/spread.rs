@@ -11,7 +11,8 @@
 //!   the majority promotes another region; never two regions active.
 //! - The leader's region (then the active one) lost whole, its replica and
 //!   its part of the hub with it: another replica leads and moves the
-//!   traffic.
+//!   traffic, though a minority of observers lies (a Lease renewed all
+//!   along that says every region serves) or is stale.
 //!
 //! Prints one `spread:` line with what it observed.
 
@@ -26,9 +27,12 @@ use common::operator::{
     sample, status, wait_weights, weights,
 };
 use common::wait_for;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use localregions::Guard;
 use serde_json::json;
@@ -146,6 +150,47 @@ async fn every_replica_sees_every_region_serving(hub: &Client) {
     }
 }
 
+/// The observer Lease writes one replica has sent so far (its metrics).
+async fn observer_writes(regions: &Guard, region: &str) -> u64 {
+    let index = REGIONS.iter().position(|r| *r == region).unwrap();
+    let address = regions.spread_hub().unwrap().network.region_address(index);
+    let url = format!("http://{address}:{METRICS_PORT}/metrics");
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| {
+            l.starts_with("multiregion_api_writes_total") && l.contains("kind=\"observer_lease\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// An observer Lease that says every region serves, renewed at `renewed`.
+async fn publish_observer(hub: &Client, identity: &str, renewed: Timestamp) {
+    let leases: Api<Lease> = Api::namespaced(hub.clone(), OPERATOR_NAMESPACE);
+    let view = r#"{"us-east":{"seen":"Serving"},"eu-west":{"seen":"Serving"},"ap-south":{"seen":"Serving"}}"#;
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {
+            "name": format!("multiregion-observer-{identity}"),
+            "labels": {"multiregion.io/observer": "true"},
+            "annotations": {"multiregion.io/observations": view},
+        },
+        "spec": {"holderIdentity": identity, "leaseDurationSeconds": 6, "renewTime": MicroTime(renewed)}
+    });
+    let params = PatchParams::apply("test").force();
+    let name = format!("multiregion-observer-{identity}");
+    let _ = leases.patch(&name, &params, &Patch::Apply(&lease)).await;
+}
+
+/// A lying observer: renewed every second, always saying every region
+/// serves.
+async fn lie(hub: Client) {
+    loop {
+        publish_observer(&hub, "liar", Timestamp::now()).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// The role label and replicas of the app's Deployment in a region, as
 /// the region's own API server says (the test's view is never cut).
 async fn role_in(regions: &Guard, region: &str) -> Option<(String, i32)> {
@@ -154,6 +199,26 @@ async fn role_in(regions: &Guard, region: &str) -> Option<(String, i32)> {
     let deployment = api.get_opt("shop").await.ok()??;
     let role = deployment.labels().get("multiregion.io/role")?.clone();
     Some((role, deployment.spec?.replicas?))
+}
+
+/// What the app's role ConfigMap in a region says: role and who decided.
+async fn role_map(regions: &Guard, region: &str) -> Option<(String, String)> {
+    let client = regions.client(region).await.ok()?;
+    let api: Api<ConfigMap> = Api::namespaced(client, NAMESPACE);
+    let data = api.get_opt("shop-multiregion-role").await.ok()??.data?;
+    Some((data.get("role")?.clone(), data.get("decidedBy")?.clone()))
+}
+
+async fn wait_role_map(regions: &Guard, region: &str, role: &str, by: &str) {
+    wait_for(
+        &format!("{region}'s role ConfigMap to say {role} ({by})"),
+        Duration::from_secs(20),
+        || async {
+            let seen = role_map(regions, region).await?;
+            (seen.0 == role && seen.1 == by).then_some(())
+        },
+    )
+    .await;
 }
 
 /// When, after the isolation, the old active was fenced and the new one
@@ -191,6 +256,8 @@ async fn isolate_the_active(regions: &mut Guard, hub: &Client) -> Isolation {
     let promoted = promoted.expect("eu-west promoted within 90 s");
     let fenced = fenced.expect("us-east fenced itself before eu-west was promoted");
     assert_eq!(both_active, 0, "never two regions active at once");
+    wait_role_map(regions, "us-east", "standby", "self-fence").await;
+    wait_role_map(regions, "eu-west", "active", "operator").await;
     assert_eq!(
         weights(hub, NAMESPACE, "shop").await.as_deref(),
         Some("us-east=0 eu-west=100")
@@ -250,6 +317,8 @@ async fn no_region_is_special() {
         Duration::from_secs(90),
     )
     .await;
+    wait_role_map(&regions, "us-east", "active", "operator").await;
+    wait_role_map(&regions, "eu-west", "standby", "operator").await;
 
     // The leader alone loses the active region. The hub's etcd leader is
     // in ap-south, so the leader's region keeps its hub through the cut (a
@@ -269,10 +338,13 @@ async fn no_region_is_special() {
         },
     )
     .await;
+    let writes_before = observer_writes(&regions, "ap-south").await;
     let samples = sample(Duration::from_secs(45), Duration::from_millis(500), || {
         weights(&hub, NAMESPACE, "shop")
     })
     .await;
+    // ap-south's view did not change meanwhile: only renewals.
+    let steady_writes = observer_writes(&regions, "ap-south").await - writes_before;
     let moved: Vec<&Option<String>> = samples
         .iter()
         .filter(|w| w.as_deref() != Some("us-east=100 eu-west=0"))
@@ -305,7 +377,16 @@ async fn no_region_is_special() {
     let isolation = isolate_the_active(&mut regions, &hub).await;
 
     // The leader's region (now the active one) lost whole: another replica
-    // leads and moves the traffic back to us-east.
+    // leads and moves the traffic back to us-east, though a minority of
+    // observers lies (says every region serves, renewed all along) or is
+    // stale (its Lease long expired).
+    let liar = tokio::spawn(lie(hub.clone()));
+    publish_observer(
+        &hub,
+        "stale",
+        Timestamp::now() - SignedDuration::from_mins(5),
+    )
+    .await;
     regions.fail("eu-west").unwrap();
     let failed_at = Instant::now();
     wait_for(
@@ -324,12 +405,14 @@ async fn no_region_is_special() {
         Some("replica-eu-west"),
         "another replica leads"
     );
+    liar.abort();
     for mut replica in replicas {
         let _ = replica.kill();
         let _ = replica.wait();
     }
     eprintln!(
         "spread: {} samples over {:.0} s with the leader cut from the active: 0 moved; \
+         {steady_writes} observer Lease writes by one replica in 45 s at steady state; \
          active region isolated: fenced {:.1} s after the cut, promoted elsewhere {:.1} s after \
          (margin {:.1} s), {} samples with two active; the leader's region failed whole: \
          {} leads, traffic moved in {:.1} s",

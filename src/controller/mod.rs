@@ -107,14 +107,21 @@ pub async fn run(hub: Clients, options: Options) -> anyhow::Result<()> {
         hub_id: options.hub_name.clone(),
         lease: Duration::from_secs(options.lease_seconds),
     };
-    let observer = tokio::spawn(crate::observe::run(hub.clone(), observing, metrics.clone()));
+    let observer = tokio::spawn(crate::observe::run(
+        hub.clone(),
+        observing.clone(),
+        metrics.clone(),
+    ));
     let _stop_observing = AbortOnDrop(observer);
     if !options.leader_election {
         metrics.leader.set(1);
         return tokio::select! {
             result = run_controllers(&hub, &options, metrics, ready, Fence::open()) => result,
             result = &mut server => result?,
-            _ = shutdown_signal() => Ok(()),
+            _ = shutdown_signal() => {
+                crate::observe::release(&hub.requests, &observing).await;
+                Ok(())
+            }
         };
     }
     let timing = Timing::for_lease(Duration::from_secs(options.lease_seconds));
@@ -131,7 +138,10 @@ pub async fn run(hub: Clients, options: Options) -> anyhow::Result<()> {
         let fence = tokio::select! {
             fence = elector.acquire() => fence,
             result = &mut server => return result?,
-            _ = shutdown_signal() => return Ok(()),
+            _ = shutdown_signal() => {
+                crate::observe::release(&hub.requests, &observing).await;
+                return Ok(());
+            }
         };
         tracing::info!(identity = %options.identity, "holding the Lease: this replica writes");
         metrics.leader.set(1);
@@ -144,6 +154,7 @@ pub async fn run(hub: Clients, options: Options) -> anyhow::Result<()> {
             ),
             _ = shutdown_signal() => {
                 elector.release().await;
+                crate::observe::release(&hub.requests, &observing).await;
                 return Ok(());
             }
         }

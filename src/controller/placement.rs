@@ -18,7 +18,8 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::api::{
-    FIELD_MANAGER, LABEL_RESOURCE, MultiRegionAppSpec, PropagatedObjects, ResourceRef,
+    FIELD_MANAGER, LABEL_RESOURCE, LABEL_ROLE_CONFIG, MultiRegionAppSpec, PropagatedObjects,
+    ResourceRef,
 };
 use crate::error::{Error, Result};
 use crate::plan::Placement;
@@ -103,7 +104,30 @@ async fn place_objects(
             None => remove_service(member, client, app).await?,
         };
     }
+    wrote |= place_role(member, client, app, placement).await;
     Ok(wrote)
+}
+
+/// The app's role ConfigMap in the region (written when the role changes).
+/// One that cannot be written (the region does not let the operator read
+/// ConfigMaps, or the name is taken) is reported and never holds back the
+/// workload.
+async fn place_role(member: &Member, client: &Client, app: &AppKey, placement: &Placement) -> bool {
+    let Some(maps) = member.config_maps().filter(|m| store_ready(m)) else {
+        return false;
+    };
+    let region = member.name();
+    let now = jiff::Timestamp::now();
+    let Some(map) = manifest::role_config_map(app, region, placement.role, now, "operator") else {
+        return false;
+    };
+    match apply_owned(client, maps, region, app, map).await {
+        Ok(wrote) => wrote,
+        Err(err) => {
+            tracing::warn!(region, app = %app.name, namespace = %app.namespace, error = %err, "the app's role ConfigMap is not placed");
+            false
+        }
+    }
 }
 
 /// What the region gets of `spec.resources`.
@@ -192,8 +216,10 @@ where
         .iter()
         .filter(|o| o.namespace().as_deref() == Some(app.namespace.as_str()))
         .filter(|o| manifest::owned_by(Some(o.labels()), app, region))
-        // Objects of spec.resources are not copies: resources.rs keeps them.
+        // Objects of spec.resources are not copies: resources.rs keeps them;
+        // nor is the app's role ConfigMap.
         .filter(|o| !o.labels().contains_key(LABEL_RESOURCE))
+        .filter(|o| !o.labels().contains_key(LABEL_ROLE_CONFIG))
         .filter(|o| {
             let original = propagate::source_labels(o.meta());
             let labels = original.as_ref().unwrap_or(o.labels());

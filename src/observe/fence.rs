@@ -9,18 +9,26 @@
 //! cannot reach a majority of the other regions either (its region is cut
 //! off, not the hub broken: with every region reachable, a hub that lost
 //! its quorum fences nothing). It only takes capacity away: role label
-//! `standby`, standby replicas. Each Deployment once per cut.
+//! `standby`, standby replicas, and the app's role ConfigMap says
+//! `standby` (`decidedBy: self-fence`). Each Deployment once per cut; what
+//! it changed carries the applied-hash `self-fenced`, so the leader puts
+//! back what it decides once it reaches the region again.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::view::{View, Word};
-use crate::api::{ANNOTATION_SELF_FENCE, LABEL_HUB, LABEL_MANAGED_BY, LABEL_ROLE};
+use crate::api::{
+    ANNOTATION_APPLIED_HASH, ANNOTATION_SELF_FENCE, FIELD_MANAGER, LABEL_APP, LABEL_APP_NAMESPACE,
+    LABEL_HUB, LABEL_MANAGED_BY, LABEL_ROLE, Role,
+};
+use crate::plan::manifest::{self, AppKey};
 use crate::plan::observers::must_fence_itself;
 
 /// The longest one list or patch of the region's own member may take.
@@ -70,6 +78,7 @@ impl SelfFence {
             }
             if fence(member, &deployment, standby).await {
                 tracing::warn!(deployment = %key, region, unrenewed = ?unrenewed, "self-fence: cut off from the hub; this region's active app is now a standby");
+                tell_the_app(member, &deployment, hub_id, region).await;
                 self.fenced.insert(key);
             }
         }
@@ -119,13 +128,21 @@ fn fence_of(deployment: &Deployment) -> Option<(u64, i32)> {
     Some((seconds.trim().parse().ok()?, standby.trim().parse().ok()?))
 }
 
+/// Marks what the self-fence changed: the leader's applied-hash no longer
+/// matches, so once it reaches the region again it applies what it decides.
+const SELF_FENCED: &str = "self-fenced";
+
 /// Role `standby` and standby replicas, over the version read (so a
 /// Deployment the leader changed meanwhile is left to the leader).
 async fn fence(member: &kube::Client, deployment: &Deployment, standby: i32) -> bool {
     let api: Api<Deployment> =
         Api::namespaced(member.clone(), &deployment.namespace().unwrap_or_default());
     let patch = json!({
-        "metadata": {"labels": {LABEL_ROLE: "standby"}, "resourceVersion": deployment.resource_version()},
+        "metadata": {
+            "labels": {LABEL_ROLE: "standby"},
+            "annotations": {ANNOTATION_APPLIED_HASH: SELF_FENCED},
+            "resourceVersion": deployment.resource_version(),
+        },
         "spec": {"replicas": standby},
     });
     let (name, params, merge) = (
@@ -140,6 +157,41 @@ async fn fence(member: &kube::Client, deployment: &Deployment, standby: i32) -> 
             false
         }
         Err(_) => false,
+    }
+}
+
+/// The app's role ConfigMap says `standby`, decided by the self-fence, so
+/// the app (or its database proxy) stops taking writes here.
+async fn tell_the_app(member: &kube::Client, deployment: &Deployment, hub_id: &str, region: &str) {
+    let labels = deployment.labels();
+    let (Some(name), Some(namespace)) = (labels.get(LABEL_APP), labels.get(LABEL_APP_NAMESPACE))
+    else {
+        return;
+    };
+    let key = AppKey {
+        hub: hub_id.to_string(),
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    let now = jiff::Timestamp::now();
+    let Some(mut map) = manifest::role_config_map(&key, region, Role::Standby, now, "self-fence")
+    else {
+        return;
+    };
+    map.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(ANNOTATION_APPLIED_HASH.to_string(), SELF_FENCED.to_string());
+    let api: Api<ConfigMap> = Api::namespaced(member.clone(), &key.namespace);
+    let name = map.name_any();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let apply = Patch::Apply(&map);
+    match tokio::time::timeout(MEMBER_CALL, api.patch(&name, &params, &apply)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "self-fence: cannot write the app's role ConfigMap")
+        }
+        Err(_) => tracing::warn!("self-fence: writing the app's role ConfigMap timed out"),
     }
 }
 

@@ -106,7 +106,26 @@ impl Publisher {
         }
     }
 
+    /// Gives the Lease up on shutdown: an empty view, renewed a whole
+    /// Lease ago, so its last view is no vote from now on (and the region
+    /// waits out its self-fence if it fails meanwhile, as for a replica
+    /// that vanished).
+    pub async fn release(&self) {
+        let renewed = Timestamp::now()
+            - jiff::SignedDuration::try_from(self.options.lease).unwrap_or_default();
+        let empty = View::default();
+        let released = tokio::time::timeout(Duration::from_secs(2), self.write_at(&empty, renewed));
+        match released.await {
+            Ok(Ok(())) => tracing::info!("released the observer Lease"),
+            _ => tracing::warn!("cannot release the observer Lease; it runs out by itself"),
+        }
+    }
+
     async fn write(&self, view: &View) -> Result<(), kube::Error> {
+        self.write_at(view, Timestamp::now()).await
+    }
+
+    async fn write_at(&self, view: &View, renewed: Timestamp) -> Result<(), kube::Error> {
         let mut annotations = BTreeMap::new();
         annotations.insert(
             OBSERVATIONS_ANNOTATION.to_string(),
@@ -126,7 +145,7 @@ impl Publisher {
             "spec": {
                 "holderIdentity": self.options.identity,
                 "leaseDurationSeconds": self.options.lease.as_secs().max(1),
-                "renewTime": MicroTime(Timestamp::now()),
+                "renewTime": MicroTime(renewed),
             }
         });
         let params = PatchParams::apply(FIELD_MANAGER).force();

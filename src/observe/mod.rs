@@ -52,6 +52,12 @@ pub struct Options {
     pub lease: Duration,
 }
 
+/// Gives this replica's observer Lease up (on SIGTERM): its last view no
+/// longer votes.
+pub async fn release(hub: &kube::Client, options: &Options) {
+    lease::Publisher::new(hub.clone(), options).release().await;
+}
+
 /// The longest the observer waits between rounds of probes.
 const MAX_ROUND: Duration = Duration::from_secs(5);
 /// How often a member client is built again from its Secret (credentials

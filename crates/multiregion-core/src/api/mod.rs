@@ -27,6 +27,8 @@ pub const LABEL_APP: &str = "multiregion.io/app";
 pub const LABEL_APP_NAMESPACE: &str = "multiregion.io/app-namespace";
 pub const LABEL_REGION: &str = "multiregion.io/region";
 pub const LABEL_ROLE: &str = "multiregion.io/role";
+/// On each app's role ConfigMap (value "true"): not a propagated copy.
+pub const LABEL_ROLE_CONFIG: &str = "multiregion.io/role-config";
 /// On objects placed from `spec.resources` (value "true"), which tell them
 /// apart from the copies of propagated ConfigMaps and Secrets.
 pub const LABEL_RESOURCE: &str = "multiregion.io/resource";

@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{Namespace, PodTemplateSpec, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PodTemplateSpec, Service, ServicePort, ServiceSpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, ManagedFieldsEntry, ObjectMeta,
 };
@@ -18,7 +20,8 @@ use serde_json::Value;
 
 use crate::api::{
     ANNOTATION_APPLIED_HASH, ANNOTATION_SELF_FENCE, LABEL_APP, LABEL_APP_NAMESPACE, LABEL_HUB,
-    LABEL_MANAGED_BY, LABEL_REGION, LABEL_ROLE, MultiRegionAppSpec, Overrides,
+    LABEL_MANAGED_BY, LABEL_REGION, LABEL_ROLE, LABEL_ROLE_CONFIG, MultiRegionAppSpec, Overrides,
+    Role,
 };
 use crate::plan::Placement;
 use crate::plan::overrides;
@@ -224,6 +227,46 @@ fn unhashed(app: &AppKey, mut template: PodTemplateSpec, placement: &Placement) 
         }),
         status: None,
     }
+}
+
+/// The name of an app's role ConfigMap in each region.
+pub fn role_config_map_name(app: &AppKey) -> Option<String> {
+    let name = format!("{}-multiregion-role", app.name);
+    (name.len() <= 253).then_some(name)
+}
+
+/// The app's role in one region, for the app (or a database proxy) to read:
+/// mounted as a volume, `role` holds `active` or `standby`, `region` the
+/// region, `decidedAt` when the role was decided (RFC 3339) and `decidedBy`
+/// who decided it (`operator`, or `self-fence` when the region's replica
+/// fenced it, cut off from the hub). Its applied-hash covers the role and
+/// the region only, so it is written again only when the role changes.
+/// None when the app's name leaves no room for the suffix.
+pub fn role_config_map(
+    app: &AppKey,
+    region: &str,
+    role: Role,
+    decided_at: jiff::Timestamp,
+    decided_by: &str,
+) -> Option<ConfigMap> {
+    let mut metadata = object_meta(app, &role_config_map_name(app)?, region);
+    if let Some(labels) = metadata.labels.as_mut() {
+        labels.insert(LABEL_ROLE_CONFIG.to_string(), "true".to_string());
+    }
+    let data = BTreeMap::from([
+        ("role".to_string(), role.label().to_string()),
+        ("region".to_string(), region.to_string()),
+    ]);
+    let mut map = with_hash(ConfigMap {
+        metadata,
+        data: Some(data),
+        ..ConfigMap::default()
+    });
+    if let Some(data) = map.data.as_mut() {
+        data.insert("decidedAt".to_string(), decided_at.to_string());
+        data.insert("decidedBy".to_string(), decided_by.to_string());
+    }
+    Some(map)
 }
 
 /// The Service for one region, when the app asks for one.
@@ -457,6 +500,38 @@ mod tests {
             d["spec"]["selector"]["matchLabels"]["multiregion.io/app"],
             "checkout"
         );
+    }
+
+    #[test]
+    fn the_role_config_map_is_written_again_only_when_the_role_changes() {
+        let at = |s: i64| jiff::Timestamp::from_second(1_800_000_000 + s).unwrap();
+        let key = AppKey {
+            hub: "h".into(),
+            namespace: "shop".into(),
+            name: "web".into(),
+        };
+        let active = role_config_map(&key, "us-east", Role::Active, at(0), "operator").unwrap();
+        let later = role_config_map(&key, "us-east", Role::Active, at(60), "operator").unwrap();
+        let standby = role_config_map(&key, "us-east", Role::Standby, at(60), "operator").unwrap();
+        assert_eq!(
+            active.metadata.name.as_deref(),
+            Some("web-multiregion-role")
+        );
+        let data = active.data.clone().unwrap();
+        assert_eq!(data["role"], "active");
+        assert_eq!(data["decidedAt"], at(0).to_string());
+        assert_eq!(
+            applied_hash(&active),
+            applied_hash(&later),
+            "the time is not in the hash"
+        );
+        assert_ne!(applied_hash(&active), applied_hash(&standby));
+        assert!(owned_by(active.metadata.labels.as_ref(), &key, "us-east"));
+        let long = AppKey {
+            name: "x".repeat(250),
+            ..key
+        };
+        assert!(role_config_map(&long, "us-east", Role::Active, at(0), "operator").is_none());
     }
 
     #[test]
