@@ -368,6 +368,17 @@ async fn no_region_is_special() {
         "status names who still reaches us-east: {}",
         unknown.message
     );
+    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_multiregion"))
+        .args(["status", "shop", "-n", NAMESPACE, "--kubeconfig"])
+        .arg(regions.hub_kubeconfig_in("ap-south").unwrap())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("us-east: no round counted (ObserversSeeItServing)")
+            && shown.contains("replica-ap-south"),
+        "`multiregion status` names who still reaches us-east:\n{shown}"
+    );
     let held = cut_at.elapsed();
     regions.mend("eu-west", "us-east").unwrap();
     every_replica_sees_every_region_serving(&hub).await;

@@ -120,9 +120,25 @@ pub fn status_table(apps: &[MultiRegionApp], wide: bool, style: Style) -> String
         if !noteworthy.is_empty() {
             let _ = writeln!(out, "conditions: {}", noteworthy.join("; "));
         }
+        for line in evidence_notes(&status) {
+            let _ = writeln!(out, "{line}");
+        }
         out.push('\n');
     }
     out
+}
+
+/// Why a region's rounds count nothing, one line each: who saw what when
+/// the operator replicas disagree, what the member answered, and so on.
+fn evidence_notes(status: &crate::api::MultiRegionAppStatus) -> Vec<String> {
+    status
+        .regions
+        .iter()
+        .filter_map(|r| {
+            let unknown = r.unknown.as_ref()?;
+            Some(format!("{}: no round counted ({}): {}", r.name, unknown.cause, unknown.message))
+        })
+        .collect()
 }
 
 fn snapshot_table(s: &Snapshot, style: Style) -> String {
@@ -213,6 +229,31 @@ pub fn playbook_table(strategies: &[StrategyFigures], style: Style) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_names_who_saw_what_when_no_round_counts() {
+        let app: MultiRegionApp = serde_json::from_value(serde_json::json!({
+            "apiVersion": "multiregion.io/v1alpha1", "kind": "MultiRegionApp",
+            "metadata": {"name": "shop", "namespace": "spread"},
+            "spec": {"strategy": "ActivePassive", "regions": [{"name": "us-east"}], "workload": {"replicas": 1, "template": {}}},
+            "status": {"regions": [{
+                "name": "us-east", "role": "Active", "health": "Healthy", "weight": 100,
+                "desiredReplicas": 3, "readyReplicas": 3,
+                "consecutiveFailures": 0, "consecutiveSuccesses": 2,
+                "unknown": {
+                    "cause": "ObserversSeeItServing",
+                    "message": "us-east's API server answers 2 of 3 observers (b, c): only the leader's path to it fails",
+                    "since": "2026-12-06T09:00:00Z"
+                }
+            }]}
+        }))
+        .unwrap();
+        let shown = status_table(&[app], false, Style { colour: false });
+        assert!(
+            shown.contains("us-east: no round counted (ObserversSeeItServing): us-east's API server answers 2 of 3 observers (b, c)"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn plain_tables_align_and_carry_no_colour_codes() {
