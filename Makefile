@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: bench-traffic test test-local test-kind lint controlplane up down bench-localregions bench demo shellcheck
+.PHONY: bench-spread bench-traffic test test-local test-kind lint controlplane up down bench-localregions bench demo shellcheck
 
 ## test: everything CI checks: format, lints, unit, end-to-end and chaos
 ## tests on local regions, then the kind walkthrough test (needs root or
@@ -48,6 +48,10 @@ shellcheck:
 ## bench: failover times and scale, on local regions, release build (figures, not tests).
 bench: controlplane
 	$(CARGO) bench --bench failover
+
+## bench-spread: failover when the leader's region dies, hub spread over three regions (root; figures).
+bench-spread: controlplane
+	$(CARGO) bench --bench spread
 
 ## bench-traffic: client-observed failover through the gateway, DNS and client-side (figures).
 bench-traffic: controlplane

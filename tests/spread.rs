@@ -18,178 +18,23 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::operator::{
-    OPERATOR_NAMESPACE, REGIONS, app_spec, apply_app, ensure_namespace, join_region, lease_holder,
-    sample, status, wait_weights, weights,
+use common::operator::{app_spec, apply_app, lease_holder, sample, status, wait_weights, weights};
+use common::spread::{
+    every_replica_sees_every_region_serving, is_root, lie, observer_views, observer_writes,
+    publish_observer, start_replica,
 };
 use common::wait_for;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::Api;
 use kube::{Client, ResourceExt};
 use localregions::Guard;
 use serde_json::json;
 
-const METRICS_PORT: u16 = 18080;
 const NAMESPACE: &str = "spread";
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// The CRDs, with the real kubectl, through the first region's hub.
-fn install_crds(regions: &Guard) {
-    let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-    let kubeconfig = regions.kubeconfig("hub").unwrap();
-    for args in [
-        vec!["apply", "--server-side", "-f", crds.to_str().unwrap()],
-        vec![
-            "wait",
-            "--for=condition=Established",
-            "crd/regions.multiregion.io",
-            "crd/multiregionapps.multiregion.io",
-        ],
-    ] {
-        let status = std::process::Command::new(regions.bin_dir().join("kubectl"))
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(&args)
-            .status()
-            .unwrap();
-        assert!(status.success(), "kubectl {args:?}");
-    }
-}
-
-/// Starts the operator replica of `region` inside it, talking to that
-/// region's hub API server, with leader election.
-fn start_replica(regions: &Guard, region: &str) -> Child {
-    let index = REGIONS.iter().position(|r| *r == region).unwrap();
-    let address = regions.spread_hub().unwrap().network.region_address(index);
-    let hub = regions.hub_kubeconfig_in(region).unwrap();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(regions.dir().join(format!("logs/operator-{region}.log")))
-        .unwrap();
-    let program = PathBuf::from(env!("CARGO_BIN_EXE_multiregion"));
-    let mut command = regions.command_in(region, &program).unwrap();
-    command
-        .args([
-            "run",
-            "--namespace",
-            OPERATOR_NAMESPACE,
-            "--leader-election",
-        ])
-        .args(["--lease-seconds", "6", "--region", region])
-        .arg("--identity")
-        .arg(format!("replica-{region}"))
-        .arg("--kubeconfig")
-        .arg(hub)
-        .arg("--metrics-addr")
-        .arg(format!("{address}:{METRICS_PORT}"))
-        .env("RUST_LOG", "info,kube_client=off,kube_runtime=warn")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    let child = command.spawn().expect("the operator starts");
-    regions.record_exec(region, child.id()).unwrap();
-    child
-}
-
-/// The observer Leases, by holder, with what each says of `region`.
-async fn observer_views(hub: &Client, region: &str) -> Vec<(String, String)> {
-    let leases: Api<Lease> = Api::namespaced(hub.clone(), OPERATOR_NAMESPACE);
-    let list = leases
-        .list(&ListParams::default().labels("multiregion.io/observer"))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
-    let mut views: Vec<(String, String)> = list
-        .iter()
-        .filter_map(|lease| {
-            let holder = lease.spec.as_ref()?.holder_identity.clone()?;
-            let text = lease
-                .metadata
-                .annotations
-                .as_ref()?
-                .get("multiregion.io/observations")?;
-            let view: serde_json::Value = serde_json::from_str(text).ok()?;
-            let seen = view[region]["seen"].as_str().unwrap_or("-").to_string();
-            Some((holder, seen))
-        })
-        .collect();
-    views.sort();
-    views
-}
-
-async fn every_replica_sees_every_region_serving(hub: &Client) {
-    for region in REGIONS {
-        wait_for(
-            &format!("three observers to see {region} serving"),
-            Duration::from_secs(60),
-            || async {
-                let views = observer_views(hub, region).await;
-                (views.len() == 3 && views.iter().all(|(_, seen)| seen == "Serving")).then_some(())
-            },
-        )
-        .await;
-    }
-}
-
-/// The observer Lease writes one replica has sent so far (its metrics).
-async fn observer_writes(regions: &Guard, region: &str) -> u64 {
-    let index = REGIONS.iter().position(|r| *r == region).unwrap();
-    let address = regions.spread_hub().unwrap().network.region_address(index);
-    let url = format!("http://{address}:{METRICS_PORT}/metrics");
-    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find(|l| {
-            l.starts_with("multiregion_api_writes_total") && l.contains("kind=\"observer_lease\"")
-        })
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
-/// An observer Lease that says every region serves, renewed at `renewed`.
-async fn publish_observer(hub: &Client, identity: &str, renewed: Timestamp) {
-    let leases: Api<Lease> = Api::namespaced(hub.clone(), OPERATOR_NAMESPACE);
-    let view = r#"{"us-east":{"seen":"Serving"},"eu-west":{"seen":"Serving"},"ap-south":{"seen":"Serving"}}"#;
-    let lease = json!({
-        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": {
-            "name": format!("multiregion-observer-{identity}"),
-            "labels": {"multiregion.io/observer": "true"},
-            "annotations": {"multiregion.io/observations": view},
-        },
-        "spec": {"holderIdentity": identity, "leaseDurationSeconds": 6, "renewTime": MicroTime(renewed)}
-    });
-    let params = PatchParams::apply("test").force();
-    let name = format!("multiregion-observer-{identity}");
-    let _ = leases.patch(&name, &params, &Patch::Apply(&lease)).await;
-}
-
-/// A lying observer: renewed every second, always saying every region
-/// serves.
-async fn lie(hub: Client) {
-    loop {
-        publish_observer(&hub, "liar", Timestamp::now()).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
 
 /// The role label and replicas of the app's Deployment in a region, as
 /// the region's own API server says (the test's view is never cut).
@@ -281,18 +126,7 @@ async fn no_region_is_special() {
         eprintln!("skipped: a spread hub needs root (network namespaces)");
         return;
     }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("spread");
-    let mut regions = localregions::start_spread_for_test(dir, "hub", &REGIONS).await;
-    install_crds(&regions);
-    // Through ap-south's hub API server: the test fails us-east, whose
-    // hub API server `DIR/hub.kubeconfig` names.
-    let hub = localregions::admin_client(&regions.hub_kubeconfig_in("ap-south").unwrap())
-        .await
-        .unwrap();
-    ensure_namespace(&hub, OPERATOR_NAMESPACE).await;
-    for region in REGIONS {
-        join_region(&regions, region).await;
-    }
+    let (mut regions, hub) = common::spread::start("spread").await;
 
     // The eu-west replica first, so that it leads.
     let mut replicas = vec![start_replica(&regions, "eu-west")];

@@ -136,7 +136,10 @@ fn evidence_notes(status: &crate::api::MultiRegionAppStatus) -> Vec<String> {
         .iter()
         .filter_map(|r| {
             let unknown = r.unknown.as_ref()?;
-            Some(format!("{}: no round counted ({}): {}", r.name, unknown.cause, unknown.message))
+            Some(format!(
+                "{}: no round counted ({}): {}",
+                r.name, unknown.cause, unknown.message
+            ))
         })
         .collect()
 }

@@ -54,6 +54,8 @@ const ROUTE: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httprout
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
 
 const BACKENDS: &str = "/api/v1/namespaces/shop/services";
+/// The app's role ConfigMap, placed with the Deployment.
+const ROLE_MAPS: &str = "/api/v1/namespaces/shop/configmaps";
 
 fn app(status: Value) -> MultiRegionApp {
     serde_json::from_value(json!({
@@ -348,13 +350,14 @@ async fn a_failover_scales_the_standby_up_records_the_move_then_publishes_then_w
         writes,
         [
             sent(Method::PATCH, DEPLOYMENT, Some("eu-west")),
+            sent(Method::POST, ROLE_MAPS, Some("eu-west")),
             sent(Method::PATCH, STATUS, None),
             sent(Method::POST, BACKENDS, Some("us-east")),
             sent(Method::POST, BACKENDS, Some("eu-west")),
             sent(Method::POST, ROUTES, Some("all")),
             sent(Method::PATCH, STATUS, None),
         ],
-        "the standby scales up first, the move is recorded, then every sink, then the settled status; nothing is sent to the unreachable region"
+        "the standby scales up first (its role ConfigMap says active), the move is recorded, then every sink, then the settled status; nothing is sent to the unreachable region"
     );
     assert!(
         events >= 3,
@@ -381,6 +384,7 @@ async fn a_refused_status_write_publishes_no_weights() {
         writes,
         [
             sent(Method::PATCH, DEPLOYMENT, Some("eu-west")),
+            sent(Method::POST, ROLE_MAPS, Some("eu-west")),
             sent(Method::PATCH, STATUS, None),
         ],
         "no sink gets weights the status does not hold"
@@ -422,10 +426,12 @@ async fn a_planned_move_publishes_only_when_the_target_is_ready_and_scales_down_
         writes,
         [
             sent(Method::PATCH, DEPLOYMENT, Some("us-east")),
+            sent(Method::POST, ROLE_MAPS, Some("us-east")),
             sent(Method::PATCH, STATUS, None),
             sent(Method::PATCH, ROUTE, Some("all")),
             sent(Method::PATCH, STATUS, None),
             sent(Method::PATCH, DEPLOYMENT, Some("eu-west")),
+            sent(Method::POST, ROLE_MAPS, Some("eu-west")),
         ],
         "make-before-break: the old active scales down only after the weights are written"
     );

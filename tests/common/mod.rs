@@ -15,6 +15,7 @@ pub async fn clusters(test: &str, names: &[&str]) -> Guard {
 }
 
 pub mod operator;
+pub mod spread;
 
 /// The `localregions` binary (another package of the workspace), built if
 /// needed into the target directory this test was built in.
