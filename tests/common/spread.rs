@@ -18,15 +18,9 @@ use super::wait_for;
 
 pub const METRICS_PORT: u16 = 18080;
 
+/// Whether the tests run as root (a spread hub needs it).
 pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
+    localregions::is_root()
 }
 
 /// The CRDs, with the real kubectl, through the first region's hub.

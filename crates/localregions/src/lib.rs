@@ -899,6 +899,11 @@ pub async fn start_for_test(dir: PathBuf, names: &[&str]) -> Guard {
     Guard(regions)
 }
 
+/// Whether this process runs as root (a spread hub needs it).
+pub fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
 /// Starts regions with a hub spread over them (needs root) for one test in
 /// `dir`; stopped as by [`start_for_test`].
 pub async fn start_spread_for_test(dir: PathBuf, hub: &str, regions: &[&str]) -> Guard {

@@ -308,7 +308,7 @@ fn down_removes_every_namespace_and_link(mut regions: Guard) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spread_hub_survives_any_one_region() {
-    if !nix_is_root() {
+    if !localregions::is_root() {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must run the spread-hub test as root"
@@ -324,15 +324,4 @@ async fn a_spread_hub_survives_any_one_region() {
     an_isolated_region_keeps_its_member_but_loses_the_hub(&regions).await;
     a_failed_region_takes_its_hub_member_and_execd_processes(&mut regions).await;
     down_removes_every_namespace_and_link(regions);
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
 }
