@@ -139,6 +139,8 @@ pub struct Sightings {
     pub unknown: Vec<String>,
     /// The earliest start of the failing observers' runs of failures.
     pub failing_since: Option<Timestamp>,
+    /// When each failing observer's run of failures began (as `failing`).
+    pub failing_runs: Vec<Timestamp>,
 }
 
 impl Sightings {
@@ -151,6 +153,7 @@ impl Sightings {
                 Seen::Serving => sightings.serving.push(name),
                 Seen::Failing { since } => {
                     sightings.failing.push(name);
+                    sightings.failing_runs.push(since);
                     let earliest = sightings.failing_since.map_or(since, |s| s.min(since));
                     sightings.failing_since = Some(earliest);
                 }
@@ -163,6 +166,21 @@ impl Sightings {
     /// How many live observers there are.
     pub fn live(&self) -> usize {
         self.serving.len() + self.failing.len() + self.unknown.len()
+    }
+
+    /// A majority of several live observers have seen the region failing
+    /// for at least `hold` (`failureThreshold` rounds): as many failed
+    /// rounds as the threshold, seen from most of the regions. A leader
+    /// that just took over then needs one failed round of its own, not the
+    /// whole threshold again. Never with one observer (its own rounds
+    /// count).
+    pub fn held_by_majority(&self, hold: Duration, now: Timestamp) -> bool {
+        let held = self
+            .failing_runs
+            .iter()
+            .filter(|since| **since + signed(hold) <= now)
+            .count();
+        self.live() > 1 && held >= majority(self.live())
     }
 }
 

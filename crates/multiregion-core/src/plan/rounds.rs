@@ -157,11 +157,14 @@ fn judge_one<'a>(inputs: &'a Inputs, region: Cow<'a, AppRegion>) -> RegionView<'
             starting: just_scaled || never_judged,
             never_judged,
         };
-        let evidence = observers::gate(
-            evidence::classify(&obs, judging),
-            &region.name,
-            inputs.sightings.get(&region.name),
-        );
+        let sightings = inputs.sightings.get(&region.name);
+        let evidence = observers::gate(evidence::classify(&obs, judging), &region.name, sightings);
+        if held_elsewhere(&evidence, sightings, inputs) {
+            round.counters.failures = round
+                .counters
+                .failures
+                .max(inputs.spec.health_check.failure_threshold - 1);
+        }
         round = count(round, evidence, inputs);
     }
     let ready = obs
@@ -186,6 +189,27 @@ fn judge_one<'a>(inputs: &'a Inputs, region: Cow<'a, AppRegion>) -> RegionView<'
         previous,
         drill: DrillRole::None,
     }
+}
+
+/// The region failed this round and a majority of the observers have seen
+/// it failing for the whole threshold already (a leader that just took over,
+/// or whose own rounds lag): this round completes the threshold.
+fn held_elsewhere(
+    evidence: &Evidence,
+    sightings: Option<&observers::Sightings>,
+    inputs: &Inputs,
+) -> bool {
+    let hc = &inputs.spec.health_check;
+    let rounds = u32::try_from(hc.failure_threshold.max(1)).unwrap_or(1);
+    let hold = std::time::Duration::from_secs(hc.interval_seconds.max(1) as u64) * rounds;
+    let unreachable = matches!(
+        evidence,
+        Evidence::NotServing {
+            reason: Reason::RegionUnreachable,
+            ..
+        }
+    );
+    unreachable && sightings.is_some_and(|s| s.held_by_majority(hold, inputs.now))
 }
 
 /// A region's health memory across rounds.

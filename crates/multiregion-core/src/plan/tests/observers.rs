@@ -15,6 +15,7 @@ fn sighting(serving: &[&str], failing: &[&str], unknown: &[&str]) -> Sightings {
         failing: names(failing),
         unknown: names(unknown),
         failing_since: (!failing.is_empty()).then(|| at(1)),
+        failing_runs: failing.iter().map(|_| at(1)).collect(),
     }
 }
 
@@ -57,6 +58,46 @@ fn a_loss_the_majority_shares_moves_the_traffic_after_the_threshold() {
     assert!(
         message.contains("seen failing by 2 of 3 observers (leader, b)"),
         "{message}"
+    );
+}
+
+#[test]
+fn a_new_leader_completes_a_failure_the_majority_has_already_held() {
+    // The observers have seen us-east failing since second -5 (before
+    // this leader took over at 1): its first failed round completes the
+    // 3 s threshold they have held.
+    let mut held = sighting(&["c"], &["leader", "b"], &[]);
+    held.failing_runs = vec![at(-5), at(-5)];
+    let mut sim = sim_seeing("us-east", held);
+    sim.round(&[("us-east", down())]);
+    assert_eq!(
+        sim.weights(),
+        "us-east=0 eu-west=100",
+        "one round of its own"
+    );
+    // Held by one observer only: the leader counts its own rounds.
+    let mut one = sighting(&["c"], &["leader", "b"], &[]);
+    one.failing_runs = vec![at(-5), at(1)];
+    let mut sim = sim_seeing("us-east", one);
+    sim.round(&[("us-east", down())]);
+    sim.round(&[("us-east", down())]);
+    assert_eq!(
+        sim.weights(),
+        "us-east=100 eu-west=0",
+        "not held by a majority"
+    );
+}
+
+#[test]
+fn a_held_failure_needs_a_failed_round_of_the_leaders_own() {
+    let mut sim = sim_seeing("us-east", sighting(&[], &["b", "c"], &["leader"]));
+    for _ in 0..10 {
+        sim.round(&[]);
+    }
+    assert_eq!(
+        sim.weights(),
+        "us-east=100 eu-west=0",
+        "the leader's own rounds pass"
     );
 }
 
