@@ -29,7 +29,7 @@ use crate::api::{
     LABEL_HUB, LABEL_MANAGED_BY, LABEL_ROLE, Role,
 };
 use crate::plan::manifest::{self, AppKey};
-use crate::plan::observers::must_fence_itself;
+use crate::plan::observers::{cut_off, must_fence_itself};
 
 /// The longest one list or patch of the region's own member may take.
 const MEMBER_CALL: Duration = Duration::from_secs(2);
@@ -85,8 +85,8 @@ impl SelfFence {
     }
 }
 
-/// Cut off from a majority of the other regions (as its own probes see
-/// them): more than half of them Failing.
+/// Whether this replica's own probes find `region` cut off from most other
+/// regions (`plan::observers::cut_off`).
 fn isolated(view: &View, region: &str) -> bool {
     let others: Vec<Word> = view
         .0
@@ -95,7 +95,7 @@ fn isolated(view: &View, region: &str) -> bool {
         .map(|(_, e)| e.seen)
         .collect();
     let failing = others.iter().filter(|w| **w == Word::Failing).count();
-    !others.is_empty() && failing > others.len() / 2
+    cut_off(others.len(), failing)
 }
 
 /// The active Deployments this hub placed in the member.

@@ -61,7 +61,7 @@ pub async fn release(hub: &kube::Client, options: &Options) {
 /// The longest the observer waits between rounds of probes.
 const MAX_ROUND: Duration = Duration::from_secs(5);
 /// How often a member client is built again from its Secret (credentials
-/// rotate; a changed Region is rebuilt at once).
+/// rotate; a Region whose spec changed is rebuilt at once).
 const CLIENT_REFRESH: Duration = Duration::from_secs(60);
 /// The longest reading a Region's Secret may hold up a round.
 const CLIENT_BUILD: Duration = Duration::from_secs(2);
@@ -151,10 +151,13 @@ async fn refresh_clients(
     let due: Vec<(String, String, &Arc<Region>)> = regions
         .iter()
         .map(|region| {
+            // The spec's generation, not the resourceVersion: the leader's
+            // status writes must not rebuild the client (and re-read the
+            // Secret); rotated credentials are picked up at the refresh.
             let from = format!(
                 "{}:{}",
                 region.uid().unwrap_or_default(),
-                region.resource_version().unwrap_or_default()
+                region.metadata.generation.unwrap_or_default()
             );
             (region.name_any(), from, region)
         })

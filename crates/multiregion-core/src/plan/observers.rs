@@ -250,6 +250,14 @@ pub fn must_fence_itself(since_renewal: Duration, self_fence: Duration) -> bool 
     !self_fence.is_zero() && since_renewal >= self_fence
 }
 
+/// Whether a replica is cut off from most of the `others` regions it probes:
+/// more than half of them fail. Only then is its region isolated (rather
+/// than the hub broken) and may it fence itself; with no other region to
+/// judge by, never.
+pub fn cut_off(others: usize, failing_others: usize) -> bool {
+    others > 0 && failing_others > others / 2
+}
+
 /// When the majority may promote another region in place of `region`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PromotionGate {
@@ -489,6 +497,23 @@ mod tests {
             !must_fence_itself(Duration::from_secs(3600), Duration::ZERO),
             "off"
         );
+    }
+
+    #[test]
+    fn a_region_is_cut_off_when_most_other_regions_fail() {
+        for (others, failing, cut) in [
+            (2, 2, true),
+            (2, 1, false),
+            (4, 2, false),
+            (4, 3, true),
+            (0, 0, false),
+        ] {
+            assert_eq!(
+                cut_off(others, failing),
+                cut,
+                "{failing} of {others} failing"
+            );
+        }
     }
 
     #[test]
