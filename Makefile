@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: bench-spread bench-traffic test test-local test-kind lint controlplane up down bench-localregions bench demo shellcheck
+.PHONY: bench-replication bench-spread bench-traffic test test-local test-kind lint controlplane up down bench-localregions bench demo shellcheck
 
 ## test: everything CI checks: format, lints, unit, end-to-end and chaos
 ## tests on local regions, then the kind walkthrough test (needs root or
@@ -52,6 +52,10 @@ bench: controlplane
 ## bench-spread: failover when the leader's region dies, hub spread over three regions (root; figures).
 bench-spread: controlplane
 	$(CARGO) bench --bench spread
+
+## bench-replication: write latency and acknowledged writes lost per PostgreSQL replication mode (figures).
+bench-replication: controlplane
+	$(CARGO) bench --bench replication
 
 ## bench-traffic: client-observed failover through the gateway, DNS and client-side (figures).
 bench-traffic: controlplane

@@ -119,7 +119,7 @@ async fn main() {
         let stays = REGIONS.iter().find(|r| **r != leader).unwrap();
         let view = hub_in(&regions, stays).await;
         make_active(&view, &leader, self_fence).await;
-        regions.fail(&leader).unwrap();
+        regions.fail(&leader).await.unwrap();
         let failed = Instant::now();
         wait_for(
             "the traffic to leave the leader's region",

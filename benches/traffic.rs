@@ -190,13 +190,14 @@ async fn trial(
                 rate: 50,
                 duration: *duration,
                 timeout: Duration::from_secs(1),
+                writes: false,
             };
             tokio::spawn(async move { load::run(&route, load).await })
         })
         .collect();
     let flipped = tokio::spawn(route_flip(hub.clone(), ns.to_string(), started));
     tokio::time::sleep(FAULT_AT).await;
-    env().regions.lock().await.fail("us-east").unwrap();
+    env().regions.lock().await.fail("us-east").await.unwrap();
     let mut results = Vec::new();
     let mut gateway_samples = Vec::new();
     for (i, handle) in loads.into_iter().enumerate() {

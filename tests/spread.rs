@@ -232,7 +232,7 @@ async fn no_region_is_special() {
         Timestamp::now() - SignedDuration::from_mins(5),
     )
     .await;
-    regions.fail("eu-west").unwrap();
+    regions.fail("eu-west").await.unwrap();
     let failed_at = Instant::now();
     wait_for(
         "the traffic to leave the leader's failed region",

@@ -122,6 +122,7 @@ async fn requests_through_the_gateway_and_dns_follow_a_whole_region_failure() {
         rate: 50,
         duration: Duration::from_secs(30),
         timeout: Duration::from_secs(1),
+        writes: false,
     };
     let through = Route::Url(gateway.clone());
     let via_gateway = tokio::spawn(async move { load::run(&through, load).await });
@@ -133,7 +134,7 @@ async fn requests_through_the_gateway_and_dns_follow_a_whole_region_failure() {
     let via_dns = tokio::spawn(async move { load::run(&dns, load).await });
     let fault = Duration::from_secs(3);
     tokio::time::sleep(fault).await;
-    env.regions.lock().await.fail("us-east").unwrap();
+    env.regions.lock().await.fail("us-east").await.unwrap();
     let gateway_samples = via_gateway.await.unwrap().unwrap();
     let dns_samples = via_dns.await.unwrap().unwrap();
     check("gateway", &gateway_samples, fault, Duration::from_secs(15));
@@ -204,7 +205,7 @@ async fn home_users_reach_their_home_region_through_the_gateway_and_follow_its_f
     )
     .await;
 
-    env.regions.lock().await.fail("eu-west").unwrap();
+    env.regions.lock().await.fail("eu-west").await.unwrap();
     wait_for(
         "eu-west's users answered by us-east",
         Duration::from_secs(60),

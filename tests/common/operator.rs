@@ -110,6 +110,7 @@ impl Env {
             names: names.iter().map(|n| n.to_string()).collect(),
             stop_with_this_process: true,
             spread_hub: None,
+            postgres: false,
         })
         .await
         .expect("local clusters start");

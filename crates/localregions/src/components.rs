@@ -139,17 +139,19 @@ impl<'a> Recipe<'a> {
             log: self.dir.join(format!("logs/{}-{program}.log", self.label)),
             pid: None,
             netns: self.netns.clone(),
+            run_as: None,
         }
     }
 
-    /// The region's endpoint process (answers with the region's name), and
-    /// its port.
-    pub fn endpoint(&self) -> Result<(Component, u16)> {
+    /// The region's endpoint process (answers with the region's name;
+    /// writes to `database`, a libpq URI, when given), and its port.
+    pub fn endpoint(&self, database: Option<String>) -> Result<(Component, u16)> {
         let port = process::free_port()?;
-        let args = vec![
+        let mut args = vec![
             format!("-region={}", self.name),
             format!("-listen=127.0.0.1:{port}"),
         ];
+        args.extend(database.map(|uri| format!("-database={uri}")));
         Ok((self.component("regionapp", args), port))
     }
 
@@ -309,6 +311,7 @@ pub(crate) fn hub_etcd(
         log: dir.join(format!("logs/{hub}@{region}-etcd.log")),
         pid: None,
         netns: Some(place.netns.clone()),
+        run_as: None,
     }
 }
 
@@ -336,6 +339,7 @@ pub(crate) fn etcd(dir: &Path, bins: &Binaries) -> Result<(Component, String)> {
         log: dir.join("logs/etcd.log"),
         pid: None,
         netns: None,
+        run_as: None,
     };
     Ok((etcd, etcd_url))
 }
@@ -351,6 +355,7 @@ pub(crate) fn toxiproxy(dir: &Path, bins: &Binaries) -> Result<(Component, u16)>
         log: dir.join("logs/toxiproxy.log"),
         pid: None,
         netns: None,
+        run_as: None,
     };
     Ok((toxiproxy, port))
 }

@@ -111,6 +111,37 @@ impl Toxiproxy {
         Ok(())
     }
 
+    /// The `ADDRESS:PORT` a proxy forwards to.
+    pub async fn upstream_of(&self, proxy: &str) -> Result<String> {
+        let body: serde_json::Value = self
+            .http
+            .get(format!("{}/proxies/{proxy}", self.api))
+            .send()
+            .await?
+            .json()
+            .await
+            .with_context(|| format!("reading proxy {proxy}"))?;
+        body["upstream"]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("proxy {proxy} has no upstream: {body}"))
+    }
+
+    /// Enables or disables a proxy (disabled: its connections are closed
+    /// and new ones refused).
+    pub async fn enable(&self, proxy: &str, enabled: bool) -> Result<()> {
+        let response = self
+            .http
+            .post(format!("{}/proxies/{proxy}", self.api))
+            .json(&json!({"enabled": enabled}))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("enabling {proxy}: {}", response.text().await?);
+        }
+        Ok(())
+    }
+
     /// Removes every toxic of a proxy.
     pub async fn clear(&self, proxy: &str) -> Result<()> {
         let toxics: Vec<serde_json::Value> = self
@@ -145,7 +176,7 @@ pub(crate) fn endpoint_proxy(cluster: &str) -> String {
 }
 
 impl LocalRegions {
-    fn toxiproxy(&self) -> Result<Toxiproxy> {
+    pub(crate) fn toxiproxy(&self) -> Result<Toxiproxy> {
         Toxiproxy::new(self.state.toxiproxy_port)
     }
 
@@ -227,10 +258,13 @@ impl LocalRegions {
         toxiproxy.clear(&endpoint_proxy(name)).await
     }
 
-    /// A whole region down: its API server, its nodes and its endpoint;
-    /// with a spread hub also the hub's etcd member, API server and
-    /// controller-manager there, and every process `exec`'d there.
-    pub fn fail(&mut self, name: &str) -> Result<()> {
+    /// A whole region down: its API server, its nodes, its endpoint and
+    /// its database (killed, its replication links cut); with a spread hub
+    /// also the hub's etcd member, API server and controller-manager there,
+    /// and every process `exec`'d there.
+    pub async fn fail(&mut self, name: &str) -> Result<()> {
+        self.cluster(name)?;
+        self.fail_database(name).await?;
         let cluster = self.cluster_mut(name)?;
         cluster.endpoint_process.stop(Duration::ZERO);
         cluster.kwok.stop(Duration::ZERO);
@@ -242,12 +276,14 @@ impl LocalRegions {
     /// Brings back what `fail` stopped (not the `exec`'d processes), and
     /// waits until it serves: the hub's part in the region first, then the
     /// API server (as a real region's control plane comes back before
-    /// its workloads), then the nodes, then the endpoint.
+    /// its workloads), then the nodes, then the database (as it was: a
+    /// primary comes back a primary), then the endpoint.
     pub async fn recover(&mut self, name: &str) -> Result<()> {
         self.cluster(name)?;
         self.recover_hub_member(name).await?;
         self.start_apiserver(name).await?;
         self.start_nodes(name).await?;
+        self.recover_database(name).await?;
         self.start_endpoint(name).await
     }
 

@@ -17,6 +17,7 @@ mod faults;
 pub mod load;
 mod netns;
 mod pki;
+mod postgres;
 mod process;
 mod spread;
 mod traffic;
@@ -32,6 +33,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde::{Deserialize, Serialize};
 
 pub use binaries::{Binaries, source_dir};
+pub use postgres::{DATABASE, Database, Replication};
 pub use process::{Component, free_port};
 pub use spread::{HubMember, SpreadHub};
 pub use traffic::{GATEWAY_NAME, GATEWAY_NAMESPACE, Traffic, ZONE};
@@ -84,6 +86,13 @@ struct State {
     /// the hub is a cluster of its own on the host.
     #[serde(default)]
     spread: Option<SpreadHub>,
+    /// Each member region's PostgreSQL (`up --postgres`), the first
+    /// started as the primary.
+    #[serde(default)]
+    databases: Vec<Database>,
+    /// What commits wait for (`replication`).
+    #[serde(default)]
+    replication: Replication,
 }
 
 /// One running cluster.
@@ -139,6 +148,10 @@ pub struct UpOptions {
     /// then a region with its own network namespace; needs root) instead of
     /// starting it as a cluster of its own.
     pub spread_hub: Option<String>,
+    /// Start PostgreSQL in every member region (every name but the first,
+    /// the hub; with a spread hub every name): the first member's is the
+    /// primary, the others stream from it.
+    pub postgres: bool,
 }
 
 /// A set of local clusters started by `up` (or found by `open`).
@@ -197,6 +210,8 @@ impl LocalRegions {
                 adopted: Vec::new(),
                 traffic: None,
                 spread: None,
+                databases: Vec::new(),
+                replication: Replication::Async,
             },
         };
         if options.stop_with_this_process {
@@ -208,7 +223,7 @@ impl LocalRegions {
         regions.state.etcd.start()?;
         regions.state.toxiproxy.start()?;
         regions.save()?;
-        let result = regions.start_all(&bins, &options.names).await;
+        let result = regions.start_all(&bins, &options).await;
         if let Err(err) = result {
             eprintln!("{}", regions.logs_tail(40));
             regions.down();
@@ -217,7 +232,8 @@ impl LocalRegions {
         Ok(regions)
     }
 
-    async fn start_all(&mut self, bins: &Binaries, names: &[String]) -> Result<()> {
+    async fn start_all(&mut self, bins: &Binaries, options: &UpOptions) -> Result<()> {
+        let names = &options.names;
         wait_etcd(&self.state.etcd_url, &self.state.etcd).await?;
         let toxiproxy = faults::Toxiproxy::new(self.state.toxiproxy_port)?;
         wait_until(&self.state.toxiproxy, "toxiproxy /version", || {
@@ -232,6 +248,11 @@ impl LocalRegions {
                 "spread hub ready"
             );
         }
+        if options.postgres {
+            let started = Instant::now();
+            self.start_databases(&self.database_places(names)).await?;
+            tracing::info!(seconds = started.elapsed().as_secs_f32(), "databases ready");
+        }
         for (index, name) in names.iter().enumerate() {
             let started = Instant::now();
             self.start_cluster(bins, name, index).await?;
@@ -240,18 +261,38 @@ impl LocalRegions {
         Ok(())
     }
 
-    async fn start_cluster(&mut self, bins: &Binaries, name: &str, index: usize) -> Result<()> {
-        let host = match &self.state.spread {
+    /// The address a cluster's host processes listen on: loopback, or the
+    /// region's host address with a spread hub.
+    fn host_of(&self, index: usize) -> String {
+        match &self.state.spread {
             Some(spread) => spread.network.host_address(index),
             None => "127.0.0.1".to_string(),
-        };
+        }
+    }
+
+    /// The member regions that get a database, and where each listens:
+    /// every cluster but the first (the hub), or every region of a spread
+    /// hub.
+    fn database_places(&self, names: &[String]) -> Vec<(String, String)> {
+        let skip = usize::from(self.state.spread.is_none());
+        names
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .map(|(index, name)| (name.clone(), self.host_of(index)))
+            .collect()
+    }
+
+    async fn start_cluster(&mut self, bins: &Binaries, name: &str, index: usize) -> Result<()> {
+        let host = self.host_of(index);
         let recipe =
             components::Recipe::new(&self.dir, bins, name, index, &self.state.etcd_url, &host)?;
         let mut apiserver = recipe.apiserver();
         let mut controller_manager = recipe.controller_manager()?;
         let (mut scheduler, scheduler_port) = recipe.scheduler()?;
         let kwok = recipe.kwok()?;
-        let (mut endpoint_process, endpoint_port) = recipe.endpoint()?;
+        let database = self.database(name).ok().map(Database::uri);
+        let (mut endpoint_process, endpoint_port) = recipe.endpoint(database)?;
         let paths = self.proxy(&recipe, endpoint_port).await?;
         apiserver.start()?;
         endpoint_process.start()?;
@@ -372,6 +413,7 @@ impl LocalRegions {
                 component.stop(DOWN_GRACE);
             }
         }
+        self.down_databases();
         self.down_spread();
         self.state.etcd.stop(Duration::from_secs(10));
         self.state.toxiproxy.stop(Duration::from_secs(2));
@@ -548,6 +590,7 @@ impl LocalRegions {
             ));
             out.push_str(&format!("export ENDPOINT_{upper}={}\n", cluster.endpoint));
         }
+        out.push_str(&self.database_env_lines());
         out.push_str(&format!(
             "export PATH={}:\"$PATH\"\n",
             self.state.bin_dir.display()
@@ -562,6 +605,7 @@ impl LocalRegions {
             .chain(self.state.spread.iter().flat_map(|s| s.components()))
             .chain(self.state.clusters.iter().flat_map(|c| c.components()))
             .chain(self.state.traffic.iter().flat_map(|t| t.components()))
+            .chain(self.state.databases.iter().map(Database::component))
     }
 
     /// A figure of every running process, by component name.
@@ -649,6 +693,7 @@ impl LocalRegions {
             log: self.dir.join("logs/watchdog.log"),
             pid: None,
             netns: None,
+            run_as: None,
         };
         watchdog.start()?;
         self.state.watchdog = Some(watchdog);
@@ -706,7 +751,7 @@ fn absolute(dir: &Path) -> Result<PathBuf> {
 
 /// Removes what an earlier `up` left in `dir`, and only that.
 fn clean(dir: &Path) -> Result<()> {
-    for sub in ["etcd", "hub-etcd", "pki", "logs", "exec"] {
+    for sub in ["etcd", "hub-etcd", "pki", "logs", "exec", "postgres"] {
         let path = dir.join(sub);
         if path.exists() {
             std::fs::remove_dir_all(&path)?;
@@ -893,9 +938,25 @@ pub async fn start_for_test(dir: PathBuf, names: &[&str]) -> Guard {
         names: names.iter().map(|n| n.to_string()).collect(),
         stop_with_this_process: true,
         spread_hub: None,
+        postgres: false,
     })
     .await
     .expect("local clusters start");
+    Guard(regions)
+}
+
+/// As [`start_for_test`], with PostgreSQL in every cluster but the first
+/// (the hub): the second's is the primary.
+pub async fn start_with_databases_for_test(dir: PathBuf, names: &[&str]) -> Guard {
+    let regions = LocalRegions::up(UpOptions {
+        dir,
+        names: names.iter().map(|n| n.to_string()).collect(),
+        stop_with_this_process: true,
+        spread_hub: None,
+        postgres: true,
+    })
+    .await
+    .expect("local clusters with databases start");
     Guard(regions)
 }
 
@@ -912,6 +973,7 @@ pub async fn start_spread_for_test(dir: PathBuf, hub: &str, regions: &[&str]) ->
         names: regions.iter().map(|n| n.to_string()).collect(),
         stop_with_this_process: true,
         spread_hub: Some(hub.to_string()),
+        postgres: false,
     })
     .await
     .expect("local regions with a spread hub start");

@@ -9,6 +9,11 @@
 //!   the address it gives;
 //! - `Route::Regions`: the client knows every region's endpoint and tries
 //!   the next when one fails (client-side failover).
+//!
+//! With `writes`, every request is a write (`POST /writes?id=N`, ids unique
+//! across runs): a region's endpoint answers 2xx only after its database
+//! committed the row, so [`acknowledged`] lists the writes a client was
+//! promised, and [`crate::Database::missing`] those a database lacks.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -34,6 +39,10 @@ pub struct Sample {
     pub at: Duration,
     pub ok: bool,
     pub region: Option<String>,
+    /// The id written, for a write; acknowledged when `ok`.
+    pub write: Option<i64>,
+    /// How long the request took.
+    pub latency: Duration,
 }
 
 /// Requests per second and for how long.
@@ -43,6 +52,26 @@ pub struct Load {
     pub duration: Duration,
     /// Longest one request (with its retries) may take.
     pub timeout: Duration,
+    /// Each request writes a row (`POST /writes?id=N`) instead of reading.
+    pub writes: bool,
+}
+
+/// The ids of every acknowledged write, in send order.
+pub fn acknowledged(samples: &[Sample]) -> Vec<i64> {
+    samples
+        .iter()
+        .filter(|s| s.ok)
+        .filter_map(|s| s.write)
+        .collect()
+}
+
+/// The first id of a run's writes: distinct for runs a millisecond apart
+/// (a run writes fewer than a million rows).
+fn first_write_id() -> i64 {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    millis * 1_000_000
 }
 
 /// Sends the load along `route`; returns every sample, in send order.
@@ -56,9 +85,11 @@ pub async fn run(route: &Route, load: Load) -> Result<Vec<Sample>> {
     let mut ticker = tokio::time::interval(every);
     let mut resolver = Resolver::default();
     let mut pending = Vec::new();
+    let first_id = first_write_id();
     while started.elapsed() < load.duration {
         ticker.tick().await;
         let at = started.elapsed();
+        let write = load.writes.then(|| first_id + pending.len() as i64);
         let targets = match route {
             Route::Url(url) => vec![url.clone()],
             Route::Regions(urls) => urls.clone(),
@@ -69,11 +100,14 @@ pub async fn run(route: &Route, load: Load) -> Result<Vec<Sample>> {
         };
         let http = http.clone();
         pending.push(tokio::spawn(async move {
-            let region = first_answer(&http, &targets).await;
+            let sent = Instant::now();
+            let region = first_answer(&http, &targets, write).await;
             Sample {
                 at,
                 ok: region.is_some(),
                 region,
+                write,
+                latency: sent.elapsed(),
             }
         }));
     }
@@ -84,10 +118,19 @@ pub async fn run(route: &Route, load: Load) -> Result<Vec<Sample>> {
     Ok(samples)
 }
 
-/// The region of the first target that answers 2xx, trying them in order.
-async fn first_answer(http: &reqwest::Client, targets: &[String]) -> Option<String> {
+/// The region of the first target that answers 2xx, trying them in order
+/// (a write goes to each target's `/writes`).
+async fn first_answer(
+    http: &reqwest::Client,
+    targets: &[String],
+    write: Option<i64>,
+) -> Option<String> {
     for url in targets {
-        let Ok(response) = http.get(url).send().await else {
+        let request = match write {
+            Some(id) => http.post(format!("{}/writes?id={id}", url.trim_end_matches('/'))),
+            None => http.get(url),
+        };
+        let Ok(response) = request.send().await else {
             continue;
         };
         if !response.status().is_success() {
@@ -251,6 +294,8 @@ mod tests {
             at: Duration::from_millis(ms),
             ok: region.is_some(),
             region: region.map(str::to_string),
+            write: None,
+            latency: Duration::ZERO,
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use localregions::load::{Load, Route};
+use localregions::load::{Load, Route, Sample};
 use localregions::{DEFAULT_DIR, LocalRegions, UpOptions};
 
 #[derive(Parser)]
@@ -37,7 +37,25 @@ enum Command {
         /// DIR/HUB.kubeconfig is the first region's.
         #[arg(long, value_name = "HUB")]
         spread_hub: Option<String>,
+        /// Start PostgreSQL in every member region (every name but the
+        /// first, the hub; with --spread-hub every region): the first
+        /// member's is the primary, the others stream from it through
+        /// their region's link. `env` prints POSTGRES_<REGION> URIs.
+        #[arg(long)]
+        postgres: bool,
     },
+    /// What a commit on the primary waits for: async (nothing), semi-sync
+    /// (any one standby) or sync (every standby).
+    Replication { mode: localregions::Replication },
+    /// Add a round trip between every region and the primary on the
+    /// replication links, e.g. `wan-latency 80ms` (0 removes it).
+    WanLatency {
+        #[arg(value_parser = parse_duration)]
+        rtt: Duration,
+    },
+    /// Make REGION's database a standby of the current primary: rewound
+    /// (`pg_rewind`) to where their histories part, then streaming.
+    RejoinDb { region: String },
     /// Run CMD inside a region's network namespace (spread hub only): in
     /// the foreground, with CMD's exit status; `fail REGION` kills it.
     Exec {
@@ -119,6 +137,12 @@ enum Command {
         dns_name: Option<String>,
         #[arg(long, default_value_t = 80)]
         port: u16,
+        /// Write rows instead of reading (`POST /writes?id=N`, answered
+        /// after the region's database committed); at the end, print how
+        /// many writes were acknowledged and which of them the current
+        /// primary lacks.
+        #[arg(long)]
+        writes: bool,
         /// Client-side failover: these regions' endpoints, tried in order.
         #[arg(long, value_delimiter = ',')]
         regions: Vec<String>,
@@ -160,13 +184,18 @@ async fn main() {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Up { names, spread_hub } => {
+        Command::Up {
+            names,
+            spread_hub,
+            postgres,
+        } => {
             let started = Instant::now();
             let regions = LocalRegions::up(UpOptions {
                 dir: cli.dir,
                 names,
                 stop_with_this_process: false,
                 spread_hub,
+                postgres,
             })
             .await?;
             if let Some(hub) = regions.spread_hub() {
@@ -216,7 +245,16 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::StopNodes { name } => LocalRegions::open(&cli.dir)?.stop_nodes(&name)?,
         Command::StartNodes { name } => LocalRegions::open(&cli.dir)?.start_nodes(&name).await?,
-        Command::Fail { name } => LocalRegions::open(&cli.dir)?.fail(&name)?,
+        Command::Fail { name } => LocalRegions::open(&cli.dir)?.fail(&name).await?,
+        Command::Replication { mode } => {
+            LocalRegions::open(&cli.dir)?.set_replication(mode).await?
+        }
+        Command::WanLatency { rtt } => LocalRegions::open(&cli.dir)?.wan_latency(rtt).await?,
+        Command::RejoinDb { region } => {
+            LocalRegions::open(&cli.dir)?
+                .rejoin_database(&region)
+                .await?
+        }
         Command::Recover { name } => LocalRegions::open(&cli.dir)?.recover(&name).await?,
         Command::Partition { name } => LocalRegions::open(&cli.dir)?.partition(&name).await?,
         Command::Heal { name } => LocalRegions::open(&cli.dir)?.heal(&name).await?,
@@ -248,10 +286,14 @@ async fn run(cli: Cli) -> Result<()> {
             regions,
             rate,
             seconds,
+            writes,
         } => {
             let dir = cli.dir.clone();
             let route = load_route(&dir, url, dns_name, port, regions)?;
-            load(route, rate, seconds).await?
+            let samples = load(route, rate, seconds, writes).await?;
+            if writes {
+                report_writes(&LocalRegions::open(&dir)?, &samples).await?;
+            }
         }
         Command::StopEndpoint { name } => LocalRegions::open(&cli.dir)?.stop_endpoint(&name)?,
         Command::StartEndpoint { name } => {
@@ -310,15 +352,35 @@ fn load_route(
     Ok(Route::Regions(regions))
 }
 
-async fn load(route: Route, rate: u32, seconds: u64) -> Result<()> {
+async fn load(route: Route, rate: u32, seconds: u64, writes: bool) -> Result<Vec<Sample>> {
     let options = Load {
         rate,
         duration: Duration::from_secs(seconds),
         timeout: Duration::from_secs(2),
+        writes,
     };
     let samples = localregions::load::run(&route, options).await?;
     for line in localregions::load::per_second(&samples) {
         println!("{line}");
     }
+    Ok(samples)
+}
+
+/// Acknowledged writes, and those the current primary lacks.
+async fn report_writes(regions: &LocalRegions, samples: &[Sample]) -> Result<()> {
+    let acknowledged = localregions::load::acknowledged(samples);
+    println!("acknowledged writes: {}", acknowledged.len());
+    let primary = regions.primary().await?;
+    let missing = primary.missing(&acknowledged).await?;
+    println!(
+        "the primary ({}) lacks {} of them{}",
+        primary.region,
+        missing.len(),
+        if missing.is_empty() {
+            String::new()
+        } else {
+            format!(": ids {missing:?}")
+        }
+    );
     Ok(())
 }

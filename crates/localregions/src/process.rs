@@ -33,6 +33,10 @@ pub struct Component {
     /// a spread hub. The host's when `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    /// The user and group (uid, gid) it runs as; this process's when
+    /// `None`. PostgreSQL refuses to run as root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<(u32, u32)>,
 }
 
 impl Component {
@@ -58,6 +62,9 @@ impl Component {
             .stdout(log.try_clone()?)
             .stderr(log)
             .process_group(0);
+        if let Some((uid, gid)) = self.run_as {
+            command.uid(uid).gid(gid);
+        }
         let child = command
             .spawn()
             .with_context(|| format!("starting {} ({})", self.name, self.program.display()))?;
@@ -100,6 +107,12 @@ impl Component {
         } else {
             Signal::SIGTERM
         };
+        if grace.is_zero() {
+            // The whole group: a server's children (PostgreSQL's backends)
+            // go with it, as they do when a machine fails. A graceful stop
+            // signals the leader alone, which stops its children in order.
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pid), signal);
+        }
         let _ = kill(Pid::from_raw(pid), signal);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline && alive(pid) {
@@ -107,6 +120,7 @@ impl Component {
             std::thread::sleep(Duration::from_millis(50));
         }
         if alive(pid) {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             let hard = Instant::now() + Duration::from_secs(5);
             while Instant::now() < hard && alive(pid) {

@@ -210,6 +210,7 @@ fn component(name: &str, program: PathBuf, args: Vec<String>, dir: &Path) -> Com
         log: dir.join(format!("{name}.log")),
         pid: None,
         netns: None,
+        run_as: None,
     }
 }
 

@@ -283,7 +283,7 @@ async fn endpoints_answer_with_their_region_and_fail_with_it(regions: &mut local
         assert_eq!(body.as_deref().map(str::trim), Some(name));
     }
     let us = regions.endpoint("us-east").unwrap();
-    regions.fail("us-east").expect("fail");
+    regions.fail("us-east").await.expect("fail");
     assert_eq!(
         answer(us.clone()).await,
         None,
