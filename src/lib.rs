@@ -10,6 +10,7 @@ pub use multiregion_core::{api, plan, text};
 
 pub mod cli;
 pub mod controller;
+pub mod data;
 pub mod deadline;
 pub mod error;
 pub mod fence;

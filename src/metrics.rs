@@ -161,6 +161,8 @@ pub struct Metrics {
     pub traffic_weight: Family<AppRegionLabels, Gauge>,
     /// The same weight as a share of the app's traffic, 0..1.
     pub traffic_weight_ratio: Family<AppRegionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Each region's replication lag as the data tier last read it.
+    pub replication_lag: Family<AppRegionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// 1 when the app's condition is True, else 0.
     pub app_condition: Family<ConditionLabels, Gauge>,
     pub failovers: Family<FailoverLabels, Counter>,
@@ -231,6 +233,7 @@ impl Default for Metrics {
             app_region_healthy: reg! { r, "app_region_healthy", "1 when the app is Healthy in the region", Family::default() },
             traffic_weight: reg! { r, "traffic_weight", "Published traffic weight of the app in the region (0..100)", Family::default() },
             traffic_weight_ratio: reg! { r, "traffic_weight_ratio", "Share of the app's traffic the region gets (0..1)", Family::default() },
+            replication_lag: reg! { r, "replication_lag_seconds", "Seconds of writes the region's database lacks, as failover.replication.lagFrom (postgres or metrics) last read it; absent when not known", Family::default() },
             app_condition: reg! { r, "app_condition", "1 when the app's condition (Ready, Degraded, FailedOver, FlapDamped, PromotionBlocked, TrafficPublished, ...) is True", Family::default() },
             failovers: reg! { r, "failovers", "Moves of traffic from one region to another, by reason; planned=\"false\" for failovers forced by a failure", Family::default() },
             drills: reg! { r, "drills", "Failover drills ended, by result (Succeeded, Aborted, Skipped)", Family::default() },

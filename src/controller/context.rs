@@ -86,6 +86,8 @@ pub struct Context {
     /// The hub's ConfigMaps and Secrets that apps propagate.
     pub(super) hub_config: HubConfig,
     pub metrics: Arc<Metrics>,
+    /// The apps' databases, read for their replication lag.
+    pub(super) data: crate::data::DataTier,
     /// Whether this replica may write now.
     pub(super) fence: Fence,
     /// Every replica's observer Lease.
@@ -105,7 +107,7 @@ pub struct Context {
 impl Context {
     pub fn new(parts: Parts, identity: &str) -> Self {
         Context {
-            hub: parts.hub,
+            hub: parts.hub.clone(),
             apps: parts.apps,
             hub_id: parts.hub_id,
             registry: parts.registry,
@@ -113,6 +115,7 @@ impl Context {
             sinks: parts.sinks,
             hub_config: parts.hub_config,
             metrics: parts.metrics,
+            data: crate::data::DataTier::new(parts.hub.clone()),
             fence: parts.fence,
             observers: parts.observers,
             identity: identity.to_string(),

@@ -10,6 +10,7 @@ use crate::api::{AppRegion, MultiRegionApp, MultiRegionAppStatus};
 use crate::plan::health::{HttpResult, RegionState};
 use crate::plan::manifest::AppKey;
 use crate::plan::propagate::Propagation;
+use crate::plan::replication::ReplicaLag;
 use crate::plan::{self, Observation};
 use crate::regions::http_check::Timing;
 
@@ -21,6 +22,7 @@ pub(super) fn observe(
     key: &AppKey,
     previous: &MultiRegionAppStatus,
     propagation: &Propagation,
+    replicas: &BTreeMap<String, ReplicaLag>,
 ) -> BTreeMap<String, Observation> {
     let lag_annotation = app
         .spec
@@ -49,6 +51,7 @@ pub(super) fn observe(
                 observation.placement = member.placement_problem(key);
                 observation.deleting = member.deleting();
             }
+            observation.replica = replicas.get(&region.name).cloned();
             (region.name.clone(), observation)
         })
         .collect()
@@ -83,6 +86,7 @@ fn observe_region(
         missing_config: None,
         placement: None,
         deleting: false,
+        replica: None,
     }
 }
 

@@ -9,6 +9,7 @@
 //! weights. Every status write carries the resourceVersion its decision
 //! was made from, so a stale writer gets a conflict, never the last word.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{AppLabels, DrillLabels, FailoverLabels};
 use crate::plan::manifest::{self, AppKey};
 use crate::plan::propagate::{self, Propagation};
+use crate::plan::replication::ReplicaLag;
 use crate::plan::{self, Applied, Decision, EventReason, Inputs, Placement, SinkOutcome};
 use crate::plan::{overrides, resources};
 
@@ -157,7 +159,9 @@ pub(super) async fn apply(
     {
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
-    let (decision, round, next_round) = decide(&ctx, &prepared, &key, &previous);
+    let replicas = ctx.data.read(&app, &key).await;
+    record_lag(&ctx, &key, &replicas);
+    let (decision, round, next_round) = decide(&ctx, &prepared, &key, &previous, &replicas);
     if let Some(why) = &decision.hold {
         tracing::info!(app = %key.name, namespace = %key.namespace, why = %why, "nothing applied yet");
         return Ok(Action::requeue(Duration::from_secs(1)));
@@ -210,6 +214,7 @@ fn decide(
     prepared: &Prepared,
     key: &AppKey,
     previous: &MultiRegionAppStatus,
+    replicas: &BTreeMap<String, ReplicaLag>,
 ) -> (Decision, Option<LastRound>, Duration) {
     let app = &prepared.app;
     let no_propagation = Propagation::default();
@@ -217,7 +222,7 @@ fn decide(
         .placeable
         .as_ref()
         .map_or(&no_propagation, |p| &p.propagation);
-    let observations = gather::observe(ctx, app, key, previous, propagation);
+    let observations = gather::observe(ctx, app, key, previous, propagation, replicas);
     let interval = Duration::from_secs(app.spec.health_check.interval_seconds.max(1) as u64);
     let (round, next_round) = ctx.round_due(key, interval, &gather::evidence(&observations));
     let published = ctx.sinks.published(app, key);
@@ -576,4 +581,27 @@ fn requeue<'a>(
         next_round
     };
     Action::requeue(wait.max(Duration::from_millis(100)))
+}
+
+/// The lag the data tier read, as `multiregion_replication_lag_seconds`
+/// (removed for a region whose lag is not known).
+fn record_lag(ctx: &Context, key: &AppKey, replicas: &BTreeMap<String, ReplicaLag>) {
+    for (region, lag) in replicas {
+        let labels = crate::metrics::AppRegionLabels {
+            namespace: key.namespace.clone(),
+            app: key.name.clone(),
+            region: region.clone(),
+        };
+        match lag.seconds {
+            Some(seconds) => {
+                ctx.metrics
+                    .replication_lag
+                    .get_or_create(&labels)
+                    .set(seconds);
+            }
+            None => {
+                ctx.metrics.replication_lag.remove(&labels);
+            }
+        }
+    }
 }

@@ -38,6 +38,8 @@ pub struct Env {
 }
 
 static ENV: OnceLock<Env> = OnceLock::new();
+/// Start PostgreSQL in the regions too (`env_with_databases`).
+static WITH_DATABASES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One test at a time in this binary; each starts once the operator sees
@@ -94,6 +96,13 @@ pub fn env() -> &'static Env {
     })
 }
 
+/// The shared environment with PostgreSQL in every region (us-east's the
+/// primary), for the data tier's tests: call it before anything else.
+pub fn env_with_databases() -> &'static Env {
+    WITH_DATABASES.store(true, std::sync::atomic::Ordering::SeqCst);
+    env()
+}
+
 impl Env {
     async fn start() -> Env {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
@@ -110,7 +119,7 @@ impl Env {
             names: names.iter().map(|n| n.to_string()).collect(),
             stop_with_this_process: true,
             spread_hub: None,
-            postgres: false,
+            postgres: WITH_DATABASES.load(std::sync::atomic::Ordering::SeqCst),
         })
         .await
         .expect("local clusters start");

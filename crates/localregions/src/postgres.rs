@@ -546,7 +546,8 @@ impl LocalRegions {
     /// Makes a region's database a standby of the current primary: it is
     /// stopped, rewound to where the two histories part (`pg_rewind`, which
     /// first finishes crash recovery of a killed server), then started
-    /// streaming through its link, now pointed at the primary.
+    /// streaming through its link, now pointed at the primary. Returns once
+    /// the primary sees it streaming.
     pub async fn rejoin_database(&mut self, region: &str) -> Result<()> {
         self.database(region)?;
         let primary = self
@@ -589,7 +590,19 @@ impl LocalRegions {
             .upstream(&link_proxy(region), &primary.address())
             .await?;
         toxiproxy.enable(&link_proxy(region), true).await?;
-        self.start_database(region).await
+        self.start_database(region).await?;
+        let server = self.database(region)?.server.clone();
+        let client = primary.connect("postgres").await?;
+        crate::wait_until(&server, "it to stream from the primary", || async {
+            let row = client
+                .query_opt(
+                    "SELECT 1 FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming'",
+                    &[&region],
+                )
+                .await?;
+            Ok(row.is_some())
+        })
+        .await
     }
 
     /// `POSTGRES_<REGION>=URI` lines for `env`.

@@ -938,24 +938,78 @@ pub struct Replication {
     pub on_exceeded: OnLagExceeded,
 }
 
-/// Where replication lag is read from.
+/// Where replication lag is read from: the databases themselves
+/// (`postgres`), an exporter's metric (`metrics`), or else an annotation
+/// someone writes on the standby's Deployment.
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.postgres) && has(self.metrics))").message("set at most one of postgres or metrics"))]
 pub struct LagSource {
     /// Annotation on the standby's placed Deployment holding the lag in
     /// seconds. Beside it, `multiregion.io/replication-lag-observed-at`
     /// (RFC 3339) says when it was measured: a lag undated, older than 60 s,
-    /// negative or not finite counts as not reported.
+    /// negative or not finite counts as not reported. Used when neither
+    /// postgres nor metrics is set.
     #[serde(default = "lag_annotation")]
     #[schemars(length(max = 317))]
     pub annotation: String,
+    /// PostgreSQL streaming replication between the regions: the operator
+    /// reads each region's database every round (the primary's
+    /// `pg_stat_replication`, the standbys' received and replayed WAL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresLagSource>,
+    /// An OpenMetrics endpoint per region that exports the lag in seconds
+    /// (for other stores: Redis, Kafka MirrorMaker, object storage
+    /// replication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsLagSource>,
 }
 
 impl Default for LagSource {
     fn default() -> Self {
         LagSource {
             annotation: lag_annotation(),
+            postgres: None,
+            metrics: None,
         }
     }
+}
+
+/// Where each region's PostgreSQL is reached.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresLagSource {
+    /// A Secret in the app's namespace of the hub with one key per region
+    /// (the region's name), each a libpq URI of that region's database
+    /// (`postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=...`). Its role
+    /// needs `pg_monitor` to read the lag (docs/behaviour.md lists what
+    /// promotion and fencing need). A region without a key has no lag.
+    pub secret_ref: LocalSecretRef,
+}
+
+/// A Secret in the app's namespace.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalSecretRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// An exporter's metric holding each region's replication lag.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsLagSource {
+    /// The exporter's URL (http or https, Prometheus text or OpenMetrics);
+    /// `{region}` in it is replaced by each region's name, for example
+    /// `http://redis-exporter.{region}.example:9121/metrics`.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("must be an http:// or https:// URL"))]
+    pub url: String,
+    /// The metric holding the lag in seconds; when the exporter labels its
+    /// samples with `region`, the sample of that region is read, else the
+    /// first.
+    #[schemars(length(min = 1, max = 200))]
+    pub metric: String,
 }
 
 fn lag_annotation() -> String {
@@ -1255,6 +1309,44 @@ pub struct RegionAppStatus {
     /// (no round counted): why, and since when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unknown: Option<UnknownEvidence>,
+    /// The region's database as `failover.replication.lagFrom` reads it
+    /// (postgres or metrics): its role, lag and where it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicaStatus>,
+}
+
+/// One region's database, as last read. Rewritten when its role, its
+/// verdict against the RPO gate or its problem changes, else at most
+/// every 30 s: `kubectl multiregion status` and the
+/// `multiregion_replication_lag_seconds` metric show every round's.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    /// Primary, Standby or Unknown (not read).
+    pub role: String,
+    /// Seconds of writes the region lacks (whole seconds, rounded up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<i64>,
+    /// Bytes of WAL the region lacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<i64>,
+    /// Where the lag was read: Primary (what the primary says of this
+    /// standby), Standby (its own reading against the primary's last
+    /// reported position) or Metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_from: Option<String>,
+    /// When it was read.
+    pub observed_at: Time,
+    /// Read from the standby: how old the primary's position it was
+    /// measured against is, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_age_seconds: Option<i64>,
+    /// A primary that refuses writes (fenced).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fenced: bool,
+    /// Why the lag is not known (the Secret's key, the database's error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A run of observations that said nothing either way about a region.

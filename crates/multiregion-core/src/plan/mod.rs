@@ -23,6 +23,7 @@ pub mod observers;
 pub mod overrides;
 pub mod playbook;
 pub mod propagate;
+pub mod replication;
 pub mod resources;
 pub mod schedule;
 pub mod traffic;
@@ -65,6 +66,9 @@ pub struct Observation {
     /// The Region is being deleted (held by its in-use finalizer while
     /// apps use it): it keeps serving, but nothing is promoted into it.
     pub deleting: bool,
+    /// The region's database, read this round (`lagFrom.postgres` or
+    /// `lagFrom.metrics`); its lag replaces the annotation's.
+    pub replica: Option<replication::ReplicaLag>,
 }
 
 impl Observation {
@@ -78,6 +82,7 @@ impl Observation {
             missing_config: None,
             placement: None,
             deleting: false,
+            replica: None,
         }
     }
 
@@ -114,8 +119,15 @@ impl Observation {
         self
     }
 
-    /// The lag report on the placed Deployment, if any.
+    /// The lag report: the database's when it was read, else the one on
+    /// the placed Deployment, if any.
     pub fn lag_report(&self) -> Option<health::LagReport> {
+        if let Some(replica) = &self.replica {
+            return replica.seconds.map(|seconds| health::LagReport {
+                seconds,
+                observed_at: Some(replica.observed_at),
+            });
+        }
         match &self.workload {
             WorkloadState::Placed { lag, .. } => *lag,
             _ => None,

@@ -737,7 +737,15 @@ fn within_lag(region: &RegionView, replication: &Replication) -> Result<(), Stri
     match region.lag_seconds() {
         Some(lag) if lag <= replication.allowed_lag_seconds() => Ok(()),
         Some(lag) => Err(format!("{lag}s")),
-        None => Err("not reported".to_string()),
+        None => match region
+            .obs
+            .replica
+            .as_ref()
+            .and_then(|r| r.problem.as_deref())
+        {
+            Some(problem) => Err(format!("not known: {problem}")),
+            None => Err("not reported".to_string()),
+        },
     }
 }
 

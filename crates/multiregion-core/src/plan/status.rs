@@ -189,9 +189,25 @@ fn region_statuses(
                         since: Time(since),
                     }),
                 unknown: region.unknown.clone(),
+                replication: replica_status(inputs, region),
             }
         })
         .collect()
+}
+
+/// The region's database as read this round, for the status.
+fn replica_status(inputs: &Inputs, region: &RegionView) -> Option<crate::api::ReplicaStatus> {
+    let lag = region.obs.replica.as_ref()?;
+    let allowed = inputs
+        .spec
+        .failover
+        .replication
+        .as_ref()
+        .map_or(0.0, |r| r.allowed_lag_seconds());
+    let previous = region.previous.and_then(|p| p.replication.as_ref());
+    Some(super::replication::status(
+        previous, lag, allowed, inputs.now,
+    ))
 }
 
 /// Regions that left the spec (or are still being cleaned up), except one

@@ -1136,4 +1136,5 @@ mod faults;
 mod homes;
 mod observers;
 mod propagation;
+mod replication;
 mod stepped;

@@ -1,0 +1,330 @@
+//! The data tier's replication, judged from what its databases say.
+//!
+//! Each region's database is read (by an adapter at the edge: PostgreSQL's
+//! `pg_stat_replication` and recovery functions, or an exporter's metric)
+//! into a [`DbReading`]; [`lags`] turns one round of readings into each
+//! region's role and lag ([`ReplicaLag`]), which the RPO gate and the
+//! status show. Pure: the readings and the clock come in, nothing is read
+//! here.
+//!
+//! The rules (docs/behaviour.md, "The data tier"):
+//! - while the primary answers, a standby's lag is what the primary says
+//!   of it: bytes between the primary's position and what the standby has
+//!   replayed, seconds as the primary measured them (0 when nothing is
+//!   left to replay);
+//! - when the primary does not answer, the standby's own reading is put
+//!   against the primary's last reported position (kept in status, so a
+//!   new leader has it): at or past it, the standby is caught up (lag 0),
+//!   however old that position is; short of it, the lag is the bytes
+//!   missing and the time from the standby's last replayed commit to that
+//!   reading;
+//! - a standby that reports nothing has no lag (the gate treats it as over
+//!   the limit).
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::ReplicaStatus;
+
+/// How long a region's replication status may stand unchanged in the
+/// app's status while the reading behind it moves (role, verdict and
+/// problem unchanged).
+pub const STATUS_REFRESH_SECONDS: i64 = 30;
+
+/// What one read of a region's database said.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DbReading {
+    /// It accepts writes (not in recovery).
+    Primary {
+        /// Its current WAL position (bytes).
+        position: u64,
+        /// Whether it refuses writes (fenced: `default_transaction_read_only`).
+        fenced: bool,
+        /// The standbys streaming from it, by region.
+        standbys: BTreeMap<String, StreamedTo>,
+    },
+    /// It replays another's WAL (in recovery).
+    Standby {
+        /// WAL received (bytes).
+        received: u64,
+        /// WAL replayed (bytes).
+        replayed: u64,
+        /// Commit time of the last transaction replayed, if any.
+        last_replayed_commit: Option<Timestamp>,
+        /// It streams from a primary now.
+        streaming: bool,
+    },
+    /// An exporter's lag for the region, in seconds (`lagFrom.metrics`).
+    Exported { seconds: f64 },
+    /// It could not be read: why (naming the region's key).
+    Unreadable(String),
+}
+
+/// What a primary says of one standby (`pg_stat_replication`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamedTo {
+    /// WAL the standby has replayed (bytes).
+    pub replayed: u64,
+    /// The primary's measure of the standby's replay lag, when it has one
+    /// (none once the standby has caught up and nothing was written since).
+    pub replay_lag_seconds: Option<f64>,
+}
+
+/// The primary's last reported position, kept across rounds (and leaders,
+/// through the status).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrimaryMark {
+    pub region: String,
+    pub position: u64,
+    pub at: Timestamp,
+}
+
+/// A region's database, as a role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbRole {
+    Primary,
+    Standby,
+    /// Not read this round.
+    Unknown,
+}
+
+impl DbRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbRole::Primary => "Primary",
+            DbRole::Standby => "Standby",
+            DbRole::Unknown => "Unknown",
+        }
+    }
+}
+
+/// Where a lag was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// From the primary, about the standby.
+    Primary,
+    /// From the standby, against the primary's last reported position.
+    Standby,
+    /// From an exporter's metric (`lagFrom.metrics`).
+    Metrics,
+}
+
+impl ReadFrom {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadFrom::Primary => "Primary",
+            ReadFrom::Standby => "Standby",
+            ReadFrom::Metrics => "Metrics",
+        }
+    }
+}
+
+/// One region's role and lag this round.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplicaLag {
+    pub role: DbRole,
+    /// Seconds of writes the region lacks; `None`: not known.
+    pub seconds: Option<f64>,
+    /// Bytes of WAL it lacks, where the store counts them.
+    pub bytes: Option<u64>,
+    pub read_from: Option<ReadFrom>,
+    /// When the reading was taken.
+    pub observed_at: Timestamp,
+    /// Reading from the standby: how old the primary position it was put
+    /// against is, in seconds.
+    pub primary_age_seconds: Option<i64>,
+    /// Why the lag is not known, for status and PromotionBlocked.
+    pub problem: Option<String>,
+    /// A primary that refuses writes (fenced).
+    pub fenced: bool,
+}
+
+impl ReplicaLag {
+    fn unknown(problem: String, now: Timestamp) -> Self {
+        ReplicaLag {
+            role: DbRole::Unknown,
+            seconds: None,
+            bytes: None,
+            read_from: None,
+            observed_at: now,
+            primary_age_seconds: None,
+            problem: Some(problem),
+            fenced: false,
+        }
+    }
+
+    fn primary(fenced: bool, now: Timestamp) -> Self {
+        ReplicaLag {
+            role: DbRole::Primary,
+            seconds: Some(0.0),
+            bytes: Some(0),
+            read_from: Some(ReadFrom::Primary),
+            observed_at: now,
+            primary_age_seconds: None,
+            problem: None,
+            fenced,
+        }
+    }
+}
+
+/// Each region's role and lag from one round of readings, and the primary
+/// position to keep (this round's when exactly one primary answered, else
+/// `last`).
+pub fn lags(
+    readings: &BTreeMap<String, DbReading>,
+    last: Option<&PrimaryMark>,
+    now: Timestamp,
+) -> (BTreeMap<String, ReplicaLag>, Option<PrimaryMark>) {
+    let primaries: Vec<(&String, u64, &BTreeMap<String, StreamedTo>)> = readings
+        .iter()
+        .filter_map(|(region, reading)| match reading {
+            DbReading::Primary {
+                position, standbys, ..
+            } => Some((region, *position, standbys)),
+            _ => None,
+        })
+        .collect();
+    let (mark, streamed) = match primaries.as_slice() {
+        [(region, position, standbys)] => (
+            Some(PrimaryMark {
+                region: region.to_string(),
+                position: *position,
+                at: now,
+            }),
+            Some(*standbys),
+        ),
+        // None, or several (an old primary back, not fenced yet): its
+        // word on the standbys cannot be told from the other's.
+        _ => (last.cloned(), None),
+    };
+    let lags = readings
+        .iter()
+        .map(|(region, reading)| {
+            let lag = match reading {
+                DbReading::Primary { fenced, .. } => ReplicaLag::primary(*fenced, now),
+                DbReading::Unreadable(why) => ReplicaLag::unknown(why.clone(), now),
+                DbReading::Exported { seconds } => ReplicaLag {
+                    seconds: Some(*seconds),
+                    read_from: Some(ReadFrom::Metrics),
+                    problem: None,
+                    ..ReplicaLag::unknown(String::new(), now)
+                },
+                DbReading::Standby { .. } => {
+                    standby_lag(region, reading, mark.as_ref(), streamed, now)
+                }
+            };
+            (region.clone(), lag)
+        })
+        .collect();
+    (lags, mark)
+}
+
+/// A standby's lag: the primary's word while it answers, else its own
+/// reading against the primary's last position.
+fn standby_lag(
+    region: &str,
+    reading: &DbReading,
+    mark: Option<&PrimaryMark>,
+    streamed: Option<&BTreeMap<String, StreamedTo>>,
+    now: Timestamp,
+) -> ReplicaLag {
+    let DbReading::Standby {
+        replayed,
+        last_replayed_commit,
+        ..
+    } = reading
+    else {
+        unreachable!("standby_lag is called for standbys");
+    };
+    let Some(mark) = mark else {
+        let why = "no primary has answered yet: nothing to measure the lag against";
+        return ReplicaLag {
+            role: DbRole::Standby,
+            ..ReplicaLag::unknown(why.to_string(), now)
+        };
+    };
+    let behind = mark.position.saturating_sub(*replayed);
+    let since_commit = |reference: Timestamp| {
+        last_replayed_commit
+            .map(|commit| (reference.as_second() - commit.as_second()).max(0) as f64)
+    };
+    let (seconds, read_from, age) = match streamed.and_then(|s| s.get(region)) {
+        Some(stream) => {
+            let behind_primary = mark.position.saturating_sub(stream.replayed);
+            let seconds = if behind_primary == 0 {
+                Some(0.0)
+            } else {
+                stream.replay_lag_seconds.or_else(|| since_commit(now))
+            };
+            return ReplicaLag {
+                role: DbRole::Standby,
+                seconds,
+                bytes: Some(behind_primary),
+                read_from: Some(ReadFrom::Primary),
+                observed_at: now,
+                primary_age_seconds: None,
+                problem: None,
+                fenced: false,
+            };
+        }
+        None if behind == 0 => (Some(0.0), ReadFrom::Standby, age_of(mark, now)),
+        None => (since_commit(mark.at), ReadFrom::Standby, age_of(mark, now)),
+    };
+    ReplicaLag {
+        role: DbRole::Standby,
+        seconds,
+        bytes: Some(behind),
+        read_from: Some(read_from),
+        observed_at: now,
+        primary_age_seconds: Some(age),
+        problem: seconds
+            .is_none()
+            .then(|| "it has replayed no transaction to date its lag by".to_string()),
+        fenced: false,
+    }
+}
+
+/// Seconds since the primary's position was read.
+fn age_of(mark: &PrimaryMark, now: Timestamp) -> i64 {
+    (now.as_second() - mark.at.as_second()).max(0)
+}
+
+/// The region's replication status to write: this round's reading, or the
+/// previous status when nothing a person acts on changed (same role,
+/// fenced or not, same side of `allowed_lag`, same problem) and it is
+/// less than [`STATUS_REFRESH_SECONDS`] old. Status writes then follow
+/// changes, not rounds.
+pub fn status(
+    previous: Option<&ReplicaStatus>,
+    lag: &ReplicaLag,
+    allowed_lag: f64,
+    now: Timestamp,
+) -> ReplicaStatus {
+    let current = ReplicaStatus {
+        role: lag.role.as_str().to_string(),
+        lag_seconds: lag.seconds.map(|s| s.ceil() as i64),
+        lag_bytes: lag.bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+        read_from: lag.read_from.map(|r| r.as_str().to_string()),
+        observed_at: Time(lag.observed_at),
+        primary_age_seconds: lag.primary_age_seconds,
+        fenced: lag.fenced,
+        message: lag.problem.clone(),
+    };
+    let Some(previous) = previous else {
+        return current;
+    };
+    let within = |s: &ReplicaStatus| s.lag_seconds.map(|l| l as f64 <= allowed_lag);
+    let same = previous.role == current.role
+        && previous.fenced == current.fenced
+        && previous.message == current.message
+        && previous.read_from == current.read_from
+        && within(previous) == within(&current);
+    let fresh = now.as_second() - previous.observed_at.0.as_second() < STATUS_REFRESH_SECONDS;
+    if same && fresh {
+        previous.clone()
+    } else {
+        current
+    }
+}

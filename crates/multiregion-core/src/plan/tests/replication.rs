@@ -1,0 +1,196 @@
+//! The data tier's lag rules (`plan::replication::lags`).
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+
+use crate::plan::replication::{DbReading, DbRole, PrimaryMark, ReadFrom, StreamedTo, lags};
+
+fn at(second: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + second).unwrap()
+}
+
+fn primary(position: u64, standbys: &[(&str, u64, Option<f64>)]) -> DbReading {
+    DbReading::Primary {
+        position,
+        fenced: false,
+        standbys: standbys
+            .iter()
+            .map(|(name, replayed, lag)| {
+                let stream = StreamedTo {
+                    replayed: *replayed,
+                    replay_lag_seconds: *lag,
+                };
+                (name.to_string(), stream)
+            })
+            .collect(),
+    }
+}
+
+fn standby(replayed: u64, last_commit: Option<i64>) -> DbReading {
+    DbReading::Standby {
+        received: replayed,
+        replayed,
+        last_replayed_commit: last_commit.map(at),
+        streaming: false,
+    }
+}
+
+fn readings(pairs: Vec<(&str, DbReading)>) -> BTreeMap<String, DbReading> {
+    pairs.into_iter().map(|(r, d)| (r.to_string(), d)).collect()
+}
+
+#[test]
+fn while_the_primary_answers_a_standby_lags_by_what_the_primary_says() {
+    let now = at(100);
+    let all = readings(vec![
+        (
+            "us-east",
+            primary(
+                5_000,
+                &[("eu-west", 4_000, Some(7.5)), ("ap-south", 5_000, None)],
+            ),
+        ),
+        ("eu-west", standby(4_000, Some(90))),
+        ("ap-south", standby(5_000, Some(99))),
+    ]);
+    let (lags, mark) = lags(&all, None, now);
+    assert_eq!(lags["us-east"].role, DbRole::Primary);
+    let eu = &lags["eu-west"];
+    assert_eq!(
+        (eu.seconds, eu.bytes, eu.read_from),
+        (Some(7.5), Some(1_000), Some(ReadFrom::Primary))
+    );
+    let ap = &lags["ap-south"];
+    assert_eq!(
+        (ap.seconds, ap.bytes),
+        (Some(0.0), Some(0)),
+        "caught up and idle: lag 0"
+    );
+    assert_eq!(
+        mark.unwrap(),
+        PrimaryMark {
+            region: "us-east".into(),
+            position: 5_000,
+            at: now
+        }
+    );
+}
+
+#[test]
+fn a_standby_the_primary_lost_is_measured_by_its_own_reading() {
+    let all = readings(vec![
+        ("us-east", primary(5_000, &[])),
+        ("eu-west", standby(3_000, Some(80))),
+    ]);
+    let (lags, _) = lags(&all, None, at(100));
+    let eu = &lags["eu-west"];
+    assert_eq!((eu.seconds, eu.bytes), (Some(20.0), Some(2_000)));
+    assert_eq!(eu.read_from, Some(ReadFrom::Standby));
+}
+
+#[test]
+fn when_the_primary_is_gone_a_standby_at_its_last_position_is_caught_up_however_old() {
+    let mark = PrimaryMark {
+        region: "us-east".into(),
+        position: 5_000,
+        at: at(0),
+    };
+    let all = readings(vec![
+        (
+            "us-east",
+            DbReading::Unreadable("secret shop-db key us-east: connection refused".into()),
+        ),
+        ("eu-west", standby(5_000, Some(-30))),
+        ("ap-south", standby(4_000, Some(-12))),
+    ]);
+    let (lags, kept) = lags(&all, Some(&mark), at(600));
+    assert_eq!(kept.as_ref(), Some(&mark), "the last position is kept");
+    let eu = &lags["eu-west"];
+    assert_eq!(
+        (eu.seconds, eu.bytes, eu.primary_age_seconds),
+        (Some(0.0), Some(0), Some(600))
+    );
+    let ap = &lags["ap-south"];
+    assert_eq!(
+        (ap.seconds, ap.bytes),
+        (Some(12.0), Some(1_000)),
+        "from its last commit to the primary's last reading"
+    );
+    assert_eq!(lags["us-east"].role, DbRole::Unknown);
+    assert!(
+        lags["us-east"]
+            .problem
+            .as_deref()
+            .unwrap()
+            .contains("key us-east")
+    );
+}
+
+#[test]
+fn without_any_primary_reading_a_standby_reports_no_lag() {
+    let all = readings(vec![("eu-west", standby(5_000, Some(0)))]);
+    let (lags, mark) = lags(&all, None, at(10));
+    assert_eq!(lags["eu-west"].seconds, None);
+    assert!(lags["eu-west"].problem.is_some());
+    assert!(mark.is_none());
+}
+
+#[test]
+fn two_primaries_say_nothing_of_the_standbys() {
+    let mark = PrimaryMark {
+        region: "eu-west".into(),
+        position: 9_000,
+        at: at(50),
+    };
+    let all = readings(vec![
+        ("us-east", primary(5_000, &[("ap-south", 5_000, None)])),
+        ("eu-west", primary(9_000, &[])),
+        ("ap-south", standby(5_000, Some(40))),
+    ]);
+    let (lags, kept) = lags(&all, Some(&mark), at(60));
+    assert_eq!(kept.as_ref(), Some(&mark));
+    let ap = &lags["ap-south"];
+    assert_eq!(
+        (ap.bytes, ap.read_from),
+        (Some(4_000), Some(ReadFrom::Standby))
+    );
+}
+
+#[test]
+fn a_standby_whose_database_cannot_be_read_is_not_promoted() {
+    use crate::plan::replication::ReplicaLag;
+    use crate::plan::tests::{Sim, down, spec, up};
+    use serde_json::json;
+    let mut sim = Sim::new(spec(json!({"failover": {"replication": {
+        "maxLagSeconds": 30, "lagFrom": {"postgres": {"secretRef": {"name": "shop-db"}}}
+    }}})));
+    let unread = |o: crate::plan::Observation| {
+        let (lags, _) = lags(
+            &readings(vec![(
+                "eu-west",
+                DbReading::Unreadable("Secret shop-db key eu-west: refused".into()),
+            )]),
+            None,
+            at(0),
+        );
+        let replica: ReplicaLag = lags["eu-west"].clone();
+        crate::plan::Observation {
+            replica: Some(replica),
+            ..o
+        }
+    };
+    sim.round(&[("eu-west", unread(up(1, 1)))]);
+    sim.round(&[("eu-west", unread(up(1, 1)))]);
+    for _ in 0..3 {
+        sim.round(&[("us-east", down()), ("eu-west", unread(up(1, 1)))]);
+    }
+    assert_eq!(sim.weights(), "us-east=100 eu-west=0");
+    let c = sim
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "PromotionBlocked")
+        .unwrap();
+    assert!(c.message.contains("key eu-west"), "{}", c.message);
+}

@@ -1,0 +1,131 @@
+//! The PostgreSQL adapter: reads one region's database into a
+//! [`DbReading`] (its role, its WAL positions, what it says of the
+//! standbys streaming from it). The URI's role needs `pg_monitor`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls};
+
+use crate::plan::replication::{DbReading, StreamedTo};
+
+/// How long one connection and its queries may take: a region whose
+/// database does not answer within it is unreadable this round.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Open connections, by URI, reused across rounds.
+#[derive(Default)]
+pub struct Connections {
+    open: Mutex<BTreeMap<String, Arc<Client>>>,
+}
+
+impl Connections {
+    /// A connection to `uri`: the open one, or a new one.
+    async fn client(&self, uri: &str) -> Result<Arc<Client>, String> {
+        let mut open = self.open.lock().await;
+        if let Some(client) = open.get(uri).filter(|c| !c.is_closed()) {
+            return Ok(client.clone());
+        }
+        open.remove(uri);
+        let (client, connection) = tokio_postgres::connect(uri, NoTls)
+            .await
+            .map_err(|e| describe(&e))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let client = Arc::new(client);
+        open.insert(uri.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Forgets the connection to `uri` (after an error or a timeout).
+    async fn drop_client(&self, uri: &str) {
+        self.open.lock().await.remove(uri);
+    }
+
+    /// Reads the database at `uri`, within [`READ_TIMEOUT`].
+    pub async fn read(&self, uri: &str) -> Result<DbReading, String> {
+        let reading = tokio::time::timeout(READ_TIMEOUT, async {
+            let client = self.client(uri).await?;
+            read(&client).await.map_err(|e| describe(&e))
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {}s", READ_TIMEOUT.as_secs())));
+        if reading.is_err() {
+            self.drop_client(uri).await;
+        }
+        reading
+    }
+}
+
+async fn read(client: &Client) -> Result<DbReading, tokio_postgres::Error> {
+    let row = client.query_one("SELECT pg_is_in_recovery()", &[]).await?;
+    let in_recovery: bool = row.get(0);
+    if in_recovery {
+        return read_standby(client).await;
+    }
+    let row = client
+        .query_one(
+            "SELECT (pg_current_wal_lsn() - '0/0')::bigint, \
+             current_setting('default_transaction_read_only') = 'on'",
+            &[],
+        )
+        .await?;
+    let (position, fenced): (i64, bool) = (row.get(0), row.get(1));
+    let rows = client
+        .query(
+            "SELECT application_name, (coalesce(replay_lsn, '0/0') - '0/0')::bigint, \
+             extract(epoch FROM replay_lag)::float8 FROM pg_stat_replication",
+            &[],
+        )
+        .await?;
+    let standbys = rows
+        .iter()
+        .map(|row| {
+            let stream = StreamedTo {
+                replayed: row.get::<_, i64>(1).max(0) as u64,
+                replay_lag_seconds: row.get(2),
+            };
+            (row.get::<_, String>(0), stream)
+        })
+        .collect();
+    Ok(DbReading::Primary {
+        position: position.max(0) as u64,
+        fenced,
+        standbys,
+    })
+}
+
+async fn read_standby(client: &Client) -> Result<DbReading, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT (coalesce(pg_last_wal_receive_lsn(), '0/0') - '0/0')::bigint, \
+             (coalesce(pg_last_wal_replay_lsn(), '0/0') - '0/0')::bigint, \
+             extract(epoch FROM pg_last_xact_replay_timestamp())::float8, \
+             EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')",
+            &[],
+        )
+        .await?;
+    let commit: Option<f64> = row.get(2);
+    Ok(DbReading::Standby {
+        received: row.get::<_, i64>(0).max(0) as u64,
+        replayed: row.get::<_, i64>(1).max(0) as u64,
+        last_replayed_commit: commit.and_then(|s| Timestamp::from_second(s.floor() as i64).ok()),
+        streaming: row.get(3),
+    })
+}
+
+/// An error as a person needs it: the database's own message when it sent
+/// one, else what failed on the way.
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => {
+            let source = std::error::Error::source(error).map(|s| format!(": {s}"));
+            format!("{error}{}", source.unwrap_or_default())
+        }
+    }
+}

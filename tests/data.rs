@@ -1,0 +1,254 @@
+//! End-to-end: the data tier. PostgreSQL 15 in every region (us-east's the
+//! primary, the others streaming from it through their region's link), the
+//! operator reading the lag from the databases
+//! (`lagFrom.postgres.secretRef`), on a hub and three local regions.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::operator::{
+    HealOnPanic, app_spec, apply_app, condition, env_with_databases, serial, status,
+};
+use common::wait_for;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use localregions::load::{self, Load, Route};
+use multiregion::api::{Health, ReplicaStatus};
+use serde_json::json;
+
+/// The Secret of URIs the app names, one key per region.
+async fn uri_secret(hub: &kube::Client, ns: &str, uris: BTreeMap<String, String>) {
+    common::operator::ensure_namespace(hub, ns).await;
+    let api: Api<Secret> = Api::namespaced(hub.clone(), ns);
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "shop-db"},
+        "stringData": uris,
+    });
+    api.patch(
+        "shop-db",
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(secret),
+    )
+    .await
+    .expect("Secret applied");
+}
+
+async fn database_uris() -> BTreeMap<String, String> {
+    let regions = env_with_databases().regions.lock().await;
+    regions
+        .databases()
+        .iter()
+        .map(|d| (d.region.clone(), d.uri()))
+        .collect()
+}
+
+fn spec(max_lag: i32) -> serde_json::Value {
+    app_spec(
+        "ActivePassive",
+        &["us-east", "eu-west", "ap-south"],
+        json!({"failover": {"replication": {
+            "mode": "Asynchronous",
+            "maxLagSeconds": max_lag,
+            "lagFrom": {"postgres": {"secretRef": {"name": "shop-db"}}}
+        }}}),
+    )
+}
+
+async fn replica(hub: &kube::Client, ns: &str, region: &str) -> Option<ReplicaStatus> {
+    status(hub, ns, "shop")
+        .await?
+        .regions
+        .into_iter()
+        .find(|r| r.name == region)?
+        .replication
+}
+
+async fn sql(region: &str, statement: &str) {
+    let regions = env_with_databases().regions.lock().await;
+    let database = regions.database(region).unwrap();
+    let client = database.connect("postgres").await.unwrap();
+    client.batch_execute(statement).await.unwrap();
+}
+
+/// Writes for `seconds` at 50 a second to us-east's endpoint.
+async fn write_for(seconds: u64) -> usize {
+    let endpoint = env_with_databases()
+        .regions
+        .lock()
+        .await
+        .endpoint("us-east")
+        .unwrap();
+    let options = Load {
+        rate: 50,
+        duration: Duration::from_secs(seconds),
+        timeout: Duration::from_secs(2),
+        writes: true,
+    };
+    let samples = load::run(&Route::Url(endpoint), options).await.unwrap();
+    load::acknowledged(&samples).len()
+}
+
+/// Waits until us-east is the app's active region and judged Healthy (a
+/// region lost before the app ever served there is not a failover).
+async fn serving_in_us_east(hub: &kube::Client, ns: &str) {
+    wait_for(
+        "us-east active and Healthy",
+        Duration::from_secs(120),
+        || async {
+            let s = status(hub, ns, "shop").await?;
+            let us = s.regions.iter().find(|r| r.name == "us-east")?;
+            (s.active_region.as_deref() == Some("us-east") && us.health == Health::Healthy)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Puts the databases back as they started: us-east back (still the
+/// primary: nothing promoted another yet), replay resumed everywhere.
+async fn restore_databases() {
+    let mut regions = env_with_databases().regions.lock().await;
+    regions.recover("us-east").await.unwrap();
+    for region in ["eu-west", "ap-south"] {
+        let database = regions.database(region).unwrap();
+        if let Ok(client) = database.connect("postgres").await {
+            let _ = client.batch_execute("SELECT pg_wal_replay_resume()").await;
+        }
+    }
+    assert_eq!(regions.primary().await.unwrap().region, "us-east");
+}
+
+#[tokio::test]
+async fn a_standby_behind_the_limit_waits_and_takes_the_traffic_once_it_has_replayed() {
+    let env = env_with_databases();
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env.client("hub").await;
+    let ns = "data-lag";
+    uri_secret(&hub, ns, database_uris().await).await;
+    apply_app(&hub, ns, "shop", spec(3)).await;
+
+    // Read from the databases: us-east the primary, the others in sync.
+    wait_for(
+        "the lag read from the primary",
+        Duration::from_secs(120),
+        || async {
+            let primary = replica(&hub, ns, "us-east").await?;
+            let standby = replica(&hub, ns, "eu-west").await?;
+            (primary.role == "Primary"
+                && standby.role == "Standby"
+                && standby.read_from.as_deref() == Some("Primary")
+                && standby.lag_seconds == Some(0))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // Replay paused in both standbys while writes go on: they fall behind.
+    sql("eu-west", "SELECT pg_wal_replay_pause()").await;
+    sql("ap-south", "SELECT pg_wal_replay_pause()").await;
+    assert!(write_for(6).await > 100, "writes acknowledged by us-east");
+    wait_for(
+        "eu-west's lag over the limit",
+        Duration::from_secs(60),
+        || async {
+            let standby = replica(&hub, ns, "eu-west").await?;
+            (standby.lag_seconds? > 3 && standby.lag_bytes? > 0).then_some(())
+        },
+    )
+    .await;
+
+    serving_in_us_east(&hub, ns).await;
+    // us-east lost: no standby may be promoted, and the lag is named.
+    env.regions.lock().await.fail("us-east").await.unwrap();
+    let blocked = wait_for("PromotionBlocked", Duration::from_secs(60), || async {
+        let s = status(&hub, ns, "shop").await?;
+        let (state, reason, message) = condition(&s, "PromotionBlocked")?;
+        (state == "True").then_some((reason, message, s))
+    })
+    .await;
+    assert_eq!(blocked.0, "ReplicationLag", "{blocked:?}");
+    assert!(blocked.1.contains("eu-west: lag"), "{}", blocked.1);
+    assert_eq!(
+        blocked.2.active_region.as_deref(),
+        Some("us-east"),
+        "nothing moved"
+    );
+    let eu = replica(&hub, ns, "eu-west").await.unwrap();
+    assert_eq!(eu.read_from.as_deref(), Some("Standby"), "{eu:?}");
+    assert!(eu.primary_age_seconds.is_some(), "{eu:?}");
+
+    // eu-west replays what it received: caught up to the primary's last
+    // position, it takes the traffic.
+    sql("eu-west", "SELECT pg_wal_replay_resume()").await;
+    wait_for(
+        "eu-west to take the traffic",
+        Duration::from_secs(60),
+        || async {
+            let s = status(&hub, ns, "shop").await?;
+            (s.active_region.as_deref() == Some("eu-west")).then_some(())
+        },
+    )
+    .await;
+    let eu = replica(&hub, ns, "eu-west").await.unwrap();
+    assert_eq!((eu.lag_seconds, eu.lag_bytes), (Some(0), Some(0)), "{eu:?}");
+
+    restore_databases().await;
+}
+
+#[tokio::test]
+async fn a_database_that_refuses_is_named_by_region_and_key_and_nothing_moves() {
+    let env = env_with_databases();
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env.client("hub").await;
+    let ns = "data-refused";
+    let mut uris = database_uris().await;
+    let closed = localregions::free_port().unwrap();
+    uris.insert(
+        "eu-west".into(),
+        format!("postgres://monitor:s3cret@127.0.0.1:{closed}/app"),
+    );
+    uris.remove("ap-south");
+    uri_secret(&hub, ns, uris).await;
+    apply_app(&hub, ns, "shop", spec(30)).await;
+    wait_for(
+        "eu-west's database named as unreadable",
+        Duration::from_secs(120),
+        || async {
+            let eu = replica(&hub, ns, "eu-west").await?;
+            let message = eu.message?;
+            (message.contains("Secret shop-db key eu-west") && eu.lag_seconds.is_none())
+                .then_some(())
+        },
+    )
+    .await;
+    let eu = replica(&hub, ns, "eu-west").await.unwrap();
+    assert!(!eu.message.as_deref().unwrap().contains("s3cret"), "{eu:?}");
+    let ap = replica(&hub, ns, "ap-south").await.unwrap();
+    assert!(
+        ap.message
+            .as_deref()
+            .unwrap()
+            .contains("key ap-south: no such key"),
+        "{ap:?}"
+    );
+    serving_in_us_east(&hub, ns).await;
+
+    env.regions.lock().await.fail("us-east").await.unwrap();
+    let message = wait_for("PromotionBlocked", Duration::from_secs(60), || async {
+        let s = status(&hub, ns, "shop").await?;
+        let (state, _, message) = condition(&s, "PromotionBlocked")?;
+        (state == "True").then_some(message)
+    })
+    .await;
+    assert!(message.contains("key eu-west"), "{message}");
+    assert!(message.contains("key ap-south"), "{message}");
+    let s = status(&hub, ns, "shop").await.unwrap();
+    assert_eq!(s.active_region.as_deref(), Some("us-east"), "nothing moved");
+
+    restore_databases().await;
+}
