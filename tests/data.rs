@@ -107,8 +107,8 @@ async fn serving_in_us_east(hub: &kube::Client, ns: &str) {
     .await;
 }
 
-/// Puts the databases back as they started: us-east back (still the
-/// primary: nothing promoted another yet), replay resumed everywhere.
+/// Puts the databases back as they started (the test's app deleted
+/// first): us-east up, the primary, writable; the others streaming from it.
 async fn restore_databases() {
     let mut regions = env_with_databases().regions.lock().await;
     regions.recover("us-east").await.unwrap();
@@ -118,7 +118,45 @@ async fn restore_databases() {
             let _ = client.batch_execute("SELECT pg_wal_replay_resume()").await;
         }
     }
+    let us = regions
+        .database("us-east")
+        .unwrap()
+        .connect("postgres")
+        .await
+        .unwrap();
+    let row = us.query_one("SELECT pg_is_in_recovery()", &[]).await.unwrap();
+    if row.get::<_, bool>(0) {
+        us.batch_execute("SELECT pg_promote()").await.unwrap();
+    }
+    us.batch_execute("ALTER SYSTEM RESET default_transaction_read_only")
+        .await
+        .unwrap();
+    us.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    for region in ["eu-west", "ap-south"] {
+        regions.rejoin_database(region).await.unwrap();
+    }
     assert_eq!(regions.primary().await.unwrap().region, "us-east");
+}
+
+/// Whether a region's database is in recovery (a standby).
+async fn in_recovery(region: &str) -> Option<bool> {
+    let regions = env_with_databases().regions.lock().await;
+    regions.database(region).unwrap().in_recovery().await
+}
+
+/// Runs a statement on a region's `app` database; the error's message.
+async fn try_sql(region: &str, statement: &str) -> Result<(), String> {
+    let regions = env_with_databases().regions.lock().await;
+    let client = regions
+        .database(region)
+        .unwrap()
+        .connect("app")
+        .await
+        .unwrap();
+    client
+        .batch_execute(statement)
+        .await
+        .map_err(|e| format!("{e:?}"))
 }
 
 #[tokio::test]
@@ -193,9 +231,53 @@ async fn a_standby_behind_the_limit_waits_and_takes_the_traffic_once_it_has_repl
         },
     )
     .await;
-    let eu = replica(&hub, ns, "eu-west").await.unwrap();
-    assert_eq!((eu.lag_seconds, eu.lag_bytes), (Some(0), Some(0)), "{eu:?}");
+    // The weights moved only once eu-west's database had been promoted.
+    assert_eq!(
+        in_recovery("eu-west").await,
+        Some(false),
+        "promoted before the move"
+    );
+    let s = status(&hub, ns, "shop").await.unwrap();
+    let promoted = s.data_steps.iter().find(|d| d.stage == "Promote").unwrap();
+    assert_eq!(
+        (promoted.region.as_str(), promoted.outcome.as_str()),
+        ("eu-west", "Done"),
+        "{:?}",
+        s.data_steps
+    );
 
+    // us-east comes back still a primary: fenced at once, it refuses writes
+    // and is shown NeedsRejoin; rewound and streaming, it is a standby.
+    env.regions.lock().await.recover("us-east").await.unwrap();
+    wait_for(
+        "us-east fenced, NeedsRejoin",
+        Duration::from_secs(60),
+        || async { (replica(&hub, ns, "us-east").await?.role == "NeedsRejoin").then_some(()) },
+    )
+    .await;
+    let refused = try_sql(
+        "us-east",
+        "INSERT INTO writes (id, region) VALUES (-1, 'us-east')",
+    )
+    .await;
+    assert!(
+        refused.unwrap_err().contains("read-only"),
+        "the old primary refuses writes"
+    );
+    env.regions
+        .lock()
+        .await
+        .rejoin_database("us-east")
+        .await
+        .unwrap();
+    wait_for(
+        "us-east a standby again",
+        Duration::from_secs(60),
+        || async { (replica(&hub, ns, "us-east").await?.role == "Standby").then_some(()) },
+    )
+    .await;
+
+    common::operator::delete_app(&hub, ns, "shop").await;
     restore_databases().await;
 }
 
@@ -250,5 +332,6 @@ async fn a_database_that_refuses_is_named_by_region_and_key_and_nothing_moves() 
     let s = status(&hub, ns, "shop").await.unwrap();
     assert_eq!(s.active_region.as_deref(), Some("us-east"), "nothing moved");
 
+    common::operator::delete_app(&hub, ns, "shop").await;
     restore_databases().await;
 }

@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{AppLabels, DrillLabels, FailoverLabels};
 use crate::plan::manifest::{self, AppKey};
 use crate::plan::propagate::{self, Propagation};
-use crate::plan::replication::ReplicaLag;
+use crate::plan::replication::{self, ReplicaLag};
 use crate::plan::{self, Applied, Decision, EventReason, Inputs, Placement, SinkOutcome};
 use crate::plan::{overrides, resources};
 
@@ -161,10 +161,23 @@ pub(super) async fn apply(
     }
     let replicas = ctx.data.read(&app, &key).await;
     record_lag(&ctx, &key, &replicas);
-    let (decision, round, next_round) = decide(&ctx, &prepared, &key, &previous, &replicas);
+    let (mut decision, round, next_round) = decide(&ctx, &prepared, &key, &previous, &replicas);
     if let Some(why) = &decision.hold {
         tracing::info!(app = %key.name, namespace = %key.namespace, why = %why, "nothing applied yet");
         return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    if let Some(followed) = follow_data(&ctx, &app, &key, &decision, &replicas).await {
+        match followed.failed {
+            None => decision.status.data_steps = followed.stages,
+            Some(failed) => {
+                let now = Timestamp::now();
+                let generation = app.metadata.generation;
+                let blocked =
+                    replication::blocked(&previous, followed.stages, &failed, generation, now);
+                write(&ctx, &key, &previous, version, &blocked).await?;
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
+        }
     }
     let workload = prepared.workload();
     let ups = scale(&ctx, &key, &app, workload.as_ref(), &decision, false).await;
@@ -604,4 +617,21 @@ fn record_lag(ctx: &Context, key: &AppKey, replicas: &BTreeMap<String, ReplicaLa
             }
         }
     }
+}
+
+/// The data tier follows the decided active region before anything of the
+/// decision is applied (fence, replay, promote), each step announced.
+async fn follow_data(
+    ctx: &Context,
+    app: &MultiRegionApp,
+    key: &AppKey,
+    decision: &Decision,
+    replicas: &BTreeMap<String, ReplicaLag>,
+) -> Option<crate::data::Followed> {
+    let active = decision.status.active_region.as_deref()?;
+    let moving = decision.moved.as_ref().map(|m| m.planned);
+    let followed = ctx.data.follow(app, key, active, moving, replicas).await?;
+    let events = replication::stage_events(&followed.stages);
+    events::announce(ctx, app, &events).await;
+    Some(followed)
 }

@@ -20,9 +20,11 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
-use crate::api::{LagSource, MultiRegionApp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{DataStage, LagSource, MultiRegionApp, Strategy};
 use crate::plan::manifest::AppKey;
-use crate::plan::replication::{self, DbReading, PrimaryMark, ReplicaLag};
+use crate::plan::replication::{self, DataStep, DbReading, PrimaryMark, ReplicaLag};
 
 /// A reading is reused for this long (reconciles come faster than rounds).
 const READING_REUSE: Duration = Duration::from_secs(1);
@@ -162,4 +164,131 @@ fn url_password(uri: &str) -> Option<&str> {
     let rest = uri.split_once("://")?.1;
     let userinfo = rest.split_once('@')?.0;
     Some(userinfo.split_once(':')?.1)
+}
+
+/// What the data tier did to follow the traffic, step by step; `failed`:
+/// the step that stopped the move, with why.
+pub struct Followed {
+    pub stages: Vec<DataStage>,
+    pub failed: Option<String>,
+}
+
+impl DataTier {
+    /// Makes the app's database follow its active region before the
+    /// weights move (`plan::replication::steps`): fence, wait for replay,
+    /// promote. Only for PostgreSQL and one active region. `None` when
+    /// there was nothing to do.
+    pub async fn follow(
+        &self,
+        app: &MultiRegionApp,
+        key: &AppKey,
+        active: &str,
+        moving: Option<bool>,
+        lags: &Lags,
+    ) -> Option<Followed> {
+        let pg = app
+            .spec
+            .failover
+            .replication
+            .as_ref()?
+            .lag_from
+            .postgres
+            .as_ref()?;
+        if app.spec.strategy == Strategy::ActiveActive {
+            return None;
+        }
+        let steps = replication::steps(active, lags, moving);
+        if steps.is_empty() {
+            return None;
+        }
+        let uris = self.uris(&key.namespace, &pg.secret_ref.name).await;
+        let mut stages = Vec::new();
+        let mut failed = None;
+        for step in &steps {
+            let (outcome, message) = self.take(step, &uris, &pg.secret_ref.name).await;
+            stages.push(DataStage {
+                stage: step.stage().to_string(),
+                region: step.region().to_string(),
+                outcome: outcome.to_string(),
+                message: message.clone(),
+                at: Time(Timestamp::now()),
+            });
+            if outcome == "Failed" {
+                failed = Some(format!("{} {}: {message}", step.stage(), step.region()));
+                break;
+            }
+        }
+        // Roles changed: read them again next time.
+        self.readings.lock().unwrap().remove(key);
+        Some(Followed { stages, failed })
+    }
+
+    /// Takes one step: its outcome (Done, Skipped, Failed) and message.
+    async fn take(&self, step: &DataStep, uris: &Uris, secret: &str) -> (&'static str, String) {
+        let uri = |region: &str| -> Result<String, String> {
+            let uris = uris.as_ref().map_err(|e| format!("Secret {secret}: {e}"))?;
+            uris.get(region)
+                .cloned()
+                .ok_or_else(|| format!("Secret {secret} has no key {region}"))
+        };
+        let result = match step {
+            DataStep::Fence(region) => match uri(region) {
+                Ok(uri) => match self.postgres.fence(&uri).await {
+                    Ok(()) => Ok("it refuses writes".to_string()),
+                    // Not answering: fenced when it comes back.
+                    Err(why) => {
+                        return (
+                            "Skipped",
+                            format!(
+                                "it does not answer ({}): fenced when it comes back",
+                                redact(&why, &uri)
+                            ),
+                        );
+                    }
+                },
+                Err(why) => Err(why),
+            },
+            DataStep::AwaitReplay {
+                target,
+                from,
+                required,
+            } => self.await_replay(&uri, target, from, *required).await,
+            DataStep::Promote(region) => match uri(region) {
+                Ok(uri) => self
+                    .postgres
+                    .promote(&uri)
+                    .await
+                    .map(|()| "it accepts writes".to_string())
+                    .map_err(|why| redact(&why, &uri)),
+                Err(why) => Err(why),
+            },
+        };
+        match result {
+            Ok(message) => ("Done", message),
+            Err(message) => ("Failed", message),
+        }
+    }
+
+    async fn await_replay(
+        &self,
+        uri: &impl Fn(&str) -> Result<String, String>,
+        target: &str,
+        from: &str,
+        required: bool,
+    ) -> Result<String, String> {
+        let position = match self.postgres.position(&uri(from)?).await {
+            Ok(position) => position,
+            Err(why) if !required => {
+                return Ok(format!(
+                    "{from} does not answer ({why}): the RPO gate decided"
+                ));
+            }
+            Err(why) => return Err(format!("{from}'s position: {why}")),
+        };
+        match self.postgres.await_replay(&uri(target)?, position).await {
+            Ok(()) => Ok(format!("replayed all {from} wrote")),
+            Err(why) if !required => Ok(format!("{why}; unplanned: the RPO gate decided")),
+            Err(why) => Err(why),
+        }
+    }
 }

@@ -129,3 +129,104 @@ fn describe(error: &tokio_postgres::Error) -> String {
         }
     }
 }
+
+/// How long a promotion may take to leave recovery.
+const PROMOTE_SECONDS: i32 = 30;
+/// How long a planned move waits for the target's replay.
+pub const REPLAY_WAIT: Duration = Duration::from_secs(5);
+
+impl Connections {
+    /// A fresh connection for one step (a step must not reuse a connection
+    /// a previous round left in doubt).
+    async fn step_client(&self, uri: &str) -> Result<Arc<Client>, String> {
+        self.drop_client(uri).await;
+        tokio::time::timeout(READ_TIMEOUT * 3, self.client(uri))
+            .await
+            .unwrap_or_else(|_| Err("no answer".into()))
+    }
+
+    /// Makes the primary at `uri` refuse writes: new transactions are read
+    /// only (`default_transaction_read_only`, reloaded) and the client
+    /// sessions open now are ended (replication goes on).
+    pub async fn fence(&self, uri: &str) -> Result<(), String> {
+        let client = self.step_client(uri).await?;
+        let run = async {
+            client
+                .batch_execute("ALTER SYSTEM SET default_transaction_read_only = on")
+                .await?;
+            client.batch_execute("SELECT pg_reload_conf()").await?;
+            client
+                .batch_execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                )
+                .await
+        };
+        run.await.map_err(|e| describe(&e))
+    }
+
+    /// The WAL position of the (fenced) primary at `uri`.
+    pub async fn position(&self, uri: &str) -> Result<u64, String> {
+        let client = self.step_client(uri).await?;
+        let row = client
+            .query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[])
+            .await
+            .map_err(|e| describe(&e))?;
+        Ok(row.get::<_, i64>(0).max(0) as u64)
+    }
+
+    /// Waits until the standby at `uri` has replayed `position`, up to
+    /// [`REPLAY_WAIT`]; the position it reached otherwise.
+    pub async fn await_replay(&self, uri: &str, position: u64) -> Result<(), String> {
+        let client = self.step_client(uri).await?;
+        let deadline = tokio::time::Instant::now() + REPLAY_WAIT;
+        loop {
+            let row = client
+                .query_one(
+                    "SELECT (coalesce(pg_last_wal_replay_lsn(), '0/0') - '0/0')::bigint",
+                    &[],
+                )
+                .await
+                .map_err(|e| describe(&e))?;
+            let replayed = row.get::<_, i64>(0).max(0) as u64;
+            if replayed >= position {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "replayed {} of the old primary's {} bytes within {}s",
+                    replayed,
+                    position,
+                    REPLAY_WAIT.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Promotes the standby at `uri` and returns once it accepts writes.
+    pub async fn promote(&self, uri: &str) -> Result<(), String> {
+        let client = self.step_client(uri).await?;
+        let run = async {
+            let row = client.query_one("SELECT pg_is_in_recovery()", &[]).await?;
+            if row.get::<_, bool>(0) {
+                client
+                    .query_one("SELECT pg_promote(true, $1)", &[&PROMOTE_SECONDS])
+                    .await?;
+            }
+            client
+                .batch_execute("ALTER SYSTEM RESET default_transaction_read_only")
+                .await?;
+            client.batch_execute("SELECT pg_reload_conf()").await?;
+            client.query_one("SELECT pg_is_in_recovery()", &[]).await
+        };
+        let row = tokio::time::timeout(Duration::from_secs(PROMOTE_SECONDS as u64 + 5), run)
+            .await
+            .map_err(|_| "no answer while promoting".to_string())?
+            .map_err(|e| describe(&e))?;
+        match row.get::<_, bool>(0) {
+            false => Ok(()),
+            true => Err(format!("still in recovery after {PROMOTE_SECONDS}s")),
+        }
+    }
+}

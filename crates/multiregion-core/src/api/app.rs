@@ -1194,6 +1194,11 @@ pub struct MultiRegionAppStatus {
     /// yet removed from every region.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<ResourceRef>,
+    /// The data tier's last steps to follow the traffic (fence the old
+    /// primary, wait for the target's replay, promote it), in order, each
+    /// with its outcome. A failed step stops the move: the weights stay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_steps: Vec<DataStage>,
     /// Ready, Degraded, FailedOver, FailbackPending, PromotionBlocked,
     /// FlapDamped, AllRegionsUnhealthy, Conflict, OverrideUnhealthy and
     /// TrafficPublished (with traffic sinks). Ready is Unknown until a
@@ -1315,6 +1320,24 @@ pub struct RegionAppStatus {
     pub replication: Option<ReplicaStatus>,
 }
 
+/// One step the data tier took.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataStage {
+    /// Fence, AwaitReplay or Promote.
+    pub stage: String,
+    /// The region whose database it acted on.
+    pub region: String,
+    /// Done, Skipped (for example an old primary that does not answer: it
+    /// is fenced when it comes back) or Failed.
+    pub outcome: String,
+    /// What happened, as the database said it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// When the step ended.
+    pub at: Time,
+}
+
 /// One region's database, as last read. Rewritten when its role, its
 /// verdict against the RPO gate or its problem changes, else at most
 /// every 30 s: `kubectl multiregion status` and the
@@ -1322,7 +1345,9 @@ pub struct RegionAppStatus {
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicaStatus {
-    /// Primary, Standby or Unknown (not read).
+    /// Primary, Standby, NeedsRejoin (a fenced primary outside the active
+    /// region: rewind it and stream it from the new primary) or Unknown
+    /// (not read).
     pub role: String,
     /// Seconds of writes the region lacks (whole seconds, rounded up).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -267,6 +267,11 @@ pub enum EventReason {
     /// Traffic moved away from a region cut off from the hub that could
     /// not fence itself (no replica runs there, or the self-fence is off).
     PromotedUnfenced,
+    /// The data tier took a step to follow the traffic (fence, replay,
+    /// promote).
+    DatabaseStep,
+    /// A data tier step failed: the move waits.
+    DatabaseStepFailed,
 }
 
 impl EventReason {
@@ -291,6 +296,8 @@ impl EventReason {
             EventReason::DrillSucceeded => "DrillSucceeded",
             EventReason::DrillAborted => "DrillAborted",
             EventReason::HomeRouted => "HomeRouted",
+            EventReason::DatabaseStep => "DatabaseStep",
+            EventReason::DatabaseStepFailed => "DatabaseStepFailed",
         }
     }
 }

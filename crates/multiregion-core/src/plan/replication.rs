@@ -291,7 +291,8 @@ fn age_of(mark: &PrimaryMark, now: Timestamp) -> i64 {
     (now.as_second() - mark.at.as_second()).max(0)
 }
 
-/// The region's replication status to write: this round's reading, or the
+/// The region's replication status to write (`role` as shown, see
+/// [`shown_role`]): this round's reading, or the
 /// previous status when nothing a person acts on changed (same role,
 /// fenced or not, same side of `allowed_lag`, same problem) and it is
 /// less than [`STATUS_REFRESH_SECONDS`] old. Status writes then follow
@@ -299,11 +300,12 @@ fn age_of(mark: &PrimaryMark, now: Timestamp) -> i64 {
 pub fn status(
     previous: Option<&ReplicaStatus>,
     lag: &ReplicaLag,
+    role: &str,
     allowed_lag: f64,
     now: Timestamp,
 ) -> ReplicaStatus {
     let current = ReplicaStatus {
-        role: lag.role.as_str().to_string(),
+        role: role.to_string(),
         lag_seconds: lag.seconds.map(|s| s.ceil() as i64),
         lag_bytes: lag.bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
         read_from: lag.read_from.map(|r| r.as_str().to_string()),
@@ -327,4 +329,129 @@ pub fn status(
     } else {
         current
     }
+}
+
+/// One step the data tier takes so that the database follows the traffic,
+/// in order, before the weights move.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataStep {
+    /// Make a primary that is not the active region's refuse writes.
+    Fence(String),
+    /// Wait until `target` has replayed everything `from` (fenced) wrote;
+    /// `required`: a planned move, which loses nothing or does not happen.
+    AwaitReplay {
+        target: String,
+        from: String,
+        required: bool,
+    },
+    /// Promote the active region's standby and wait until it accepts writes.
+    Promote(String),
+}
+
+impl DataStep {
+    /// The stage's name in status and Events.
+    pub fn stage(&self) -> &'static str {
+        match self {
+            DataStep::Fence(_) => "Fence",
+            DataStep::AwaitReplay { .. } => "AwaitReplay",
+            DataStep::Promote(_) => "Promote",
+        }
+    }
+
+    /// The region the step acts on.
+    pub fn region(&self) -> &str {
+        match self {
+            DataStep::Fence(r) | DataStep::Promote(r) => r,
+            DataStep::AwaitReplay { target, .. } => target,
+        }
+    }
+}
+
+/// What the data tier must do for `active` to be the only primary that
+/// takes writes: fence every other unfenced primary, then (when the active
+/// region's database is a standby) wait for its replay of a primary that
+/// still answers and promote it. Nothing when the active region's database
+/// is already the only writable primary. `moving`: this decision moves the
+/// traffic (`Some(planned)`).
+pub fn steps(
+    active: &str,
+    lags: &BTreeMap<String, ReplicaLag>,
+    moving: Option<bool>,
+) -> Vec<DataStep> {
+    let others_primary: Vec<&String> = lags
+        .iter()
+        .filter(|(region, lag)| *region != active && lag.role == DbRole::Primary)
+        .map(|(region, _)| region)
+        .collect();
+    let mut steps: Vec<DataStep> = others_primary
+        .iter()
+        .filter(|region| !lags[**region].fenced)
+        .map(|region| DataStep::Fence(region.to_string()))
+        .collect();
+    let target = lags.get(active).map(|l| l.role);
+    let promote = match target {
+        Some(DbRole::Standby) => true,
+        // Not readable: a move must not go on blind; otherwise wait.
+        Some(DbRole::Unknown) | None => moving.is_some(),
+        Some(DbRole::Primary) => false,
+    };
+    if promote {
+        if let Some(from) = others_primary.first() {
+            steps.push(DataStep::AwaitReplay {
+                target: active.to_string(),
+                from: from.to_string(),
+                required: moving == Some(true),
+            });
+        }
+        steps.push(DataStep::Promote(active.to_string()));
+    }
+    steps
+}
+
+/// The role a person sees: a fenced primary outside the active region
+/// needs to be rewound and streamed from the new primary.
+pub fn shown_role(region: &str, lag: &ReplicaLag, active: Option<&str>) -> &'static str {
+    if lag.role == DbRole::Primary && lag.fenced && Some(region) != active {
+        "NeedsRejoin"
+    } else {
+        lag.role.as_str()
+    }
+}
+
+/// The status to write when a data step failed: the previous one (nothing
+/// of the move is applied), with the steps taken and PromotionBlocked
+/// (`DataStepFailed`) naming the step.
+pub fn blocked(
+    previous: &crate::api::MultiRegionAppStatus,
+    stages: Vec<crate::api::DataStage>,
+    failed: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> crate::api::MultiRegionAppStatus {
+    let mut status = previous.clone();
+    status.data_steps = stages;
+    let mut c = super::conditions::Conditions::new(&previous.conditions, now, generation);
+    c.set(
+        "PromotionBlocked",
+        true,
+        "DataStepFailed",
+        format!("the database does not follow the traffic yet: {failed}"),
+    );
+    c.merge_into(&mut status.conditions);
+    status
+}
+
+/// An Event per step taken: a Warning for the one that failed.
+pub fn stage_events(stages: &[crate::api::DataStage]) -> Vec<super::Event> {
+    use super::{Event, EventReason};
+    stages
+        .iter()
+        .map(|s| {
+            let message = format!("{} {}: {} ({})", s.stage, s.region, s.outcome, s.message);
+            match s.outcome.as_str() {
+                "Failed" => Event::warning(EventReason::DatabaseStepFailed, message),
+                _ => Event::normal(EventReason::DatabaseStep, message),
+            }
+        })
+        .collect()
 }

@@ -73,6 +73,7 @@ pub(super) fn assemble(
         homes,
         // The edge records what it placed and removed (`settle`).
         resources: inputs.previous.resources.clone(),
+        data_steps: inputs.previous.data_steps.clone(),
         conditions,
     };
     Decision {
@@ -189,14 +190,18 @@ fn region_statuses(
                         since: Time(since),
                     }),
                 unknown: region.unknown.clone(),
-                replication: replica_status(inputs, region),
+                replication: replica_status(inputs, region, outcome.active.as_deref()),
             }
         })
         .collect()
 }
 
 /// The region's database as read this round, for the status.
-fn replica_status(inputs: &Inputs, region: &RegionView) -> Option<crate::api::ReplicaStatus> {
+fn replica_status(
+    inputs: &Inputs,
+    region: &RegionView,
+    active: Option<&str>,
+) -> Option<crate::api::ReplicaStatus> {
     let lag = region.obs.replica.as_ref()?;
     let allowed = inputs
         .spec
@@ -205,8 +210,9 @@ fn replica_status(inputs: &Inputs, region: &RegionView) -> Option<crate::api::Re
         .as_ref()
         .map_or(0.0, |r| r.allowed_lag_seconds());
     let previous = region.previous.and_then(|p| p.replication.as_ref());
+    let role = super::replication::shown_role(region.name(), lag, active);
     Some(super::replication::status(
-        previous, lag, allowed, inputs.now,
+        previous, lag, role, allowed, inputs.now,
     ))
 }
 

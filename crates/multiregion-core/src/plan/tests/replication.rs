@@ -194,3 +194,93 @@ fn a_standby_whose_database_cannot_be_read_is_not_promoted() {
         .unwrap();
     assert!(c.message.contains("key eu-west"), "{}", c.message);
 }
+
+fn role(role: DbRole, fenced: bool) -> crate::plan::replication::ReplicaLag {
+    let reading = match role {
+        DbRole::Primary => DbReading::Primary {
+            position: 1,
+            fenced,
+            standbys: BTreeMap::new(),
+        },
+        DbRole::Standby => standby(1, Some(0)),
+        DbRole::Unknown => DbReading::Unreadable("refused".into()),
+    };
+    let mark = PrimaryMark {
+        region: "x".into(),
+        position: 1,
+        at: at(0),
+    };
+    lags(&readings(vec![("r", reading)]), Some(&mark), at(1)).0["r"].clone()
+}
+
+#[test]
+fn the_database_follows_the_traffic_fence_then_replay_then_promote() {
+    use crate::plan::replication::{DataStep, steps};
+    let lag = |pairs: Vec<(&str, DbRole, bool)>| -> BTreeMap<String, _> {
+        pairs
+            .into_iter()
+            .map(|(r, role_, fenced)| (r.to_string(), role(role_, fenced)))
+            .collect()
+    };
+    // A planned move while the old primary answers: fenced, caught up, promoted.
+    let planned = steps(
+        "eu-west",
+        &lag(vec![
+            ("us-east", DbRole::Primary, false),
+            ("eu-west", DbRole::Standby, false),
+        ]),
+        Some(true),
+    );
+    assert_eq!(
+        planned,
+        vec![
+            DataStep::Fence("us-east".into()),
+            DataStep::AwaitReplay {
+                target: "eu-west".into(),
+                from: "us-east".into(),
+                required: true
+            },
+            DataStep::Promote("eu-west".into()),
+        ]
+    );
+    // The old primary's region is lost: promote without it.
+    let lost = steps(
+        "eu-west",
+        &lag(vec![
+            ("us-east", DbRole::Unknown, false),
+            ("eu-west", DbRole::Standby, false),
+        ]),
+        Some(false),
+    );
+    assert_eq!(lost, vec![DataStep::Promote("eu-west".into())]);
+    // It comes back still a primary: fenced at once, nothing else.
+    let back = steps(
+        "eu-west",
+        &lag(vec![
+            ("us-east", DbRole::Primary, false),
+            ("eu-west", DbRole::Primary, false),
+        ]),
+        None,
+    );
+    assert_eq!(back, vec![DataStep::Fence("us-east".into())]);
+    // Fenced already, the active region the primary: nothing to do.
+    let settled = steps(
+        "eu-west",
+        &lag(vec![
+            ("us-east", DbRole::Primary, true),
+            ("eu-west", DbRole::Primary, false),
+        ]),
+        None,
+    );
+    assert!(settled.is_empty());
+    // The target cannot be read: a move does not go on blind; steady state waits.
+    let blind = lag(vec![
+        ("us-east", DbRole::Unknown, false),
+        ("eu-west", DbRole::Unknown, false),
+    ]);
+    assert_eq!(
+        steps("eu-west", &blind, Some(false)),
+        vec![DataStep::Promote("eu-west".into())]
+    );
+    assert!(steps("eu-west", &blind, None).is_empty());
+}
