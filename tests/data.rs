@@ -124,7 +124,10 @@ async fn restore_databases() {
         .connect("postgres")
         .await
         .unwrap();
-    let row = us.query_one("SELECT pg_is_in_recovery()", &[]).await.unwrap();
+    let row = us
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .unwrap();
     if row.get::<_, bool>(0) {
         us.batch_execute("SELECT pg_promote()").await.unwrap();
     }
@@ -333,5 +336,160 @@ async fn a_database_that_refuses_is_named_by_region_and_key_and_nothing_moves() 
     assert_eq!(s.active_region.as_deref(), Some("us-east"), "nothing moved");
 
     common::operator::delete_app(&hub, ns, "shop").await;
+    restore_databases().await;
+}
+
+/// Writes for `seconds` at 50 a second, client-side failover over every
+/// region's endpoint (us-east first); the acknowledged ids.
+async fn write_anywhere(seconds: u64) -> Vec<i64> {
+    let regions = env_with_databases().regions.lock().await;
+    let endpoints = ["us-east", "eu-west", "ap-south"]
+        .iter()
+        .map(|r| regions.endpoint(r).unwrap())
+        .collect();
+    drop(regions);
+    let options = Load {
+        rate: 50,
+        duration: Duration::from_secs(seconds),
+        timeout: Duration::from_secs(2),
+        writes: true,
+    };
+    let samples = load::run(&Route::Regions(endpoints), options)
+        .await
+        .unwrap();
+    load::acknowledged(&samples)
+}
+
+/// The acknowledged writes the region's database lacks.
+async fn lost_in(region: &str, acknowledged: &[i64]) -> Vec<i64> {
+    let regions = env_with_databases().regions.lock().await;
+    regions
+        .database(region)
+        .unwrap()
+        .missing(acknowledged)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_planned_move_fences_the_old_primary_waits_for_replay_and_loses_no_write() {
+    let env = env_with_databases();
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env.client("hub").await;
+    let ns = "data-planned";
+    uri_secret(&hub, ns, database_uris().await).await;
+    apply_app(&hub, ns, "shop", spec(3)).await;
+    serving_in_us_east(&hub, ns).await;
+
+    let writer = tokio::spawn(write_anywhere(8));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut moved = spec(3);
+    common::operator::merge(
+        &mut moved,
+        json!({"failover": {"activeOverride": "eu-west"}}),
+    );
+    apply_app(&hub, ns, "shop", moved).await;
+    wait_for("eu-west active", Duration::from_secs(60), || async {
+        let s = status(&hub, ns, "shop").await?;
+        (s.active_region.as_deref() == Some("eu-west")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        in_recovery("eu-west").await,
+        Some(false),
+        "promoted before the move"
+    );
+    let s = status(&hub, ns, "shop").await.unwrap();
+    let steps: Vec<(&str, &str, &str)> = s
+        .data_steps
+        .iter()
+        .map(|d| (d.stage.as_str(), d.region.as_str(), d.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("Fence", "us-east", "Done"),
+            ("AwaitReplay", "eu-west", "Done"),
+            ("Promote", "eu-west", "Done")
+        ]
+    );
+    let acknowledged = writer.await.unwrap();
+    assert!(
+        acknowledged.len() > 200,
+        "{} writes acknowledged",
+        acknowledged.len()
+    );
+    assert_eq!(
+        lost_in("eu-west", &acknowledged).await,
+        Vec::<i64>::new(),
+        "no acknowledged write lost"
+    );
+    let us = replica(&hub, ns, "us-east").await.unwrap();
+    assert_eq!(us.role, "NeedsRejoin", "{us:?}");
+
+    common::operator::delete_app(&hub, ns, "shop").await;
+    env.regions
+        .lock()
+        .await
+        .rejoin_database("us-east")
+        .await
+        .unwrap();
+    restore_databases().await;
+}
+
+#[tokio::test]
+async fn synchronous_replication_loses_no_acknowledged_write_across_a_failover() {
+    let env = env_with_databases();
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env.client("hub").await;
+    let ns = "data-sync";
+    env.regions
+        .lock()
+        .await
+        .set_replication(localregions::Replication::Sync)
+        .await
+        .unwrap();
+    uri_secret(&hub, ns, database_uris().await).await;
+    let mut sync = spec(3);
+    common::operator::merge(
+        &mut sync,
+        json!({"failover": {"replication": {"mode": "Synchronous"}}}),
+    );
+    apply_app(&hub, ns, "shop", sync).await;
+    serving_in_us_east(&hub, ns).await;
+
+    let writer = tokio::spawn(write_anywhere(8));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    env.regions.lock().await.fail("us-east").await.unwrap();
+    let acknowledged = writer.await.unwrap();
+    let promoted = wait_for("a standby promoted", Duration::from_secs(60), || async {
+        let s = status(&hub, ns, "shop").await?;
+        let active = s.active_region.filter(|a| a != "us-east")?;
+        (in_recovery(&active).await == Some(false)).then_some(active)
+    })
+    .await;
+    assert!(
+        acknowledged.len() > 100,
+        "{} writes acknowledged",
+        acknowledged.len()
+    );
+    assert_eq!(
+        lost_in(&promoted, &acknowledged).await,
+        Vec::<i64>::new(),
+        "no acknowledged write lost"
+    );
+
+    common::operator::delete_app(&hub, ns, "shop").await;
+    let mut regions = env.regions.lock().await;
+    regions.recover("us-east").await.unwrap();
+    // Asynchronous again, so the rejoin's commits wait for no one.
+    regions
+        .set_replication(localregions::Replication::Async)
+        .await
+        .unwrap();
+    regions.rejoin_database("us-east").await.unwrap();
+    drop(regions);
     restore_databases().await;
 }

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
-use crate::plan::replication::{DbReading, StreamedTo};
+use crate::plan::replication::{self, DbReading, StreamedTo};
 
 /// How long one connection and its queries may take: a region whose
 /// database does not answer within it is unreadable this round.
@@ -70,15 +70,18 @@ async fn read(client: &Client) -> Result<DbReading, tokio_postgres::Error> {
     let row = client
         .query_one(
             "SELECT (pg_current_wal_lsn() - '0/0')::bigint, \
-             current_setting('default_transaction_read_only') = 'on'",
+             current_setting('default_transaction_read_only') = 'on', \
+             current_setting('synchronous_standby_names')",
             &[],
         )
         .await?;
     let (position, fenced): (i64, bool) = (row.get(0), row.get(1));
+    let confirmed_by = replication::confirmed_by(row.get(2));
     let rows = client
         .query(
             "SELECT application_name, (coalesce(replay_lsn, '0/0') - '0/0')::bigint, \
-             extract(epoch FROM replay_lag)::float8 FROM pg_stat_replication",
+             extract(epoch FROM replay_lag)::float8, \
+             (coalesce(flush_lsn, '0/0') - '0/0')::bigint FROM pg_stat_replication",
             &[],
         )
         .await?;
@@ -87,6 +90,7 @@ async fn read(client: &Client) -> Result<DbReading, tokio_postgres::Error> {
         .map(|row| {
             let stream = StreamedTo {
                 replayed: row.get::<_, i64>(1).max(0) as u64,
+                flushed: row.get::<_, i64>(3).max(0) as u64,
                 replay_lag_seconds: row.get(2),
             };
             (row.get::<_, String>(0), stream)
@@ -94,6 +98,7 @@ async fn read(client: &Client) -> Result<DbReading, tokio_postgres::Error> {
         .collect();
     Ok(DbReading::Primary {
         position: position.max(0) as u64,
+        confirmed_by,
         fenced,
         standbys,
     })

@@ -40,6 +40,9 @@ pub enum DbReading {
     Primary {
         /// Its current WAL position (bytes).
         position: u64,
+        /// How many standbys confirm a commit before it is acknowledged
+        /// (from `synchronous_standby_names`; 0: asynchronous).
+        confirmed_by: usize,
         /// Whether it refuses writes (fenced: `default_transaction_read_only`).
         fenced: bool,
         /// The standbys streaming from it, by region.
@@ -67,6 +70,9 @@ pub enum DbReading {
 pub struct StreamedTo {
     /// WAL the standby has replayed (bytes).
     pub replayed: u64,
+    /// WAL the standby has written to disk (bytes): what a synchronous
+    /// commit waits for.
+    pub flushed: u64,
     /// The primary's measure of the standby's replay lag, when it has one
     /// (none once the standby has caught up and nothing was written since).
     pub replay_lag_seconds: Option<f64>,
@@ -181,8 +187,15 @@ pub fn lags(
         .iter()
         .filter_map(|(region, reading)| match reading {
             DbReading::Primary {
-                position, standbys, ..
-            } => Some((region, *position, standbys)),
+                position,
+                confirmed_by,
+                standbys,
+                ..
+            } => Some((
+                region,
+                acknowledged(*position, *confirmed_by, standbys),
+                standbys,
+            )),
             _ => None,
         })
         .collect();
@@ -219,6 +232,25 @@ pub fn lags(
         })
         .collect();
     (lags, mark)
+}
+
+/// The last position whose commits were acknowledged to clients: the
+/// primary's own with asynchronous replication; with synchronous
+/// replication the `confirmed_by`-th most advanced standby's flushed
+/// position (WAL written but not yet confirmed was never acknowledged, so
+/// a standby short of it lacks no acknowledged write).
+fn acknowledged(
+    position: u64,
+    confirmed_by: usize,
+    standbys: &BTreeMap<String, StreamedTo>,
+) -> u64 {
+    if confirmed_by == 0 || standbys.is_empty() {
+        return position;
+    }
+    let mut flushed: Vec<u64> = standbys.values().map(|s| s.flushed).collect();
+    flushed.sort_unstable_by(|a, b| b.cmp(a));
+    let k = confirmed_by.min(flushed.len());
+    flushed[k - 1].min(position)
 }
 
 /// A standby's lag: the primary's word while it answers, else its own
@@ -454,4 +486,22 @@ pub fn stage_events(stages: &[crate::api::DataStage]) -> Vec<super::Event> {
             }
         })
         .collect()
+}
+
+/// How many standbys confirm each commit, from `synchronous_standby_names`:
+/// `ANY k (...)` and `FIRST k (...)` say k, `k (...)` too; a name or a
+/// list without a number means one; empty means none (asynchronous).
+pub fn confirmed_by(synchronous_standby_names: &str) -> usize {
+    let text = synchronous_standby_names.trim();
+    if text.is_empty() {
+        return 0;
+    }
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let number = match words.first().map(|w| w.to_ascii_uppercase()) {
+        Some(w) if w == "ANY" || w == "FIRST" => words.get(1),
+        _ => words.first(),
+    };
+    number
+        .and_then(|n| n.trim_end_matches('(').parse().ok())
+        .unwrap_or(1)
 }

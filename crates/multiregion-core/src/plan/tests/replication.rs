@@ -13,12 +13,14 @@ fn at(second: i64) -> Timestamp {
 fn primary(position: u64, standbys: &[(&str, u64, Option<f64>)]) -> DbReading {
     DbReading::Primary {
         position,
+        confirmed_by: 0,
         fenced: false,
         standbys: standbys
             .iter()
             .map(|(name, replayed, lag)| {
                 let stream = StreamedTo {
                     replayed: *replayed,
+                    flushed: *replayed,
                     replay_lag_seconds: *lag,
                 };
                 (name.to_string(), stream)
@@ -199,6 +201,7 @@ fn role(role: DbRole, fenced: bool) -> crate::plan::replication::ReplicaLag {
     let reading = match role {
         DbRole::Primary => DbReading::Primary {
             position: 1,
+            confirmed_by: 0,
             fenced,
             standbys: BTreeMap::new(),
         },
@@ -283,4 +286,43 @@ fn the_database_follows_the_traffic_fence_then_replay_then_promote() {
         vec![DataStep::Promote("eu-west".into())]
     );
     assert!(steps("eu-west", &blind, None).is_empty());
+}
+
+#[test]
+fn with_synchronous_replication_only_confirmed_writes_count() {
+    let stream = |flushed| StreamedTo {
+        replayed: flushed,
+        flushed,
+        replay_lag_seconds: None,
+    };
+    let sync = |confirmed_by| DbReading::Primary {
+        position: 9_000,
+        confirmed_by,
+        fenced: false,
+        standbys: [
+            ("eu-west".to_string(), stream(8_000)),
+            ("ap-south".to_string(), stream(6_000)),
+        ]
+        .into(),
+    };
+    // ANY 1: acknowledged up to the most advanced standby.
+    let (_, mark) = lags(&readings(vec![("us-east", sync(1))]), None, at(0));
+    assert_eq!(mark.unwrap().position, 8_000);
+    // Every standby: up to the least advanced.
+    let (_, mark) = lags(&readings(vec![("us-east", sync(2))]), None, at(0));
+    assert_eq!(mark.unwrap().position, 6_000);
+    // Asynchronous: everything the primary wrote.
+    let (_, mark) = lags(&readings(vec![("us-east", sync(0))]), None, at(0));
+    assert_eq!(mark.unwrap().position, 9_000);
+}
+
+#[test]
+fn the_number_of_confirming_standbys_is_read_from_the_setting() {
+    use crate::plan::replication::confirmed_by;
+    assert_eq!(confirmed_by(""), 0);
+    assert_eq!(confirmed_by("ANY 1 (\"eu-west\", \"ap-south\")"), 1);
+    assert_eq!(confirmed_by("FIRST 2 (a, b, c)"), 2);
+    assert_eq!(confirmed_by("2 (a, b)"), 2);
+    assert_eq!(confirmed_by("eu_west"), 1);
+    assert_eq!(confirmed_by("*"), 1);
 }
