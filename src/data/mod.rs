@@ -24,7 +24,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{DataStage, LagSource, MultiRegionApp, Strategy};
 use crate::plan::manifest::AppKey;
-use crate::plan::replication::{self, DataStep, DbReading, PrimaryMark, ReplicaLag};
+use crate::plan::replication::{
+    self, DataStep, DbReading, PrimaryMark, ReplicaLag, ReplicatedStore,
+};
 
 /// A reading is reused for this long (reconciles come faster than rounds).
 const READING_REUSE: Duration = Duration::from_secs(1);

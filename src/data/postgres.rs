@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
-use crate::plan::replication::{self, DbReading, StreamedTo};
+use crate::plan::replication::{self, DbReading, ReplicatedStore, StreamedTo};
 
 /// How long one connection and its queries may take: a region whose
 /// database does not answer within it is unreadable this round.
@@ -47,7 +47,7 @@ impl Connections {
     }
 
     /// Reads the database at `uri`, within [`READ_TIMEOUT`].
-    pub async fn read(&self, uri: &str) -> Result<DbReading, String> {
+    async fn read_now(&self, uri: &str) -> Result<DbReading, String> {
         let reading = tokio::time::timeout(READ_TIMEOUT, async {
             let client = self.client(uri).await?;
             read(&client).await.map_err(|e| describe(&e))
@@ -153,7 +153,7 @@ impl Connections {
     /// Makes the primary at `uri` refuse writes: new transactions are read
     /// only (`default_transaction_read_only`, reloaded) and the client
     /// sessions open now are ended (replication goes on).
-    pub async fn fence(&self, uri: &str) -> Result<(), String> {
+    async fn fence_now(&self, uri: &str) -> Result<(), String> {
         let client = self.step_client(uri).await?;
         let run = async {
             client
@@ -171,7 +171,7 @@ impl Connections {
     }
 
     /// The WAL position of the (fenced) primary at `uri`.
-    pub async fn position(&self, uri: &str) -> Result<u64, String> {
+    async fn position_now(&self, uri: &str) -> Result<u64, String> {
         let client = self.step_client(uri).await?;
         let row = client
             .query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[])
@@ -182,7 +182,7 @@ impl Connections {
 
     /// Waits until the standby at `uri` has replayed `position`, up to
     /// [`REPLAY_WAIT`]; the position it reached otherwise.
-    pub async fn await_replay(&self, uri: &str, position: u64) -> Result<(), String> {
+    async fn await_replay_now(&self, uri: &str, position: u64) -> Result<(), String> {
         let client = self.step_client(uri).await?;
         let deadline = tokio::time::Instant::now() + REPLAY_WAIT;
         loop {
@@ -210,7 +210,7 @@ impl Connections {
     }
 
     /// Promotes the standby at `uri` and returns once it accepts writes.
-    pub async fn promote(&self, uri: &str) -> Result<(), String> {
+    async fn promote_now(&self, uri: &str) -> Result<(), String> {
         let client = self.step_client(uri).await?;
         let run = async {
             let row = client.query_one("SELECT pg_is_in_recovery()", &[]).await?;
@@ -233,5 +233,23 @@ impl Connections {
             false => Ok(()),
             true => Err(format!("still in recovery after {PROMOTE_SECONDS}s")),
         }
+    }
+}
+
+impl ReplicatedStore for Connections {
+    async fn read(&self, target: &str) -> Result<DbReading, String> {
+        self.read_now(target).await
+    }
+    async fn fence(&self, target: &str) -> Result<(), String> {
+        self.fence_now(target).await
+    }
+    async fn position(&self, target: &str) -> Result<u64, String> {
+        self.position_now(target).await
+    }
+    async fn await_replay(&self, target: &str, position: u64) -> Result<(), String> {
+        self.await_replay_now(target, position).await
+    }
+    async fn promote(&self, target: &str) -> Result<(), String> {
+        self.promote_now(target).await
     }
 }

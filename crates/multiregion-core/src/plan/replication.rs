@@ -22,6 +22,7 @@
 //!   the limit).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -32,6 +33,28 @@ use crate::api::ReplicaStatus;
 /// app's status while the reading behind it moves (role, verdict and
 /// problem unchanged).
 pub const STATUS_REFRESH_SECONDS: i64 = 30;
+
+/// A store whose replication the operator reads and steers: one adapter
+/// per kind of store (PostgreSQL streaming replication in `src/data/`; a
+/// Postgres operator such as CloudNativePG, or another database, is one
+/// more). `target` is how the adapter reaches one region's database (a
+/// libpq URI for PostgreSQL). Errors are messages for people.
+pub trait ReplicatedStore: Send + Sync {
+    /// Reads the region's database once: its role and positions.
+    fn read(&self, target: &str) -> impl Future<Output = Result<DbReading, String>> + Send;
+    /// Makes a primary refuse writes (idempotent).
+    fn fence(&self, target: &str) -> impl Future<Output = Result<(), String>> + Send;
+    /// A (fenced) primary's current position.
+    fn position(&self, target: &str) -> impl Future<Output = Result<u64, String>> + Send;
+    /// Waits, bounded, until a standby has replayed `position`.
+    fn await_replay(
+        &self,
+        target: &str,
+        position: u64,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Promotes a standby and returns once it accepts writes (idempotent).
+    fn promote(&self, target: &str) -> impl Future<Output = Result<(), String>> + Send;
+}
 
 /// What one read of a region's database said.
 #[derive(Clone, Debug, PartialEq)]
