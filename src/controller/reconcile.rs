@@ -630,7 +630,10 @@ async fn follow_data(
 ) -> Option<crate::data::Followed> {
     let active = decision.status.active_region.as_deref()?;
     let moving = decision.moved.as_ref().map(|m| m.planned);
-    let followed = ctx.data.follow(app, key, active, moving, replicas).await?;
+    let followed = ctx
+        .data
+        .follow(app, key, active, moving, replicas, &ctx.fence)
+        .await?;
     let events = replication::stage_events(&followed.stages);
     events::announce(ctx, app, &events).await;
     Some(followed)

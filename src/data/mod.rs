@@ -30,6 +30,8 @@ use crate::plan::replication::{
 
 /// A reading is reused for this long (reconciles come faster than rounds).
 const READING_REUSE: Duration = Duration::from_secs(1);
+/// Longest one data step may take (a promotion waits up to 30 s).
+const STEP_LIMIT: Duration = Duration::from_secs(40);
 /// The Secret of URIs is read again after this long.
 const SECRET_REUSE: Duration = Duration::from_secs(30);
 
@@ -187,6 +189,7 @@ impl DataTier {
         active: &str,
         moving: Option<bool>,
         lags: &Lags,
+        leader: &crate::fence::Fence,
     ) -> Option<Followed> {
         let pg = app
             .spec
@@ -207,7 +210,13 @@ impl DataTier {
         let mut stages = Vec::new();
         let mut failed = None;
         for step in &steps {
-            let (outcome, message) = self.take(step, &uris, &pg.secret_ref.name).await;
+            // Each step only while this replica leads, cut at its renew
+            // deadline (never a step by a leader that may have lost it).
+            let taking = self.take(step, &uris, &pg.secret_ref.name);
+            let (outcome, message) = leader.within(STEP_LIMIT, taking).await.unwrap_or((
+                "Failed",
+                "not sure to lead for long enough to take it".to_string(),
+            ));
             stages.push(DataStage {
                 stage: step.stage().to_string(),
                 region: step.region().to_string(),
