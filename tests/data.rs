@@ -463,13 +463,18 @@ async fn synchronous_replication_loses_no_acknowledged_write_across_a_failover()
     let writer = tokio::spawn(write_anywhere(8));
     tokio::time::sleep(Duration::from_secs(4)).await;
     env.regions.lock().await.fail("us-east").await.unwrap();
-    let acknowledged = writer.await.unwrap();
+    let failed = std::time::Instant::now();
     let promoted = wait_for("a standby promoted", Duration::from_secs(60), || async {
         let s = status(&hub, ns, "shop").await?;
         let active = s.active_region.filter(|a| a != "us-east")?;
         (in_recovery(&active).await == Some(false)).then_some(active)
     })
     .await;
+    eprintln!(
+        "observed: {promoted} promoted and writable, and the traffic there, {:.1} s after us-east was lost",
+        failed.elapsed().as_secs_f64()
+    );
+    let acknowledged = writer.await.unwrap();
     assert!(
         acknowledged.len() > 100,
         "{} writes acknowledged",

@@ -120,7 +120,10 @@ pub fn status_table(apps: &[MultiRegionApp], wide: bool, style: Style) -> String
         if !noteworthy.is_empty() {
             let _ = writeln!(out, "conditions: {}", noteworthy.join("; "));
         }
-        for line in evidence_notes(&status) {
+        for line in evidence_notes(&status)
+            .into_iter()
+            .chain(database_notes(&status))
+        {
             let _ = writeln!(out, "{line}");
         }
         out.push('\n');
@@ -141,6 +144,37 @@ fn evidence_notes(status: &crate::api::MultiRegionAppStatus) -> Vec<String> {
                 r.name, unknown.cause, unknown.message
             ))
         })
+        .collect()
+}
+
+/// Each region's database as the data tier last read it, one line each.
+fn database_notes(status: &crate::api::MultiRegionAppStatus) -> Vec<String> {
+    status
+        .regions
+        .iter()
+        .filter_map(|r| {
+            let db = r.replication.as_ref()?;
+            let mut line = format!("{}: database {}", r.name, db.role);
+            if let (Some(seconds), Some(bytes)) = (db.lag_seconds, db.lag_bytes) {
+                line.push_str(&format!(", lag {seconds}s ({bytes} bytes)"));
+            }
+            if let Some(from) = &db.read_from {
+                line.push_str(&format!(", read from {}", from.to_lowercase()));
+            }
+            if let Some(age) = db.primary_age_seconds {
+                line.push_str(&format!(" against the primary's position of {age}s ago"));
+            }
+            if let Some(message) = &db.message {
+                line.push_str(&format!(": {message}"));
+            }
+            Some(line)
+        })
+        .chain(status.data_steps.iter().map(|d| {
+            format!(
+                "data step {} {}: {} {}",
+                d.stage, d.region, d.outcome, d.message
+            )
+        }))
         .collect()
 }
 
@@ -254,6 +288,35 @@ mod tests {
         let shown = status_table(&[app], false, Style { colour: false });
         assert!(
             shown.contains("us-east: no round counted (ObserversSeeItServing): us-east's API server answers 2 of 3 observers (b, c)"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn status_shows_each_regions_database_and_the_data_steps() {
+        let app: MultiRegionApp = serde_json::from_value(serde_json::json!({
+            "apiVersion": "multiregion.io/v1alpha1", "kind": "MultiRegionApp",
+            "metadata": {"name": "shop", "namespace": "data"},
+            "spec": {"strategy": "ActivePassive", "regions": [{"name": "eu-west"}], "workload": {"replicas": 1, "template": {}}},
+            "status": {
+                "regions": [{
+                    "name": "eu-west", "role": "Standby", "health": "Healthy", "weight": 0,
+                    "desiredReplicas": 1, "readyReplicas": 1,
+                    "consecutiveFailures": 0, "consecutiveSuccesses": 2,
+                    "replication": {"role": "Standby", "lagSeconds": 4, "lagBytes": 8192, "readFrom": "Standby",
+                                    "primaryAgeSeconds": 12, "observedAt": "2026-12-06T09:00:00Z"}
+                }],
+                "dataSteps": [{"stage": "Promote", "region": "eu-west", "outcome": "Done", "message": "it accepts writes", "at": "2026-12-06T09:00:00Z"}]
+            }
+        }))
+        .unwrap();
+        let shown = status_table(&[app], false, Style { colour: false });
+        assert!(
+            shown.contains("eu-west: database Standby, lag 4s (8192 bytes), read from standby against the primary's position of 12s ago"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("data step Promote eu-west: Done it accepts writes"),
             "{shown}"
         );
     }
