@@ -371,7 +371,11 @@ impl<'a> Single<'a> {
     /// with a Warning about possible data loss; with `Wait` none is, and
     /// PromotionBlocked says why.
     fn gate(&mut self, candidates: &[usize], unreported: Unreported) -> Option<usize> {
-        let candidates = self.targets(candidates);
+        let mut candidates = self.targets(candidates);
+        // A standby whose database lacks nothing goes first (in preference
+        // order among such): with semi-synchronous replication only the
+        // standby that confirmed the last commits has them all.
+        candidates.sort_by_key(|&c| !lacks_nothing(&self.regions[c]));
         let Some(replication) = &self.inputs.spec.failover.replication else {
             return candidates.first().copied();
         };
@@ -720,6 +724,16 @@ fn previous_active(inputs: &Inputs, regions: &[RegionView]) -> Result<Option<usi
             )),
         },
     }
+}
+
+/// The region's database, read by the data tier, lacks no acknowledged
+/// write (0 bytes behind).
+fn lacks_nothing(region: &RegionView) -> bool {
+    region
+        .obs
+        .replica
+        .as_ref()
+        .is_some_and(|r| r.bytes == Some(0) && r.seconds == Some(0.0))
 }
 
 /// How the RPO gate treats a region that reports no replication lag.

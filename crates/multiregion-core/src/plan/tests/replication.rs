@@ -326,3 +326,34 @@ fn the_number_of_confirming_standbys_is_read_from_the_setting() {
     assert_eq!(confirmed_by("eu_west"), 1);
     assert_eq!(confirmed_by("*"), 1);
 }
+
+#[test]
+fn the_standby_that_lacks_nothing_is_promoted_before_one_earlier_in_order() {
+    use crate::plan::tests::{Sim, down, spec, up};
+    use serde_json::json;
+    let mut sim = Sim::new(spec(json!({
+        "regions": [{"name": "us-east"}, {"name": "eu-west"}, {"name": "ap-south"}],
+        "failover": {"replication": {"maxLagSeconds": 30, "mode": "Asynchronous"}}
+    })));
+    // ANY 1: ap-south confirmed the last commits, eu-west is 1 s behind.
+    let mark = PrimaryMark { region: "us-east".into(), position: 5_000, at: at(0) };
+    let (lags, _) = lags(
+        &readings(vec![("eu-west", standby(4_000, Some(-1))), ("ap-south", standby(5_000, Some(0)))]),
+        Some(&mark),
+        at(1),
+    );
+    let with = |o: crate::plan::Observation, region: &str| crate::plan::Observation {
+        replica: Some(lags[region].clone()),
+        ..o
+    };
+    sim.round(&[]);
+    sim.round(&[]);
+    for _ in 0..3 {
+        sim.round(&[
+            ("us-east", down()),
+            ("eu-west", with(up(1, 1), "eu-west")),
+            ("ap-south", with(up(1, 1), "ap-south")),
+        ]);
+    }
+    assert_eq!(sim.status.active_region.as_deref(), Some("ap-south"), "{}", sim.weights());
+}
