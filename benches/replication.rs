@@ -15,7 +15,9 @@
 //!
 //! Latency percentiles come from the writes answered before the kill.
 //! `BENCH_TRIALS` (default 5), `BENCH_RTTS` (milliseconds, default
-//! 0,20,80), `BENCH_RATE` (writes per second, default 100),
+//! 0,20,80), `BENCH_MODES` (default async,semi-sync,sync), `BENCH_RATE`
+//! (writes per second, default 100), `BENCH_VERBOSE` (print each trial's
+//! writes per second),
 //! `BENCH_SECONDS` (of writes per trial, default 3), `BENCH_OUT` (a JSON
 //! file). Run with `make bench-replication`.
 
@@ -109,6 +111,11 @@ async fn trial(regions: &mut LocalRegions, rate: u32, seconds: u64) -> Trial {
         .expect("promoted");
     let promoted_seconds = failed.elapsed().as_secs_f64();
     let samples = writer.await.unwrap().unwrap();
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        for line in load::per_second(&samples) {
+            eprintln!("  {line}");
+        }
+    }
     let acknowledged = load::acknowledged(&samples);
     let lost = database.missing(&acknowledged).await.unwrap().len();
     let fault_at = samples
@@ -165,7 +172,11 @@ async fn main() {
             .wan_latency(Duration::from_millis(*rtt))
             .await
             .unwrap();
+        let only = std::env::var("BENCH_MODES").unwrap_or_default();
         for (name, mode) in MODES {
+            if !only.is_empty() && !only.split(',').any(|m| m == name) {
+                continue;
+            }
             regions.set_replication(mode).await.unwrap();
             let mut latencies = Vec::new();
             let (mut acknowledged, mut lost, mut per_trial_lost, mut promoted) =

@@ -490,30 +490,37 @@ impl LocalRegions {
     /// Switches which standbys every database's commits wait for (each
     /// names every other region, so the setting holds after a promotion).
     pub async fn set_replication(&mut self, mode: Replication) -> Result<()> {
-        for database in &self.state.databases {
-            let others: Vec<&str> = self
-                .state
-                .databases
-                .iter()
-                .filter(|d| d.region != database.region)
-                .map(|d| d.region.as_str())
-                .collect();
-            let names = mode.standby_names(&others);
-            let Ok(client) = database.connect("postgres").await else {
-                bail!(
-                    "the database of {} does not answer: recover it first",
-                    database.region
-                );
-            };
-            client
-                .batch_execute(&format!(
-                    "ALTER SYSTEM SET synchronous_standby_names = '{names}'"
-                ))
-                .await?;
-            client.batch_execute("SELECT pg_reload_conf()").await?;
-        }
         self.state.replication = mode;
+        for database in &self.state.databases {
+            self.apply_replication(database).await?;
+        }
         self.save()
+    }
+
+    /// Sets one database's `synchronous_standby_names` for the current
+    /// mode, naming every other region.
+    async fn apply_replication(&self, database: &Database) -> Result<()> {
+        let others: Vec<&str> = self
+            .state
+            .databases
+            .iter()
+            .filter(|d| d.region != database.region)
+            .map(|d| d.region.as_str())
+            .collect();
+        let names = self.state.replication.standby_names(&others);
+        let Ok(client) = database.connect("postgres").await else {
+            bail!(
+                "the database of {} does not answer: recover it first",
+                database.region
+            );
+        };
+        client
+            .batch_execute(&format!(
+                "ALTER SYSTEM SET synchronous_standby_names = '{names}'"
+            ))
+            .await?;
+        client.batch_execute("SELECT pg_reload_conf()").await?;
+        Ok(())
     }
 
     /// Adds `rtt` round trip between every region and the primary on the
@@ -591,6 +598,9 @@ impl LocalRegions {
             .await?;
         toxiproxy.enable(&link_proxy(region), true).await?;
         self.start_database(region).await?;
+        // pg_rewind copied the primary's settings, whose standby names
+        // name this region: name the others, as `replication` does.
+        self.apply_replication(self.database(region)?).await?;
         let server = self.database(region)?.server.clone();
         let client = primary.connect("postgres").await?;
         crate::wait_until(&server, "it to stream from the primary", || async {

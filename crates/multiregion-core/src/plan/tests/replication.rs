@@ -336,9 +336,16 @@ fn the_standby_that_lacks_nothing_is_promoted_before_one_earlier_in_order() {
         "failover": {"replication": {"maxLagSeconds": 30, "mode": "Asynchronous"}}
     })));
     // ANY 1: ap-south confirmed the last commits, eu-west is 1 s behind.
-    let mark = PrimaryMark { region: "us-east".into(), position: 5_000, at: at(0) };
+    let mark = PrimaryMark {
+        region: "us-east".into(),
+        position: 5_000,
+        at: at(0),
+    };
     let (lags, _) = lags(
-        &readings(vec![("eu-west", standby(4_000, Some(-1))), ("ap-south", standby(5_000, Some(0)))]),
+        &readings(vec![
+            ("eu-west", standby(4_000, Some(-1))),
+            ("ap-south", standby(5_000, Some(0))),
+        ]),
         Some(&mark),
         at(1),
     );
@@ -355,5 +362,10 @@ fn the_standby_that_lacks_nothing_is_promoted_before_one_earlier_in_order() {
             ("ap-south", with(up(1, 1), "ap-south")),
         ]);
     }
-    assert_eq!(sim.status.active_region.as_deref(), Some("ap-south"), "{}", sim.weights());
+    assert_eq!(
+        sim.status.active_region.as_deref(),
+        Some("ap-south"),
+        "{}",
+        sim.weights()
+    );
 }
