@@ -166,14 +166,13 @@ pub(super) async fn apply(
         tracing::info!(app = %key.name, namespace = %key.namespace, why = %why, "nothing applied yet");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    if let Some(followed) = follow_data(&ctx, &app, &key, &decision, &replicas).await {
+    if let Some(followed) = follow_data(&ctx, &app, &key, &decision, &replicas, &previous).await {
         match followed.failed {
             None => decision.status.data_steps = followed.stages,
-            Some(failed) => {
+            Some(_) => {
                 let now = Timestamp::now();
                 let generation = app.metadata.generation;
-                let blocked =
-                    replication::blocked(&previous, followed.stages, &failed, generation, now);
+                let blocked = replication::blocked(&previous, followed.stages, generation, now);
                 write(&ctx, &key, &previous, version, &blocked).await?;
                 return Ok(Action::requeue(Duration::from_secs(2)));
             }
@@ -627,14 +626,21 @@ async fn follow_data(
     key: &AppKey,
     decision: &Decision,
     replicas: &BTreeMap<String, ReplicaLag>,
+    previous: &MultiRegionAppStatus,
 ) -> Option<crate::data::Followed> {
     let active = decision.status.active_region.as_deref()?;
     let moving = decision.moved.as_ref().map(|m| m.planned);
-    let followed = ctx
+    let mut followed = ctx
         .data
         .follow(app, key, active, moving, replicas, &ctx.fence)
         .await?;
-    let events = replication::stage_events(&followed.stages);
-    events::announce(ctx, app, &events).await;
+    // The same steps with the same outcomes as last time (a step that keeps
+    // failing): the status and the Events stay as they were.
+    if replication::same_steps(&previous.data_steps, &followed.stages) {
+        followed.stages = previous.data_steps.clone();
+    } else {
+        let events = replication::stage_events(&followed.stages);
+        events::announce(ctx, app, &events).await;
+    }
     Some(followed)
 }

@@ -245,20 +245,28 @@ impl DataTier {
         let result = match step {
             DataStep::Fence(region) => match uri(region) {
                 Ok(uri) => match self.postgres.fence(&uri).await {
-                    Ok(()) => Ok("it refuses writes".to_string()),
-                    // Not answering: fenced when it comes back.
-                    Err(why) => {
+                    Ok(true) => Ok("it refuses writes".to_string()),
+                    // Not reachable: fenced when it comes back.
+                    Ok(false) => {
                         return (
                             "Skipped",
-                            format!(
-                                "it does not answer ({}): fenced when it comes back",
-                                redact(&why, &uri)
-                            ),
+                            "it does not answer: fenced when it comes back".to_string(),
                         );
                     }
+                    Err(why) => Err(redact(&why, &uri)),
                 },
                 Err(why) => Err(why),
             },
+            DataStep::Unfence(region) => match uri(region) {
+                Ok(uri) => self
+                    .postgres
+                    .unfence(&uri)
+                    .await
+                    .map(|()| "it takes writes again".to_string())
+                    .map_err(|why| redact(&why, &uri)),
+                Err(why) => Err(why),
+            },
+            DataStep::Refuse { why, .. } => Err(why.clone()),
             DataStep::AwaitReplay {
                 target,
                 from,
@@ -287,19 +295,24 @@ impl DataTier {
         from: &str,
         required: bool,
     ) -> Result<String, String> {
-        let position = match self.postgres.position(&uri(from)?).await {
+        let (from_uri, target_uri) = (uri(from)?, uri(target)?);
+        let position = match self.postgres.position(&from_uri).await {
             Ok(position) => position,
             Err(why) if !required => {
+                let why = redact(&why, &from_uri);
                 return Ok(format!(
                     "{from} does not answer ({why}): the RPO gate decided"
                 ));
             }
-            Err(why) => return Err(format!("{from}'s position: {why}")),
+            Err(why) => return Err(format!("{from}'s position: {}", redact(&why, &from_uri))),
         };
-        match self.postgres.await_replay(&uri(target)?, position).await {
+        match self.postgres.await_replay(&target_uri, position).await {
             Ok(()) => Ok(format!("replayed all {from} wrote")),
-            Err(why) if !required => Ok(format!("{why}; unplanned: the RPO gate decided")),
-            Err(why) => Err(why),
+            Err(why) if !required => Ok(format!(
+                "{}; a failover: the RPO gate decided",
+                redact(&why, &target_uri)
+            )),
+            Err(why) => Err(redact(&why, &target_uri)),
         }
     }
 }

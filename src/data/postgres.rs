@@ -70,7 +70,9 @@ async fn read(client: &Client) -> Result<DbReading, tokio_postgres::Error> {
     let row = client
         .query_one(
             "SELECT (pg_current_wal_lsn() - '0/0')::bigint, \
-             current_setting('default_transaction_read_only') = 'on', \
+             coalesce((SELECT setting FROM pg_file_settings \
+               WHERE name = 'default_transaction_read_only' AND applied \
+               ORDER BY seqno DESC LIMIT 1), 'off') = 'on', \
              current_setting('synchronous_standby_names')",
             &[],
         )
@@ -152,9 +154,12 @@ impl Connections {
 
     /// Makes the primary at `uri` refuse writes: new transactions are read
     /// only (`default_transaction_read_only`, reloaded) and the client
-    /// sessions open now are ended (replication goes on).
-    async fn fence_now(&self, uri: &str) -> Result<(), String> {
-        let client = self.step_client(uri).await?;
+    /// sessions open now are ended, each waited for up to 5 s (replication
+    /// goes on). `Ok(false)`: it could not be reached.
+    async fn fence_now(&self, uri: &str) -> Result<bool, String> {
+        let Ok(client) = self.step_client(uri).await else {
+            return Ok(false);
+        };
         let run = async {
             client
                 .batch_execute("ALTER SYSTEM SET default_transaction_read_only = on")
@@ -162,10 +167,22 @@ impl Connections {
             client.batch_execute("SELECT pg_reload_conf()").await?;
             client
                 .batch_execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
                      WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
                 )
                 .await
+        };
+        run.await.map(|()| true).map_err(|e| describe(&e))
+    }
+
+    /// Lets the primary at `uri` take writes again.
+    async fn unfence_now(&self, uri: &str) -> Result<(), String> {
+        let client = self.step_client(uri).await?;
+        let run = async {
+            client
+                .batch_execute("ALTER SYSTEM RESET default_transaction_read_only")
+                .await?;
+            client.batch_execute("SELECT pg_reload_conf()").await
         };
         run.await.map_err(|e| describe(&e))
     }
@@ -240,8 +257,11 @@ impl ReplicatedStore for Connections {
     async fn read(&self, target: &str) -> Result<DbReading, String> {
         self.read_now(target).await
     }
-    async fn fence(&self, target: &str) -> Result<(), String> {
+    async fn fence(&self, target: &str) -> Result<bool, String> {
         self.fence_now(target).await
+    }
+    async fn unfence(&self, target: &str) -> Result<(), String> {
+        self.unfence_now(target).await
     }
     async fn position(&self, target: &str) -> Result<u64, String> {
         self.position_now(target).await

@@ -42,8 +42,12 @@ pub const STATUS_REFRESH_SECONDS: i64 = 30;
 pub trait ReplicatedStore: Send + Sync {
     /// Reads the region's database once: its role and positions.
     fn read(&self, target: &str) -> impl Future<Output = Result<DbReading, String>> + Send;
-    /// Makes a primary refuse writes (idempotent).
-    fn fence(&self, target: &str) -> impl Future<Output = Result<(), String>> + Send;
+    /// Makes a primary refuse writes (idempotent): `Ok(false)` when it
+    /// could not be reached (it is fenced when it comes back), an error
+    /// when it answered and refused.
+    fn fence(&self, target: &str) -> impl Future<Output = Result<bool, String>> + Send;
+    /// Lets a fenced primary take writes again.
+    fn unfence(&self, target: &str) -> impl Future<Output = Result<(), String>> + Send;
     /// A (fenced) primary's current position.
     fn position(&self, target: &str) -> impl Future<Output = Result<u64, String>> + Send;
     /// Waits, bounded, until a standby has replayed `position`.
@@ -168,6 +172,8 @@ pub struct ReplicaLag {
     pub problem: Option<String>,
     /// A primary that refuses writes (fenced).
     pub fenced: bool,
+    /// A primary's WAL position, as read.
+    pub position: Option<u64>,
 }
 
 impl ReplicaLag {
@@ -181,19 +187,28 @@ impl ReplicaLag {
             primary_age_seconds: None,
             problem: Some(problem),
             fenced: false,
+            position: None,
         }
     }
 
-    fn primary(fenced: bool, now: Timestamp) -> Self {
+    /// A primary: lacking nothing while it takes writes; a fenced one's
+    /// history may have parted from the live primary's, so it has no lag
+    /// (a move onto it waits until it is rewound and streams).
+    fn primary(fenced: bool, position: u64, now: Timestamp) -> Self {
+        let problem = fenced.then(|| {
+            "a fenced primary: rewind it and stream it from the current primary (pg_rewind)"
+                .to_string()
+        });
         ReplicaLag {
             role: DbRole::Primary,
-            seconds: Some(0.0),
-            bytes: Some(0),
+            seconds: (!fenced).then_some(0.0),
+            bytes: (!fenced).then_some(0),
             read_from: Some(ReadFrom::Primary),
             observed_at: now,
             primary_age_seconds: None,
-            problem: None,
+            problem,
             fenced,
+            position: Some(position),
         }
     }
 }
@@ -239,7 +254,9 @@ pub fn lags(
         .iter()
         .map(|(region, reading)| {
             let lag = match reading {
-                DbReading::Primary { fenced, .. } => ReplicaLag::primary(*fenced, now),
+                DbReading::Primary {
+                    fenced, position, ..
+                } => ReplicaLag::primary(*fenced, *position, now),
                 DbReading::Unreadable(why) => ReplicaLag::unknown(why.clone(), now),
                 DbReading::Exported { seconds } => ReplicaLag {
                     seconds: Some(*seconds),
@@ -322,6 +339,7 @@ fn standby_lag(
                 primary_age_seconds: None,
                 problem: None,
                 fenced: false,
+                position: None,
             };
         }
         None if behind == 0 => (Some(0.0), ReadFrom::Standby, age_of(mark, now)),
@@ -338,6 +356,7 @@ fn standby_lag(
             .is_none()
             .then(|| "it has replayed no transaction to date its lag by".to_string()),
         fenced: false,
+        position: None,
     }
 }
 
@@ -401,6 +420,11 @@ pub enum DataStep {
     },
     /// Promote the active region's standby and wait until it accepts writes.
     Promote(String),
+    /// Let the active region's fenced primary take writes again (no other
+    /// primary does).
+    Unfence(String),
+    /// Nothing can make this region's database take writes safely: why.
+    Refuse { region: String, why: String },
 }
 
 impl DataStep {
@@ -410,57 +434,84 @@ impl DataStep {
             DataStep::Fence(_) => "Fence",
             DataStep::AwaitReplay { .. } => "AwaitReplay",
             DataStep::Promote(_) => "Promote",
+            DataStep::Unfence(_) => "Unfence",
+            DataStep::Refuse { .. } => "Refuse",
         }
     }
 
     /// The region the step acts on.
     pub fn region(&self) -> &str {
         match self {
-            DataStep::Fence(r) | DataStep::Promote(r) => r,
+            DataStep::Fence(r) | DataStep::Promote(r) | DataStep::Unfence(r) => r,
             DataStep::AwaitReplay { target, .. } => target,
+            DataStep::Refuse { region, .. } => region,
         }
     }
 }
 
 /// What the data tier must do for `active` to be the only primary that
-/// takes writes: fence every other unfenced primary, then (when the active
-/// region's database is a standby) wait for its replay of a primary that
-/// still answers and promote it. Nothing when the active region's database
-/// is already the only writable primary. `moving`: this decision moves the
-/// traffic (`Some(planned)`).
+/// takes writes: fence every other unfenced primary, then, when the active
+/// region's database is a standby, wait for its replay of the most advanced
+/// other primary that answers (required unless this decision is a
+/// failover: a planned move, or none, loses nothing) and promote it. An
+/// active region whose primary is fenced is unfenced when no other primary
+/// takes writes (a move that did not happen), and refused when one does
+/// (an old primary whose history parted: it must be rewound first).
+/// Nothing when the active region's database is already the only writable
+/// primary. `moving`: this decision moves the traffic (`Some(planned)`).
 pub fn steps(
     active: &str,
     lags: &BTreeMap<String, ReplicaLag>,
     moving: Option<bool>,
 ) -> Vec<DataStep> {
-    let others_primary: Vec<&String> = lags
+    let mut others: Vec<(&String, &ReplicaLag)> = lags
         .iter()
         .filter(|(region, lag)| *region != active && lag.role == DbRole::Primary)
-        .map(|(region, _)| region)
         .collect();
-    let mut steps: Vec<DataStep> = others_primary
+    // The most advanced first: the one whose writes the target must have.
+    others.sort_by_key(|(_, lag)| std::cmp::Reverse(lag.position));
+    let live_elsewhere = others.iter().any(|(_, lag)| !lag.fenced);
+    let mut steps: Vec<DataStep> = others
         .iter()
-        .filter(|region| !lags[**region].fenced)
-        .map(|region| DataStep::Fence(region.to_string()))
+        .filter(|(_, lag)| !lag.fenced)
+        .map(|(region, _)| DataStep::Fence(region.to_string()))
         .collect();
-    let target = lags.get(active).map(|l| l.role);
-    let promote = match target {
-        Some(DbRole::Standby) => true,
-        // Not readable: a move must not go on blind; otherwise wait.
-        Some(DbRole::Unknown) | None => moving.is_some(),
-        Some(DbRole::Primary) => false,
-    };
-    if promote {
-        if let Some(from) = others_primary.first() {
-            steps.push(DataStep::AwaitReplay {
-                target: active.to_string(),
-                from: from.to_string(),
-                required: moving == Some(true),
-            });
+    let target = lags.get(active);
+    match target.map(|l| (l.role, l.fenced)) {
+        Some((DbRole::Primary, false)) => {}
+        // Refused before anything is fenced: the live primary keeps taking
+        // writes.
+        Some((DbRole::Primary, true)) if live_elsewhere => {
+            return vec![DataStep::Refuse {
+                region: active.to_string(),
+                why: "its database is a fenced old primary while another takes writes: rewind it (pg_rewind) and let it stream first".to_string(),
+            }];
         }
-        steps.push(DataStep::Promote(active.to_string()));
+        Some((DbRole::Primary, true)) => steps.push(DataStep::Unfence(active.to_string())),
+        Some((DbRole::Standby, _)) => promote(&mut steps, active, &others, moving),
+        // Not readable: a move must not go on blind; otherwise wait.
+        Some((DbRole::Unknown, _)) | None if moving.is_some() => {
+            promote(&mut steps, active, &others, moving)
+        }
+        Some((DbRole::Unknown, _)) | None => {}
     }
     steps
+}
+
+fn promote(
+    steps: &mut Vec<DataStep>,
+    active: &str,
+    others: &[(&String, &ReplicaLag)],
+    moving: Option<bool>,
+) {
+    if let Some((from, _)) = others.first() {
+        steps.push(DataStep::AwaitReplay {
+            target: active.to_string(),
+            from: from.to_string(),
+            required: moving != Some(false),
+        });
+    }
+    steps.push(DataStep::Promote(active.to_string()));
 }
 
 /// The role a person sees: a fenced primary outside the active region
@@ -479,10 +530,14 @@ pub fn shown_role(region: &str, lag: &ReplicaLag, active: Option<&str>) -> &'sta
 pub fn blocked(
     previous: &crate::api::MultiRegionAppStatus,
     stages: Vec<crate::api::DataStage>,
-    failed: &str,
     generation: Option<i64>,
     now: Timestamp,
 ) -> crate::api::MultiRegionAppStatus {
+    let failed = stages
+        .iter()
+        .find(|s| s.outcome == "Failed")
+        .map(|s| format!("{} {}: {}", s.stage, s.region, s.message))
+        .unwrap_or_default();
     let mut status = previous.clone();
     status.data_steps = stages;
     let mut c = super::conditions::Conditions::new(&previous.conditions, now, generation);
@@ -527,4 +582,14 @@ pub fn confirmed_by(synchronous_standby_names: &str) -> usize {
     number
         .and_then(|n| n.trim_end_matches('(').parse().ok())
         .unwrap_or(1)
+}
+
+/// The same steps on the same regions with the same outcomes: a retry that
+/// changed nothing a person acts on (its status and Events stay).
+pub fn same_steps(previous: &[crate::api::DataStage], now: &[crate::api::DataStage]) -> bool {
+    previous.len() == now.len()
+        && previous
+            .iter()
+            .zip(now)
+            .all(|(a, b)| a.stage == b.stage && a.region == b.region && a.outcome == b.outcome)
 }

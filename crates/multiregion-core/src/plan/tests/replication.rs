@@ -369,3 +369,38 @@ fn the_standby_that_lacks_nothing_is_promoted_before_one_earlier_in_order() {
         sim.weights()
     );
 }
+
+#[test]
+fn a_fenced_active_primary_is_unfenced_alone_and_refused_beside_a_live_one() {
+    use crate::plan::replication::{DataStep, steps};
+    let lag = |pairs: Vec<(&str, DbRole, bool)>| -> BTreeMap<String, _> {
+        pairs
+            .into_iter()
+            .map(|(r, role_, fenced)| (r.to_string(), role(role_, fenced)))
+            .collect()
+    };
+    // A planned move that did not happen left us-east fenced: unfenced.
+    let alone = lag(vec![
+        ("us-east", DbRole::Primary, true),
+        ("eu-west", DbRole::Standby, false),
+    ]);
+    assert_eq!(
+        steps("us-east", &alone, None),
+        vec![DataStep::Unfence("us-east".into())]
+    );
+    // A failback onto a fenced old primary while eu-west takes writes: refused.
+    let beside = lag(vec![
+        ("us-east", DbRole::Primary, true),
+        ("eu-west", DbRole::Primary, false),
+    ]);
+    let refused = steps("us-east", &beside, Some(true));
+    assert_eq!(refused.len(), 1, "nothing fenced: {refused:?}");
+    assert!(
+        matches!(&refused[0], DataStep::Refuse { region, .. } if region == "us-east"),
+        "{refused:?}"
+    );
+    // A fenced old primary lacks its lag: the RPO gate will not move onto it.
+    let fenced = role(DbRole::Primary, true);
+    assert_eq!((fenced.seconds, fenced.bytes), (None, None));
+    assert!(fenced.problem.is_some());
+}
