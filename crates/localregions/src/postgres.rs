@@ -294,7 +294,6 @@ impl LocalRegions {
         let data = self.dir.join("postgres").join(region);
         let port = process::free_port()?;
         let link_port = process::free_port()?;
-        let sockets = self.dir.join("postgres");
         let conninfo =
             format!("host=127.0.0.1 port={link_port} user=postgres application_name={region}");
         let args = vec![
@@ -304,8 +303,10 @@ impl LocalRegions {
             port.to_string(),
             "-c".into(),
             format!("listen_addresses={host}"),
+            // TCP only: a socket path under a deep directory is longer than
+            // the 107 bytes Unix sockets allow.
             "-c".into(),
-            format!("unix_socket_directories={}", sockets.display()),
+            "unix_socket_directories=".into(),
             "-c".into(),
             format!("cluster_name={region}"),
             "-c".into(),
@@ -347,7 +348,9 @@ impl LocalRegions {
         self.start_database(&database.region).await?;
         let client = database.connect("postgres").await?;
         client
-            .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
+            // FILE_COPY checkpoints at once; the default (WAL_LOG) waits
+            // for a spread checkpoint: 90 s here.
+            .batch_execute(&format!("CREATE DATABASE {DATABASE} STRATEGY = FILE_COPY"))
             .await?;
         database
             .connect(DATABASE)
