@@ -234,7 +234,8 @@ up() {
     step "joining $r (multiregion join: least privilege in the member; the operator reaches https://$r-control-plane:6443)"
     kind get kubeconfig --name "$r" >"$state/$r.admin.kubeconfig"
     "$mr" join "$r" --member-kubeconfig "$state/$r.admin.kubeconfig" --hub-context kind-hub \
-      --internal-server "https://$r-control-plane:6443" --endpoint "http://$r-control-plane:30080"
+      --internal-server "https://$r-control-plane:6443" --endpoint "http://$r-control-plane:30080" \
+      --allow-namespace "$app_ns"
     kubectl --context kind-hub patch region "$r" --type merge \
       -p "{\"spec\":{\"location\":{\"geo\":\"${r%%-*}\"},\"probe\":{\"intervalSeconds\":2,\"timeoutSeconds\":1}}}"
   done

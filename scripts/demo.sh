@@ -103,7 +103,7 @@ for region in us-east eu-west; do
   # Least privilege: join creates the operator's identity in the member and
   # stores only its token in the hub, with the Region.
   "$mr" join "$region" --member-kubeconfig "$dir/$region.kubeconfig" --hub-kubeconfig "$dir/hub.kubeconfig" \
-    --endpoint "$(endpoint "$region")"
+    --endpoint "$(endpoint "$region")" --allow-namespace shop
   kubectl patch region "$region" --type merge -p '{"spec":{"probe":{"intervalSeconds":1,"timeoutSeconds":1}}}'
 done
 RUST_LOG=info,kube_client=off "$mr" run --kubeconfig "$dir/operator.kubeconfig" \

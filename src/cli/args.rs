@@ -264,6 +264,20 @@ pub struct JoinArgs {
     /// poddisruptionbudgets.policy). Repeat for each kind.
     #[arg(long, value_name = "RESOURCE[.GROUP]")]
     pub allow_resource: Vec<String>,
+    /// Let apps of this hub namespace use the region (Region
+    /// spec.allowedNamespaces). Repeat for each namespace. Without it (or
+    /// --allow-all-namespaces) no app may use the region until its
+    /// spec.allowedNamespaces is set.
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        conflicts_with = "allow_all_namespaces"
+    )]
+    pub allow_namespace: Vec<String>,
+    /// Let apps of every hub namespace use the region
+    /// (spec.allowedNamespaces: {}).
+    #[arg(long)]
+    pub allow_all_namespaces: bool,
     #[command(flatten)]
     pub hub: HubOnly,
 }

@@ -77,6 +77,20 @@ async fn register(hub: &Client, args: &JoinArgs, identity: &str, kubeconfig: &st
     if let Some(endpoint) = &args.endpoint {
         spec["endpoint"] = json!(endpoint);
     }
+    let regions: Api<Region> = Api::all(hub.clone());
+    // Joining again without the flags keeps what the Region admits (this
+    // apply would otherwise drop the field it set last time).
+    let kept = || async {
+        let region = regions.get_opt(&args.name).await.ok()??;
+        serde_json::to_value(region.spec.allowed_namespaces?).ok()
+    };
+    let allowed = match allowed_namespaces(args) {
+        Some(allowed) => Some(allowed),
+        None => kept().await,
+    };
+    if let Some(allowed) = allowed {
+        spec["allowedNamespaces"] = allowed;
+    }
     let region = json!({
         "apiVersion": "multiregion.io/v1alpha1",
         "kind": "Region",
@@ -87,7 +101,6 @@ async fn register(hub: &Client, args: &JoinArgs, identity: &str, kubeconfig: &st
         },
         "spec": spec,
     });
-    let regions: Api<Region> = Api::all(hub.clone());
     regions
         .patch(
             &args.name,
@@ -97,6 +110,19 @@ async fn register(hub: &Client, args: &JoinArgs, identity: &str, kubeconfig: &st
         .await
         .with_context(|| format!("applying Region {}", args.name))?;
     Ok(())
+}
+
+/// Region spec.allowedNamespaces from `--allow-namespace` and
+/// `--allow-all-namespaces`; None leaves what the Region has.
+fn allowed_namespaces(args: &JoinArgs) -> Option<serde_json::Value> {
+    if args.allow_all_namespaces {
+        return Some(json!({}));
+    }
+    (!args.allow_namespace.is_empty()).then(|| {
+        json!({"matchExpressions": [{
+            "key": "kubernetes.io/metadata.name", "operator": "In", "values": args.allow_namespace,
+        }]})
+    })
 }
 
 /// The member's kubeconfig, `--member-kubeconfig` or the deprecated
@@ -168,6 +194,14 @@ pub async fn join(args: JoinArgs) -> Result<()> {
         ns = hub_args.operator_namespace,
         secret = secret_name(&args.name),
     );
+    if allowed_namespaces(&args).is_none() {
+        println!(
+            "note: apps may use region/{name} only from the hub namespaces its spec.allowedNamespaces selects, none unless set \
+             (join again with --allow-namespace NAMESPACE, or kubectl patch region {name} --type merge \
+             -p '{{\"spec\":{{\"allowedNamespaces\":{{}}}}}}' for every namespace)",
+            name = args.name
+        );
+    }
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use kube::{Client, ResourceExt};
 use super::hub_config::HubConfig;
 use super::leader::Fence;
 use super::sinks::SinkCaches;
+use super::tenants::Tenants;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
 use crate::api::{Health, MultiRegionApp, MultiRegionAppSpec, MultiRegionAppStatus};
@@ -48,6 +49,7 @@ pub struct Parts {
     pub checks: Arc<HttpChecks>,
     pub sinks: Arc<SinkCaches>,
     pub hub_config: HubConfig,
+    pub tenants: Tenants,
     pub metrics: Arc<Metrics>,
     pub fence: Fence,
     /// Every replica's observer Lease (see `observe`).
@@ -85,6 +87,8 @@ pub struct Context {
     pub(super) sinks: Arc<SinkCaches>,
     /// The hub's ConfigMaps and Secrets that apps propagate.
     pub(super) hub_config: HubConfig,
+    /// The hub's Namespaces, whose labels Regions admit apps by.
+    pub(super) tenants: Tenants,
     pub metrics: Arc<Metrics>,
     /// The apps' databases, read for their replication lag.
     pub(super) data: crate::data::DataTier,
@@ -114,6 +118,7 @@ impl Context {
             checks: parts.checks,
             sinks: parts.sinks,
             hub_config: parts.hub_config,
+            tenants: parts.tenants,
             metrics: parts.metrics,
             data: crate::data::DataTier::new(parts.hub.clone()),
             fence: parts.fence,

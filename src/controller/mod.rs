@@ -15,6 +15,7 @@ mod resources;
 mod server;
 mod sinks;
 mod status;
+mod tenants;
 #[cfg(test)]
 mod tests;
 
@@ -210,6 +211,8 @@ async fn run_controllers(
     let checks = http_check::HttpChecks::new(http_check::client()?, tx.clone());
     let sinks = SinkCaches::start(&watches, tx.clone());
     let (observers, observer_watch) = observer_leases(&watches, &options.namespace);
+    let (tenants, namespace_watch) =
+        tenants::Tenants::start(&watches, &options.namespace, tx.clone());
     let hub_config = hub_config::HubConfig::start(&watches, options.propagate_secrets, tx);
     let apps = Controller::new(
         Api::<MultiRegionApp>::all(watches.clone()),
@@ -225,6 +228,7 @@ async fn run_controllers(
             checks,
             sinks,
             hub_config,
+            tenants,
             metrics,
             fence,
             observers,
@@ -258,6 +262,7 @@ async fn run_controllers(
         _ = app_loop => {},
         _ = prune(registry, region_store.clone()) => {},
         _ = observer_watch => {},
+        _ = namespace_watch => {},
         _ = readiness => {},
     }
     Ok(())
@@ -390,6 +395,12 @@ fn expand_triggers(
                 .state()
                 .iter()
                 .filter(|a| hub_config::propagates_from(a, &namespace))
+                .map(|a| ObjectRef::from_obj(&**a))
+                .collect(),
+            Trigger::Namespace(namespace) => apps
+                .state()
+                .iter()
+                .filter(|a| a.namespace().as_deref() == Some(namespace.as_str()))
                 .map(|a| ObjectRef::from_obj(&**a))
                 .collect(),
             Trigger::Region(region) => apps

@@ -264,7 +264,8 @@ async fn ensure_namespace(member: &Member, client: &Client, name: &str) -> Resul
         .await
         .map_err(|e| Error::member(region, e))?;
     if existing.is_none() {
-        match api.create(&post_params(), &manifest::namespace(name)).await {
+        let namespace = manifest::namespace(name, member.spec().pod_security);
+        match api.create(&post_params(), &namespace).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 409 => {}
             Err(err) => return Err(Error::member(region, err)),

@@ -32,7 +32,7 @@ use crate::plan::manifest::{self, AppKey};
 use crate::plan::propagate::{self, Propagation};
 use crate::plan::replication::{self, ReplicaLag};
 use crate::plan::{self, Applied, Decision, EventReason, Inputs, Placement, SinkOutcome};
-use crate::plan::{overrides, resources};
+use crate::plan::{overrides, resources, tenancy};
 
 /// Longest a placement or removal in one member may take: a member that
 /// accepts connections but does not answer (an API server still starting,
@@ -89,8 +89,12 @@ async fn run_finalizer(
 struct Prepared {
     app: Arc<MultiRegionApp>,
     placeable: Option<Arc<Placeable>>,
-    invalid: Option<String>,
+    invalid: Option<Refusal>,
 }
+
+/// Why the current spec cannot be placed: InvalidSpec or NotAllowed, and a
+/// message naming the field.
+type Refusal = (EventReason, String);
 
 impl Prepared {
     /// What is placed in every region, when something can be.
@@ -104,9 +108,10 @@ impl Prepared {
     /// The status marked `InvalidSpec` when the spec cannot be placed.
     fn marked(&self, status: MultiRegionAppStatus, previous: &MultiRegionAppStatus) -> Marked {
         match &self.invalid {
-            Some(message) => {
+            Some((reason, message)) => {
                 let generation = self.app.metadata.generation;
-                plan::with_invalid_spec(status, previous, generation, message, Timestamp::now())
+                let refusal = (*reason, message.as_str());
+                plan::with_refusal(status, previous, generation, refusal, Timestamp::now())
             }
             None => (status, None),
         }
@@ -286,32 +291,61 @@ fn with_spec(app: &MultiRegionApp, spec: &MultiRegionAppSpec) -> Arc<MultiRegion
 }
 
 /// The pod template (with the checksum of the propagated config) and the
-/// propagation, once the spec is checked; None while the hub's ConfigMaps
-/// and Secrets are not listed yet. An error names the field that cannot be
-/// placed.
+/// propagation, once the spec is checked and its namespace allowed it;
+/// None while the hub's ConfigMaps, Secrets and Namespaces are not listed
+/// yet. An error names the field that cannot be placed.
 fn prepare(
     ctx: &Context,
     app: &MultiRegionApp,
     key: &AppKey,
-) -> std::result::Result<Option<Arc<Placeable>>, String> {
-    let template = manifest::validate_template(&app.spec).map_err(|e| e.to_string())?;
+) -> std::result::Result<Option<Arc<Placeable>>, Refusal> {
+    let invalid = |e: String| (EventReason::InvalidSpec, e);
+    let template = manifest::validate_template(&app.spec).map_err(|e| invalid(e.to_string()))?;
+    let Some(labels) = ctx.tenants.labels(&key.namespace) else {
+        return Ok(None);
+    };
     if !ctx.hub_config.listed(app) {
         return Ok(None);
     }
     let propagation = ctx.hub_config.resolve(app);
     let template = propagate::with_checksum(template, propagation.checksum().as_deref());
-    overrides::validate(key, &app.spec, &template).map_err(|e| e.to_string())?;
+    overrides::validate(key, &app.spec, &template).map_err(|e| invalid(e.to_string()))?;
     let taken = resources::taken(
         key,
         &propagation.config_map_names(),
         &propagation.secret_names(),
     );
-    resources::check(key, &app.spec, &taken).map_err(|e| e.to_string())?;
+    resources::check(key, &app.spec, &taken).map_err(|e| invalid(e.to_string()))?;
+    admit(ctx, app, key, &template, &labels)?;
     Ok(Some(Arc::new(Placeable {
         spec: app.spec.clone(),
         template,
         propagation,
     })))
+}
+
+/// What the app asks for, its namespace may have (`plan::tenancy`), by the
+/// Regions as they are now.
+fn admit(
+    ctx: &Context,
+    app: &MultiRegionApp,
+    key: &AppKey,
+    template: &PodTemplateSpec,
+    labels: &BTreeMap<String, String>,
+) -> std::result::Result<(), Refusal> {
+    let regions = app
+        .spec
+        .regions
+        .iter()
+        .filter_map(|r| Some((r.name.clone(), ctx.registry.get(&r.name)?.spec())))
+        .collect();
+    let tenant = tenancy::Tenant {
+        namespace: &key.namespace,
+        labels,
+        operator_namespace: &ctx.tenants.operator_namespace,
+    };
+    tenancy::admit(key, &app.spec, template, &regions, &tenant)
+        .map_err(|e| (EventReason::NotAllowed, e.to_string()))
 }
 
 /// When a person last asked for a drill: the app's annotation, if it is a

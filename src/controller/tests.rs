@@ -141,7 +141,14 @@ impl TestMember {
             config_maps,
             secrets,
         };
-        let spec = RegionSpec::default();
+        let spec = RegionSpec {
+            allowed_namespaces: Some(Default::default()),
+            app_endpoints: Some(crate::api::AppEndpoints {
+                domains: vec!["example.com".into()],
+                ..Default::default()
+            }),
+            ..RegionSpec::default()
+        };
         let member = Member::connected(name, spec, client.clone(), "test".into(), probe, placed);
         member.namespace_exists("shop");
         registry.insert_for_test(member);
@@ -230,6 +237,7 @@ fn context() -> (Arc<Context>, Client, Server) {
         checks: HttpChecks::new(http_check::client().unwrap(), triggers),
         sinks,
         hub_config: super::hub_config::HubConfig::none(),
+        tenants: super::tenants::Tenants::none("multiregion-system"),
         apps: reflector::store::<MultiRegionApp>().0,
         metrics,
         fence: Fence::open(),

@@ -43,6 +43,9 @@ pub enum Trigger {
     /// A ConfigMap or Secret of this hub namespace changed: the apps there
     /// that propagate something.
     Propagated(String),
+    /// This hub Namespace changed (its labels decide which Regions its
+    /// apps may use): every app in it.
+    Namespace(String),
 }
 
 /// All members, shared by the Region controller, the probes and the app

@@ -372,7 +372,8 @@ pub async fn join_region(regions: &LocalRegions, name: &str) {
             &Patch::Apply(json!({
                 "apiVersion": "multiregion.io/v1alpha1", "kind": "Region",
                 "metadata": {"name": name},
-                "spec": {"probe": {"intervalSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 3, "successThreshold": 2}}
+                "spec": {"probe": {"intervalSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 3, "successThreshold": 2},
+                         "allowedNamespaces": {}}
             })),
         )
         .await
@@ -390,8 +391,14 @@ pub fn join_command(regions: &LocalRegions, name: &str) -> Command {
     command
 }
 
-/// A kubeconfig Secret and a Region probed every second; `extra` is merged
-/// into the Region's spec.
+/// What the tests' Regions let apps point their own endpoints at: this
+/// machine, and the made-up addresses of the sink tests.
+pub static LOCAL_APP_ENDPOINTS: std::sync::LazyLock<Value> = std::sync::LazyLock::new(
+    || json!({"cidrs": ["127.0.0.0/8", "10.10.0.0/16"], "domains": ["example.com"], "allowLocalAddresses": true}),
+);
+
+/// A kubeconfig Secret and a Region probed every second, admitting apps
+/// of every namespace; `extra` is merged into the Region's spec.
 pub async fn register_region(hub: &Client, name: &str, kubeconfig: &str, extra: Value) {
     let secrets: Api<Secret> = Api::namespaced(hub.clone(), OPERATOR_NAMESPACE);
     secrets
@@ -408,7 +415,9 @@ pub async fn register_region(hub: &Client, name: &str, kubeconfig: &str, extra: 
         .expect("secret");
     let mut spec = json!({
         "kubeconfigSecretRef": {"namespace": OPERATOR_NAMESPACE, "name": format!("{name}-kubeconfig")},
-        "probe": {"intervalSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 3, "successThreshold": 2}
+        "probe": {"intervalSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 3, "successThreshold": 2},
+        "allowedNamespaces": {},
+        "appEndpoints": LOCAL_APP_ENDPOINTS.clone(),
     });
     if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
         for (k, v) in e {

@@ -4,7 +4,7 @@
 // duplicated attribute although kube-derive needs one per column.
 #![allow(clippy::duplicated_attributes)]
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -85,6 +85,76 @@ pub struct RegionSpec {
     /// drain to 0. Placed workloads are left running.
     #[serde(default)]
     pub cordoned: bool,
+
+    /// Hub namespaces whose apps may use this region: a label selector on
+    /// the hub's Namespaces (`kubernetes.io/metadata.name` names one).
+    /// Unset: no namespace may; `{}`: every namespace. An app in a
+    /// namespace it does not select is refused (Ready=False, NotAllowed)
+    /// and nothing of it is placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<LabelSelector>,
+
+    /// Pod Security level of the namespaces the operator creates here
+    /// (`pod-security.kubernetes.io/enforce`), which every pod template an
+    /// app places here must also pass before anything is placed: Baseline
+    /// (the default: no privileged containers, host namespaces, hostPath
+    /// or added capabilities) or Restricted.
+    #[serde(default)]
+    pub pod_security: PodSecurityLevel,
+
+    /// Where an app may point its own entry point for this region
+    /// (`spec.regions[].endpoint` of a MultiRegionApp). Unset: apps use
+    /// this Region's spec.endpoint and may not set their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_endpoints: Option<AppEndpoints>,
+}
+
+/// A Pod Security Standard level.
+#[derive(
+    schemars::JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize,
+)]
+pub enum PodSecurityLevel {
+    /// No privileged containers, host namespaces, host ports, hostPath
+    /// volumes or capabilities beyond the default set.
+    #[default]
+    Baseline,
+    /// Baseline, and pods run as non-root with no privilege escalation,
+    /// every capability dropped, a RuntimeDefault seccomp profile and only
+    /// ordinary volume types.
+    Restricted,
+}
+
+impl PodSecurityLevel {
+    /// The level as the Pod Security labels spell it.
+    pub fn label(self) -> &'static str {
+        match self {
+            PodSecurityLevel::Baseline => "baseline",
+            PodSecurityLevel::Restricted => "restricted",
+        }
+    }
+}
+
+/// The entry points apps may name for a region themselves.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppEndpoints {
+    /// Address ranges (CIDR, e.g. 10.20.0.0/16) an IP endpoint must fall
+    /// inside.
+    #[serde(default, rename = "cidrs")]
+    #[schemars(length(max = 64))]
+    pub cidrs: Vec<String>,
+    /// Domains a host endpoint must be, or be under (`example.com` allows
+    /// `shop.example.com`).
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub domains: Vec<String>,
+    /// Also allow loopback, link-local, unspecified and cloud metadata
+    /// addresses (and `localhost`) when a range above contains them. Off:
+    /// they are refused whatever the ranges say, so that an app cannot
+    /// turn the gateway or the health checks on the hub's own node or its
+    /// metadata service. Local regions turn it on.
+    #[serde(default)]
+    pub allow_local_addresses: bool,
 }
 
 /// A key of a Secret in a namespace of the hub.

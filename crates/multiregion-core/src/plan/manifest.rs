@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::api::{
     ANNOTATION_APPLIED_HASH, ANNOTATION_SELF_FENCE, LABEL_APP, LABEL_APP_NAMESPACE, LABEL_HUB,
     LABEL_MANAGED_BY, LABEL_REGION, LABEL_ROLE, LABEL_ROLE_CONFIG, MultiRegionAppSpec, Overrides,
-    Role,
+    PodSecurityLevel, Role,
 };
 use crate::plan::Placement;
 use crate::plan::overrides;
@@ -297,15 +297,19 @@ pub fn service(app: &AppKey, spec: &MultiRegionAppSpec, region: &str) -> Option<
 }
 
 /// The Namespace, created when missing (never deleted: other apps and
-/// people may use it).
-pub fn namespace(name: &str) -> Namespace {
+/// people may use it), labelled with the Region's Pod Security level, which
+/// the member's API server then enforces on every pod in it.
+pub fn namespace(name: &str, pod_security: PodSecurityLevel) -> Namespace {
     Namespace {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
-            labels: Some(BTreeMap::from([(
-                LABEL_MANAGED_BY.to_string(),
-                "multiregion".to_string(),
-            )])),
+            labels: Some(BTreeMap::from([
+                (LABEL_MANAGED_BY.to_string(), "multiregion".to_string()),
+                (
+                    "pod-security.kubernetes.io/enforce".to_string(),
+                    pod_security.label().to_string(),
+                ),
+            ])),
             ..ObjectMeta::default()
         },
         ..Namespace::default()

@@ -22,10 +22,12 @@ pub mod manifest;
 pub mod observers;
 pub mod overrides;
 pub mod playbook;
+pub mod pod_security;
 pub mod propagate;
 pub mod replication;
 pub mod resources;
 pub mod schedule;
+pub mod tenancy;
 pub mod traffic;
 pub mod weights;
 pub mod whatif;
@@ -45,7 +47,7 @@ use health::{HttpResult, PlacementProblem, RegionState, WorkloadState};
 
 pub use crate::api::Role;
 pub use rounds::leaving_region;
-pub use settle::{Applied, SinkOutcome, settle, with_invalid_spec};
+pub use settle::{Applied, SinkOutcome, settle, with_invalid_spec, with_refusal};
 
 /// Everything observed of one region for one app at decision time.
 #[derive(Clone, Debug, PartialEq)]
@@ -259,6 +261,9 @@ pub enum EventReason {
     FlapDamped,
     OverrideToUnhealthyRegion,
     InvalidSpec,
+    /// The app asks for what its namespace may not have (a Region that
+    /// does not admit it, a pod its Pod Security level refuses, ...).
+    NotAllowed,
     DrillStarted,
     DrillSucceeded,
     DrillAborted,
@@ -291,6 +296,7 @@ impl EventReason {
             EventReason::FlapDamped => "FlapDamped",
             EventReason::OverrideToUnhealthyRegion => "OverrideToUnhealthyRegion",
             EventReason::InvalidSpec => "InvalidSpec",
+            EventReason::NotAllowed => "NotAllowed",
             EventReason::PromotedUnfenced => "PromotedUnfenced",
             EventReason::DrillStarted => "DrillStarted",
             EventReason::DrillSucceeded => "DrillSucceeded",

@@ -108,18 +108,33 @@ fn conflict_message(conditions: &[Condition]) -> Vec<String> {
 /// reason `InvalidSpec` naming the field, announced once per generation
 /// (as `previous` tells).
 pub fn with_invalid_spec(
-    mut status: MultiRegionAppStatus,
+    status: MultiRegionAppStatus,
     previous: &MultiRegionAppStatus,
     generation: Option<i64>,
     message: &str,
     now: Timestamp,
 ) -> (MultiRegionAppStatus, Option<Event>) {
+    let refusal = (EventReason::InvalidSpec, message);
+    with_refusal(status, previous, generation, refusal, now)
+}
+
+/// `status` (decided with the last spec that could be placed) marked
+/// `Ready=False` with `reason` (InvalidSpec, NotAllowed) and the message
+/// naming the field, announced once per generation and reason (as
+/// `previous` tells).
+pub fn with_refusal(
+    mut status: MultiRegionAppStatus,
+    previous: &MultiRegionAppStatus,
+    generation: Option<i64>,
+    (reason, message): (EventReason, &str),
+    now: Timestamp,
+) -> (MultiRegionAppStatus, Option<Event>) {
     let announced = previous.conditions.iter().any(|c| {
-        c.type_ == "Ready" && c.reason == "InvalidSpec" && c.observed_generation == generation
+        c.type_ == "Ready" && c.reason == reason.as_str() && c.observed_generation == generation
     });
     let mut c = Conditions::new(&previous.conditions, now, generation);
-    c.set("Ready", false, "InvalidSpec", message);
+    c.set("Ready", false, reason.as_str(), message);
     c.merge_into(&mut status.conditions);
-    let event = (!announced).then(|| Event::warning(EventReason::InvalidSpec, message));
+    let event = (!announced).then(|| Event::warning(reason, message));
     (status, event)
 }

@@ -1,0 +1,79 @@
+//! The hub's Namespaces as tenancy needs them: their labels, which each
+//! Region's `spec.allowedNamespaces` selects (`plan::tenancy`). One
+//! metadata-only watch of every Namespace; a change reconciles the apps of
+//! that namespace, so a label an admin adds or removes takes effect at
+//! once.
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::regions::{Trigger, store_ready};
+
+/// The label the API server puts on every Namespace, naming it.
+const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// The hub's Namespaces, and the operator's own.
+pub struct Tenants {
+    /// None: every namespace has only its name label (unit tests).
+    namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
+    /// The operator's namespace, where the member credentials live.
+    pub operator_namespace: String,
+}
+
+impl Tenants {
+    /// Watches the hub's Namespaces; every change of one reconciles the
+    /// apps in it. The future runs the watch.
+    pub fn start(
+        hub: &Client,
+        operator_namespace: &str,
+        triggers: UnboundedSender<Trigger>,
+    ) -> (Self, impl Future<Output = ()> + use<>) {
+        let (store, writer) = reflector::store();
+        let api: Api<PartialObjectMeta<Namespace>> = Api::all(hub.clone());
+        let watch = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects()
+            .for_each(move |ns| {
+                if let Ok(ns) = ns {
+                    let _ = triggers.send(Trigger::Namespace(ns.name_any()));
+                }
+                std::future::ready(())
+            });
+        let tenants = Tenants {
+            namespaces: Some(store),
+            operator_namespace: operator_namespace.to_string(),
+        };
+        (tenants, watch)
+    }
+
+    /// Every namespace has only its name label.
+    #[cfg(test)]
+    pub fn none(operator_namespace: &str) -> Self {
+        Tenants {
+            namespaces: None,
+            operator_namespace: operator_namespace.to_string(),
+        }
+    }
+
+    /// The namespace's labels (its name label always among them); None
+    /// until the Namespaces are listed.
+    pub fn labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        let mut labels = match &self.namespaces {
+            None => BTreeMap::new(),
+            Some(store) if !store_ready(store) => return None,
+            Some(store) => store
+                .get(&ObjectRef::new(namespace))
+                .map(|ns| ns.labels().clone())
+                .unwrap_or_default(),
+        };
+        labels.insert(NAME_LABEL.to_string(), namespace.to_string());
+        Some(labels)
+    }
+}
