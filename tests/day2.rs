@@ -3,6 +3,8 @@
 //! and the operator running as a process with the joined identities.
 
 mod common;
+#[path = "day2/confinement.rs"]
+mod confinement;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -12,9 +14,10 @@ use common::operator::{
     HealOnPanic, OPERATOR_NAMESPACE, app_spec, apply_app, env, join_region, register_region,
     serial, wait_weights, weights,
 };
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
@@ -537,10 +540,15 @@ async fn unjoin_removes_both_sides_and_refuses_while_an_app_uses_the_region() {
     .await;
 
     let member = env().client("ap-south").await;
+    let made: Vec<String> = identities(&member)
+        .await
+        .iter()
+        .map(|n| n.split('/').next().unwrap().to_string())
+        .collect();
     assert_eq!(
-        identities(&member).await.len(),
-        2,
-        "join made one account and its binding"
+        made,
+        ["cr", "cr", "crb", "rb", "sa", "vap"],
+        "join made one account, its reader and writer roles, its binding and admission policy; the operator bound the writer in the app's namespace"
     );
     let member_kc = env().regions.lock().await.kubeconfig("ap-south").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_multiregion"))
@@ -589,7 +597,21 @@ async fn identities(member: &Client) -> Vec<String> {
         .collect();
     let bound = bindings.list(&ListParams::default()).await.unwrap().items;
     names.extend(bound.iter().map(|b| format!("crb/{}", b.name_any())));
+    let roles: Api<ClusterRole> = Api::all(member.clone());
+    let roles = roles.list(&ListParams::default()).await.unwrap().items;
+    names.extend(roles.iter().map(|r| format!("cr/{}", r.name_any())));
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(member.clone());
+    let policies = policies.list(&ListParams::default()).await.unwrap().items;
+    names.extend(policies.iter().map(|p| format!("vap/{}", p.name_any())));
+    let in_namespaces: Api<RoleBinding> = Api::all(member.clone());
+    let in_namespaces = in_namespaces
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    names.extend(in_namespaces.iter().map(|b| format!("rb/{}", b.name_any())));
     names.retain(|n| n.contains("/multiregion-ap-south-"));
+    names.sort();
     names
 }
 

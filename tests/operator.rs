@@ -10,6 +10,8 @@ mod overrides;
 mod propagation;
 #[path = "operator/resources.rs"]
 mod resources;
+#[path = "operator/tenancy.rs"]
+mod tenancy;
 #[path = "operator/validation.rs"]
 mod validation;
 
@@ -331,7 +333,7 @@ async fn bad_regions_get_clear_conditions_and_apps_keep_working_elsewhere() {
             &PatchParams::apply("test").force(),
             &Patch::Apply(json!({
                 "apiVersion": "multiregion.io/v1alpha1", "kind": "Region", "metadata": {"name": "no-secret"},
-                "spec": {"kubeconfigSecretRef": {"namespace": "multiregion-system", "name": "absent"}}
+                "spec": {"kubeconfigSecretRef": {"namespace": "multiregion-system", "name": "absent"}, "allowedNamespaces": {}}
             })),
         )
         .await

@@ -15,10 +15,10 @@ use serde_json::json;
 
 use super::args::{JoinArgs, UnjoinArgs};
 use super::member::{self, JOIN_MANAGER, MemberServer, made_by_join, meta};
-use crate::api::{LABEL_MANAGED_BY, MultiRegionApp, REGION_IN_USE, Region};
-
-/// On the Region: the name of the identity `join` made in the member.
-const ANNOTATION_IDENTITY: &str = "multiregion.io/member-identity";
+use crate::api::{
+    ANNOTATION_CONFINED_IDENTITY, ANNOTATION_MEMBER_IDENTITY, LABEL_MANAGED_BY, MultiRegionApp,
+    REGION_IN_USE, Region,
+};
 
 fn secret_name(region: &str) -> String {
     format!("{region}-kubeconfig")
@@ -97,7 +97,7 @@ async fn register(hub: &Client, args: &JoinArgs, identity: &str, kubeconfig: &st
         "metadata": {
             "name": args.name,
             "labels": {LABEL_MANAGED_BY: "multiregion"},
-            "annotations": {ANNOTATION_IDENTITY: identity},
+            "annotations": {ANNOTATION_MEMBER_IDENTITY: identity, ANNOTATION_CONFINED_IDENTITY: identity},
         },
         "spec": spec,
     });
@@ -318,7 +318,10 @@ pub async fn unjoin(args: UnjoinArgs) -> Result<()> {
     }
     let regions: Api<Region> = Api::all(hub.clone());
     let identity = match regions.get_opt(&args.name).await? {
-        Some(region) => region.annotations().get(ANNOTATION_IDENTITY).cloned(),
+        Some(region) => region
+            .annotations()
+            .get(ANNOTATION_MEMBER_IDENTITY)
+            .cloned(),
         None => None,
     };
     delete_ours(&regions, &args.name).await?;

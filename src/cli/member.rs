@@ -8,9 +8,14 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef,
+};
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{Cluster, Kubeconfig};
 use kube::{Client, Resource};
@@ -18,8 +23,7 @@ use serde_json::json;
 
 use crate::api::LABEL_MANAGED_BY;
 
-/// Where the operator's identities live, in the member.
-pub const MEMBER_NAMESPACE: &str = "multiregion-system";
+pub use crate::plan::identity::{MEMBER_NAMESPACE, subject, writer_name};
 /// The identity `member-rbac` prints, for applying it by hand.
 pub const MEMBER_IDENTITY: &str = "multiregion-member";
 /// The field manager of what `join` applies.
@@ -79,34 +83,124 @@ fn resource_rule(resource: &str, verbs: &[&str]) -> PolicyRule {
     rule(&[group], &[resource], verbs)
 }
 
-/// Exactly the verbs the operator uses in a member: it creates the app's
-/// namespace when missing (never deletes one), places, watches and removes
-/// the app's Deployments, Services and copies of its propagated ConfigMaps
-/// (and Secrets, only when granted) and the kinds of `spec.resources`
-/// granted, and probes `/readyz` and `/version`.
+/// The verbs of objects the operator places.
+const PLACED: [&str; 6] = ["get", "list", "watch", "create", "patch", "delete"];
+/// The verbs of objects the operator watches everywhere (label-scoped).
+const READ: [&str; 3] = ["get", "list", "watch"];
+
+/// The rules on what the operator places, with `verbs`: the app's
+/// Deployments, Services and copies of its propagated ConfigMaps (and
+/// Secrets, only when granted) and the kinds of `spec.resources` granted.
+fn placed_rules(grants: &Grants, verbs: &[&str]) -> Vec<PolicyRule> {
+    vec![
+        rule(&["apps"], &["deployments"], verbs),
+        rule(&[""], &["services", "configmaps"], verbs),
+    ]
+    .into_iter()
+    .chain(grants.secrets.then(|| rule(&[""], &["secrets"], verbs)))
+    .chain(grants.resources.iter().map(|r| resource_rule(r, verbs)))
+    .collect()
+}
+
+/// What the identity may do everywhere: read (and watch, by label) what
+/// it places, create namespaces (the admission policy lets it create only
+/// namespaces labelled as the operator's, with a Pod Security level), bind
+/// its writer role in a namespace (only in namespaces labelled as the
+/// operator's, only to itself: the admission policy again), and probe
+/// `/readyz` and `/version`. It writes nothing else anywhere.
 pub fn member_role(name: &str, grants: &Grants) -> ClusterRole {
-    let placed = ["get", "list", "watch", "create", "patch", "delete"];
     let probes = PolicyRule {
         non_resource_urls: Some(strings(&["/readyz", "/version"])),
         verbs: strings(&["get"]),
         ..PolicyRule::default()
     };
+    let bind = PolicyRule {
+        resource_names: Some(vec![writer_name(name)]),
+        ..rule(&["rbac.authorization.k8s.io"], &["clusterroles"], &["bind"])
+    };
+    let rules = placed_rules(grants, &READ)
+        .into_iter()
+        .chain([
+            rule(&[""], &["namespaces"], &["get", "create"]),
+            rule(
+                &["rbac.authorization.k8s.io"],
+                &["rolebindings"],
+                &["create"],
+            ),
+            bind,
+            probes,
+        ])
+        .collect();
     ClusterRole {
         metadata: meta(name, None),
-        rules: Some(
-            vec![
-                rule(&[""], &["namespaces"], &["get", "create"]),
-                rule(&["apps"], &["deployments"], &placed),
-                rule(&[""], &["services", "configmaps"], &placed),
-                probes,
-            ]
-            .into_iter()
-            .chain(grants.secrets.then(|| rule(&[""], &["secrets"], &placed)))
-            .chain(grants.resources.iter().map(|r| resource_rule(r, &placed)))
-            .collect(),
-        ),
+        rules: Some(rules),
         ..ClusterRole::default()
     }
+}
+
+/// The identity's write verbs, bound by the operator with a RoleBinding in
+/// each namespace it uses (never cluster-wide).
+pub fn writer_role(name: &str, grants: &Grants) -> ClusterRole {
+    ClusterRole {
+        metadata: meta(&writer_name(name), None),
+        rules: Some(placed_rules(grants, &PLACED)),
+        ..ClusterRole::default()
+    }
+}
+
+/// The member's admission policy that confines the identity where RBAC
+/// cannot: the namespaces it creates carry the operator's label and a Pod
+/// Security level other than privileged, and the RoleBindings it creates
+/// bind its writer role, to itself only, only in namespaces labelled as the
+/// operator's (never kube-system, never the identities' own namespace).
+pub fn admission_policy(name: &str) -> Result<ValidatingAdmissionPolicy> {
+    let user = format!("system:serviceaccount:{MEMBER_NAMESPACE}:{name}");
+    let ours = |object: &str| {
+        format!(
+            "has({object}.metadata.labels) && '{LABEL_MANAGED_BY}' in {object}.metadata.labels && {object}.metadata.labels['{LABEL_MANAGED_BY}'] == 'multiregion'"
+        )
+    };
+    let level = "'pod-security.kubernetes.io/enforce' in object.metadata.labels && object.metadata.labels['pod-security.kubernetes.io/enforce'] in ['baseline', 'restricted']";
+    let namespaces = format!(
+        "request.resource.resource != 'namespaces' || ({} && {level})",
+        ours("object")
+    );
+    let writer = writer_name(name);
+    let bindings = format!(
+        "request.resource.resource != 'rolebindings' || ({} && namespaceObject.metadata.name != '{MEMBER_NAMESPACE}' \
+         && object.roleRef.kind == 'ClusterRole' && object.roleRef.name == '{writer}' \
+         && size(object.subjects) == 1 && object.subjects[0].kind == 'ServiceAccount' \
+         && object.subjects[0].name == '{name}' && object.subjects[0].namespace == '{MEMBER_NAMESPACE}')",
+        ours("namespaceObject")
+    );
+    let policy = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": meta(name, None),
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [
+                {"apiGroups": [""], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"], "resources": ["namespaces"]},
+                {"apiGroups": ["rbac.authorization.k8s.io"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"], "resources": ["rolebindings"]}
+            ]},
+            "matchConditions": [{"name": "the-operators-identity", "expression": format!("request.userInfo.username == '{user}'")}],
+            "validations": [
+                {"expression": namespaces, "message": format!("the multiregion identity {name} creates only namespaces labelled {LABEL_MANAGED_BY}=multiregion with a Pod Security level of baseline or restricted")},
+                {"expression": bindings, "message": format!("the multiregion identity {name} binds only {writer}, to itself, in namespaces labelled {LABEL_MANAGED_BY}=multiregion")}
+            ]
+        }
+    });
+    Ok(serde_json::from_value(policy)?)
+}
+
+/// Puts the policy in force (deny) for every request it matches.
+pub fn admission_binding(name: &str) -> Result<ValidatingAdmissionPolicyBinding> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": meta(name, None),
+        "spec": {"policyName": name, "validationActions": ["Deny"]}
+    }))?)
 }
 
 fn binding(name: &str) -> ClusterRoleBinding {
@@ -117,12 +211,7 @@ fn binding(name: &str) -> ClusterRoleBinding {
             kind: "ClusterRole".to_string(),
             name: name.to_string(),
         },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".to_string(),
-            name: name.to_string(),
-            namespace: Some(MEMBER_NAMESPACE.to_string()),
-            ..Subject::default()
-        }]),
+        subjects: Some(vec![subject(name)]),
     }
 }
 
@@ -158,6 +247,9 @@ pub fn rbac_yaml(grants: &Grants) -> Result<String> {
         serde_saphyr::to_string(&account(name))?,
         serde_saphyr::to_string(&member_role(name, grants))?,
         serde_saphyr::to_string(&binding(name))?,
+        serde_saphyr::to_string(&writer_role(name, grants))?,
+        serde_saphyr::to_string(&admission_policy(name)?)?,
+        serde_saphyr::to_string(&admission_binding(name)?)?,
         serde_saphyr::to_string(&token_secret(name))?,
     ];
     Ok(documents.iter().map(|d| format!("---\n{d}")).collect())
@@ -213,6 +305,10 @@ pub async fn create_identity(member: &Client, name: &str, grants: &Grants) -> Re
             .await?;
     }
     apply_ours(&in_namespace(member), &account(name)).await?;
+    // The policy first: the identity is never without its confinement.
+    apply_ours(&Api::all(member.clone()), &admission_policy(name)?).await?;
+    apply_ours(&Api::all(member.clone()), &admission_binding(name)?).await?;
+    apply_ours(&Api::all(member.clone()), &writer_role(name, grants)).await?;
     apply_ours(&Api::all(member.clone()), &member_role(name, grants)).await?;
     apply_ours(&Api::all(member.clone()), &binding(name)).await?;
     apply_ours(&in_namespace(member), &token_secret(name)).await?;
@@ -261,8 +357,31 @@ fn token_uid(secret: &Secret) -> Option<String> {
 pub async fn delete_identity(member: &Client, name: &str) -> Result<()> {
     super::join::delete_ours(&Api::<ClusterRoleBinding>::all(member.clone()), name).await?;
     super::join::delete_ours(&Api::<ClusterRole>::all(member.clone()), name).await?;
+    let writer = writer_name(name);
+    super::join::delete_ours(&Api::<ClusterRole>::all(member.clone()), &writer).await?;
+    delete_namespace_bindings(member, name).await?;
+    let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(member.clone());
+    super::join::delete_ours(&bindings, name).await?;
+    let policies = Api::<ValidatingAdmissionPolicy>::all(member.clone());
+    super::join::delete_ours(&policies, name).await?;
     super::join::delete_ours(&in_namespace::<Secret>(member), name).await?;
     super::join::delete_ours(&in_namespace::<ServiceAccount>(member), name).await
+}
+
+/// Deletes the identity's RoleBindings in every namespace (the operator's,
+/// bound to it).
+async fn delete_namespace_bindings(member: &Client, name: &str) -> Result<()> {
+    let all: Api<RoleBinding> = Api::all(member.clone());
+    let params = ListParams::default().labels(&format!("{LABEL_MANAGED_BY}=multiregion"));
+    for binding in all.list(&params).await? {
+        let ours = binding.metadata.name.as_deref() == Some(name)
+            && binding.role_ref.name == writer_name(name);
+        if let (true, Some(namespace)) = (ours, binding.metadata.namespace.as_deref()) {
+            let api: Api<RoleBinding> = Api::namespaced(member.clone(), namespace);
+            super::join::delete_ours(&api, name).await?;
+        }
+    }
+    Ok(())
 }
 
 /// How the member's API server is reached and trusted, as the admin

@@ -16,8 +16,9 @@ use crate::plan::resources;
 use crate::regions::Member;
 
 /// Removes the app's objects (with `extra`, the objects of
-/// `spec.resources` it may have placed) from regions that left its spec;
-/// returns the regions now clean.
+/// `spec.resources` it may have placed, but those orphaned by their
+/// deletionPolicy) from regions that left its spec; returns the regions
+/// now clean.
 pub(super) async fn removed_regions(
     ctx: &Context,
     key: &AppKey,
@@ -25,6 +26,7 @@ pub(super) async fn removed_regions(
     extra: &[ResourceRef],
 ) -> Vec<String> {
     let mut cleaned = Vec::new();
+    let extra = &resources::to_delete(extra);
     for region in regions {
         if remove_from(ctx, key, region, extra).await.is_ok() {
             cleaned.push(region.clone());
@@ -48,7 +50,8 @@ pub(super) async fn run(app: Arc<MultiRegionApp>, ctx: Arc<Context>) -> Result<A
         .collect();
     regions.sort();
     regions.dedup();
-    let extra = resources::recorded(&resources::wanted(&app.spec), &status.resources);
+    let recorded = resources::recorded(&resources::wanted(&app.spec), &status.resources);
+    let extra = resources::to_delete(&recorded);
     let mut pending = Vec::new();
     for region in &regions {
         if let Err(err) = remove_from(&ctx, &key, region, &extra).await {
@@ -94,7 +97,8 @@ pub(super) async fn dropped_resources(
         .chain(leaving.iter().map(String::as_str))
         .collect();
     let mut not_removed = Vec::new();
-    for object in resources::stale(recorded, &wanted) {
+    let stale = resources::stale(recorded, &wanted);
+    for object in resources::to_delete(&stale) {
         for region in &regions {
             let removed = remove_objects(ctx, key, region, std::slice::from_ref(&object)).await;
             if let Err(err) = removed {

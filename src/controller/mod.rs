@@ -356,7 +356,8 @@ fn regions_using(store: &Store<Region>, secret: &Secret) -> Vec<ObjectRef<Region
 }
 
 /// Forgets members whose Region is gone; marks the registry synced once
-/// every listed Region has a member.
+/// every listed Region has a member; keeps each Region's
+/// `CredentialsConfined` current.
 async fn prune(registry: Arc<Registry>, store: Store<Region>) {
     if store.wait_until_ready().await.is_err() {
         return;
@@ -367,6 +368,7 @@ async fn prune(registry: Arc<Registry>, store: Store<Region>) {
             registry.mark_synced();
         }
         registry.retain(&names);
+        registry.report_confinements(&store.state()).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

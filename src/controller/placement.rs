@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PodTemplateSpec, Secret, Service};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -18,11 +19,12 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::api::{
-    FIELD_MANAGER, LABEL_RESOURCE, LABEL_ROLE_CONFIG, MultiRegionAppSpec, PropagatedObjects,
-    ResourceRef,
+    FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_RESOURCE, LABEL_ROLE_CONFIG, MultiRegionAppSpec,
+    PropagatedObjects, ResourceRef,
 };
 use crate::error::{Error, Result};
 use crate::plan::Placement;
+use crate::plan::identity;
 use crate::plan::manifest::{self, AppKey, Built, Found};
 use crate::plan::propagate::{self, Propagation};
 use crate::plan::resources as plan_resources;
@@ -253,6 +255,9 @@ async fn remove_service(member: &Member, client: &Client, app: &AppKey) -> Resul
     Ok(true)
 }
 
+/// The app's namespace exists in the member (created when missing,
+/// labelled with the Region's Pod Security level) and, for a confined
+/// identity, holds the binding that lets it write there.
 async fn ensure_namespace(member: &Member, client: &Client, name: &str) -> Result<()> {
     if member.knows_namespace(name) {
         return Ok(());
@@ -271,8 +276,40 @@ async fn ensure_namespace(member: &Member, client: &Client, name: &str) -> Resul
             Err(err) => return Err(Error::member(region, err)),
         }
     }
+    if let Some(identity) = member.confined_identity() {
+        bind_writer(member, client, &identity, name).await?;
+    }
     member.namespace_exists(name);
     Ok(())
+}
+
+/// Binds the confined identity's writer role in `namespace`. The member's
+/// admission policy refuses it in a namespace not labelled as the
+/// operator's: the error then says how to let the operator in.
+async fn bind_writer(
+    member: &Member,
+    client: &Client,
+    identity: &str,
+    namespace: &str,
+) -> Result<()> {
+    let api: Api<RoleBinding> = Api::namespaced(client.clone(), namespace);
+    let binding = identity::namespace_binding(identity, namespace);
+    match api.create(&post_params(), &binding).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 403 || status.code == 422 => {
+            Err(Error::Refused {
+                region: member.name().to_string(),
+                message: format!(
+                    "namespace {namespace} was not created by multiregion, and the identity \
+                     {identity} writes only in namespaces labelled {LABEL_MANAGED_BY}=multiregion \
+                     (label it to let the operator in): {}",
+                    status.message
+                ),
+            })
+        }
+        Err(err) => Err(Error::member(member.name(), err)),
+    }
 }
 
 /// Records the operator's fields of an object it created as its

@@ -101,8 +101,14 @@ pub struct Member {
     probe: Mutex<ProbeState>,
     placed: Option<Placed>,
     notes: Mutex<HashMap<AppKey, Note>>,
-    /// Namespaces known to exist here.
+    /// Namespaces known to exist here (and, for a confined identity, to
+    /// hold its writer binding).
     namespaces: Mutex<HashSet<String>>,
+    /// The confined identity whose writer role the operator binds in each
+    /// namespace it uses here (the Region's
+    /// `multiregion.io/confined-identity`); None: the credentials write
+    /// wherever their RBAC says.
+    confined: RwLock<Option<String>>,
     /// Kinds found served here: (apiVersion, kind) -> the resource and
     /// whether it is namespaced.
     kinds: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
@@ -157,6 +163,7 @@ impl Member {
             placed: None,
             notes: Mutex::default(),
             namespaces: Mutex::default(),
+            confined: RwLock::default(),
             kinds: Mutex::default(),
             resources: Mutex::default(),
             tasks: Mutex::default(),
@@ -451,6 +458,23 @@ impl Member {
             return Some(why);
         }
         propagation.missing(&held(maps, app, region), &held(secrets, app, region))
+    }
+
+    /// The confined identity the operator binds in each namespace, if any.
+    pub fn confined_identity(&self) -> Option<String> {
+        self.confined.read().ok()?.clone()
+    }
+
+    /// Takes the Region's `multiregion.io/confined-identity`; true when it
+    /// changed.
+    pub(crate) fn set_confined_identity(&self, identity: Option<String>) -> bool {
+        match self.confined.write() {
+            Ok(mut confined) if *confined != identity => {
+                *confined = identity;
+                true
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn knows_namespace(&self, name: &str) -> bool {

@@ -22,7 +22,10 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::api::{LABEL_MANAGED_BY, MultiRegionApp, Region, RegionSpec};
+use crate::api::{
+    ANNOTATION_CONFINED_IDENTITY, ANNOTATION_MEMBER_IDENTITY, LABEL_MANAGED_BY, MultiRegionApp,
+    Region, RegionSpec,
+};
 use crate::deadline::Clients;
 use crate::fence::Fence;
 use crate::metrics::Metrics;
@@ -117,7 +120,12 @@ impl Registry {
             Err(err) => format!("{uid}:error:{err}"),
         };
         let existing = self.get(&name);
+        let confined = region
+            .annotations()
+            .get(ANNOTATION_CONFINED_IDENTITY)
+            .cloned();
         if let Some(existing) = &existing {
+            existing.set_confined_identity(confined.clone());
             let deleting = existing.set_deleting(region.metadata.deletion_timestamp.is_some());
             let current = existing.config_key() == key;
             if current {
@@ -153,6 +161,7 @@ impl Registry {
             }
         };
         member.set_deleting(region.metadata.deletion_timestamp.is_some());
+        member.set_confined_identity(confined);
         self.insert(member);
     }
 
@@ -179,6 +188,35 @@ impl Registry {
         tracing::warn!(region = %existing.name(), error = %why, "keeping the region's working client");
         self.credentials_current(existing.name(), Some(&why)).await;
         true
+    }
+
+    /// Says on each Region made by `join` whether its identity is confined
+    /// (`CredentialsConfined`), while this replica may write, whenever the
+    /// Region (as watched) does not say so yet; a Region made by hand gets
+    /// no such condition (its credentials are the admin's choice).
+    pub async fn report_confinements(&self, regions: &[Arc<Region>]) {
+        for region in regions {
+            let annotations = region.annotations();
+            if !annotations.contains_key(ANNOTATION_MEMBER_IDENTITY) {
+                continue;
+            }
+            let confined = annotations.contains_key(ANNOTATION_CONFINED_IDENTITY);
+            let said = region.status.as_ref().and_then(|s| {
+                let c = s
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "CredentialsConfined")?;
+                Some(c.status == "True")
+            });
+            if said == Some(confined) || self.fence.check().is_err() {
+                continue;
+            }
+            let name = region.name_any();
+            let report = probe::report_confinement(&self.hub.requests, &name, confined);
+            self.fence
+                .within(probe::STATUS_WRITE_DEADLINE, report)
+                .await;
+        }
     }
 
     /// Records whether the member uses the Region's current credentials

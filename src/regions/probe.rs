@@ -329,6 +329,43 @@ pub async fn report_credentials_current(hub: &Client, name: &str, why: Option<&s
     }
 }
 
+/// Sets the Region's `CredentialsConfined` condition: True for an identity
+/// `join` confined to the operator's namespaces, False for one joined
+/// before that (it writes in every namespace until joined again).
+pub async fn report_confinement(hub: &Client, name: &str, confined: bool) {
+    let api: Api<Region> = Api::all(hub.clone());
+    let Ok(region) = api.get_status(name).await else {
+        return;
+    };
+    let previous = region.status.unwrap_or_default();
+    let mut conditions = Conditions::new(
+        &previous.conditions,
+        Timestamp::now(),
+        region.metadata.generation,
+    );
+    if confined {
+        let message = "the member identity writes only in the namespaces the operator created or an admin labelled";
+        conditions.set("CredentialsConfined", true, "Confined", message);
+    } else {
+        let message = format!(
+            "the member identity was joined before identities were confined: it may write in every namespace, and its token never expires; run `multiregion join {name}` again"
+        );
+        conditions.set(
+            "CredentialsConfined",
+            false,
+            "JoinedBeforeConfinement",
+            message,
+        );
+    }
+    let status = RegionStatus {
+        conditions: conditions.finish(),
+        ..previous.clone()
+    };
+    if status != previous {
+        patch_status(&api, name, status).await;
+    }
+}
+
 async fn patch_status(api: &Api<Region>, name: &str, status: RegionStatus) {
     let body = json!({
         "apiVersion": "multiregion.io/v1alpha1",

@@ -537,9 +537,24 @@ pub async fn delete_app(hub: &Client, namespace: &str, name: &str) {
     let _ = api.delete(name, &DeleteParams::default()).await;
 }
 
-/// Creates a Deployment by hand (not labelled as the operator's).
+/// A namespace an admin made in a member and let the operator use (the
+/// label a joined identity needs to write there).
+pub async fn adopted_namespace(region: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(region.clone());
+    api.patch(
+        name,
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "multiregion"}}})),
+    )
+    .await
+    .expect("namespace");
+}
+
+/// Creates a Deployment by hand (not labelled as the operator's), in a
+/// namespace the operator may use.
 pub async fn handmade_deployment(region: &Client, namespace: &str, name: &str) -> Deployment {
-    ensure_namespace(region, namespace).await;
+    adopted_namespace(region, namespace).await;
     let api: Api<Deployment> = Api::namespaced(region.clone(), namespace);
     let d: Deployment = serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",

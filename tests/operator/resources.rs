@@ -96,6 +96,7 @@ fn recorded(names: &[(&str, &str)]) -> Vec<ResourceRef> {
             .into(),
             kind: kind.to_string(),
             name: name.to_string(),
+            deletion_policy: Some(multiregion::api::DeletionPolicy::Delete),
         })
         .collect()
 }
@@ -109,7 +110,7 @@ async fn extra_resources_are_placed_per_region_never_adopted_and_removed() {
     let us = env.client("us-east").await;
     let eu = env.client("eu-west").await;
     // Someone else's ServiceAccount "batch" in eu-west, made by hand.
-    common::operator::ensure_namespace(&eu, NS).await;
+    common::operator::adopted_namespace(&eu, NS).await;
     let theirs: ServiceAccount = serde_json::from_value(service_account("batch")).unwrap();
     let eu_accounts = Api::<ServiceAccount>::namespaced(eu.clone(), NS);
     let _ = eu_accounts.create(&PostParams::default(), &theirs).await;
@@ -232,4 +233,79 @@ async fn extra_resources_are_placed_per_region_never_adopted_and_removed() {
         .delete("batch", &Default::default())
         .await
         .unwrap();
+}
+
+async fn claim(
+    region: &Client,
+    ns: &str,
+    name: &str,
+) -> Option<k8s_openapi::api::core::v1::PersistentVolumeClaim> {
+    kube::Api::namespaced(region.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()?
+}
+
+#[tokio::test]
+async fn deleting_an_app_keeps_its_volume_claims_unless_their_policy_says_delete() {
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env().client("hub").await;
+    let ns = "extras-data";
+    let pvc = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+               "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    };
+    let mut scratch = pvc("scratch");
+    scratch["deletionPolicy"] = json!("Delete");
+    let spec = app_spec(
+        "ActivePassive",
+        &["us-east", "eu-west"],
+        json!({"resources": [pvc("data"), scratch, service_account("web")]}),
+    );
+    apply_app(&hub, ns, "web", spec).await;
+    let (us, eu) = (env().client("us-east").await, env().client("eu-west").await);
+    wait_for(
+        "the claims in both regions",
+        Duration::from_secs(60),
+        || async {
+            for region in [&us, &eu] {
+                claim(region, ns, "data").await?;
+                claim(region, ns, "scratch").await?;
+            }
+            Some(())
+        },
+    )
+    .await;
+    let data = claim(&us, ns, "data").await.unwrap();
+    assert!(
+        serde_json::to_value(&data)
+            .unwrap()
+            .get("deletionPolicy")
+            .is_none(),
+        "deletionPolicy is the operator's, not the placed object's"
+    );
+
+    delete_app(&hub, ns, "web").await;
+    let apps: kube::Api<multiregion::api::MultiRegionApp> = kube::Api::namespaced(hub.clone(), ns);
+    wait_for("the app deleted", Duration::from_secs(60), || async {
+        apps.get_opt("web").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    for region in [&us, &eu] {
+        assert!(
+            claim(region, ns, "data").await.is_some(),
+            "the data claim is kept (Orphan by default)"
+        );
+        let scratch = claim(region, ns, "scratch").await;
+        assert!(
+            scratch.is_none() || scratch.unwrap().metadata.deletion_timestamp.is_some(),
+            "deletionPolicy: Delete deletes it"
+        );
+        let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(region.clone(), ns);
+        assert!(
+            accounts.get_opt("web").await.unwrap().is_none(),
+            "the ServiceAccount is deleted"
+        );
+    }
 }

@@ -116,6 +116,11 @@ fn manifests(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
             "properties": {
                 "apiVersion": {"type": "string", "minLength": 1, "maxLength": 253},
                 "kind": {"type": "string", "minLength": 1, "maxLength": 63},
+                "deletionPolicy": {
+                    "type": "string",
+                    "enum": ["Delete", "Orphan"],
+                    "description": "What becomes of the placed objects when this manifest leaves the list, its region leaves the app, or the app is deleted: Delete, or Orphan (left as they are, with their data). Default: Orphan for PersistentVolumeClaims and StatefulSets, Delete otherwise. Not part of the placed object."
+                },
                 "metadata": {
                     "type": "object",
                     "required": ["name"],
@@ -348,9 +353,51 @@ pub struct ResourceRef {
     pub kind: String,
     /// The manifest's metadata.name.
     pub name: String,
+    /// What becomes of the placed objects when this one leaves
+    /// `spec.resources`, its region leaves the app, or the app is deleted
+    /// (the manifest's `deletionPolicy`). Unset: Orphan for
+    /// PersistentVolumeClaims and StatefulSets, Delete otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub deletion_policy: Option<DeletionPolicy>,
+}
+
+/// What becomes of an object of `spec.resources` that is no longer wanted.
+#[derive(
+    schemars::JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+)]
+pub enum DeletionPolicy {
+    /// Deleted from every region.
+    Delete,
+    /// Left in every region as it is (its data kept); the operator stops
+    /// managing it.
+    Orphan,
 }
 
 impl ResourceRef {
+    /// The placed objects are kept when no longer wanted: an explicit
+    /// Orphan, or by default a PersistentVolumeClaim or a StatefulSet
+    /// (their data).
+    pub fn orphaned(&self) -> bool {
+        match self.deletion_policy {
+            Some(policy) => policy == DeletionPolicy::Orphan,
+            None => matches!(
+                (self.group(), self.kind.as_str()),
+                ("", "PersistentVolumeClaim") | ("apps", "StatefulSet")
+            ),
+        }
+    }
+
     /// The API group: what comes before the `/` of the apiVersion (empty
     /// for the core group, `v1`).
     pub fn group(&self) -> &str {

@@ -48,6 +48,14 @@ pub const ANNOTATION_SELF_FENCE: &str = "multiregion.io/self-fence";
 /// On the pod template: a hash of the propagated ConfigMaps and Secrets, so
 /// that changing one rolls the pods.
 pub const ANNOTATION_CONFIG_CHECKSUM: &str = "multiregion.io/config-checksum";
+/// On a Region made by `join`: the member identity (ServiceAccount) that
+/// the operator's credentials there belong to.
+pub const ANNOTATION_MEMBER_IDENTITY: &str = "multiregion.io/member-identity";
+/// On a Region made by `join`: its member identity is confined. It may
+/// write only in namespaces where the operator bound the ClusterRole
+/// `IDENTITY-writer` to it, which it does in each namespace it created
+/// (or an admin labelled `app.kubernetes.io/managed-by: multiregion`).
+pub const ANNOTATION_CONFINED_IDENTITY: &str = "multiregion.io/confined-identity";
 /// On a MultiRegionApp: when a person asked for a failover drill (RFC 3339),
 /// set by `kubectl multiregion drill APP --now`.
 pub const ANNOTATION_DRILL_REQUESTED: &str = "multiregion.io/drill-requested";

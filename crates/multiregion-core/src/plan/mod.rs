@@ -18,6 +18,7 @@ mod drill;
 pub mod evidence;
 pub mod health;
 mod home;
+pub mod identity;
 pub mod manifest;
 pub mod observers;
 pub mod overrides;

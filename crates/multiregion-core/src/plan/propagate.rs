@@ -145,12 +145,31 @@ pub fn resolve(
     };
     let mut unresolved = Vec::new();
     let config_maps = pick("ConfigMap", &spec.config_maps, config_maps, &mut unresolved);
+    let (tokens, secrets) = without_tokens(secrets);
     let secrets = pick("Secret", &spec.secrets, secrets, &mut unresolved);
+    for u in unresolved.iter_mut().filter(|u| u.kind == "Secret") {
+        if u.name.as_ref().is_some_and(|n| tokens.contains(n)) {
+            u.why = "a ServiceAccount token (type kubernetes.io/service-account-token) is never propagated".into();
+        }
+    }
     Propagation {
         config_maps,
         secrets,
         unresolved,
     }
+}
+
+/// The hub's ServiceAccount tokens are never copied into a member (a
+/// selector skips them, a name is reported unresolved): the names of those
+/// left out, and the other Secrets.
+fn without_tokens(secrets: Option<Vec<Secret>>) -> (Vec<String>, Option<Vec<Secret>>) {
+    let Some(secrets) = secrets else {
+        return (Vec::new(), None);
+    };
+    let (tokens, others): (Vec<Secret>, Vec<Secret>) = secrets
+        .into_iter()
+        .partition(|s| s.type_.as_deref() == Some("kubernetes.io/service-account-token"));
+    (tokens.iter().map(name_of).collect(), Some(others))
 }
 
 fn pick<K: k8s_openapi::Metadata<Ty = ObjectMeta>>(
@@ -291,6 +310,28 @@ mod tests {
             )])),
             ..Secret::default()
         }
+    }
+
+    #[test]
+    fn service_account_tokens_are_never_propagated() {
+        let mut token = secret("hub-token", b"eyJ");
+        token.type_ = Some("kubernetes.io/service-account-token".into());
+        token.metadata.labels = Some(BTreeMap::from([("tier".into(), "web".into())]));
+        let spec = Propagate {
+            config_maps: vec![],
+            secrets: vec![by_name("hub-token"), by_name("db"), by_label("tier", "web")],
+        };
+        let p = resolve(Some(&spec), None, Some(vec![token, secret("db", b"x")]));
+        assert_eq!(p.secret_names(), vec!["db".to_string()]);
+        let why = p
+            .unresolved
+            .iter()
+            .find(|u| u.name.as_deref() == Some("hub-token"));
+        assert!(
+            why.unwrap().why.contains("never propagated"),
+            "{:?}",
+            p.unresolved
+        );
     }
 
     fn by_name(name: &str) -> PropagatedObjects {

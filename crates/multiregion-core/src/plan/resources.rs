@@ -9,7 +9,8 @@ use serde_json::{Map, Value};
 use super::manifest::{self, AppKey};
 use super::overrides;
 use crate::api::{
-    ANNOTATION_APPLIED_HASH, LABEL_RESOURCE, MultiRegionAppSpec, ResourceOverride, ResourceRef,
+    ANNOTATION_APPLIED_HASH, DeletionPolicy, LABEL_RESOURCE, MultiRegionAppSpec, ResourceOverride,
+    ResourceRef,
 };
 
 /// Why `spec.resources` (or a region's override of it) cannot be placed;
@@ -35,11 +36,25 @@ pub fn reference(manifest: &Value) -> Option<ResourceRef> {
     fn text(v: Option<&Value>) -> Option<&str> {
         v.and_then(Value::as_str).filter(|s| !s.is_empty())
     }
-    Some(ResourceRef {
+    let deletion_policy = match text(manifest.get("deletionPolicy")) {
+        Some("Orphan") => Some(DeletionPolicy::Orphan),
+        Some("Delete") => Some(DeletionPolicy::Delete),
+        _ => None,
+    };
+    let mut reference = ResourceRef {
         api_version: text(manifest.get("apiVersion"))?.to_string(),
         kind: text(manifest.get("kind"))?.to_string(),
         name: text(manifest.pointer("/metadata/name"))?.to_string(),
-    })
+        deletion_policy,
+    };
+    // Recorded as it applies, so a later change of the defaults never
+    // deletes what was placed under them.
+    reference.deletion_policy = Some(if reference.orphaned() {
+        DeletionPolicy::Orphan
+    } else {
+        DeletionPolicy::Delete
+    });
+    Some(reference)
 }
 
 /// The objects the spec asks for, in its order (manifests that name none
@@ -58,6 +73,7 @@ pub fn taken(app: &AppKey, config_maps: &[String], secrets: &[String]) -> Vec<Re
                 api_version: api_version.to_string(),
                 kind: kind.to_string(),
                 name: name.clone(),
+                deletion_policy: None,
             })
             .collect::<Vec<_>>()
     };
@@ -192,6 +208,8 @@ fn patch(object: &mut Value, o: &ResourceOverride, field: &str) -> Result<(), In
 fn without_server_fields(mut object: Value) -> Value {
     if let Some(map) = object.as_object_mut() {
         map.remove("status");
+        // The operator's, not the object's.
+        map.remove("deletionPolicy");
     }
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         for field in [
@@ -286,10 +304,25 @@ pub fn record_ahead(
 /// `status.resources`: what is wanted, then what is stale and not yet
 /// removed everywhere; sorted, each once.
 pub fn recorded(wanted: &[ResourceRef], not_removed: &[ResourceRef]) -> Vec<ResourceRef> {
-    let mut all: Vec<ResourceRef> = wanted.iter().chain(not_removed).cloned().collect();
+    let mut all: Vec<ResourceRef> = Vec::new();
+    // One entry per apiVersion, kind and name: the wanted one's
+    // deletionPolicy is the one that applies.
+    let same = |a: &ResourceRef, b: &ResourceRef| {
+        (&a.api_version, &a.kind, &a.name) == (&b.api_version, &b.kind, &b.name)
+    };
+    for r in wanted.iter().chain(not_removed) {
+        if !all.iter().any(|a| same(a, r)) {
+            all.push(r.clone());
+        }
+    }
     all.sort();
-    all.dedup();
     all
+}
+
+/// Of `objects`, those to delete when no longer wanted (`orphaned` ones
+/// are left).
+pub fn to_delete(objects: &[ResourceRef]) -> Vec<ResourceRef> {
+    objects.iter().filter(|o| !o.orphaned()).cloned().collect()
 }
 
 #[cfg(test)]
@@ -449,6 +482,35 @@ mod tests {
         let taken = taken(&key(), &[], &[]);
         let built = for_region(&key(), &spec, "us-east", &taken).unwrap();
         assert_eq!(built[0].reference.group(), "serving.knative.dev");
+    }
+
+    #[test]
+    fn stateful_objects_are_orphaned_unless_the_manifest_says_delete() {
+        let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"}});
+        let set =
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"}});
+        let mut deleted = pvc.clone();
+        deleted["deletionPolicy"] = json!("Delete");
+        let mut kept = hpa("web");
+        kept["deletionPolicy"] = json!("Orphan");
+        let refs: Vec<ResourceRef> = [&pvc, &set, &deleted, &kept, &hpa("b")]
+            .into_iter()
+            .map(|m| reference(m).unwrap())
+            .collect();
+        let orphaned: Vec<bool> = refs.iter().map(ResourceRef::orphaned).collect();
+        assert_eq!(orphaned, [true, true, false, true, false]);
+        assert_eq!(to_delete(&refs).len(), 2);
+        // A record from before the field existed keeps the kind's default.
+        let mut old = refs[0].clone();
+        old.deletion_policy = None;
+        assert!(old.orphaned());
+        // Only the operator reads it: the placed object does not carry it.
+        let spec = spec(json!([deleted]), json!({}));
+        let built = for_region(&key(), &spec, "us-east", &[]).unwrap();
+        assert!(built[0].object.get("deletionPolicy").is_none());
+        // A changed policy replaces the recorded one.
+        let now = recorded(&[refs[2].clone()], &[refs[0].clone()]);
+        assert_eq!(now, vec![refs[2].clone()]);
     }
 
     #[test]
