@@ -52,6 +52,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             lease_seconds: args.lease_seconds,
             hub_name: args.hub_name,
             propagate_secrets: args.propagate_secrets,
+            renew_tokens_within: args.renew_member_tokens_within,
         },
     )
     .await

@@ -547,8 +547,8 @@ async fn unjoin_removes_both_sides_and_refuses_while_an_app_uses_the_region() {
         .collect();
     assert_eq!(
         made,
-        ["cr", "cr", "crb", "rb", "sa", "vap"],
-        "join made one account, its reader and writer roles, its binding and admission policy; the operator bound the writer in the app's namespace"
+        ["cr", "cr", "crb", "rb", "rb", "sa", "vap"],
+        "join made one account, its reader and writer roles, its binding, its own-token binding and admission policy; the operator bound the writer in the app's namespace"
     );
     let member_kc = env().regions.lock().await.kubeconfig("ap-south").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_multiregion"))

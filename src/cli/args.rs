@@ -108,6 +108,16 @@ fn request_timeout(text: &str) -> Result<std::time::Duration, String> {
     }
 }
 
+/// A token lifetime: a duration of at least 10 minutes (TokenRequest's
+/// floor).
+fn token_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let ttl = request_timeout(text)?;
+    if ttl < std::time::Duration::from_secs(600) {
+        return Err(format!("{text:?}: a token must live at least 10m"));
+    }
+    Ok(ttl)
+}
+
 /// The one dry run the commands have: the API server's.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum DryRun {
@@ -278,6 +288,10 @@ pub struct JoinArgs {
     /// (spec.allowedNamespaces: {}).
     #[arg(long)]
     pub allow_all_namespaces: bool,
+    /// How long the identity's token is valid (`24h`, `90m`; at least
+    /// 10m). The operator renews it once two thirds of that have passed.
+    #[arg(long, default_value = "24h", value_parser = token_ttl)]
+    pub token_ttl: std::time::Duration,
     #[command(flatten)]
     pub hub: HubOnly,
 }
@@ -348,6 +362,11 @@ pub struct RunArgs {
     /// it needs cluster-wide read access to Secrets on the hub.
     #[arg(long, env = "MULTIREGION_PROPAGATE_SECRETS", default_value_t = false)]
     pub propagate_secrets: bool,
+    /// Renew a member's token (made by `join --token-ttl`) once it expires
+    /// within this much, if that comes before two thirds of its life
+    /// (`30m`, `2h`). Default 0: at two thirds.
+    #[arg(long, env = "MULTIREGION_RENEW_MEMBER_TOKENS_WITHIN", default_value = "0s", value_parser = request_timeout)]
+    pub renew_member_tokens_within: std::time::Duration,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -175,7 +175,7 @@ pub async fn join(args: JoinArgs) -> Result<()> {
         secrets: args.allow_secrets,
         resources: allowed_resources(&member, &args.allow_resource).await?,
     };
-    let token = member::create_identity(&member, &identity, &grants).await?;
+    let token = member::create_identity(&member, &identity, &grants, args.token_ttl).await?;
     if let Err(err) = finish(&hub, &args, &server, &identity, &token).await {
         eprintln!(
             "note: ServiceAccount {}/{identity} and its role stay in the member; \
@@ -300,6 +300,36 @@ async fn apps_in(hub: &Client, region: &str) -> Result<Vec<String>> {
 /// given the member's kubeconfig, the identity in the member (never the
 /// namespace, which may hold more). Refuses while an app still uses the
 /// region, unless `--force`.
+/// Without the member's admin kubeconfig, the identity deletes its own
+/// ServiceAccount with the credentials stored in the hub: every token it
+/// was given is revoked at once. Says what happened either way.
+async fn revoke_with_own_credentials(stored: Option<&Secret>, identity: Option<&str>) {
+    let kubeconfig = stored
+        .and_then(|s| s.data.as_ref()?.get("kubeconfig"))
+        .and_then(|k| String::from_utf8(k.0.clone()).ok());
+    let (Some(kubeconfig), Some(identity)) = (kubeconfig, identity) else {
+        return;
+    };
+    let revoked = async {
+        let parsed = kube::config::Kubeconfig::from_yaml(&kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(parsed, &Default::default()).await?;
+        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(Client::try_from(config)?, member::MEMBER_NAMESPACE);
+        accounts.delete(identity, &Default::default()).await?;
+        anyhow::Ok(())
+    };
+    match revoked.await {
+        Ok(()) => println!(
+            "ServiceAccount {}/{identity} deleted with its own credentials: its tokens are revoked",
+            member::MEMBER_NAMESPACE
+        ),
+        Err(err) => println!(
+            "the identity could not revoke itself ({err}): its token stays valid until it expires \
+             (a join before confinement: never); pass --member-kubeconfig to remove it"
+        ),
+    }
+}
+
 pub async fn unjoin(args: UnjoinArgs) -> Result<()> {
     let hub_args = &args.hub;
     let (hub, _) = super::hub::client(
@@ -327,9 +357,15 @@ pub async fn unjoin(args: UnjoinArgs) -> Result<()> {
     delete_ours(&regions, &args.name).await?;
     region_gone(&regions, &args.name, args.force).await?;
     let secrets: Api<Secret> = Api::namespaced(hub.clone(), &hub_args.operator_namespace);
+    if args.member_kubeconfig.is_none() {
+        let stored = secrets.get_opt(&secret_name(&args.name)).await?;
+        revoke_with_own_credentials(stored.as_ref(), identity.as_deref()).await;
+    }
     delete_ours(&secrets, &secret_name(&args.name)).await?;
     let Some(kubeconfig) = &args.member_kubeconfig else {
-        println!("the member's side was kept: pass --member-kubeconfig to remove it too");
+        println!(
+            "the member's roles and admission policy were kept: pass --member-kubeconfig to remove them too"
+        );
         return Ok(());
     };
     let identity = match identity {

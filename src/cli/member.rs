@@ -5,7 +5,7 @@
 //! share, overwrite or remove each other's identity.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::admissionregistration::v1::{
@@ -14,7 +14,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef,
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef,
 };
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{Cluster, Kubeconfig};
@@ -28,7 +28,6 @@ pub use crate::plan::identity::{MEMBER_NAMESPACE, subject, writer_name};
 pub const MEMBER_IDENTITY: &str = "multiregion-member";
 /// The field manager of what `join` applies.
 pub const JOIN_MANAGER: &str = "multiregion-join";
-const TOKEN_UID: &str = "kubernetes.io/service-account.uid";
 
 /// The name of the identity one hub uses for one region.
 pub fn identity_name(region: &str, hub: &str) -> String {
@@ -215,19 +214,6 @@ fn binding(name: &str) -> ClusterRoleBinding {
     }
 }
 
-fn token_secret(name: &str) -> Secret {
-    let mut metadata = meta(name, Some(MEMBER_NAMESPACE));
-    metadata.annotations = Some(BTreeMap::from([(
-        "kubernetes.io/service-account.name".to_string(),
-        name.to_string(),
-    )]));
-    Secret {
-        metadata,
-        type_: Some("kubernetes.io/service-account-token".to_string()),
-        ..Secret::default()
-    }
-}
-
 fn account(name: &str) -> ServiceAccount {
     ServiceAccount {
         metadata: meta(name, Some(MEMBER_NAMESPACE)),
@@ -250,7 +236,8 @@ pub fn rbac_yaml(grants: &Grants) -> Result<String> {
         serde_saphyr::to_string(&writer_role(name, grants))?,
         serde_saphyr::to_string(&admission_policy(name)?)?,
         serde_saphyr::to_string(&admission_binding(name)?)?,
-        serde_saphyr::to_string(&token_secret(name))?,
+        serde_saphyr::to_string(&own_role(name))?,
+        serde_saphyr::to_string(&own_binding(name))?,
     ];
     Ok(documents.iter().map(|d| format!("---\n{d}")).collect())
 }
@@ -293,7 +280,12 @@ where
 }
 
 /// Creates the identity `name` in the member and returns its token.
-pub async fn create_identity(member: &Client, name: &str, grants: &Grants) -> Result<String> {
+pub async fn create_identity(
+    member: &Client,
+    name: &str,
+    grants: &Grants,
+    ttl: Duration,
+) -> Result<String> {
     let namespaces: Api<Namespace> = Api::all(member.clone());
     if namespaces.get_opt(MEMBER_NAMESPACE).await?.is_none() {
         let namespace = Namespace {
@@ -311,50 +303,58 @@ pub async fn create_identity(member: &Client, name: &str, grants: &Grants) -> Re
     apply_ours(&Api::all(member.clone()), &writer_role(name, grants)).await?;
     apply_ours(&Api::all(member.clone()), &member_role(name, grants)).await?;
     apply_ours(&Api::all(member.clone()), &binding(name)).await?;
-    apply_ours(&in_namespace(member), &token_secret(name)).await?;
-    wait_for_token(member, name).await
+    apply_ours(&in_namespace(member), &own_role(name)).await?;
+    apply_ours(&in_namespace(member), &own_binding(name)).await?;
+    // A token Secret an older join made never expires: gone, it is revoked.
+    super::join::delete_ours(&in_namespace::<Secret>(member), name).await?;
+    request_token(member, name, ttl).await
 }
 
-/// The token, once the member's token controller has filled the Secret in
-/// for the live ServiceAccount. Right after an `unjoin` the controller may
-/// still delete the new Secret, or fill it for the old account: the Secret
-/// is applied again until it belongs to the account that exists now.
-async fn wait_for_token(member: &Client, name: &str) -> Result<String> {
-    let accounts: Api<ServiceAccount> = in_namespace(member);
-    let secrets: Api<Secret> = in_namespace(member);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let uid = accounts.get(name).await?.metadata.uid;
-        match secrets.get_opt(name).await? {
-            None => {
-                apply_ours(&secrets, &token_secret(name)).await?;
-            }
-            Some(secret) if token_uid(&secret) == uid => {
-                if let Some(token) = secret.data.as_ref().and_then(|d| d.get("token")) {
-                    return Ok(String::from_utf8(token.0.clone())?);
-                }
-            }
-            Some(_) => {}
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+/// What the identity may do to itself, in its own namespace: ask for a new
+/// token (the operator renews it before it expires) and delete its
+/// ServiceAccount (`unjoin` without the member's kubeconfig revokes it).
+fn own_role(name: &str) -> Role {
+    let own = |resources: &[&str], verbs: &[&str]| PolicyRule {
+        resource_names: Some(vec![name.to_string()]),
+        ..rule(&[""], resources, verbs)
+    };
+    Role {
+        metadata: meta(name, Some(MEMBER_NAMESPACE)),
+        rules: Some(vec![
+            own(&["serviceaccounts/token"], &["create"]),
+            own(&["serviceaccounts"], &["get", "delete"]),
+        ]),
     }
-    bail!(
-        "the member did not fill in the token of Secret {MEMBER_NAMESPACE}/{name} within 60 s: \
-         is its kube-controller-manager running with --service-account-private-key-file?"
-    )
 }
 
-fn token_uid(secret: &Secret) -> Option<String> {
-    secret
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(TOKEN_UID))
-        .cloned()
+fn own_binding(name: &str) -> RoleBinding {
+    RoleBinding {
+        metadata: meta(name, Some(MEMBER_NAMESPACE)),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_string(),
+            kind: "Role".to_string(),
+            name: name.to_string(),
+        },
+        subjects: Some(vec![subject(name)]),
+    }
 }
 
+/// A token for the identity, valid for `ttl` (TokenRequest).
+pub async fn request_token(client: &Client, name: &str, ttl: Duration) -> Result<String> {
+    let token = crate::regions::tokens::request_token(client, name, ttl)
+        .await
+        .with_context(|| {
+            format!("requesting a token for ServiceAccount {MEMBER_NAMESPACE}/{name}")
+        })?;
+    if token.is_empty() {
+        bail!("the member's TokenRequest answered without a token");
+    }
+    Ok(token)
+}
 /// Deletes the identity `name` in the member, only what `join` made.
 pub async fn delete_identity(member: &Client, name: &str) -> Result<()> {
+    super::join::delete_ours(&in_namespace::<RoleBinding>(member), name).await?;
+    super::join::delete_ours(&in_namespace::<Role>(member), name).await?;
     super::join::delete_ours(&Api::<ClusterRoleBinding>::all(member.clone()), name).await?;
     super::join::delete_ours(&Api::<ClusterRole>::all(member.clone()), name).await?;
     let writer = writer_name(name);

@@ -21,7 +21,7 @@ mod tests;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -74,6 +74,9 @@ pub struct Options {
     pub propagate_secrets: bool,
     /// The region this replica runs in (`--region`), if known.
     pub region: Option<String>,
+    /// Member tokens are renewed once they expire within this much, if
+    /// that comes before two thirds of their life.
+    pub renew_tokens_within: Duration,
 }
 
 /// Serves metrics and health, waits for the Lease (with leader election),
@@ -260,7 +263,7 @@ async fn run_controllers(
     tokio::select! {
         _ = region_loop => {},
         _ = app_loop => {},
-        _ = prune(registry, region_store.clone()) => {},
+        _ = prune(registry, region_store.clone(), options.renew_tokens_within) => {},
         _ = observer_watch => {},
         _ = namespace_watch => {},
         _ = readiness => {},
@@ -355,14 +358,23 @@ fn regions_using(store: &Store<Region>, secret: &Secret) -> Vec<ObjectRef<Region
         .collect()
 }
 
+/// How often the member tokens' lifetimes are read (a hub GET of each
+/// joined Region's Secret).
+const TOKEN_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Forgets members whose Region is gone; marks the registry synced once
 /// every listed Region has a member; keeps each Region's
-/// `CredentialsConfined` current.
-async fn prune(registry: Arc<Registry>, store: Store<Region>) {
+/// `CredentialsConfined` current and its member token renewed.
+async fn prune(registry: Arc<Registry>, store: Store<Region>, renew_within: Duration) {
     if store.wait_until_ready().await.is_err() {
         return;
     }
+    let mut tokens_checked: Option<Instant> = None;
     loop {
+        if tokens_checked.is_none_or(|t| t.elapsed() >= TOKEN_CHECK_INTERVAL) {
+            crate::regions::tokens::renew_due(&registry, &store.state(), renew_within).await;
+            tokens_checked = Some(Instant::now());
+        }
         let names: HashSet<String> = store.state().iter().map(|r| r.name_any()).collect();
         if names.iter().all(|n| registry.get(n).is_some()) {
             registry.mark_synced();

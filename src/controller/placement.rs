@@ -64,10 +64,12 @@ pub async fn place(
         (Err(err), _) | (Ok(_), Err(err)) => Err(err),
     };
     if let Err(Error::Refused { message, .. }) = &result
-        && message.contains("NotFound")
+        && (message.contains("NotFound") || message.contains("(Forbidden)"))
     {
         // Most likely the namespace was deleted under the operator: it is
-        // created again at the next placement. Or a kind of spec.resources
+        // created again at the next placement (a confined identity is
+        // forbidden, not told NotFound: its binding went with the
+        // namespace, and is made again too). Or a kind of spec.resources
         // is gone (a CRD removed): it is looked up again.
         member.namespace_gone(&app.namespace);
         member.forget_kinds();

@@ -10,6 +10,7 @@ pub(crate) mod credentials;
 pub mod http_check;
 mod member;
 pub(crate) mod probe;
+pub mod tokens;
 mod watch;
 
 use std::collections::{HashMap, HashSet};

@@ -184,7 +184,14 @@ impl Env {
             .spawn_operator(
                 "operator-under-test",
                 self.metrics_port,
-                &["--propagate-secrets"],
+                // Tokens of 10 minutes (the shortest) renewed 5 s after
+                // they are issued: the renewal test's; every other joined
+                // region's lives a day.
+                &[
+                    "--propagate-secrets",
+                    "--renew-member-tokens-within",
+                    "595s",
+                ],
             )
             .await;
         *self.operator.lock().unwrap() = Some(child);

@@ -50,3 +50,39 @@ pub fn namespace_binding(identity: &str, namespace: &str) -> RoleBinding {
         subjects: Some(vec![subject(identity)]),
     }
 }
+
+/// A token issued at `issued` and expiring at `expires` (Unix seconds) is
+/// renewed once two thirds of its life have passed, or once it expires
+/// within `within` seconds, whichever comes first (kubelet renews projected
+/// tokens at 80 %; two thirds leave room for a hub outage).
+pub fn renewal_due(issued: i64, expires: i64, now: i64, within: i64) -> bool {
+    let two_thirds = issued + (expires - issued) * 2 / 3;
+    now >= two_thirds || expires - now <= within
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_renewed_after_two_thirds_of_its_life_or_within_the_margin() {
+        let (issued, expires) = (0, 86_400);
+        assert!(!renewal_due(issued, expires, 3_600, 0));
+        assert!(!renewal_due(issued, expires, 57_599, 0));
+        assert!(renewal_due(issued, expires, 57_600, 0));
+        assert!(
+            renewal_due(issued, expires, 90_000, 0),
+            "expired: renewed at once"
+        );
+        assert!(renewal_due(0, 600, 10, 595), "within the margin");
+        assert!(!renewal_due(0, 600, 4, 595));
+    }
+
+    #[test]
+    fn the_namespace_binding_binds_the_writer_to_the_identity_alone() {
+        let binding = namespace_binding("multiregion-eu-hub", "shop");
+        assert_eq!(binding.role_ref.name, "multiregion-eu-hub-writer");
+        assert_eq!(binding.metadata.namespace.as_deref(), Some("shop"));
+        assert_eq!(binding.subjects, Some(vec![subject("multiregion-eu-hub")]));
+    }
+}

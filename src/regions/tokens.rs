@@ -1,0 +1,167 @@
+//! The short-lived tokens `join` stores (TokenRequest): asked for in a
+//! member, read back from a kubeconfig, and renewed by the operator before
+//! they expire, with the identity's own right to ask for its token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use super::Registry;
+use crate::api::{ANNOTATION_CONFINED_IDENTITY, Region};
+use crate::plan::identity::{self, MEMBER_NAMESPACE};
+
+/// A token for the identity from the member's TokenRequest API, valid for
+/// `ttl` (the API asks for at least 10 minutes), bound to the
+/// ServiceAccount: deleting it revokes the token.
+pub async fn request_token(client: &Client, name: &str, ttl: Duration) -> kube::Result<String> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), MEMBER_NAMESPACE);
+    let request = json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"expirationSeconds": ttl.as_secs()}
+    });
+    let answer: TokenRequest = accounts
+        .create_subresource("token", name, &PostParams::default(), &request)
+        .await?;
+    Ok(answer.status.map(|s| s.token).unwrap_or_default())
+}
+
+/// When the token was issued and when it expires (Unix seconds), read from
+/// its JWT claims without checking its signature (the member does that).
+/// None for a token that never expires (a Secret's, made by an older
+/// join) or that is no JWT.
+pub fn lifetime(token: &str) -> Option<(i64, i64)> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    Some((claims.get("iat")?.as_i64()?, claims.get("exp")?.as_i64()?))
+}
+
+/// The bearer token of a kubeconfig's first user that has one.
+fn token_of(kubeconfig: &str) -> Option<String> {
+    let parsed: serde_json::Value = serde_saphyr::from_str(kubeconfig).ok()?;
+    parsed
+        .get("users")?
+        .as_array()?
+        .iter()
+        .find_map(|u| u.pointer("/user/token")?.as_str())
+        .map(str::to_string)
+}
+
+/// Renews, for each Region `join` confined, the token in its kubeconfig
+/// Secret once `plan::identity::renewal_due` says so: a new token of the
+/// same lifetime asked for with the current one, written over it in the
+/// Secret (the Region's member then rebuilds its client, keeping the old
+/// one until the new one answers). Only while this replica may write.
+pub async fn renew_due(registry: &Registry, regions: &[Arc<Region>], within: Duration) {
+    let now = jiff::Timestamp::now().as_second();
+    for region in regions {
+        if registry.fence().check().is_err() {
+            return;
+        }
+        let name = region.name_any();
+        if let Err(why) = renew(registry, region, now, within).await {
+            tracing::warn!(region = %name, error = %why, "the member token could not be renewed yet; trying again");
+        }
+    }
+}
+
+async fn renew(
+    registry: &Registry,
+    region: &Region,
+    now: i64,
+    within: Duration,
+) -> Result<(), String> {
+    let Some(identity) = region.annotations().get(ANNOTATION_CONFINED_IDENTITY) else {
+        return Ok(());
+    };
+    let Some(secret_ref) = &region.spec.kubeconfig_secret_ref else {
+        return Ok(());
+    };
+    let secrets: Api<Secret> = Api::namespaced(registry.hub().clone(), &secret_ref.namespace);
+    let secret = secrets
+        .get_opt(&secret_ref.name)
+        .await
+        .map_err(|e| e.to_string())?;
+    let kubeconfig = secret
+        .and_then(|s| s.data?.remove(&secret_ref.key))
+        .and_then(|k| String::from_utf8(k.0).ok())
+        .ok_or("its kubeconfig Secret is missing")?;
+    let Some(token) = token_of(&kubeconfig) else {
+        return Ok(());
+    };
+    let Some((issued, expires)) = lifetime(&token) else {
+        return Ok(());
+    };
+    if !identity::renewal_due(issued, expires, now, within.as_secs() as i64) {
+        return Ok(());
+    }
+    let member = registry.get(&region.name_any()).ok_or("no member yet")?;
+    let client = member.client().map_err(|e| e.to_string())?;
+    let ttl = Duration::from_secs((expires - issued).max(600) as u64);
+    let renewed = request_token(client, identity, ttl)
+        .await
+        .map_err(|e| e.to_string())?;
+    if renewed.is_empty() {
+        return Err("the member answered without a token".into());
+    }
+    let data =
+        base64::engine::general_purpose::STANDARD.encode(kubeconfig.replace(&token, &renewed));
+    let patch = json!({"data": {secret_ref.key.clone(): data}});
+    let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+    let write = secrets.patch(&secret_ref.name, &params, &patch);
+    match registry
+        .fence()
+        .within(super::probe::STATUS_WRITE_DEADLINE, write)
+        .await
+    {
+        Some(Ok(_)) => {
+            tracing::info!(region = %region.name_any(), identity = %identity, "member token renewed");
+            Ok(())
+        }
+        Some(Err(err)) => Err(err.to_string()),
+        None => Err("not written within the leader's deadline".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(claims: serde_json::Value) -> String {
+        let encode = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        format!(
+            "{}.{}.sig",
+            encode(b"{\"alg\":\"RS256\"}"),
+            encode(claims.to_string().as_bytes())
+        )
+    }
+
+    #[test]
+    fn a_tokens_lifetime_is_read_from_its_claims() {
+        assert_eq!(
+            lifetime(&jwt(json!({"iat": 100, "exp": 700, "sub": "x"}))),
+            Some((100, 700))
+        );
+        assert_eq!(
+            lifetime(&jwt(json!({"sub": "legacy"}))),
+            None,
+            "a Secret's token never expires"
+        );
+        assert_eq!(lifetime("not-a-jwt"), None);
+    }
+
+    #[test]
+    fn the_token_is_found_in_a_kubeconfig() {
+        let kubeconfig = "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers:\n- name: u\n  user: {token: abc.def.ghi}\n";
+        assert_eq!(token_of(kubeconfig).as_deref(), Some("abc.def.ghi"));
+    }
+}
