@@ -243,7 +243,10 @@ fn member_rbac_grants_only_the_verbs_the_operator_uses() {
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
-        "Secret",
+        "Role",
+        "RoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ] {
         assert!(yaml.contains(&format!("kind: {kind}\n")), "{kind}: {yaml}");
     }
@@ -252,8 +255,12 @@ fn member_rbac_grants_only_the_verbs_the_operator_uses() {
         "{yaml}"
     );
     assert!(
-        yaml.contains("kubernetes.io/service-account-token"),
-        "{yaml}"
+        !yaml.contains("kubernetes.io/service-account-token"),
+        "no token that never expires: {yaml}"
+    );
+    assert!(
+        yaml.contains("serviceaccounts/token") && yaml.contains("create token"),
+        "the identity asks for its own token, and the output says how to get the first: {yaml}"
     );
 }
 

@@ -239,7 +239,14 @@ pub fn rbac_yaml(grants: &Grants) -> Result<String> {
         serde_saphyr::to_string(&own_role(name))?,
         serde_saphyr::to_string(&own_binding(name))?,
     ];
-    Ok(documents.iter().map(|d| format!("---\n{d}")).collect())
+    let first_token = format!(
+        "# Then the identity's first token (it expires; the operator renews it):\n\
+         #   kubectl -n {MEMBER_NAMESPACE} create token {name} --duration 24h\n\
+         # in a kubeconfig Secret of the hub named on the Region, annotated\n\
+         # multiregion.io/member-identity and multiregion.io/confined-identity: {name}.\n"
+    );
+    let objects: String = documents.iter().map(|d| format!("---\n{d}")).collect();
+    Ok(first_token + &objects)
 }
 
 /// An API in the member's namespace of the operator's identities.

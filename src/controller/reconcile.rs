@@ -339,10 +339,12 @@ fn admit(
         .iter()
         .filter_map(|r| Some((r.name.clone(), ctx.registry.get(&r.name)?.spec())))
         .collect();
+    let domains = ctx.tenants.allowed_domains(&key.namespace);
     let tenant = tenancy::Tenant {
         namespace: &key.namespace,
         labels,
         operator_namespace: &ctx.tenants.operator_namespace,
+        allowed_domains: domains.as_deref(),
     };
     tenancy::admit(key, &app.spec, template, &regions, &tenant)
         .map_err(|e| (EventReason::NotAllowed, e.to_string()))

@@ -1,5 +1,6 @@
 //! The hub's Namespaces as tenancy needs them: their labels, which each
-//! Region's `spec.allowedNamespaces` selects (`plan::tenancy`). One
+//! Region's `spec.allowedNamespaces` selects, and the domains their apps'
+//! traffic sinks may publish (`plan::tenancy`). One
 //! metadata-only watch of every Namespace; a change reconciles the apps of
 //! that namespace, so a label an admin adds or removes takes effect at
 //! once.
@@ -14,6 +15,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::api::ANNOTATION_ALLOWED_DOMAINS;
 use crate::regions::{Trigger, store_ready};
 
 /// The label the API server puts on every Namespace, naming it.
@@ -60,6 +62,23 @@ impl Tenants {
             namespaces: None,
             operator_namespace: operator_namespace.to_string(),
         }
+    }
+
+    /// The domains the hub admin lets the namespace's traffic sinks
+    /// publish (its `multiregion.io/allowed-domains`, comma-separated);
+    /// None: any.
+    pub fn allowed_domains(&self, namespace: &str) -> Option<Vec<String>> {
+        let store = self.namespaces.as_ref()?;
+        let ns = store.get(&ObjectRef::new(namespace))?;
+        let listed = ns.annotations().get(ANNOTATION_ALLOWED_DOMAINS)?;
+        Some(
+            listed
+                .split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(str::to_string)
+                .collect(),
+        )
     }
 
     /// The namespace's labels (its name label always among them); None

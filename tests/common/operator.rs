@@ -25,8 +25,11 @@ pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
 /// can neither read nor write a Secret there.
 pub const SECRETS_ALLOWED: [&str; 2] = ["us-east", "ap-south"];
 /// Kinds every region lets the operator place for `spec.resources`.
-pub const RESOURCES_ALLOWED: [&str; 2] =
-    ["serviceaccounts", "horizontalpodautoscalers.autoscaling"];
+pub const RESOURCES_ALLOWED: [&str; 3] = [
+    "serviceaccounts",
+    "horizontalpodautoscalers.autoscaling",
+    "persistentvolumeclaims",
+];
 pub const OPERATOR_NAMESPACE: &str = "multiregion-system";
 
 pub struct Env {
@@ -380,7 +383,7 @@ pub async fn join_region(regions: &LocalRegions, name: &str) {
                 "apiVersion": "multiregion.io/v1alpha1", "kind": "Region",
                 "metadata": {"name": name},
                 "spec": {"probe": {"intervalSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 3, "successThreshold": 2},
-                         "allowedNamespaces": {}}
+                         "allowedNamespaces": {}, "appEndpoints": LOCAL_APP_ENDPOINTS.clone()}
             })),
         )
         .await

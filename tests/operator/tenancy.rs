@@ -1,4 +1,4 @@
-//! What a tenant may place (`plan::tenancy`), against the real hub and
+//! What a tenant may place and publish (`plan::tenancy`), against the real hub and
 //! members: each app below asks for something its namespace may not have,
 //! and is refused with `Ready=False, NotAllowed` naming the field while
 //! nothing of it reaches any region; a label an admin puts on the hub
@@ -14,8 +14,8 @@ use multiregion::api::Region;
 use serde_json::{Value, json};
 
 use crate::common::operator::{
-    HealOnPanic, OPERATOR_NAMESPACE, app_spec, apply_app, condition, delete_app, env, merge,
-    placed, register_region, serial, status,
+    HealOnPanic, OPERATOR_NAMESPACE, app_spec, apply_app, condition, delete_app, ensure_namespace,
+    env, merge, placed, register_region, serial, status,
 };
 use crate::common::wait_for;
 
@@ -90,7 +90,24 @@ async fn a_tenant_gets_only_what_its_namespace_is_allowed() {
             ),
             "spec.resources[0].kind",
         ),
+        (
+            "dns-outside",
+            with(json!({"traffic": {"dnsEndpoint": {"dnsName": "bank.example.com"}}})),
+            "spec.traffic.dnsEndpoint.dnsName",
+        ),
+        (
+            "route-for-every-host",
+            with(json!({"traffic": {"httpRoute": {"name": "web"}}})),
+            "spec.traffic.httpRoute.hostnames",
+        ),
     ];
+    // The hub admin gives the namespace its domains.
+    ensure_namespace(&hub, ns).await;
+    let domains = json!({"metadata": {"annotations": {"multiregion.io/allowed-domains": "shop.example.com"}}});
+    Api::<Namespace>::all(hub.clone())
+        .patch(ns, &PatchParams::default(), &Patch::Merge(&domains))
+        .await
+        .unwrap();
     for (name, spec, _) in &cases {
         apply_app(&hub, ns, name, spec.clone()).await;
     }

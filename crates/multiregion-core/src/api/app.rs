@@ -1126,6 +1126,14 @@ pub struct HttpRouteSink {
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub parent_refs: Vec<ParentRef>,
+    /// Host names the route answers for (the HTTPRoute's `hostnames`;
+    /// `*.` wildcards as Gateway API allows). Empty: every host on the
+    /// listener. A hub namespace annotated
+    /// `multiregion.io/allowed-domains` must name at least one, each
+    /// inside those domains.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub hostnames: Vec<String>,
     /// Home-region routing (`regions[].home`): the request header, set by
     /// your edge, that carries the user's home region by name. A request
     /// whose header names a home region goes to whichever region serves
@@ -1152,6 +1160,15 @@ pub struct ParentRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
     pub namespace: Option<String>,
+    /// The Gateway's listener to attach to (its name); unset: every
+    /// listener that admits the route.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "sectionName"
+    )]
+    #[schemars(length(min = 1, max = 253))]
+    pub section_name: Option<String>,
 }
 
 /// The DNSEndpoint sink.

@@ -56,6 +56,9 @@ pub const ANNOTATION_MEMBER_IDENTITY: &str = "multiregion.io/member-identity";
 /// `IDENTITY-writer` to it, which it does in each namespace it created
 /// (or an admin labelled `app.kubernetes.io/managed-by: multiregion`).
 pub const ANNOTATION_CONFINED_IDENTITY: &str = "multiregion.io/confined-identity";
+/// On a hub Namespace, set by the hub admin: the domains (comma-separated)
+/// its apps' HTTPRoute hostnames and DNS names must fall inside.
+pub const ANNOTATION_ALLOWED_DOMAINS: &str = "multiregion.io/allowed-domains";
 /// On a MultiRegionApp: when a person asked for a failover drill (RFC 3339),
 /// set by `kubectl multiregion drill APP --now`.
 pub const ANNOTATION_DRILL_REQUESTED: &str = "multiregion.io/drill-requested";

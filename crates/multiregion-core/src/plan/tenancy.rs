@@ -31,6 +31,9 @@ pub struct Tenant<'a> {
     pub labels: &'a BTreeMap<String, String>,
     /// The operator's own namespace, where the member credentials live.
     pub operator_namespace: &'a str,
+    /// The domains the hub admin allows this namespace's traffic sinks
+    /// (the Namespace's `multiregion.io/allowed-domains`); None: any.
+    pub allowed_domains: Option<&'a [String]>,
 }
 
 /// Checks everything a tenant asks for, region by region. `regions` holds
@@ -44,6 +47,9 @@ pub fn admit(
     tenant: &Tenant,
 ) -> Result<(), NotAllowed> {
     reserved(tenant)?;
+    if let Some(domains) = tenant.allowed_domains {
+        sink_names(spec, domains)?;
+    }
     for (i, manifest) in spec.resources.iter().enumerate() {
         denied_kind(manifest, &format!("spec.resources[{i}]"))?;
     }
@@ -72,6 +78,53 @@ fn reserved(tenant: &Tenant) -> Result<(), NotAllowed> {
         )));
     }
     Ok(())
+}
+
+/// The names the traffic sinks publish stay inside the namespace's
+/// domains: the HTTPRoute names its hosts (else it would catch every host
+/// on the listener), each inside them, and so does the DNS record.
+fn sink_names(spec: &MultiRegionAppSpec, domains: &[String]) -> Result<(), NotAllowed> {
+    let Some(traffic) = &spec.traffic else {
+        return Ok(());
+    };
+    let listed = domains.join(", ");
+    let outside = |field: String, name: &str| {
+        NotAllowed(format!(
+            "{field}: {name} is outside the domains this namespace may use ({listed}; the Namespace's multiregion.io/allowed-domains)"
+        ))
+    };
+    if let Some(route) = &traffic.http_route {
+        if route.hostnames.is_empty() {
+            return Err(NotAllowed(format!(
+                "spec.traffic.httpRoute.hostnames: name the hosts the route answers for, inside {listed} (without them it catches every host on the Gateway)"
+            )));
+        }
+        for (i, host) in route.hostnames.iter().enumerate() {
+            let name = host.strip_prefix("*.").unwrap_or(host);
+            if !within(name, domains) {
+                return Err(outside(
+                    format!("spec.traffic.httpRoute.hostnames[{i}]"),
+                    host,
+                ));
+            }
+        }
+    }
+    match &traffic.dns_endpoint {
+        Some(dns) if !within(&dns.dns_name, domains) => Err(outside(
+            "spec.traffic.dnsEndpoint.dnsName".into(),
+            &dns.dns_name,
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `name` is one of `domains` or under one (case and a final dot aside).
+fn within(name: &str, domains: &[String]) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    domains.iter().any(|d| {
+        let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+        !d.is_empty() && (name == d || name.ends_with(&format!(".{d}")))
+    })
 }
 
 /// The Region admits apps of the tenant's namespace.
@@ -267,10 +320,7 @@ fn app_endpoint(
 fn listed(allowed: &AppEndpoints, host: &str) -> bool {
     match host.parse::<IpAddr>() {
         Ok(ip) => allowed.cidrs.iter().any(|c| in_cidr(ip, c)),
-        Err(_) => allowed.domains.iter().any(|d| {
-            let d = d.trim_end_matches('.').to_ascii_lowercase();
-            host == d || host.ends_with(&format!(".{d}"))
-        }),
+        Err(_) => within(host, &allowed.domains),
     }
 }
 

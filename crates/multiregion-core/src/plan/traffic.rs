@@ -249,6 +249,9 @@ pub fn http_route(
             if let Some(ns) = &p.namespace {
                 r["namespace"] = json!(ns);
             }
+            if let Some(section) = &p.section_name {
+                r["sectionName"] = json!(section);
+            }
             r
         })
         .collect();
@@ -285,10 +288,13 @@ pub fn http_route(
             }],
         })
     }));
-    let spec = json!({
+    let mut spec = json!({
         "parentRefs": parent_refs,
         "rules": rules
     });
+    if !sink.hostnames.is_empty() {
+        spec["hostnames"] = json!(sink.hostnames);
+    }
     Some(dynamic(
         "gateway.networking.k8s.io/v1",
         "HTTPRoute",
@@ -528,6 +534,26 @@ mod tests {
             route.data["spec"]["parentRefs"][0],
             json!({"name": "global-gw", "namespace": "gateway"})
         );
+        assert!(
+            route.data["spec"].get("hostnames").is_none(),
+            "none asked for"
+        );
+    }
+
+    #[test]
+    fn the_route_carries_its_hostnames_and_the_listener_it_attaches_to() {
+        let mut spec = spec();
+        if let Some(route) = spec.traffic.as_mut().and_then(|t| t.http_route.as_mut()) {
+            route.hostnames = vec!["checkout.example.com".into()];
+            route.parent_refs[0].section_name = Some("https".into());
+        }
+        let weights = vec![("us-east".to_string(), 100), ("eu-west".to_string(), 0)];
+        let route = http_route(&app(), &spec, &weights, &[None, None], &[]).unwrap();
+        assert_eq!(
+            route.data["spec"]["hostnames"],
+            json!(["checkout.example.com"])
+        );
+        assert_eq!(route.data["spec"]["parentRefs"][0]["sectionName"], "https");
     }
 
     #[test]

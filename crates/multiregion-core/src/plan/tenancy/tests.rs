@@ -50,6 +50,7 @@ fn admitted(spec: &MultiRegionAppSpec, us: RegionSpec, namespace: &str) -> Resul
         namespace,
         labels: &labels,
         operator_namespace: "multiregion-system",
+        allowed_domains: None,
     };
     admit(&key(), spec, &template, &regions(us), &tenant)
 }
@@ -303,4 +304,60 @@ fn cidrs_match_by_prefix() {
     assert!(!in_cidr(ip("10.0.0.1"), "garbage/8"));
     assert!(in_cidr(ip("2001:db8::1"), "::/0"));
     assert!(!in_cidr(ip("2001:db8::1"), "10.0.0.0/8"));
+}
+
+#[test]
+fn sinks_publish_only_names_inside_the_namespaces_domains() {
+    let domains = vec!["shop.example.com".to_string()];
+    let judged = |traffic: Value| {
+        let app = spec(json!({"traffic": traffic}));
+        let template = manifest::validate_template(&app).unwrap();
+        let labels = labels();
+        let tenant = Tenant {
+            namespace: "shop",
+            labels: &labels,
+            operator_namespace: "multiregion-system",
+            allowed_domains: Some(&domains),
+        };
+        admit(
+            &key(),
+            &app,
+            &template,
+            &regions(region(json!({}))),
+            &tenant,
+        )
+        .map_err(|e| e.0)
+    };
+    let route = |hostnames: Value| json!({"httpRoute": {"name": "web", "hostnames": hostnames}});
+    assert_eq!(
+        judged(route(json!([
+            "shop.example.com",
+            "*.shop.example.com",
+            "api.shop.example.com."
+        ]))),
+        Ok(())
+    );
+    let refused = judged(route(json!([]))).unwrap_err();
+    assert!(
+        refused.starts_with("spec.traffic.httpRoute.hostnames: name the hosts"),
+        "{refused}"
+    );
+    let refused = judged(route(json!(["shop.example.com", "bank.example.com"]))).unwrap_err();
+    assert!(
+        refused.starts_with("spec.traffic.httpRoute.hostnames[1]: bank.example.com is outside"),
+        "{refused}"
+    );
+    assert!(
+        judged(route(json!(["*.example.com"]))).is_err(),
+        "a wildcard above the domain"
+    );
+    assert_eq!(
+        judged(json!({"dnsEndpoint": {"dnsName": "web.shop.example.com"}})),
+        Ok(())
+    );
+    let refused = judged(json!({"dnsEndpoint": {"dnsName": "evilshop.example.com"}})).unwrap_err();
+    assert!(
+        refused.starts_with("spec.traffic.dnsEndpoint.dnsName: evilshop.example.com is outside"),
+        "{refused}"
+    );
 }
