@@ -186,6 +186,7 @@ pub async fn join(args: JoinArgs) -> Result<()> {
         );
         return Err(err);
     }
+    member::revoke_old_token(&member, &identity).await?;
     println!(
         "region/{name} joined: ServiceAccount {}/{identity} in the member, \
          Secret {ns}/{secret} and Region {name} in the hub",
@@ -296,10 +297,6 @@ async fn apps_in(hub: &Client, region: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Removes what `join` made: the Region and its Secret in the hub and,
-/// given the member's kubeconfig, the identity in the member (never the
-/// namespace, which may hold more). Refuses while an app still uses the
-/// region, unless `--force`.
 /// Without the member's admin kubeconfig, the identity deletes its own
 /// ServiceAccount with the credentials stored in the hub: every token it
 /// was given is revoked at once. Says what happened either way.
@@ -330,6 +327,10 @@ async fn revoke_with_own_credentials(stored: Option<&Secret>, identity: Option<&
     }
 }
 
+/// Removes what `join` made: the Region and its Secret in the hub and,
+/// given the member's kubeconfig, the identity in the member (never the
+/// namespace, which may hold more). Refuses while an app still uses the
+/// region, unless `--force`.
 pub async fn unjoin(args: UnjoinArgs) -> Result<()> {
     let hub_args = &args.hub;
     let (hub, _) = super::hub::client(

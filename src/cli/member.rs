@@ -151,7 +151,8 @@ pub fn writer_role(name: &str, grants: &Grants) -> ClusterRole {
 /// cannot: the namespaces it creates carry the operator's label and a Pod
 /// Security level other than privileged, and the RoleBindings it creates
 /// bind its writer role, to itself only, only in namespaces labelled as the
-/// operator's (never kube-system, never the identities' own namespace).
+/// operator's with such a level (never kube-system, never the identities'
+/// own namespace), so it never writes where privileged pods may run.
 pub fn admission_policy(name: &str) -> Result<ValidatingAdmissionPolicy> {
     let user = format!("system:serviceaccount:{MEMBER_NAMESPACE}:{name}");
     let ours = |object: &str| {
@@ -159,18 +160,26 @@ pub fn admission_policy(name: &str) -> Result<ValidatingAdmissionPolicy> {
             "has({object}.metadata.labels) && '{LABEL_MANAGED_BY}' in {object}.metadata.labels && {object}.metadata.labels['{LABEL_MANAGED_BY}'] == 'multiregion'"
         )
     };
-    let level = "'pod-security.kubernetes.io/enforce' in object.metadata.labels && object.metadata.labels['pod-security.kubernetes.io/enforce'] in ['baseline', 'restricted']";
+    // A Pod Security level other than privileged (the labels are there:
+    // `ours` checked).
+    let level = |object: &str| {
+        format!(
+            "'pod-security.kubernetes.io/enforce' in {object}.metadata.labels && {object}.metadata.labels['pod-security.kubernetes.io/enforce'] in ['baseline', 'restricted']"
+        )
+    };
     let namespaces = format!(
-        "request.resource.resource != 'namespaces' || ({} && {level})",
-        ours("object")
+        "request.resource.resource != 'namespaces' || ({} && {})",
+        ours("object"),
+        level("object")
     );
     let writer = writer_name(name);
     let bindings = format!(
-        "request.resource.resource != 'rolebindings' || ({} && namespaceObject.metadata.name != '{MEMBER_NAMESPACE}' \
+        "request.resource.resource != 'rolebindings' || ({} && {} && namespaceObject.metadata.name != '{MEMBER_NAMESPACE}' \
          && object.roleRef.kind == 'ClusterRole' && object.roleRef.name == '{writer}' \
          && size(object.subjects) == 1 && object.subjects[0].kind == 'ServiceAccount' \
          && object.subjects[0].name == '{name}' && object.subjects[0].namespace == '{MEMBER_NAMESPACE}')",
-        ours("namespaceObject")
+        ours("namespaceObject"),
+        level("namespaceObject")
     );
     let policy = json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -185,7 +194,7 @@ pub fn admission_policy(name: &str) -> Result<ValidatingAdmissionPolicy> {
             "matchConditions": [{"name": "the-operators-identity", "expression": format!("request.userInfo.username == '{user}'")}],
             "validations": [
                 {"expression": namespaces, "message": format!("the multiregion identity {name} creates only namespaces labelled {LABEL_MANAGED_BY}=multiregion with a Pod Security level of baseline or restricted")},
-                {"expression": bindings, "message": format!("the multiregion identity {name} binds only {writer}, to itself, in namespaces labelled {LABEL_MANAGED_BY}=multiregion")}
+                {"expression": bindings, "message": format!("the multiregion identity {name} binds only {writer}, to itself, in namespaces labelled {LABEL_MANAGED_BY}=multiregion and pod-security.kubernetes.io/enforce baseline or restricted")}
             ]
         }
     });
@@ -242,8 +251,9 @@ pub fn rbac_yaml(grants: &Grants) -> Result<String> {
     let first_token = format!(
         "# Then the identity's first token (it expires; the operator renews it):\n\
          #   kubectl -n {MEMBER_NAMESPACE} create token {name} --duration 24h\n\
-         # in a kubeconfig Secret of the hub named on the Region, annotated\n\
-         # multiregion.io/member-identity and multiregion.io/confined-identity: {name}.\n"
+         # in a kubeconfig Secret of the hub that the Region names, and on the\n\
+         # Region the annotations multiregion.io/member-identity and\n\
+         # multiregion.io/confined-identity, both {name}.\n"
     );
     let objects: String = documents.iter().map(|d| format!("---\n{d}")).collect();
     Ok(first_token + &objects)
@@ -312,9 +322,13 @@ pub async fn create_identity(
     apply_ours(&Api::all(member.clone()), &binding(name)).await?;
     apply_ours(&in_namespace(member), &own_role(name)).await?;
     apply_ours(&in_namespace(member), &own_binding(name)).await?;
-    // A token Secret an older join made never expires: gone, it is revoked.
-    super::join::delete_ours(&in_namespace::<Secret>(member), name).await?;
     request_token(member, name, ttl).await
+}
+
+/// Deletes the token Secret an older join made, which never expires (gone,
+/// it is revoked): once the new token is stored in the hub.
+pub async fn revoke_old_token(member: &Client, name: &str) -> Result<()> {
+    super::join::delete_ours(&in_namespace::<Secret>(member), name).await
 }
 
 /// What the identity may do to itself, in its own namespace: ask for a new

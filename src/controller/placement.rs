@@ -305,7 +305,8 @@ async fn bind_writer(
                 message: format!(
                     "namespace {namespace} was not created by multiregion, and the identity \
                      {identity} writes only in namespaces labelled {LABEL_MANAGED_BY}=multiregion \
-                     (label it to let the operator in): {}",
+                     and pod-security.kubernetes.io/enforce=baseline (or restricted): label it so to \
+                     let the operator in: {}",
                     status.message
                 ),
             })
@@ -493,9 +494,12 @@ where
         }
         Err(err) => return Err(Error::member(region, err)),
     };
+    // Objects of spec.resources go by their deletionPolicy
+    // (`resources::remove`), whatever their kind.
     let ours = listed
         .into_iter()
-        .filter(|o| manifest::owned_by(Some(o.labels()), app, region));
+        .filter(|o| manifest::owned_by(Some(o.labels()), app, region))
+        .filter(|o| !o.labels().contains_key(LABEL_RESOURCE));
     for object in ours {
         match api
             .delete(&object.name_any(), &DeleteParams::background())

@@ -2,8 +2,8 @@
 //! Region's `spec.allowedNamespaces` selects, and the domains their apps'
 //! traffic sinks may publish (`plan::tenancy`). One
 //! metadata-only watch of every Namespace; a change reconciles the apps of
-//! that namespace, so a label an admin adds or removes takes effect at
-//! once.
+//! that namespace at once: a label added admits them; one removed refuses
+//! their next change (`NotAllowed`), while what was placed runs on.
 
 use std::collections::BTreeMap;
 

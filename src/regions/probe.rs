@@ -357,14 +357,30 @@ pub async fn report_confinement(hub: &Client, name: &str, confined: bool) {
             message,
         );
     }
-    let status = RegionStatus {
-        conditions: conditions.finish(),
-        ..previous.clone()
+    let all = conditions.finish();
+    let Some(condition) = all.iter().find(|c| c.type_ == "CredentialsConfined") else {
+        return;
     };
-    if status != previous {
-        patch_status(&api, name, status).await;
+    if previous.conditions.contains(condition) {
+        return;
+    }
+    // Only this condition, under its own field manager: the probe's status
+    // (phase, counters, other conditions) is never written from a stale
+    // read, and the probe's own writes keep this entry (conditions merge by
+    // type).
+    let body = json!({
+        "apiVersion": "multiregion.io/v1alpha1",
+        "kind": "Region",
+        "status": {"conditions": [condition]},
+    });
+    let params = PatchParams::apply(CONFINEMENT_MANAGER).force();
+    if let Err(err) = api.patch_status(name, &params, &Patch::Apply(&body)).await {
+        tracing::warn!(region = %name, error = %err, "cannot write the Region's CredentialsConfined");
     }
 }
+
+/// The field manager of the `CredentialsConfined` condition alone.
+const CONFINEMENT_MANAGER: &str = "multiregion-confinement";
 
 async fn patch_status(api: &Api<Region>, name: &str, status: RegionStatus) {
     let body = json!({

@@ -555,7 +555,8 @@ pub async fn adopted_namespace(region: &Client, name: &str) {
         name,
         &PatchParams::apply("test").force(),
         &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "multiregion"}}})),
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "multiregion",
+                "pod-security.kubernetes.io/enforce": "baseline"}}})),
     )
     .await
     .expect("namespace");

@@ -177,6 +177,9 @@ fn baseline_container(container: &Value, field: &str) -> Option<String> {
             ));
         }
     }
+    if let Some(why) = probe_hosts(container, field) {
+        return Some(why);
+    }
     let context = container.get("securityContext")?;
     let field = format!("{field}.securityContext");
     if is_true(context.get("privileged")) {
@@ -196,6 +199,27 @@ fn baseline_container(container: &Value, field: &str) -> Option<String> {
         return Some(format!("{field}.capabilities.add: {cap} is not allowed"));
     }
     baseline_context(context, &field)
+}
+
+/// Probes and lifecycle hooks may not name a host (baseline since
+/// Kubernetes 1.34): the kubelet would call it from the node.
+fn probe_hosts(container: &Value, field: &str) -> Option<String> {
+    let handlers = [
+        "livenessProbe",
+        "readinessProbe",
+        "startupProbe",
+        "lifecycle.postStart",
+        "lifecycle.preStop",
+    ];
+    handlers.into_iter().find_map(|handler| {
+        let pointer = format!("/{}", handler.replace('.', "/"));
+        let at = container.pointer(&pointer)?;
+        ["httpGet", "tcpSocket"].into_iter().find_map(|kind| {
+            text(at.pointer(&format!("/{kind}/host")))
+                .filter(|h| !h.is_empty())
+                .map(|_| format!("{field}.{handler}.{kind}.host: must not be set"))
+        })
+    })
 }
 
 fn restricted(spec: &Value, field: &str) -> Option<String> {
@@ -334,6 +358,14 @@ mod tests {
             (
                 nginx(json!({"seLinuxOptions": {"type": "spc_t"}})),
                 "spec.workload.template.spec.containers[0].securityContext.seLinuxOptions.type",
+            ),
+            (
+                json!({"containers": [{"name": "a", "livenessProbe": {"httpGet": {"host": "169.254.169.254", "port": 80}}}]}),
+                "spec.workload.template.spec.containers[0].livenessProbe.httpGet.host",
+            ),
+            (
+                json!({"containers": [{"name": "a", "lifecycle": {"preStop": {"tcpSocket": {"host": "10.0.0.1", "port": 22}}}}]}),
+                "spec.workload.template.spec.containers[0].lifecycle.preStop.tcpSocket.host",
             ),
         ];
         for (spec, field) in cases {

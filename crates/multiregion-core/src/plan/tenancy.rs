@@ -72,7 +72,8 @@ pub fn admit(
 /// member identity's namespace in every region).
 fn reserved(tenant: &Tenant) -> Result<(), NotAllowed> {
     let ns = tenant.namespace;
-    if ns.starts_with("kube-") || ns == tenant.operator_namespace {
+    let member_identities = ns == super::identity::MEMBER_NAMESPACE;
+    if ns.starts_with("kube-") || ns == tenant.operator_namespace || member_identities {
         return Err(NotAllowed(format!(
             "metadata.namespace: apps may not live in {ns}: it is the cluster's or the operator's own namespace"
         )));
@@ -274,6 +275,14 @@ fn pods(
     }
     let built = resources::for_region(app, spec, &entry.name, &[]).unwrap_or_default();
     for object in built {
+        // As the region gets it: its overrides may have made it one the
+        // denylist refuses.
+        denied_kind(&object.object, &object.field).map_err(|e| {
+            NotAllowed(format!(
+                "{} (with {overrides_field} for region {})",
+                e.0, entry.name
+            ))
+        })?;
         if let Some(pod) = object
             .object
             .pointer("/spec/template")
@@ -296,6 +305,14 @@ fn app_endpoint(
     field: &str,
 ) -> Result<(), NotAllowed> {
     let refuse = |why: &str| NotAllowed(format!("{field}: {endpoint} {why}"));
+    // Parsers disagree on these (a `\` ends the host for a browser's URL
+    // parser, not for ours): refused rather than guessed.
+    let odd = |c: char| matches!(c, '\\' | '@' | '%') || c.is_whitespace() || c.is_control();
+    if endpoint.chars().any(odd) {
+        return Err(refuse(
+            "holds a character endpoints may not (\\, @, %, spaces or control characters)",
+        ));
+    }
     let Some(allowed) = &region.app_endpoints else {
         return Err(refuse(&format!(
             "is not allowed: Region {name} lets apps set no endpoint of their own (its spec.appEndpoints); leave it unset to use the Region's"

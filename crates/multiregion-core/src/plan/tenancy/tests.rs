@@ -361,3 +361,62 @@ fn sinks_publish_only_names_inside_the_namespaces_domains() {
         "{refused}"
     );
 }
+
+#[test]
+fn endpoints_that_parsers_read_differently_are_refused() {
+    let lists = json!({"cidrs": ["10.0.0.0/8"], "domains": ["example.com"]});
+    for odd in [
+        "http://169.254.169.254\\@shop.example.com/",
+        "http://user@shop.example.com",
+        "http://shop.example.com%2f@10.0.0.1",
+        "http://shop.example.com /x",
+    ] {
+        let refused = endpoint(odd, lists.clone()).unwrap_err().0;
+        assert!(
+            refused.contains("holds a character endpoints may not"),
+            "{odd}: {refused}"
+        );
+    }
+}
+
+#[test]
+fn an_override_cannot_turn_a_manifest_into_one_the_denylist_refuses() {
+    let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "edge"}, "spec": {"ports": [{"port": 80}]}});
+    let patched = spec(json!({
+        "resources": [service],
+        "regions": [{"name": "us-east", "overrides": {"resources": [{"kind": "Service", "name": "edge",
+            "patches": [{"op": "add", "path": "/spec/externalIPs", "value": ["1.2.3.4"]}]}]}}, {"name": "eu-west"}]
+    }));
+    let refused = refusal(&patched, region(json!({})));
+    assert!(
+        refused.starts_with("spec.resources[0].spec.externalIPs:"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("with spec.regions[0].overrides for region us-east"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn apps_never_live_in_the_members_identity_namespace() {
+    let labels = labels();
+    let tenant = Tenant {
+        namespace: "multiregion-system",
+        labels: &labels,
+        operator_namespace: "ops",
+        allowed_domains: None,
+    };
+    let app = spec(json!({}));
+    let template = manifest::validate_template(&app).unwrap();
+    assert!(
+        admit(
+            &key(),
+            &app,
+            &template,
+            &regions(region(json!({}))),
+            &tenant
+        )
+        .is_err()
+    );
+}
