@@ -522,6 +522,20 @@ async fn unjoin_removes_both_sides_and_refuses_while_an_app_uses_the_region() {
     let ns = "day2-unjoin";
     let spec = app_spec("ActivePassive", &["us-east", "ap-south"], json!({}));
     apply_app(&hub, ns, "web", spec).await;
+    // Placed there: the operator bound the identity's writer in the app's
+    // namespace, which unjoin removes too.
+    let member = env().client("ap-south").await;
+    common::wait_for(
+        "the standby placed in ap-south",
+        Duration::from_secs(60),
+        || async {
+            Api::<Deployment>::namespaced(member.clone(), ns)
+                .get_opt("web")
+                .await
+                .ok()?
+        },
+    )
+    .await;
     let out = Command::new(env!("CARGO_BIN_EXE_multiregion"))
         .args(["unjoin", "ap-south", "--hub-kubeconfig", hub_kubeconfig()])
         .output()
@@ -539,7 +553,6 @@ async fn unjoin_removes_both_sides_and_refuses_while_an_app_uses_the_region() {
     })
     .await;
 
-    let member = env().client("ap-south").await;
     let made: Vec<String> = identities(&member)
         .await
         .iter()

@@ -19,7 +19,7 @@ mod tenants;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -358,8 +358,8 @@ fn regions_using(store: &Store<Region>, secret: &Secret) -> Vec<ObjectRef<Region
         .collect()
 }
 
-/// How often the member tokens' lifetimes are read (a hub GET of each
-/// joined Region's Secret).
+/// How often the member tokens are looked at (a Region's Secret is read
+/// only when `plan::identity::next_check` says so).
 const TOKEN_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Forgets members whose Region is gone; marks the registry synced once
@@ -370,9 +370,12 @@ async fn prune(registry: Arc<Registry>, store: Store<Region>, renew_within: Dura
         return;
     }
     let mut tokens_checked: Option<Instant> = None;
+    let mut next_token_checks = HashMap::new();
     loop {
         if tokens_checked.is_none_or(|t| t.elapsed() >= TOKEN_CHECK_INTERVAL) {
-            crate::regions::tokens::renew_due(&registry, &store.state(), renew_within).await;
+            let regions = store.state();
+            let checks = &mut next_token_checks;
+            crate::regions::tokens::renew_due(&registry, &regions, renew_within, checks).await;
             tokens_checked = Some(Instant::now());
         }
         let names: HashSet<String> = store.state().iter().map(|r| r.name_any()).collect();

@@ -279,12 +279,10 @@ async fn write_status(
 /// Reports unusable credentials on the Region.
 pub async fn report_credentials_error(hub: &Client, name: &str, err: &CredentialsError) {
     let api: Api<Region> = Api::all(hub.clone());
-    let Ok(region) = api.get_status(name).await else {
+    let Some((previous, generation)) = status_of(&api, name).await else {
         return;
     };
-    let previous = region.status.unwrap_or_default();
-    let now = Timestamp::now();
-    let mut conditions = Conditions::new(&previous.conditions, now, region.metadata.generation);
+    let mut conditions = Conditions::new(&previous.conditions, Timestamp::now(), generation);
     conditions.set("Ready", false, err.reason(), err.to_string());
     conditions.set("Reachable", false, err.reason(), err.to_string());
     let status = RegionStatus {
@@ -302,15 +300,10 @@ pub async fn report_credentials_error(hub: &Client, name: &str, err: &Credential
 /// last working ones because the current ones are unusable.
 pub async fn report_credentials_current(hub: &Client, name: &str, why: Option<&str>) {
     let api: Api<Region> = Api::all(hub.clone());
-    let Ok(region) = api.get_status(name).await else {
+    let Some((previous, generation)) = status_of(&api, name).await else {
         return;
     };
-    let previous = region.status.unwrap_or_default();
-    let mut conditions = Conditions::new(
-        &previous.conditions,
-        Timestamp::now(),
-        region.metadata.generation,
-    );
+    let mut conditions = Conditions::new(&previous.conditions, Timestamp::now(), generation);
     match why {
         None => conditions.set("CredentialsCurrent", true, "InUse", "the Region's credentials are in use"),
         Some(why) => conditions.set(
@@ -334,15 +327,10 @@ pub async fn report_credentials_current(hub: &Client, name: &str, why: Option<&s
 /// before that (it writes in every namespace until joined again).
 pub async fn report_confinement(hub: &Client, name: &str, confined: bool) {
     let api: Api<Region> = Api::all(hub.clone());
-    let Ok(region) = api.get_status(name).await else {
+    let Some((previous, generation)) = status_of(&api, name).await else {
         return;
     };
-    let previous = region.status.unwrap_or_default();
-    let mut conditions = Conditions::new(
-        &previous.conditions,
-        Timestamp::now(),
-        region.metadata.generation,
-    );
+    let mut conditions = Conditions::new(&previous.conditions, Timestamp::now(), generation);
     if confined {
         let message = "the member identity writes only in the namespaces the operator created or an admin labelled";
         conditions.set("CredentialsConfined", true, "Confined", message);
@@ -377,6 +365,16 @@ pub async fn report_confinement(hub: &Client, name: &str, confined: bool) {
     if let Err(err) = api.patch_status(name, &params, &Patch::Apply(&body)).await {
         tracing::warn!(region = %name, error = %err, "cannot write the Region's CredentialsConfined");
     }
+}
+
+/// The Region's status as the hub has it now, and its generation; None
+/// when it cannot be read (the report is skipped: the next one tries).
+async fn status_of(api: &Api<Region>, name: &str) -> Option<(RegionStatus, Option<i64>)> {
+    let region = api.get_status(name).await.ok()?;
+    Some((
+        region.status.unwrap_or_default(),
+        region.metadata.generation,
+    ))
 }
 
 /// The field manager of the `CredentialsConfined` condition alone.

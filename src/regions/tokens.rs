@@ -2,6 +2,7 @@
 //! member, read back from a kubeconfig, and renewed by the operator before
 //! they expire, with the identity's own right to ask for its token.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,30 +62,54 @@ fn token_of(kubeconfig: &str) -> Option<String> {
 /// same lifetime asked for with the current one, written over it in the
 /// Secret (the Region's member then rebuilds its client, keeping the old
 /// one until the new one answers). Only while this replica may write.
-pub async fn renew_due(registry: &Registry, regions: &[Arc<Region>], within: Duration) {
+///
+/// `next_checks` holds, per Region, when its Secret is next read
+/// (`plan::identity::next_check`), so that a day's token costs a hub read
+/// every two minutes, not every call.
+pub async fn renew_due(
+    registry: &Registry,
+    regions: &[Arc<Region>],
+    within: Duration,
+    next_checks: &mut HashMap<String, i64>,
+) {
     let now = jiff::Timestamp::now().as_second();
     for region in regions {
         if registry.fence().check().is_err() {
             return;
         }
         let name = region.name_any();
-        if let Err(why) = renew(registry, region, now, within).await {
-            tracing::warn!(region = %name, error = %why, "the member token could not be renewed yet; trying again");
+        if next_checks.get(&name).is_some_and(|next| now < *next) {
+            continue;
+        }
+        match renew(registry, region, now, within).await {
+            Ok(Some(next)) => {
+                next_checks.insert(name, next);
+            }
+            Ok(None) => {
+                next_checks.remove(&name);
+            }
+            Err(why) => {
+                next_checks.remove(&name);
+                tracing::warn!(region = %name, error = %why, "the member token could not be renewed yet; trying again");
+            }
         }
     }
 }
 
+/// Renews the Region's token if due; returns when to look again (None:
+/// at the next call, after a renewal).
 async fn renew(
     registry: &Registry,
     region: &Region,
     now: i64,
     within: Duration,
-) -> Result<(), String> {
+) -> Result<Option<i64>, String> {
+    let later = Ok(Some(now + identity::LONGEST_CHECK_GAP));
     let Some(identity) = region.annotations().get(ANNOTATION_CONFINED_IDENTITY) else {
-        return Ok(());
+        return later;
     };
     let Some(secret_ref) = &region.spec.kubeconfig_secret_ref else {
-        return Ok(());
+        return later;
     };
     let secrets: Api<Secret> = Api::namespaced(registry.hub().clone(), &secret_ref.namespace);
     let secret = secrets
@@ -96,13 +121,14 @@ async fn renew(
         .and_then(|k| String::from_utf8(k.0).ok())
         .ok_or("its kubeconfig Secret is missing")?;
     let Some(token) = token_of(&kubeconfig) else {
-        return Ok(());
+        return later;
     };
     let Some((issued, expires)) = lifetime(&token) else {
-        return Ok(());
+        return later;
     };
-    if !identity::renewal_due(issued, expires, now, within.as_secs() as i64) {
-        return Ok(());
+    let within = within.as_secs() as i64;
+    if !identity::renewal_due(issued, expires, now, within) {
+        return Ok(Some(identity::next_check(issued, expires, now, within)));
     }
     let member = registry.get(&region.name_any()).ok_or("no member yet")?;
     let client = member.client().map_err(|e| e.to_string())?;
@@ -125,7 +151,7 @@ async fn renew(
     {
         Some(Ok(_)) => {
             tracing::info!(region = %region.name_any(), identity = %identity, "member token renewed");
-            Ok(())
+            Ok(None)
         }
         Some(Err(err)) => Err(err.to_string()),
         None => Err("not written within the leader's deadline".into()),

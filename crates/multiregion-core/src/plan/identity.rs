@@ -60,6 +60,21 @@ pub fn renewal_due(issued: i64, expires: i64, now: i64, within: i64) -> bool {
     now >= two_thirds || expires - now <= within
 }
 
+/// The longest the operator goes without reading a token's lifetime again:
+/// short enough that a token replaced by a shorter-lived one (10 minutes,
+/// renewed at 6 min 40 s) is still renewed in time.
+pub const LONGEST_CHECK_GAP: i64 = 120;
+
+/// When to read the token's lifetime again (Unix seconds): when
+/// `renewal_due` turns true, but no later than `LONGEST_CHECK_GAP` from
+/// `now`.
+pub fn next_check(issued: i64, expires: i64, now: i64, within: i64) -> i64 {
+    let two_thirds = issued + (expires - issued) * 2 / 3;
+    two_thirds
+        .min(expires - within)
+        .min(now + LONGEST_CHECK_GAP)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +91,25 @@ mod tests {
         );
         assert!(renewal_due(0, 600, 10, 595), "within the margin");
         assert!(!renewal_due(0, 600, 4, 595));
+    }
+
+    #[test]
+    fn the_lifetime_is_read_again_when_renewal_is_due_or_after_two_minutes() {
+        // (issued, expires, now, within, next check)
+        let table = [
+            (0, 86_400, 3_600, 0, 3_720),    // a day's token: every 2 minutes
+            (0, 86_400, 57_550, 0, 57_600),  // due before the gap ends
+            (0, 600, 10, 595, 5),            // within the margin: at once
+            (1_000, 1_600, 1_001, 0, 1_121), // ten minutes: the gap first
+        ];
+        for (issued, expires, now, within, want) in table {
+            assert_eq!(
+                next_check(issued, expires, now, within),
+                want,
+                "{issued} {expires} {now}"
+            );
+            assert!(!renewal_due(issued, expires, want - 1, within) || want <= now);
+        }
     }
 
     #[test]
