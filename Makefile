@@ -6,7 +6,7 @@ CARGO ?= cargo
 
 ## test: everything CI checks: format, lints, unit, end-to-end and chaos
 ## tests on local regions, then the kind walkthrough test (needs root or
-## Docker; see README "On kind").
+## Docker; see docs/kind.md).
 test: test-local test-kind
 
 ## test-local: everything but kind (no Docker needed).

@@ -20,7 +20,7 @@ use common::operator::{
 };
 use common::wait_for;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use multiregion::api::{MoveReason, Reason};
@@ -823,10 +823,19 @@ async fn a_member_namespace_deleted_by_hand_is_placed_again() {
         .await
         .unwrap();
     let deleted = Instant::now();
-    wait_for("the namespace gone", Duration::from_secs(120), || async {
-        namespaces.get_opt(ns).await.ok()?.is_none().then_some(())
-    })
+    let gone = tokio::time::timeout(
+        Duration::from_secs(120),
+        wait_for("the namespace gone", Duration::from_secs(3600), || async {
+            namespaces.get_opt(ns).await.ok()?.is_none().then_some(())
+        }),
+    )
     .await;
+    if gone.is_err() {
+        panic!(
+            "eu-west's namespace not gone after 120 s: {}",
+            terminating_namespace(&eu, ns).await
+        );
+    }
     wait_for(
         "eu-west's standby placed again",
         Duration::from_secs(120),
@@ -847,6 +856,29 @@ async fn a_member_namespace_deleted_by_hand_is_placed_again() {
         Some(deleted.elapsed()),
     );
     delete_app(&hub, ns, "web").await;
+}
+
+/// What keeps a member namespace from going: its conditions and the pods
+/// left in it, for a test that timed out waiting.
+async fn terminating_namespace(member: &Client, ns: &str) -> String {
+    let namespace = Api::<Namespace>::all(member.clone()).get_opt(ns).await;
+    let conditions = namespace.map(|n| n.and_then(|n| n.status).and_then(|s| s.conditions));
+    let pods = Api::<Pod>::namespaced(member.clone(), ns)
+        .list(&Default::default())
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{} (finalizers {:?})",
+                        p.metadata.name.clone().unwrap_or_default(),
+                        p.metadata.finalizers
+                    )
+                })
+                .collect::<Vec<_>>()
+        });
+    format!("conditions {conditions:?}; pods {pods:?}")
 }
 
 #[tokio::test]

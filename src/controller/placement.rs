@@ -270,6 +270,12 @@ async fn ensure_namespace(member: &Member, client: &Client, name: &str) -> Resul
         .get_opt(name)
         .await
         .map_err(|e| Error::member(region, e))?;
+    if existing
+        .as_ref()
+        .is_some_and(|n| n.metadata.deletion_timestamp.is_some())
+    {
+        return Err(being_deleted(region, name));
+    }
     if existing.is_none() {
         let namespace = manifest::namespace(name, member.spec().pod_security);
         match api.create(&post_params(), &namespace).await {
@@ -299,6 +305,9 @@ async fn bind_writer(
     match api.create(&post_params(), &binding).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(kube::Error::Api(status)) if status.message.contains("being terminated") => {
+            Err(being_deleted(member.name(), namespace))
+        }
         Err(kube::Error::Api(status)) if status.code == 403 || status.code == 422 => {
             Err(Error::Refused {
                 region: member.name().to_string(),
@@ -312,6 +321,17 @@ async fn bind_writer(
             })
         }
         Err(err) => Err(Error::member(member.name(), err)),
+    }
+}
+
+/// A member namespace someone deleted: nothing can be placed in it until
+/// its deletion ends; the next placement creates it again.
+fn being_deleted(region: &str, namespace: &str) -> Error {
+    Error::Refused {
+        region: region.to_string(),
+        message: format!(
+            "namespace {namespace} is being deleted (Forbidden): it is created again once it is gone"
+        ),
     }
 }
 
