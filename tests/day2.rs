@@ -72,6 +72,53 @@ fn failed(args: &[&str]) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// `kubectl multiregion status ... -w` running, its output collected;
+/// stopped when dropped.
+struct StatusWatch {
+    child: std::process::Child,
+    printed: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl StatusWatch {
+    fn start(args: &[&str]) -> Self {
+        use std::io::BufRead as _;
+        let mut child = Command::new(env().bin_dir.join("kubectl"))
+            .arg("multiregion")
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(env().kubeconfig("hub"))
+            .env("PATH", plugin_path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl multiregion status -w runs");
+        let stdout = child.stdout.take().unwrap();
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = printed.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        StatusWatch { child, printed }
+    }
+
+    fn printed(&self) -> String {
+        self.printed.lock().unwrap().clone()
+    }
+}
+
+impl Drop for StatusWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 async fn app(hub: &Client, ns: &str, name: &str) -> MultiRegionApp {
     let api: Api<MultiRegionApp> = Api::namespaced(hub.clone(), ns);
     api.get(name).await.unwrap()
@@ -382,7 +429,13 @@ async fn drain_and_cordon_take_a_region_out_of_traffic_and_back() {
     let minutes = Duration::from_secs(120);
     wait_weights(&hub, ns, "web", both, "both regions serve", minutes).await;
 
-    succeeded(&["drain", "web", "eu-west", "-n", ns]);
+    let watch = StatusWatch::start(&["status", "web", "-n", ns, "-w"]);
+    common::wait_for("status -w lists the app", minutes, || async {
+        watch.printed().contains(both).then_some(())
+    })
+    .await;
+    // kubectl's habit: the namespace before the verb.
+    succeeded(&["-n", ns, "drain", "web", "eu-west"]);
     wait_weights(
         &hub,
         ns,
@@ -392,6 +445,24 @@ async fn drain_and_cordon_take_a_region_out_of_traffic_and_back() {
         minutes,
     )
     .await;
+    common::wait_for("status -w prints the change", minutes, || async {
+        watch
+            .printed()
+            .contains("weights: us-east=100 eu-west=0")
+            .then_some(())
+    })
+    .await;
+    drop(watch);
+    let refused = failed(&["status", "-n", ns, "--dry-run"]);
+    assert!(
+        refused.contains("--dry-run"),
+        "status changes nothing: {refused}"
+    );
+    let refused = failed(&["cordon", "eu-west", "-n", ns]);
+    assert!(
+        refused.contains("'-n'"),
+        "Regions have no namespace: {refused}"
+    );
     assert!(app(&hub, ns, "web").await.spec.regions[1].drain);
     succeeded(&["undrain", "web", "eu-west", "-n", ns]);
     wait_weights(&hub, ns, "web", both, "eu-west undrained", minutes).await;

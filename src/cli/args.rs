@@ -66,27 +66,41 @@ pub enum Command {
     },
 }
 
-/// How to reach the hub, and in which namespace, as kubectl does.
+/// How to reach the hub, as kubectl does. kubectl's habit of putting
+/// these before the verb (`multiregion -n shop status`) works too
+/// (`cli::hoist_connection_flags`).
 #[derive(clap::Args, Clone, Debug)]
-pub struct HubArgs {
+pub struct Connection {
     /// Kubeconfig of the hub (default: $KUBECONFIG or ~/.kube/config).
-    #[arg(long, env = "MULTIREGION_KUBECONFIG", global = true)]
+    #[arg(long, env = "MULTIREGION_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// Context of that kubeconfig.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub context: Option<String>,
-    /// Namespace of the apps (default: the context's namespace).
-    #[arg(short, long, global = true)]
-    pub namespace: Option<String>,
-    /// Server-side dry run: show what would change, change nothing
-    /// (`--dry-run` or `--dry-run=server`, as kubectl).
-    #[arg(long, global = true, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "server")]
-    pub dry_run: Option<DryRun>,
     /// How long to wait for each answer of the hub's API server, as
     /// kubectl's `--request-timeout` (`30s`, `1m`, `500ms`; a bare number
     /// is seconds). Default: no limit.
-    #[arg(long, global = true, value_parser = request_timeout)]
+    #[arg(long, value_parser = request_timeout)]
     pub request_timeout: Option<std::time::Duration>,
+}
+
+/// The hub and the namespace of the apps.
+#[derive(clap::Args, Clone, Debug)]
+pub struct HubArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    /// Namespace of the apps (default: the context's namespace).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+}
+
+/// What the verbs that change something take besides the hub.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Change {
+    /// Server-side dry run: show what would change, change nothing
+    /// (`--dry-run` or `--dry-run=server`, as kubectl).
+    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "server")]
+    pub dry_run: Option<DryRun>,
 }
 
 /// kubectl's forms: `30s`, `1m`, `500ms`, `1h`, or a number of seconds.
@@ -138,6 +152,10 @@ pub struct StatusArgs {
     /// one per line), json and yaml (a List for several apps).
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// After the first listing, watch: print an app again each time what
+    /// is shown of it changes (and when it is deleted), until interrupted.
+    #[arg(short, long)]
+    pub watch: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -179,6 +197,8 @@ pub struct AppArgs {
     pub app: String,
     #[command(flatten)]
     pub hub: HubArgs,
+    #[command(flatten)]
+    pub change: Change,
 }
 
 #[derive(clap::Args)]
@@ -190,6 +210,8 @@ pub struct DrillArgs {
     pub now: bool,
     #[command(flatten)]
     pub hub: HubArgs,
+    #[command(flatten)]
+    pub change: Change,
 }
 
 #[derive(clap::Args)]
@@ -201,6 +223,8 @@ pub struct FailoverArgs {
     pub to: String,
     #[command(flatten)]
     pub hub: HubArgs,
+    #[command(flatten)]
+    pub change: Change,
 }
 
 #[derive(clap::Args)]
@@ -211,6 +235,8 @@ pub struct RegionOfAppArgs {
     pub region: String,
     #[command(flatten)]
     pub hub: HubArgs,
+    #[command(flatten)]
+    pub change: Change,
 }
 
 #[derive(clap::Args)]
@@ -218,7 +244,9 @@ pub struct RegionArgs {
     /// The Region.
     pub region: String,
     #[command(flatten)]
-    pub hub: HubArgs,
+    pub hub: Connection,
+    #[command(flatten)]
+    pub change: Change,
 }
 
 /// The hub, for commands whose `--kubeconfig` names a member.

@@ -10,8 +10,8 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 use super::args::{
-    AppArgs, DrillArgs, FailoverArgs, HubArgs, Output, PlanArgs, PlanOutput, RegionArgs,
-    RegionOfAppArgs,
+    AppArgs, Change, Connection, DrillArgs, FailoverArgs, HubArgs, Output, PlanArgs, PlanOutput,
+    RegionArgs, RegionOfAppArgs,
 };
 use crate::api::{ANNOTATION_DRILL_REQUESTED, MultiRegionApp, Region};
 use crate::plan::playbook;
@@ -19,9 +19,8 @@ use crate::plan::playbook;
 /// The field manager of the commands' patches, shown in managedFields.
 const CLI_MANAGER: &str = "multiregion-cli";
 
-/// The hub and the namespace the command works in (`-n`, else the
-/// context's namespace, as kubectl).
-async fn hub(args: &HubArgs) -> Result<(Client, String)> {
+/// A client of the hub, and its context's namespace.
+async fn connect(args: &Connection) -> Result<(Client, String)> {
     let mut config = super::hub::config(args.kubeconfig.as_deref(), args.context.as_ref()).await?;
     if let Some(limit) = args.request_timeout {
         config.connect_timeout = Some(limit);
@@ -30,13 +29,20 @@ async fn hub(args: &HubArgs) -> Result<(Client, String)> {
     }
     let default_namespace = config.default_namespace.clone();
     let client = crate::metrics::counted_client(config, "hub")?;
+    Ok((client, default_namespace))
+}
+
+/// The hub and the namespace the command works in (`-n`, else the
+/// context's namespace, as kubectl).
+async fn hub(args: &HubArgs) -> Result<(Client, String)> {
+    let (client, default_namespace) = connect(&args.connection).await?;
     let namespace = args.namespace.clone().unwrap_or(default_namespace);
     Ok((client, namespace))
 }
 
-fn patch_params(args: &HubArgs) -> PatchParams {
+fn patch_params(change: &Change) -> PatchParams {
     PatchParams {
-        dry_run: args.dry_run.is_some(),
+        dry_run: change.dry_run.is_some(),
         field_manager: Some(CLI_MANAGER.to_string()),
         ..PatchParams::default()
     }
@@ -74,34 +80,116 @@ pub async fn status(args: super::args::StatusArgs) -> Result<()> {
     for app in &mut apps {
         app.metadata.managed_fields = None;
     }
+    print_status(&apps, &args, &namespace)?;
+    if args.watch {
+        watch_status(api, &apps, &args).await?;
+    }
+    Ok(())
+}
+
+fn print_status(
+    apps: &[MultiRegionApp],
+    args: &super::args::StatusArgs,
+    namespace: &str,
+) -> Result<()> {
     match args.output {
-        Output::Name => {
-            for app in &apps {
-                println!("multiregionapp.multiregion.io/{}", app.name_any());
-            }
+        Output::Table | Output::Wide if apps.is_empty() => {
+            let scope = if args.all_namespaces {
+                "any namespace".to_string()
+            } else {
+                format!("namespace {namespace}")
+            };
+            println!("No MultiRegionApps found in {scope}.");
         }
-        Output::Table | Output::Wide => {
-            if apps.is_empty() {
-                let scope = if args.all_namespaces {
-                    "any namespace".to_string()
-                } else {
-                    format!("namespace {namespace}")
-                };
-                println!("No MultiRegionApps found in {scope}.");
+        Output::Table | Output::Wide | Output::Name => {
+            for app in apps {
+                print!("{}", shown_change(app, args.output)?);
             }
-            let wide = args.output == Output::Wide;
-            print!(
-                "{}",
-                super::render::status_table(&apps, wide, super::style())
-            );
         }
         Output::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&shown_apps(&apps, &args)?)?
+            serde_json::to_string_pretty(&shown_apps(apps, args)?)?
         ),
-        Output::Yaml => print!("{}", serde_saphyr::to_string(&shown_apps(&apps, &args)?)?),
+        Output::Yaml => print!("{}", serde_saphyr::to_string(&shown_apps(apps, args)?)?),
     }
     Ok(())
+}
+
+/// One app as `status` shows it, alone (a table block, its name line, or
+/// one JSON or YAML document).
+fn shown_change(app: &MultiRegionApp, output: Output) -> Result<String> {
+    Ok(match output {
+        Output::Table | Output::Wide => super::render::status_table(
+            std::slice::from_ref(app),
+            output == Output::Wide,
+            super::style(),
+        ),
+        Output::Name => format!("multiregionapp.multiregion.io/{}\n", app.name_any()),
+        Output::Json => format!("{}\n", serde_json::to_string_pretty(app)?),
+        Output::Yaml => format!("---\n{}", serde_saphyr::to_string(app)?),
+    })
+}
+
+/// `status -w`: each app again whenever what is shown of it changes (for
+/// `-o json|yaml|name`, whenever the object changes), and a line when one
+/// is deleted; until interrupted. A lost watch is resumed by kube's
+/// watcher, and a re-list prints only what changed meanwhile.
+async fn watch_status(
+    api: Api<MultiRegionApp>,
+    listed: &[MultiRegionApp],
+    args: &super::args::StatusArgs,
+) -> Result<()> {
+    use futures::StreamExt as _;
+    use kube::runtime::WatchStreamExt as _;
+    use kube::runtime::watcher::{self, Event};
+    let key = |app: &MultiRegionApp| {
+        format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any())
+    };
+    let mut last: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for app in listed {
+        last.insert(key(app), change_key(app, args.output)?);
+    }
+    let mut config = watcher::Config::default();
+    if let Some(name) = &args.name {
+        config = config.fields(&format!("metadata.name={name}"));
+    }
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Apply(mut app) | Event::InitApply(mut app)) => {
+                app.metadata.managed_fields = None;
+                let seen = change_key(&app, args.output)?;
+                if last.insert(key(&app), seen.clone()).as_ref() != Some(&seen) {
+                    print!("{}", shown_change(&app, args.output)?);
+                }
+            }
+            Ok(Event::Delete(app)) => {
+                if last.remove(&key(&app)).is_some()
+                    && args.output != Output::Json
+                    && args.output != Output::Yaml
+                {
+                    println!("{} deleted", key(&app));
+                }
+            }
+            Ok(Event::Init | Event::InitDone) => {}
+            Err(err) => eprintln!("watch: {err} (retrying)"),
+        }
+    }
+    Ok(())
+}
+
+/// What must change for `status -w` to print an app again: what the table
+/// shows of it, or (for the other formats) the object itself.
+fn change_key(app: &MultiRegionApp, output: Output) -> Result<String> {
+    match output {
+        Output::Table | Output::Wide => shown_change(app, output),
+        _ => {
+            let mut app = app.clone();
+            app.metadata.resource_version = None;
+            app.metadata.managed_fields = None;
+            Ok(serde_json::to_string(&app)?)
+        }
+    }
 }
 
 /// One named app as itself, several as a `List`, as `kubectl get` prints them.
@@ -304,11 +392,11 @@ fn region_index(app: &MultiRegionApp, region: &str) -> Result<usize> {
 }
 
 pub async fn failover(args: FailoverArgs) -> Result<()> {
-    set_override(&args.app, &args.to, &args.hub).await
+    set_override(&args.app, &args.to, &args.hub, &args.change).await
 }
 
 pub async fn release(args: AppArgs) -> Result<()> {
-    set_override(&args.app, "", &args.hub).await
+    set_override(&args.app, "", &args.hub, &args.change).await
 }
 
 /// Asks the operator for a drill now: the app's drill-requested annotation
@@ -326,16 +414,20 @@ pub async fn drill(args: DrillArgs) -> Result<()> {
     let second = jiff::Timestamp::now().as_second();
     let now = jiff::Timestamp::from_second(second)?.to_string();
     let patch = json!({"metadata": {"annotations": {ANNOTATION_DRILL_REQUESTED: now}}});
-    api.patch(&args.app, &patch_params(&args.hub), &Patch::Merge(&patch))
-        .await
-        .with_context(|| format!("requesting a drill of {}", args.app))?;
+    api.patch(
+        &args.app,
+        &patch_params(&args.change),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .with_context(|| format!("requesting a drill of {}", args.app))?;
     report(
         "multiregionapp",
         &args.app,
         "drill requested",
         shown(&before),
         &now,
-        args.hub.dry_run.is_some(),
+        args.change.dry_run.is_some(),
     );
     println!(
         "the outcome appears in status.drills (kubectl get mra {} -o yaml)",
@@ -345,7 +437,7 @@ pub async fn drill(args: DrillArgs) -> Result<()> {
 }
 
 /// Sets (or clears, with "") spec.failover.activeOverride.
-async fn set_override(name: &str, region: &str, hub_args: &HubArgs) -> Result<()> {
+async fn set_override(name: &str, region: &str, hub_args: &HubArgs, change: &Change) -> Result<()> {
     let (client, namespace) = hub(hub_args).await?;
     let api: Api<MultiRegionApp> = Api::namespaced(client, &namespace);
     let current = app(&api, name, &namespace).await?;
@@ -354,7 +446,7 @@ async fn set_override(name: &str, region: &str, hub_args: &HubArgs) -> Result<()
     }
     let patch = json!({"spec": {"failover": {"activeOverride": region}}});
     let patched = api
-        .patch(name, &patch_params(hub_args), &Patch::Merge(&patch))
+        .patch(name, &patch_params(change), &Patch::Merge(&patch))
         .await
         .with_context(|| format!("setting spec.failover.activeOverride of {name}"))?;
     report(
@@ -363,7 +455,7 @@ async fn set_override(name: &str, region: &str, hub_args: &HubArgs) -> Result<()
         "spec.failover.activeOverride",
         shown(&current.spec.failover.active_override),
         shown(&patched.spec.failover.active_override),
-        hub_args.dry_run.is_some(),
+        change.dry_run.is_some(),
     );
     Ok(())
 }
@@ -383,7 +475,7 @@ pub async fn drain(args: RegionOfAppArgs, drain: bool) -> Result<()> {
     let patched = api
         .patch(
             &args.app,
-            &patch_params(&args.hub),
+            &patch_params(&args.change),
             &Patch::Json::<()>(patch),
         )
         .await
@@ -395,14 +487,14 @@ pub async fn drain(args: RegionOfAppArgs, drain: bool) -> Result<()> {
         &format!("spec.regions[{}].drain", args.region),
         &drained(&current),
         &drained(&patched),
-        args.hub.dry_run.is_some(),
+        args.change.dry_run.is_some(),
     );
     Ok(())
 }
 
 /// Sets spec.cordoned of a Region.
 pub async fn cordon(args: RegionArgs, cordoned: bool) -> Result<()> {
-    let (client, _) = hub(&args.hub).await?;
+    let (client, _) = connect(&args.hub).await?;
     let api: Api<Region> = Api::all(client);
     let current = api
         .get(&args.region)
@@ -412,7 +504,7 @@ pub async fn cordon(args: RegionArgs, cordoned: bool) -> Result<()> {
     let patched = api
         .patch(
             &args.region,
-            &patch_params(&args.hub),
+            &patch_params(&args.change),
             &Patch::Merge(&patch),
         )
         .await
@@ -423,7 +515,7 @@ pub async fn cordon(args: RegionArgs, cordoned: bool) -> Result<()> {
         "spec.cordoned",
         &current.spec.cordoned.to_string(),
         &patched.spec.cordoned.to_string(),
-        args.hub.dry_run.is_some(),
+        args.change.dry_run.is_some(),
     );
     Ok(())
 }

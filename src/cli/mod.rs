@@ -41,8 +41,52 @@ pub fn display_name() -> String {
 /// Parses the command line, naming the command as it was invoked.
 pub fn parse() -> Cli {
     let name = display_name();
-    let matches = Cli::command().bin_name(name).get_matches();
+    let args = hoist_connection_flags(std::env::args_os().collect());
+    let matches = Cli::command().bin_name(name).get_matches_from(args);
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The flags kubectl takes before its verb (`kubectl -n shop get mra`).
+const CONNECTION_FLAGS: [&str; 5] = [
+    "-n",
+    "--namespace",
+    "--context",
+    "--kubeconfig",
+    "--request-timeout",
+];
+
+/// Moves the connection flags given before the verb to after it, where each
+/// verb declares those it takes: `multiregion -n shop status` is
+/// `multiregion status -n shop`. A verb that does not take one refuses it
+/// as usual. Anything else before the verb (`--help`) is left as it is.
+pub fn hoist_connection_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let text: Vec<Option<&str>> = args.iter().map(|a| a.to_str()).collect();
+    let mut hoisted = Vec::new();
+    let mut i = 1;
+    while let Some(Some(arg)) = text.get(i) {
+        let with_value = CONNECTION_FLAGS.contains(arg);
+        let joined = CONNECTION_FLAGS
+            .iter()
+            .any(|f| arg.starts_with(&format!("{f}=")))
+            || (arg.starts_with("-n") && !arg.starts_with("--") && arg.len() > 2);
+        if with_value && i + 1 < args.len() {
+            hoisted.extend([args[i].clone(), args[i + 1].clone()]);
+            i += 2;
+        } else if joined {
+            hoisted.push(args[i].clone());
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    let verb = text.get(i).copied().flatten();
+    if hoisted.is_empty() || verb.is_none_or(|v| v.starts_with('-')) {
+        return args;
+    }
+    let mut out = vec![args[0].clone(), args[i].clone()];
+    out.extend(hoisted);
+    out.extend(args[i + 1..].iter().cloned());
+    out
 }
 
 /// Colour on a terminal, unless `NO_COLOR` is set.
@@ -91,6 +135,47 @@ pub async fn dispatch(command: Command) -> Result<()> {
             let name = display_name().replace(' ', "-");
             clap_complete::generate(shell, &mut Cli::command(), name, &mut std::io::stdout());
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hoist_connection_flags;
+
+    fn hoisted(line: &str) -> String {
+        let args = line.split(' ').map(Into::into).collect();
+        let out = hoist_connection_flags(args);
+        out.iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn connection_flags_before_the_verb_go_after_it() {
+        assert_eq!(hoisted("m -n shop status web"), "m status -n shop web");
+        assert_eq!(
+            hoisted("m --context hub -nshop --request-timeout=5s drain web us-east"),
+            "m drain --context hub -nshop --request-timeout=5s web us-east"
+        );
+        assert_eq!(
+            hoisted("m --kubeconfig=/k status -A"),
+            "m status --kubeconfig=/k -A"
+        );
+    }
+
+    #[test]
+    fn anything_else_is_left_as_it_was() {
+        for line in [
+            "m status -n shop",
+            "m --help",
+            "m -n shop",
+            "m -n shop --help",
+            "m -A status",
+            "m --namespace",
+        ] {
+            assert_eq!(hoisted(line), line);
         }
     }
 }
