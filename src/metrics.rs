@@ -230,7 +230,7 @@ impl Default for Metrics {
         let metrics = Metrics {
             region_reachable: reg! { r, "region_reachable", "1 when the region's API server answers its probes", Family::default() },
             region_credentials_stale: reg! { r, "region_credentials_stale", "1 while the region is reached with its last working credentials because its Secret's are unusable", Family::default() },
-            app_region_healthy: reg! { r, "app_region_healthy", "1 when the app is Healthy in the region", Family::default() },
+            app_region_healthy: reg! { r, "app_region_healthy", "1 when the app is Healthy in the region, or Degraded (serving on its endpoint alone while its API server is out of reach)", Family::default() },
             traffic_weight: reg! { r, "traffic_weight", "Published traffic weight of the app in the region (0..100)", Family::default() },
             traffic_weight_ratio: reg! { r, "traffic_weight_ratio", "Share of the app's traffic the region gets (0..1)", Family::default() },
             replication_lag: reg! { r, "replication_lag_seconds", "Seconds of writes the region's database lacks, as failover.replication.lagFrom (postgres or metrics) last read it; absent when not known", Family::default() },

@@ -23,7 +23,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use multiregion::api::{MoveReason, Reason};
+use multiregion::api::{Health, MoveReason, Reason};
 use serde_json::json;
 
 const ELECTION: [&str; 3] = ["--leader-election", "--lease-seconds", "4"];
@@ -98,6 +98,7 @@ async fn a_region_whose_control_plane_is_down_or_cut_off_keeps_its_traffic_while
     let s = status(&hub, ns, "web").await.unwrap();
     let us = s.regions.iter().find(|r| r.name == "us-east").unwrap();
     assert_eq!(us.reason, Some(Reason::ControlPlaneUnreachable));
+    assert_eq!(us.health, Health::Degraded, "shown as its own health value");
     assert_eq!(
         condition(&s, "Degraded").unwrap().1,
         "ControlPlaneUnreachable"

@@ -63,6 +63,26 @@ fn table(header: &[&str], rows: &[Vec<String>], style: Style) -> String {
     out
 }
 
+/// READY as `ready/desired`; `(stale)` when the region's API server was not
+/// read in the last round, so the ready count is the last one seen.
+fn ready_cell(region: &crate::api::RegionAppStatus) -> String {
+    use crate::api::Reason;
+    let unread = matches!(
+        region.reason,
+        Some(
+            Reason::RegionUnreachable
+                | Reason::ControlPlaneUnreachable
+                | Reason::RegionNotFound
+                | Reason::RegionCredentialsInvalid
+        )
+    );
+    let stale = if unread { " (stale)" } else { "" };
+    format!(
+        "{}/{}{stale}",
+        region.ready_replicas, region.desired_replicas
+    )
+}
+
 /// One block per app: a summary line and a row per region.
 /// One table per app; `wide` adds the rounds in a row and the Unknown
 /// evidence of each region.
@@ -92,7 +112,7 @@ pub fn status_table(apps: &[MultiRegionApp], wide: bool, style: Style) -> String
                         .as_ref()
                         .map(ToString::to_string)
                         .unwrap_or_default(),
-                    format!("{}/{}", r.ready_replicas, r.desired_replicas),
+                    ready_cell(r),
                     r.weight.to_string(),
                 ];
                 if wide {
@@ -290,6 +310,34 @@ mod tests {
             shown.contains("us-east: no round counted (ObserversSeeItServing): us-east's API server answers 2 of 3 observers (b, c)"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn readiness_not_read_this_round_is_shown_stale() {
+        let app: MultiRegionApp = serde_json::from_value(serde_json::json!({
+            "apiVersion": "multiregion.io/v1alpha1", "kind": "MultiRegionApp",
+            "metadata": {"name": "shop", "namespace": "demo"},
+            "spec": {"strategy": "ActivePassive", "regions": [{"name": "us-east"}, {"name": "eu-west"}], "workload": {"replicas": 3, "template": {}}},
+            "status": {"regions": [
+                {"name": "us-east", "role": "Standby", "health": "Unhealthy", "reason": "RegionUnreachable",
+                 "weight": 0, "desiredReplicas": 1, "readyReplicas": 3, "consecutiveFailures": 3, "consecutiveSuccesses": 0},
+                {"name": "eu-west", "role": "Active", "health": "Healthy",
+                 "weight": 100, "desiredReplicas": 3, "readyReplicas": 3, "consecutiveFailures": 0, "consecutiveSuccesses": 2}
+            ]}
+        }))
+        .unwrap();
+        let shown = status_table(&[app], false, Style { colour: false });
+        let row = |name: &str| {
+            shown
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert!(row("us-east").contains("3/1 (stale)"), "{shown}");
+        assert!(row("eu-west").ends_with("3/3 100"), "{shown}");
     }
 
     #[test]

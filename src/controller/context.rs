@@ -17,7 +17,7 @@ use super::sinks::SinkCaches;
 use super::tenants::Tenants;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
-use crate::api::{Health, MultiRegionApp, MultiRegionAppSpec, MultiRegionAppStatus};
+use crate::api::{MultiRegionApp, MultiRegionAppSpec, MultiRegionAppStatus};
 use crate::metrics::{AppRegionLabels, ConditionLabels, Metrics};
 use crate::plan::manifest::AppKey;
 use crate::plan::observers::{Observer, Sightings};
@@ -341,7 +341,7 @@ impl Context {
                 app: key.name.clone(),
                 region: region.name.clone(),
             };
-            let healthy = region.health == Health::Healthy;
+            let healthy = region.health.serves();
             self.metrics
                 .app_region_healthy
                 .get_or_create(&labels)

@@ -248,8 +248,10 @@ async fn write_status(
     };
     let now = Timestamp::now();
     let mut conditions = Conditions::new(&previous.conditions, now, generation);
-    match state.counters.health {
-        Health::Healthy => {
+    // A Region's API server is judged Healthy or Unhealthy; Degraded is
+    // an app's region serving on its endpoint alone, never a Region's.
+    match state.counters.health.judged() {
+        Health::Healthy | Health::Degraded => {
             let answers = "the API server answers /readyz";
             conditions.set("Ready", true, "Reachable", answers);
             conditions.set("Reachable", true, "ProbeSucceeded", answers);

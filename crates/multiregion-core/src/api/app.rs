@@ -1337,7 +1337,9 @@ pub struct RegionAppStatus {
     /// Active, Standby or Drained.
     #[schemars(with = "String")]
     pub role: Role,
-    /// Healthy, Unhealthy or Unknown.
+    /// Healthy, Degraded (serving on its endpoint alone while its API
+    /// server is out of reach: it keeps its traffic, nothing is placed or
+    /// scaled there), Unhealthy or Unknown.
     #[schemars(with = "String")]
     pub health: Health,
     /// Why the last round failed (RegionUnreachable, NotEnoughReadyReplicas,

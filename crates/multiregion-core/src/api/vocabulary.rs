@@ -134,8 +134,29 @@ closed_words! {
         Healthy => "Healthy",
         /// Failed enough rounds in a row.
         Unhealthy => "Unhealthy",
+        /// Healthy on its endpoint's word only: its API server is out of
+        /// reach (reason `ControlPlaneUnreachable`). It keeps its traffic;
+        /// nothing is placed or scaled there, and no app is promoted into
+        /// it, until its API server answers.
+        Degraded => "Degraded",
         /// Not judged yet.
         Unknown => "Unknown",
+    }
+}
+
+impl Health {
+    /// The judgement the state machine counts from: a Degraded region is a
+    /// Healthy one whose API server is out of reach.
+    pub fn judged(self) -> Health {
+        match self {
+            Health::Degraded => Health::Healthy,
+            other => other,
+        }
+    }
+
+    /// Carries the traffic it is given: Healthy or Degraded.
+    pub fn serves(self) -> bool {
+        self.judged() == Health::Healthy
     }
 }
 
@@ -155,7 +176,7 @@ impl From<Health> for RegionPhase {
     fn from(health: Health) -> Self {
         match health {
             Health::Healthy => RegionPhase::Reachable,
-            Health::Unhealthy => RegionPhase::Unreachable,
+            Health::Unhealthy | Health::Degraded => RegionPhase::Unreachable,
             Health::Unknown => RegionPhase::Unknown,
         }
     }

@@ -65,6 +65,15 @@ impl RegionView<'_> {
         self.reason == Some(Reason::ControlPlaneUnreachable)
     }
 
+    /// Health as the status shows it: `Degraded` for a Healthy region
+    /// serving on its endpoint's word only.
+    pub fn shown_health(&self) -> Health {
+        match self.counters.health {
+            Health::Healthy if self.degraded() => Health::Degraded,
+            judged => judged,
+        }
+    }
+
     /// The believable replication lag reported here, if any.
     pub fn lag_seconds(&self) -> Option<f64> {
         self.lag
@@ -293,7 +302,7 @@ fn starting(previous: Option<&RegionAppStatus>, startup_seconds: i32, now: Times
 /// The state machine's memory as the previous status recorded it.
 fn counters_of(previous: &RegionAppStatus) -> Counters {
     Counters {
-        health: previous.health,
+        health: previous.health.judged(),
         failures: previous.consecutive_failures,
         successes: previous.consecutive_successes,
         since: previous.last_transition_time.as_ref().map(|t| t.0),
@@ -310,7 +319,9 @@ pub(super) fn health_events(regions: &[RegionView]) -> Vec<Event> {
     let mut events: Vec<Event> = regions
         .iter()
         .filter_map(|region| {
-            let before = region.previous.map_or(Health::Unknown, |p| p.health);
+            let before = region
+                .previous
+                .map_or(Health::Unknown, |p| p.health.judged());
             let after = region.counters.health;
             let announce = match (before, after) {
                 (_, Health::Unknown) | (Health::Unknown, Health::Healthy) => false,

@@ -169,7 +169,7 @@ fn region_statuses(
             RegionAppStatus {
                 name: region.name().to_string(),
                 role: assigned.role,
-                health: region.counters.health,
+                health: region.shown_health(),
                 reason: region.reason.clone(),
                 message: region.message.clone(),
                 weight: assigned.weight,
@@ -332,7 +332,7 @@ fn evidence_unknown(c: &mut Conditions, regions: &[RegionView]) {
 fn ready(c: &mut Conditions, regions: &[RegionView], statuses: &[RegionAppStatus]) {
     let serving: Vec<&str> = statuses
         .iter()
-        .filter(|s| s.weight > 0 && s.health == Health::Healthy)
+        .filter(|s| s.weight > 0 && s.health.serves())
         .map(|s| s.name.as_str())
         .collect();
     if serving.is_empty() {

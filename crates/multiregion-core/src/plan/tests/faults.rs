@@ -35,7 +35,7 @@ fn a_region_whose_api_server_is_out_of_reach_keeps_its_traffic_while_its_endpoin
     }
     assert_eq!(sim.weights(), "us-east=100 eu-west=0", "traffic stays");
     let us = sim.region("us-east");
-    assert_eq!(us.health, Health::Healthy);
+    assert_eq!(us.health, Health::Degraded, "its own health value");
     assert_eq!(us.reason, Some(Reason::ControlPlaneUnreachable));
     assert!(sim.condition("Degraded"));
     let us_placement = &d.placements[0];
