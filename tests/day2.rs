@@ -72,6 +72,35 @@ fn failed(args: &[&str]) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// What a GitOps tool does on its next sync of the app's manifest, with
+/// the manifest's region list edited in git meanwhile (weights written
+/// out): a server-side apply that forces its fields (Flux), then a
+/// client-side `kubectl apply` (Argo CD's default).
+async fn gitops_sync(hub: &Client, ns: &str, spec: &serde_json::Value) {
+    let mut synced = spec.clone();
+    synced["regions"] =
+        json!([{"name": "us-east", "weight": 100}, {"name": "eu-west", "weight": 100}]);
+    common::operator::apply_app(hub, ns, "web", synced.clone()).await;
+    let manifest = json!({
+        "apiVersion": "multiregion.io/v1alpha1", "kind": "MultiRegionApp",
+        "metadata": {"name": "web", "namespace": ns}, "spec": synced
+    });
+    let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("day2-gitops.json");
+    std::fs::write(&file, manifest.to_string()).unwrap();
+    let out = Command::new(env().bin_dir.join("kubectl"))
+        .args(["apply", "-f"])
+        .arg(&file)
+        .arg("--kubeconfig")
+        .arg(env().kubeconfig("hub"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `kubectl multiregion status ... -w` running, its output collected;
 /// stopped when dropped.
 struct StatusWatch {
@@ -424,7 +453,7 @@ async fn drain_and_cordon_take_a_region_out_of_traffic_and_back() {
     let hub = env().client("hub").await;
     let ns = "day2-drain";
     let spec = app_spec("ActiveActive", &["us-east", "eu-west"], json!({}));
-    apply_app(&hub, ns, "web", spec).await;
+    apply_app(&hub, ns, "web", spec.clone()).await;
     let both = "us-east=50 eu-west=50";
     let minutes = Duration::from_secs(120);
     wait_weights(&hub, ns, "web", both, "both regions serve", minutes).await;
@@ -453,6 +482,27 @@ async fn drain_and_cordon_take_a_region_out_of_traffic_and_back() {
     })
     .await;
     drop(watch);
+    let drained = app(&hub, ns, "web").await;
+    assert_eq!(
+        drained
+            .annotations()
+            .get("multiregion.io/drained")
+            .map(String::as_str),
+        Some("eu-west")
+    );
+    assert!(!drained.spec.regions[1].drain, "the spec is the manifest's");
+    gitops_sync(&hub, ns, &spec).await;
+    let samples =
+        common::operator::sample(Duration::from_secs(6), Duration::from_millis(300), || {
+            common::operator::weights(&hub, ns, "web")
+        })
+        .await;
+    assert!(
+        samples
+            .iter()
+            .all(|w| w.as_deref() == Some("us-east=100 eu-west=0")),
+        "a GitOps sync keeps the drain: {samples:?}"
+    );
     let refused = failed(&["status", "-n", ns, "--dry-run"]);
     assert!(
         refused.contains("--dry-run"),
@@ -463,7 +513,6 @@ async fn drain_and_cordon_take_a_region_out_of_traffic_and_back() {
         refused.contains("'-n'"),
         "Regions have no namespace: {refused}"
     );
-    assert!(app(&hub, ns, "web").await.spec.regions[1].drain);
     succeeded(&["undrain", "web", "eu-west", "-n", ns]);
     wait_weights(&hub, ns, "web", both, "eu-west undrained", minutes).await;
 

@@ -13,7 +13,8 @@ use super::args::{
     AppArgs, Change, Connection, DrillArgs, FailoverArgs, HubArgs, Output, PlanArgs, PlanOutput,
     RegionArgs, RegionOfAppArgs,
 };
-use crate::api::{ANNOTATION_DRILL_REQUESTED, MultiRegionApp, Region};
+use crate::api::{ANNOTATION_DRAINED, ANNOTATION_DRILL_REQUESTED, MultiRegionApp, Region};
+use crate::plan::controls;
 use crate::plan::playbook;
 
 /// The field manager of the commands' patches, shown in managedFields.
@@ -460,36 +461,63 @@ async fn set_override(name: &str, region: &str, hub_args: &HubArgs, change: &Cha
     Ok(())
 }
 
-/// Sets spec.regions[i].drain of one region of an app. The patch tests the
-/// region's name at that index, so a concurrent edit of the list fails the
-/// patch instead of draining another region.
+/// Drains (or undrains) one region of an app through the app's
+/// `multiregion.io/drained` annotation, which a GitOps sync of the app's
+/// manifest leaves alone (`plan::controls`). The patch carries the
+/// resourceVersion it was computed from, so a concurrent change makes it
+/// fail and it is computed again.
 pub async fn drain(args: RegionOfAppArgs, drain: bool) -> Result<()> {
     let (client, namespace) = hub(&args.hub).await?;
     let api: Api<MultiRegionApp> = Api::namespaced(client, &namespace);
-    let current = app(&api, &args.app, &namespace).await?;
-    let index = region_index(&current, &args.region)?;
-    let patch: json_patch::Patch = serde_json::from_value(json!([
-        {"op": "test", "path": format!("/spec/regions/{index}/name"), "value": args.region},
-        {"op": "add", "path": format!("/spec/regions/{index}/drain"), "value": drain},
-    ]))?;
-    let patched = api
-        .patch(
+    for _attempt in 0..5 {
+        let current = app(&api, &args.app, &namespace).await?;
+        let index = region_index(&current, &args.region)?;
+        let mut drained = controls::drained(current.annotations());
+        let before = drained.contains(&args.region);
+        if drain {
+            drained.insert(args.region.clone());
+        } else {
+            drained.remove(&args.region);
+        }
+        let patch = json!({"metadata": {
+            "resourceVersion": current.resource_version(),
+            "annotations": {ANNOTATION_DRAINED: controls::drained_value(&drained)},
+        }});
+        match api
+            .patch(
+                &args.app,
+                &patch_params(&args.change),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(err) => {
+                return Err(err)
+                    .with_context(|| format!("setting drain of {} in {}", args.region, args.app));
+            }
+        }
+        report(
+            "multiregionapp",
             &args.app,
-            &patch_params(&args.change),
-            &Patch::Json::<()>(patch),
-        )
-        .await
-        .with_context(|| format!("setting drain of {} in {}", args.region, args.app))?;
-    let drained = |app: &MultiRegionApp| app.spec.regions[index].drain.to_string();
-    report(
-        "multiregionapp",
-        &args.app,
-        &format!("spec.regions[{}].drain", args.region),
-        &drained(&current),
-        &drained(&patched),
-        args.change.dry_run.is_some(),
-    );
-    Ok(())
+            &format!("{} drained ({ANNOTATION_DRAINED})", args.region),
+            &before.to_string(),
+            &drain.to_string(),
+            args.change.dry_run.is_some(),
+        );
+        if !drain && current.spec.regions[index].drain {
+            println!(
+                "{} stays drained: spec.regions[{index}].drain is true in the app's manifest; change it there",
+                args.region
+            );
+        }
+        return Ok(());
+    }
+    bail!(
+        "{} changed five times while its drain was being set: try again",
+        args.app
+    )
 }
 
 /// Sets spec.cordoned of a Region.

@@ -154,9 +154,13 @@ pub(super) async fn apply(
 ) -> Result<Action> {
     let key = ctx.key_of(&app);
     let (previous, version) = ctx.fresh_status(&key, &app);
-    let Some(prepared) = prepared(&ctx, app, &key) else {
+    let Some(mut prepared) = prepared(&ctx, app, &key) else {
         return Ok(Action::requeue(Duration::from_millis(500)));
     };
+    if let Some(spec) = plan::controls::with_drains(&prepared.app.spec, prepared.app.annotations())
+    {
+        prepared.app = with_spec(&prepared.app, &spec);
+    }
     let app = prepared.app.clone();
     let wanted = resources::wanted(&app.spec);
     if prepared.placeable.is_some()

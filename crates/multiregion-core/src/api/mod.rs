@@ -62,6 +62,11 @@ pub const ANNOTATION_ALLOWED_DOMAINS: &str = "multiregion.io/allowed-domains";
 /// On a MultiRegionApp: when a person asked for a failover drill (RFC 3339),
 /// set by `kubectl multiregion drill APP --now`.
 pub const ANNOTATION_DRILL_REQUESTED: &str = "multiregion.io/drill-requested";
+/// On a MultiRegionApp: the regions (comma-separated) drained by
+/// `kubectl multiregion drain`, as if their `spec.regions[].drain` were
+/// true. An annotation, so that a GitOps sync of the app's manifest (Argo
+/// CD, Flux, `kubectl apply`) leaves the drain in place.
+pub const ANNOTATION_DRAINED: &str = "multiregion.io/drained";
 
 /// Both CRDs, in the order they are printed.
 pub fn crds() -> Vec<CustomResourceDefinition> {

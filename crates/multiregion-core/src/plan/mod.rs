@@ -14,6 +14,7 @@
 //!    back (sinks written, regions cleaned up) folded into that status.
 
 pub mod conditions;
+pub mod controls;
 mod drill;
 pub mod evidence;
 pub mod health;
