@@ -285,7 +285,11 @@ async fn failover_and_release_move_traffic_and_dry_run_changes_nothing() {
     let _heal = HealOnPanic;
     let hub = env().client("hub").await;
     let ns = "day2-failover";
-    let spec = app_spec("ActivePassive", &["us-east", "eu-west"], json!({}));
+    let spec = app_spec(
+        "ActivePassive",
+        &["us-east", "eu-west"],
+        json!({"failover": {"failbackHoldSeconds": 5}}),
+    );
     apply_app(&hub, ns, "web", spec).await;
     let minutes = Duration::from_secs(120);
     wait_weights(
@@ -299,10 +303,25 @@ async fn failover_and_release_move_traffic_and_dry_run_changes_nothing() {
     .await;
 
     for flag in ["--dry-run", "--dry-run=server"] {
-        let dry = succeeded(&["failover", "web", "--to", "eu-west", "-n", ns, flag]);
+        let dry = succeeded(&[
+            "failover", "web", "--to", "eu-west", "--pin", "-n", ns, flag,
+        ]);
         assert!(dry.contains("(none) -> eu-west (server dry run)"), "{dry}");
+        let dry = succeeded(&["failover", "web", "--to", "eu-west", "-n", ns, flag]);
+        assert!(
+            dry.contains(
+                "move requested (multiregion.io/move-to): (none) -> eu-west (server dry run)"
+            ),
+            "{dry}"
+        );
     }
-    assert_eq!(app(&hub, ns, "web").await.spec.failover.active_override, "");
+    let untouched = app(&hub, ns, "web").await;
+    assert_eq!(untouched.spec.failover.active_override, "");
+    assert!(
+        !untouched
+            .annotations()
+            .contains_key("multiregion.io/move-to")
+    );
 
     let wrong = failed(&["failover", "web", "--to", "mars", "-n", ns]);
     assert!(
@@ -310,20 +329,53 @@ async fn failover_and_release_move_traffic_and_dry_run_changes_nothing() {
         "{wrong}"
     );
 
-    let moved = succeeded(&["failover", "web", "--to", "eu-west", "-n", ns]);
+    // One-shot: there until the hold (5 s) has passed, then failed back.
+    let moved = succeeded(&["failover", "web", "--to", "eu-west", "--wait", "-n", ns]);
     assert!(
-        moved.contains("spec.failover.activeOverride: (none) -> eu-west"),
+        moved.contains("traffic of web is in eu-west: us-east=0 eu-west=100"),
         "{moved}"
+    );
+    let record = app(&hub, ns, "web")
+        .await
+        .status
+        .unwrap()
+        .move_request
+        .unwrap();
+    assert!(
+        record.region == "eu-west" && record.completed_at.is_some(),
+        "{record:?}"
     );
     wait_weights(
         &hub,
         ns,
         "web",
-        "us-east=0 eu-west=100",
-        "the planned move",
+        "us-east=100 eu-west=0",
+        "the usual failback after the hold",
         minutes,
     )
     .await;
+
+    // Pinned: held until release.
+    let pinned = succeeded(&[
+        "failover", "web", "--to", "eu-west", "--pin", "--wait", "-n", ns,
+    ]);
+    assert!(
+        pinned.contains("spec.failover.activeOverride: (none) -> eu-west"),
+        "{pinned}"
+    );
+    let samples =
+        common::operator::sample(Duration::from_secs(8), Duration::from_millis(500), || {
+            common::operator::weights(&hub, ns, "web")
+        })
+        .await;
+    assert!(
+        samples
+            .iter()
+            .all(|w| w.as_deref() == Some("us-east=0 eu-west=100")),
+        "a pin outlasts the hold: {samples:?}"
+    );
+    let refused = failed(&["failover", "web", "--to", "us-east", "-n", ns]);
+    assert!(refused.contains("pinned to eu-west"), "{refused}");
 
     let released = succeeded(&["release", "web", "-n", ns]);
     assert!(released.contains("eu-west -> (none)"), "{released}");
@@ -503,6 +555,8 @@ async fn drain_and_cordon_take_a_region_out_of_traffic_and_back() {
             .all(|w| w.as_deref() == Some("us-east=100 eu-west=0")),
         "a GitOps sync keeps the drain: {samples:?}"
     );
+    let refused = failed(&["failover", "web", "--to", "eu-west", "-n", ns]);
+    assert!(refused.contains("ActiveActive"), "{refused}");
     let refused = failed(&["status", "-n", ns, "--dry-run"]);
     assert!(
         refused.contains("--dry-run"),

@@ -221,6 +221,19 @@ pub struct FailoverArgs {
     /// The region to serve from.
     #[arg(long)]
     pub to: String,
+    /// Hold traffic there whatever the health rules say, until `release`
+    /// (sets spec.failover.activeOverride). Without it the move is
+    /// one-shot: traffic stays there for failbackHoldSeconds after it
+    /// arrives, then the usual rules (failback, the schedule) apply.
+    #[arg(long)]
+    pub pin: bool,
+    /// Wait until traffic is there (the target ready and the weights
+    /// moved), at most --timeout.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits (`5m`, `90s`).
+    #[arg(long, default_value = "5m", value_parser = request_timeout, requires = "wait")]
+    pub timeout: std::time::Duration,
     #[command(flatten)]
     pub hub: HubArgs,
     #[command(flatten)]

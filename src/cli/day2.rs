@@ -13,7 +13,10 @@ use super::args::{
     AppArgs, Change, Connection, DrillArgs, FailoverArgs, HubArgs, Output, PlanArgs, PlanOutput,
     RegionArgs, RegionOfAppArgs,
 };
-use crate::api::{ANNOTATION_DRAINED, ANNOTATION_DRILL_REQUESTED, MultiRegionApp, Region};
+use crate::api::{
+    ANNOTATION_DRAINED, ANNOTATION_DRILL_REQUESTED, ANNOTATION_MOVE_REQUESTED_AT,
+    ANNOTATION_MOVE_TO, MultiRegionApp, Region, Strategy,
+};
 use crate::plan::controls;
 use crate::plan::playbook;
 
@@ -392,10 +395,107 @@ fn region_index(app: &MultiRegionApp, region: &str) -> Result<usize> {
     })
 }
 
+/// `failover APP --to REGION`: a one-shot move request, or with `--pin`
+/// an override held until `release`; with `--wait`, until traffic is there.
 pub async fn failover(args: FailoverArgs) -> Result<()> {
-    set_override(&args.app, &args.to, &args.hub, &args.change).await
+    let (client, namespace) = hub(&args.hub).await?;
+    let api: Api<MultiRegionApp> = Api::namespaced(client, &namespace);
+    let current = app(&api, &args.app, &namespace).await?;
+    region_index(&current, &args.to)?;
+    if current.spec.strategy == Strategy::ActiveActive {
+        bail!(
+            "{app} is ActiveActive: every region serves, there is no one region to move to; \
+             take regions out instead (kubectl multiregion drain {app} REGION)",
+            app = args.app
+        );
+    }
+    let pinned = &current.spec.failover.active_override;
+    if args.pin {
+        set_override(&args.app, &args.to, &args.hub, &args.change).await?;
+        println!(
+            "traffic is held in {} whatever the health rules say until `release {}`",
+            args.to, args.app
+        );
+    } else if !pinned.is_empty() {
+        bail!(
+            "{} is pinned to {pinned} by spec.failover.activeOverride: release it first \
+             (kubectl multiregion release {}), or move the pin with --pin",
+            args.app,
+            args.app
+        );
+    } else {
+        request_move(&api, &current, &args.to, &args.change).await?;
+    }
+    if args.wait && args.change.dry_run.is_none() {
+        wait_for_traffic(&api, &args.app, &args.to, args.timeout).await?;
+    }
+    Ok(())
 }
 
+/// Asks the operator to move traffic once: the app's move annotations.
+async fn request_move(
+    api: &Api<MultiRegionApp>,
+    current: &MultiRegionApp,
+    region: &str,
+    change: &Change,
+) -> Result<()> {
+    let name = current.name_any();
+    let before = current
+        .annotations()
+        .get(ANNOTATION_MOVE_TO)
+        .cloned()
+        .unwrap_or_default();
+    let second = jiff::Timestamp::now().as_second();
+    let now = jiff::Timestamp::from_second(second)?.to_string();
+    let patch = json!({"metadata": {"annotations": {
+        ANNOTATION_MOVE_TO: region,
+        ANNOTATION_MOVE_REQUESTED_AT: now,
+    }}});
+    api.patch(&name, &patch_params(change), &Patch::Merge(&patch))
+        .await
+        .with_context(|| format!("requesting a move of {name} to {region}"))?;
+    report(
+        "multiregionapp",
+        &name,
+        &format!("move requested ({ANNOTATION_MOVE_TO})"),
+        shown(&before),
+        region,
+        change.dry_run.is_some(),
+    );
+    println!(
+        "one-shot: traffic stays in {region} for failbackHoldSeconds ({}s) after it arrives, \
+         then the usual rules apply (--pin holds it until release)",
+        current.spec.failover.failback_hold_seconds
+    );
+    Ok(())
+}
+
+/// Waits until `region` is active with no move pending, and says so.
+async fn wait_for_traffic(
+    api: &Api<MultiRegionApp>,
+    name: &str,
+    region: &str,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    let arrived = |app: Option<&MultiRegionApp>| {
+        app.and_then(|a| a.status.as_ref())
+            .is_some_and(|s| s.active_region.as_deref() == Some(region) && s.pending_move.is_none())
+    };
+    let waited = kube::runtime::wait::await_condition(api.clone(), name, arrived);
+    let app = tokio::time::timeout(timeout, waited)
+        .await
+        .map_err(|_| anyhow::anyhow!("traffic of {name} did not reach {region} within {timeout:?} (see kubectl multiregion status {name})"))?
+        .with_context(|| format!("watching {name}"))?;
+    let weights = app
+        .and_then(|a| a.status)
+        .and_then(|s| s.weights)
+        .unwrap_or_default();
+    println!("traffic of {name} is in {region}: {weights}");
+    Ok(())
+}
+
+/// `release APP`: health decides again. Clears activeOverride and any
+/// move request still holding traffic.
 pub async fn release(args: AppArgs) -> Result<()> {
     set_override(&args.app, "", &args.hub, &args.change).await
 }
@@ -445,11 +545,23 @@ async fn set_override(name: &str, region: &str, hub_args: &HubArgs, change: &Cha
     if !region.is_empty() {
         region_index(&current, region)?;
     }
-    let patch = json!({"spec": {"failover": {"activeOverride": region}}});
+    let mut patch = json!({"spec": {"failover": {"activeOverride": region}}});
+    if region.is_empty() {
+        // A release ends a one-shot move's hold too.
+        patch["metadata"] = json!({"annotations": {
+            ANNOTATION_MOVE_TO: null,
+            ANNOTATION_MOVE_REQUESTED_AT: null,
+        }});
+    }
     let patched = api
         .patch(name, &patch_params(change), &Patch::Merge(&patch))
         .await
         .with_context(|| format!("setting spec.failover.activeOverride of {name}"))?;
+    if let Some(requested) = current.annotations().get(ANNOTATION_MOVE_TO)
+        && region.is_empty()
+    {
+        println!("the move request to {requested} is withdrawn: health decides again");
+    }
     report(
         "multiregionapp",
         name,

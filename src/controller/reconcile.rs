@@ -249,6 +249,7 @@ fn decide(
     let published = ctx.sinks.published(app, key);
     let now = Timestamp::now();
     let (sightings, observers) = ctx.observers(now);
+    let move_request = plan::controls::move_request(app.annotations());
     let decision = plan::decide(&Inputs {
         spec: &app.spec,
         generation: app.metadata.generation,
@@ -257,6 +258,7 @@ fn decide(
         round: round.is_some(),
         published: &published,
         drill_requested: drill_requested(app),
+        move_request: move_request.as_ref(),
         sightings: &sightings,
         observers: &observers,
         now,

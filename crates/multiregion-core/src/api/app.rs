@@ -1237,6 +1237,13 @@ pub struct MultiRegionAppStatus {
     /// When each move of the last hour happened (flap damping).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_failovers: Vec<Time>,
+    /// The last one-shot move a person asked for (`kubectl multiregion
+    /// failover APP --to REGION`): where to, when it was asked for, and when
+    /// traffic got there. Traffic stays there for
+    /// `failover.failbackHoldSeconds` after it arrived; then the usual
+    /// rules (failback, the schedule) apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub move_request: Option<MoveRequestRecord>,
     /// A planned move waiting for its target to be ready (make-before-break).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_move: Option<PendingMove>,
@@ -1482,6 +1489,19 @@ pub struct FailoverRecord {
     /// When the failure (or the need to move) was decided.
     pub detected_at: Time,
     /// When the new weights were published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+}
+
+/// A one-shot move a person asked for, as the status records it.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MoveRequestRecord {
+    /// The region traffic was asked to move to.
+    pub region: String,
+    /// When it was asked for (the app's `multiregion.io/move-requested-at`).
+    pub requested_at: Time,
+    /// When traffic got there; the hold counts from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
 }

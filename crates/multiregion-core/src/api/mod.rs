@@ -67,6 +67,15 @@ pub const ANNOTATION_DRILL_REQUESTED: &str = "multiregion.io/drill-requested";
 /// true. An annotation, so that a GitOps sync of the app's manifest (Argo
 /// CD, Flux, `kubectl apply`) leaves the drain in place.
 pub const ANNOTATION_DRAINED: &str = "multiregion.io/drained";
+/// On a MultiRegionApp: the region a person asked traffic to move to once
+/// (`kubectl multiregion failover APP --to REGION`), with
+/// `multiregion.io/move-requested-at`. Unlike `activeOverride` it pins
+/// nothing: traffic stays there for `failbackHoldSeconds`, then the usual
+/// rules apply.
+pub const ANNOTATION_MOVE_TO: &str = "multiregion.io/move-to";
+/// Beside `multiregion.io/move-to`: when the move was asked for (RFC 3339).
+/// A new time is a new request.
+pub const ANNOTATION_MOVE_REQUESTED_AT: &str = "multiregion.io/move-requested-at";
 
 /// Both CRDs, in the order they are printed.
 pub fn crds() -> Vec<CustomResourceDefinition> {

@@ -3,11 +3,92 @@
 //! tool that syncs the app's manifest owns the spec (and replaces the
 //! `spec.regions` list whole), but leaves an annotation it never set alone.
 //! The operator reads the annotation as if each region it lists had
-//! `drain: true`.
+//! `drain: true`. `failover --to` writes a one-shot move request
+//! (`multiregion.io/move-to` and `-requested-at`): traffic moves there, stays
+//! for `failbackHoldSeconds`, then the usual rules apply.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::api::{ANNOTATION_DRAINED, MultiRegionAppSpec};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{
+    ANNOTATION_DRAINED, ANNOTATION_MOVE_REQUESTED_AT, ANNOTATION_MOVE_TO, MoveRequestRecord,
+    MultiRegionAppSpec,
+};
+
+/// A one-shot move a person asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoveRequest {
+    pub region: String,
+    pub requested_at: Timestamp,
+}
+
+/// The app's move request, when both annotations are there and the time
+/// parses.
+pub fn move_request(annotations: &BTreeMap<String, String>) -> Option<MoveRequest> {
+    let region = annotations.get(ANNOTATION_MOVE_TO)?.trim();
+    let requested_at = annotations
+        .get(ANNOTATION_MOVE_REQUESTED_AT)?
+        .parse()
+        .ok()?;
+    (!region.is_empty()).then(|| MoveRequest {
+        region: region.to_string(),
+        requested_at,
+    })
+}
+
+/// The status's record of `request`, when it records this very request.
+fn recorded<'a>(
+    request: &MoveRequest,
+    previous: Option<&'a MoveRequestRecord>,
+) -> Option<&'a MoveRequestRecord> {
+    previous.filter(|p| p.region == request.region && p.requested_at.0 == request.requested_at)
+}
+
+/// Traffic has reached the requested region before: nothing more to move.
+pub fn request_done(request: &MoveRequest, previous: Option<&MoveRequestRecord>) -> bool {
+    recorded(request, previous).is_some_and(|p| p.completed_at.is_some())
+}
+
+/// Until when traffic stays in `active` because a person moved it there:
+/// `holdSeconds` after it arrived, while the request is still on the app.
+pub fn held_until(
+    request: Option<&MoveRequest>,
+    previous: Option<&MoveRequestRecord>,
+    active: &str,
+    hold_seconds: i32,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let record = recorded(request?, previous).filter(|p| p.region == active)?;
+    let until =
+        record.completed_at.as_ref()?.0 + jiff::SignedDuration::from_secs(hold_seconds.into());
+    (now < until).then_some(until)
+}
+
+/// The record the new status carries: this request, completed the first
+/// time traffic is in its region with no move pending. Without a request
+/// the last record stays, for people to read.
+pub fn record(
+    request: Option<&MoveRequest>,
+    previous: Option<&MoveRequestRecord>,
+    active: Option<&str>,
+    moving: bool,
+    now: Timestamp,
+) -> Option<MoveRequestRecord> {
+    let Some(request) = request else {
+        return previous.cloned();
+    };
+    let arrived = active == Some(request.region.as_str()) && !moving;
+    let completed_at = recorded(request, previous)
+        .and_then(|p| p.completed_at.clone())
+        .or_else(|| arrived.then_some(Time(now)));
+    Some(MoveRequestRecord {
+        region: request.region.clone(),
+        requested_at: Time(request.requested_at),
+        completed_at,
+    })
+}
 
 /// The regions the annotation drains (names trimmed, empty ones skipped).
 pub fn drained(annotations: &BTreeMap<String, String>) -> BTreeSet<String> {
@@ -79,6 +160,63 @@ mod tests {
     fn nothing_to_change_leaves_the_spec_as_it_is() {
         assert!(with_drains(&spec(), &BTreeMap::new()).is_none());
         assert!(with_drains(&spec(), &annotated("eu-west,us-west")).is_none());
+    }
+
+    fn requested(region: &str, at: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (ANNOTATION_MOVE_TO.to_string(), region.to_string()),
+            (ANNOTATION_MOVE_REQUESTED_AT.to_string(), at.to_string()),
+        ])
+    }
+
+    #[test]
+    fn a_move_request_needs_a_region_and_a_time() {
+        let request = move_request(&requested("eu-west", "2026-12-06T19:00:00Z")).unwrap();
+        assert_eq!(request.region, "eu-west");
+        assert!(move_request(&requested("eu-west", "soon")).is_none());
+        assert!(move_request(&requested(" ", "2026-12-06T19:00:00Z")).is_none());
+        assert!(move_request(&BTreeMap::new()).is_none());
+    }
+
+    #[test]
+    fn a_request_completes_once_traffic_is_there_and_holds_it_for_the_hold() {
+        let request = move_request(&requested("eu-west", "2026-12-06T19:00:00Z")).unwrap();
+        let t = |s: i64| request.requested_at + jiff::SignedDuration::from_secs(s);
+        let moving = record(Some(&request), None, Some("us-east"), true, t(1)).unwrap();
+        assert!(moving.completed_at.is_none());
+        assert!(!request_done(&request, Some(&moving)));
+        let pending = record(Some(&request), Some(&moving), Some("eu-west"), true, t(5)).unwrap();
+        assert!(pending.completed_at.is_none(), "still moving");
+        let done = record(Some(&request), Some(&pending), Some("eu-west"), false, t(9)).unwrap();
+        assert_eq!(done.completed_at, Some(Time(t(9))));
+        assert!(request_done(&request, Some(&done)));
+        let later = record(Some(&request), Some(&done), Some("us-east"), false, t(400)).unwrap();
+        assert_eq!(later.completed_at, Some(Time(t(9))), "completed once");
+        assert_eq!(
+            held_until(Some(&request), Some(&done), "eu-west", 300, t(100)),
+            Some(t(309))
+        );
+        assert_eq!(
+            held_until(Some(&request), Some(&done), "eu-west", 300, t(309)),
+            None
+        );
+        assert_eq!(
+            held_until(Some(&request), Some(&done), "us-east", 300, t(100)),
+            None
+        );
+        assert_eq!(
+            held_until(None, Some(&done), "eu-west", 300, t(100)),
+            None,
+            "withdrawn"
+        );
+        let newer = MoveRequest {
+            requested_at: t(500),
+            ..request.clone()
+        };
+        assert!(
+            !request_done(&newer, Some(&done)),
+            "a new time is a new request"
+        );
     }
 
     #[test]

@@ -191,6 +191,9 @@ pub struct Inputs<'a> {
     /// When a person last asked for a failover drill
     /// (`kubectl multiregion drill APP --now`).
     pub drill_requested: Option<Timestamp>,
+    /// A one-shot move a person asked for (`kubectl multiregion failover
+    /// APP --to REGION`), from the app's annotations (`controls`).
+    pub move_request: Option<&'a controls::MoveRequest>,
     /// What the live observers (operator replicas) see of each region, by
     /// region name; empty with a single replica. See `observers::gate`.
     pub sightings: &'a BTreeMap<String, observers::Sightings>,

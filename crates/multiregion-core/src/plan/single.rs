@@ -15,7 +15,9 @@ use super::drill::DrillRole;
 use super::health::RegionState;
 use super::observers::{self, PromotionGate};
 use super::rounds::RegionView;
-use super::{Assignment, Event, EventReason, Flags, Inputs, Move, Outcome, Role, schedule};
+use super::{
+    Assignment, Event, EventReason, Flags, Inputs, Move, Outcome, Role, controls, schedule,
+};
 use crate::api::{
     Failback, Health, MoveReason, OnLagExceeded, PendingMove, Reason, Replication, ReplicationMode,
     Strategy,
@@ -146,23 +148,39 @@ impl<'a> Single<'a> {
         self.regions.iter().position(|r| r.name() == name)
     }
 
-    /// Where traffic should go: an override wins; otherwise the first
-    /// choice, or what the current active region's state asks for.
+    /// A one-shot move a person asked for that traffic has not made yet.
+    fn requested_target(&self) -> Option<usize> {
+        let request = self.inputs.move_request?;
+        if controls::request_done(request, self.inputs.previous.move_request.as_ref()) {
+            return None;
+        }
+        self.regions.iter().position(|r| r.name() == request.region)
+    }
+
+    /// Where traffic should go: an override wins, then a move a person
+    /// asked for; otherwise the first choice, or what the current active
+    /// region's state asks for.
     fn want(&mut self) -> Want {
-        match (self.override_target(), self.previous_active) {
-            (Some(target), _) => self.want_override(target),
+        let asked = || self.requested_target().map(|t| (t, "a move request"));
+        let person = self
+            .override_target()
+            .map(|t| (t, "activeOverride"))
+            .or_else(asked);
+        match (person, self.previous_active) {
+            (Some((target, by)), _) => self.want_override(target, by),
             (None, None) => self.want_first(),
             (None, Some(active)) => self.want_from(active),
         }
     }
 
-    /// A person pinned traffic: it moves there whatever the region's health
-    /// or lag, with a Warning for either.
-    fn want_override(&mut self, target: usize) -> Want {
+    /// A person moved traffic (`by`: activeOverride, a move request): it
+    /// moves there whatever the region's health or lag, with a Warning for
+    /// either.
+    fn want_override(&mut self, target: usize, by: &str) -> Want {
         let region = &self.regions[target];
         if !region.healthy() {
             let message = format!(
-                "activeOverride makes {} active although it is {}",
+                "{by} makes {} active although it is {}",
                 region.name(),
                 region.counters.health
             );
@@ -178,7 +196,7 @@ impl<'a> Single<'a> {
                 region,
                 &lag,
                 replication,
-                "activeOverride promotes",
+                &format!("{by} promotes"),
             ));
         }
         Want::Planned(target, MoveReason::Override)
@@ -295,9 +313,35 @@ impl<'a> Single<'a> {
         }
     }
 
+    /// A healthy active region stays where a person moved it for the hold;
+    /// then the usual rules apply (`want_usual`).
+    fn want_better(&mut self, active: usize, candidates: &[usize]) -> Want {
+        let want = self.want_usual(active, candidates);
+        let held = controls::held_until(
+            self.inputs.move_request,
+            self.inputs.previous.move_request.as_ref(),
+            self.regions[active].name(),
+            self.inputs.spec.failover.failback_hold_seconds,
+            self.inputs.now,
+        );
+        match (want, held) {
+            (Want::Planned(_, MoveReason::Failback | MoveReason::Schedule), Some(until)) => {
+                self.flags.failback_pending = Some((
+                    "Holding",
+                    format!(
+                        "{} was asked for (kubectl multiregion failover): traffic stays there until {until}",
+                        self.regions[active].name()
+                    ),
+                ));
+                Want::Stay
+            }
+            (want, _) => want,
+        }
+    }
+
     /// A healthy active region: the schedule's region, or a more preferred
     /// one (failback), once they pass the RPO gate.
-    fn want_better(&mut self, active: usize, candidates: &[usize]) -> Want {
+    fn want_usual(&mut self, active: usize, candidates: &[usize]) -> Want {
         if let Some(back) = candidates
             .iter()
             .copied()

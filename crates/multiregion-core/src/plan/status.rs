@@ -8,7 +8,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use super::conditions::{self, Conditions};
 use super::health::{Health, PlacementProblem, RegionState};
 use super::rounds::{self, RegionView};
-use super::{Decision, Event, EventReason, Inputs, Outcome, Placement, drill, home, weights};
+use super::{
+    Decision, Event, EventReason, Inputs, Outcome, Placement, controls, drill, home, weights,
+};
 use crate::api::{
     AllUnhealthy, FailoverRecord, MoveReason, MultiRegionAppStatus, Ramp, Reason, RegionAppStatus,
     Strategy,
@@ -66,6 +68,13 @@ pub(super) fn assemble(
         last_failover,
         failovers_in_last_hour: recent_failovers.len() as i32,
         recent_failovers: recent_failovers.into_iter().map(Time).collect(),
+        move_request: controls::record(
+            inputs.move_request,
+            inputs.previous.move_request.as_ref(),
+            outcome.active.as_deref(),
+            outcome.pending.is_some(),
+            inputs.now,
+        ),
         pending_move: outcome.pending.clone(),
         cleanup_pending: cleanup.clone(),
         drill: drill_run,

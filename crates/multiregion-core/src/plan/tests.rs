@@ -68,6 +68,8 @@ struct Sim {
     last: Option<Decision>,
     /// `multiregion.io/drill-requested`, as the app carries it.
     drill_requested: Option<Timestamp>,
+    /// `multiregion.io/move-to` and `-requested-at`, as the app carries them.
+    move_request: Option<crate::plan::controls::MoveRequest>,
     /// What the other operator replicas see of each region.
     sightings: BTreeMap<String, crate::plan::observers::Sightings>,
     /// The replicas' observer Leases, live or not.
@@ -82,6 +84,7 @@ impl Sim {
             now: 0,
             last: None,
             drill_requested: None,
+            move_request: None,
             sightings: BTreeMap::new(),
             observers: Vec::new(),
         }
@@ -122,6 +125,7 @@ impl Sim {
             round,
             published: &[],
             drill_requested: self.drill_requested,
+            move_request: self.move_request.as_ref(),
             sightings: &self.sightings,
             observers: &self.observers,
             now: at(self.now),
@@ -525,6 +529,75 @@ fn manual_failback_waits_for_active_override() {
         sim.status.last_failover.as_ref().unwrap().reason,
         MoveReason::Override
     );
+}
+
+#[test]
+fn a_move_request_moves_once_holds_for_the_hold_then_the_usual_rules_apply() {
+    let mut sim = Sim::new(spec(json!({})));
+    // us-east Healthy for longer than the hold: a failback would be at once.
+    for _ in 0..100 {
+        sim.round(&[]);
+    }
+    assert_eq!(sim.weights(), "us-east=100 eu-west=0");
+    sim.move_request = Some(crate::plan::controls::MoveRequest {
+        region: "eu-west".into(),
+        requested_at: at(sim.now),
+    });
+    sim.round(&[]);
+    assert_eq!(sim.weights(), "us-east=100 eu-west=0", "make-before-break");
+    sim.round(&[]);
+    assert_eq!(sim.weights(), "us-east=0 eu-west=100");
+    let arrived = sim.now;
+    let record = sim.status.move_request.clone().unwrap();
+    assert_eq!(record.completed_at.map(|t| t.0), Some(at(arrived)));
+    assert_eq!(
+        sim.status.last_failover.as_ref().unwrap().reason,
+        MoveReason::Override,
+        "a planned move a person made"
+    );
+    // us-east, Healthy all along, would be failed back to at once: the
+    // request holds traffic in eu-west for failbackHoldSeconds (60 s).
+    while sim.now < arrived + 59 {
+        sim.round(&[]);
+        assert_eq!(
+            sim.weights(),
+            "us-east=0 eu-west=100",
+            "held at {}",
+            sim.now
+        );
+    }
+    assert!(sim.condition("FailbackPending"));
+    for _ in 0..5 {
+        sim.round(&[]);
+    }
+    assert_eq!(sim.weights(), "us-east=100 eu-west=0", "the usual failback");
+    for _ in 0..30 {
+        sim.round(&[]);
+    }
+    assert_eq!(
+        sim.weights(),
+        "us-east=100 eu-west=0",
+        "a request is carried out once"
+    );
+}
+
+#[test]
+fn a_move_request_held_region_that_fails_is_failed_over_at_once() {
+    let mut sim = Sim::new(spec(json!({"failover": {"failbackHoldSeconds": 3600}})));
+    for _ in 0..5 {
+        sim.round(&[]);
+    }
+    sim.move_request = Some(crate::plan::controls::MoveRequest {
+        region: "eu-west".into(),
+        requested_at: at(sim.now),
+    });
+    sim.round(&[]);
+    sim.round(&[]);
+    assert_eq!(sim.weights(), "us-east=0 eu-west=100");
+    for _ in 0..3 {
+        sim.round(&[("eu-west", down())]);
+    }
+    assert_eq!(sim.weights(), "us-east=100 eu-west=0", "the hold is no pin");
 }
 
 #[test]
@@ -1094,6 +1167,7 @@ fn check_invariants_with(
             round: step.round,
             published: &[],
             drill_requested: None,
+            move_request: None,
             sightings: &BTreeMap::new(),
             observers: &[],
             now: at(sim.now),

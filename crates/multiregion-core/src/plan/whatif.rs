@@ -103,6 +103,7 @@ pub fn simulate(
             round: true,
             published: &[],
             drill_requested: None,
+            move_request: None,
             sightings: &BTreeMap::new(),
             observers: &[],
             now: t,

@@ -270,6 +270,7 @@ fn with_the_status_lost_and_no_labels_the_sink_weights_tell_the_active_region() 
         round: true,
         published: &published,
         drill_requested: None,
+        move_request: None,
         sightings: &BTreeMap::new(),
         observers: &[],
         now: at(0),
