@@ -33,6 +33,10 @@ fn plan_prints_placement_weights_detection_and_availability() {
         ["eu-west", "Active", "3", "100"]
     );
     assert!(text.contains("99.990000%"), "1 - 0.01^2: {text}");
+    assert!(
+        text.contains("recovery: RTO 15.1 s (15 s detection + 0.05 s promotion + 0 s publication)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -416,4 +420,5 @@ fn plan_compares_the_three_strategies_and_prints_json_for_tools() {
     let strategies = report["strategies"].as_array().unwrap();
     assert_eq!(strategies.len(), 3);
     assert_eq!(strategies[1]["trafficLostUntilDetected"], 0.5);
+    assert_eq!(strategies[0]["rto"]["detectionSeconds"], 15.0);
 }

@@ -337,9 +337,12 @@ fn plan_one(app: &MultiRegionApp, name: &str, args: &PlanArgs) -> Result<Report>
     if whatif.after.weights.iter().all(|(_, w)| *w == 0) {
         eprintln!("warning: MultiRegionApp {name:?} serves no traffic once {failed} fails");
     }
+    let recovery = strategies[0].figures.as_ref().map_or(String::new(), |f| {
+        format!("\nrecovery: RTO {}\n          RPO {}\n", f.rto, f.rpo)
+    });
     Ok(Report {
         table: format!(
-            "{table}\n{}",
+            "{table}{recovery}\n{}",
             super::render::playbook_table(&strategies, style)
         ),
         data: plan_json(name, &failed, &whatif, &strategies)?,

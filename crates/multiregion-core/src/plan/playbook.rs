@@ -47,6 +47,96 @@ pub struct Figures {
     pub replicas_to_start: i32,
     /// Writes that may be lost when the region fails.
     pub rpo: String,
+    /// From the failure until clients reach the new region.
+    pub rto: Rto,
+}
+
+/// Recovery time: detection from the spec's numbers, promotion and
+/// publication from what this project measured (docs/benchmarks.md), and
+/// what cannot be known offline named, not guessed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rto {
+    /// The sum of the three parts below.
+    pub seconds: f64,
+    /// `intervalSeconds x failureThreshold` (the measured p99 stays within
+    /// it plus one probe interval).
+    pub detection_seconds: f64,
+    /// The decision, and a database promotion where the operator promotes
+    /// one (`lagFrom.postgres`).
+    pub promotion_seconds: f64,
+    /// The sinks: a gateway's HTTPRoute, or a DNS record's TTL.
+    pub publication_seconds: f64,
+    /// What comes on top and is not known offline: pods that must start,
+    /// ExternalDNS's sync interval.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plus: Vec<String>,
+}
+
+/// Measured: the decision's p99 (`multiregion_decision_latency_seconds`).
+const DECISION_SECONDS: f64 = 0.05;
+/// Measured: from the third failed round to a gateway's first answer from
+/// the new region, p99 (`make bench-traffic`, Traefik, 1 s x 3).
+const GATEWAY_SECONDS: f64 = 0.5;
+/// Measured: `pg_promote` taking a standby out of recovery
+/// (`make bench-replication`).
+const DATABASE_PROMOTION_SECONDS: f64 = 0.11;
+
+/// The RTO of a strategy for the spec: detection, then promotion, then
+/// publication; `cold_pods` must start before a pilot-light region serves.
+pub fn rto(spec: &MultiRegionAppSpec, cold_pods: i32) -> Rto {
+    let hc = &spec.health_check;
+    let detection = f64::from(hc.interval_seconds * hc.failure_threshold);
+    let mut plus = Vec::new();
+    let promotes_database = spec.strategy != Strategy::ActiveActive
+        && spec
+            .failover
+            .replication
+            .as_ref()
+            .is_some_and(|r| r.lag_from.postgres.is_some());
+    let promotion = DECISION_SECONDS
+        + if promotes_database {
+            DATABASE_PROMOTION_SECONDS
+        } else {
+            0.0
+        };
+    if cold_pods > 0 {
+        plus.push(format!("the start of {cold_pods} pods"));
+    }
+    let traffic = spec.traffic.as_ref();
+    let publication = match (
+        traffic.and_then(|t| t.http_route.as_ref()),
+        traffic.and_then(|t| t.dns_endpoint.as_ref()),
+    ) {
+        (Some(_), _) => GATEWAY_SECONDS,
+        (None, Some(dns)) => {
+            plus.push("ExternalDNS's sync interval".to_string());
+            dns.record_ttl as f64
+        }
+        (None, None) => 0.0,
+    };
+    Rto {
+        seconds: detection + promotion + publication,
+        detection_seconds: detection,
+        promotion_seconds: promotion,
+        publication_seconds: publication,
+        plus,
+    }
+}
+
+impl std::fmt::Display for Rto {
+    /// `15.6 s (15 s detection + 0.05 s promotion + 0.5 s publication) + the start of 3 pods`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.1} s ({} s detection + {} s promotion + {} s publication)",
+            self.seconds, self.detection_seconds, self.promotion_seconds, self.publication_seconds
+        )?;
+        for extra in &self.plus {
+            write!(f, " + {extra}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Figures for the app's strategy first, then the other two, for a failure
@@ -140,7 +230,29 @@ fn measure(spec: &MultiRegionAppSpec, whatif: &WhatIf, failed: &str) -> Figures 
         },
         replicas_to_start,
         rpo: rpo(spec),
+        rto: rto(spec, cold_pods(whatif)),
     }
+}
+
+/// Pods the regions serving after the failure must start before they can
+/// serve at all: those that ran none before (a pilot light). A warm
+/// standby serves at once and grows meanwhile.
+fn cold_pods(whatif: &WhatIf) -> i32 {
+    let before = |region: &str| {
+        whatif
+            .before
+            .placements
+            .iter()
+            .find(|b| b.region == region)
+            .map_or(0, |b| b.replicas)
+    };
+    whatif
+        .after
+        .placements
+        .iter()
+        .filter(|p| weight_of(&whatif.after.weights, &p.region) > 0 && before(&p.region) == 0)
+        .map(|p| p.replicas)
+        .sum()
 }
 
 fn weight_of(weights: &[(String, i32)], region: &str) -> i32 {
@@ -268,6 +380,39 @@ mod tests {
         );
         assert!(rpo(&promote).starts_with("not bounded"));
         assert!(rpo(&spec("ActiveActive", json!({}))).contains("every region writes"));
+    }
+
+    #[test]
+    fn rto_adds_detection_promotion_and_publication_and_names_the_rest() {
+        let warm = compare(&spec("ActivePassive", json!({})), None, now(), None);
+        let rto = &warm[0].figures.as_ref().unwrap().rto;
+        assert_eq!((rto.detection_seconds, rto.publication_seconds), (6.0, 0.0));
+        assert!(rto.plus.is_empty(), "a warm standby serves at once: {rto}");
+        let gateway = spec(
+            "ActivePassive",
+            json!({"standby": {"replicas": 0}, "traffic": {"httpRoute": {"name": "web", "parentRefs": [{"name": "gw"}], "hostnames": ["web.example.com"]}}}),
+        );
+        let cold = compare(&gateway, None, now(), None);
+        let rto = &cold[0].figures.as_ref().unwrap().rto;
+        assert_eq!(rto.publication_seconds, 0.5);
+        assert_eq!(
+            rto.plus,
+            ["the start of 4 pods"],
+            "a pilot light starts them first"
+        );
+        assert_eq!(
+            rto.to_string(),
+            "6.5 s (6 s detection + 0.05 s promotion + 0.5 s publication) + the start of 4 pods"
+        );
+        let dns = spec(
+            "ActivePassive",
+            json!({"traffic": {"dnsEndpoint": {"dnsName": "web.example.com", "recordTTL": 30}},
+                   "failover": {"replication": {"mode": "Synchronous", "lagFrom": {"postgres": {"secretRef": {"name": "dbs"}}}}}}),
+        );
+        let all = compare(&dns, None, now(), None);
+        let rto = &all[0].figures.as_ref().unwrap().rto;
+        assert!((rto.seconds - 36.16).abs() < 1e-9, "{rto}");
+        assert_eq!(rto.plus, ["ExternalDNS's sync interval"]);
     }
 
     #[test]
