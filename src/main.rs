@@ -18,6 +18,11 @@ fn init_logging(format: LogFormat) {
 
 #[tokio::main]
 async fn main() {
+    if cli::invoked_for_completion() {
+        let words = std::env::args().skip(1).collect();
+        let _ = cli::complete(words).await;
+        return;
+    }
     let cli = cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args).await,

@@ -44,9 +44,11 @@ fn plugin_path() -> String {
     PATH.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("day2-plugin");
         std::fs::create_dir_all(&dir).unwrap();
-        let plugin = dir.join("kubectl-multiregion");
-        let _ = std::fs::remove_file(&plugin);
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_multiregion"), &plugin).unwrap();
+        for name in ["kubectl-multiregion", "kubectl_complete-multiregion"] {
+            let plugin = dir.join(name);
+            let _ = std::fs::remove_file(&plugin);
+            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_multiregion"), &plugin).unwrap();
+        }
         format!(
             "{}:{}",
             dir.display(),
@@ -515,6 +517,29 @@ async fn drain_and_cordon_take_a_region_out_of_traffic_and_back() {
         watch.printed().contains(both).then_some(())
     })
     .await;
+    // kubectl completes through kubectl_complete-multiregion: verbs, apps
+    // of the namespace, the app's regions.
+    let completed = |words: &[&str]| {
+        let out = Command::new(env().bin_dir.join("kubectl"))
+            .args(["__complete", "multiregion", "--kubeconfig"])
+            .arg(env().kubeconfig("hub"))
+            .args(words)
+            .env("PATH", plugin_path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(
+        completed(&["dr"]).contains("drain\n"),
+        "{}",
+        completed(&["dr"])
+    );
+    assert!(completed(&["drain", "-n", ns, ""]).contains("web\n"));
+    let regions = completed(&["drain", "-n", ns, "web", ""]);
+    assert!(
+        regions.contains("us-east\n") && regions.contains("eu-west\n"),
+        "{regions}"
+    );
     // kubectl's habit: the namespace before the verb.
     succeeded(&["-n", ns, "drain", "web", "eu-west"]);
     wait_weights(
@@ -572,6 +597,11 @@ async fn drain_and_cordon_take_a_region_out_of_traffic_and_back() {
 
     let _uncordon = Uncordon("eu-west");
     let cordoned = succeeded(&["cordon", "eu-west"]);
+    assert!(
+        cordoned.contains("the cordon takes eu-west's traffic away from: ")
+            && cordoned.contains("day2-drain/web (weight 50)"),
+        "a cordon says what it moves: {cordoned}"
+    );
     assert!(
         cordoned.contains("region/eu-west spec.cordoned: false -> true"),
         "{cordoned}"

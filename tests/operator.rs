@@ -945,6 +945,28 @@ async fn status_command_shows_each_region() {
         "one named app prints itself, as kubectl"
     );
     assert_eq!(json["status"]["weights"], "us-east=100 eu-west=0");
+    assert_eq!(
+        run(&[
+            "status",
+            "-n",
+            ns,
+            "web",
+            "-o",
+            "jsonpath={.status.weights}"
+        ]),
+        "us-east=100 eu-west=0",
+        "-o jsonpath, as kubectl (no newline of its own)"
+    );
+    assert_eq!(
+        run(&[
+            "status",
+            "-n",
+            ns,
+            "-o",
+            r#"jsonpath={range .items[*]}{.metadata.name} {.status.activeRegion}{"\n"}{end}"#
+        ]),
+        "web us-east\n"
+    );
     assert!(
         json["metadata"].get("managedFields").is_none(),
         "managedFields are left out"

@@ -149,8 +149,10 @@ pub struct StatusArgs {
     pub all_namespaces: bool,
     /// Output format: table, wide (also failed and good rounds in a row
     /// and Unknown evidence), name (`multiregionapp.multiregion.io/NAME`,
-    /// one per line), json and yaml (a List for several apps).
-    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    /// one per line), json and yaml (a List for several apps), and
+    /// jsonpath=TEMPLATE as kubectl reads it (`{.status.weights}`,
+    /// `{range .items[*]}{.metadata.name}{"\n"}{end}`).
+    #[arg(short, long, default_value = "table", value_parser = output)]
     pub output: Output,
     /// After the first listing, watch: print an app again each time what
     /// is shown of it changes (and when it is deleted), until interrupted.
@@ -158,13 +160,31 @@ pub struct StatusArgs {
     pub watch: bool,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     Table,
     Wide,
     Name,
     Json,
     Yaml,
+    JsonPath(String),
+}
+
+/// `-o`: a format's name, or `jsonpath=TEMPLATE`.
+fn output(text: &str) -> Result<Output, String> {
+    match text {
+        "table" => Ok(Output::Table),
+        "wide" => Ok(Output::Wide),
+        "name" => Ok(Output::Name),
+        "json" => Ok(Output::Json),
+        "yaml" => Ok(Output::Yaml),
+        _ => match text.strip_prefix("jsonpath=") {
+            Some(template) => Ok(Output::JsonPath(template.to_string())),
+            None => Err(format!(
+                "{text:?}: expected table, wide, name, json, yaml or jsonpath=TEMPLATE"
+            )),
+        },
+    }
 }
 
 #[derive(clap::Args)]

@@ -96,7 +96,7 @@ fn print_status(
     args: &super::args::StatusArgs,
     namespace: &str,
 ) -> Result<()> {
-    match args.output {
+    match &args.output {
         Output::Table | Output::Wide if apps.is_empty() => {
             let scope = if args.all_namespaces {
                 "any namespace".to_string()
@@ -107,8 +107,14 @@ fn print_status(
         }
         Output::Table | Output::Wide | Output::Name => {
             for app in apps {
-                print!("{}", shown_change(app, args.output)?);
+                print!("{}", shown_change(app, &args.output)?);
             }
+        }
+        Output::JsonPath(template) => {
+            let shown = super::jsonpath::render(template, &shown_apps(apps, args)?)
+                .map_err(anyhow::Error::msg)?;
+            // As kubectl: no newline of its own.
+            print!("{shown}");
         }
         Output::Json => println!(
             "{}",
@@ -121,13 +127,18 @@ fn print_status(
 
 /// One app as `status` shows it, alone (a table block, its name line, or
 /// one JSON or YAML document).
-fn shown_change(app: &MultiRegionApp, output: Output) -> Result<String> {
+fn shown_change(app: &MultiRegionApp, output: &Output) -> Result<String> {
     Ok(match output {
         Output::Table | Output::Wide => super::render::status_table(
             std::slice::from_ref(app),
-            output == Output::Wide,
+            *output == Output::Wide,
             super::style(),
         ),
+        Output::JsonPath(template) => {
+            let shown = super::jsonpath::render(template, &serde_json::to_value(app)?)
+                .map_err(anyhow::Error::msg)?;
+            format!("{shown}\n")
+        }
         Output::Name => format!("multiregionapp.multiregion.io/{}\n", app.name_any()),
         Output::Json => format!("{}\n", serde_json::to_string_pretty(app)?),
         Output::Yaml => format!("---\n{}", serde_saphyr::to_string(app)?),
@@ -151,7 +162,7 @@ async fn watch_status(
     };
     let mut last: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     for app in listed {
-        last.insert(key(app), change_key(app, args.output)?);
+        last.insert(key(app), change_key(app, &args.output)?);
     }
     let mut config = watcher::Config::default();
     if let Some(name) = &args.name {
@@ -162,15 +173,14 @@ async fn watch_status(
         match event {
             Ok(Event::Apply(mut app) | Event::InitApply(mut app)) => {
                 app.metadata.managed_fields = None;
-                let seen = change_key(&app, args.output)?;
+                let seen = change_key(&app, &args.output)?;
                 if last.insert(key(&app), seen.clone()).as_ref() != Some(&seen) {
-                    print!("{}", shown_change(&app, args.output)?);
+                    print!("{}", shown_change(&app, &args.output)?);
                 }
             }
             Ok(Event::Delete(app)) => {
                 if last.remove(&key(&app)).is_some()
-                    && args.output != Output::Json
-                    && args.output != Output::Yaml
+                    && matches!(args.output, Output::Table | Output::Wide | Output::Name)
                 {
                     println!("{} deleted", key(&app));
                 }
@@ -184,7 +194,7 @@ async fn watch_status(
 
 /// What must change for `status -w` to print an app again: what the table
 /// shows of it, or (for the other formats) the object itself.
-fn change_key(app: &MultiRegionApp, output: Output) -> Result<String> {
+fn change_key(app: &MultiRegionApp, output: &Output) -> Result<String> {
     match output {
         Output::Table | Output::Wide => shown_change(app, output),
         _ => {
@@ -635,9 +645,35 @@ pub async fn drain(args: RegionOfAppArgs, drain: bool) -> Result<()> {
     )
 }
 
+/// Before a cordon: the apps that carry traffic in the region, which the
+/// cordon moves (or, with no other region to take it, leaves at weight 0).
+/// Only a note: without the right to list every app it says so.
+async fn preview_cordon(client: &Client, region: &str) {
+    let apps: Api<MultiRegionApp> = Api::all(client.clone());
+    let listed = match apps.list(&ListParams::default()).await {
+        Ok(listed) => listed.items,
+        Err(err) => {
+            println!("cannot list the apps to preview the cordon: {err}");
+            return;
+        }
+    };
+    let serving = crate::plan::controls::serving_in(&listed, region);
+    if serving.is_empty() {
+        println!("no app carries traffic in {region}: the cordon moves nothing");
+    } else {
+        println!(
+            "the cordon takes {region}'s traffic away from: {}",
+            serving.join(", ")
+        );
+    }
+}
+
 /// Sets spec.cordoned of a Region.
 pub async fn cordon(args: RegionArgs, cordoned: bool) -> Result<()> {
     let (client, _) = connect(&args.hub).await?;
+    if cordoned {
+        preview_cordon(&client, &args.region).await;
+    }
     let api: Api<Region> = Api::all(client);
     let current = api
         .get(&args.region)

@@ -5,10 +5,12 @@
 //! json|yaml` prints a List, `NO_COLOR` turns colours off.
 
 mod args;
+mod complete;
 mod day2;
 mod grants;
 mod hub;
 mod join;
+mod jsonpath;
 mod member;
 pub mod render;
 pub mod validate;
@@ -36,6 +38,20 @@ pub fn display_name() -> String {
         Some(plugin) => format!("kubectl {plugin}"),
         None => "multiregion".to_string(),
     }
+}
+
+/// Run as `kubectl_complete-multiregion` (a symlink to this binary): kubectl
+/// asks for the completions of `kubectl multiregion ...`.
+pub fn invoked_for_completion() -> bool {
+    let invoked = std::env::args().next().unwrap_or_default();
+    std::path::Path::new(&invoked)
+        .file_name()
+        .is_some_and(|f| f == "kubectl_complete-multiregion")
+}
+
+/// Prints the completions kubectl asked for (see `complete`).
+pub async fn complete(words: Vec<String>) -> Result<()> {
+    complete::run(words).await
 }
 
 /// Parses the command line, naming the command as it was invoked.

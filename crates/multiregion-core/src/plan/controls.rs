@@ -17,6 +17,26 @@ use crate::api::{
     MultiRegionAppSpec,
 };
 
+/// The apps carrying traffic in `region` (as `namespace/name (weight N)`),
+/// from their status: what a cordon of the region takes traffic from.
+pub fn serving_in(apps: &[crate::api::MultiRegionApp], region: &str) -> Vec<String> {
+    apps.iter()
+        .filter_map(|app| {
+            let status = app.status.as_ref()?;
+            let here = status
+                .regions
+                .iter()
+                .find(|r| r.name == region && r.weight > 0)?;
+            Some(format!(
+                "{}/{} (weight {})",
+                app.metadata.namespace.as_deref().unwrap_or_default(),
+                app.metadata.name.as_deref().unwrap_or_default(),
+                here.weight
+            ))
+        })
+        .collect()
+}
+
 /// A one-shot move a person asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MoveRequest {
@@ -217,6 +237,27 @@ mod tests {
             !request_done(&newer, Some(&done)),
             "a new time is a new request"
         );
+    }
+
+    #[test]
+    fn a_cordon_previews_the_apps_with_traffic_in_the_region() {
+        let app = |name: &str, weights: [i32; 2]| -> crate::api::MultiRegionApp {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "multiregion.io/v1alpha1", "kind": "MultiRegionApp",
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"strategy": "ActiveActive", "regions": [{"name": "us-east"}, {"name": "eu-west"}],
+                         "workload": {"replicas": 1, "template": {}}},
+                "status": {"regions": [
+                    {"name": "us-east", "role": "Active", "health": "Healthy", "weight": weights[0], "desiredReplicas": 1, "readyReplicas": 1, "consecutiveFailures": 0, "consecutiveSuccesses": 2},
+                    {"name": "eu-west", "role": "Active", "health": "Healthy", "weight": weights[1], "desiredReplicas": 1, "readyReplicas": 1, "consecutiveFailures": 0, "consecutiveSuccesses": 2}
+                ]}
+            }))
+            .unwrap()
+        };
+        let apps = [app("web", [50, 50]), app("api", [100, 0])];
+        assert_eq!(serving_in(&apps, "eu-west"), ["shop/web (weight 50)"]);
+        assert_eq!(serving_in(&apps, "us-east").len(), 2);
+        assert!(serving_in(&apps, "ap-south").is_empty());
     }
 
     #[test]
