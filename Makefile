@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: bench-replication bench-spread bench-traffic test test-local test-kind lint controlplane up down bench-localregions bench demo shellcheck
+.PHONY: crds bench-replication bench-spread bench-traffic test test-local test-kind lint controlplane up down bench-localregions bench demo shellcheck
 
 ## test: everything CI checks: format, lints, unit, end-to-end and chaos
 ## tests on local regions, then the kind walkthrough test (needs root or
@@ -20,6 +20,13 @@ test-kind:
 lint: shellcheck
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## crds: regenerate crds/ and the chart's copy from the API types (after
+## changing crates/multiregion-core/src/api; tests/crds.rs and tests/chart.rs
+## fail until both are current).
+crds:
+	$(CARGO) run -q -- crd > crds/multiregion.yaml
+	cp crds/multiregion.yaml charts/multiregion/files/crds.yaml
 
 ## controlplane: build (or find cached) etcd, kube-*, kubectl, kwok, helm.
 controlplane:
