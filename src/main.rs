@@ -52,6 +52,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             region,
             namespace: args.namespace,
             metrics_addr: args.metrics_addr,
+            metrics_auth: args.metrics_auth == cli::MetricsAuth::Kubernetes,
             identity,
             leader_election: args.leader_election,
             lease_seconds: args.lease_seconds,

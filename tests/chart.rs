@@ -394,6 +394,7 @@ fn the_network_policy_lets_out_dns_the_api_servers_and_the_health_checks() {
         [
             (vec![], strings(&["UDP/53", "TCP/53"])),
             (anywhere.clone(), strings(&["TCP/443", "TCP/6443"])),
+            (anywhere.clone(), strings(&["TCP/5432"])),
             (
                 anywhere.clone(),
                 strings(&[
@@ -405,8 +406,19 @@ fn the_network_policy_lets_out_dns_the_api_servers_and_the_health_checks() {
                 ])
             ),
         ],
-        "DNS, API servers on 443/6443, endpoints on the common ports and the NodePort range"
+        "DNS, API servers on 443/6443, databases on 5432, endpoints on the common ports and the NodePort range"
     );
+    assert_eq!(
+        egress(&[]),
+        {
+            let docs = rendered(&[]);
+            let _on_by_default = one(&docs, "NetworkPolicy");
+            egress(&["--set", "networkPolicy.enabled=true"])
+        },
+        "on by default"
+    );
+    let no_databases = egress(&["--set-json", "networkPolicy.databasePorts=[]"]);
+    assert_eq!(no_databases.len(), 3, "no database rule: {no_databases:?}");
     // Narrowed to where the endpoints are, on the ports they use.
     let custom = egress(&[
         "--set-json",
@@ -421,7 +433,7 @@ fn the_network_policy_lets_out_dns_the_api_servers_and_the_health_checks() {
         (strings(&["10.0.0.1/32"]), strings(&["TCP/443", "TCP/6443"]))
     );
     assert_eq!(
-        custom[2],
+        custom[3],
         (
             strings(&["10.1.0.0/16", "192.168.7.0/24"]),
             strings(&["TCP/9000", "TCP/31000-31010"])
@@ -429,7 +441,7 @@ fn the_network_policy_lets_out_dns_the_api_servers_and_the_health_checks() {
     );
     // No ports: every port on those CIDRs.
     let any_port = egress(&["--set-json", "networkPolicy.healthCheckPorts=[]"]);
-    assert_eq!(any_port[2], (anywhere, vec![]));
+    assert_eq!(any_port[3], (anywhere, vec![]));
     refused(
         &[
             "--set",
@@ -489,6 +501,43 @@ fn the_crds_render_with_the_keep_policy_and_equal_the_repositorys() {
 }
 
 #[test]
+fn metrics_are_served_to_whom_the_hub_allows_by_default() {
+    let docs = rendered(&[]);
+    let env = &one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"];
+    let auth = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "MULTIREGION_METRICS_AUTH")
+        .unwrap();
+    assert_eq!(auth["value"], "kubernetes");
+    let roles = of_kind(&docs, "ClusterRole");
+    let reader = roles
+        .iter()
+        .find(|r| r["metadata"]["name"] == "t-multiregion-metrics-reader")
+        .expect("a metrics-reader ClusterRole");
+    assert_eq!(reader["rules"][0]["nonResourceURLs"][0], "/metrics");
+    let operator = roles
+        .iter()
+        .find(|r| r["metadata"]["name"] == "t-multiregion")
+        .unwrap();
+    let rules = operator["rules"].to_string();
+    assert!(rules.contains("tokenreviews") && rules.contains("subjectaccessreviews"));
+
+    let open = rendered(&["--set", "metrics.authenticate=false"]);
+    let roles = of_kind(&open, "ClusterRole");
+    assert!(
+        !roles.iter().any(|r| r.to_string().contains("tokenreviews")),
+        "no reviews without it"
+    );
+    assert!(
+        !roles
+            .iter()
+            .any(|r| r["metadata"]["name"] == "t-multiregion-metrics-reader")
+    );
+}
+
+#[test]
 fn the_monitors_keep_the_apps_namespace_label() {
     let docs = rendered(&[
         "--set",
@@ -508,8 +557,19 @@ fn the_monitors_keep_the_apps_namespace_label() {
         one(&docs, "Service")["spec"]["selector"]
     );
     assert!(of_kind(&docs, "PodMonitor").is_empty());
+    assert_eq!(
+        endpoint["bearerTokenFile"], "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        "metrics.authenticate (the default): Prometheus sends its own token"
+    );
 
-    let docs = rendered(&["--set", "podMonitor.enabled=true,podMonitor.interval=15s"]);
+    refused(
+        &["--set", "podMonitor.enabled=true"],
+        &["podMonitor.tokenSecret", "metrics.authenticate=false"],
+    );
+    let docs = rendered(&[
+        "--set",
+        "podMonitor.enabled=true,podMonitor.interval=15s,podMonitor.tokenSecret.name=scrape,podMonitor.tokenSecret.key=token",
+    ]);
     assert!(of_kind(&docs, "ServiceMonitor").is_empty());
     let monitor = one(&docs, "PodMonitor");
     let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
@@ -517,6 +577,7 @@ fn the_monitors_keep_the_apps_namespace_label() {
     assert_eq!(endpoint["port"], "metrics", "the container port's name");
     assert_eq!(endpoint["path"], "/metrics");
     assert_eq!(endpoint["interval"], "15s");
+    assert_eq!(endpoint["authorization"]["credentials"]["name"], "scrape");
     let deployment = one(&docs, "Deployment");
     assert_eq!(
         monitor["spec"]["selector"]["matchLabels"],
@@ -1100,7 +1161,9 @@ fn service_account_kubeconfig(regions: &localregions::Guard) -> PathBuf {
 }
 
 /// The operator as a process with the given hub kubeconfig; killed on drop.
-struct Operator(std::process::Child);
+/// The operator as the chart runs it (its ServiceAccount, metrics only for
+/// tokens the hub allows), and the port of its /metrics.
+struct Operator(std::process::Child, u16);
 
 impl Operator {
     fn start(regions: &localregions::Guard, kubeconfig: &Path) -> Self {
@@ -1120,14 +1183,68 @@ impl Operator {
                 &format!("127.0.0.1:{metrics_port}"),
                 "--identity",
                 "chart-sa",
+                "--metrics-auth",
+                "kubernetes",
             ])
             .env("RUST_LOG", "info,kube_client=off")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        Operator(child)
+        Operator(child, metrics_port)
     }
+}
+
+/// The status /metrics answers with `token` (none: no header).
+async fn scrape(port: u16, token: Option<&str>) -> u16 {
+    let mut request = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/metrics"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.map_or(0, |r| r.status().as_u16())
+}
+
+/// A ServiceAccount's token from the hub, bound first to `cluster_role`
+/// when given.
+fn token_of(regions: &localregions::Guard, account: &str, cluster_role: Option<&str>) -> String {
+    let hub_kc = regions.kubeconfig("hub").unwrap();
+    let kubectl = regions.bin_dir().join("kubectl");
+    let kc = hub_kc.to_str().unwrap();
+    run(
+        &kubectl,
+        &[
+            "--kubeconfig",
+            kc,
+            "-n",
+            NS,
+            "create",
+            "serviceaccount",
+            account,
+        ],
+    );
+    if let Some(role) = cluster_role {
+        let subject = format!("{NS}:{account}");
+        run(
+            &kubectl,
+            &[
+                "--kubeconfig",
+                kc,
+                "create",
+                "clusterrolebinding",
+                account,
+                "--clusterrole",
+                role,
+                "--serviceaccount",
+                &subject,
+            ],
+        );
+    }
+    run(
+        &kubectl,
+        &["--kubeconfig", kc, "-n", NS, "create", "token", account],
+    )
+    .trim()
+    .to_string()
 }
 
 impl Drop for Operator {
@@ -1153,7 +1270,30 @@ async fn the_operator_with_the_charts_service_account_does_a_failover() {
         let kubeconfig = std::fs::read_to_string(regions.kubeconfig(region).unwrap()).unwrap();
         register_region(&hub, region, &kubeconfig, json!({})).await;
     }
-    let _operator = Operator::start(&regions, &sa_kc);
+    let operator = Operator::start(&regions, &sa_kc);
+    let port = operator.1;
+    common::wait_for("the operator serves", Duration::from_secs(30), || async {
+        (scrape(port, None).await != 0).then_some(())
+    })
+    .await;
+    assert_eq!(scrape(port, None).await, 401, "no token");
+    assert_eq!(
+        scrape(port, Some("not-a-token")).await,
+        401,
+        "a token the hub refuses"
+    );
+    let stranger = token_of(&regions, "stranger", None);
+    assert_eq!(
+        scrape(port, Some(&stranger)).await,
+        403,
+        "a user not allowed /metrics"
+    );
+    let prometheus = token_of(&regions, "prometheus", Some("multiregion-metrics-reader"));
+    assert_eq!(
+        scrape(port, Some(&prometheus)).await,
+        200,
+        "the metrics reader"
+    );
 
     let ns = "chart-app";
     let spec = app_spec("ActivePassive", &["us-east", "eu-west"], json!({}));

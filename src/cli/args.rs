@@ -28,10 +28,12 @@ pub enum Command {
     /// region fails, how long detection takes, and the playbook's numbers
     /// (cost, availability, traffic lost, RPO) for each strategy.
     Plan(PlanArgs),
-    /// Move an app's traffic to a region (sets spec.failover.activeOverride;
-    /// a planned, make-before-break move).
+    /// Move an app's traffic to a region once (a planned, make-before-break
+    /// move, held for failbackHoldSeconds), or hold it there with --pin
+    /// (spec.failover.activeOverride).
     Failover(FailoverArgs),
-    /// Hand an app's traffic back to its health checks (clears activeOverride).
+    /// Hand an app's traffic back to its health checks (clears activeOverride
+    /// and a one-shot move still holding).
     Release(AppArgs),
     /// Run a failover drill of an app now: a planned move away from a region
     /// and back, which gives up at any real fault (spec.failover.drill).
@@ -393,6 +395,13 @@ pub struct RunArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "MULTIREGION_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+    /// Who may read /metrics: everyone who reaches the port (none), or
+    /// only bearer tokens the hub authenticates and allows `get` on the
+    /// non-resource URL /metrics (kubernetes: a TokenReview and a
+    /// SubjectAccessReview, remembered for a minute). The chart sets
+    /// kubernetes.
+    #[arg(long, env = "MULTIREGION_METRICS_AUTH", value_enum, default_value_t = MetricsAuth::None)]
+    pub metrics_auth: MetricsAuth,
     /// Log format.
     #[arg(long, env = "MULTIREGION_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -428,6 +437,12 @@ pub struct RunArgs {
     /// (`30m`, `2h`). Default 0: at two thirds.
     #[arg(long, env = "MULTIREGION_RENEW_MEMBER_TOKENS_WITHIN", default_value = "0s", value_parser = request_timeout)]
     pub renew_member_tokens_within: std::time::Duration,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MetricsAuth {
+    None,
+    Kubernetes,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

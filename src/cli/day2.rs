@@ -324,6 +324,15 @@ fn print_reports(reports: &[Report], output: PlanOutput) -> Result<()> {
 
 /// The what-if and the playbook of one app.
 fn plan_one(app: &MultiRegionApp, name: &str, args: &PlanArgs) -> Result<Report> {
+    // A drain the app's annotation records counts as the operator counts it.
+    let drained = controls::with_drains(&app.spec, app.annotations());
+    let app = &match drained {
+        Some(spec) => MultiRegionApp {
+            spec,
+            ..app.clone()
+        },
+        None => app.clone(),
+    };
     let now = jiff::Timestamp::now();
     let failed = match &args.fail {
         Some(region) if app.spec.regions.iter().any(|r| &r.name == region) => region.clone(),

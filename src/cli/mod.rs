@@ -20,7 +20,7 @@ use std::io::IsTerminal;
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches};
 
-pub use args::{Cli, Command, LogFormat, RunArgs};
+pub use args::{Cli, Command, LogFormat, MetricsAuth, RunArgs};
 pub use hub::client as hub_client;
 pub use hub::clients as hub_clients;
 pub use hub::explain;
@@ -71,6 +71,13 @@ const CONNECTION_FLAGS: [&str; 5] = [
     "--request-timeout",
 ];
 
+/// The verbs whose connection flags name the hub. (`join` and `unjoin`
+/// name the member with `--kubeconfig`, `run` the operator's namespace with
+/// `--namespace`: nothing is moved for them.)
+const HUB_VERBS: [&str; 8] = [
+    "status", "failover", "release", "drill", "drain", "undrain", "cordon", "uncordon",
+];
+
 /// Moves the connection flags given before the verb to after it, where each
 /// verb declares those it takes: `multiregion -n shop status` is
 /// `multiregion status -n shop`. A verb that does not take one refuses it
@@ -96,7 +103,7 @@ pub fn hoist_connection_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::Os
         }
     }
     let verb = text.get(i).copied().flatten();
-    if hoisted.is_empty() || verb.is_none_or(|v| v.starts_with('-')) {
+    if hoisted.is_empty() || !verb.is_some_and(|v| HUB_VERBS.contains(&v)) {
         return args;
     }
     let mut out = vec![args[0].clone(), args[i].clone()];
@@ -190,6 +197,8 @@ mod tests {
             "m -n shop --help",
             "m -A status",
             "m --namespace",
+            "m --context hub unjoin eu-west",
+            "m --kubeconfig hub.yaml join us-east",
         ] {
             assert_eq!(hoisted(line), line);
         }

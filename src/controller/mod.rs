@@ -9,6 +9,7 @@ mod events;
 mod gather;
 mod hub_config;
 pub mod leader;
+mod metrics_auth;
 mod placement;
 mod reconcile;
 mod resources;
@@ -59,6 +60,8 @@ pub struct Options {
     pub namespace: String,
     /// Address of the metrics and health server.
     pub metrics_addr: std::net::SocketAddr,
+    /// `/metrics` only for bearer tokens the hub allows `get` on it.
+    pub metrics_auth: bool,
     /// Name used in Events and the Lease.
     pub identity: String,
     /// Only the holder of the Lease `multiregion-operator` in `namespace`
@@ -87,10 +90,14 @@ pub struct Options {
 pub async fn run(hub: Clients, options: Options) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(Readiness::default());
+    let auth = options
+        .metrics_auth
+        .then(|| metrics_auth::MetricsAuth::new(hub.requests.clone()));
     let mut server = tokio::spawn(server::serve(
         options.metrics_addr,
         metrics.clone(),
         ready.clone(),
+        auth,
     ));
 
     // Read before taking the Lease: a leader that cannot place anything

@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use super::metrics_auth::MetricsAuth;
 use crate::metrics::Metrics;
 
 /// What `/readyz` answers. A replica is ready as a standby as soon as it
@@ -44,27 +45,48 @@ impl Readiness {
 struct Shared {
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
+    auth: Option<Arc<MetricsAuth>>,
 }
 
-/// Serves until the process stops.
+/// Serves until the process stops. With `auth`, `/metrics` answers only
+/// those the hub allows `get` on it; `/healthz` and `/readyz` stay open
+/// (the kubelet probes them).
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
+    auth: Option<MetricsAuth>,
 ) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(Shared { metrics, ready });
+        .with_state(Shared {
+            metrics,
+            ready,
+            auth: auth.map(Arc::new),
+        });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
     axum::serve(listener, app).await?;
     Ok(())
 }
 
-async fn metrics_text(State(shared): State<Shared>) -> impl IntoResponse {
+async fn metrics_text(State(shared): State<Shared>, headers: HeaderMap) -> impl IntoResponse {
+    if let Some(auth) = &shared.auth {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if let Err((status, why)) = auth.check(authorization).await {
+            return (
+                status,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                why,
+            );
+        }
+    }
     (
+        StatusCode::OK,
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -66,9 +66,36 @@ fn recorded<'a>(
     previous.filter(|p| p.region == request.region && p.requested_at.0 == request.requested_at)
 }
 
-/// Traffic has reached the requested region before: nothing more to move.
-pub fn request_done(request: &MoveRequest, previous: Option<&MoveRequestRecord>) -> bool {
-    recorded(request, previous).is_some_and(|p| p.completed_at.is_some())
+/// A request traffic could not follow for this long (its target
+/// unhealthy, drained, held by the RPO gate) lapses: it must not move
+/// traffic hours later when the target recovers, nor again after a status
+/// was lost.
+pub const REQUEST_LAPSES_AFTER_SECONDS: i64 = 600;
+
+/// The request still asks for a move: traffic has not reached its region
+/// yet, and it has not lapsed.
+pub fn request_pending(
+    request: &MoveRequest,
+    previous: Option<&MoveRequestRecord>,
+    now: Timestamp,
+) -> bool {
+    let done = recorded(request, previous).is_some_and(|p| p.completed_at.is_some());
+    let age = now.as_second() - request.requested_at.as_second();
+    !done && (0..REQUEST_LAPSES_AFTER_SECONDS).contains(&age.max(0))
+}
+
+/// A request is in force (pending, or holding traffic where it moved it):
+/// no drill starts or goes on meanwhile.
+pub fn request_in_force(
+    request: Option<&MoveRequest>,
+    previous: Option<&MoveRequestRecord>,
+    active: Option<&str>,
+    hold_seconds: i32,
+    now: Timestamp,
+) -> bool {
+    let Some(req) = request else { return false };
+    request_pending(req, previous, now)
+        || active.is_some_and(|a| held_until(request, previous, a, hold_seconds, now).is_some())
 }
 
 /// Until when traffic stays in `active` because a person moved it there:
@@ -99,7 +126,9 @@ pub fn record(
     let Some(request) = request else {
         return previous.cloned();
     };
-    let arrived = active == Some(request.region.as_str()) && !moving;
+    let age = now.as_second() - request.requested_at.as_second();
+    let arrived =
+        active == Some(request.region.as_str()) && !moving && age < REQUEST_LAPSES_AFTER_SECONDS;
     let completed_at = recorded(request, previous)
         .and_then(|p| p.completed_at.clone())
         .or_else(|| arrived.then_some(Time(now)));
@@ -204,12 +233,42 @@ mod tests {
         let t = |s: i64| request.requested_at + jiff::SignedDuration::from_secs(s);
         let moving = record(Some(&request), None, Some("us-east"), true, t(1)).unwrap();
         assert!(moving.completed_at.is_none());
-        assert!(!request_done(&request, Some(&moving)));
+        assert!(request_pending(&request, Some(&moving), t(1)));
+        assert!(
+            !request_pending(&request, Some(&moving), t(REQUEST_LAPSES_AFTER_SECONDS)),
+            "a request traffic could not follow lapses"
+        );
         let pending = record(Some(&request), Some(&moving), Some("eu-west"), true, t(5)).unwrap();
         assert!(pending.completed_at.is_none(), "still moving");
         let done = record(Some(&request), Some(&pending), Some("eu-west"), false, t(9)).unwrap();
         assert_eq!(done.completed_at, Some(Time(t(9))));
-        assert!(request_done(&request, Some(&done)));
+        assert!(!request_pending(&request, Some(&done), t(10)));
+        assert!(request_in_force(
+            Some(&request),
+            Some(&done),
+            Some("eu-west"),
+            300,
+            t(100)
+        ));
+        assert!(!request_in_force(
+            Some(&request),
+            Some(&done),
+            Some("eu-west"),
+            300,
+            t(309)
+        ));
+        let lapsed = record(
+            Some(&request),
+            Some(&moving),
+            Some("eu-west"),
+            false,
+            t(700),
+        )
+        .unwrap();
+        assert!(
+            lapsed.completed_at.is_none(),
+            "a lapsed request holds nothing"
+        );
         let later = record(Some(&request), Some(&done), Some("us-east"), false, t(400)).unwrap();
         assert_eq!(later.completed_at, Some(Time(t(9))), "completed once");
         assert_eq!(
@@ -234,7 +293,7 @@ mod tests {
             ..request.clone()
         };
         assert!(
-            !request_done(&newer, Some(&done)),
+            request_pending(&newer, Some(&done), t(501)),
             "a new time is a new request"
         );
     }

@@ -201,6 +201,9 @@ fn ready_to_drill(inputs: &Inputs, regions: &[RegionView], away: &str) -> Result
     if !inputs.spec.failover.active_override.is_empty() {
         return Err("activeOverride is set".into());
     }
+    if request_in_force(inputs) {
+        return Err("a move a person asked for is pending or holding".into());
+    }
     for raised in ["FlapDamped", "PromotionBlocked"] {
         if conditions::is_true(&inputs.previous.conditions, raised) {
             return Err(format!("{raised} is True"));
@@ -218,6 +221,17 @@ fn ready_to_drill(inputs: &Inputs, regions: &[RegionView], away: &str) -> Result
     Ok(())
 }
 
+/// A one-shot move a person asked for is pending or holding traffic.
+fn request_in_force(inputs: &Inputs) -> bool {
+    super::controls::request_in_force(
+        inputs.move_request,
+        inputs.previous.move_request.as_ref(),
+        inputs.previous.active_region.as_deref(),
+        inputs.spec.failover.failback_hold_seconds,
+        inputs.now,
+    )
+}
+
 /// A running drill gives up at any real fault, an override, damping, a
 /// blocked promotion, or when it overruns `maxDurationSeconds`.
 fn abort_reason(inputs: &Inputs, regions: &[RegionView], run: &DrillRun) -> Option<String> {
@@ -230,6 +244,9 @@ fn abort_reason(inputs: &Inputs, regions: &[RegionView], run: &DrillRun) -> Opti
     }
     if !inputs.spec.failover.active_override.is_empty() {
         return Some("activeOverride was set".into());
+    }
+    if request_in_force(inputs) {
+        return Some("a person asked to move traffic".into());
     }
     for raised in ["FlapDamped", "PromotionBlocked"] {
         if conditions::is_true(&inputs.previous.conditions, raised) {

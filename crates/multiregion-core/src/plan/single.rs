@@ -148,39 +148,23 @@ impl<'a> Single<'a> {
         self.regions.iter().position(|r| r.name() == name)
     }
 
-    /// A one-shot move a person asked for that traffic has not made yet.
-    fn requested_target(&self) -> Option<usize> {
-        let request = self.inputs.move_request?;
-        if controls::request_done(request, self.inputs.previous.move_request.as_ref()) {
-            return None;
-        }
-        self.regions.iter().position(|r| r.name() == request.region)
-    }
-
-    /// Where traffic should go: an override wins, then a move a person
-    /// asked for; otherwise the first choice, or what the current active
-    /// region's state asks for.
+    /// Where traffic should go: an override wins; otherwise the first
+    /// choice, or what the current active region's state asks for.
     fn want(&mut self) -> Want {
-        let asked = || self.requested_target().map(|t| (t, "a move request"));
-        let person = self
-            .override_target()
-            .map(|t| (t, "activeOverride"))
-            .or_else(asked);
-        match (person, self.previous_active) {
-            (Some((target, by)), _) => self.want_override(target, by),
+        match (self.override_target(), self.previous_active) {
+            (Some(target), _) => self.want_override(target),
             (None, None) => self.want_first(),
             (None, Some(active)) => self.want_from(active),
         }
     }
 
-    /// A person moved traffic (`by`: activeOverride, a move request): it
-    /// moves there whatever the region's health or lag, with a Warning for
-    /// either.
-    fn want_override(&mut self, target: usize, by: &str) -> Want {
+    /// A person pinned traffic: it moves there whatever the region's health
+    /// or lag, with a Warning for either.
+    fn want_override(&mut self, target: usize) -> Want {
         let region = &self.regions[target];
         if !region.healthy() {
             let message = format!(
-                "{by} makes {} active although it is {}",
+                "activeOverride makes {} active although it is {}",
                 region.name(),
                 region.counters.health
             );
@@ -196,7 +180,7 @@ impl<'a> Single<'a> {
                 region,
                 &lag,
                 replication,
-                &format!("{by} promotes"),
+                "activeOverride promotes",
             ));
         }
         Want::Planned(target, MoveReason::Override)
@@ -313,9 +297,36 @@ impl<'a> Single<'a> {
         }
     }
 
-    /// A healthy active region stays where a person moved it for the hold;
-    /// then the usual rules apply (`want_usual`).
+    /// A one-shot move a person asked for, away from a healthy active
+    /// region: only to a region that may carry traffic (Healthy, not
+    /// drained, cordoned or held out by a drill), through the RPO gate. A
+    /// failure, a drain or a removal of the active region comes first
+    /// (`want_from`); a request that cannot be followed waits, then lapses
+    /// (`controls::request_pending`).
+    fn want_requested(&mut self, active: usize) -> Option<Want> {
+        let request = self.inputs.move_request?;
+        let previous = self.inputs.previous.move_request.as_ref();
+        if !controls::request_pending(request, previous, self.inputs.now) {
+            return None;
+        }
+        let target = self
+            .regions
+            .iter()
+            .position(|r| r.name() == request.region)?;
+        if target == active || !self.regions[target].eligible() {
+            return None;
+        }
+        self.promotable(&[target])
+            .map(|t| Want::Planned(t, MoveReason::Override))
+    }
+
+    /// A healthy active region: a move a person asked for, else it stays
+    /// where a person moved it for the hold, then the usual rules apply
+    /// (`want_usual`).
     fn want_better(&mut self, active: usize, candidates: &[usize]) -> Want {
+        if let Some(requested) = self.want_requested(active) {
+            return requested;
+        }
         let want = self.want_usual(active, candidates);
         let held = controls::held_until(
             self.inputs.move_request,
@@ -395,7 +406,7 @@ impl<'a> Single<'a> {
                 self.flags.failback_pending = Some((
                     "Manual",
                     format!(
-                        "{} is Healthy; set spec.failover.activeOverride to move traffic back",
+                        "{} is Healthy; move traffic back with kubectl multiregion failover (or spec.failover.activeOverride)",
                         region.name()
                     ),
                 ));

@@ -582,6 +582,72 @@ fn a_move_request_moves_once_holds_for_the_hold_then_the_usual_rules_apply() {
 }
 
 #[test]
+fn a_move_request_that_cannot_be_followed_blocks_no_failover_and_lapses() {
+    let mut sim = Sim::new(spec(json!({
+        "regions": [{"name": "us-east"}, {"name": "eu-west"}, {"name": "ap-south"}]
+    })));
+    for _ in 0..5 {
+        sim.round(&[]);
+    }
+    for _ in 0..3 {
+        sim.round(&[("ap-south", down())]);
+    }
+    sim.move_request = Some(crate::plan::controls::MoveRequest {
+        region: "ap-south".into(),
+        requested_at: at(sim.now),
+    });
+    for _ in 0..3 {
+        sim.round(&[("ap-south", down())]);
+    }
+    assert_eq!(
+        sim.weights(),
+        "us-east=100 eu-west=0 ap-south=0",
+        "not into an Unhealthy region"
+    );
+    for _ in 0..3 {
+        sim.round(&[("ap-south", down()), ("us-east", down())]);
+    }
+    assert_eq!(
+        sim.weights(),
+        "us-east=0 eu-west=100 ap-south=0",
+        "the dead active fails over at once, where it can"
+    );
+}
+
+#[test]
+fn a_move_request_lapses_when_its_region_recovers_too_late() {
+    let mut sim = Sim::new(spec(json!({})));
+    for _ in 0..5 {
+        sim.round(&[]);
+    }
+    for _ in 0..3 {
+        sim.round(&[("eu-west", down())]);
+    }
+    sim.move_request = Some(crate::plan::controls::MoveRequest {
+        region: "eu-west".into(),
+        requested_at: at(sim.now),
+    });
+    sim.round(&[("eu-west", down())]);
+    sim.now += crate::plan::controls::REQUEST_LAPSES_AFTER_SECONDS;
+    for _ in 0..10 {
+        sim.round(&[]);
+        assert_eq!(
+            sim.weights(),
+            "us-east=100 eu-west=0",
+            "eu-west back after the request lapsed: it moves nothing"
+        );
+    }
+    assert!(
+        sim.status
+            .move_request
+            .as_ref()
+            .unwrap()
+            .completed_at
+            .is_none()
+    );
+}
+
+#[test]
 fn a_move_request_held_region_that_fails_is_failed_over_at_once() {
     let mut sim = Sim::new(spec(json!({"failover": {"failbackHoldSeconds": 3600}})));
     for _ in 0..5 {
