@@ -398,6 +398,13 @@ fn plan_json(
     }))
 }
 
+/// Now, in whole seconds (RFC 3339), as the status records the requests
+/// it answers.
+fn whole_seconds_now() -> Result<String> {
+    let second = jiff::Timestamp::now().as_second();
+    Ok(jiff::Timestamp::from_second(second)?.to_string())
+}
+
 /// The app, or an error naming it and its namespace.
 async fn app(api: &Api<MultiRegionApp>, name: &str, namespace: &str) -> Result<MultiRegionApp> {
     api.get(name)
@@ -467,8 +474,7 @@ async fn request_move(
         .get(ANNOTATION_MOVE_TO)
         .cloned()
         .unwrap_or_default();
-    let second = jiff::Timestamp::now().as_second();
-    let now = jiff::Timestamp::from_second(second)?.to_string();
+    let now = whole_seconds_now()?;
     let patch = json!({"metadata": {"annotations": {
         ANNOTATION_MOVE_TO: region,
         ANNOTATION_MOVE_REQUESTED_AT: now,
@@ -533,9 +539,7 @@ pub async fn drill(args: DrillArgs) -> Result<()> {
         .get(ANNOTATION_DRILL_REQUESTED)
         .cloned()
         .unwrap_or_default();
-    // Whole seconds, as the status records the drills it answers.
-    let second = jiff::Timestamp::now().as_second();
-    let now = jiff::Timestamp::from_second(second)?.to_string();
+    let now = whole_seconds_now()?;
     let patch = json!({"metadata": {"annotations": {ANNOTATION_DRILL_REQUESTED: now}}});
     api.patch(
         &args.app,
