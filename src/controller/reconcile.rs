@@ -178,7 +178,8 @@ pub(super) async fn apply(
     if let Some(followed) = follow_data(&ctx, &app, &key, &decision, &replicas, &previous).await {
         match followed.failed {
             None => decision.status.data_steps = followed.stages,
-            Some(_) => {
+            Some(why) => {
+                tracing::warn!(app = %key.name, namespace = %key.namespace, step = %why, "a data step failed: the move waits");
                 let now = Timestamp::now();
                 let generation = app.metadata.generation;
                 let blocked = replication::blocked(&previous, followed.stages, generation, now);
