@@ -59,8 +59,10 @@ fn the_chart_lints_and_renders_with_and_without_its_options() {
             "ClusterRole",
             "ClusterRole",
             "ClusterRole",
+            "ClusterRole",
             "ClusterRoleBinding",
             "Deployment",
+            "NetworkPolicy",
             "PodDisruptionBudget",
             "Role",
             "RoleBinding",
@@ -309,7 +311,7 @@ fn two_replicas_without_leader_election_are_refused() {
     refused(
         &[
             "--set",
-            "serviceMonitor.enabled=true,podMonitor.enabled=true",
+            "serviceMonitor.enabled=true,podMonitor.enabled=true,podMonitor.tokenSecret.name=s,podMonitor.tokenSecret.key=k",
         ],
         &["serviceMonitor.enabled and podMonitor.enabled"],
     );
