@@ -9,6 +9,7 @@
 //! that the operator did not create is never taken over (`Conflict`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
@@ -144,6 +145,10 @@ fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
 }
 
+/// The first and the longest wait before a failed sink watch lists again.
+const SINK_WATCH_RETRY_FIRST: Duration = Duration::from_secs(1);
+const SINK_WATCH_RETRY_MOST: Duration = Duration::from_secs(60);
+
 fn watch(
     hub: &Client,
     resource: &ApiResource,
@@ -156,19 +161,30 @@ fn watch(
     let kind = resource.kind.clone();
     let task = tokio::spawn(async move {
         let objects = watcher(api, config).modify(|o| o.managed_fields_mut().clear());
-        let stream = reflector::reflector(writer, objects)
-            .default_backoff()
-            .touched_objects();
+        let stream = reflector::reflector(writer, objects).default_backoff();
         futures::pin_mut!(stream);
+        // A kind the hub does not serve (no Gateway API or ExternalDNS CRDs)
+        // fails every list: wait longer after each failure, up to a minute,
+        // rather than list it twice a second for ever.
+        let mut pause = Duration::ZERO;
         while let Some(event) = stream.next().await {
             match event {
-                Ok(object) => {
+                Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
                     if let Some(app) = watch_app_of(object.labels()) {
                         let _ = triggers.send(Trigger::App(app));
                     }
                 }
+                Ok(watcher::Event::Delete(object)) => {
+                    if let Some(app) = watch_app_of(object.labels()) {
+                        let _ = triggers.send(Trigger::App(app));
+                    }
+                }
+                Ok(watcher::Event::InitDone) => pause = Duration::ZERO,
+                Ok(watcher::Event::Init) => {}
                 Err(err) => {
-                    tracing::debug!(kind = %kind, error = %err, "watch of sink objects interrupted")
+                    pause = (pause * 2).clamp(SINK_WATCH_RETRY_FIRST, SINK_WATCH_RETRY_MOST);
+                    tracing::debug!(kind = %kind, error = %err, retry_in = ?pause, "watch of sink objects interrupted");
+                    tokio::time::sleep(pause).await;
                 }
             }
         }
