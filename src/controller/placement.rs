@@ -1,8 +1,9 @@
 //! Writing and removing the app's objects in one member cluster.
 //!
 //! Objects are created with a plain create (which fails if the name is
-//! taken) and updated with server-side apply only when the watched copy is
-//! the operator's and its applied-hash differs. A same-named object the
+//! taken: one request per new object) and updated with server-side apply
+//! only when the watched copy is the operator's and its applied-hash
+//! differs. A same-named object the
 //! operator did not create is never adopted or overwritten.
 
 use std::collections::BTreeMap;
@@ -337,27 +338,50 @@ fn being_deleted(region: &str, namespace: &str) -> Error {
 
 /// Records the operator's fields of an object it created as its
 /// server-side apply (`plan::manifest::as_applied`), so a field dropped
-/// from the manifest is removed by the next apply. A failure is only
-/// logged: the next apply over the object tries again.
-pub(super) async fn fields_as_applied<K>(api: &Api<K>, object: &K)
+/// from the manifest is removed by the next apply. Returns whether they
+/// were recorded now. A failure is only logged: the next apply over the
+/// object tries again.
+pub(super) async fn fields_as_applied<K>(api: &Api<K>, object: &K) -> bool
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let entries = object.meta().managed_fields.as_deref().unwrap_or_default();
     let Some(fields) = manifest::as_applied(entries, FIELD_MANAGER) else {
-        return;
+        return false;
     };
     let patch = json!({"metadata": {
         "managedFields": fields,
         "resourceVersion": object.resource_version(),
     }});
     let name = object.name_any();
-    if let Err(err) = api
+    match api
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
-        tracing::debug!(name = %name, error = %err, "fields not recorded as applied yet");
+        Ok(_) => true,
+        Err(err) => {
+            tracing::debug!(name = %name, error = %err, "fields not recorded as applied yet");
+            false
+        }
     }
+}
+
+/// Applies `desired` over the operator's object (server-side, forced). An
+/// object the operator created holds its fields in the create's update
+/// record, which an apply never prunes: the first apply over it folds that
+/// record into the apply record and applies again, so a field dropped from
+/// the manifest goes. Creating is one request; only the first change
+/// after it costs three.
+async fn apply_over<K>(api: &Api<K>, name: &str, desired: &K) -> kube::Result<K>
+where
+    K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let applied = api.patch(name, &params, &Patch::Apply(desired)).await?;
+    if !fields_as_applied(api, &applied).await {
+        return Ok(applied);
+    }
+    api.patch(name, &params, &Patch::Apply(desired)).await
 }
 
 pub(super) fn post_params() -> PostParams {
@@ -420,16 +444,9 @@ where
             name: format!("{}/{name}", app.namespace),
         }),
         Found::Outdated => {
-            let applied = api
-                .patch(
-                    &name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&desired),
-                )
+            apply_over(&api, &name, &desired)
                 .await
                 .map_err(|e| Error::member(region, e))?;
-            // One created by an older operator: its update record goes.
-            fields_as_applied(&api, &applied).await;
             Ok(true)
         }
     }
@@ -447,10 +464,9 @@ where
 {
     let name = desired.name_any();
     match api.create(&post_params(), desired).await {
-        Ok(created) => {
-            fields_as_applied(api, &created).await;
-            return Ok(None);
-        }
+        // One request: its fields are recorded as applied by the first
+        // change (`apply_over`).
+        Ok(_) => return Ok(None),
         Err(kube::Error::Api(status)) if status.code == 409 => {}
         Err(err) => return Err(Error::member(region, err)),
     }
@@ -664,6 +680,45 @@ mod tests {
         let (method, path) = answer(&mut handle, 200, ours("h2")).await;
         assert_eq!(method, Method::PATCH);
         assert_eq!(path, "/api/v1/namespaces/shop/services/checkout");
+        assert!(placing.await.unwrap().unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_first_change_after_a_create_folds_the_create_into_the_apply() {
+        let (client, mut handle) = mocked();
+        let (store, mut writer) = reflector::store::<Service>();
+        let cached: Service = serde_json::from_value(ours("h1")).unwrap();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(cached));
+        let placing = tokio::spawn(async move {
+            apply_owned(&client, &store, "us-east", &app(), typed(ours("h2"))).await
+        });
+        let mut created = ours("h2");
+        created["metadata"]["resourceVersion"] = json!("7");
+        created["metadata"]["managedFields"] = json!([
+            {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {}}},
+            {"manager": FIELD_MANAGER, "operation": "Update", "fieldsV1": {"f:metadata": {}}},
+        ]);
+        let path = "/api/v1/namespaces/shop/services/checkout";
+        let apply = answer(&mut handle, 200, created).await;
+        assert_eq!(apply, (Method::PATCH, path.to_string()));
+        let (request, send) = handle.next_request().await.expect("the fold");
+        let content_type = request.headers()[http::header::CONTENT_TYPE].clone();
+        assert_eq!(content_type, "application/merge-patch+json");
+        let body = request.into_body().collect_bytes().await.unwrap();
+        let fold: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(fold["metadata"]["resourceVersion"], "7");
+        assert_eq!(
+            fold["metadata"]["managedFields"],
+            json!([{"manager": FIELD_MANAGER, "operation": "Apply",
+                    "fieldsV1": {"f:spec": {}, "f:metadata": {}}}])
+        );
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&ours("h2")).unwrap()))
+                .unwrap(),
+        );
+        let again = answer(&mut handle, 200, ours("h2")).await;
+        assert_eq!(again, (Method::PATCH, path.to_string()), "applied again");
         assert!(placing.await.unwrap().unwrap());
     }
 

@@ -118,8 +118,8 @@ async fn apply(
         .map_err(|e| refused(member, object, &format!("is not an object: {e}")))?;
     let name = &object.reference.name;
     match api.create(&post_params(), &desired).await {
-        Ok(created) => {
-            fields_as_applied(api, &created).await;
+        Ok(_) => {
+            // Its fields are recorded as applied before the next apply.
             member.resource_seen(app, &object.reference, Some(&object.hash));
             return Ok(true);
         }

@@ -90,5 +90,19 @@ async fn a_regions_overrides_are_placed_there_only_and_bad_ones_are_named() {
         "eu.registry.example/nginx:1.27",
         "nothing placed"
     );
+
+    // Overrides dropped: what they added leaves the placed Deployment (the
+    // create's field record is folded into the operator's apply, which
+    // then prunes them).
+    let plain = app_spec("ActivePassive", &["us-east", "eu-west"], json!({}));
+    apply_app(&hub, NS, "web", plain).await;
+    let summary_now = || async { Some(summary(&deployment(&eu).await?)) };
+    let want = ("nginx:1.27".to_string(), vec![], None);
+    wait_for(
+        "eu-west's Deployment without the overrides",
+        Duration::from_secs(120),
+        || async { (summary_now().await? == want).then_some(()) },
+    )
+    .await;
     delete_app(&hub, NS, "web").await;
 }

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, PodTemplateSpec, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    LabelSelector, ManagedFieldsEntry, ObjectMeta,
+    FieldsV1, LabelSelector, ManagedFieldsEntry, ObjectMeta,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
@@ -134,31 +134,68 @@ pub fn found(
 /// server-side apply, or None when they are already. A create records the
 /// creator's fields as an update; an apply never removes a field such a
 /// record still holds, so a field dropped from the manifest would stay.
-/// Where the manager has applied since, its update record goes; otherwise
-/// the record becomes its apply (what `kubectl apply --server-side` does
-/// when it takes over client-side fields).
+/// The update record (of the object itself, not of a subresource) is
+/// folded into the manager's apply record, or becomes it (what
+/// `kubectl apply --server-side` does when it takes over client-side
+/// fields): the apply then owns every field the manager ever wrote.
 pub fn as_applied(
     entries: &[ManagedFieldsEntry],
     manager: &str,
 ) -> Option<Vec<ManagedFieldsEntry>> {
     let is = |e: &ManagedFieldsEntry, operation: &str| {
-        e.manager.as_deref() == Some(manager) && e.operation.as_deref() == Some(operation)
+        e.manager.as_deref() == Some(manager)
+            && e.operation.as_deref() == Some(operation)
+            && e.subresource.as_deref().unwrap_or_default().is_empty()
     };
-    if !entries.iter().any(|e| is(e, "Update")) {
-        return None;
+    let updates: Vec<&ManagedFieldsEntry> = entries.iter().filter(|e| is(e, "Update")).collect();
+    let first = *updates.first()?;
+    let mut applied = entries
+        .iter()
+        .find(|e| is(e, "Apply"))
+        .cloned()
+        .unwrap_or_else(|| ManagedFieldsEntry {
+            operation: Some("Apply".into()),
+            fields_v1: None,
+            ..first.clone()
+        });
+    for update in &updates {
+        applied.fields_v1 = union(applied.fields_v1.take(), update.fields_v1.as_ref());
     }
-    let applied = entries.iter().any(|e| is(e, "Apply"));
-    let kept = entries.iter().filter(|e| !(applied && is(e, "Update")));
-    Some(
-        kept.cloned()
-            .map(|mut e| {
-                if is(&e, "Update") {
-                    e.operation = Some("Apply".into());
+    let mut kept: Vec<ManagedFieldsEntry> = entries
+        .iter()
+        .filter(|e| !is(e, "Update") && !is(e, "Apply"))
+        .cloned()
+        .collect();
+    kept.push(applied);
+    Some(kept)
+}
+
+/// Both sets of fields (a field set is a tree of objects; the union holds
+/// every path of either).
+fn union(into: Option<FieldsV1>, other: Option<&FieldsV1>) -> Option<FieldsV1> {
+    fn merge(into: &mut Value, other: &Value) {
+        match (into, other) {
+            (Value::Object(into), Value::Object(other)) => {
+                for (key, value) in other {
+                    match into.get_mut(key) {
+                        Some(held) => merge(held, value),
+                        None => {
+                            into.insert(key.clone(), value.clone());
+                        }
+                    }
                 }
-                e
-            })
-            .collect(),
-    )
+            }
+            (into, other) if into.is_null() => *into = other.clone(),
+            _ => {}
+        }
+    }
+    match (into, other) {
+        (Some(FieldsV1(mut fields)), Some(FieldsV1(more))) => {
+            merge(&mut fields, more);
+            Some(FieldsV1(fields))
+        }
+        (into, other) => into.or_else(|| other.cloned()),
+    }
 }
 
 /// Checks the template parses as a PodTemplateSpec.
@@ -434,6 +471,14 @@ mod tests {
                 Some(vec!["us:Apply"]),
             ),
             (
+                vec![
+                    entry("us", "Apply"),
+                    entry("kubectl", "Update"),
+                    entry("us", "Update"),
+                ],
+                Some(vec!["kubectl:Update", "us:Apply"]),
+            ),
+            (
                 vec![entry("kubectl", "Update"), entry("us", "Update")],
                 Some(vec!["kubectl:Update", "us:Apply"]),
             ),
@@ -445,6 +490,39 @@ mod tests {
             let want = want.map(|w| w.into_iter().map(String::from).collect());
             assert_eq!(ops(as_applied(&entries, "us")), want, "{entries:?}");
         }
+    }
+
+    #[test]
+    fn the_apply_record_takes_every_field_of_the_update_record() {
+        let entry = |operation: &str, fields: Value| ManagedFieldsEntry {
+            manager: Some("us".into()),
+            operation: Some(operation.into()),
+            fields_v1: Some(FieldsV1(fields)),
+            ..Default::default()
+        };
+        let created = json!({"f:spec": {"f:replicas": {}, "f:template": {"f:env": {"k:{\"name\":\"TIER\"}": {}}}}});
+        let applied = json!({"f:spec": {"f:replicas": {}, "f:paused": {}}});
+        let status = ManagedFieldsEntry {
+            subresource: Some("status".into()),
+            ..entry("Update", json!({"f:status": {}}))
+        };
+        let entries = [
+            entry("Apply", applied),
+            entry("Update", created),
+            status.clone(),
+        ];
+        let folded = as_applied(&entries, "us").unwrap();
+        assert_eq!(folded.len(), 2, "{folded:?}");
+        assert_eq!(folded[0], status, "a subresource's record is left as it is");
+        assert_eq!(folded[1].operation.as_deref(), Some("Apply"));
+        assert_eq!(
+            folded[1].fields_v1,
+            Some(FieldsV1(json!({"f:spec": {
+                "f:replicas": {},
+                "f:paused": {},
+                "f:template": {"f:env": {"k:{\"name\":\"TIER\"}": {}}},
+            }})))
+        );
     }
 
     fn app() -> AppKey {
