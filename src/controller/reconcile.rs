@@ -200,7 +200,10 @@ pub(super) async fn apply(
     let confirmed = applied.sinks.confirmed();
     let status = plan::settle(&decision, &previous, app.metadata.generation, &applied);
     let (status, invalid_event) = prepared.marked(status, &previous);
-    write(&ctx, &key, &previous, version, &status).await?;
+    let between_rounds = round.is_none() && decision.events.is_empty();
+    if !(between_rounds && plan::only_readiness_moved(&previous, &status)) {
+        write(&ctx, &key, &previous, version, &status).await?;
+    }
     if let Some(round) = &round {
         ctx.round_recorded(&key, round);
     }

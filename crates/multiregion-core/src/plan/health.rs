@@ -36,16 +36,20 @@ impl Counters {
     };
 }
 
-/// Applies one round. From Unknown the first round decides directly;
-/// otherwise the state flips after `failure` failed or `success` good rounds
+/// Applies one round. From Unknown the first round decides directly (and
+/// saturates its counter); otherwise the state flips after `failure` failed or `success` good rounds
 /// in a row.
 pub fn step(prev: Counters, passed: bool, t: Thresholds, now: Timestamp) -> Counters {
     let failure = t.failure.max(1);
     let success = t.success.max(1);
-    let (failures, successes) = if passed {
-        (0, (prev.successes + 1).min(success))
-    } else {
-        ((prev.failures + 1).min(failure), 0)
+    let (failures, successes) = match (prev.health, passed) {
+        // The first verdict counts as the whole threshold: the counters
+        // read as they would after it, so they are not written once more
+        // for every round up to the threshold.
+        (Health::Unknown, true) => (0, success),
+        (Health::Unknown, false) => (failure, 0),
+        (_, true) => (0, (prev.successes + 1).min(success)),
+        (_, false) => ((prev.failures + 1).min(failure), 0),
     };
     let health = match (prev.health, passed) {
         (Health::Unknown, true) => Health::Healthy,
@@ -257,6 +261,22 @@ mod tests {
         assert_eq!(c.since, Some(at(11)));
         let same = step(c, true, T, at(12));
         assert_eq!(same, c, "a steady healthy state does not change");
+    }
+
+    #[test]
+    fn the_first_verdict_saturates_its_counter_so_the_next_round_changes_nothing() {
+        for passed in [true, false] {
+            let first = step(Counters::UNKNOWN, passed, T, at(0));
+            assert_eq!(
+                (first.failures, first.successes),
+                if passed {
+                    (0, T.success)
+                } else {
+                    (T.failure, 0)
+                }
+            );
+            assert_eq!(step(first, passed, T, at(1)), first, "passed {passed}");
+        }
     }
 
     #[test]

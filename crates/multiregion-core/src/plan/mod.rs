@@ -49,7 +49,9 @@ use health::{HttpResult, PlacementProblem, RegionState, WorkloadState};
 
 pub use crate::api::Role;
 pub use rounds::leaving_region;
-pub use settle::{Applied, SinkOutcome, settle, with_invalid_spec, with_refusal};
+pub use settle::{
+    Applied, SinkOutcome, only_readiness_moved, settle, with_invalid_spec, with_refusal,
+};
 
 /// Everything observed of one region for one app at decision time.
 #[derive(Clone, Debug, PartialEq)]

@@ -280,14 +280,19 @@ fn count(mut round: Counted, evidence: Evidence, inputs: &Inputs) -> Counted {
 
 /// When the current run of Unknown evidence began: kept while the cause
 /// stays on the same side (region or hub), restarted when it changes side.
+/// Since when the region has had no evidence: the earlier start when the
+/// cause stays of the same kind, else now, in whole seconds (as the
+/// status stores it, so the messages built from it read the same after a
+/// write and a read: a fraction would rewrite the status once more).
 fn unknown_since(
     previous: Option<&UnknownEvidence>,
     cause: UnknownCause,
     now: Timestamp,
 ) -> Timestamp {
+    let whole = || Timestamp::from_second(now.as_second()).unwrap_or(now);
     previous
         .filter(|p| UnknownCause::parse(&p.cause).bounded() == cause.bounded())
-        .map_or(now, |p| p.since.0)
+        .map_or_else(whole, |p| p.since.0)
 }
 
 /// Pods the operator asked for recently are still starting: a scale-up (a
@@ -361,5 +366,24 @@ fn health_event(region: &RegionView, after: Health) -> Event {
     match after {
         Health::Healthy => Event::normal(EventReason::RegionHealthy, message),
         _ => Event::warning(EventReason::RegionUnhealthy, message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_unknown_period_starts_on_a_whole_second() {
+        let now: Timestamp = "2026-12-06T22:09:03.493568319Z".parse().unwrap();
+        let since = unknown_since(None, UnknownCause::WorkloadPending, now);
+        assert_eq!(since.to_string(), "2026-12-06T22:09:03Z");
+        let earlier = UnknownEvidence {
+            cause: "WorkloadPending".into(),
+            message: String::new(),
+            since: Time("2026-12-06T22:00:00Z".parse().unwrap()),
+        };
+        let kept = unknown_since(Some(&earlier), UnknownCause::WorkloadPending, now);
+        assert_eq!(kept, earlier.since.0, "the earlier start is kept");
     }
 }

@@ -47,6 +47,23 @@ pub struct Applied {
     pub now: Timestamp,
 }
 
+/// Whether `next` differs from `written` only in the regions' ready
+/// replica counts. Between health rounds such a change (a Deployment's
+/// pods becoming ready) is left for the next round to write, with what
+/// that round judges: the counts are read from the regions' watches
+/// again then, so nothing is lost, and three regions' pods becoming ready
+/// cost one status write instead of three.
+pub fn only_readiness_moved(written: &MultiRegionAppStatus, next: &MultiRegionAppStatus) -> bool {
+    if written == next || written.regions.len() != next.regions.len() {
+        return false;
+    }
+    let mut shown = next.clone();
+    for (region, before) in shown.regions.iter_mut().zip(&written.regions) {
+        region.ready_replicas = before.ready_replicas;
+    }
+    shown == *written
+}
+
 /// The status to write: the decision's, with the sinks' condition, the
 /// move's completion time (once every sink has the weights) and what is
 /// left to clean up.
@@ -137,4 +154,41 @@ pub fn with_refusal(
     c.merge_into(&mut status.conditions);
     let event = (!announced).then(|| Event::warning(reason, message));
     (status, event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Health, RegionAppStatus};
+
+    fn status(ready: [i32; 2]) -> MultiRegionAppStatus {
+        let region = |name: &str, ready_replicas| RegionAppStatus {
+            name: name.into(),
+            health: Health::Unknown,
+            desired_replicas: 1,
+            ready_replicas,
+            ..Default::default()
+        };
+        MultiRegionAppStatus {
+            regions: vec![region("us-east", ready[0]), region("eu-west", ready[1])],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_ready_counts_moving_is_left_for_the_next_round() {
+        let written = status([0, 0]);
+        assert!(only_readiness_moved(&written, &status([1, 0])));
+        assert!(only_readiness_moved(&written, &status([1, 1])));
+        assert!(!only_readiness_moved(&written, &written), "nothing moved");
+        let mut judged = status([1, 0]);
+        judged.regions[0].health = Health::Healthy;
+        assert!(
+            !only_readiness_moved(&written, &judged),
+            "a verdict is written"
+        );
+        let mut fewer = status([1, 0]);
+        fewer.regions.pop();
+        assert!(!only_readiness_moved(&written, &fewer), "a region went");
+    }
 }
