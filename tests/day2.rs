@@ -28,6 +28,11 @@ use serde_json::json;
 /// with the binary installed as the plugin; the output, whether it
 /// succeeded or not.
 fn multiregion(args: &[&str]) -> Output {
+    plugin(args).output().expect("kubectl multiregion runs")
+}
+
+/// `kubectl multiregion ARGS --kubeconfig HUB`, the plugin on $PATH.
+fn plugin(args: &[&str]) -> Command {
     let mut command = Command::new(env().bin_dir.join("kubectl"));
     command
         .arg("multiregion")
@@ -35,7 +40,7 @@ fn multiregion(args: &[&str]) -> Output {
         .arg("--kubeconfig")
         .arg(env().kubeconfig("hub"))
         .env("PATH", plugin_path());
-    command.output().expect("kubectl multiregion runs")
+    command
 }
 
 /// $PATH with a directory holding `kubectl-multiregion`.
@@ -113,12 +118,7 @@ struct StatusWatch {
 impl StatusWatch {
     fn start(args: &[&str]) -> Self {
         use std::io::BufRead as _;
-        let mut child = Command::new(env().bin_dir.join("kubectl"))
-            .arg("multiregion")
-            .args(args)
-            .arg("--kubeconfig")
-            .arg(env().kubeconfig("hub"))
-            .env("PATH", plugin_path())
+        let mut child = plugin(args)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("kubectl multiregion status -w runs");

@@ -105,6 +105,36 @@ pub struct Change {
     pub dry_run: Option<DryRun>,
 }
 
+/// Every flag of `command` and its verbs whose value is the next word
+/// (`-n shop`), by the names typed (`-n`, `--namespace`). Flags whose
+/// value must be joined (`--dry-run=server`) are not among them.
+pub fn value_flags(command: &clap::Command) -> Vec<String> {
+    fn collect(command: &clap::Command, names: &mut Vec<String>) {
+        let valued = command.get_arguments().filter(|a| {
+            !a.is_positional() && a.get_action().takes_values() && !a.is_require_equals_set()
+        });
+        for arg in valued {
+            names.extend(arg.get_short().map(|s| format!("-{s}")));
+            names.extend(arg.get_long().map(|l| format!("--{l}")));
+        }
+        for verb in command.get_subcommands() {
+            collect(verb, names);
+        }
+    }
+    let mut names = Vec::new();
+    collect(command, &mut names);
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The flags that reach the hub (`HubArgs`), which kubectl users put
+/// before the verb (`kubectl -n shop get mra`).
+pub fn connection_flags() -> Vec<String> {
+    use clap::Args as _;
+    value_flags(&HubArgs::augment_args(clap::Command::new("hub")))
+}
+
 /// kubectl's forms: `30s`, `1m`, `500ms`, `1h`, or a number of seconds.
 fn request_timeout(text: &str) -> Result<std::time::Duration, String> {
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {

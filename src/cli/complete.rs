@@ -7,28 +7,12 @@
 
 use clap::CommandFactory;
 
-use super::args::Cli;
+use super::args::{Cli, value_flags};
 
 /// cobra's directives: 4 = no file completion, 0 = the shell's default
 /// (files).
 const NO_FILES: u8 = 4;
 const FILES: u8 = 0;
-
-/// Flags whose next word is their value, and what completes it.
-const VALUE_FLAGS: [&str; 12] = [
-    "-n",
-    "--namespace",
-    "--context",
-    "--kubeconfig",
-    "--request-timeout",
-    "-o",
-    "--output",
-    "--to",
-    "--timeout",
-    "-f",
-    "--file",
-    "--fail",
-];
 
 /// What the word being completed is.
 #[derive(Debug, PartialEq, Eq)]
@@ -55,7 +39,8 @@ pub fn wanted(words: &[String]) -> Wanted {
         return Wanted::Verbs;
     };
     let namespace = flag_value(typed, &["-n", "--namespace"]);
-    if let Some(flag) = typed.last().filter(|w| VALUE_FLAGS.contains(&w.as_str())) {
+    let valued = value_flags(&Cli::command());
+    if let Some(flag) = typed.last().filter(|w| valued.contains(w)) {
         return value_of(flag, typed, namespace);
     }
     let positionals = positionals(typed);
@@ -85,7 +70,8 @@ pub fn wanted(words: &[String]) -> Wanted {
 /// What completes the value of `flag`.
 fn value_of(flag: &str, typed: &[String], namespace: Option<String>) -> Wanted {
     match flag {
-        "--kubeconfig" | "-f" | "--file" => Wanted::Files,
+        "-f" | "--file" => Wanted::Files,
+        kubeconfig if kubeconfig.ends_with("kubeconfig") => Wanted::Files,
         "-o" | "--output" => {
             Wanted::Words(vec!["table", "wide", "name", "json", "yaml", "jsonpath="])
         }
@@ -102,13 +88,14 @@ fn value_of(flag: &str, typed: &[String], namespace: Option<String>) -> Wanted {
 
 /// The words that are not flags or flag values.
 fn positionals(typed: &[String]) -> Vec<String> {
+    let valued = value_flags(&Cli::command());
     let mut out = Vec::new();
     let mut skip = false;
     for word in typed {
         if std::mem::take(&mut skip) {
             continue;
         }
-        if VALUE_FLAGS.contains(&word.as_str()) {
+        if valued.contains(word) {
             skip = true;
         } else if !word.starts_with('-') {
             out.push(word.clone());
@@ -271,5 +258,20 @@ mod tests {
         let status = definition(Some("status"));
         assert!(status.contains(&"--watch".to_string()), "{status:?}");
         assert!(!status.contains(&"--dry-run".to_string()), "{status:?}");
+    }
+
+    #[test]
+    fn a_flags_value_is_told_from_a_positional_by_the_definition() {
+        let valued = value_flags(&Cli::command());
+        for flag in ["-n", "--namespace", "--to", "--member-kubeconfig", "-o"] {
+            assert!(valued.contains(&flag.to_string()), "{flag}: {valued:?}");
+        }
+        assert!(!valued.contains(&"--dry-run".to_string()), "joined only");
+        assert!(!valued.contains(&"--watch".to_string()), "a switch");
+        assert_eq!(wanted_for("join --member-kubeconfig "), Wanted::Files);
+        assert_eq!(
+            wanted_for("join --hub-kubeconfig hub.yaml eu-west --allow-namespace "),
+            Wanted::Nothing
+        );
     }
 }

@@ -440,7 +440,7 @@ pub async fn failover(args: FailoverArgs) -> Result<()> {
     }
     let pinned = &current.spec.failover.active_override;
     if args.pin {
-        set_override(&args.app, &args.to, &args.hub, &args.change).await?;
+        set_override(&api, &current, &args.to, &args.change).await?;
         println!(
             "traffic is held in {} whatever the health rules say until `release {}`",
             args.to, args.app
@@ -525,7 +525,10 @@ async fn wait_for_traffic(
 /// `release APP`: health decides again. Clears activeOverride and any
 /// move request still holding traffic.
 pub async fn release(args: AppArgs) -> Result<()> {
-    set_override(&args.app, "", &args.hub, &args.change).await
+    let (client, namespace) = hub(&args.hub).await?;
+    let api: Api<MultiRegionApp> = Api::namespaced(client, &namespace);
+    let current = app(&api, &args.app, &namespace).await?;
+    set_override(&api, &current, "", &args.change).await
 }
 
 /// Asks the operator for a drill now: the app's drill-requested annotation
@@ -563,14 +566,15 @@ pub async fn drill(args: DrillArgs) -> Result<()> {
     Ok(())
 }
 
-/// Sets (or clears, with "") spec.failover.activeOverride.
-async fn set_override(name: &str, region: &str, hub_args: &HubArgs, change: &Change) -> Result<()> {
-    let (client, namespace) = hub(hub_args).await?;
-    let api: Api<MultiRegionApp> = Api::namespaced(client, &namespace);
-    let current = app(&api, name, &namespace).await?;
-    if !region.is_empty() {
-        region_index(&current, region)?;
-    }
+/// Sets (or clears, with "") spec.failover.activeOverride of `current`
+/// (its region already checked).
+async fn set_override(
+    api: &Api<MultiRegionApp>,
+    current: &MultiRegionApp,
+    region: &str,
+    change: &Change,
+) -> Result<()> {
+    let name = &current.name_any();
     let mut patch = json!({"spec": {"failover": {"activeOverride": region}}});
     if region.is_empty() {
         // A release ends a one-shot move's hold too.

@@ -62,15 +62,6 @@ pub fn parse() -> Cli {
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
-/// The flags kubectl takes before its verb (`kubectl -n shop get mra`).
-const CONNECTION_FLAGS: [&str; 5] = [
-    "-n",
-    "--namespace",
-    "--context",
-    "--kubeconfig",
-    "--request-timeout",
-];
-
 /// The verbs whose connection flags name the hub. (`join` and `unjoin`
 /// name the member with `--kubeconfig`, `run` the operator's namespace with
 /// `--namespace`: nothing is moved for them.)
@@ -85,12 +76,11 @@ const HUB_VERBS: [&str; 8] = [
 pub fn hoist_connection_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let text: Vec<Option<&str>> = args.iter().map(|a| a.to_str()).collect();
     let mut hoisted = Vec::new();
+    let flags = args::connection_flags();
     let mut i = 1;
     while let Some(Some(arg)) = text.get(i) {
-        let with_value = CONNECTION_FLAGS.contains(arg);
-        let joined = CONNECTION_FLAGS
-            .iter()
-            .any(|f| arg.starts_with(&format!("{f}=")))
+        let with_value = flags.iter().any(|f| f == arg);
+        let joined = flags.iter().any(|f| arg.starts_with(&format!("{f}=")))
             || (arg.starts_with("-n") && !arg.starts_with("--") && arg.len() > 2);
         if with_value && i + 1 < args.len() {
             hoisted.extend([args[i].clone(), args[i + 1].clone()]);

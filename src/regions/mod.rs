@@ -17,7 +17,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
@@ -282,13 +281,8 @@ impl Registry {
         let triggers = self.triggers.clone();
         let (client, watches) = (clients.requests, clients.watches);
         let heard = Heard::new();
-        let (deployments, deployment_task) = watch::watch_placed::<Deployment>(
-            name,
-            &watches,
-            &selector,
-            triggers.clone(),
-            heard.clone(),
-        );
+        let (deployments, deployment_task) =
+            watch::watch_deployments(name, &watches, &selector, triggers.clone(), heard.clone());
         let (services, service_task) = watch::watch_placed_meta::<Service>(
             name,
             &watches,

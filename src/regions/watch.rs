@@ -165,28 +165,19 @@ async fn may_list(client: &Client, resource: &str) -> bool {
     }
 }
 
-/// A label-scoped watch of one kind of object in a cluster, whole objects
-/// (for Deployments, whose status is read); every change triggers the app
-/// named in the object's labels.
-pub(crate) fn watch_placed<K>(
+/// A label-scoped watch of the placed Deployments, whose status is read
+/// (`workload_state`), kept without their pod template (`trimmed`); every
+/// change triggers the app named in the object's labels.
+pub(crate) fn watch_deployments(
     place: &str,
     client: &Client,
     selector: &str,
     triggers: UnboundedSender<Trigger>,
     heard: std::sync::Arc<Heard>,
-) -> (Store<K>, JoinHandle<()>)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store::<K>();
+) -> (Store<Deployment>, JoinHandle<()>) {
+    let (store, writer) = reflector::store::<Deployment>();
     let config = watcher::Config::default().labels(selector);
-    let objects = watcher(Api::<K>::all(client.clone()), config);
+    let objects = watcher(Api::<Deployment>::all(client.clone()), config).modify(trimmed);
     let place = place.to_string();
     let task = tokio::spawn(async move {
         let watch = CachedWatch {
@@ -198,7 +189,19 @@ where
     (store, task)
 }
 
-/// Like `watch_placed`, but names, labels and annotations only (a
+/// A watched Deployment as the operator keeps it: what `workload_state`
+/// reads (metadata, `spec.replicas`, status), not its pod template (the
+/// bulk of a Deployment; the applied-hash annotation says whether it is
+/// current).
+pub(crate) fn trimmed(deployment: &mut Deployment) {
+    if let Some(spec) = deployment.spec.as_mut() {
+        spec.template = Default::default();
+        spec.selector = Default::default();
+        spec.strategy = None;
+    }
+}
+
+/// Like `watch_deployments`, but names, labels and annotations only (a
 /// metadata watch): for Services and copies, of which nothing else is
 /// read, so a large ConfigMap or Secret costs the operator its metadata.
 pub(crate) fn watch_placed_meta<K>(
@@ -368,5 +371,44 @@ pub(crate) fn workload_state(
         lag,
         rolling_out: manifest::rolling_out(deployment),
         role,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_trimmed_deployment_says_the_same_about_the_workload() {
+        let app = AppKey {
+            hub: "hub-1".into(),
+            namespace: "shop".into(),
+            name: "checkout".into(),
+        };
+        let mut labels = manifest::labels(&app, "us-east");
+        labels.insert(LABEL_ROLE.into(), "active".into());
+        let placed: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "checkout", "namespace": "shop", "generation": 2,
+                         "labels": labels, "annotations": {"lag": "1.5"}},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "checkout"}},
+                     "template": {"metadata": {"labels": {"app": "checkout"}},
+                                  "spec": {"containers": [{"name": "web", "image": "nginx"}]}}},
+            "status": {"observedGeneration": 2, "readyReplicas": 2,
+                       "conditions": [{"type": "Progressing", "status": "True",
+                                       "reason": "NewReplicaSetAvailable"}]},
+        }))
+        .unwrap();
+        let mut kept = placed.clone();
+        trimmed(&mut kept);
+        let state = |d: &Deployment| workload_state(d, &app, "us-east", Some("lag"));
+        assert!(matches!(
+            state(&placed),
+            WorkloadState::Placed { ready: 2, .. }
+        ));
+        assert_eq!(state(&kept), state(&placed));
+        let spec = kept.spec.unwrap();
+        assert!(spec.template.spec.is_none(), "no pod template kept");
+        assert_eq!(spec.replicas, Some(3));
     }
 }
