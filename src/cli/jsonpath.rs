@@ -1,6 +1,7 @@
 //! `-o jsonpath=TEMPLATE` as kubectl reads it, for what people put in
 //! scripts: text, `{.path}` (`.name`, `.name\.with\.dots`, `['key']`,
-//! `[N]`, `[*]`), string literals (`{"\n"}`) and `{range PATH}...{end}`.
+//! `[N]`, `[-1]`, `[*]`, filters `[?(@.name=="us-east")]` with `==` or
+//! `!=`, or `[?(@.key)]` for items that have it), string literals (`{"\n"}`) and `{range PATH}...{end}`.
 //! Several results are joined by spaces; strings print bare, anything else
 //! as JSON.
 
@@ -111,7 +112,17 @@ fn select<'v>(value: &'v Value, path: &str) -> Result<Vec<&'v Value>, String> {
             .into_iter()
             .flat_map(|v| match (&step, v) {
                 (Step::Key(key), Value::Object(map)) => map.get(key).into_iter().collect(),
-                (Step::Index(i), Value::Array(items)) => items.get(*i).into_iter().collect(),
+                (Step::Index(i), Value::Array(items)) => {
+                    let at = if *i < 0 { items.len() as i64 + i } else { *i };
+                    usize::try_from(at)
+                        .ok()
+                        .and_then(|at| items.get(at))
+                        .into_iter()
+                        .collect()
+                }
+                (Step::Filter(filter), Value::Array(items)) => {
+                    items.iter().filter(|item| filter.keeps(item)).collect()
+                }
                 (Step::All, Value::Array(items)) => items.iter().collect(),
                 (Step::All, Value::Object(map)) => map.values().collect(),
                 _ => Vec::new(),
@@ -124,8 +135,66 @@ fn select<'v>(value: &'v Value, path: &str) -> Result<Vec<&'v Value>, String> {
 #[derive(Debug)]
 enum Step {
     Key(String),
-    Index(usize),
+    /// From the end when negative.
+    Index(i64),
     All,
+    Filter(Filter),
+}
+
+/// `?(@.path)`, `?(@.path==literal)` or `?(@.path!=literal)`.
+#[derive(Debug)]
+struct Filter {
+    path: String,
+    compared: Option<(bool, Value)>,
+}
+
+impl Filter {
+    fn parse(inside: &str) -> Option<Filter> {
+        let body = inside.strip_prefix("?(")?.strip_suffix(')')?.trim();
+        let split = |op: &str| body.split_once(op).map(|(l, r)| (l.trim(), r.trim()));
+        let (left, compared) = match (split("=="), split("!=")) {
+            (Some((left, right)), _) => (left, Some((true, literal(right)?))),
+            (None, Some((left, right))) => (left, Some((false, literal(right)?))),
+            (None, None) => (body, None),
+        };
+        let path = left.strip_prefix('@')?.to_string();
+        if path.contains(['<', '>', '=', '!', ' ']) {
+            return None;
+        }
+        Some(Filter { path, compared })
+    }
+
+    fn keeps(&self, item: &Value) -> bool {
+        let found = select(item, &self.path).unwrap_or_default();
+        match &self.compared {
+            None => found
+                .iter()
+                .any(|v| !matches!(v, Value::Null | Value::Bool(false))),
+            Some((equal, want)) => found.iter().any(|v| same(v, want)) == *equal,
+        }
+    }
+}
+
+/// A filter's right-hand side: a quoted string, a number, true or false.
+fn literal(text: &str) -> Option<Value> {
+    let quoted = text
+        .strip_prefix('\'')
+        .and_then(|s| s.strip_suffix('\''))
+        .or_else(|| text.strip_prefix('"').and_then(|s| s.strip_suffix('"')));
+    match quoted {
+        Some(string) => Some(Value::String(string.to_string())),
+        None => serde_json::from_str(text)
+            .ok()
+            .filter(|v: &Value| !v.is_string()),
+    }
+}
+
+/// Equal as JSON, numbers by value (`1` is `1.0`).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
 }
 
 /// `.a.b\.c['d'][0][*]` as steps; a leading `$` is allowed.
@@ -160,6 +229,13 @@ fn steps(path: &str) -> Result<Vec<Step>, String> {
                 steps.push(match (quoted, inside.as_str()) {
                     (Some(key), _) => Step::Key(key.to_string()),
                     (None, "*") => Step::All,
+                    (None, f) if f.starts_with('?') => {
+                        Step::Filter(Filter::parse(f).ok_or_else(|| {
+                            format!(
+                                "jsonpath: cannot read the filter [{f}] (kept: ?(@.path), ==, !=)"
+                            )
+                        })?)
+                    }
                     (None, n) => Step::Index(n.parse().map_err(|_| wrong())?),
                 });
             }
@@ -212,6 +288,38 @@ mod tests {
         );
         assert_eq!(render("{.status.nothing}", &app).unwrap(), "");
         assert_eq!(render("{$.metadata.name}", &app).unwrap(), "web");
+    }
+
+    #[test]
+    fn negative_indices_and_filters() {
+        let app = app();
+        assert_eq!(
+            render("{.status.regions[-1].name}", &app).unwrap(),
+            "eu-west"
+        );
+        assert_eq!(render("{.status.regions[-3].name}", &app).unwrap(), "");
+        assert_eq!(
+            render("{.status.regions[?(@.name==\"us-east\")].weight}", &app).unwrap(),
+            "100"
+        );
+        assert_eq!(
+            render("{.status.regions[?(@.weight!=100)].name}", &app).unwrap(),
+            "eu-west"
+        );
+        assert_eq!(
+            render("{.status.regions[?(@.weight==0)].name}", &app).unwrap(),
+            "eu-west"
+        );
+        assert_eq!(
+            render("{.status.regions[?(@.name=='nowhere')].name}", &app).unwrap(),
+            ""
+        );
+        assert_eq!(
+            render("{.status.regions[?(@.weight)].name}", &app).unwrap(),
+            "us-east eu-west"
+        );
+        let wrong = render("{.status.regions[?(@.weight>1)].name}", &app).unwrap_err();
+        assert!(wrong.contains("cannot read the filter"), "{wrong}");
     }
 
     #[test]
