@@ -24,10 +24,13 @@ WORKDIR /src
 # The whole build context (.dockerignore keeps target/, docs and charts out):
 # Cargo.toml, Cargo.lock and every crate of the workspace, wherever they live.
 COPY . .
+# Compiling needs make too (jemalloc, the operator's allocator, is built
+# with it; the slim Rust image has gcc but not make).
 RUN set -eu; \
     if [ -n "${PREBUILT_BINARY}" ]; then \
       install -D -m 0755 "${PREBUILT_BINARY}" /out/multiregion; \
     else \
+      command -v make >/dev/null || { apt-get update -qq && apt-get install -y -qq make; }; \
       cargo build --release --locked --bin multiregion; \
       install -D -m 0755 target/release/multiregion /out/multiregion; \
       strip /out/multiregion; \

@@ -4,6 +4,10 @@
 
 use multiregion::cli::{self, Command, LogFormat, RunArgs};
 
+/// jemalloc instead of glibc's malloc (measured in docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,kube_client=off,kube_runtime=warn".into());

@@ -212,9 +212,17 @@ impl Context {
     ) -> (MultiRegionAppStatus, Option<String>) {
         let watched = app.status.clone().unwrap_or_default();
         let version = app.resource_version();
-        let Ok(written) = self.written.lock() else {
+        let Ok(mut written) = self.written.lock() else {
             return (watched, version);
         };
+        // The watch shows our last write: its copy is no longer needed (a
+        // status per app kept for nothing, at 1,000 apps).
+        if written
+            .get(key)
+            .is_some_and(|last| version.as_deref() == Some(last.version.as_str()))
+        {
+            written.remove(key);
+        }
         match written.get(key) {
             Some(last)
                 if version.as_deref() == Some(last.from_version.as_str())

@@ -224,10 +224,7 @@ async fn run_controllers(
     let (tenants, namespace_watch) =
         tenants::Tenants::start(&watches, &options.namespace, tx.clone());
     let hub_config = hub_config::HubConfig::start(&watches, options.propagate_secrets, tx);
-    let apps = Controller::new(
-        Api::<MultiRegionApp>::all(watches.clone()),
-        watcher::Config::default(),
-    );
+    let apps = app_controller(&watches);
     let app_store = apps.store();
     let context = Arc::new(Context::new(
         context::Parts {
@@ -277,6 +274,27 @@ async fn run_controllers(
     }
     Ok(())
 }
+
+/// The apps' controller, whose cache keeps each app without its managed
+/// fields and kubectl's last-applied copy of it (nothing reads them; they
+/// are a large part of an app's size).
+fn app_controller(watches: &Client) -> Controller<MultiRegionApp> {
+    let (reader, writer) = reflector::store();
+    let apps = watcher(
+        Api::<MultiRegionApp>::all(watches.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|app| {
+        app.managed_fields_mut().clear();
+        app.annotations_mut().remove(LAST_APPLIED);
+    });
+    let applied = reflector::reflector(writer, apps).applied_objects();
+    Controller::for_stream(applied, reader)
+}
+
+/// kubectl's client-side apply keeps the whole manifest here.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// A cache of the replicas' observer Leases (in the operator's
 /// namespace), and the watch that fills it.
