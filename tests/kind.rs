@@ -202,23 +202,25 @@ fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
     Ok((code, body.trim().to_string()))
 }
 
-/// Polls http://127.0.0.1:PORT/ until it answers 200 with `region`.
+/// Polls http://127.0.0.1:PORT/ until it answers 200 with `region` and
+/// its `/healthz` answers 200 right after. (Just after a fence the
+/// NodePort may still send a connection to a pod being scaled down, which
+/// resets it: that pod is going, so the next poll asks again.)
 fn wait_for_answer(port: u16, region: &str) {
     let start = Instant::now();
     loop {
         let got = http_get(port, "/");
-        if matches!(&got, Ok((200, body)) if body == region) {
-            let health = http_get(port, "/healthz");
-            assert!(
-                matches!(health, Ok((200, _))),
-                "/healthz on {port}: {health:?}"
-            );
+        let health = match &got {
+            Ok((200, body)) if body == region => http_get(port, "/healthz"),
+            _ => Err("not asked: / did not answer".into()),
+        };
+        if matches!(health, Ok((200, _))) {
             eprintln!("127.0.0.1:{port} answers {region:?}");
             return;
         }
         assert!(
             start.elapsed() < DEADLINE,
-            "127.0.0.1:{port} did not answer {region:?} within {DEADLINE:?}: {got:?}"
+            "127.0.0.1:{port} did not answer {region:?} within {DEADLINE:?}: / {got:?}, /healthz {health:?}"
         );
         sleep(Duration::from_millis(500));
     }
