@@ -339,29 +339,36 @@ fn being_deleted(region: &str, namespace: &str) -> Error {
 /// Records the operator's fields of an object it created as its
 /// server-side apply (`plan::manifest::as_applied`), so a field dropped
 /// from the manifest is removed by the next apply. Returns whether they
-/// were recorded now. A failure is only logged: the next apply over the
-/// object tries again.
-pub(super) async fn fields_as_applied<K>(api: &Api<K>, object: &K) -> bool
+/// were recorded now (false: nothing to record). The write is conditional
+/// on the object's resourceVersion; when someone wrote it since it was
+/// read (the Deployment controller its status, right after a create or an
+/// apply), it is read again and tried again, a few times.
+pub(super) async fn fields_as_applied<K>(api: &Api<K>, object: &K) -> kube::Result<bool>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let entries = object.meta().managed_fields.as_deref().unwrap_or_default();
-    let Some(fields) = manifest::as_applied(entries, FIELD_MANAGER) else {
-        return false;
-    };
-    let patch = json!({"metadata": {
-        "managedFields": fields,
-        "resourceVersion": object.resource_version(),
-    }});
     let name = object.name_any();
-    match api
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => true,
-        Err(err) => {
-            tracing::debug!(name = %name, error = %err, "fields not recorded as applied yet");
-            false
+    let mut object = object.clone();
+    let mut attempts = 0;
+    loop {
+        let entries = object.meta().managed_fields.as_deref().unwrap_or_default();
+        let Some(fields) = manifest::as_applied(entries, FIELD_MANAGER) else {
+            return Ok(false);
+        };
+        let patch = json!({"metadata": {
+            "managedFields": fields,
+            "resourceVersion": object.resource_version(),
+        }});
+        attempts += 1;
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 && attempts < 5 => {
+                object = api.get(&name).await?;
+            }
+            Err(err) => return Err(err),
         }
     }
 }
@@ -378,7 +385,7 @@ where
 {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let applied = api.patch(name, &params, &Patch::Apply(desired)).await?;
-    if !fields_as_applied(api, &applied).await {
+    if !fields_as_applied(api, &applied).await? {
         return Ok(applied);
     }
     api.patch(name, &params, &Patch::Apply(desired)).await

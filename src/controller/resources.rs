@@ -141,7 +141,10 @@ async fn apply(
             name: format!("{}/{name}", app.namespace),
         });
     }
-    fields_as_applied(api, &existing).await;
+    if let Err(err) = fields_as_applied(api, &existing).await {
+        // Read and tried again at the next placement (every 30 s).
+        tracing::debug!(name = %name, error = %err, "fields not recorded as applied yet");
+    }
     let applied = api
         .patch(
             name,
