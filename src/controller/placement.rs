@@ -421,13 +421,18 @@ where
     let want_hash = manifest::applied_hash(&desired).map(str::to_string);
     let name = desired.name_any();
     let judge = |meta: &ObjectMeta| {
-        manifest::found(
+        let found = manifest::found(
             meta.labels.as_ref().unwrap_or(&BTreeMap::new()),
             meta.annotations.as_ref().unwrap_or(&BTreeMap::new()),
             app,
             region,
             want_hash.as_deref(),
-        )
+        );
+        let fields = meta.managed_fields.as_deref().unwrap_or_default();
+        match found {
+            Found::Current if manifest::fold_pending(fields, FIELD_MANAGER) => Found::Outdated,
+            found => found,
+        }
     };
     let api: Api<K> = Api::namespaced(client.clone(), &app.namespace);
     let cached = store
@@ -726,6 +731,42 @@ mod tests {
         );
         let again = answer(&mut handle, 200, ours("h2")).await;
         assert_eq!(again, (Method::PATCH, path.to_string()), "applied again");
+        assert!(placing.await.unwrap().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_fold_that_did_not_follow_its_apply_is_done_at_the_next_reconcile() {
+        // The hash is current, but the cache shows the create's update
+        // record beside an apply record: the fold after that apply failed.
+        let (client, mut handle) = mocked();
+        let (store, mut writer) = reflector::store::<Service>();
+        let mut unfolded = ours("h2");
+        unfolded["metadata"]["managedFields"] = json!([
+            {"manager": FIELD_MANAGER, "operation": "Apply"},
+            {"manager": FIELD_MANAGER, "operation": "Update"},
+        ]);
+        let cached: Service = serde_json::from_value(unfolded.clone()).unwrap();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(cached));
+        let placing = tokio::spawn(async move {
+            apply_owned(&client, &store, "us-east", &app(), typed(ours("h2"))).await
+        });
+        unfolded["metadata"]["managedFields"] = json!([
+            {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {}}},
+            {"manager": FIELD_MANAGER, "operation": "Update", "fieldsV1": {"f:metadata": {}}},
+        ]);
+        let path = "/api/v1/namespaces/shop/services/checkout".to_string();
+        assert_eq!(
+            answer(&mut handle, 200, unfolded).await,
+            (Method::PATCH, path.clone())
+        );
+        assert_eq!(
+            answer(&mut handle, 200, ours("h2")).await,
+            (Method::PATCH, path.clone())
+        );
+        assert_eq!(
+            answer(&mut handle, 200, ours("h2")).await,
+            (Method::PATCH, path)
+        );
         assert!(placing.await.unwrap().unwrap());
     }
 

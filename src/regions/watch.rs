@@ -11,7 +11,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
 use super::Trigger;
-use crate::api::LAG_OBSERVED_AT;
+use crate::api::{FIELD_MANAGER, LAG_OBSERVED_AT};
 use crate::api::{LABEL_APP, LABEL_APP_NAMESPACE, LABEL_ROLE, Role};
 use crate::plan::health::{LagReport, WorkloadState};
 use crate::plan::manifest::{self, AppKey};
@@ -263,8 +263,9 @@ pub(crate) struct CachedWatch<'a> {
 }
 
 /// Keeps `writer`'s store in step with the objects `config` selects,
-/// without their managed fields (most of an object's size; nothing reads
-/// them), retrying quickly after errors, and calls `on_change` for every
+/// without their managed fields' field sets (most of an object's size;
+/// only the operator's records are kept, for `manifest::fold_pending`),
+/// retrying quickly after errors, and calls `on_change` for every
 /// object that changed. Interruptions are logged at debug, naming the
 /// place; every answer and failure is told to `heard`.
 pub(crate) async fn cached_watch<K>(
@@ -305,7 +306,7 @@ async fn cache_events<M>(
             event
         })
         .modify(|object| {
-            object.managed_fields_mut().clear();
+            manifest::markers_only(object.managed_fields_mut(), FIELD_MANAGER);
         });
     let stream = reflector::reflector(writer, objects)
         .backoff(QuickRetry::default())

@@ -170,6 +170,36 @@ pub fn as_applied(
     Some(kept)
 }
 
+/// Whether `manager`'s fields are still split between a create's update
+/// record and an apply record: an apply ran over the created object but
+/// the fold (`as_applied`) that must follow it did not (it failed, or the
+/// operator stopped in between). Such an object is applied and folded
+/// again even when its applied-hash is current; otherwise a field dropped
+/// by that apply would stay until the next change.
+pub fn fold_pending(entries: &[ManagedFieldsEntry], manager: &str) -> bool {
+    let by = |operation: &str| {
+        entries.iter().any(|e| {
+            e.manager.as_deref() == Some(manager)
+                && e.operation.as_deref() == Some(operation)
+                && e.subresource.as_deref().unwrap_or_default().is_empty()
+        })
+    };
+    by("Update") && by("Apply")
+}
+
+/// The managed fields a cache keeps of a placed object: `manager`'s
+/// records without their field sets (the bulk), which is all
+/// `fold_pending` reads.
+pub fn markers_only(entries: &mut Vec<ManagedFieldsEntry>, manager: &str) {
+    entries.retain(|e| e.manager.as_deref() == Some(manager));
+    for entry in entries.iter_mut() {
+        entry.fields_v1 = None;
+        entry.time = None;
+        entry.api_version = None;
+        entry.fields_type = None;
+    }
+}
+
 /// Both sets of fields (a field set is a tree of objects; the union holds
 /// every path of either).
 fn union(into: Option<FieldsV1>, other: Option<&FieldsV1>) -> Option<FieldsV1> {
@@ -700,6 +730,37 @@ mod tests {
             err.to_string().starts_with("spec.workload.template: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_fold_is_pending_only_between_an_apply_and_its_fold() {
+        let entry =
+            |manager: &str, operation: &str, subresource: Option<&str>| ManagedFieldsEntry {
+                manager: Some(manager.into()),
+                operation: Some(operation.into()),
+                subresource: subresource.map(Into::into),
+                fields_v1: Some(FieldsV1(serde_json::json!({"f:spec": {}}))),
+                ..Default::default()
+            };
+        let created = vec![entry("us", "Update", None)];
+        let applied_unfolded = vec![entry("us", "Update", None), entry("us", "Apply", None)];
+        let folded = vec![entry("us", "Apply", None)];
+        let status_by_us = vec![
+            entry("us", "Update", Some("status")),
+            entry("us", "Apply", None),
+        ];
+        let someone_else = vec![entry("kubectl", "Update", None), entry("us", "Apply", None)];
+        assert!(!fold_pending(&created, "us"));
+        assert!(fold_pending(&applied_unfolded, "us"));
+        assert!(!fold_pending(&folded, "us"));
+        assert!(!fold_pending(&status_by_us, "us"));
+        assert!(!fold_pending(&someone_else, "us"));
+        let mut kept = applied_unfolded.clone();
+        kept.push(entry("kube-controller-manager", "Update", Some("status")));
+        markers_only(&mut kept, "us");
+        assert_eq!(kept.len(), 2);
+        assert!(kept.iter().all(|e| e.fields_v1.is_none()));
+        assert!(fold_pending(&kept, "us"));
     }
 
     #[test]
