@@ -37,6 +37,8 @@ pub(super) struct LastRound {
     at: Instant,
     evidence: String,
     early: Option<Instant>,
+    /// When the app's first round since the operator started was.
+    first_at: Instant,
 }
 
 /// The parts a context is built from.
@@ -72,9 +74,26 @@ struct LastWrite {
 /// made invalid by hub objects), health rounds, failover and fencing go on
 /// with this.
 pub(super) struct Placeable {
-    pub spec: MultiRegionAppSpec,
-    pub template: PodTemplateSpec,
+    /// The app as it was then: the apps cache's own copy, shared, not
+    /// cloned (a spec is a few KiB; a thousand apps held each twice).
+    pub app: Arc<MultiRegionApp>,
     pub propagation: Propagation,
+}
+
+impl Placeable {
+    pub fn spec(&self) -> &MultiRegionAppSpec {
+        &self.app.spec
+    }
+
+    /// The pod template placed in every region: the spec's, with the
+    /// checksum of the propagated config. Built when needed rather than
+    /// kept (None only if the spec stopped parsing, which a checked spec
+    /// does not).
+    pub fn template(&self) -> Option<PodTemplateSpec> {
+        let template = crate::plan::manifest::validate_template(self.spec()).ok()?;
+        let checksum = self.propagation.checksum();
+        Some(crate::plan::propagate::with_checksum(template, checksum.as_deref()))
+    }
 }
 
 /// Shared by every reconcile.
@@ -145,18 +164,10 @@ impl Context {
         )
     }
 
-    /// Remembers what the app can be placed with now (a clone only when
-    /// it changed).
+    /// Remembers what the app can be placed with now (the app as cached,
+    /// so the copy it replaces, with an older status, is let go).
     pub(super) fn remember_placeable(&self, key: &AppKey, placeable: &Arc<Placeable>) {
-        let Ok(mut all) = self.placeable.lock() else {
-            return;
-        };
-        let same = all.get(key).is_some_and(|last| {
-            last.spec == placeable.spec
-                && last.template == placeable.template
-                && last.propagation.checksum() == placeable.propagation.checksum()
-        });
-        if !same {
+        if let Ok(mut all) = self.placeable.lock() {
             all.insert(key.clone(), placeable.clone());
         }
     }
@@ -280,11 +291,13 @@ impl Context {
                 at: now,
                 evidence: evidence.to_string(),
                 early: None,
+                first_at: now,
             };
             return (Some(round), interval);
         };
         let mut early = None;
-        if let Some(last) = rounds.get(key) {
+        let last = rounds.get(key);
+        if let Some(last) = last {
             let since = now.duration_since(last.at);
             // At most one early round per interval: two sources flipping a
             // moment apart (the probe, then the HTTP check) must not count
@@ -306,12 +319,33 @@ impl Context {
             at: now,
             evidence: evidence.to_string(),
             early,
+            first_at: last.map_or(now, |l| l.first_at),
         };
         (Some(round), interval)
     }
 
     /// The round is in a written status: the next is due an interval
     /// (or a change of evidence) from it.
+    /// Whether the app is settling in: not judged yet by this process, or
+    /// less than two health intervals since its first round here (`round`:
+    /// this reconcile's, if it takes one).
+    pub(super) fn settling_in(
+        &self,
+        key: &AppKey,
+        round: Option<&LastRound>,
+        interval: Duration,
+    ) -> bool {
+        let first = match round {
+            Some(round) => Some(round.first_at),
+            None => self
+                .rounds
+                .lock()
+                .ok()
+                .and_then(|rounds| rounds.get(key).map(|l| l.first_at)),
+        };
+        first.is_none_or(|at| at.elapsed() < 2 * interval)
+    }
+
     pub(super) fn round_recorded(&self, key: &AppKey, round: &LastRound) {
         if let Ok(mut rounds) = self.rounds.lock() {
             rounds.insert(key.clone(), round.clone());

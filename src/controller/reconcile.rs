@@ -99,9 +99,10 @@ type Refusal = (EventReason, String);
 impl Prepared {
     /// What is placed in every region, when something can be.
     fn workload(&self) -> Option<Workload<'_>> {
-        self.placeable.as_deref().map(|p| Workload {
-            template: &p.template,
-            propagation: &p.propagation,
+        let placeable = self.placeable.as_deref()?;
+        Some(Workload {
+            template: placeable.template()?,
+            propagation: &placeable.propagation,
         })
     }
 
@@ -132,10 +133,10 @@ fn prepared(ctx: &Context, app: Arc<MultiRegionApp>, key: &AppKey) -> Option<Pre
         }
         Ok(None) => {
             let last = last()?;
-            (with_spec(&app, &last.spec), Some(last), None)
+            (with_spec(&app, last.spec()), Some(last), None)
         }
         Err(message) => match last() {
-            Some(last) => (with_spec(&app, &last.spec), Some(last), Some(message)),
+            Some(last) => (with_spec(&app, last.spec()), Some(last), Some(message)),
             None => (app, None, Some(message)),
         },
     };
@@ -200,8 +201,13 @@ pub(super) async fn apply(
     let confirmed = applied.sinks.confirmed();
     let status = plan::settle(&decision, &previous, app.metadata.generation, &applied);
     let (status, invalid_event) = prepared.marked(status, &previous);
-    let between_rounds = round.is_none() && decision.events.is_empty();
-    if !(between_rounds && plan::only_readiness_moved(&previous, &status)) {
+    let interval = Duration::from_secs(app.spec.health_check.interval_seconds.max(1) as u64);
+    let moment = plan::Moment {
+        between_rounds: round.is_none(),
+        settling_in: ctx.settling_in(&key, round.as_ref(), interval),
+        announcing: !decision.events.is_empty(),
+    };
+    if plan::worth_writing(&previous, &status, moment) {
         write(&ctx, &key, &previous, version, &status).await?;
     }
     if let Some(round) = &round {
@@ -306,7 +312,7 @@ fn with_spec(app: &MultiRegionApp, spec: &MultiRegionAppSpec) -> Arc<MultiRegion
 /// yet. An error names the field that cannot be placed.
 fn prepare(
     ctx: &Context,
-    app: &MultiRegionApp,
+    app: &Arc<MultiRegionApp>,
     key: &AppKey,
 ) -> std::result::Result<Option<Arc<Placeable>>, Refusal> {
     let invalid = |e: String| (EventReason::InvalidSpec, e);
@@ -328,8 +334,7 @@ fn prepare(
     resources::check(key, &app.spec, &taken).map_err(|e| invalid(e.to_string()))?;
     admit(ctx, app, key, &template, &labels)?;
     Ok(Some(Arc::new(Placeable {
-        spec: app.spec.clone(),
-        template,
+        app: app.clone(),
         propagation,
     })))
 }
@@ -456,7 +461,7 @@ async fn write(
 /// What is placed in every region: the pod template (with the checksum of
 /// the propagated config) and the propagated ConfigMaps and Secrets.
 struct Workload<'a> {
-    template: &'a PodTemplateSpec,
+    template: PodTemplateSpec,
     propagation: &'a Propagation,
 }
 
@@ -499,7 +504,7 @@ async fn place_in(
         &member,
         key,
         &app.spec,
-        workload.template,
+        &workload.template,
         workload.propagation,
         p,
     );

@@ -50,7 +50,8 @@ use health::{HttpResult, PlacementProblem, RegionState, WorkloadState};
 pub use crate::api::Role;
 pub use rounds::leaving_region;
 pub use settle::{
-    Applied, SinkOutcome, only_readiness_moved, settle, with_invalid_spec, with_refusal,
+    Applied, Moment, SinkOutcome, nothing_judged_yet, only_readiness_moved, settle,
+    with_invalid_spec, with_refusal, worth_writing,
 };
 
 /// Everything observed of one region for one app at decision time.

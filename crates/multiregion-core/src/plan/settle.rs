@@ -47,6 +47,76 @@ pub struct Applied {
     pub now: Timestamp,
 }
 
+/// When a reconcile ran, as far as writing its status is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Moment {
+    /// No health round judged the app in this reconcile (one woken by a
+    /// Deployment's readiness changing, say).
+    pub between_rounds: bool,
+    /// The app is settling in: less than two health intervals since the
+    /// operator (this process) first judged it.
+    pub settling_in: bool,
+    /// The reconcile announces something (an Event): its status is written.
+    pub announcing: bool,
+}
+
+/// Whether the status a reconcile settled on is written. It is, unless it
+/// announces nothing and tells nothing a round would soon tell: between
+/// rounds, a change of ready replica counts alone
+/// (`only_readiness_moved`); while a new app settles in, that its regions
+/// wait for their workloads (`nothing_judged_yet`). Two intervals after
+/// its first round, an app's status is written whatever it says.
+pub fn worth_writing(
+    written: &MultiRegionAppStatus,
+    next: &MultiRegionAppStatus,
+    moment: Moment,
+) -> bool {
+    let readiness_only = moment.between_rounds && only_readiness_moved(written, next);
+    let too_early = moment.settling_in && nothing_judged_yet(written, next);
+    moment.announcing || !(readiness_only || too_early)
+}
+
+/// Whether `next` would be an app's first status and says nothing but that
+/// its regions wait for their first verdict: `Ready` `Unknown`, evidence
+/// missing only because the workload is being placed or its pods start
+/// (`WorkloadPending`, `NotObservedYet`, `HttpPending`), no other condition
+/// raising a problem, nothing placed from `spec.resources`, nothing to
+/// clean up, no move or drill. While the app settles in, such a status is
+/// left to a later round, which writes it with the verdict when the pods
+/// are ready by then: a new app's first status write is usually its first
+/// verdict. (Its bounded-Unknown clock starts at the first write, at most
+/// two intervals late.)
+pub fn nothing_judged_yet(written: &MultiRegionAppStatus, next: &MultiRegionAppStatus) -> bool {
+    const ROUTINE: [&str; 3] = ["WorkloadPending", "NotObservedYet", "HttpPending"];
+    let quiet_region = |r: &crate::api::RegionAppStatus| {
+        r.health == crate::api::Health::Unknown
+            && r.unknown
+                .as_ref()
+                .is_none_or(|u| ROUTINE.contains(&u.cause.as_str()))
+            && r.replication.is_none()
+            && r.recent_drops.is_empty()
+            && r.ramp.is_none()
+    };
+    let quiet = |c: &Condition| match c.type_.as_str() {
+        "Ready" => c.status == "Unknown",
+        "TrafficPublished" => c.status != "False",
+        // Only routine causes, as every region is checked to be quiet.
+        "EvidenceUnknown" => true,
+        _ => c.status != "True",
+    };
+    *written == MultiRegionAppStatus::default()
+        && next.conditions.iter().any(|c| c.type_ == "Ready")
+        && next.conditions.iter().all(quiet)
+        && next.regions.iter().all(quiet_region)
+        && next.resources.is_empty()
+        && next.cleanup_pending.is_empty()
+        && next.data_steps.is_empty()
+        && next.last_failover.is_none()
+        && next.move_request.is_none()
+        && next.pending_move.is_none()
+        && next.drill.is_none()
+}
+
 /// Whether `next` differs from `written` only in the regions' ready
 /// replica counts. Between health rounds such a change (a Deployment's
 /// pods becoming ready) is left for the next round to write, with what
@@ -159,7 +229,7 @@ pub fn with_refusal(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Health, RegionAppStatus};
+    use crate::api::{Health, RegionAppStatus, UnknownEvidence};
 
     fn status(ready: [i32; 2]) -> MultiRegionAppStatus {
         let region = |name: &str, ready_replicas| RegionAppStatus {
@@ -190,5 +260,77 @@ mod tests {
         let mut fewer = status([1, 0]);
         fewer.regions.pop();
         assert!(!only_readiness_moved(&written, &fewer), "a region went");
+    }
+
+    fn condition(type_: &str, status: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: "Because".into(),
+            message: String::new(),
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+            observed_generation: Some(1),
+        }
+    }
+
+    #[test]
+    fn a_new_apps_first_status_waits_for_its_first_verdict_unless_it_tells_something() {
+        let never = MultiRegionAppStatus::default();
+        let mut pending = status([0, 0]);
+        pending.conditions = vec![
+            condition("Ready", "Unknown"),
+            condition("FailedOver", "False"),
+            condition("EvidenceUnknown", "False"),
+        ];
+        pending.regions[0].unknown = Some(UnknownEvidence {
+            cause: "WorkloadPending".into(),
+            message: "the Deployment is not placed yet".into(),
+            since: Time(Timestamp::UNIX_EPOCH),
+        });
+        pending.conditions[2] = condition("EvidenceUnknown", "True");
+        assert!(nothing_judged_yet(&never, &pending));
+        let moment = |between_rounds, settling_in, announcing| Moment {
+            between_rounds,
+            settling_in,
+            announcing,
+        };
+        assert!(!worth_writing(&never, &pending, moment(false, true, false)));
+        assert!(!worth_writing(&never, &pending, moment(true, true, false)));
+        assert!(
+            worth_writing(&never, &pending, moment(false, false, false)),
+            "two intervals later, written whatever it says"
+        );
+        assert!(
+            worth_writing(&never, &pending, moment(false, true, true)),
+            "announced"
+        );
+        assert!(!nothing_judged_yet(&pending, &pending), "written before");
+
+        let mut judged = pending.clone();
+        judged.regions[0].health = Health::Healthy;
+        judged.conditions[0] = condition("Ready", "True");
+        assert!(!nothing_judged_yet(&never, &judged), "a verdict");
+        let mut invalid = pending.clone();
+        invalid.conditions[0] = condition("Ready", "False");
+        assert!(!nothing_judged_yet(&never, &invalid), "an invalid spec");
+        let mut conflict = pending.clone();
+        conflict.conditions.push(condition("Conflict", "True"));
+        assert!(!nothing_judged_yet(&never, &conflict), "a conflict");
+        let mut placed = pending.clone();
+        placed.resources.push(crate::api::ResourceRef::default());
+        assert!(!nothing_judged_yet(&never, &placed), "objects to remember");
+        let mut troubled = pending.clone();
+        troubled.regions[1].unknown = Some(UnknownEvidence {
+            cause: "MemberTroubled".into(),
+            message: "API server answers 503".into(),
+            since: Time(Timestamp::UNIX_EPOCH),
+        });
+        assert!(
+            !nothing_judged_yet(&never, &troubled),
+            "a member in trouble"
+        );
+        let mut silent = pending.clone();
+        silent.conditions.clear();
+        assert!(!nothing_judged_yet(&never, &silent), "no Ready condition");
     }
 }

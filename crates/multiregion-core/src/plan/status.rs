@@ -38,7 +38,9 @@ pub(super) fn assemble(
     let summary = weights::summary(weights.iter().map(|(n, w)| (n.as_str(), *w)));
     let weights_changed = inputs.previous.weights.as_deref() != Some(summary.as_str())
         && !(inputs.previous.weights.is_none() && weights.iter().all(|(_, w)| *w == 0));
-    if weights_changed {
+    // An app's first weights move no traffic (there was none): they are
+    // in its status, not announced.
+    if weights_changed && inputs.previous.weights.is_some() {
         events.push(Event::normal(EventReason::WeightsChanged, summary.clone()));
     }
     let (recent_failovers, last_failover) = record_move(inputs, &outcome, recent, &mut events);

@@ -1278,3 +1278,59 @@ mod observers;
 mod propagation;
 mod replication;
 mod stepped;
+
+#[test]
+fn a_new_apps_first_round_with_its_workloads_being_placed_tells_nothing_worth_a_write() {
+    for strategy in ["ActiveActive", "ActivePassive"] {
+        let mut sim = Sim::new(spec(json!({
+            "strategy": strategy,
+            "regions": [{"name": "us-east"}, {"name": "eu-west"}, {"name": "ap-south"}],
+            "healthCheck": {"startupSeconds": 60}
+        })));
+        let missing = || Observation {
+            region: RegionState::Reachable,
+            workload: WorkloadState::Missing,
+            ..Observation::unknown()
+        };
+        let starting = || Observation {
+            region: RegionState::Reachable,
+            workload: WorkloadState::Placed {
+                replicas: 3,
+                ready: 0,
+                lag: None,
+                rolling_out: true,
+                role: None,
+            },
+            ..Observation::unknown()
+        };
+        let never = MultiRegionAppStatus::default();
+        for first in [missing(), starting(), Observation::unknown()] {
+            let mut fresh = Sim::new(sim.spec.clone());
+            let d = fresh
+                .round(&[
+                    ("us-east", first.clone()),
+                    ("eu-west", first.clone()),
+                    ("ap-south", first),
+                ])
+                .clone();
+            assert!(d.events.is_empty(), "{strategy}: {:?}", d.events);
+            assert!(
+                settle::nothing_judged_yet(&never, &d.status),
+                "{strategy}: {:#?}",
+                d.status
+            );
+        }
+        // Then the pods are ready: the verdict, without an Event for the
+        // first weights.
+        let d = sim.round(&[]).clone();
+        assert!(sim.condition("Ready"), "{strategy}");
+        assert!(
+            !d.events
+                .iter()
+                .any(|e| e.reason == EventReason::WeightsChanged),
+            "{strategy}: {:?}",
+            d.events
+        );
+        assert!(!settle::nothing_judged_yet(&never, &d.status));
+    }
+}
