@@ -379,7 +379,8 @@ async fn scale(apps: usize) -> Value {
     // the member clusters running their pods, then the operator's health
     // rounds judging every app Ready.
     let (mut all_placed, mut all_available) = (None, None);
-    let deadline = Duration::from_secs(900);
+    // About 0.15 s per app on this machine: the bound leaves four times that.
+    let deadline = Duration::from_secs(900.max(apps as u64 * 6 / 10));
     loop {
         let (mut placed, mut available) = (0, 0);
         for (store, _) in &members {
@@ -436,6 +437,17 @@ async fn scale(apps: usize) -> Value {
         "multiregion_api_requests_total",
         &["apiserver", "verb"],
     );
+    // Every write to the hub until Ready, per app: status writes, Events,
+    // the finalizer, and the Leases and Region writes of the start.
+    let hub_writes: f64 = startup_requests
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| {
+            ["hub create", "hub patch", "hub update", "hub delete"].contains(&key.as_str())
+        })
+        .filter_map(|(_, v)| v.as_f64())
+        .sum();
     let startup_writes = growth_by_labels(
         "",
         &at_ready,
@@ -487,7 +499,7 @@ async fn scale(apps: usize) -> Value {
     }
     wait_for(
         "the scale apps to be gone",
-        Duration::from_secs(600),
+        Duration::from_secs(600.max(apps as u64 * 4 / 10)),
         || async {
             api.list(&Default::default())
                 .await
@@ -506,7 +518,7 @@ async fn scale(apps: usize) -> Value {
         let sets: Api<ReplicaSet> = Api::namespaced(env.client(region).await, &ns);
         wait_for(
             &format!("the scale pods in {region} to be gone"),
-            Duration::from_secs(600),
+            Duration::from_secs(600.max(apps as u64 * 4 / 10)),
             || async {
                 let no_pods = pods.list(&Default::default()).await.ok()?.items.is_empty();
                 let no_sets = sets.list(&Default::default()).await.ok()?.items.is_empty();
@@ -529,6 +541,7 @@ async fn scale(apps: usize) -> Value {
         "steady_state_requests_per_minute": requests,
         "startup_requests": startup_requests,
         "startup_writes": startup_writes,
+        "hub_writes_per_app_until_ready": hub_writes / apps as f64,
         "region_stop_last_app_moved": summary(moved_at),
         "floor_seconds": 5 * 3,
     })
@@ -695,8 +708,11 @@ async fn main() {
             s["apps"], s["steady_state_requests_per_minute"]
         );
         println!(
-            "requests until Ready, {} apps: {}; of them writes: {}",
-            s["apps"], s["startup_requests"], s["startup_writes"]
+            "requests until Ready, {} apps: {}; of them writes: {}; hub writes per app: {:.2}",
+            s["apps"],
+            s["startup_requests"],
+            s["startup_writes"],
+            s["hub_writes_per_app_until_ready"].as_f64().unwrap_or(f64::NAN),
         );
         let by_process = s["cpu_seconds_until_ready"]
             .as_object()

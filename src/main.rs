@@ -4,7 +4,9 @@
 
 use multiregion::cli::{self, Command, LogFormat, RunArgs};
 
-/// jemalloc instead of glibc's malloc (measured in docs/benchmarks.md).
+/// jemalloc instead of glibc's malloc (measured in docs/benchmarks.md);
+/// built without the `jemalloc` feature, the system's.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

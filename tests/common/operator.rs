@@ -236,7 +236,7 @@ impl Env {
             identity,
         ];
         args.extend_from_slice(extra);
-        let child = Command::new(env!("CARGO_BIN_EXE_multiregion"))
+        let child = operator_command()
             .args(&args)
             .env("RUST_LOG", "info,kube_client=off,kube_runtime=warn")
             .stdin(Stdio::null())
@@ -840,4 +840,19 @@ pub async fn refuse_writes(hub: &Client, refusal: &Refusal<'_>, on: bool) {
         .patch(name, &apply, &Patch::Apply(binding))
         .await
         .unwrap();
+}
+
+/// The operator's command: the binary, or `MULTIREGION_OPERATOR_WRAPPER`
+/// given the binary's path and its arguments (a heap profiler, say:
+/// `heaptrack -o /tmp/operator`).
+fn operator_command() -> Command {
+    let program = env!("CARGO_BIN_EXE_multiregion");
+    match std::env::var_os("MULTIREGION_OPERATOR_WRAPPER") {
+        Some(wrapper) => {
+            let mut command = Command::new(wrapper);
+            command.arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
 }
