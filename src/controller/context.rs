@@ -92,7 +92,10 @@ impl Placeable {
     pub fn template(&self) -> Option<PodTemplateSpec> {
         let template = crate::plan::manifest::validate_template(self.spec()).ok()?;
         let checksum = self.propagation.checksum();
-        Some(crate::plan::propagate::with_checksum(template, checksum.as_deref()))
+        Some(crate::plan::propagate::with_checksum(
+            template,
+            checksum.as_deref(),
+        ))
     }
 }
 

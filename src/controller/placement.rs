@@ -7,6 +7,7 @@
 //! operator did not create is never adopted or overwritten.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -194,17 +195,19 @@ async fn place_copies(
         wrote |= apply_owned(client, secrets, region, app, copy).await?;
     }
     let wanted = spec.propagate.clone().unwrap_or_default();
+    let (maps, secrets) = (member.app_config_maps(app), member.app_secrets(app));
     wrote |=
         remove_unselected::<ConfigMap, _>(client, maps, region, app, &wanted.config_maps).await?;
     wrote |= remove_unselected::<Secret, _>(client, secrets, region, app, &wanted.secrets).await?;
     Ok(wrote)
 }
 
-/// Deletes the app's copies here that `wanted` no longer selects (by the
-/// copy's name and labels, which are the hub object's).
+/// Deletes the app's copies here (among `cached`, the objects labelled for
+/// the app) that `wanted` no longer selects (by the copy's name and labels,
+/// which are the hub object's).
 async fn remove_unselected<K, M>(
     client: &Client,
-    store: &Store<M>,
+    cached: Vec<Arc<M>>,
     region: &str,
     app: &AppKey,
     wanted: &[PropagatedObjects],
@@ -216,8 +219,7 @@ where
         + DeserializeOwned,
     M: Resource<DynamicType = ()> + Clone + 'static,
 {
-    let stale: Vec<String> = store
-        .state()
+    let stale: Vec<String> = cached
         .iter()
         .filter(|o| o.namespace().as_deref() == Some(app.namespace.as_str()))
         .filter(|o| manifest::owned_by(Some(o.labels()), app, region))

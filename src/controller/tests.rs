@@ -140,6 +140,8 @@ impl TestMember {
             services: service_store,
             config_maps,
             secrets,
+            config_maps_by_app: Default::default(),
+            secrets_by_app: Default::default(),
         };
         let spec = RegionSpec {
             allowed_namespaces: Some(Default::default()),

@@ -58,16 +58,19 @@ pub(crate) struct Placed {
     pub services: Store<PartialObjectMeta<Service>>,
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
     pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// Which of those each app's labels name.
+    pub config_maps_by_app: Arc<watch::ByApp>,
+    pub secrets_by_app: Arc<watch::ByApp>,
 }
 
-/// Names of the copies in `store` that are the app's in this region.
-fn held<K>(store: &Store<K>, app: &AppKey, region: &str) -> Vec<String>
+/// Names of the copies among `objects` (the app's, found by its labels)
+/// that are the app's in this region.
+fn held<K>(objects: Vec<Arc<K>>, app: &AppKey, region: &str) -> Vec<String>
 where
     K: kube::Resource<DynamicType = ()> + Clone + 'static,
 {
     use kube::ResourceExt;
-    store
-        .state()
+    objects
         .iter()
         .filter(|o| {
             o.namespace().as_deref() == Some(app.namespace.as_str())
@@ -418,6 +421,23 @@ impl Member {
         self.placed.as_ref().map(|p| &p.secrets)
     }
 
+    /// The cached ConfigMaps whose labels name `app` (its copies and role
+    /// ConfigMap here, and any other object labelled for it).
+    pub(crate) fn app_config_maps(&self, app: &AppKey) -> Vec<Arc<PartialObjectMeta<ConfigMap>>> {
+        let Some(placed) = self.placed.as_ref() else {
+            return Vec::new();
+        };
+        placed.config_maps_by_app.objects(&placed.config_maps, app)
+    }
+
+    /// The cached Secrets whose labels name `app`.
+    pub(crate) fn app_secrets(&self, app: &AppKey) -> Vec<Arc<PartialObjectMeta<Secret>>> {
+        let Some(placed) = self.placed.as_ref() else {
+            return Vec::new();
+        };
+        placed.secrets_by_app.objects(&placed.secrets, app)
+    }
+
     /// What the app's region here misses of what it propagates; None when
     /// it holds a copy of every object (or propagates nothing).
     pub fn missing_config(
@@ -457,6 +477,7 @@ impl Member {
         if let Some(why) = unlisted {
             return Some(why);
         }
+        let (maps, secrets) = (self.app_config_maps(app), self.app_secrets(app));
         propagation.missing(&held(maps, app, region), &held(secrets, app, region))
     }
 

@@ -290,14 +290,21 @@ impl Registry {
             triggers.clone(),
             Heard::new(),
         );
+        let (config_maps_by_app, secrets_by_app) = (Arc::default(), Arc::default());
         let (config_maps, config_map_task) = watch::watch_placed_when_allowed::<ConfigMap>(
             name,
             &watches,
             &selector,
             triggers.clone(),
+            Arc::clone(&config_maps_by_app),
         );
-        let (secrets, secret_task) =
-            watch::watch_placed_when_allowed::<Secret>(name, &watches, &selector, triggers);
+        let (secrets, secret_task) = watch::watch_placed_when_allowed::<Secret>(
+            name,
+            &watches,
+            &selector,
+            triggers,
+            Arc::clone(&secrets_by_app),
+        );
         tracing::info!(region = %name, "region client ready");
         let placed = Placed {
             deployments,
@@ -305,6 +312,8 @@ impl Registry {
             services,
             config_maps,
             secrets,
+            config_maps_by_app,
+            secrets_by_app,
         };
         let member = Arc::new(Member::connected(
             name,
