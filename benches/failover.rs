@@ -712,7 +712,9 @@ async fn main() {
             s["apps"],
             s["startup_requests"],
             s["startup_writes"],
-            s["hub_writes_per_app_until_ready"].as_f64().unwrap_or(f64::NAN),
+            s["hub_writes_per_app_until_ready"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
         );
         let by_process = s["cpu_seconds_until_ready"]
             .as_object()
