@@ -327,8 +327,6 @@ impl Context {
         (Some(round), interval)
     }
 
-    /// The round is in a written status: the next is due an interval
-    /// (or a change of evidence) from it.
     /// Whether the app is settling in: not judged yet by this process, or
     /// less than two health intervals since its first round here (`round`:
     /// this reconcile's, if it takes one).
@@ -349,6 +347,9 @@ impl Context {
         first.is_none_or(|at| at.elapsed() < 2 * interval)
     }
 
+    /// The round is counted (in a written status, or judged not worth a
+    /// write): the next is due an interval (or a change of evidence) from
+    /// it.
     pub(super) fn round_recorded(&self, key: &AppKey, round: &LastRound) {
         if let Ok(mut rounds) = self.rounds.lock() {
             rounds.insert(key.clone(), round.clone());

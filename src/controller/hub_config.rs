@@ -205,6 +205,7 @@ where
         let watch = CachedWatch {
             place: "hub",
             heard: Heard::new(),
+            by_app: None,
         };
         cached_watch(api, watcher::Config::default(), writer, watch, on_change).await;
     });

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -192,6 +192,7 @@ pub(crate) fn watch_deployments(
         let watch = CachedWatch {
             place: &place,
             heard,
+            by_app: None,
         };
         cache_events(objects, writer, watch, triggering(triggers)).await;
     });
@@ -262,66 +263,87 @@ async fn run_meta_watch<K>(
     let watch = CachedWatch {
         place: &place,
         heard: meta.heard,
+        by_app: meta.by_app,
     };
-    let trigger = triggering(meta.triggers);
-    let by_app = meta.by_app;
-    let on_change = move |object: &PartialObjectMeta<K>| {
-        if let Some(index) = &by_app {
-            index.note(object);
-        }
-        trigger(object);
-    };
-    cache_events(objects, writer, watch, on_change).await;
+    cache_events(objects, writer, watch, triggering(meta.triggers)).await;
 }
 
 /// The objects of a metadata cache by the app their labels name
 /// (`app_of`): one app's copies are found without going through every
 /// app's objects (every app's role ConfigMap is in the same cache; a scan
 /// per app and region made most of the operator's CPU at 1,000 apps). It
-/// only learns names; a read checks each against the cache and forgets
-/// those gone or relabelled.
+/// follows the watch's events as the store applied them: an applied object
+/// is noted, a deleted one forgotten, and a completed (re)list rebuilds it
+/// from the store, so names missed while a watch was down go too.
 #[derive(Default)]
-pub(crate) struct ByApp(Mutex<HashMap<ObjectRef<MultiRegionApp>, BTreeSet<NamespacedName>>>);
+pub(crate) struct ByApp(Mutex<Index>);
 
 /// An object's namespace and name.
 type NamespacedName = (String, String);
 
 impl ByApp {
-    fn note<M: Resource>(&self, object: &M) {
-        let (Some(app), Ok(mut index)) = (app_of(object.labels()), self.0.lock()) else {
+    /// Follows one watch event, already applied to `store`.
+    fn observe<M>(&self, event: &watcher::Event<M>, store: &Store<M>)
+    where
+        M: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let Ok(mut index) = self.0.lock() else {
             return;
         };
-        let name = (object.namespace().unwrap_or_default(), object.name_any());
-        index.entry(app).or_default().insert(name);
+        match event {
+            watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
+                note(&mut index, object)
+            }
+            watcher::Event::Delete(object) => {
+                if let Some(app) = app_of(object.labels()) {
+                    let names = index.entry(app.clone()).or_default();
+                    names.remove(&name_of(object));
+                    if names.is_empty() {
+                        index.remove(&app);
+                    }
+                }
+            }
+            watcher::Event::InitDone => {
+                index.clear();
+                for object in store.state() {
+                    note(&mut index, object.as_ref());
+                }
+            }
+            watcher::Event::Init => {}
+        }
     }
 
-    /// The objects of `store` whose labels name `app`.
+    /// The objects of `store` whose labels name `app` (none before the
+    /// store is first listed).
     pub(crate) fn objects<M>(&self, store: &Store<M>, app: &AppKey) -> Vec<Arc<M>>
     where
         M: Resource<DynamicType = ()> + Clone + 'static,
     {
         let key = ObjectRef::new(&app.name).within(&app.namespace);
-        let Ok(mut index) = self.0.lock() else {
+        let Ok(index) = self.0.lock() else {
             return Vec::new();
         };
-        let Some(names) = index.get_mut(&key) else {
+        let Some(names) = index.get(&key) else {
             return Vec::new();
         };
-        let mut found = Vec::new();
-        names.retain(|(namespace, name)| {
-            match store.get(&ObjectRef::new(name).within(namespace)) {
-                Some(object) if app_of(object.labels()).as_ref() == Some(&key) => {
-                    found.push(object);
-                    true
-                }
-                _ => false,
-            }
-        });
-        if names.is_empty() {
-            index.remove(&key);
-        }
-        found
+        names
+            .iter()
+            .filter_map(|(namespace, name)| store.get(&ObjectRef::new(name).within(namespace)))
+            .filter(|object| app_of(object.labels()).as_ref() == Some(&key))
+            .collect()
     }
+}
+
+type Index = HashMap<ObjectRef<MultiRegionApp>, BTreeSet<NamespacedName>>;
+
+fn note<M: Resource>(index: &mut Index, object: &M) {
+    if let Some(app) = app_of(object.labels()) {
+        index.entry(app).or_default().insert(name_of(object));
+    }
+}
+
+fn name_of<M: Resource>(object: &M) -> NamespacedName {
+    (object.namespace().unwrap_or_default(), object.name_any())
 }
 
 /// Triggers the app named in a changed object's labels.
@@ -338,6 +360,8 @@ fn triggering<M: Resource>(triggers: UnboundedSender<Trigger>) -> impl Fn(&M) {
 pub(crate) struct CachedWatch<'a> {
     pub place: &'a str,
     pub heard: std::sync::Arc<Heard>,
+    /// The cache's index by app, kept if given.
+    pub by_app: Option<Arc<ByApp>>,
 }
 
 /// Keeps `writer`'s store in step with the objects `config` selects,
@@ -374,7 +398,12 @@ async fn cache_events<M>(
 ) where
     M: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
 {
-    let CachedWatch { place, heard } = watch;
+    let CachedWatch {
+        place,
+        heard,
+        by_app,
+    } = watch;
+    let reader = writer.as_reader();
     let objects = events
         .map(move |event| {
             match &event {
@@ -386,7 +415,14 @@ async fn cache_events<M>(
         .modify(|object| {
             manifest::markers_only(object.managed_fields_mut(), FIELD_MANAGER);
         });
+    // The reflector has applied each event to the store when it is seen
+    // here: the index follows the store.
     let stream = reflector::reflector(writer, objects)
+        .inspect_ok(move |event| {
+            if let Some(index) = &by_app {
+                index.observe(event, &reader);
+            }
+        })
         .backoff(QuickRetry::default())
         .touched_objects();
     futures::pin_mut!(stream);
@@ -469,7 +505,7 @@ mod tests {
     }
 
     #[test]
-    fn an_apps_objects_are_found_by_its_labels_and_forgotten_once_gone() {
+    fn an_apps_objects_are_found_by_its_labels_through_lists_and_deletes() {
         let app = |name: &str| AppKey {
             hub: "hub-1".into(),
             namespace: "shop".into(),
@@ -478,26 +514,41 @@ mod tests {
         let (cart, checkout) = (app("cart"), app("checkout"));
         let (store, mut writer) = reflector::store::<PartialObjectMeta<ConfigMap>>();
         let by_app = ByApp::default();
-        let seen = |writer: &mut reflector::store::Writer<_>, object| {
-            writer.apply_watcher_event(&Event::Apply(object));
+        // As the reflector does: the store applies the event, then the
+        // index follows it.
+        let mut seen = |event: Event<PartialObjectMeta<ConfigMap>>| {
+            writer.apply_watcher_event(&event);
+            by_app.observe(&event, &store);
         };
-        for (name, owner) in [("a", &checkout), ("b", &checkout), ("c", &cart)] {
-            let object = copy(name, owner);
-            seen(&mut writer, object.clone());
-            by_app.note(&object);
-        }
         let names = |found: Vec<Arc<PartialObjectMeta<ConfigMap>>>| -> Vec<String> {
             found.iter().map(|o| o.name_any()).collect()
         };
+        // The first list: nothing is visible until it is done, then all.
+        seen(Event::Init);
+        for (name, owner) in [("a", &checkout), ("b", &checkout), ("c", &cart)] {
+            seen(Event::InitApply(copy(name, owner)));
+        }
+        assert!(
+            by_app.objects(&store, &checkout).is_empty(),
+            "not listed yet"
+        );
+        seen(Event::InitDone);
         assert_eq!(names(by_app.objects(&store, &checkout)), ["a", "b"]);
         assert_eq!(names(by_app.objects(&store, &cart)), ["c"]);
         // Deleted, and relabelled for another app: no longer the app's.
-        writer.apply_watcher_event(&Event::Delete(copy("a", &checkout)));
-        let moved = copy("b", &cart);
-        seen(&mut writer, moved.clone());
-        by_app.note(&moved);
+        seen(Event::Delete(copy("a", &checkout)));
+        seen(Event::Apply(copy("b", &cart)));
         assert!(by_app.objects(&store, &checkout).is_empty());
         assert_eq!(names(by_app.objects(&store, &cart)), ["b", "c"]);
+        // A relist after the watch was down: what went meanwhile is gone
+        // from the index too, and what came is there.
+        seen(Event::Init);
+        seen(Event::InitApply(copy("c", &cart)));
+        seen(Event::InitApply(copy("d", &checkout)));
+        seen(Event::InitDone);
+        assert_eq!(names(by_app.objects(&store, &cart)), ["c"]);
+        assert_eq!(names(by_app.objects(&store, &checkout)), ["d"]);
+        assert_eq!(by_app.0.lock().unwrap().len(), 2, "nothing kept of b");
     }
 
     #[test]
