@@ -6,7 +6,6 @@
 //! differs. A same-named object the
 //! operator did not create is never adopted or overwritten.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::NamespaceResourceScope;
@@ -422,20 +421,7 @@ where
 {
     let want_hash = manifest::applied_hash(&desired).map(str::to_string);
     let name = desired.name_any();
-    let judge = |meta: &ObjectMeta| {
-        let found = manifest::found(
-            meta.labels.as_ref().unwrap_or(&BTreeMap::new()),
-            meta.annotations.as_ref().unwrap_or(&BTreeMap::new()),
-            app,
-            region,
-            want_hash.as_deref(),
-        );
-        let fields = meta.managed_fields.as_deref().unwrap_or_default();
-        match found {
-            Found::Current if manifest::fold_pending(fields, FIELD_MANAGER) => Found::Outdated,
-            found => found,
-        }
-    };
+    let judge = |meta: &ObjectMeta| manifest::found(meta, app, region, want_hash.as_deref());
     let api: Api<K> = Api::namespaced(client.clone(), &app.namespace);
     let cached = store
         .get(&ObjectRef::new(&name).within(&app.namespace))

@@ -89,6 +89,9 @@ async fn run_finalizer(
 struct Prepared {
     app: Arc<MultiRegionApp>,
     placeable: Option<Arc<Placeable>>,
+    /// The placeable spec's pod template with its config checksum, built
+    /// once for this reconcile.
+    template: Option<PodTemplateSpec>,
     invalid: Option<Refusal>,
 }
 
@@ -99,10 +102,9 @@ type Refusal = (EventReason, String);
 impl Prepared {
     /// What is placed in every region, when something can be.
     fn workload(&self) -> Option<Workload<'_>> {
-        let placeable = self.placeable.as_deref()?;
         Some(Workload {
-            template: placeable.template()?,
-            propagation: &placeable.propagation,
+            template: self.template.as_ref()?,
+            propagation: &self.placeable.as_deref()?.propagation,
         })
     }
 
@@ -127,9 +129,14 @@ type Marked = (MultiRegionAppStatus, Option<plan::Event>);
 fn prepared(ctx: &Context, app: Arc<MultiRegionApp>, key: &AppKey) -> Option<Prepared> {
     let last = || ctx.last_placeable(key);
     let (app, placeable, invalid) = match prepare(ctx, &app, key) {
-        Ok(Some(ready)) => {
+        Ok(Some((ready, template))) => {
             ctx.remember_placeable(key, &ready);
-            (app, Some(ready), None)
+            return Some(Prepared {
+                app,
+                placeable: Some(ready),
+                template: Some(template),
+                invalid: None,
+            });
         }
         Ok(None) => {
             let last = last()?;
@@ -140,9 +147,17 @@ fn prepared(ctx: &Context, app: Arc<MultiRegionApp>, key: &AppKey) -> Option<Pre
             None => (app, None, Some(message)),
         },
     };
+    let template = placeable.as_deref().and_then(|last| {
+        let template = last.template();
+        if template.is_none() {
+            tracing::warn!(app = %key.name, namespace = %key.namespace, "the last placeable spec's pod template no longer parses: nothing is placed");
+        }
+        template
+    });
     Some(Prepared {
         app,
         placeable,
+        template,
         invalid,
     })
 }
@@ -314,7 +329,7 @@ fn prepare(
     ctx: &Context,
     app: &Arc<MultiRegionApp>,
     key: &AppKey,
-) -> std::result::Result<Option<Arc<Placeable>>, Refusal> {
+) -> std::result::Result<Option<(Arc<Placeable>, PodTemplateSpec)>, Refusal> {
     let invalid = |e: String| (EventReason::InvalidSpec, e);
     let template = manifest::validate_template(&app.spec).map_err(|e| invalid(e.to_string()))?;
     let Some(labels) = ctx.tenants.labels(&key.namespace) else {
@@ -333,10 +348,11 @@ fn prepare(
     );
     resources::check(key, &app.spec, &taken).map_err(|e| invalid(e.to_string()))?;
     admit(ctx, app, key, &template, &labels)?;
-    Ok(Some(Arc::new(Placeable {
+    let placeable = Placeable {
         app: app.clone(),
         propagation,
-    })))
+    };
+    Ok(Some((Arc::new(placeable), template)))
 }
 
 /// What the app asks for, its namespace may have (`plan::tenancy`), by the
@@ -461,7 +477,7 @@ async fn write(
 /// What is placed in every region: the pod template (with the checksum of
 /// the propagated config) and the propagated ConfigMaps and Secrets.
 struct Workload<'a> {
-    template: PodTemplateSpec,
+    template: &'a PodTemplateSpec,
     propagation: &'a Propagation,
 }
 
@@ -504,7 +520,7 @@ async fn place_in(
         &member,
         key,
         &app.spec,
-        &workload.template,
+        workload.template,
         workload.propagation,
         p,
     );

@@ -19,9 +19,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::api::{
-    ANNOTATION_APPLIED_HASH, ANNOTATION_SELF_FENCE, LABEL_APP, LABEL_APP_NAMESPACE, LABEL_HUB,
-    LABEL_MANAGED_BY, LABEL_REGION, LABEL_ROLE, LABEL_ROLE_CONFIG, MultiRegionAppSpec, Overrides,
-    PodSecurityLevel, Role,
+    ANNOTATION_APPLIED_HASH, ANNOTATION_SELF_FENCE, FIELD_MANAGER, LABEL_APP, LABEL_APP_NAMESPACE,
+    LABEL_HUB, LABEL_MANAGED_BY, LABEL_REGION, LABEL_ROLE, LABEL_ROLE_CONFIG, MultiRegionAppSpec,
+    Overrides, PodSecurityLevel, Role,
 };
 use crate::plan::Placement;
 use crate::plan::overrides;
@@ -113,17 +113,19 @@ pub enum Found {
 }
 
 /// Classifies an existing object by its labels and applied-hash annotation
-/// against the hash of what would be sent now.
-pub fn found(
-    labels: &BTreeMap<String, String>,
-    annotations: &BTreeMap<String, String>,
-    app: &AppKey,
-    region: &str,
-    want_hash: Option<&str>,
-) -> Found {
-    if !owned_by(Some(labels), app, region) {
+/// against the hash of what would be sent now. An object whose fields are
+/// still split between the create's record and an apply's
+/// (`fold_pending`) is outdated whatever its hash says.
+pub fn found(meta: &ObjectMeta, app: &AppKey, region: &str, want_hash: Option<&str>) -> Found {
+    let hash = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_APPLIED_HASH))
+        .map(String::as_str);
+    let fields = meta.managed_fields.as_deref().unwrap_or_default();
+    if !owned_by(meta.labels.as_ref(), app, region) {
         Found::Foreign
-    } else if annotations.get(ANNOTATION_APPLIED_HASH).map(String::as_str) == want_hash {
+    } else if hash == want_hash && !fold_pending(fields, FIELD_MANAGER) {
         Found::Current
     } else {
         Found::Outdated
@@ -778,19 +780,45 @@ mod tests {
         let hashed =
             |h: &str| BTreeMap::from([(ANNOTATION_APPLIED_HASH.to_string(), h.to_string())]);
         let none = BTreeMap::new();
+        let record = |operation: &str| ManagedFieldsEntry {
+            manager: Some(FIELD_MANAGER.into()),
+            operation: Some(operation.into()),
+            ..Default::default()
+        };
+        let created = vec![record("Update")];
+        let unfolded = vec![record("Update"), record("Apply")];
         let cases = [
-            (&ours, hashed("h1"), Some("h1"), Found::Current),
-            (&ours, hashed("h1"), Some("h2"), Found::Outdated),
-            (&ours, none.clone(), Some("h1"), Found::Outdated),
-            (&ours, none.clone(), None, Found::Current),
-            (&handmade, hashed("h1"), Some("h1"), Found::Foreign),
-            (&other_app, hashed("h1"), Some("h1"), Found::Foreign),
+            (&ours, hashed("h1"), &created, Some("h1"), Found::Current),
+            (&ours, hashed("h1"), &unfolded, Some("h1"), Found::Outdated),
+            (&ours, hashed("h1"), &created, Some("h2"), Found::Outdated),
+            (&ours, none.clone(), &created, Some("h1"), Found::Outdated),
+            (&ours, none.clone(), &created, None, Found::Current),
+            (
+                &handmade,
+                hashed("h1"),
+                &created,
+                Some("h1"),
+                Found::Foreign,
+            ),
+            (
+                &other_app,
+                hashed("h1"),
+                &created,
+                Some("h1"),
+                Found::Foreign,
+            ),
         ];
-        for (labels, annotations, want, expected) in cases {
+        for (labels, annotations, fields, want, expected) in cases {
+            let meta = ObjectMeta {
+                labels: Some(labels.clone()),
+                annotations: Some(annotations.clone()),
+                managed_fields: Some(fields.clone()),
+                ..Default::default()
+            };
             assert_eq!(
-                found(labels, &annotations, &app(), "us-east", want),
+                found(&meta, &app(), "us-east", want),
                 expected,
-                "{labels:?} {annotations:?} {want:?}"
+                "{labels:?} {annotations:?} {fields:?} {want:?}"
             );
         }
     }

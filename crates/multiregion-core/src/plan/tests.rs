@@ -43,6 +43,21 @@ fn up(replicas: i32, ready: i32) -> Observation {
     Observation::ready(replicas, replicas.min(ready))
 }
 
+/// A reachable region whose Deployment of `replicas` is rolling out,
+/// none ready yet.
+fn rolling_out(replicas: i32) -> Observation {
+    Observation {
+        workload: WorkloadState::Placed {
+            replicas,
+            ready: 0,
+            lag: None,
+            rolling_out: true,
+            role: None,
+        },
+        ..up(replicas, 0)
+    }
+}
+
 fn down() -> Observation {
     Observation::unreachable("connection refused", 3)
 }
@@ -350,16 +365,7 @@ fn active_passive_starts_on_the_first_healthy_region_with_a_warm_standby() {
 #[test]
 fn the_first_choice_waits_for_the_preferred_region_to_be_judged() {
     let mut sim = Sim::new(spec(json!({})));
-    let starting = Observation {
-        workload: WorkloadState::Placed {
-            replicas: 3,
-            ready: 0,
-            lag: None,
-            rolling_out: true,
-            role: None,
-        },
-        ..up(3, 0)
-    };
+    let starting = rolling_out(3);
     sim.round(&[("us-east", starting)]);
     assert_eq!(sim.status.active_region, None, "us-east is not judged yet");
     assert_eq!(sim.weights(), "us-east=0 eu-west=0");
@@ -1292,17 +1298,7 @@ fn a_new_apps_first_round_with_its_workloads_being_placed_tells_nothing_worth_a_
             workload: WorkloadState::Missing,
             ..Observation::unknown()
         };
-        let starting = || Observation {
-            region: RegionState::Reachable,
-            workload: WorkloadState::Placed {
-                replicas: 3,
-                ready: 0,
-                lag: None,
-                rolling_out: true,
-                role: None,
-            },
-            ..Observation::unknown()
-        };
+        let starting = || rolling_out(3);
         let never = MultiRegionAppStatus::default();
         for first in [missing(), starting(), Observation::unknown()] {
             let mut fresh = Sim::new(sim.spec.clone());
