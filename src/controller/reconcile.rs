@@ -222,9 +222,20 @@ pub(super) async fn apply(
         settling_in: ctx.settling_in(&key, round.as_ref(), interval),
         announcing: !decision.events.is_empty(),
     };
-    if plan::worth_writing(&previous, &status, moment) {
+    let worth = plan::worth_writing(&previous, &status, moment);
+    if worth {
         write(&ctx, &key, &previous, version, &status).await?;
     }
+    tracing::debug!(
+        app = %key.name,
+        namespace = %key.namespace,
+        round = round.is_some(),
+        written = worth,
+        failures = ?status.regions.iter().map(|r| r.consecutive_failures).collect::<Vec<_>>(),
+        weights = status.weights.as_deref().unwrap_or_default(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "decided"
+    );
     if let Some(round) = &round {
         ctx.round_recorded(&key, round);
     }
@@ -371,11 +382,13 @@ fn admit(
         .filter_map(|r| Some((r.name.clone(), ctx.registry.get(&r.name)?.spec())))
         .collect();
     let domains = ctx.tenants.allowed_domains(&key.namespace);
+    let kinds = ctx.tenants.allowed_kinds(&key.namespace);
     let tenant = tenancy::Tenant {
         namespace: &key.namespace,
         labels,
         operator_namespace: &ctx.tenants.operator_namespace,
         allowed_domains: domains.as_deref(),
+        allowed_kinds: kinds.as_deref(),
     };
     tenancy::admit(key, &app.spec, template, &regions, &tenant)
         .map_err(|e| (EventReason::NotAllowed, e.to_string()))

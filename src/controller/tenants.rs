@@ -1,6 +1,7 @@
 //! The hub's Namespaces as tenancy needs them: their labels, which each
-//! Region's `spec.allowedNamespaces` selects, and the domains their apps'
-//! traffic sinks may publish (`plan::tenancy`). One
+//! Region's `spec.allowedNamespaces` selects, the domains their apps'
+//! traffic sinks may publish and the kinds their `spec.resources` may
+//! place (`plan::tenancy`). One
 //! metadata-only watch of every Namespace; a change reconciles the apps of
 //! that namespace at once: a label added admits them; one removed refuses
 //! their next change (`NotAllowed`), while what was placed runs on.
@@ -15,7 +16,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::api::ANNOTATION_ALLOWED_DOMAINS;
+use crate::api::{ANNOTATION_ALLOWED_DOMAINS, ANNOTATION_ALLOWED_KINDS};
 use crate::regions::{Trigger, store_ready};
 
 /// The label the API server puts on every Namespace, naming it.
@@ -68,9 +69,22 @@ impl Tenants {
     /// publish (its `multiregion.io/allowed-domains`, comma-separated);
     /// None: any.
     pub fn allowed_domains(&self, namespace: &str) -> Option<Vec<String>> {
+        self.listed(namespace, ANNOTATION_ALLOWED_DOMAINS)
+    }
+
+    /// The kinds the hub admin lets the namespace's `spec.resources`
+    /// place (its `multiregion.io/allowed-kinds`, comma-separated); None:
+    /// any kind outside the denylist.
+    pub fn allowed_kinds(&self, namespace: &str) -> Option<Vec<String>> {
+        self.listed(namespace, ANNOTATION_ALLOWED_KINDS)
+    }
+
+    /// A comma-separated annotation of the Namespace, as a list; None when
+    /// it is not set (an empty value is an empty list).
+    fn listed(&self, namespace: &str, annotation: &str) -> Option<Vec<String>> {
         let store = self.namespaces.as_ref()?;
         let ns = store.get(&ObjectRef::new(namespace))?;
-        let listed = ns.annotations().get(ANNOTATION_ALLOWED_DOMAINS)?;
+        let listed = ns.annotations().get(annotation)?;
         Some(
             listed
                 .split(',')

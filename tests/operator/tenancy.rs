@@ -91,6 +91,12 @@ async fn a_tenant_gets_only_what_its_namespace_is_allowed() {
             "spec.resources[0].kind",
         ),
         (
+            "kind-not-listed",
+            with(json!({"resources": [{"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "edge"}, "spec": {"ports": [{"port": 80}]}}]})),
+            "spec.resources[0].kind",
+        ),
+        (
             "dns-outside",
             with(json!({"traffic": {"dnsEndpoint": {"dnsName": "bank.example.com"}}})),
             "spec.traffic.dnsEndpoint.dnsName",
@@ -101,9 +107,12 @@ async fn a_tenant_gets_only_what_its_namespace_is_allowed() {
             "spec.traffic.httpRoute.hostnames",
         ),
     ];
-    // The hub admin gives the namespace its domains.
+    // The hub admin gives the namespace its domains and kinds.
     ensure_namespace(&hub, ns).await;
-    let domains = json!({"metadata": {"annotations": {"multiregion.io/allowed-domains": "shop.example.com"}}});
+    let domains = json!({"metadata": {"annotations": {
+        "multiregion.io/allowed-domains": "shop.example.com",
+        "multiregion.io/allowed-kinds": "ConfigMap,PodDisruptionBudget.policy",
+    }}});
     Api::<Namespace>::all(hub.clone())
         .patch(ns, &PatchParams::default(), &Patch::Merge(&domains))
         .await

@@ -59,6 +59,12 @@ pub const ANNOTATION_CONFINED_IDENTITY: &str = "multiregion.io/confined-identity
 /// On a hub Namespace, set by the hub admin: the domains (comma-separated)
 /// its apps' HTTPRoute hostnames and DNS names must fall inside.
 pub const ANNOTATION_ALLOWED_DOMAINS: &str = "multiregion.io/allowed-domains";
+/// On a hub Namespace, set by the hub admin: the kinds (comma-separated,
+/// `Kind` for the core group, else `Kind.group`, as in
+/// `ConfigMap,PodDisruptionBudget.policy`) its apps' `spec.resources` may
+/// place. Unset: every kind outside the built-in denylist that a Region's
+/// member identity was granted.
+pub const ANNOTATION_ALLOWED_KINDS: &str = "multiregion.io/allowed-kinds";
 /// On a MultiRegionApp: when a person asked for a failover drill (RFC 3339),
 /// set by `kubectl multiregion drill APP --now`.
 pub const ANNOTATION_DRILL_REQUESTED: &str = "multiregion.io/drill-requested";

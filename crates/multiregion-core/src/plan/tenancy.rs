@@ -34,6 +34,10 @@ pub struct Tenant<'a> {
     /// The domains the hub admin allows this namespace's traffic sinks
     /// (the Namespace's `multiregion.io/allowed-domains`); None: any.
     pub allowed_domains: Option<&'a [String]>,
+    /// The kinds the hub admin allows this namespace's `spec.resources`
+    /// (the Namespace's `multiregion.io/allowed-kinds`); None: any kind
+    /// outside the denylist.
+    pub allowed_kinds: Option<&'a [String]>,
 }
 
 /// Checks everything a tenant asks for, region by region. `regions` holds
@@ -51,7 +55,7 @@ pub fn admit(
         sink_names(spec, domains)?;
     }
     for (i, manifest) in spec.resources.iter().enumerate() {
-        denied_kind(manifest, &format!("spec.resources[{i}]"))?;
+        placeable_kind(manifest, &format!("spec.resources[{i}]"), tenant)?;
     }
     for (i, entry) in spec.regions.iter().enumerate() {
         let Some(region) = regions.get(&entry.name) else {
@@ -62,7 +66,7 @@ pub fn admit(
         if let Some(endpoint) = &entry.endpoint {
             app_endpoint(&entry.name, region, endpoint, &format!("{field}.endpoint"))?;
         }
-        pods(app, spec, template, i, region.pod_security)?;
+        pods(app, spec, template, i, region.pod_security, tenant)?;
     }
     Ok(())
 }
@@ -189,17 +193,51 @@ const DENIED_KINDS: [(&str, &str); 4] = [
     ("batch", "CronJob"),
 ];
 
+/// A manifest of `spec.resources` is of a kind the tenant may place: not
+/// on the built-in denylist, and among the namespace's allowed kinds when
+/// the admin listed them.
+fn placeable_kind(manifest: &Value, field: &str, tenant: &Tenant) -> Result<(), NotAllowed> {
+    denied_kind(manifest, field)?;
+    let (Some(allowed), Some(reference)) = (tenant.allowed_kinds, resources::reference(manifest))
+    else {
+        return Ok(());
+    };
+    let group = api_group(&reference.api_version);
+    if allowed
+        .iter()
+        .any(|entry| names_kind(entry, group, &reference.kind))
+    {
+        return Ok(());
+    }
+    let listed = allowed.join(", ");
+    Err(NotAllowed(format!(
+        "{field}.kind: {} ({}) is not among the kinds namespace {} may place ({listed}; the Namespace's multiregion.io/allowed-kinds)",
+        reference.kind, reference.api_version, tenant.namespace
+    )))
+}
+
+/// The group of an apiVersion: empty for the core group (`v1`).
+fn api_group(api_version: &str) -> &str {
+    api_version
+        .rsplit_once('/')
+        .map(|(group, _)| group)
+        .unwrap_or_default()
+}
+
+/// An entry of an allowed-kinds list (`Kind` for the core group, else
+/// `Kind.group`; case aside) names this kind.
+fn names_kind(entry: &str, group: &str, kind: &str) -> bool {
+    let (listed_kind, listed_group) = entry.trim().split_once('.').unwrap_or((entry.trim(), ""));
+    listed_kind.eq_ignore_ascii_case(kind) && listed_group.eq_ignore_ascii_case(group)
+}
+
 /// The built-in denylist of `spec.resources`, and the pod templates the
 /// other kinds carry are checked by region (`pods`).
 fn denied_kind(manifest: &Value, field: &str) -> Result<(), NotAllowed> {
     let Some(reference) = resources::reference(manifest) else {
         return Ok(()); // refused by resources::check, naming the field
     };
-    let group = reference
-        .api_version
-        .rsplit_once('/')
-        .map(|(g, _)| g)
-        .unwrap_or_default();
+    let group = api_group(&reference.api_version);
     let kind = reference.kind.as_str();
     let flux = group.ends_with(".toolkit.fluxcd.io");
     if flux || DENIED_GROUPS.contains(&group) || DENIED_KINDS.contains(&(group, kind)) {
@@ -232,6 +270,7 @@ fn pods(
     template: &PodTemplateSpec,
     index: usize,
     level: PodSecurityLevel,
+    tenant: &Tenant,
 ) -> Result<(), NotAllowed> {
     let entry = &spec.regions[index];
     let refuse = |field: &str, why: String| {
@@ -276,8 +315,8 @@ fn pods(
     let built = resources::for_region(app, spec, &entry.name, &[]).unwrap_or_default();
     for object in built {
         // As the region gets it: its overrides may have made it one the
-        // denylist refuses.
-        denied_kind(&object.object, &object.field).map_err(|e| {
+        // denylist refuses, or the namespace may not place.
+        placeable_kind(&object.object, &object.field, tenant).map_err(|e| {
             NotAllowed(format!(
                 "{} (with {overrides_field} for region {})",
                 e.0, entry.name

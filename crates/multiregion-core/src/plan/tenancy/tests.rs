@@ -51,6 +51,7 @@ fn admitted(spec: &MultiRegionAppSpec, us: RegionSpec, namespace: &str) -> Resul
         labels: &labels,
         operator_namespace: "multiregion-system",
         allowed_domains: None,
+        allowed_kinds: None,
     };
     admit(&key(), spec, &template, &regions(us), &tenant)
 }
@@ -318,6 +319,7 @@ fn sinks_publish_only_names_inside_the_namespaces_domains() {
             labels: &labels,
             operator_namespace: "multiregion-system",
             allowed_domains: Some(&domains),
+            allowed_kinds: None,
         };
         admit(
             &key(),
@@ -406,6 +408,7 @@ fn apps_never_live_in_the_members_identity_namespace() {
         labels: &labels,
         operator_namespace: "ops",
         allowed_domains: None,
+        allowed_kinds: None,
     };
     let app = spec(json!({}));
     let template = manifest::validate_template(&app).unwrap();
@@ -418,5 +421,66 @@ fn apps_never_live_in_the_members_identity_namespace() {
             &tenant
         )
         .is_err()
+    );
+}
+
+/// Admits `manifests` as `spec.resources` in a namespace whose admin lists
+/// `kinds`.
+fn with_kinds(manifests: Value, kinds: &[&str]) -> Result<(), NotAllowed> {
+    let app = spec(json!({ "resources": manifests }));
+    let template = manifest::validate_template(&app).unwrap();
+    let labels = labels();
+    let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+    let tenant = Tenant {
+        namespace: "shop",
+        labels: &labels,
+        operator_namespace: "multiregion-system",
+        allowed_domains: None,
+        allowed_kinds: Some(&kinds),
+    };
+    admit(
+        &key(),
+        &app,
+        &template,
+        &regions(region(json!({}))),
+        &tenant,
+    )
+}
+
+#[test]
+fn a_namespace_places_only_the_kinds_its_admin_lists() {
+    let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+    let budget = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "b"}, "spec": {"maxUnavailable": 1}});
+    let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}});
+    let kinds = ["ConfigMap", " poddisruptionbudget.POLICY "];
+    assert_eq!(with_kinds(json!([config, budget]), &kinds), Ok(()));
+    let refused = with_kinds(json!([config, service]), &kinds).expect_err("refused");
+    assert!(
+        refused.0.starts_with(
+            "spec.resources[1].kind: Service (v1) is not among the kinds namespace shop may place"
+        ),
+        "{}",
+        refused.0
+    );
+    assert!(
+        refused.0.contains("multiregion.io/allowed-kinds"),
+        "{}",
+        refused.0
+    );
+    // The group is part of the name: a core-group entry does not admit a
+    // kind of the same name in another group, nor the reverse.
+    let other_group =
+        json!({"apiVersion": "example.com/v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+    assert!(with_kinds(json!([other_group]), &kinds).is_err());
+    assert!(with_kinds(json!([budget]), &["PodDisruptionBudget"]).is_err());
+    // An empty list admits no kind; the denylist holds whatever is listed.
+    assert!(with_kinds(json!([config]), &[]).is_err());
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "x"}});
+    let refused = with_kinds(json!([binding]), &["RoleBinding.rbac.authorization.k8s.io"]);
+    assert!(
+        refused
+            .expect_err("denied")
+            .0
+            .contains("may not be placed through spec.resources"),
     );
 }
