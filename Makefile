@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: crds bench-replication bench-spread bench-traffic test test-local test-kind lint controlplane up down bench-localregions bench demo shellcheck
+.PHONY: check-manifests crds bench-replication bench-spread bench-traffic test test-local test-kind lint controlplane up down bench-localregions bench demo shellcheck
 
 ## test: everything CI checks: format, lints, unit, end-to-end and chaos
 ## tests on local regions, then the kind walkthrough test (needs root or
@@ -10,8 +10,13 @@ CARGO ?= cargo
 test: test-local test-kind
 
 ## test-local: everything but kind (no Docker needed).
-test-local: lint controlplane
+test-local: lint controlplane check-manifests
 	$(CARGO) test --workspace --lib --bins --tests
+
+## check-manifests: the chart and the member RBAC through checkov (an
+## outside checker; findings explained in docs/security.md).
+check-manifests: controlplane
+	bash scripts/check-manifests.sh
 
 ## test-kind: the kind walkthrough, asserted (kind-config/walkthrough.sh).
 test-kind:

@@ -238,7 +238,7 @@ impl Env {
         args.extend_from_slice(extra);
         let child = operator_command()
             .args(&args)
-            .env("RUST_LOG", "info,kube_client=off,kube_runtime=warn")
+            .env("RUST_LOG", operator_log_filter())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -855,4 +855,12 @@ fn operator_command() -> Command {
         }
         None => Command::new(program),
     }
+}
+
+/// The operator's log filter: `MULTIREGION_OPERATOR_LOG` when set (say
+/// `info,multiregion::controller=debug` to follow each app's decisions in
+/// a bench), else info without kube's own lines.
+fn operator_log_filter() -> String {
+    std::env::var("MULTIREGION_OPERATOR_LOG")
+        .unwrap_or_else(|_| "info,kube_client=off,kube_runtime=warn".into())
 }

@@ -12,6 +12,7 @@
 
 mod answers;
 mod binaries;
+pub mod cli;
 mod components;
 mod faults;
 pub mod load;
