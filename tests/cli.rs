@@ -422,3 +422,47 @@ fn plan_compares_the_three_strategies_and_prints_json_for_tools() {
     assert_eq!(strategies[1]["trafficLostUntilDetected"], 0.5);
     assert_eq!(strategies[0]["rto"]["detectionSeconds"], 15.0);
 }
+
+#[test]
+fn plan_runs_the_tenancy_checks_with_the_regions_and_namespaces_it_is_given() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let regions = dir.join("plan-regions.yaml");
+    std::fs::write(
+        &regions,
+        "apiVersion: multiregion.io/v1alpha1\nkind: Region\nmetadata: {name: us-east}\n\
+         spec: {allowedNamespaces: {matchLabels: {team: shop}}}\n",
+    )
+    .unwrap();
+    let plan = |files: &[&std::path::Path]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_multiregion"));
+        command.arg("plan");
+        for f in files {
+            command.arg("-f").arg(f);
+        }
+        command.output().unwrap()
+    };
+    let out = plan(&[&example(), &regions]);
+    assert!(
+        !out.status.success(),
+        "us-east does not admit namespace shop"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "\"checkout\" is not allowed: spec.regions[0].name: Region us-east does not allow apps of namespace shop"
+        ),
+        "{stderr}"
+    );
+    let namespace = dir.join("plan-namespace.yaml");
+    std::fs::write(
+        &namespace,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {team: shop}}\n",
+    )
+    .unwrap();
+    let out = plan(&[&example(), &regions, &namespace]);
+    assert!(
+        out.status.success(),
+        "the labelled namespace is admitted: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -221,9 +221,12 @@ fn output(text: &str) -> Result<Output, String> {
 
 #[derive(clap::Args)]
 pub struct PlanArgs {
-    /// A MultiRegionApp manifest (YAML or JSON); `-` reads standard input.
-    #[arg(short, long)]
-    pub file: PathBuf,
+    /// Manifests (YAML or JSON, several documents each; `-` reads standard
+    /// input), as many as given: every MultiRegionApp is planned, and the
+    /// Regions and Namespaces among them stand for the hub's in the
+    /// tenancy checks. Other kinds are skipped.
+    #[arg(short, long, required = true)]
+    pub file: Vec<PathBuf>,
     /// The region to fail (default: the busiest one).
     #[arg(long)]
     pub fail: Option<String>,

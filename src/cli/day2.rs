@@ -225,15 +225,21 @@ fn list(apps: &[MultiRegionApp]) -> Result<Value> {
 }
 
 pub fn plan(args: PlanArgs) -> Result<()> {
-    let text = if args.file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin())?
-    } else {
-        std::fs::read_to_string(&args.file)
-            .with_context(|| format!("reading {}", args.file.display()))?
-    };
-    let apps = apps_in(&text).with_context(|| format!("reading {}", args.file.display()))?;
+    let mut apps = Vec::new();
+    let mut hub = super::tenancy::Hub::default();
+    for file in &args.file {
+        let text = if file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())?
+        } else {
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+        };
+        let found =
+            stream_in(&text, &mut hub).with_context(|| format!("reading {}", file.display()))?;
+        apps.extend(found);
+    }
     if apps.is_empty() {
-        bail!("{} holds no MultiRegionApp", args.file.display());
+        let files: Vec<String> = args.file.iter().map(|f| f.display().to_string()).collect();
+        bail!("{} holds no MultiRegionApp", files.join(", "));
     }
     let mut refused = Vec::new();
     let mut reports = Vec::new();
@@ -248,6 +254,10 @@ pub fn plan(args: PlanArgs) -> Result<()> {
             );
             continue;
         }
+        if let Some(why) = hub.refusal(app) {
+            refused.push(format!("MultiRegionApp {name:?} is not allowed: {why}"));
+            continue;
+        }
         let report = plan_one(app, &name, &args)?;
         if report.serves_nothing {
             refused.push(format!("MultiRegionApp {name:?} serves no traffic with every region healthy (every weight is 0)"));
@@ -256,14 +266,15 @@ pub fn plan(args: PlanArgs) -> Result<()> {
     }
     print_reports(&reports, args.output)?;
     if !refused.is_empty() {
-        bail!("the API would refuse this:\n  {}", refused.join("\n  "));
+        bail!("the hub would refuse this:\n  {}", refused.join("\n  "));
     }
     Ok(())
 }
 
 /// Every MultiRegionApp of a YAML or JSON stream (documents split by
-/// `---`); other kinds are skipped, as a GitOps folder mixes them.
-fn apps_in(text: &str) -> Result<Vec<MultiRegionApp>> {
+/// `---`); its Regions and Namespaces go to `hub`; other kinds are
+/// skipped, as a GitOps folder mixes them.
+fn stream_in(text: &str, hub: &mut super::tenancy::Hub) -> Result<Vec<MultiRegionApp>> {
     let mut apps = Vec::new();
     for (i, document) in documents(text).into_iter().enumerate() {
         let value: Value = match serde_saphyr::from_str(&document) {
@@ -271,6 +282,12 @@ fn apps_in(text: &str) -> Result<Vec<MultiRegionApp>> {
             Ok(value) => value,
             Err(err) => bail!("document {}: {err}", i + 1),
         };
+        if hub
+            .take(&value)
+            .with_context(|| format!("document {}", i + 1))?
+        {
+            continue;
+        }
         if value["kind"] != "MultiRegionApp" {
             continue;
         }

@@ -13,6 +13,7 @@ mod join;
 mod jsonpath;
 mod member;
 pub mod render;
+mod tenancy;
 pub mod validate;
 
 use std::io::IsTerminal;
