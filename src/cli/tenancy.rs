@@ -128,7 +128,7 @@ mod tests {
         let locked = json!({"apiVersion": "multiregion.io/v1alpha1", "kind": "Region",
             "metadata": {"name": "us-east"},
             "spec": {"allowedNamespaces": {"matchLabels": {"team": "ops"}}}});
-        let refused = hub(&[locked.clone()]).refusal(&app("shop", json!({})));
+        let refused = hub(std::slice::from_ref(&locked)).refusal(&app("shop", json!({})));
         assert!(
             refused.is_some_and(|r| r.starts_with("spec.regions[0].name: Region us-east")),
             "the Region admits only team=ops"
