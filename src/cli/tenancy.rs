@@ -83,15 +83,9 @@ impl Hub {
     }
 }
 
-/// A comma-separated annotation as a list, as the operator reads it.
+/// A list annotation, as the operator reads it.
 fn listed(annotations: &BTreeMap<String, String>, key: &str) -> Option<Vec<String>> {
-    annotations.get(key).map(|v| {
-        v.split(',')
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-            .map(str::to_string)
-            .collect()
-    })
+    annotations.get(key).map(|v| tenancy::list_annotation(v))
 }
 
 #[cfg(test)]

@@ -84,15 +84,9 @@ impl Tenants {
     fn listed(&self, namespace: &str, annotation: &str) -> Option<Vec<String>> {
         let store = self.namespaces.as_ref()?;
         let ns = store.get(&ObjectRef::new(namespace))?;
-        let listed = ns.annotations().get(annotation)?;
-        Some(
-            listed
-                .split(',')
-                .map(str::trim)
-                .filter(|d| !d.is_empty())
-                .map(str::to_string)
-                .collect(),
-        )
+        Some(crate::plan::tenancy::list_annotation(
+            ns.annotations().get(annotation)?,
+        ))
     }
 
     /// The namespace's labels (its name label always among them); None

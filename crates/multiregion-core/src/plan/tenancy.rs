@@ -71,6 +71,19 @@ pub fn admit(
     Ok(())
 }
 
+/// A hub Namespace's comma-separated list annotation
+/// (`multiregion.io/allowed-domains`, `multiregion.io/allowed-kinds`) as
+/// a list: entries trimmed, empty ones dropped (so an empty value is an
+/// empty list, which allows nothing).
+pub fn list_annotation(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Apps never live in the cluster's own namespaces nor in the operator's
 /// (whose Secrets are the member credentials, and whose name is the
 /// member identity's namespace in every region).
