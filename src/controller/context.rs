@@ -328,13 +328,13 @@ impl Context {
     }
 
     /// Whether the app is settling in: not judged yet by this process, or
-    /// less than two health intervals since its first round here (`round`:
-    /// this reconcile's, if it takes one).
+    /// less than `window` since its first round here (`round`: this
+    /// reconcile's, if it takes one).
     pub(super) fn settling_in(
         &self,
         key: &AppKey,
         round: Option<&LastRound>,
-        interval: Duration,
+        window: Duration,
     ) -> bool {
         let first = match round {
             Some(round) => Some(round.first_at),
@@ -344,7 +344,7 @@ impl Context {
                 .ok()
                 .and_then(|rounds| rounds.get(key).map(|l| l.first_at)),
         };
-        first.is_none_or(|at| at.elapsed() < 2 * interval)
+        first.is_none_or(|at| at.elapsed() < window)
     }
 
     /// The round is counted (in a written status, or judged not worth a

@@ -216,22 +216,22 @@ pub(super) async fn apply(
     let confirmed = applied.sinks.confirmed();
     let status = plan::settle(&decision, &previous, app.metadata.generation, &applied);
     let (status, invalid_event) = prepared.marked(status, &previous);
-    let interval = Duration::from_secs(app.spec.health_check.interval_seconds.max(1) as u64);
     let moment = plan::Moment {
         between_rounds: round.is_none(),
-        settling_in: ctx.settling_in(&key, round.as_ref(), interval),
+        settling_in: ctx.settling_in(&key, round.as_ref(), settling_time(&app.spec)),
         announcing: !decision.events.is_empty(),
     };
     let worth = plan::worth_writing(&previous, &status, moment);
-    if worth {
+    let written = worth && status != previous;
+    if written {
         write(&ctx, &key, &previous, version, &status).await?;
     }
     tracing::debug!(
         app = %key.name,
         namespace = %key.namespace,
         round = round.is_some(),
-        written = worth,
-        failures = ?status.regions.iter().map(|r| r.consecutive_failures).collect::<Vec<_>>(),
+        written,
+        regions = ?status.regions.iter().map(judged).collect::<Vec<_>>(),
         weights = status.weights.as_deref().unwrap_or_default(),
         took_ms = started.elapsed().as_millis() as u64,
         "decided"
@@ -261,6 +261,27 @@ pub(super) async fn apply(
     ctx.record_metrics(&key, &status);
     let next = retry_sinks.map_or(next_round, |wait| wait.min(next_round));
     Ok(requeue(next, &status, ups.iter().chain(&downs)))
+}
+
+/// A region's verdict as the `decided` debug line shows it: health, why
+/// (reason or unknown cause), failed rounds in a row.
+fn judged(region: &crate::api::RegionAppStatus) -> String {
+    let why = match (&region.reason, &region.unknown) {
+        (_, Some(unknown)) => unknown.cause.clone(),
+        (Some(reason), None) => reason.to_string(),
+        (None, None) => String::new(),
+    };
+    let failures = region.consecutive_failures;
+    format!("{} {}({why}) x{failures}", region.name, region.health)
+}
+
+/// How long a new app's first status may wait for every region's first
+/// verdict (`plan::nothing_judged_yet`): two health intervals, or its
+/// `startupSeconds` if longer.
+fn settling_time(spec: &MultiRegionAppSpec) -> Duration {
+    let check = &spec.health_check;
+    let intervals = 2 * check.interval_seconds.max(1) as u64;
+    Duration::from_secs(intervals.max(check.startup_seconds.max(0) as u64))
 }
 
 /// Gathers what each region reports and decides; also returns the health

@@ -53,8 +53,9 @@ pub struct Moment {
     /// No health round judged the app in this reconcile (one woken by a
     /// Deployment's readiness changing, say).
     pub between_rounds: bool,
-    /// The app is settling in: less than two health intervals since the
-    /// operator (this process) first judged it.
+    /// The app is settling in: less than two health intervals (or its
+    /// `startupSeconds`, if longer) since the operator (this process) first
+    /// judged it.
     pub settling_in: bool,
     /// The reconcile announces something (an Event): its status is written.
     pub announcing: bool,
@@ -64,8 +65,9 @@ pub struct Moment {
 /// announces nothing and tells nothing a round would soon tell: between
 /// rounds, a change of ready replica counts alone
 /// (`only_readiness_moved`); while a new app settles in, that its regions
-/// wait for their workloads (`nothing_judged_yet`). Two intervals after
-/// its first round, an app's status is written whatever it says.
+/// wait for their workloads (`nothing_judged_yet`). Once it has settled in
+/// (two intervals or `startupSeconds` after its first round, whichever is
+/// longer), an app's status is written whatever it says.
 pub fn worth_writing(
     written: &MultiRegionAppStatus,
     next: &MultiRegionAppStatus,
@@ -76,29 +78,36 @@ pub fn worth_writing(
     moment.announcing || !(readiness_only || too_early)
 }
 
-/// Whether `next` would be an app's first status and says nothing but that
-/// its regions wait for their first verdict: `Ready` `Unknown`, evidence
-/// missing only because the workload is being placed or its pods start
-/// (`WorkloadPending`, `NotObservedYet`, `HttpPending`), no other condition
-/// raising a problem, nothing placed from `spec.resources`, nothing to
-/// clean up, no move or drill. While the app settles in, such a status is
-/// left to a later round, which writes it with the verdict when the pods
-/// are ready by then: a new app's first status write is usually its first
-/// verdict. (Its bounded-Unknown clock starts at the first write, at most
-/// two intervals late.)
+/// Whether `next` would be an app's first status and some of its regions
+/// still wait for their first verdict while none is in trouble: each
+/// region either `Healthy` or `Unknown` only because its workload is being
+/// placed or its pods start (`WorkloadPending`, `NotObservedYet`,
+/// `HttpPending`), at least one of them waiting; `Ready` `Unknown` or
+/// `True`; no other condition raising a problem, nothing placed from
+/// `spec.resources`, nothing to clean up, no move or drill. While the app
+/// settles in, such a status is left to a later round, which writes it
+/// with every region's verdict when their pods are ready by then: a new
+/// app's first status write is usually its whole first verdict, and its
+/// first weights are never announced as a change (the regions' pods
+/// rarely get ready in the same round). (Its bounded-Unknown clock starts
+/// at the first write, at most the settling-in time late.)
 pub fn nothing_judged_yet(written: &MultiRegionAppStatus, next: &MultiRegionAppStatus) -> bool {
     const ROUTINE: [&str; 3] = ["WorkloadPending", "NotObservedYet", "HttpPending"];
-    let quiet_region = |r: &crate::api::RegionAppStatus| {
+    let waiting = |r: &crate::api::RegionAppStatus| {
         r.health == crate::api::Health::Unknown
             && r.unknown
                 .as_ref()
                 .is_none_or(|u| ROUTINE.contains(&u.cause.as_str()))
+    };
+    let quiet_region = |r: &crate::api::RegionAppStatus| {
+        let judged_well = r.health == crate::api::Health::Healthy && r.consecutive_failures == 0;
+        (waiting(r) || judged_well)
             && r.replication.is_none()
             && r.recent_drops.is_empty()
             && r.ramp.is_none()
     };
     let quiet = |c: &Condition| match c.type_.as_str() {
-        "Ready" => c.status == "Unknown",
+        "Ready" => c.status != "False",
         "TrafficPublished" => c.status != "False",
         // Only routine causes, as every region is checked to be quiet.
         "EvidenceUnknown" => true,
@@ -108,6 +117,7 @@ pub fn nothing_judged_yet(written: &MultiRegionAppStatus, next: &MultiRegionAppS
         && next.conditions.iter().any(|c| c.type_ == "Ready")
         && next.conditions.iter().all(quiet)
         && next.regions.iter().all(quiet_region)
+        && next.regions.iter().any(waiting)
         && next.resources.is_empty()
         && next.cleanup_pending.is_empty()
         && next.data_steps.is_empty()
@@ -306,10 +316,23 @@ mod tests {
         );
         assert!(!nothing_judged_yet(&pending, &pending), "written before");
 
-        let mut judged = pending.clone();
+        let mut partly = pending.clone();
+        partly.regions[1].health = Health::Healthy;
+        partly.conditions[0] = condition("Ready", "True");
+        assert!(
+            nothing_judged_yet(&never, &partly),
+            "one region judged, the other still starting: held"
+        );
+        let mut judged = partly.clone();
         judged.regions[0].health = Health::Healthy;
-        judged.conditions[0] = condition("Ready", "True");
-        assert!(!nothing_judged_yet(&never, &judged), "a verdict");
+        judged.regions[0].unknown = None;
+        assert!(!nothing_judged_yet(&never, &judged), "every verdict");
+        let mut failing = partly.clone();
+        failing.regions[1].consecutive_failures = 1;
+        assert!(!nothing_judged_yet(&never, &failing), "a failed round");
+        let mut unhealthy = partly.clone();
+        unhealthy.regions[1].health = Health::Unhealthy;
+        assert!(!nothing_judged_yet(&never, &unhealthy), "a bad verdict");
         let mut invalid = pending.clone();
         invalid.conditions[0] = condition("Ready", "False");
         assert!(!nothing_judged_yet(&never, &invalid), "an invalid spec");

@@ -1316,6 +1316,19 @@ fn a_new_apps_first_round_with_its_workloads_being_placed_tells_nothing_worth_a_
                 d.status
             );
         }
+        // One region's pods are ready, the others' still start: still
+        // nothing worth a first write (one write, with every verdict, is
+        // what each new app costs the hub).
+        let mut partly = Sim::new(sim.spec.clone());
+        let d = partly
+            .round(&[("eu-west", starting()), ("ap-south", missing())])
+            .clone();
+        assert!(d.events.is_empty(), "{strategy}: {:?}", d.events);
+        assert!(
+            settle::nothing_judged_yet(&never, &d.status),
+            "{strategy}: {:#?}",
+            d.status
+        );
         // Then the pods are ready: the verdict, without an Event for the
         // first weights.
         let d = sim.round(&[]).clone();
