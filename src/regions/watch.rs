@@ -209,6 +209,20 @@ pub(crate) fn trimmed(deployment: &mut Deployment) {
         spec.selector = Default::default();
         spec.strategy = None;
     }
+    // Of the conditions, `rolling_out` reads Progressing's status and
+    // reason only.
+    let conditions = deployment
+        .status
+        .as_mut()
+        .and_then(|s| s.conditions.as_mut());
+    if let Some(conditions) = conditions {
+        conditions.retain(|c| c.type_ == "Progressing");
+        for condition in conditions.iter_mut() {
+            condition.message = None;
+            condition.last_transition_time = None;
+            condition.last_update_time = None;
+        }
+    }
 }
 
 /// Like `watch_deployments`, but names, labels and annotations only (a
@@ -412,9 +426,7 @@ async fn cache_events<M>(
             }
             event
         })
-        .modify(|object| {
-            manifest::markers_only(object.managed_fields_mut(), FIELD_MANAGER);
-        });
+        .modify(|object| manifest::cached_meta(object.meta_mut(), FIELD_MANAGER));
     // The reflector has applied each event to the store when it is seen
     // here: the index follows the store.
     let stream = reflector::reflector(writer, objects)
@@ -562,21 +574,31 @@ mod tests {
         labels.insert(LABEL_ROLE.into(), "active".into());
         let placed: Deployment = serde_json::from_value(json!({
             "metadata": {"name": "checkout", "namespace": "shop", "generation": 2,
-                         "labels": labels, "annotations": {"lag": "1.5"}},
+                         "uid": "5f0c", "creationTimestamp": "2026-12-07T08:00:00Z",
+                         "labels": labels,
+                         "annotations": {"lag": "1.5", "deployment.kubernetes.io/revision": "2"}},
             "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "checkout"}},
                      "template": {"metadata": {"labels": {"app": "checkout"}},
                                   "spec": {"containers": [{"name": "web", "image": "nginx"}]}}},
             "status": {"observedGeneration": 2, "readyReplicas": 2,
-                       "conditions": [{"type": "Progressing", "status": "True",
-                                       "reason": "NewReplicaSetAvailable"}]},
+                       "conditions": [{"type": "Available", "status": "True",
+                                       "reason": "MinimumReplicasAvailable"},
+                                      {"type": "Progressing", "status": "True",
+                                       "reason": "ReplicaSetUpdated",
+                                       "message": "ReplicaSet \"checkout-5d8f\" is progressing."}]},
         }))
         .unwrap();
         let mut kept = placed.clone();
         trimmed(&mut kept);
+        manifest::cached_meta(&mut kept.metadata, FIELD_MANAGER);
         let state = |d: &Deployment| workload_state(d, &app, "us-east", Some("lag"));
         assert!(matches!(
             state(&placed),
-            WorkloadState::Placed { ready: 2, .. }
+            WorkloadState::Placed {
+                ready: 2,
+                rolling_out: true,
+                ..
+            }
         ));
         assert_eq!(state(&kept), state(&placed));
         let spec = kept.spec.unwrap();

@@ -202,6 +202,29 @@ pub fn markers_only(entries: &mut Vec<ManagedFieldsEntry>, manager: &str) {
     }
 }
 
+/// The metadata a cache keeps of a placed object: what ownership, the
+/// applied hash, the app's labels and the lag annotations are read from
+/// (`found`, `owned_by`, the workload evidence). The server's bookkeeping
+/// no decision reads (uid, creation time, owners, finalizers, the
+/// Deployment controller's revision, kubectl's last-applied copy) is
+/// dropped: at 1,000 apps a few MiB of 9,000 cached objects.
+pub fn cached_meta(meta: &mut ObjectMeta, manager: &str) {
+    const UNREAD: [&str; 2] = [
+        "deployment.kubernetes.io/revision",
+        "kubectl.kubernetes.io/last-applied-configuration",
+    ];
+    if let Some(entries) = meta.managed_fields.as_mut() {
+        markers_only(entries, manager);
+    }
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|key, _| !UNREAD.contains(&key.as_str()));
+    }
+    meta.uid = None;
+    meta.creation_timestamp = None;
+    meta.owner_references = None;
+    meta.generate_name = None;
+}
+
 /// Both sets of fields (a field set is a tree of objects; the union holds
 /// every path of either).
 fn union(into: Option<FieldsV1>, other: Option<&FieldsV1>) -> Option<FieldsV1> {
