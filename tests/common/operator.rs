@@ -542,9 +542,22 @@ pub async fn placed(region: &Client, namespace: &str, name: &str) -> Option<(i32
     ))
 }
 
+/// Deletes an app, asking again while the hub does not take the request
+/// (a busy API server answers a timeout; gone already is done).
 pub async fn delete_app(hub: &Client, namespace: &str, name: &str) {
     let api: Api<MultiRegionApp> = Api::namespaced(hub.clone(), namespace);
-    let _ = api.delete(name, &DeleteParams::default()).await;
+    wait_for(
+        &format!("the hub to take the deletion of {namespace}/{name}"),
+        Duration::from_secs(120),
+        || async {
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => Some(()),
+                Err(kube::Error::Api(s)) if s.code == 404 => Some(()),
+                Err(_) => None,
+            }
+        },
+    )
+    .await;
 }
 
 /// A namespace an admin made in a member and let the operator use (the
