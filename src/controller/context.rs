@@ -124,6 +124,11 @@ pub struct Context {
     /// when a round was last counted early for a change of evidence.
     rounds: Mutex<HashMap<AppKey, LastRound>>,
     written: Mutex<HashMap<AppKey, LastWrite>>,
+    /// A new app's first status, decided but held back while its regions
+    /// settle in (`plan::nothing_judged_yet`), with the resourceVersion it
+    /// was decided over: the next reconcile decides from it, so the
+    /// verdicts, failed rounds and clocks it carries count.
+    held: Mutex<HashMap<AppKey, (String, MultiRegionAppStatus)>>,
     /// Each app's last valid spec, as it was placed.
     placeable: Mutex<HashMap<AppKey, Arc<Placeable>>>,
     /// Failed sink publications in a row, and when to try again.
@@ -148,6 +153,7 @@ impl Context {
             identity: identity.to_string(),
             rounds: Mutex::default(),
             written: Mutex::default(),
+            held: Mutex::default(),
             placeable: Mutex::default(),
             sink_retries: Mutex::default(),
         }
@@ -248,6 +254,37 @@ impl Context {
         }
     }
 
+    /// Keeps a new app's first status, decided over `version` and not
+    /// written (see `held`).
+    pub(super) fn hold(&self, key: &AppKey, version: Option<&str>, status: MultiRegionAppStatus) {
+        let Some(version) = version else { return };
+        if let Ok(mut held) = self.held.lock() {
+            held.insert(key.clone(), (version.to_string(), status));
+        }
+    }
+
+    /// What the next decision starts from: the status held back over this
+    /// very version, if any (a held status over another version, the app
+    /// changed since, is dropped), else the status written.
+    pub(super) fn basis(
+        &self,
+        key: &AppKey,
+        version: Option<&str>,
+        written: &MultiRegionAppStatus,
+    ) -> MultiRegionAppStatus {
+        let Ok(mut held) = self.held.lock() else {
+            return written.clone();
+        };
+        match held.get(key) {
+            Some((over, status)) if Some(over.as_str()) == version => status.clone(),
+            Some(_) => {
+                held.remove(key);
+                written.clone()
+            }
+            None => written.clone(),
+        }
+    }
+
     pub(super) fn remember_write(
         &self,
         key: &AppKey,
@@ -255,6 +292,9 @@ impl Context {
         status: MultiRegionAppStatus,
         version: Option<String>,
     ) {
+        if let Ok(mut held) = self.held.lock() {
+            held.remove(key);
+        }
         let (Some(from_version), Some(version)) = (from_version, version) else {
             return;
         };
@@ -423,6 +463,9 @@ impl Context {
         }
         if let Ok(mut written) = self.written.lock() {
             written.remove(key);
+        }
+        if let Ok(mut held) = self.held.lock() {
+            held.remove(key);
         }
         if let Ok(mut retries) = self.sink_retries.lock() {
             retries.remove(key);

@@ -169,7 +169,8 @@ pub(super) async fn apply(
     started: Instant,
 ) -> Result<Action> {
     let key = ctx.key_of(&app);
-    let (previous, version) = ctx.fresh_status(&key, &app);
+    let (on_hub, version) = ctx.fresh_status(&key, &app);
+    let previous = ctx.basis(&key, version.as_deref(), &on_hub);
     let Some(mut prepared) = prepared(&ctx, app, &key) else {
         return Ok(Action::requeue(Duration::from_millis(500)));
     };
@@ -199,7 +200,7 @@ pub(super) async fn apply(
                 let now = Timestamp::now();
                 let generation = app.metadata.generation;
                 let blocked = replication::blocked(&previous, followed.stages, generation, now);
-                write(&ctx, &key, &previous, version, &blocked).await?;
+                write(&ctx, &key, &on_hub, version, &blocked).await?;
                 return Ok(Action::requeue(Duration::from_secs(2)));
             }
         }
@@ -210,7 +211,13 @@ pub(super) async fn apply(
         decision: &decision,
         round: round.as_ref(),
     };
+    let decided_over = version.clone();
     let (previous, version) = record_move(&ctx, &key, &prepared, previous, version, moving).await?;
+    // A move recorded ahead is what the hub holds now.
+    let on_hub = match version == decided_over {
+        true => on_hub,
+        false => previous.clone(),
+    };
     let (sinks, retry_sinks) = publish(&ctx, &app, &key, &decision).await;
     let applied = clean_up(&ctx, &key, &app.spec, &decision, &previous, sinks).await;
     let confirmed = applied.sinks.confirmed();
@@ -221,10 +228,14 @@ pub(super) async fn apply(
         settling_in: ctx.settling_in(&key, round.as_ref(), settling_time(&app.spec)),
         announcing: !decision.events.is_empty(),
     };
-    let worth = plan::worth_writing(&previous, &status, moment);
-    let written = worth && status != previous;
+    // Judged against what the hub holds: a held first status is not
+    // written yet, whatever the basis it was decided from.
+    let worth = plan::worth_writing(&on_hub, &status, moment);
+    let written = worth && status != on_hub;
     if written {
-        write(&ctx, &key, &previous, version, &status).await?;
+        write(&ctx, &key, &on_hub, version, &status).await?;
+    } else if status != on_hub && on_hub == MultiRegionAppStatus::default() {
+        ctx.hold(&key, version.as_deref(), status.clone());
     }
     tracing::debug!(
         app = %key.name,
@@ -277,11 +288,14 @@ fn judged(region: &crate::api::RegionAppStatus) -> String {
 
 /// How long a new app's first status may wait for every region's first
 /// verdict (`plan::nothing_judged_yet`): two health intervals, or its
-/// `startupSeconds` if longer.
+/// `startupSeconds` if longer, up to a minute (the user waits that long
+/// at most to see a status while some regions already serve).
 fn settling_time(spec: &MultiRegionAppSpec) -> Duration {
+    const LONGEST_STARTUP_WAIT: u64 = 60;
     let check = &spec.health_check;
     let intervals = 2 * check.interval_seconds.max(1) as u64;
-    Duration::from_secs(intervals.max(check.startup_seconds.max(0) as u64))
+    let startup = (check.startup_seconds.max(0) as u64).min(LONGEST_STARTUP_WAIT);
+    Duration::from_secs(intervals.max(startup))
 }
 
 /// Gathers what each region reports and decides; also returns the health

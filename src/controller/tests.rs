@@ -500,3 +500,38 @@ async fn a_change_of_evidence_counts_one_early_round_per_interval() {
         "the interval after the early round"
     );
 }
+
+#[tokio::test]
+async fn a_held_first_status_is_the_next_decisions_basis_until_written_or_the_app_changes() {
+    let (ctx, _, _server) = context();
+    let never = MultiRegionAppStatus::default();
+    let mut held = never.clone();
+    held.weights = Some("us-east=100 eu-west=0".into());
+    assert_eq!(ctx.basis(&key(), Some("5"), &never), never, "nothing held");
+    ctx.hold(&key(), Some("5"), held.clone());
+    assert_eq!(
+        ctx.basis(&key(), Some("5"), &never),
+        held,
+        "its verdicts count"
+    );
+    assert_eq!(
+        ctx.basis(&key(), Some("6"), &never),
+        never,
+        "the app changed"
+    );
+    assert_eq!(
+        ctx.basis(&key(), Some("5"), &never),
+        never,
+        "and it was dropped"
+    );
+    ctx.hold(&key(), Some("5"), held.clone());
+    ctx.remember_write(&key(), Some("5".into()), held.clone(), Some("7".into()));
+    assert_eq!(
+        ctx.basis(&key(), Some("5"), &never),
+        never,
+        "written: not held"
+    );
+    ctx.hold(&key(), Some("7"), held.clone());
+    ctx.forget(&key());
+    assert_eq!(ctx.basis(&key(), Some("7"), &never), never, "a deleted app");
+}

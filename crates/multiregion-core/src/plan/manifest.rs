@@ -202,12 +202,13 @@ pub fn markers_only(entries: &mut Vec<ManagedFieldsEntry>, manager: &str) {
     }
 }
 
-/// The metadata a cache keeps of a placed object: what ownership, the
+/// The metadata a watch cache keeps of an object (placed objects,
+/// propagated copies, the hub's config objects): what ownership, the
 /// applied hash, the app's labels and the lag annotations are read from
 /// (`found`, `owned_by`, the workload evidence). The server's bookkeeping
-/// no decision reads (uid, creation time, owners, finalizers, the
-/// Deployment controller's revision, kubectl's last-applied copy) is
-/// dropped: at 1,000 apps a few MiB of 9,000 cached objects.
+/// no decision reads (uid, creation time, owners, the Deployment
+/// controller's revision, kubectl's last-applied copy) is dropped: at
+/// 1,000 apps a few MiB of 9,000 cached objects.
 pub fn cached_meta(meta: &mut ObjectMeta, manager: &str) {
     const UNREAD: [&str; 2] = [
         "deployment.kubernetes.io/revision",

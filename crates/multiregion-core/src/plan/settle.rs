@@ -87,10 +87,12 @@ pub fn worth_writing(
 /// `spec.resources`, nothing to clean up, no move or drill. While the app
 /// settles in, such a status is left to a later round, which writes it
 /// with every region's verdict when their pods are ready by then: a new
-/// app's first status write is usually its whole first verdict, and its
-/// first weights are never announced as a change (the regions' pods
-/// rarely get ready in the same round). (Its bounded-Unknown clock starts
-/// at the first write, at most the settling-in time late.)
+/// app's first status write is usually its whole first verdict, and (for
+/// an app without traffic sinks, whose first weights are recorded as soon
+/// as they are published) no later region's verdict is announced as a
+/// change of weights. The operator decides each round from the status it
+/// held back, so verdicts, failed rounds and clocks count from the
+/// rounds that made them.
 pub fn nothing_judged_yet(written: &MultiRegionAppStatus, next: &MultiRegionAppStatus) -> bool {
     const ROUTINE: [&str; 3] = ["WorkloadPending", "NotObservedYet", "HttpPending"];
     let waiting = |r: &crate::api::RegionAppStatus| {
