@@ -264,8 +264,9 @@ impl Context {
     }
 
     /// What the next decision starts from: the status held back over this
-    /// very version, if any (a held status over another version, the app
-    /// changed since, is dropped), else the status written.
+    /// very version, if any, with the hub's weights (`plan::held_basis`; a
+    /// held status over another version, the app changed since, is
+    /// dropped), else the status written.
     pub(super) fn basis(
         &self,
         key: &AppKey,
@@ -276,7 +277,9 @@ impl Context {
             return written.clone();
         };
         match held.get(key) {
-            Some((over, status)) if Some(over.as_str()) == version => status.clone(),
+            Some((over, status)) if Some(over.as_str()) == version => {
+                crate::plan::held_basis(status, written)
+            }
             Some(_) => {
                 held.remove(key);
                 written.clone()

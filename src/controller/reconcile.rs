@@ -171,6 +171,8 @@ pub(super) async fn apply(
     let key = ctx.key_of(&app);
     let (on_hub, version) = ctx.fresh_status(&key, &app);
     let previous = ctx.basis(&key, version.as_deref(), &on_hub);
+    // An app's first weights are no move to time.
+    let moving_weights = previous.weights.is_some();
     let Some(mut prepared) = prepared(&ctx, app, &key) else {
         return Ok(Action::requeue(Duration::from_millis(500)));
     };
@@ -250,7 +252,7 @@ pub(super) async fn apply(
     if let Some(round) = &round {
         ctx.round_recorded(&key, round);
     }
-    if decision.weights_changed {
+    if decision.weights_changed && moving_weights {
         let latency = started.elapsed().as_secs_f64();
         ctx.metrics.decision_latency.observe(latency);
     }

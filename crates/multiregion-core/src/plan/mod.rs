@@ -50,7 +50,7 @@ use health::{HttpResult, PlacementProblem, RegionState, WorkloadState};
 pub use crate::api::Role;
 pub use rounds::leaving_region;
 pub use settle::{
-    Applied, Moment, SinkOutcome, nothing_judged_yet, only_readiness_moved, settle,
+    Applied, Moment, SinkOutcome, held_basis, nothing_judged_yet, only_readiness_moved, settle,
     with_invalid_spec, with_refusal, worth_writing,
 };
 

@@ -129,6 +129,21 @@ pub fn nothing_judged_yet(written: &MultiRegionAppStatus, next: &MultiRegionAppS
         && next.drill.is_none()
 }
 
+/// What the next decision starts from when a new app's first status was
+/// held back (`nothing_judged_yet`): the held status, whose verdicts,
+/// failed rounds and clocks count, with the weights the hub holds (none
+/// yet): weights only decided, never written, are no change to announce
+/// when the next round decides others.
+pub fn held_basis(
+    held: &MultiRegionAppStatus,
+    written: &MultiRegionAppStatus,
+) -> MultiRegionAppStatus {
+    MultiRegionAppStatus {
+        weights: written.weights.clone(),
+        ..held.clone()
+    }
+}
+
 /// Whether `next` differs from `written` only in the regions' ready
 /// replica counts. Between health rounds such a change (a Deployment's
 /// pods becoming ready) is left for the next round to write, with what

@@ -1329,6 +1329,39 @@ fn a_new_apps_first_round_with_its_workloads_being_placed_tells_nothing_worth_a_
             "{strategy}: {:#?}",
             d.status
         );
+        // Held back, it is the next round's basis: a failed round of the
+        // region judged ready is one of three, and the round that judges
+        // the others announces no weights (none were written).
+        let held = partly.status.clone();
+        partly.status = settle::held_basis(&held, &never);
+        let d = partly
+            .round(&[
+                ("eu-west", starting()),
+                ("ap-south", missing()),
+                ("us-east", down()),
+            ])
+            .clone();
+        let us = d
+            .status
+            .regions
+            .iter()
+            .find(|r| r.name == "us-east")
+            .unwrap();
+        assert_eq!(
+            (us.health, us.consecutive_failures),
+            (Health::Healthy, 1),
+            "{strategy}"
+        );
+        partly.status = settle::held_basis(&held, &never);
+        let d = partly.round(&[]).clone();
+        assert!(
+            !d.events
+                .iter()
+                .any(|e| e.reason == EventReason::WeightsChanged),
+            "{strategy}: {:?}",
+            d.events
+        );
+        assert!(!settle::nothing_judged_yet(&never, &d.status), "{strategy}");
         // Then the pods are ready: the verdict, without an Event for the
         // first weights.
         let d = sim.round(&[]).clone();
