@@ -819,18 +819,22 @@ async fn a_member_namespace_deleted_by_hand_is_placed_again() {
     active_passive(&hub, ns, json!({})).await;
     let eu = env.client("eu-west").await;
     let namespaces: Api<Namespace> = Api::all(eu.clone());
+    let deleted_uid = namespaces.get(ns).await.unwrap().metadata.uid;
     namespaces
         .delete(ns, &DeleteParams::default())
         .await
         .unwrap();
     let deleted = Instant::now();
     // The namespace goes once eu-west's KWOK has removed its pods: after
-    // the 100-app test it may still be working through their deletions
-    // (seen: a pod left, no finalizer, past 120 s), so the bound is wide.
+    // the 100-app test it may still be working through their deletions,
+    // so the bound is wide. The operator may create it again between two
+    // polls: a namespace with another uid is the old one gone.
     let gone = tokio::time::timeout(
         Duration::from_secs(300),
         wait_for("the namespace gone", Duration::from_secs(3600), || async {
-            namespaces.get_opt(ns).await.ok()?.is_none().then_some(())
+            let now = namespaces.get_opt(ns).await.ok()?;
+            now.is_none_or(|n| n.metadata.uid != deleted_uid)
+                .then_some(())
         }),
     )
     .await;
@@ -866,7 +870,16 @@ async fn a_member_namespace_deleted_by_hand_is_placed_again() {
 /// left in it, for a test that timed out waiting.
 async fn terminating_namespace(member: &Client, ns: &str) -> String {
     let namespace = Api::<Namespace>::all(member.clone()).get_opt(ns).await;
-    let conditions = namespace.map(|n| n.and_then(|n| n.status).and_then(|s| s.conditions));
+    let conditions = namespace.map(|n| {
+        n.map(|n| {
+            let deleting = n.metadata.deletion_timestamp.is_some();
+            let conditions = n.status.and_then(|s| s.conditions);
+            format!(
+                "uid {:?}, deleting {deleting}, {conditions:?}",
+                n.metadata.uid
+            )
+        })
+    });
     let pods = Api::<Pod>::namespaced(member.clone(), ns)
         .list(&Default::default())
         .await
