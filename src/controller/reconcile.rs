@@ -31,7 +31,9 @@ use crate::metrics::{AppLabels, DrillLabels, FailoverLabels};
 use crate::plan::manifest::{self, AppKey};
 use crate::plan::propagate::{self, Propagation};
 use crate::plan::replication::{self, ReplicaLag};
-use crate::plan::{self, Applied, Decision, EventReason, Inputs, Placement, SinkOutcome};
+use crate::plan::{
+    self, Applied, Decision, EventReason, Inputs, Placement, SinkOutcome, StatusWrite,
+};
 use crate::plan::{overrides, resources, tenancy};
 
 /// Longest a placement or removal in one member may take: a member that
@@ -232,13 +234,15 @@ pub(super) async fn apply(
     };
     // Judged against what the hub holds: a held first status is not
     // written yet, whatever the basis it was decided from.
-    let worth = plan::worth_writing(&on_hub, &status, moment);
-    let written = worth && status != on_hub;
-    if written {
-        write(&ctx, &key, &on_hub, version, &status).await?;
-    } else if status != on_hub && on_hub == MultiRegionAppStatus::default() {
-        ctx.hold(&key, version.as_deref(), status.clone());
+    let fate = plan::status_write(&on_hub, &status, moment);
+    match fate {
+        StatusWrite::Write => {
+            write(&ctx, &key, &on_hub, version, &status).await?;
+        }
+        StatusWrite::HoldBack => ctx.hold(&key, version.as_deref(), status.clone()),
+        StatusWrite::Skip => {}
     }
+    let written = fate == StatusWrite::Write;
     tracing::debug!(
         app = %key.name,
         namespace = %key.namespace,

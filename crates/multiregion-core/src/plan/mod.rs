@@ -50,8 +50,8 @@ use health::{HttpResult, PlacementProblem, RegionState, WorkloadState};
 pub use crate::api::Role;
 pub use rounds::leaving_region;
 pub use settle::{
-    Applied, Moment, SinkOutcome, held_basis, nothing_judged_yet, only_readiness_moved, settle,
-    with_invalid_spec, with_refusal, worth_writing,
+    Applied, Moment, SinkOutcome, StatusWrite, held_basis, nothing_judged_yet,
+    only_readiness_moved, settle, status_write, with_invalid_spec, with_refusal, worth_writing,
 };
 
 /// Everything observed of one region for one app at decision time.

@@ -78,6 +78,38 @@ pub fn worth_writing(
     moment.announcing || !(readiness_only || too_early)
 }
 
+/// What becomes of the status a reconcile settled on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusWrite {
+    /// Written to the hub.
+    Write,
+    /// A new app's first status, not worth writing yet
+    /// (`nothing_judged_yet`): kept in memory as the next decision's
+    /// basis (`held_basis`), so its verdicts and failed rounds count.
+    HoldBack,
+    /// Nothing to write: the hub holds it, or the change is left for the
+    /// next round (`only_readiness_moved`).
+    Skip,
+}
+
+/// Whether the status a reconcile settled on (`next`) is written, held
+/// back or left, against what the hub holds (`written`).
+pub fn status_write(
+    written: &MultiRegionAppStatus,
+    next: &MultiRegionAppStatus,
+    moment: Moment,
+) -> StatusWrite {
+    if next == written {
+        StatusWrite::Skip
+    } else if worth_writing(written, next, moment) {
+        StatusWrite::Write
+    } else if *written == MultiRegionAppStatus::default() {
+        StatusWrite::HoldBack
+    } else {
+        StatusWrite::Skip
+    }
+}
+
 /// Whether `next` would be an app's first status and some of its regions
 /// still wait for their first verdict while none is in trouble: each
 /// region either `Healthy` or `Unknown` only because its workload is being
@@ -269,6 +301,69 @@ mod tests {
         MultiRegionAppStatus {
             regions: vec![region("us-east", ready[0]), region("eu-west", ready[1])],
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_status_is_written_held_back_or_left() {
+        let never = MultiRegionAppStatus::default();
+        let mut starting = status([0, 0]);
+        starting.conditions = vec![condition("Ready", "Unknown")];
+        let mut judged = starting.clone();
+        judged
+            .regions
+            .iter_mut()
+            .for_each(|r| r.health = Health::Healthy);
+        let mut readier = judged.clone();
+        readier.regions[0].ready_replicas = 1;
+        let moment = |between_rounds, settling_in, announcing| Moment {
+            between_rounds,
+            settling_in,
+            announcing,
+        };
+        let round = moment(false, true, false);
+        let cases = [
+            (&never, &never, round, StatusWrite::Skip, "nothing at all"),
+            (
+                &never,
+                &starting,
+                round,
+                StatusWrite::HoldBack,
+                "first, too early",
+            ),
+            (&never, &judged, round, StatusWrite::Write, "first verdicts"),
+            (
+                &never,
+                &starting,
+                moment(false, false, false),
+                StatusWrite::Write,
+                "settled in",
+            ),
+            (
+                &never,
+                &starting,
+                moment(false, true, true),
+                StatusWrite::Write,
+                "announced",
+            ),
+            (&judged, &judged, round, StatusWrite::Skip, "unchanged"),
+            (
+                &judged,
+                &readier,
+                moment(true, false, false),
+                StatusWrite::Skip,
+                "ready counts between rounds",
+            ),
+            (
+                &judged,
+                &readier,
+                moment(false, false, false),
+                StatusWrite::Write,
+                "ready counts in a round",
+            ),
+        ];
+        for (written, next, moment, expected, why) in cases {
+            assert_eq!(status_write(written, next, moment), expected, "{why}");
         }
     }
 

@@ -1285,6 +1285,13 @@ mod propagation;
 mod replication;
 mod stepped;
 
+/// Whether a decision announces a change of weights.
+fn announces_weights(d: &Decision) -> bool {
+    d.events
+        .iter()
+        .any(|e| e.reason == EventReason::WeightsChanged)
+}
+
 #[test]
 fn a_new_apps_first_round_with_its_workloads_being_placed_tells_nothing_worth_a_write() {
     for strategy in ["ActiveActive", "ActivePassive"] {
@@ -1354,25 +1361,13 @@ fn a_new_apps_first_round_with_its_workloads_being_placed_tells_nothing_worth_a_
         );
         partly.status = settle::held_basis(&held, &never);
         let d = partly.round(&[]).clone();
-        assert!(
-            !d.events
-                .iter()
-                .any(|e| e.reason == EventReason::WeightsChanged),
-            "{strategy}: {:?}",
-            d.events
-        );
+        assert!(!announces_weights(&d), "{strategy}: {:?}", d.events);
         assert!(!settle::nothing_judged_yet(&never, &d.status), "{strategy}");
         // Then the pods are ready: the verdict, without an Event for the
         // first weights.
         let d = sim.round(&[]).clone();
         assert!(sim.condition("Ready"), "{strategy}");
-        assert!(
-            !d.events
-                .iter()
-                .any(|e| e.reason == EventReason::WeightsChanged),
-            "{strategy}: {:?}",
-            d.events
-        );
+        assert!(!announces_weights(&d), "{strategy}: {:?}", d.events);
         assert!(!settle::nothing_judged_yet(&never, &d.status));
     }
 }
