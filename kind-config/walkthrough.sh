@@ -211,6 +211,40 @@ apply_app() {
   kubectl --context kind-hub apply -f kind-config/app.yaml
 }
 
+# The README's "Install with Helm" commands, run as written against the
+# hub (a kubeconfig whose only context is kind-hub). Its first line,
+# `docker build -t multiregion:dev .`, pulls public base images, which
+# this machine cannot: images.sh built the same Dockerfile on base images
+# made here, and that image is tagged multiregion:dev instead.
+readme_install() {
+  local line lines
+  mapfile -t lines < <(readme_install_lines)
+  [ "${#lines[@]}" -ge 3 ] || { echo "walkthrough: no install lines under README's '## Install with Helm'" >&2; return 1; }
+  docker tag "$OPERATOR_IMAGE" multiregion:dev
+  kind get kubeconfig --name hub >"$state/hub-only.kubeconfig"
+  for line in "${lines[@]}"; do
+    case $line in
+      "docker build "*) step "README, replaced by images.sh's build of the same Dockerfile: $line" ;;
+      *)
+        step "README: $line"
+        (export KUBECONFIG="$state/hub-only.kubeconfig"; eval "$line") </dev/null ||
+          { echo "walkthrough: the README's install line failed: $line" >&2; return 1; }
+        ;;
+    esac
+  done
+}
+
+# The first sh block under "## Install with Helm", one command a line
+# (continued lines joined).
+readme_install_lines() {
+  awk '/^## Install with Helm/ {in_section=1; next}
+       in_section && /^## / {exit}
+       in_section && /^```sh/ {in_block=1; next}
+       in_block && /^```/ {exit}
+       in_block {print}' "$repo_root/README.md" |
+    sed -e ':a' -e '/\\$/N; s/\\\n//; ta' -e 's/  *# .*$//'
+}
+
 # ------------------------------------------------------------------ steps
 
 up() {
@@ -220,13 +254,10 @@ up() {
   local c
   for c in "${clusters[@]}"; do wait_for "cluster $c's node to be Ready" nodes_ready "$c"; done
 
-  step "loading the images into the clusters (kind load docker-image)"
-  kind load docker-image "$OPERATOR_IMAGE" --name hub
+  step "loading the app image into the regions (kind load docker-image)"
   for c in "${regions[@]}"; do kind load docker-image "$APP_IMAGE" --name "$c"; done
-
-  step "installing the CRDs (kubectl apply --server-side -f crds/)"
-  kubectl --context kind-hub apply --server-side -f crds/
-  ensure_namespace kind-hub "$ns"
+  step "installing as the README says (Install with Helm)"
+  readme_install
 
   local r mr
   mr=$(multiregion_cli)
@@ -240,10 +271,7 @@ up() {
       -p "{\"spec\":{\"location\":{\"geo\":\"${r%%-*}\"},\"probe\":{\"intervalSeconds\":2,\"timeoutSeconds\":1}}}"
   done
 
-  step "installing the operator with Helm (charts/multiregion, image $OPERATOR_IMAGE)"
-  helm --kube-context kind-hub upgrade --install multiregion charts/multiregion -n "$ns" \
-    --set image.repository="${OPERATOR_IMAGE%:*}" --set image.tag="${OPERATOR_IMAGE##*:}" \
-    --set image.pullPolicy=Never --wait --timeout "${wait_seconds}s"
+  kubectl --context kind-hub -n "$ns" rollout status deployment/multiregion --timeout "${wait_seconds}s"
   kubectl --context kind-hub -n "$ns" get pods -o wide
 
   step "applying kind-config/app.yaml"
