@@ -498,3 +498,70 @@ async fn synchronous_replication_loses_no_acknowledged_write_across_a_failover()
     drop(regions);
     restore_databases().await;
 }
+
+#[tokio::test]
+async fn an_operator_restarted_after_the_primary_was_lost_measures_the_standbys_from_the_status_and_promotes()
+ {
+    let env = env_with_databases();
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env.client("hub").await;
+    let ns = "data-restart";
+    uri_secret(&hub, ns, database_uris().await).await;
+    apply_app(&hub, ns, "shop", spec(60)).await;
+    serving_in_us_east(&hub, ns).await;
+    // Writes go on while the status keeps us-east's position, so the
+    // standbys' last commits are recent when it is lost.
+    let writing = tokio::spawn(write_for(40));
+    let started = jiff::Timestamp::now();
+    let kept = wait_for(
+        "us-east's position, read while it takes writes, kept in status",
+        Duration::from_secs(60),
+        || async {
+            let kept = status(&hub, ns, "shop").await?.primary_position?;
+            (kept.region == "us-east" && kept.read_at.0 > started).then_some(kept)
+        },
+    )
+    .await;
+    eprintln!("kept in status: {kept:?}");
+
+    // A crash, and us-east lost while no operator runs: the one that
+    // starts has never read the primary; only the status tells where it
+    // was (the standbys' lag runs to 30 s after it was read: within
+    // maxLagSeconds 60). Without it no standby's lag is known, and none
+    // is promoted.
+    env.kill_operator();
+    env.regions.lock().await.fail("us-east").await.unwrap();
+    env.start_operator().await;
+    let promoted = wait_for("a standby promoted", Duration::from_secs(90), || async {
+        let s = status(&hub, ns, "shop").await?;
+        let active = s.active_region.filter(|a| a != "us-east")?;
+        (in_recovery(&active).await == Some(false)).then_some(active)
+    })
+    .await;
+    let s = status(&hub, ns, "shop").await.unwrap();
+    let promote = s.data_steps.iter().find(|d| d.stage == "Promote").unwrap();
+    assert_eq!(
+        (promote.region.as_str(), promote.outcome.as_str()),
+        (promoted.as_str(), "Done"),
+        "{:?}",
+        s.data_steps
+    );
+    wait_for(
+        "the new primary's position kept",
+        Duration::from_secs(60),
+        || async {
+            let kept = status(&hub, ns, "shop").await?.primary_position?;
+            (kept.region == promoted).then_some(())
+        },
+    )
+    .await;
+
+    assert!(writing.await.unwrap() > 0, "us-east took writes");
+    common::operator::delete_app(&hub, ns, "shop").await;
+    let mut regions = env.regions.lock().await;
+    regions.recover("us-east").await.unwrap();
+    regions.rejoin_database("us-east").await.unwrap();
+    drop(regions);
+    restore_databases().await;
+}

@@ -189,7 +189,8 @@ pub(super) async fn apply(
     {
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
-    let replicas = ctx.data.read(&app, &key).await;
+    let kept = previous.primary_position.as_ref();
+    let replicas = ctx.data.read(&app, &key, kept).await;
     record_lag(&ctx, &key, &replicas);
     let (mut decision, round, next_round) = decide(&ctx, &prepared, &key, &previous, &replicas);
     if let Some(why) = &decision.hold {
@@ -327,6 +328,7 @@ fn decide(
     let now = Timestamp::now();
     let (sightings, observers) = ctx.observers(now);
     let move_request = plan::controls::move_request(app.annotations());
+    let primary_mark = ctx.data.mark(key);
     let decision = plan::decide(&Inputs {
         spec: &app.spec,
         generation: app.metadata.generation,
@@ -338,6 +340,7 @@ fn decide(
         move_request: move_request.as_ref(),
         sightings: &sightings,
         observers: &observers,
+        primary_mark: primary_mark.as_ref(),
         now,
     });
     (decision, round, next_round)

@@ -22,7 +22,7 @@ use kube::{Api, Client};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{DataStage, LagSource, MultiRegionApp, Strategy};
+use crate::api::{DataStage, LagSource, MultiRegionApp, PrimaryPosition, Strategy};
 use crate::plan::manifest::AppKey;
 use crate::plan::replication::{
     self, DataStep, DbReading, PrimaryMark, ReplicaLag, ReplicatedStore,
@@ -63,7 +63,15 @@ impl DataTier {
 
     /// Each region's role and lag, when the app reads them from its data
     /// tier; empty otherwise (the annotation source is read in `gather`).
-    pub async fn read(&self, app: &MultiRegionApp, key: &AppKey) -> Lags {
+    /// `kept`: the primary's position as the app's status keeps it, what
+    /// standbys are measured against while no primary answers and this
+    /// operator has read none (restarted, or newly the leader).
+    pub async fn read(
+        &self,
+        app: &MultiRegionApp,
+        key: &AppKey,
+        kept: Option<&PrimaryPosition>,
+    ) -> Lags {
         let Some(source) = app.spec.failover.replication.as_ref().map(|r| &r.lag_from) else {
             return BTreeMap::new();
         };
@@ -78,7 +86,7 @@ impl DataTier {
         let regions: Vec<String> = app.spec.regions.iter().map(|r| r.name.clone()).collect();
         let readings = self.readings_of(source, key, &regions).await;
         let now = Timestamp::now();
-        let last = self.marks.lock().unwrap().get(key).cloned();
+        let last = self.mark(key).or_else(|| replication::restored_mark(kept));
         let (lags, mark) = replication::lags(&readings, last.as_ref(), now);
         if let Some(mark) = mark {
             self.marks.lock().unwrap().insert(key.clone(), mark);
@@ -88,6 +96,12 @@ impl DataTier {
             .unwrap()
             .insert(key.clone(), (Instant::now(), lags.clone()));
         lags
+    }
+
+    /// The primary's position as this operator last read it (or restored
+    /// it from the app's status), for the status to keep.
+    pub fn mark(&self, key: &AppKey) -> Option<PrimaryMark> {
+        self.marks.lock().unwrap().get(key).cloned()
     }
 
     async fn readings_of(

@@ -1270,6 +1270,16 @@ pub struct MultiRegionAppStatus {
     /// with its outcome. A failed step stops the move: the weights stay.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub data_steps: Vec<DataStage>,
+    /// The primary database's position as last read (`lagFrom.postgres`):
+    /// while the primary does not answer, standbys are measured against
+    /// it. Kept here so that an operator that never read the primary
+    /// itself (restarted, or a new leader after the old one's region was
+    /// lost) can still measure them and promote one; as the primary may
+    /// have written for 30 s after it, such an operator counts a
+    /// standby's lag up to 30 s after `readAt`. Rewritten when the primary
+    /// changes, else at most every 30 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_position: Option<PrimaryPosition>,
     /// Ready, Degraded, FailedOver, FailbackPending, PromotionBlocked,
     /// FlapDamped, AllRegionsUnhealthy, Conflict, OverrideUnhealthy and
     /// TrafficPublished (with traffic sinks). Ready is Unknown until a
@@ -1391,6 +1401,19 @@ pub struct RegionAppStatus {
     /// (postgres or metrics): its role, lag and where it was read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<ReplicaStatus>,
+}
+
+/// Where a primary database's WAL was, and when that was read.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrimaryPosition {
+    /// The region whose database was the primary.
+    pub region: String,
+    /// Its position, as PostgreSQL writes an LSN (`0/3000148`): with
+    /// synchronous replication, the last position the standbys confirmed.
+    pub lsn: String,
+    /// When it was read.
+    pub read_at: Time,
 }
 
 /// One step the data tier took.

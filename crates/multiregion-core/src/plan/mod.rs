@@ -203,6 +203,9 @@ pub struct Inputs<'a> {
     /// Every replica that published an observer Lease, live or not: whose
     /// region may have fenced itself (`observers::promotion_gate`).
     pub observers: &'a [observers::Observer],
+    /// The primary database's position as this operator last read it (or
+    /// restored it from the status): kept in status by `decide`.
+    pub primary_mark: Option<&'a replication::PrimaryMark>,
     pub now: Timestamp,
 }
 

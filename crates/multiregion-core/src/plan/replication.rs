@@ -13,11 +13,13 @@
 //!   replayed, seconds as the primary measured them (0 when nothing is
 //!   left to replay);
 //! - when the primary does not answer, the standby's own reading is put
-//!   against the primary's last reported position (kept in status, so a
-//!   new leader has it): at or past it, the standby is caught up (lag 0),
-//!   however old that position is; short of it, the lag is the bytes
-//!   missing and the time from the standby's last replayed commit to that
-//!   reading;
+//!   against the primary's last reported position: at or past it, the
+//!   standby is caught up (lag 0), however old that position is; short of
+//!   it, the lag is the bytes missing and the time from the standby's last
+//!   replayed commit to that reading;
+//! - the position is kept in status for the next process (`kept_position`),
+//!   at most 30 s behind; one taken from there (`restored_mark`) counts a
+//!   standby's lag to 30 s after it was read (`restored_lag`);
 //! - a standby that reports nothing has no lag (the gate treats it as over
 //!   the limit).
 
@@ -27,7 +29,7 @@ use std::future::Future;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::ReplicaStatus;
+use crate::api::{PrimaryPosition, ReplicaStatus};
 
 /// How long a region's replication status may stand unchanged in the
 /// app's status while the reading behind it moves (role, verdict and
@@ -112,6 +114,64 @@ pub struct PrimaryMark {
     pub region: String,
     pub position: u64,
     pub at: Timestamp,
+    /// Taken from the status, not read by this process: the primary may
+    /// have written for up to [`STATUS_REFRESH_SECONDS`] after it (the
+    /// status is refreshed no more often), so a standby's lag against it
+    /// is counted to that horizon (`standby_lag`).
+    pub restored: bool,
+}
+
+/// A WAL position as PostgreSQL writes it: the high and low 32 bits in
+/// hexadecimal (`0/3000148`).
+pub fn lsn_text(position: u64) -> String {
+    format!("{:X}/{:X}", position >> 32, position & 0xFFFF_FFFF)
+}
+
+/// A WAL position read from its text (`0/3000148`); `None` when it is
+/// not one.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (high, low) = text.split_once('/')?;
+    let high = u32::from_str_radix(high, 16).ok()?;
+    let low = u32::from_str_radix(low, 16).ok()?;
+    Some((u64::from(high) << 32) | u64::from(low))
+}
+
+/// The primary's position to keep in status: this round's `mark`, unless
+/// the status holds the same primary's read less than
+/// [`STATUS_REFRESH_SECONDS`] ago (a position that moves every round
+/// costs a status write at most every 30 s); the status's own when no
+/// primary was read.
+pub fn kept_position(
+    previous: Option<&PrimaryPosition>,
+    mark: Option<&PrimaryMark>,
+    now: Timestamp,
+) -> Option<PrimaryPosition> {
+    let Some(mark) = mark else {
+        return previous.cloned();
+    };
+    if let Some(previous) = previous
+        && previous.region == mark.region
+        && now.as_second() - previous.read_at.0.as_second() < STATUS_REFRESH_SECONDS
+    {
+        return Some(previous.clone());
+    }
+    Some(PrimaryPosition {
+        region: mark.region.clone(),
+        lsn: lsn_text(mark.position),
+        read_at: Time(mark.at),
+    })
+}
+
+/// The primary's position as the status keeps it, for an operator that
+/// has read no primary itself yet (restarted, or newly the leader).
+pub fn restored_mark(position: Option<&PrimaryPosition>) -> Option<PrimaryMark> {
+    let position = position?;
+    Some(PrimaryMark {
+        region: position.region.clone(),
+        position: parse_lsn(&position.lsn)?,
+        at: position.read_at.0,
+        restored: true,
+    })
 }
 
 /// A region's database, as a role.
@@ -243,6 +303,7 @@ pub fn lags(
                 region: region.to_string(),
                 position: *position,
                 at: now,
+                restored: false,
             }),
             Some(*standbys),
         ),
@@ -342,6 +403,9 @@ fn standby_lag(
                 position: None,
             };
         }
+        None if mark.restored => {
+            return restored_lag(behind, *last_replayed_commit, mark, now);
+        }
         None if behind == 0 => (Some(0.0), ReadFrom::Standby, age_of(mark, now)),
         None => (since_commit(mark.at), ReadFrom::Standby, age_of(mark, now)),
     };
@@ -355,6 +419,41 @@ fn standby_lag(
         problem: seconds
             .is_none()
             .then(|| "it has replayed no transaction to date its lag by".to_string()),
+        fenced: false,
+        position: None,
+    }
+}
+
+/// A standby's lag against a position taken from the status, which this
+/// process never read: the primary may have written until the next
+/// refresh was due ([`STATUS_REFRESH_SECONDS`] after it was read), so the
+/// lag runs from the standby's last replayed commit to that horizon,
+/// whether or not it reached the position. A standby that replayed a
+/// commit past the horizon proves the primary wrote after it, and the
+/// status stood still: nothing tells its lag.
+fn restored_lag(
+    behind: u64,
+    last_replayed_commit: Option<Timestamp>,
+    mark: &PrimaryMark,
+    now: Timestamp,
+) -> ReplicaLag {
+    let horizon = mark.at.as_second() + STATUS_REFRESH_SECONDS;
+    let (seconds, problem) = match last_replayed_commit {
+        None => (None, "it has replayed no transaction to date its lag by"),
+        Some(commit) if commit.as_second() > horizon => (
+            None,
+            "it replayed writes made after the primary's position kept in status: its lag against the lost primary cannot be told",
+        ),
+        Some(commit) => (Some((horizon - commit.as_second()) as f64), ""),
+    };
+    ReplicaLag {
+        role: DbRole::Standby,
+        seconds,
+        bytes: Some(behind),
+        read_from: Some(ReadFrom::Standby),
+        observed_at: now,
+        primary_age_seconds: Some(age_of(mark, now)),
+        problem: seconds.is_none().then(|| problem.to_string()),
         fenced: false,
         position: None,
     }

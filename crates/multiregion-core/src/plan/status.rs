@@ -85,6 +85,7 @@ pub(super) fn assemble(
         // The edge records what it placed and removed (`settle`).
         resources: inputs.previous.resources.clone(),
         data_steps: inputs.previous.data_steps.clone(),
+        primary_position: primary_position(inputs),
         conditions,
     };
     Decision {
@@ -205,6 +206,18 @@ fn region_statuses(
             }
         })
         .collect()
+}
+
+/// The primary database's position to keep (apps whose lag is read from
+/// PostgreSQL only).
+fn primary_position(inputs: &Inputs) -> Option<crate::api::PrimaryPosition> {
+    let replication = inputs.spec.failover.replication.as_ref()?;
+    replication.lag_from.postgres.as_ref()?;
+    super::replication::kept_position(
+        inputs.previous.primary_position.as_ref(),
+        inputs.primary_mark,
+        inputs.now,
+    )
 }
 
 /// The region's database as read this round, for the status.

@@ -143,6 +143,7 @@ impl Sim {
             move_request: self.move_request.as_ref(),
             sightings: &self.sightings,
             observers: &self.observers,
+            primary_mark: None,
             now: at(self.now),
         });
         self.status = d.status.clone();
@@ -1242,6 +1243,7 @@ fn check_invariants_with(
             move_request: None,
             sightings: &BTreeMap::new(),
             observers: &[],
+            primary_mark: None,
             now: at(sim.now),
         });
         prop_assert_eq!(&again, &d);

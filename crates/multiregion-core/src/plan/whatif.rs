@@ -106,6 +106,7 @@ pub fn simulate(
             move_request: None,
             sightings: &BTreeMap::new(),
             observers: &[],
+            primary_mark: None,
             now: t,
         });
         *status = d.status.clone();

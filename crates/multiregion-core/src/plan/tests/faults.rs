@@ -273,6 +273,7 @@ fn with_the_status_lost_and_no_labels_the_sink_weights_tell_the_active_region() 
         move_request: None,
         sightings: &BTreeMap::new(),
         observers: &[],
+        primary_mark: None,
         now: at(0),
     });
     assert_eq!(d.status.weights.as_deref(), Some("us-east=0 eu-west=100"));

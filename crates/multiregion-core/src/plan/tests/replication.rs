@@ -74,7 +74,8 @@ fn while_the_primary_answers_a_standby_lags_by_what_the_primary_says() {
         PrimaryMark {
             region: "us-east".into(),
             position: 5_000,
-            at: now
+            at: now,
+            restored: false,
         }
     );
 }
@@ -97,6 +98,7 @@ fn when_the_primary_is_gone_a_standby_at_its_last_position_is_caught_up_however_
         region: "us-east".into(),
         position: 5_000,
         at: at(0),
+        restored: false,
     };
     let all = readings(vec![
         (
@@ -130,6 +132,100 @@ fn when_the_primary_is_gone_a_standby_at_its_last_position_is_caught_up_however_
 }
 
 #[test]
+fn a_wal_position_reads_back_from_its_postgresql_text() {
+    use crate::plan::replication::{lsn_text, parse_lsn};
+    assert_eq!(lsn_text(0x3000148), "0/3000148");
+    assert_eq!(lsn_text((0x1A << 32) | 0xFF), "1A/FF");
+    for position in [0, 1, 0x3000148, u64::MAX, 7 << 32] {
+        assert_eq!(parse_lsn(&lsn_text(position)), Some(position));
+    }
+    for bad in ["", "3000148", "0/", "x/1", "0/1/2", "100000000/0"] {
+        assert_eq!(parse_lsn(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn the_primarys_position_is_kept_in_status_at_most_every_30_s_and_a_new_leader_measures_against_it()
+{
+    use crate::plan::replication::{kept_position, restored_mark};
+    let mark = |region: &str, position, second| PrimaryMark {
+        region: region.into(),
+        position,
+        at: at(second),
+        restored: false,
+    };
+    let first = kept_position(None, Some(&mark("us-east", 5_000, 0)), at(0)).unwrap();
+    assert_eq!(
+        (first.region.as_str(), first.lsn.as_str()),
+        ("us-east", "0/1388")
+    );
+    let later = mark("us-east", 9_000, 20);
+    assert_eq!(
+        kept_position(Some(&first), Some(&later), at(20)).as_ref(),
+        Some(&first),
+        "the same primary within 30 s: no write for a moving position"
+    );
+    let refreshed = kept_position(Some(&first), Some(&mark("us-east", 9_000, 30)), at(30));
+    assert_eq!(refreshed.unwrap().lsn, "0/2328", "30 s on: refreshed");
+    let moved = kept_position(Some(&first), Some(&mark("eu-west", 9_000, 5)), at(5));
+    assert_eq!(moved.unwrap().region, "eu-west", "a new primary at once");
+    assert_eq!(
+        kept_position(Some(&first), None, at(600)).as_ref(),
+        Some(&first),
+        "no primary read: the last one stays"
+    );
+
+    // An operator that never read the primary has the status's position:
+    // the primary may have written until the next refresh was due (30 s
+    // after the read), so a standby's lag runs from its last commit to
+    // then, whether it reached the position or not.
+    let restored = restored_mark(Some(&first)).unwrap();
+    assert_eq!(
+        restored,
+        PrimaryMark {
+            restored: true,
+            ..mark("us-east", 5_000, 0)
+        }
+    );
+    let all = readings(vec![
+        (
+            "us-east",
+            DbReading::Unreadable("connection refused".into()),
+        ),
+        ("eu-west", standby(5_000, Some(-3))),
+        ("ap-south", standby(4_000, Some(-12))),
+        ("sa-east", standby(9_000, Some(31))),
+    ]);
+    let (measured, kept) = lags(&all, Some(&restored), at(40));
+    assert_eq!(kept, Some(restored.clone()));
+    let eu = &measured["eu-west"];
+    assert_eq!(
+        (eu.seconds, eu.bytes, eu.primary_age_seconds),
+        (Some(33.0), Some(0), Some(40)),
+        "at the position: still up to 30 s of writes after it"
+    );
+    let ap = &measured["ap-south"];
+    assert_eq!((ap.seconds, ap.bytes), (Some(42.0), Some(1_000)));
+    let sa = &measured["sa-east"];
+    assert_eq!(
+        sa.seconds, None,
+        "a commit past the horizon: the status stood still"
+    );
+    assert!(
+        sa.problem
+            .as_deref()
+            .unwrap()
+            .contains("after the primary's position")
+    );
+    // Read by this process, the same position is the primary's last word.
+    let (known, _) = lags(&all, Some(&mark("us-east", 5_000, 0)), at(40));
+    assert_eq!(known["eu-west"].seconds, Some(0.0));
+    let mut garbled = first.clone();
+    garbled.lsn = "not a position".into();
+    assert_eq!(restored_mark(Some(&garbled)), None);
+}
+
+#[test]
 fn without_any_primary_reading_a_standby_reports_no_lag() {
     let all = readings(vec![("eu-west", standby(5_000, Some(0)))]);
     let (lags, mark) = lags(&all, None, at(10));
@@ -144,6 +240,7 @@ fn two_primaries_say_nothing_of_the_standbys() {
         region: "eu-west".into(),
         position: 9_000,
         at: at(50),
+        restored: false,
     };
     let all = readings(vec![
         ("us-east", primary(5_000, &[("ap-south", 5_000, None)])),
@@ -212,6 +309,7 @@ fn role(role: DbRole, fenced: bool) -> crate::plan::replication::ReplicaLag {
         region: "x".into(),
         position: 1,
         at: at(0),
+        restored: false,
     };
     lags(&readings(vec![("r", reading)]), Some(&mark), at(1)).0["r"].clone()
 }
@@ -340,6 +438,7 @@ fn the_standby_that_lacks_nothing_is_promoted_before_one_earlier_in_order() {
         region: "us-east".into(),
         position: 5_000,
         at: at(0),
+        restored: false,
     };
     let (lags, _) = lags(
         &readings(vec![
