@@ -7,9 +7,10 @@
 #
 # Usage: kind-config/walkthrough.sh up|failover|recover|down|kubectl ARGS...
 #   up        images (kind-config/images.sh: all made here, nothing pulled),
-#             clusters, CRDs with kubectl, Regions with `multiregion join`
-#             (least privilege), the chart with Helm, the app; waits until us-east
-#             serves it on http://127.0.0.1:30081
+#             clusters, the README's "Install with Helm" lines as written
+#             (image, CRDs, chart), Regions with `multiregion join` (least
+#             privilege), the app; waits until us-east serves it on
+#             http://127.0.0.1:30081
 #   failover  docker stop us-east-control-plane; prints the app's status as
 #             the weights move to eu-west (http://127.0.0.1:30082)
 #   recover   docker start us-east-control-plane; waits until us-east is back

@@ -86,7 +86,10 @@ impl DataTier {
         let regions: Vec<String> = app.spec.regions.iter().map(|r| r.name.clone()).collect();
         let readings = self.readings_of(source, key, &regions).await;
         let now = Timestamp::now();
-        let last = self.mark(key).or_else(|| replication::restored_mark(kept));
+        let interval = i64::from(app.spec.health_check.interval_seconds);
+        let last = self
+            .mark(key)
+            .or_else(|| replication::restored_mark(kept, interval));
         let (lags, mark) = replication::lags(&readings, last.as_ref(), now);
         if let Some(mark) = mark {
             self.marks.lock().unwrap().insert(key.clone(), mark);

@@ -1275,9 +1275,10 @@ pub struct MultiRegionAppStatus {
     /// it. Kept here so that an operator that never read the primary
     /// itself (restarted, or a new leader after the old one's region was
     /// lost) can still measure them and promote one; as the primary may
-    /// have written for 30 s after it, such an operator counts a
-    /// standby's lag up to 30 s after `readAt`. Rewritten when the primary
-    /// changes, else at most every 30 s.
+    /// have written unrecorded until the next refresh was due, such an
+    /// operator counts a standby's lag up to `readAt` + 30 s +
+    /// `intervalSeconds` (or the latest commit a standby replayed).
+    /// Rewritten when the primary changes, else at most every 30 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_position: Option<PrimaryPosition>,
     /// Ready, Degraded, FailedOver, FailbackPending, PromotionBlocked,

@@ -17,9 +17,11 @@
 //!   standby is caught up (lag 0), however old that position is; short of
 //!   it, the lag is the bytes missing and the time from the standby's last
 //!   replayed commit to that reading;
-//! - the position is kept in status for the next process (`kept_position`),
-//!   at most 30 s behind; one taken from there (`restored_mark`) counts a
-//!   standby's lag to 30 s after it was read (`restored_lag`);
+//! - the position is kept in status for the next process
+//!   (`kept_position`), refreshed every 30 s at most; one taken from there
+//!   (`restored_mark`) is never the primary's last word: a standby's lag
+//!   runs to the latest time the primary could have written unrecorded
+//!   (`restored_lag`);
 //! - a standby that reports nothing has no lag (the gate treats it as over
 //!   the limit).
 
@@ -114,11 +116,12 @@ pub struct PrimaryMark {
     pub region: String,
     pub position: u64,
     pub at: Timestamp,
-    /// Taken from the status, not read by this process: the primary may
-    /// have written for up to [`STATUS_REFRESH_SECONDS`] after it (the
-    /// status is refreshed no more often), so a standby's lag against it
-    /// is counted to that horizon (`standby_lag`).
-    pub restored: bool,
+    /// Taken from the status, not read by this process: the latest time
+    /// the primary could have written without the status recording a
+    /// newer position (its refresh was due: the read time plus
+    /// [`STATUS_REFRESH_SECONDS`] plus the health interval). A standby's
+    /// lag against such a mark runs to then (`restored_lag`).
+    pub restored_horizon: Option<Timestamp>,
 }
 
 /// A WAL position as PostgreSQL writes it: the high and low 32 bits in
@@ -155,22 +158,33 @@ pub fn kept_position(
     {
         return Some(previous.clone());
     }
+    // Whole seconds, as the hub keeps times: a mark that stands still
+    // builds the very position the hub holds, and costs no write.
+    let read_at = Timestamp::from_second(mark.at.as_second()).unwrap_or(mark.at);
     Some(PrimaryPosition {
         region: mark.region.clone(),
         lsn: lsn_text(mark.position),
-        read_at: Time(mark.at),
+        read_at: Time(read_at),
     })
 }
 
 /// The primary's position as the status keeps it, for an operator that
-/// has read no primary itself yet (restarted, or newly the leader).
-pub fn restored_mark(position: Option<&PrimaryPosition>) -> Option<PrimaryMark> {
+/// has read no primary itself yet (restarted, or newly the leader), with
+/// the app's health interval (`interval_seconds`): the status would have
+/// recorded a newer position by the first round [`STATUS_REFRESH_SECONDS`]
+/// after the read, had the primary gone on answering.
+pub fn restored_mark(
+    position: Option<&PrimaryPosition>,
+    interval_seconds: i64,
+) -> Option<PrimaryMark> {
     let position = position?;
+    let at = position.read_at.0;
+    let unrecorded = STATUS_REFRESH_SECONDS + interval_seconds.max(1);
     Some(PrimaryMark {
         region: position.region.clone(),
         position: parse_lsn(&position.lsn)?,
-        at: position.read_at.0,
-        restored: true,
+        at,
+        restored_horizon: Timestamp::from_second(at.as_second() + unrecorded).ok(),
     })
 }
 
@@ -303,7 +317,7 @@ pub fn lags(
                 region: region.to_string(),
                 position: *position,
                 at: now,
-                restored: false,
+                restored_horizon: None,
             }),
             Some(*standbys),
         ),
@@ -311,6 +325,10 @@ pub fn lags(
         // word on the standbys cannot be told from the other's.
         _ => (last.cloned(), None),
     };
+    let unrecorded = mark
+        .as_ref()
+        .and_then(|m| m.restored_horizon)
+        .map(|horizon| horizon.max(latest_commit(readings).unwrap_or(horizon)));
     let lags = readings
         .iter()
         .map(|(region, reading)| {
@@ -325,9 +343,10 @@ pub fn lags(
                     problem: None,
                     ..ReplicaLag::unknown(String::new(), now)
                 },
-                DbReading::Standby { .. } => {
-                    standby_lag(region, reading, mark.as_ref(), streamed, now)
-                }
+                DbReading::Standby { .. } => match unrecorded {
+                    Some(until) => restored_lag(reading, mark.as_ref(), until, now),
+                    None => standby_lag(region, reading, mark.as_ref(), streamed, now),
+                },
             };
             (region.clone(), lag)
         })
@@ -403,9 +422,6 @@ fn standby_lag(
                 position: None,
             };
         }
-        None if mark.restored => {
-            return restored_lag(behind, *last_replayed_commit, mark, now);
-        }
         None if behind == 0 => (Some(0.0), ReadFrom::Standby, age_of(mark, now)),
         None => (since_commit(mark.at), ReadFrom::Standby, age_of(mark, now)),
     };
@@ -424,36 +440,63 @@ fn standby_lag(
     }
 }
 
+/// The commit time of the latest transaction any standby replayed.
+fn latest_commit(readings: &BTreeMap<String, DbReading>) -> Option<Timestamp> {
+    readings
+        .values()
+        .filter_map(|reading| match reading {
+            DbReading::Standby {
+                last_replayed_commit,
+                ..
+            } => *last_replayed_commit,
+            _ => None,
+        })
+        .max()
+}
+
 /// A standby's lag against a position taken from the status, which this
-/// process never read: the primary may have written until the next
-/// refresh was due ([`STATUS_REFRESH_SECONDS`] after it was read), so the
-/// lag runs from the standby's last replayed commit to that horizon,
-/// whether or not it reached the position. A standby that replayed a
-/// commit past the horizon proves the primary wrote after it, and the
-/// status stood still: nothing tells its lag.
+/// process never read. The primary may have written, unrecorded, until
+/// `until`: the mark's horizon, or later when a standby replayed a commit
+/// made after it (the status stood still while the primary wrote). So
+/// the lag runs to `until` from the standby's last replayed commit, or
+/// from the position's read time for a standby that reached the position
+/// and has committed nothing since (an idle database). A standby short of
+/// the position that replayed no transaction has no lag to tell.
 fn restored_lag(
-    behind: u64,
-    last_replayed_commit: Option<Timestamp>,
-    mark: &PrimaryMark,
+    reading: &DbReading,
+    mark: Option<&PrimaryMark>,
+    until: Timestamp,
     now: Timestamp,
 ) -> ReplicaLag {
-    let horizon = mark.at.as_second() + STATUS_REFRESH_SECONDS;
-    let (seconds, problem) = match last_replayed_commit {
-        None => (None, "it has replayed no transaction to date its lag by"),
-        Some(commit) if commit.as_second() > horizon => (
-            None,
-            "it replayed writes made after the primary's position kept in status: its lag against the lost primary cannot be told",
-        ),
-        Some(commit) => (Some((horizon - commit.as_second()) as f64), ""),
+    let (
+        DbReading::Standby {
+            replayed,
+            last_replayed_commit,
+            ..
+        },
+        Some(mark),
+    ) = (reading, mark)
+    else {
+        unreachable!("restored_lag is called for standbys, with a restored mark");
     };
+    let reached = *replayed >= mark.position;
+    let since = match (last_replayed_commit, reached) {
+        (Some(commit), true) => Some((*commit).max(mark.at)),
+        (Some(commit), false) => Some(*commit),
+        (None, true) => Some(mark.at),
+        (None, false) => None,
+    };
+    let seconds = since.map(|since| (until.as_second() - since.as_second()).max(0) as f64);
     ReplicaLag {
         role: DbRole::Standby,
         seconds,
-        bytes: Some(behind),
+        bytes: Some(mark.position.saturating_sub(*replayed)),
         read_from: Some(ReadFrom::Standby),
         observed_at: now,
         primary_age_seconds: Some(age_of(mark, now)),
-        problem: seconds.is_none().then(|| problem.to_string()),
+        problem: seconds
+            .is_none()
+            .then(|| "it has replayed no transaction to date its lag by".to_string()),
         fenced: false,
         position: None,
     }

@@ -75,7 +75,7 @@ fn while_the_primary_answers_a_standby_lags_by_what_the_primary_says() {
             region: "us-east".into(),
             position: 5_000,
             at: now,
-            restored: false,
+            restored_horizon: None,
         }
     );
 }
@@ -98,7 +98,7 @@ fn when_the_primary_is_gone_a_standby_at_its_last_position_is_caught_up_however_
         region: "us-east".into(),
         position: 5_000,
         at: at(0),
-        restored: false,
+        restored_horizon: None,
     };
     let all = readings(vec![
         (
@@ -152,7 +152,7 @@ fn the_primarys_position_is_kept_in_status_at_most_every_30_s_and_a_new_leader_m
         region: region.into(),
         position,
         at: at(second),
-        restored: false,
+        restored_horizon: None,
     };
     let first = kept_position(None, Some(&mark("us-east", 5_000, 0)), at(0)).unwrap();
     assert_eq!(
@@ -175,54 +175,78 @@ fn the_primarys_position_is_kept_in_status_at_most_every_30_s_and_a_new_leader_m
         "no primary read: the last one stays"
     );
 
-    // An operator that never read the primary has the status's position:
-    // the primary may have written until the next refresh was due (30 s
-    // after the read), so a standby's lag runs from its last commit to
-    // then, whether it reached the position or not.
-    let restored = restored_mark(Some(&first)).unwrap();
+    // An operator that never read the primary has the status's position.
+    // Had the primary gone on answering, the status would have recorded a
+    // newer one by the first round 30 s after the read (interval 5 s): it
+    // may have written unrecorded until then (35 s), or until the latest
+    // commit a standby replayed, if later.
+    let restored = restored_mark(Some(&first), 5).unwrap();
     assert_eq!(
         restored,
         PrimaryMark {
-            restored: true,
+            restored_horizon: Some(at(35)),
             ..mark("us-east", 5_000, 0)
         }
     );
-    let all = readings(vec![
+    let lost = || {
         (
             "us-east",
             DbReading::Unreadable("connection refused".into()),
-        ),
+        )
+    };
+    let all = readings(vec![
+        lost(),
         ("eu-west", standby(5_000, Some(-3))),
         ("ap-south", standby(4_000, Some(-12))),
-        ("sa-east", standby(9_000, Some(31))),
     ]);
     let (measured, kept) = lags(&all, Some(&restored), at(40));
     assert_eq!(kept, Some(restored.clone()));
     let eu = &measured["eu-west"];
     assert_eq!(
         (eu.seconds, eu.bytes, eu.primary_age_seconds),
-        (Some(33.0), Some(0), Some(40)),
-        "at the position: still up to 30 s of writes after it"
+        (Some(35.0), Some(0), Some(40)),
+        "at the position, idle since: from the read to the horizon"
     );
     let ap = &measured["ap-south"];
-    assert_eq!((ap.seconds, ap.bytes), (Some(42.0), Some(1_000)));
-    let sa = &measured["sa-east"];
     assert_eq!(
-        sa.seconds, None,
-        "a commit past the horizon: the status stood still"
+        (ap.seconds, ap.bytes),
+        (Some(47.0), Some(1_000)),
+        "short of it: from its last commit"
     );
-    assert!(
-        sa.problem
-            .as_deref()
-            .unwrap()
-            .contains("after the primary's position")
-    );
+    // The status stood still while the primary wrote (a standby replayed
+    // a commit at 300 s): the one that got the most lacks the least, one
+    // stuck since 5 s is not made to look close.
+    let later = readings(vec![
+        lost(),
+        ("eu-west", standby(90_000, Some(300))),
+        ("ap-south", standby(5_000, Some(5))),
+    ]);
+    let (measured, _) = lags(&later, Some(&restored), at(310));
+    assert_eq!(measured["eu-west"].seconds, Some(0.0));
+    assert_eq!(measured["ap-south"].seconds, Some(295.0));
+    let never = readings(vec![lost(), ("sa-east", standby(4_000, None))]);
+    let (measured, _) = lags(&never, Some(&restored), at(40));
+    assert_eq!(measured["sa-east"].seconds, None, "nothing to date it by");
     // Read by this process, the same position is the primary's last word.
     let (known, _) = lags(&all, Some(&mark("us-east", 5_000, 0)), at(40));
     assert_eq!(known["eu-west"].seconds, Some(0.0));
+    // A mark read at a fraction of a second builds the position the hub
+    // keeps (whole seconds): standing still, it is no change to write.
+    let fraction = PrimaryMark {
+        at: at(0)
+            .checked_add(jiff::SignedDuration::from_millis(250))
+            .unwrap(),
+        ..mark("us-east", 5_000, 0)
+    };
+    let built = kept_position(None, Some(&fraction), at(0)).unwrap();
+    assert_eq!(built.read_at.0, at(0));
+    assert_eq!(
+        kept_position(Some(&built), Some(&fraction), at(300)),
+        Some(built)
+    );
     let mut garbled = first.clone();
     garbled.lsn = "not a position".into();
-    assert_eq!(restored_mark(Some(&garbled)), None);
+    assert_eq!(restored_mark(Some(&garbled), 5), None);
 }
 
 #[test]
@@ -240,7 +264,7 @@ fn two_primaries_say_nothing_of_the_standbys() {
         region: "eu-west".into(),
         position: 9_000,
         at: at(50),
-        restored: false,
+        restored_horizon: None,
     };
     let all = readings(vec![
         ("us-east", primary(5_000, &[("ap-south", 5_000, None)])),
@@ -309,7 +333,7 @@ fn role(role: DbRole, fenced: bool) -> crate::plan::replication::ReplicaLag {
         region: "x".into(),
         position: 1,
         at: at(0),
-        restored: false,
+        restored_horizon: None,
     };
     lags(&readings(vec![("r", reading)]), Some(&mark), at(1)).0["r"].clone()
 }
@@ -438,7 +462,7 @@ fn the_standby_that_lacks_nothing_is_promoted_before_one_earlier_in_order() {
         region: "us-east".into(),
         position: 5_000,
         at: at(0),
-        restored: false,
+        restored_horizon: None,
     };
     let (lags, _) = lags(
         &readings(vec![
