@@ -249,8 +249,25 @@ async fn a_standby_behind_the_limit_waits_and_takes_the_traffic_once_it_has_repl
         s.data_steps
     );
 
+    // ap-south still follows us-east, which is gone: it says it receives
+    // nothing from the new primary.
+    wait_for(
+        "ap-south to say it receives no WAL from eu-west",
+        Duration::from_secs(60),
+        || async {
+            let ap = replica(&hub, ns, "ap-south").await?;
+            let message = ap.message?;
+            message
+                .contains("receives no WAL from the primary eu-west")
+                .then_some(())
+        },
+    )
+    .await;
+
     // us-east comes back still a primary: fenced at once, it refuses writes
     // and is shown NeedsRejoin; rewound and streaming, it is a standby.
+    // (ap-south replays again first: a paused standby does not reconnect.)
+    sql("ap-south", "SELECT pg_wal_replay_resume()").await;
     env.regions.lock().await.recover("us-east").await.unwrap();
     wait_for(
         "us-east fenced, NeedsRejoin",
@@ -258,6 +275,25 @@ async fn a_standby_behind_the_limit_waits_and_takes_the_traffic_once_it_has_repl
         || async { (replica(&hub, ns, "us-east").await?.role == "NeedsRejoin").then_some(()) },
     )
     .await;
+    // ap-south streams from the fenced old primary again: two histories,
+    // no lag, NeedsRejoin.
+    let ap = wait_for(
+        "ap-south NeedsRejoin, streaming from us-east",
+        Duration::from_secs(60),
+        || async {
+            let ap = replica(&hub, ns, "ap-south").await?;
+            (ap.role == "NeedsRejoin").then_some(ap)
+        },
+    )
+    .await;
+    assert_eq!(ap.lag_seconds, None, "{ap:?}");
+    assert!(
+        ap.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("streams from us-east, not from the primary eu-west"),
+        "{ap:?}"
+    );
     let refused = try_sql(
         "us-east",
         "INSERT INTO writes (id, region) VALUES (-1, 'us-east')",
@@ -277,6 +313,25 @@ async fn a_standby_behind_the_limit_waits_and_takes_the_traffic_once_it_has_repl
         "us-east a standby again",
         Duration::from_secs(60),
         || async { (replica(&hub, ns, "us-east").await?.role == "Standby").then_some(()) },
+    )
+    .await;
+    // ap-south pointed at eu-west: a standby the primary measures again.
+    env.regions
+        .lock()
+        .await
+        .rejoin_database("ap-south")
+        .await
+        .unwrap();
+    wait_for(
+        "ap-south streaming from eu-west",
+        Duration::from_secs(60),
+        || async {
+            let ap = replica(&hub, ns, "ap-south").await?;
+            (ap.role == "Standby"
+                && ap.read_from.as_deref() == Some("Primary")
+                && ap.message.is_none())
+            .then_some(())
+        },
     )
     .await;
 

@@ -52,8 +52,9 @@ pub enum Command {
         #[arg(value_parser = parse_duration)]
         rtt: Duration,
     },
-    /// Make REGION's database a standby of the current primary: rewound
-    /// (`pg_rewind`) to where their histories part, then streaming.
+    /// Make REGION's database a standby of the current primary: an old
+    /// primary, or a standby still following one; rewound (`pg_rewind`)
+    /// to where their histories part, if they do, then streaming.
     RejoinDb { region: String },
     /// Run CMD inside a region's network namespace (spread hub only): in
     /// the foreground, with CMD's exit status; `fail REGION` kills it.

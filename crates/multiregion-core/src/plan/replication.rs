@@ -248,6 +248,10 @@ pub struct ReplicaLag {
     pub fenced: bool,
     /// A primary's WAL position, as read.
     pub position: Option<u64>,
+    /// A standby that streams from an old primary, not the live one: its
+    /// history may have parted from the live primary's, so it needs a
+    /// rewind before it can follow (shown `NeedsRejoin`).
+    pub parted: bool,
 }
 
 impl ReplicaLag {
@@ -262,6 +266,7 @@ impl ReplicaLag {
             problem: Some(problem),
             fenced: false,
             position: None,
+            parted: false,
         }
     }
 
@@ -283,6 +288,7 @@ impl ReplicaLag {
             problem,
             fenced,
             position: Some(position),
+            parted: false,
         }
     }
 }
@@ -295,22 +301,7 @@ pub fn lags(
     last: Option<&PrimaryMark>,
     now: Timestamp,
 ) -> (BTreeMap<String, ReplicaLag>, Option<PrimaryMark>) {
-    let primaries: Vec<(&String, u64, &BTreeMap<String, StreamedTo>)> = readings
-        .iter()
-        .filter_map(|(region, reading)| match reading {
-            DbReading::Primary {
-                position,
-                confirmed_by,
-                standbys,
-                ..
-            } => Some((
-                region,
-                acknowledged(*position, *confirmed_by, standbys),
-                standbys,
-            )),
-            _ => None,
-        })
-        .collect();
+    let primaries = live_primaries(readings);
     let (mark, streamed) = match primaries.as_slice() {
         [(region, position, standbys)] => (
             Some(PrimaryMark {
@@ -343,15 +334,112 @@ pub fn lags(
                     problem: None,
                     ..ReplicaLag::unknown(String::new(), now)
                 },
-                DbReading::Standby { .. } => match unrecorded {
-                    Some(until) => restored_lag(reading, mark.as_ref(), until, now),
-                    None => standby_lag(region, reading, mark.as_ref(), streamed, now),
-                },
+                DbReading::Standby { .. } => {
+                    let lag = match unrecorded {
+                        Some(until) => restored_lag(reading, mark.as_ref(), until, now),
+                        None => standby_lag(region, reading, mark.as_ref(), streamed, now),
+                    };
+                    match (&mark, streamed) {
+                        (Some(live), Some(streamed)) if !streamed.contains_key(region) => {
+                            unlisted(region, reading, &live.region, readings, lag)
+                        }
+                        _ => lag,
+                    }
+                }
             };
             (region.clone(), lag)
         })
         .collect();
     (lags, mark)
+}
+
+/// The primaries whose word counts this round, each with its acknowledged
+/// position and its standbys: those taking writes, or, when none does,
+/// the fenced ones (a planned move's old primary). A fenced old primary
+/// beside a live one says nothing for the data.
+fn live_primaries(
+    readings: &BTreeMap<String, DbReading>,
+) -> Vec<(&String, u64, &BTreeMap<String, StreamedTo>)> {
+    let primaries: Vec<_> = readings
+        .iter()
+        .filter_map(|(region, reading)| match reading {
+            DbReading::Primary {
+                position,
+                confirmed_by,
+                standbys,
+                fenced,
+            } => Some((
+                *fenced,
+                (
+                    region,
+                    acknowledged(*position, *confirmed_by, standbys),
+                    standbys,
+                ),
+            )),
+            _ => None,
+        })
+        .collect();
+    let taking_writes = primaries.iter().any(|(fenced, _)| !fenced);
+    primaries
+        .into_iter()
+        .filter(|(fenced, _)| !taking_writes || !fenced)
+        .map(|(_, primary)| primary)
+        .collect()
+}
+
+/// A standby the live primary `live` does not list. Streaming from
+/// another primary (an old one, fenced): its history may have parted from
+/// `live`'s, so its lag is not known and it needs a rewind. Streaming from
+/// nothing: its lag stands as measured, and the reason it grows is said.
+/// Streaming from another standby (cascading) is as read.
+fn unlisted(
+    region: &str,
+    reading: &DbReading,
+    live: &str,
+    readings: &BTreeMap<String, DbReading>,
+    lag: ReplicaLag,
+) -> ReplicaLag {
+    let upstream = readings.iter().find_map(|(other, r)| match r {
+        DbReading::Primary { standbys, .. } if other != live && standbys.contains_key(region) => {
+            Some(other.as_str())
+        }
+        _ => None,
+    });
+    let streaming = matches!(
+        reading,
+        DbReading::Standby {
+            streaming: true,
+            ..
+        }
+    );
+    match upstream {
+        Some(old) => ReplicaLag {
+            seconds: None,
+            bytes: None,
+            parted: true,
+            problem: Some(format!(
+                "streams from {old}, not from the primary {live}: its history may have \
+                 parted from {live}'s; rewind it and stream it from {live}"
+            )),
+            ..lag
+        },
+        None if !streaming => {
+            let cause = format!(
+                "receives no WAL from the primary {live}: it falls behind until it streams \
+                 from {live} again (its link is cut, or it still follows an old primary and \
+                 must be pointed at {live})"
+            );
+            let problem = match &lag.problem {
+                Some(also) => format!("{cause}; {also}"),
+                None => cause,
+            };
+            ReplicaLag {
+                problem: Some(problem),
+                ..lag
+            }
+        }
+        None => lag,
+    }
 }
 
 /// The last position whose commits were acknowledged to clients: the
@@ -420,6 +508,7 @@ fn standby_lag(
                 problem: None,
                 fenced: false,
                 position: None,
+                parted: false,
             };
         }
         None if behind == 0 => (Some(0.0), ReadFrom::Standby, age_of(mark, now)),
@@ -437,6 +526,7 @@ fn standby_lag(
             .then(|| "it has replayed no transaction to date its lag by".to_string()),
         fenced: false,
         position: None,
+        parted: false,
     }
 }
 
@@ -499,6 +589,7 @@ fn restored_lag(
             .then(|| "it has replayed no transaction to date its lag by".to_string()),
         fenced: false,
         position: None,
+        parted: false,
     }
 }
 
@@ -656,10 +747,11 @@ fn promote(
     steps.push(DataStep::Promote(active.to_string()));
 }
 
-/// The role a person sees: a fenced primary outside the active region
-/// needs to be rewound and streamed from the new primary.
+/// The role a person sees: a fenced primary outside the active region,
+/// and a standby streaming from one, need to be rewound and streamed from
+/// the new primary.
 pub fn shown_role(region: &str, lag: &ReplicaLag, active: Option<&str>) -> &'static str {
-    if lag.role == DbRole::Primary && lag.fenced && Some(region) != active {
+    if (lag.role == DbRole::Primary && lag.fenced && Some(region) != active) || lag.parted {
         "NeedsRejoin"
     } else {
         lag.role.as_str()

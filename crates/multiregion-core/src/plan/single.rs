@@ -427,10 +427,13 @@ impl<'a> Single<'a> {
     /// PromotionBlocked says why.
     fn gate(&mut self, candidates: &[usize], unreported: Unreported) -> Option<usize> {
         let mut candidates = self.targets(candidates);
-        // A standby whose database lacks nothing goes first (in preference
-        // order among such): with semi-synchronous replication only the
-        // standby that confirmed the last commits has them all.
-        candidates.sort_by_key(|&c| !lacks_nothing(&self.regions[c]));
+        // The standby whose database lacks least goes first (in preference
+        // order among equals): with semi-synchronous replication only the
+        // standby that confirmed the last commits has them all, and no
+        // standby is left ahead of the new primary (its history would part
+        // from the new primary's). Regions without a byte count keep their
+        // order, after those with one.
+        candidates.sort_by_key(|&c| bytes_behind(&self.regions[c]));
         let Some(replication) = &self.inputs.spec.failover.replication else {
             return candidates.first().copied();
         };
@@ -781,14 +784,16 @@ fn previous_active(inputs: &Inputs, regions: &[RegionView]) -> Result<Option<usi
     }
 }
 
-/// The region's database, read by the data tier, lacks no acknowledged
-/// write (0 bytes behind).
-fn lacks_nothing(region: &RegionView) -> bool {
+/// How many bytes of acknowledged WAL the region's database lacks, as the
+/// data tier read it; `u64::MAX` when not counted (an annotation or metric
+/// lag source, a database not read).
+fn bytes_behind(region: &RegionView) -> u64 {
     region
         .obs
         .replica
         .as_ref()
-        .is_some_and(|r| r.bytes == Some(0) && r.seconds == Some(0.0))
+        .and_then(|r| r.bytes)
+        .unwrap_or(u64::MAX)
 }
 
 /// How the RPO gate treats a region that reports no replication lag.

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
-use crate::plan::replication::{DbReading, DbRole, PrimaryMark, ReadFrom, StreamedTo, lags};
+use crate::plan::replication::{
+    DbReading, DbRole, PrimaryMark, ReadFrom, StreamedTo, lags, shown_role,
+};
 
 fn at(second: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + second).unwrap()
@@ -451,13 +453,30 @@ fn the_number_of_confirming_standbys_is_read_from_the_setting() {
 
 #[test]
 fn the_standby_that_lacks_nothing_is_promoted_before_one_earlier_in_order() {
+    // ANY 1: ap-south confirmed the last commits, eu-west is 1 s behind.
+    assert_eq!(promoted_of(4_000, 5_000), "ap-south");
+}
+
+#[test]
+fn the_standby_that_lacks_least_is_promoted_so_none_is_left_ahead_of_the_new_primary() {
+    // Both behind, both within the limit: the one with more of the old
+    // primary's WAL, else it would be ahead of the new primary (two
+    // histories); equal, the preference order.
+    assert_eq!(promoted_of(4_000, 4_500), "ap-south");
+    assert_eq!(promoted_of(4_500, 4_000), "eu-west");
+    assert_eq!(promoted_of(4_500, 4_500), "eu-west");
+}
+
+/// The region promoted when us-east (the primary, at 5,000) is lost, the
+/// standbys eu-west and ap-south having replayed so much, each 1 s behind
+/// at most (`maxLagSeconds` 30).
+fn promoted_of(eu_west: u64, ap_south: u64) -> String {
     use crate::plan::tests::{Sim, down, spec, up};
     use serde_json::json;
     let mut sim = Sim::new(spec(json!({
         "regions": [{"name": "us-east"}, {"name": "eu-west"}, {"name": "ap-south"}],
         "failover": {"replication": {"maxLagSeconds": 30, "mode": "Asynchronous"}}
     })));
-    // ANY 1: ap-south confirmed the last commits, eu-west is 1 s behind.
     let mark = PrimaryMark {
         region: "us-east".into(),
         position: 5_000,
@@ -466,8 +485,8 @@ fn the_standby_that_lacks_nothing_is_promoted_before_one_earlier_in_order() {
     };
     let (lags, _) = lags(
         &readings(vec![
-            ("eu-west", standby(4_000, Some(-1))),
-            ("ap-south", standby(5_000, Some(0))),
+            ("eu-west", standby(eu_west, Some(-1))),
+            ("ap-south", standby(ap_south, Some(-1))),
         ]),
         Some(&mark),
         at(1),
@@ -485,12 +504,7 @@ fn the_standby_that_lacks_nothing_is_promoted_before_one_earlier_in_order() {
             ("ap-south", with(up(1, 1), "ap-south")),
         ]);
     }
-    assert_eq!(
-        sim.status.active_region.as_deref(),
-        Some("ap-south"),
-        "{}",
-        sim.weights()
-    );
+    sim.status.active_region.clone().unwrap_or_default()
 }
 
 #[test]
@@ -526,4 +540,120 @@ fn a_fenced_active_primary_is_unfenced_alone_and_refused_beside_a_live_one() {
     let fenced = role(DbRole::Primary, true);
     assert_eq!((fenced.seconds, fenced.bytes), (None, None));
     assert!(fenced.problem.is_some());
+}
+
+fn fenced_primary(position: u64, standbys: &[&str]) -> DbReading {
+    let DbReading::Primary {
+        confirmed_by,
+        standbys: listed,
+        ..
+    } = primary(
+        position,
+        &standbys
+            .iter()
+            .map(|s| (*s, position, None))
+            .collect::<Vec<_>>(),
+    )
+    else {
+        unreachable!()
+    };
+    DbReading::Primary {
+        position,
+        confirmed_by,
+        fenced: true,
+        standbys: listed,
+    }
+}
+
+#[test]
+fn a_fenced_old_primary_beside_the_live_one_says_nothing_for_the_data() {
+    let all = readings(vec![
+        ("us-east", fenced_primary(9_000, &[])),
+        ("eu-west", primary(6_000, &[("ap-south", 6_000, None)])),
+        ("ap-south", standby(6_000, Some(95))),
+    ]);
+    let (lags, mark) = lags(&all, None, at(100));
+    assert_eq!(mark.unwrap().region, "eu-west", "the primary taking writes");
+    let ap = &lags["ap-south"];
+    assert_eq!(
+        (ap.seconds, ap.bytes, ap.read_from),
+        (Some(0.0), Some(0), Some(ReadFrom::Primary))
+    );
+    assert_eq!(
+        shown_role("us-east", &lags["us-east"], Some("eu-west")),
+        "NeedsRejoin"
+    );
+
+    // A planned move's old primary, fenced and alone, still gives the position.
+    let alone = readings(vec![
+        ("us-east", fenced_primary(9_000, &["eu-west"])),
+        ("eu-west", standby(8_000, Some(95))),
+    ]);
+    let (lags, mark) = super::super::replication::lags(&alone, None, at(100));
+    assert_eq!(mark.unwrap().position, 9_000);
+    assert_eq!(lags["eu-west"].bytes, Some(0), "as its primary says");
+}
+
+#[test]
+fn a_standby_streaming_from_a_fenced_old_primary_has_no_lag_and_needs_a_rejoin() {
+    let all = readings(vec![
+        ("us-east", fenced_primary(9_000, &["ap-south"])),
+        ("eu-west", primary(6_000, &[])),
+        ("ap-south", streaming(9_000, Some(99))),
+    ]);
+    let (lags, _) = lags(&all, None, at(100));
+    let ap = &lags["ap-south"];
+    assert_eq!(
+        (ap.seconds, ap.bytes),
+        (None, None),
+        "positions of two histories"
+    );
+    assert!(ap.parted);
+    let problem = ap.problem.as_deref().unwrap();
+    assert!(
+        problem.contains("streams from us-east, not from the primary eu-west"),
+        "{problem}"
+    );
+    assert_eq!(shown_role("ap-south", ap, Some("eu-west")), "NeedsRejoin");
+}
+
+#[test]
+fn a_standby_that_receives_nothing_from_the_live_primary_says_so_and_keeps_its_lag() {
+    let all = readings(vec![
+        (
+            "us-east",
+            DbReading::Unreadable("connection refused".into()),
+        ),
+        ("eu-west", primary(6_000, &[])),
+        ("ap-south", standby(5_000, Some(70))),
+    ]);
+    let (lags, _) = lags(&all, None, at(100));
+    let ap = &lags["ap-south"];
+    assert_eq!((ap.seconds, ap.bytes), (Some(30.0), Some(1_000)));
+    assert!(!ap.parted);
+    let problem = ap.problem.as_deref().unwrap();
+    assert!(
+        problem.contains("receives no WAL from the primary eu-west"),
+        "{problem}"
+    );
+    assert_eq!(shown_role("ap-south", ap, Some("eu-west")), "Standby");
+
+    // Streaming from another standby (cascading): as read, nothing said.
+    let cascading = readings(vec![
+        ("eu-west", primary(6_000, &[("us-east", 6_000, None)])),
+        ("us-east", streaming(6_000, Some(99))),
+        ("ap-south", streaming(6_000, Some(99))),
+    ]);
+    let (lags, _) = super::super::replication::lags(&cascading, None, at(100));
+    assert_eq!(lags["ap-south"].problem, None);
+    assert_eq!(lags["ap-south"].bytes, Some(0));
+}
+
+fn streaming(replayed: u64, last_commit: Option<i64>) -> DbReading {
+    DbReading::Standby {
+        received: replayed,
+        replayed,
+        last_replayed_commit: last_commit.map(at),
+        streaming: true,
+    }
 }
