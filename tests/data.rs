@@ -36,13 +36,40 @@ async fn uri_secret(hub: &kube::Client, ns: &str, uris: BTreeMap<String, String>
     .expect("Secret applied");
 }
 
+/// Each region's URI, as the operator reads it: over TLS, the server's
+/// certificate checked against the CA in `ca.crt` and for its address.
 async fn database_uris() -> BTreeMap<String, String> {
     let regions = env_with_databases().regions.lock().await;
-    regions
+    let mut uris: BTreeMap<String, String> = regions
         .databases()
         .iter()
-        .map(|d| (d.region.clone(), d.uri()))
-        .collect()
+        .map(|d| {
+            let uri = d.uri().replace("sslmode=disable", "sslmode=verify-full");
+            (d.region.clone(), uri)
+        })
+        .collect();
+    uris.insert("ca.crt".into(), regions.database_ca().unwrap());
+    uris
+}
+
+/// How many client sessions of a region's database use TLS.
+async fn tls_sessions(region: &str) -> i64 {
+    let regions = env_with_databases().regions.lock().await;
+    let client = regions
+        .database(region)
+        .unwrap()
+        .connect("postgres")
+        .await
+        .unwrap();
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE s.ssl AND a.backend_type = 'client backend'",
+            &[],
+        )
+        .await
+        .unwrap();
+    row.get(0)
 }
 
 fn spec(max_lag: i32) -> serde_json::Value {
@@ -392,6 +419,73 @@ async fn a_database_that_refuses_is_named_by_region_and_key_and_nothing_moves() 
 
     common::operator::delete_app(&hub, ns, "shop").await;
     restore_databases().await;
+}
+
+#[tokio::test]
+async fn a_database_is_read_over_tls_only_when_its_certificate_is_trusted() {
+    let env = env_with_databases();
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env.client("hub").await;
+    // Trusted: the databases' own CA; refused: another CA, and
+    // verify-full with no CA at all.
+    let other_dir = std::env::temp_dir().join(format!("other-ca-{}", std::process::id()));
+    let other_ca = localregions::pki::ClusterPki::generate(&other_dir, "other", &[])
+        .unwrap()
+        .ca_pem;
+    let trusted = database_uris().await;
+    let mut untrusted = trusted.clone();
+    untrusted.insert("ca.crt".into(), other_ca);
+    let mut no_ca = trusted.clone();
+    no_ca.remove("ca.crt");
+    for (ns, uris) in [
+        ("data-tls", trusted),
+        ("data-tls-other-ca", untrusted),
+        ("data-tls-no-ca", no_ca),
+    ] {
+        uri_secret(&hub, ns, uris).await;
+        apply_app(&hub, ns, "shop", spec(30)).await;
+    }
+
+    wait_for(
+        "the lag read over TLS",
+        Duration::from_secs(120),
+        || async {
+            let primary = replica(&hub, "data-tls", "us-east").await?;
+            let standby = replica(&hub, "data-tls", "eu-west").await?;
+            (primary.role == "Primary" && standby.lag_seconds == Some(0)).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        tls_sessions("us-east").await > 0,
+        "the operator's sessions use TLS"
+    );
+    let refused = |ns: &'static str, why: &'static str| {
+        let hub = hub.clone();
+        async move {
+            wait_for(
+                &format!("{ns}: us-east refused ({why})"),
+                Duration::from_secs(60),
+                || async {
+                    let us = replica(&hub, ns, "us-east").await?;
+                    let message = us.message?;
+                    (us.role == "Unknown"
+                        && message.contains("Secret shop-db key us-east")
+                        && message.contains(why))
+                    .then_some(())
+                },
+            )
+            .await
+        }
+    };
+    refused("data-tls-other-ca", "UnknownIssuer").await;
+    refused("data-tls-no-ca", "no CA to check the server against").await;
+
+    for ns in ["data-tls", "data-tls-other-ca", "data-tls-no-ca"] {
+        common::operator::delete_app(&hub, ns, "shop").await;
+    }
+    let _ = std::fs::remove_dir_all(other_dir);
 }
 
 /// Writes for `seconds` at 50 a second, client-side failover over every

@@ -10,6 +10,7 @@
 
 pub mod metrics;
 pub mod postgres;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -25,7 +26,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::api::{DataStage, LagSource, MultiRegionApp, PrimaryPosition, Strategy};
 use crate::plan::manifest::AppKey;
 use crate::plan::replication::{
-    self, DataStep, DbReading, PrimaryMark, ReplicaLag, ReplicatedStore,
+    self, DataStep, DbReading, PrimaryMark, ReplicaLag, ReplicatedStore, Target,
 };
 
 /// A reading is reused for this long (reconciles come faster than rounds).
@@ -35,7 +36,8 @@ const STEP_LIMIT: Duration = Duration::from_secs(40);
 /// The Secret of URIs is read again after this long.
 const SECRET_REUSE: Duration = Duration::from_secs(30);
 
-type Uris = Result<BTreeMap<String, String>, String>;
+/// Each region's database as the app's Secret gives it, or why not.
+type Uris = Result<BTreeMap<String, Target>, String>;
 /// Each region's role and lag, as one round read them.
 type Lags = BTreeMap<String, ReplicaLag>;
 
@@ -136,12 +138,12 @@ impl DataTier {
             Ok(uris) => uris,
             Err(why) => return DbReading::Unreadable(format!("{where_}: {why}")),
         };
-        let Some(uri) = uris.get(region) else {
+        let Some(target) = uris.get(region) else {
             return DbReading::Unreadable(format!("{where_}: no such key"));
         };
-        match self.postgres.read(uri).await {
+        match self.postgres.read(target).await {
             Ok(reading) => reading,
-            Err(why) => DbReading::Unreadable(format!("{where_}: {}", redact(&why, uri))),
+            Err(why) => DbReading::Unreadable(format!("{where_}: {}", redact(&why, &target.uri))),
         }
     }
 
@@ -155,12 +157,7 @@ impl DataTier {
         }
         let api: Api<Secret> = Api::namespaced(self.hub.clone(), namespace);
         let uris = match api.get_opt(name).await {
-            Ok(Some(secret)) => Ok(secret
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).trim().to_string()))
-                .collect()),
+            Ok(Some(secret)) => Ok(targets(secret)),
             Ok(None) => Err("no such Secret in the app's namespace".to_string()),
             Err(e) => Err(format!("cannot read it: {e}")),
         };
@@ -170,6 +167,27 @@ impl DataTier {
             .insert(id, (Instant::now(), uris.clone()));
         uris
     }
+}
+
+/// The Secret's keys as each region's target, all trusting its `ca.crt`.
+fn targets(secret: Secret) -> BTreeMap<String, Target> {
+    let mut texts: BTreeMap<String, String> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).trim().to_string()))
+        .collect();
+    let ca: Option<std::sync::Arc<str>> = texts.remove(tls::CA_KEY).map(Into::into);
+    texts
+        .into_iter()
+        .map(|(region, uri)| {
+            let target = Target {
+                uri,
+                ca: ca.clone(),
+            };
+            (region, target)
+        })
+        .collect()
 }
 
 /// An error message without the URI's password, should a library quote it.
@@ -253,7 +271,7 @@ impl DataTier {
 
     /// Takes one step: its outcome (Done, Skipped, Failed) and message.
     async fn take(&self, step: &DataStep, uris: &Uris, secret: &str) -> (&'static str, String) {
-        let uri = |region: &str| -> Result<String, String> {
+        let uri = |region: &str| -> Result<Target, String> {
             let uris = uris.as_ref().map_err(|e| format!("Secret {secret}: {e}"))?;
             uris.get(region)
                 .cloned()
@@ -261,7 +279,7 @@ impl DataTier {
         };
         let result = match step {
             DataStep::Fence(region) => match uri(region) {
-                Ok(uri) => match self.postgres.fence(&uri).await {
+                Ok(target) => match self.postgres.fence(&target).await {
                     Ok(true) => Ok("it refuses writes".to_string()),
                     // Not reachable: fenced when it comes back.
                     Ok(false) => {
@@ -270,17 +288,17 @@ impl DataTier {
                             "it does not answer: fenced when it comes back".to_string(),
                         );
                     }
-                    Err(why) => Err(redact(&why, &uri)),
+                    Err(why) => Err(redact(&why, &target.uri)),
                 },
                 Err(why) => Err(why),
             },
             DataStep::Unfence(region) => match uri(region) {
-                Ok(uri) => self
+                Ok(target) => self
                     .postgres
-                    .unfence(&uri)
+                    .unfence(&target)
                     .await
                     .map(|()| "it takes writes again".to_string())
-                    .map_err(|why| redact(&why, &uri)),
+                    .map_err(|why| redact(&why, &target.uri)),
                 Err(why) => Err(why),
             },
             DataStep::Refuse { why, .. } => Err(why.clone()),
@@ -290,12 +308,12 @@ impl DataTier {
                 required,
             } => self.await_replay(&uri, target, from, *required).await,
             DataStep::Promote(region) => match uri(region) {
-                Ok(uri) => self
+                Ok(target) => self
                     .postgres
-                    .promote(&uri)
+                    .promote(&target)
                     .await
                     .map(|()| "it accepts writes".to_string())
-                    .map_err(|why| redact(&why, &uri)),
+                    .map_err(|why| redact(&why, &target.uri)),
                 Err(why) => Err(why),
             },
         };
@@ -307,7 +325,7 @@ impl DataTier {
 
     async fn await_replay(
         &self,
-        uri: &impl Fn(&str) -> Result<String, String>,
+        uri: &impl Fn(&str) -> Result<Target, String>,
         target: &str,
         from: &str,
         required: bool,
@@ -316,20 +334,25 @@ impl DataTier {
         let position = match self.postgres.position(&from_uri).await {
             Ok(position) => position,
             Err(why) if !required => {
-                let why = redact(&why, &from_uri);
+                let why = redact(&why, &from_uri.uri);
                 return Ok(format!(
                     "{from} does not answer ({why}): the RPO gate decided"
                 ));
             }
-            Err(why) => return Err(format!("{from}'s position: {}", redact(&why, &from_uri))),
+            Err(why) => {
+                return Err(format!(
+                    "{from}'s position: {}",
+                    redact(&why, &from_uri.uri)
+                ));
+            }
         };
         match self.postgres.await_replay(&target_uri, position).await {
             Ok(()) => Ok(format!("replayed all {from} wrote")),
             Err(why) if !required => Ok(format!(
                 "{}; a failover: the RPO gate decided",
-                redact(&why, &target_uri)
+                redact(&why, &target_uri.uri)
             )),
-            Err(why) => Err(redact(&why, &target_uri)),
+            Err(why) => Err(redact(&why, &target_uri.uri)),
         }
     }
 }

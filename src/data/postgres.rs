@@ -10,55 +10,72 @@ use jiff::Timestamp;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
-use crate::plan::replication::{self, DbReading, ReplicatedStore, StreamedTo};
+use super::tls::{self, SslMode};
+use crate::plan::replication::{self, DbReading, ReplicatedStore, StreamedTo, Target};
 
 /// How long one connection and its queries may take: a region whose
 /// database does not answer within it is unreadable this round.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Open connections, by URI, reused across rounds.
+/// Open connections, by target (URI and CA), reused across rounds.
 #[derive(Default)]
 pub struct Connections {
-    open: Mutex<BTreeMap<String, Arc<Client>>>,
+    open: Mutex<BTreeMap<Target, Arc<Client>>>,
 }
 
 impl Connections {
-    /// A connection to `uri`: the open one, or a new one.
-    async fn client(&self, uri: &str) -> Result<Arc<Client>, String> {
+    /// A connection to `target`: the open one, or a new one (TLS as its
+    /// `sslmode` says, see [`super::tls`]).
+    async fn client(&self, target: &Target) -> Result<Arc<Client>, String> {
         let mut open = self.open.lock().await;
-        if let Some(client) = open.get(uri).filter(|c| !c.is_closed()) {
+        if let Some(client) = open.get(target).filter(|c| !c.is_closed()) {
             return Ok(client.clone());
         }
-        open.remove(uri);
-        let (client, connection) = tokio_postgres::connect(uri, NoTls)
-            .await
-            .map_err(|e| describe(&e))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let client = Arc::new(client);
-        open.insert(uri.to_string(), client.clone());
+        open.remove(target);
+        let client = Arc::new(connect(&target.uri, target.ca.as_deref()).await?);
+        open.insert(target.clone(), client.clone());
         Ok(client)
     }
 
-    /// Forgets the connection to `uri` (after an error or a timeout).
-    async fn drop_client(&self, uri: &str) {
-        self.open.lock().await.remove(uri);
+    /// Forgets the connection to `target` (after an error or a timeout).
+    async fn drop_client(&self, target: &Target) {
+        self.open.lock().await.remove(target);
     }
 
-    /// Reads the database at `uri`, within [`READ_TIMEOUT`].
-    async fn read_now(&self, uri: &str) -> Result<DbReading, String> {
+    /// Reads the database at `target`, within [`READ_TIMEOUT`].
+    async fn read_now(&self, target: &Target) -> Result<DbReading, String> {
         let reading = tokio::time::timeout(READ_TIMEOUT, async {
-            let client = self.client(uri).await?;
+            let client = self.client(target).await?;
             read(&client).await.map_err(|e| describe(&e))
         })
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {}s", READ_TIMEOUT.as_secs())));
         if reading.is_err() {
-            self.drop_client(uri).await;
+            self.drop_client(target).await;
         }
         reading
     }
+}
+
+/// Connects to `uri`, with TLS unless its `sslmode` is `disable`; the
+/// connection runs on its own task until the client is dropped.
+async fn connect(uri: &str, ca: Option<&str>) -> Result<Client, String> {
+    let split = tls::split(uri)?;
+    let mut config: tokio_postgres::Config = split.uri.parse().map_err(|e| describe(&e))?;
+    config.ssl_mode(match split.mode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        _ => tokio_postgres::config::SslMode::Require,
+    });
+    if split.mode == SslMode::Disable {
+        let (client, connection) = config.connect(NoTls).await.map_err(|e| describe(&e))?;
+        tokio::spawn(connection);
+        return Ok(client);
+    }
+    let connector = tls::connector(&split, ca)?;
+    let (client, connection) = config.connect(connector).await.map_err(|e| describe(&e))?;
+    tokio::spawn(connection);
+    Ok(client)
 }
 
 async fn read(client: &Client) -> Result<DbReading, tokio_postgres::Error> {
@@ -145,19 +162,19 @@ pub const REPLAY_WAIT: Duration = Duration::from_secs(5);
 impl Connections {
     /// A fresh connection for one step (a step must not reuse a connection
     /// a previous round left in doubt).
-    async fn step_client(&self, uri: &str) -> Result<Arc<Client>, String> {
-        self.drop_client(uri).await;
-        tokio::time::timeout(READ_TIMEOUT * 3, self.client(uri))
+    async fn step_client(&self, target: &Target) -> Result<Arc<Client>, String> {
+        self.drop_client(target).await;
+        tokio::time::timeout(READ_TIMEOUT * 3, self.client(target))
             .await
             .unwrap_or_else(|_| Err("no answer".into()))
     }
 
-    /// Makes the primary at `uri` refuse writes: new transactions are read
+    /// Makes the primary at `target` refuse writes: new transactions are read
     /// only (`default_transaction_read_only`, reloaded) and the client
     /// sessions open now are ended, each waited for up to 5 s (replication
     /// goes on). `Ok(false)`: it could not be reached.
-    async fn fence_now(&self, uri: &str) -> Result<bool, String> {
-        let Ok(client) = self.step_client(uri).await else {
+    async fn fence_now(&self, target: &Target) -> Result<bool, String> {
+        let Ok(client) = self.step_client(target).await else {
             return Ok(false);
         };
         let run = async {
@@ -175,9 +192,9 @@ impl Connections {
         run.await.map(|()| true).map_err(|e| describe(&e))
     }
 
-    /// Lets the primary at `uri` take writes again.
-    async fn unfence_now(&self, uri: &str) -> Result<(), String> {
-        let client = self.step_client(uri).await?;
+    /// Lets the primary at `target` take writes again.
+    async fn unfence_now(&self, target: &Target) -> Result<(), String> {
+        let client = self.step_client(target).await?;
         let run = async {
             client
                 .batch_execute("ALTER SYSTEM RESET default_transaction_read_only")
@@ -187,9 +204,9 @@ impl Connections {
         run.await.map_err(|e| describe(&e))
     }
 
-    /// The WAL position of the (fenced) primary at `uri`.
-    async fn position_now(&self, uri: &str) -> Result<u64, String> {
-        let client = self.step_client(uri).await?;
+    /// The WAL position of the (fenced) primary at `target`.
+    async fn position_now(&self, target: &Target) -> Result<u64, String> {
+        let client = self.step_client(target).await?;
         let row = client
             .query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[])
             .await
@@ -197,10 +214,10 @@ impl Connections {
         Ok(row.get::<_, i64>(0).max(0) as u64)
     }
 
-    /// Waits until the standby at `uri` has replayed `position`, up to
+    /// Waits until the standby at `target` has replayed `position`, up to
     /// [`REPLAY_WAIT`]; the position it reached otherwise.
-    async fn await_replay_now(&self, uri: &str, position: u64) -> Result<(), String> {
-        let client = self.step_client(uri).await?;
+    async fn await_replay_now(&self, target: &Target, position: u64) -> Result<(), String> {
+        let client = self.step_client(target).await?;
         let deadline = tokio::time::Instant::now() + REPLAY_WAIT;
         loop {
             let row = client
@@ -226,9 +243,9 @@ impl Connections {
         }
     }
 
-    /// Promotes the standby at `uri` and returns once it accepts writes.
-    async fn promote_now(&self, uri: &str) -> Result<(), String> {
-        let client = self.step_client(uri).await?;
+    /// Promotes the standby at `target` and returns once it accepts writes.
+    async fn promote_now(&self, target: &Target) -> Result<(), String> {
+        let client = self.step_client(target).await?;
         let run = async {
             let row = client.query_one("SELECT pg_is_in_recovery()", &[]).await?;
             if row.get::<_, bool>(0) {
@@ -254,22 +271,22 @@ impl Connections {
 }
 
 impl ReplicatedStore for Connections {
-    async fn read(&self, target: &str) -> Result<DbReading, String> {
+    async fn read(&self, target: &Target) -> Result<DbReading, String> {
         self.read_now(target).await
     }
-    async fn fence(&self, target: &str) -> Result<bool, String> {
+    async fn fence(&self, target: &Target) -> Result<bool, String> {
         self.fence_now(target).await
     }
-    async fn unfence(&self, target: &str) -> Result<(), String> {
+    async fn unfence(&self, target: &Target) -> Result<(), String> {
         self.unfence_now(target).await
     }
-    async fn position(&self, target: &str) -> Result<u64, String> {
+    async fn position(&self, target: &Target) -> Result<u64, String> {
         self.position_now(target).await
     }
-    async fn await_replay(&self, target: &str, position: u64) -> Result<(), String> {
+    async fn await_replay(&self, target: &Target, position: u64) -> Result<(), String> {
         self.await_replay_now(target, position).await
     }
-    async fn promote(&self, target: &str) -> Result<(), String> {
+    async fn promote(&self, target: &Target) -> Result<(), String> {
         self.promote_now(target).await
     }
 }

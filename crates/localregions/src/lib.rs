@@ -17,7 +17,7 @@ mod components;
 mod faults;
 pub mod load;
 mod netns;
-mod pki;
+pub mod pki;
 mod postgres;
 mod process;
 mod spread;

@@ -7,8 +7,10 @@
 //! they would between real regions.
 //!
 //! Each server listens on its region's address (127.0.0.1, or the
-//! region's host address with a spread hub) and trusts every local
-//! connection: these are test databases, never to hold data of worth.
+//! region's host address with a spread hub), offers TLS with a
+//! certificate from its own CA (`DIR/postgres/tls/ca.crt`, printed by
+//! `env` as `POSTGRES_CA`) and trusts every local connection, with TLS or
+//! without: these are test databases, never to hold data of worth.
 //! `fail` kills a region's server (SIGKILL, with its backends) and cuts
 //! its links; `recover` starts it again as it was: a primary stays a
 //! primary (localregions never demotes: that is what fencing and
@@ -266,6 +268,8 @@ impl LocalRegions {
         let user = server_user()?;
         let root = self.dir.join("postgres");
         prepare_dir(&root, user)?;
+        let hosts: Vec<&str> = regions.iter().map(|(_, host)| host.as_str()).collect();
+        write_tls(&self.tls_dir(), &hosts, user)?;
         for (index, (region, host)) in regions.iter().enumerate() {
             let database = self.plan_database(region, host, user)?;
             self.state.databases.push(database);
@@ -313,6 +317,12 @@ impl LocalRegions {
             format!("primary_conninfo={conninfo}"),
             "-c".into(),
             format!("primary_slot_name={}", slot(region)),
+            "-c".into(),
+            "ssl=on".into(),
+            "-c".into(),
+            format!("ssl_cert_file={}", self.tls_dir().join(TLS_CERT).display()),
+            "-c".into(),
+            format!("ssl_key_file={}", self.tls_dir().join(TLS_KEY).display()),
         ];
         let server = Component {
             name: format!("{region}/postgres"),
@@ -618,16 +628,34 @@ impl LocalRegions {
         .await
     }
 
-    /// `POSTGRES_<REGION>=URI` lines for `env`.
+    /// Where the databases' TLS files are.
+    fn tls_dir(&self) -> PathBuf {
+        self.dir.join("postgres").join("tls")
+    }
+
+    /// The CA that signed every database's certificate (PEM).
+    pub fn database_ca(&self) -> Result<String> {
+        let path = self.tls_dir().join(TLS_CA);
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// `POSTGRES_<REGION>=URI` lines for `env`, and `POSTGRES_CA`, the
+    /// file of the CA their certificates are signed by.
     pub(crate) fn database_env_lines(&self) -> String {
-        self.state
+        let mut lines: String = self
+            .state
             .databases
             .iter()
             .map(|d| {
                 let upper = d.region.to_uppercase().replace('-', "_");
                 format!("export POSTGRES_{upper}='{}'\n", d.uri())
             })
-            .collect()
+            .collect();
+        if !self.state.databases.is_empty() {
+            let ca = self.tls_dir().join(TLS_CA);
+            lines.push_str(&format!("export POSTGRES_CA='{}'\n", ca.display()));
+        }
+        lines
     }
 
     /// Stops every database (fast shutdown).
@@ -651,6 +679,26 @@ fn shut_down(server: &mut Component) {
         }
     }
     server.stop(Duration::ZERO);
+}
+
+/// The databases' TLS files in [`LocalRegions::tls_dir`] (named by
+/// `pki::ClusterPki`).
+const TLS_CA: &str = "ca.crt";
+const TLS_CERT: &str = "apiserver.crt";
+const TLS_KEY: &str = "apiserver.key";
+
+/// Writes a CA and one server certificate for 127.0.0.1, localhost and
+/// every region's address, owned by the servers' user (PostgreSQL reads
+/// its key only if no one else may).
+fn write_tls(dir: &Path, hosts: &[&str], user: Option<(u32, u32)>) -> Result<()> {
+    let addresses: Vec<std::net::IpAddr> = hosts.iter().filter_map(|h| h.parse().ok()).collect();
+    crate::pki::ClusterPki::generate(dir, "postgres", &addresses)?;
+    if let Some((uid, gid)) = user {
+        for name in ["", TLS_CA, TLS_CERT, TLS_KEY] {
+            std::os::unix::fs::chown(dir.join(name), Some(uid), Some(gid))?;
+        }
+    }
+    Ok(())
 }
 
 /// Appends the replication settings to a new cluster's `postgresql.conf`.

@@ -1028,9 +1028,13 @@ impl Default for LagSource {
 pub struct PostgresLagSource {
     /// A Secret in the app's namespace of the hub with one key per region
     /// (the region's name), each a libpq URI of that region's database
-    /// (`postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=...`). Its role
-    /// needs `pg_monitor` to read the lag (docs/behaviour.md lists what
-    /// promotion and fencing need). A region without a key has no lag.
+    /// (`postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=verify-full`), and
+    /// optionally `ca.crt`: the PEM certificates every region's server is
+    /// checked against (`sslmode` as libpq reads it: `verify-full` checks
+    /// the chain and the host, `verify-ca` the chain; `sslrootcert=system`
+    /// trusts the Mozilla roots instead). Its role needs `pg_monitor` to
+    /// read the lag (docs/behaviour.md lists what promotion and fencing
+    /// need). A region without a key has no lag.
     pub secret_ref: LocalSecretRef,
 }
 

@@ -38,30 +38,40 @@ use crate::api::{PrimaryPosition, ReplicaStatus};
 /// problem unchanged).
 pub const STATUS_REFRESH_SECONDS: i64 = 30;
 
+/// How to reach one region's database, as the app's Secret gives it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Target {
+    /// Its address (a libpq URI for PostgreSQL).
+    pub uri: String,
+    /// The certificates (PEM) its server's is checked against, when the
+    /// Secret gives them (`ca.crt`).
+    pub ca: Option<std::sync::Arc<str>>,
+}
+
 /// A store whose replication the operator reads and steers: one adapter
 /// per kind of store (PostgreSQL streaming replication in `src/data/`; a
 /// Postgres operator such as CloudNativePG, or another database, is one
-/// more). `target` is how the adapter reaches one region's database (a
-/// libpq URI for PostgreSQL). Errors are messages for people.
+/// more). `target` is how the adapter reaches one region's database.
+/// Errors are messages for people.
 pub trait ReplicatedStore: Send + Sync {
     /// Reads the region's database once: its role and positions.
-    fn read(&self, target: &str) -> impl Future<Output = Result<DbReading, String>> + Send;
+    fn read(&self, target: &Target) -> impl Future<Output = Result<DbReading, String>> + Send;
     /// Makes a primary refuse writes (idempotent): `Ok(false)` when it
     /// could not be reached (it is fenced when it comes back), an error
     /// when it answered and refused.
-    fn fence(&self, target: &str) -> impl Future<Output = Result<bool, String>> + Send;
+    fn fence(&self, target: &Target) -> impl Future<Output = Result<bool, String>> + Send;
     /// Lets a fenced primary take writes again.
-    fn unfence(&self, target: &str) -> impl Future<Output = Result<(), String>> + Send;
+    fn unfence(&self, target: &Target) -> impl Future<Output = Result<(), String>> + Send;
     /// A (fenced) primary's current position.
-    fn position(&self, target: &str) -> impl Future<Output = Result<u64, String>> + Send;
+    fn position(&self, target: &Target) -> impl Future<Output = Result<u64, String>> + Send;
     /// Waits, bounded, until a standby has replayed `position`.
     fn await_replay(
         &self,
-        target: &str,
+        target: &Target,
         position: u64,
     ) -> impl Future<Output = Result<(), String>> + Send;
     /// Promotes a standby and returns once it accepts writes (idempotent).
-    fn promote(&self, target: &str) -> impl Future<Output = Result<(), String>> + Send;
+    fn promote(&self, target: &Target) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// What one read of a region's database said.

@@ -1,0 +1,358 @@
+//! TLS to the databases, as a libpq URI asks for it. tokio-postgres reads
+//! `sslmode` only as `disable`, `prefer` or `require` and no `sslrootcert`
+//! at all, so the operator takes both out of the URI and checks the
+//! server itself:
+//!
+//! | `sslmode` | TLS | the server's certificate |
+//! | --- | --- | --- |
+//! | `disable` | never | - |
+//! | `allow`, `prefer` (or none) | when the server offers it | not checked (as libpq) |
+//! | `require` | always | not checked; checked against the CA when one is given (as libpq) |
+//! | `verify-ca` | always | signed by the CA |
+//! | `verify-full` | always | signed by the CA and for the URI's host |
+//!
+//! The CA is the Secret's `ca.crt` key (PEM, for every region's URI), or
+//! the Mozilla roots with `sslrootcert=system`. A `sslrootcert` path is
+//! refused: the operator reads no file of its pod for a tenant.
+
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// The Secret key whose PEM certificates the databases' servers are
+/// checked against.
+pub const CA_KEY: &str = "ca.crt";
+
+/// libpq's `sslmode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// Which certificates a server's is checked against (`sslrootcert`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Roots {
+    /// The Secret's `ca.crt`, if it has one.
+    Secret,
+    /// `sslrootcert=system`: the Mozilla roots.
+    System,
+}
+
+/// A URI with the TLS settings taken out: what tokio-postgres reads, and
+/// what the operator does itself.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Split {
+    pub uri: String,
+    pub mode: SslMode,
+    pub roots: Roots,
+}
+
+/// Takes `sslmode` and `sslrootcert` out of a URI, in either of libpq's
+/// forms (`postgresql://...?sslmode=...` or `host=... sslmode=...`).
+pub fn split(uri: &str) -> Result<Split, String> {
+    let (uri, settings) = if uri.starts_with("postgres://") || uri.starts_with("postgresql://") {
+        split_url(uri)
+    } else {
+        split_words(uri)
+    };
+    let mut split = Split {
+        uri,
+        mode: SslMode::Prefer,
+        roots: Roots::Secret,
+    };
+    for (key, value) in settings {
+        match (key.as_str(), value.as_str()) {
+            ("sslmode", "disable") => split.mode = SslMode::Disable,
+            ("sslmode", "allow" | "prefer") => split.mode = SslMode::Prefer,
+            ("sslmode", "require") => split.mode = SslMode::Require,
+            ("sslmode", "verify-ca") => split.mode = SslMode::VerifyCa,
+            ("sslmode", "verify-full") => split.mode = SslMode::VerifyFull,
+            ("sslmode", other) => {
+                return Err(format!(
+                    "sslmode={other}: not one of disable, allow, prefer, require, verify-ca, verify-full"
+                ));
+            }
+            ("sslrootcert", "system") => split.roots = Roots::System,
+            ("sslrootcert", _) => {
+                return Err(format!(
+                    "sslrootcert: a file is not read; put the CA in the Secret's {CA_KEY} key, or write sslrootcert=system"
+                ));
+            }
+            (key, _) => {
+                return Err(format!(
+                    "{key}: client certificates are not supported; use a password"
+                ));
+            }
+        }
+    }
+    Ok(split)
+}
+
+/// The settings this module reads.
+const OURS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
+
+fn split_url(uri: &str) -> (String, Vec<(String, String)>) {
+    let Some((base, query)) = uri.split_once('?') else {
+        return (uri.to_string(), Vec::new());
+    };
+    let (mut kept, mut taken) = (Vec::new(), Vec::new());
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some((key, value)) if OURS.contains(&key) => {
+                taken.push((key.to_string(), value.to_string()));
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let uri = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (uri, taken)
+}
+
+fn split_words(uri: &str) -> (String, Vec<(String, String)>) {
+    let (mut kept, mut taken) = (Vec::new(), Vec::new());
+    for word in uri.split_whitespace() {
+        match word.split_once('=') {
+            Some((key, value)) if OURS.contains(&key) => {
+                taken.push((key.to_string(), value.trim_matches('\'').to_string()));
+            }
+            _ => kept.push(word),
+        }
+    }
+    (kept.join(" "), taken)
+}
+
+/// The TLS connector for `mode`, trusting `ca` (PEM) or the Mozilla roots.
+pub fn connector(split: &Split, ca: Option<&str>) -> Result<MakeRustlsConnect, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = roots(split, ca)?;
+    let verifier: Arc<dyn ServerCertVerifier> = match (split.mode, roots) {
+        (SslMode::VerifyFull, Some(roots)) => webpki(roots, &provider)?,
+        (SslMode::VerifyCa | SslMode::Require, Some(roots)) => Arc::new(AnyName {
+            inner: webpki(roots, &provider)?,
+        }),
+        (SslMode::VerifyFull | SslMode::VerifyCa, None) => {
+            return Err(format!(
+                "sslmode={}: no CA to check the server against; put it in the Secret's {CA_KEY} key, or write sslrootcert=system",
+                if split.mode == SslMode::VerifyFull {
+                    "verify-full"
+                } else {
+                    "verify-ca"
+                }
+            ));
+        }
+        _ => Arc::new(Unchecked {
+            provider: provider.clone(),
+        }),
+    };
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// The certificates to check against: `None` when there are none to use.
+fn roots(split: &Split, ca: Option<&str>) -> Result<Option<RootCertStore>, String> {
+    let mut store = RootCertStore::empty();
+    match (split.roots, ca) {
+        (Roots::System, _) => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        (Roots::Secret, Some(pem)) => {
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| format!("{CA_KEY}: not PEM certificates: {e}"))?;
+                store
+                    .add(cert)
+                    .map_err(|e| format!("{CA_KEY}: a certificate rustls refuses: {e}"))?;
+            }
+            if store.is_empty() {
+                return Err(format!("{CA_KEY}: no certificate in it"));
+            }
+        }
+        (Roots::Secret, None) => return Ok(None),
+    }
+    Ok(Some(store))
+}
+
+fn webpki(
+    roots: RootCertStore,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<WebPkiServerVerifier>, String> {
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// `verify-ca`: the chain must lead to the CA; the host name is not
+/// checked.
+#[derive(Debug)]
+struct AnyName {
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// `prefer` and `require` without a CA: encrypted, the server not checked
+/// (libpq's behaviour); the handshake's signatures still are.
+#[derive(Debug)]
+struct Unchecked {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Unchecked {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_settings_are_taken_out_of_either_form_of_uri() {
+        let url = split(
+            "postgresql://monitor:pw@db.eu:5432/app?sslmode=verify-full&application_name=x&sslrootcert=system",
+        )
+        .unwrap();
+        assert_eq!(
+            url,
+            Split {
+                uri: "postgresql://monitor:pw@db.eu:5432/app?application_name=x".into(),
+                mode: SslMode::VerifyFull,
+                roots: Roots::System,
+            }
+        );
+        let words = split("host=127.0.0.1 port=5432 sslmode='require' user=postgres").unwrap();
+        assert_eq!(words.uri, "host=127.0.0.1 port=5432 user=postgres");
+        assert_eq!((words.mode, words.roots), (SslMode::Require, Roots::Secret));
+        let plain = split("postgres://u@h/db").unwrap();
+        assert_eq!(
+            (plain.uri.as_str(), plain.mode),
+            ("postgres://u@h/db", SslMode::Prefer)
+        );
+        for (mode, expected) in [
+            ("disable", SslMode::Disable),
+            ("allow", SslMode::Prefer),
+            ("prefer", SslMode::Prefer),
+            ("verify-ca", SslMode::VerifyCa),
+        ] {
+            assert_eq!(
+                split(&format!("host=h sslmode={mode}")).unwrap().mode,
+                expected
+            );
+        }
+    }
+
+    #[test]
+    fn what_the_operator_cannot_honour_is_refused_by_name() {
+        let bad = |uri: &str| split(uri).unwrap_err();
+        assert!(bad("host=h sslmode=strict").starts_with("sslmode=strict"));
+        assert!(bad("postgres://h/db?sslrootcert=/etc/ca.pem").contains("ca.crt"));
+        assert!(bad("host=h sslcert=/c.pem").starts_with("sslcert"));
+        let verify = split("host=h sslmode=verify-full").unwrap();
+        let refused = connector(&verify, None).err().unwrap();
+        assert!(refused.contains("no CA"), "{refused}");
+        let garbage = connector(&verify, Some("not a certificate")).err().unwrap();
+        assert!(garbage.contains("ca.crt"), "{garbage}");
+        assert!(connector(&split("host=h").unwrap(), None).is_ok());
+    }
+}
