@@ -200,10 +200,12 @@ pub(crate) fn watch_deployments(
 }
 
 /// A watched Deployment as the operator keeps it: what `workload_state`
-/// reads (metadata, `spec.replicas`, status), not its pod template (the
-/// bulk of a Deployment; the applied-hash annotation says whether it is
-/// current).
+/// and placement read (the metadata a cache keeps, `spec.replicas`,
+/// status), not its pod template nor the field sets of its managed fields
+/// (the bulk of a Deployment; the applied-hash annotation says whether it
+/// is current).
 pub(crate) fn trimmed(deployment: &mut Deployment) {
+    manifest::cached_meta(&mut deployment.metadata, FIELD_MANAGER);
     if let Some(spec) = deployment.spec.as_mut() {
         spec.template = Default::default();
         spec.selector = Default::default();
@@ -576,7 +578,15 @@ mod tests {
             "metadata": {"name": "checkout", "namespace": "shop", "generation": 2,
                          "uid": "5f0c", "creationTimestamp": "2026-12-07T08:00:00Z",
                          "labels": labels,
-                         "annotations": {"lag": "1.5", "deployment.kubernetes.io/revision": "2"}},
+                         "annotations": {"lag": "1.5", "deployment.kubernetes.io/revision": "2"},
+                         "managedFields": [
+                             {"manager": FIELD_MANAGER, "operation": "Update",
+                              "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+                             {"manager": FIELD_MANAGER, "operation": "Apply",
+                              "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:template": {}}}},
+                             {"manager": "kube-controller-manager", "operation": "Update",
+                              "subresource": "status",
+                              "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}}]},
             "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "checkout"}},
                      "template": {"metadata": {"labels": {"app": "checkout"}},
                                   "spec": {"containers": [{"name": "web", "image": "nginx"}]}}},
@@ -590,7 +600,6 @@ mod tests {
         .unwrap();
         let mut kept = placed.clone();
         trimmed(&mut kept);
-        manifest::cached_meta(&mut kept.metadata, FIELD_MANAGER);
         let state = |d: &Deployment| workload_state(d, &app, "us-east", Some("lag"));
         assert!(matches!(
             state(&placed),
@@ -601,6 +610,12 @@ mod tests {
             }
         ));
         assert_eq!(state(&kept), state(&placed));
+        // Of the managed fields, the operator's records without their
+        // field sets: placement still sees the fold it owes.
+        let fields = kept.metadata.managed_fields.as_deref().unwrap();
+        assert_eq!(fields.len(), 2, "{fields:?}");
+        assert!(fields.iter().all(|f| f.fields_v1.is_none()));
+        assert!(manifest::fold_pending(fields, FIELD_MANAGER));
         let spec = kept.spec.unwrap();
         assert!(spec.template.spec.is_none(), "no pod template kept");
         assert_eq!(spec.replicas, Some(3));
