@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use tokio::sync::Mutex;
@@ -17,23 +17,30 @@ use crate::plan::replication::{self, DbReading, ReplicatedStore, StreamedTo, Tar
 /// database does not answer within it is unreadable this round.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Open connections, by target (URI and CA), reused across rounds.
+/// A connection unused this long is closed (a rotated Secret's old URI or
+/// CA, a deleted app).
+const IDLE: Duration = Duration::from_secs(600);
+
+/// Open connections, by target (URI and CA), reused across rounds, with
+/// when each was last used.
 #[derive(Default)]
 pub struct Connections {
-    open: Mutex<BTreeMap<Target, Arc<Client>>>,
+    open: Mutex<BTreeMap<Target, (Arc<Client>, Instant)>>,
 }
 
 impl Connections {
     /// A connection to `target`: the open one, or a new one (TLS as its
-    /// `sslmode` says, see [`super::tls`]).
+    /// `sslmode` says, see [`super::tls`]). Opening one closes those idle
+    /// for [`IDLE`].
     async fn client(&self, target: &Target) -> Result<Arc<Client>, String> {
         let mut open = self.open.lock().await;
-        if let Some(client) = open.get(target).filter(|c| !c.is_closed()) {
+        if let Some((client, used)) = open.get_mut(target).filter(|(c, _)| !c.is_closed()) {
+            *used = Instant::now();
             return Ok(client.clone());
         }
-        open.remove(target);
+        open.retain(|_, (client, used)| !client.is_closed() && used.elapsed() < IDLE);
         let client = Arc::new(connect(&target.uri, target.ca.as_deref()).await?);
-        open.insert(target.clone(), client.clone());
+        open.insert(target.clone(), (client.clone(), Instant::now()));
         Ok(client)
     }
 
@@ -62,6 +69,14 @@ impl Connections {
 async fn connect(uri: &str, ca: Option<&str>) -> Result<Client, String> {
     let split = tls::split(uri)?;
     let mut config: tokio_postgres::Config = split.uri.parse().map_err(|e| describe(&e))?;
+    // An sslmode the split did not see (percent-encoded, spaced around
+    // `=`, after a `?` in a password) would be overridden below: refused.
+    if config.get_ssl_mode() != tokio_postgres::config::SslMode::Prefer {
+        return Err(
+            "sslmode: written in a form the operator does not read (encoded or spaced); write sslmode=MODE"
+                .to_string(),
+        );
+    }
     config.ssl_mode(match split.mode {
         SslMode::Disable => tokio_postgres::config::SslMode::Disable,
         SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,

@@ -61,30 +61,35 @@ pub struct Split {
 
 /// Takes `sslmode` and `sslrootcert` out of a URI, in either of libpq's
 /// forms (`postgresql://...?sslmode=...` or `host=... sslmode=...`).
+/// `sslrootcert=system` means `verify-full` and refuses weaker modes, as
+/// in libpq.
 pub fn split(uri: &str) -> Result<Split, String> {
     let (uri, settings) = if uri.starts_with("postgres://") || uri.starts_with("postgresql://") {
         split_url(uri)
     } else {
         split_words(uri)
     };
-    let mut split = Split {
-        uri,
-        mode: SslMode::Prefer,
-        roots: Roots::Secret,
-    };
+    let (mut mode, mut roots) = (None, Roots::Secret);
     for (key, value) in settings {
         match (key.as_str(), value.as_str()) {
-            ("sslmode", "disable") => split.mode = SslMode::Disable,
-            ("sslmode", "allow" | "prefer") => split.mode = SslMode::Prefer,
-            ("sslmode", "require") => split.mode = SslMode::Require,
-            ("sslmode", "verify-ca") => split.mode = SslMode::VerifyCa,
-            ("sslmode", "verify-full") => split.mode = SslMode::VerifyFull,
+            ("sslmode", "disable") => mode = Some(SslMode::Disable),
+            ("sslmode", "allow" | "prefer") => mode = Some(SslMode::Prefer),
+            ("sslmode", "require") => mode = Some(SslMode::Require),
+            ("sslmode", "verify-ca") => mode = Some(SslMode::VerifyCa),
+            ("sslmode", "verify-full") => mode = Some(SslMode::VerifyFull),
             ("sslmode", other) => {
+                let shown = if other.len() <= 16
+                    && other.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                {
+                    format!("={other}")
+                } else {
+                    String::new()
+                };
                 return Err(format!(
-                    "sslmode={other}: not one of disable, allow, prefer, require, verify-ca, verify-full"
+                    "sslmode{shown}: not one of disable, allow, prefer, require, verify-ca, verify-full"
                 ));
             }
-            ("sslrootcert", "system") => split.roots = Roots::System,
+            ("sslrootcert", "system") => roots = Roots::System,
             ("sslrootcert", _) => {
                 return Err(format!(
                     "sslrootcert: a file is not read; put the CA in the Secret's {CA_KEY} key, or write sslrootcert=system"
@@ -97,16 +102,30 @@ pub fn split(uri: &str) -> Result<Split, String> {
             }
         }
     }
-    Ok(split)
+    let mode = match (roots, mode) {
+        (Roots::System, None | Some(SslMode::VerifyFull)) => SslMode::VerifyFull,
+        (Roots::System, Some(_)) => {
+            return Err(
+                "sslrootcert=system: only with sslmode=verify-full (any public certificate would do otherwise)"
+                    .to_string(),
+            );
+        }
+        (Roots::Secret, mode) => mode.unwrap_or(SslMode::Prefer),
+    };
+    Ok(Split { uri, mode, roots })
 }
 
 /// The settings this module reads.
 const OURS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
 
 fn split_url(uri: &str) -> (String, Vec<(String, String)>) {
-    let Some((base, query)) = uri.split_once('?') else {
+    // The query begins after the credentials (a `?` in a password would
+    // not begin it); what this misses, `connect` refuses.
+    let after = uri.rfind('@').unwrap_or(0);
+    let Some(at) = uri[after..].find('?').map(|i| after + i) else {
         return (uri.to_string(), Vec::new());
     };
+    let (base, query) = (&uri[..at], &uri[at + 1..]);
     let (mut kept, mut taken) = (Vec::new(), Vec::new());
     for pair in query.split('&') {
         match pair.split_once('=') {
@@ -124,17 +143,25 @@ fn split_url(uri: &str) -> (String, Vec<(String, String)>) {
     (uri, taken)
 }
 
+/// The key/value form, with the settings taken out and the rest of the
+/// text as it was (quoted values keep their spaces).
 fn split_words(uri: &str) -> (String, Vec<(String, String)>) {
-    let (mut kept, mut taken) = (Vec::new(), Vec::new());
-    for word in uri.split_whitespace() {
+    let (mut kept, mut taken) = (String::new(), Vec::new());
+    let mut rest = uri;
+    while let Some(start) = rest.find(|c: char| !c.is_whitespace()) {
+        let end = rest[start..]
+            .find(char::is_whitespace)
+            .map_or(rest.len(), |i| start + i);
+        let word = &rest[start..end];
         match word.split_once('=') {
             Some((key, value)) if OURS.contains(&key) => {
                 taken.push((key.to_string(), value.trim_matches('\'').to_string()));
             }
-            _ => kept.push(word),
+            _ => kept.push_str(&rest[..end]),
         }
+        rest = &rest[end..];
     }
-    (kept.join(" "), taken)
+    (kept.trim().to_string(), taken)
 }
 
 /// The TLS connector for `mode`, trusting `ca` (PEM) or the Mozilla roots.
@@ -321,8 +348,13 @@ mod tests {
                 roots: Roots::System,
             }
         );
-        let words = split("host=127.0.0.1 port=5432 sslmode='require' user=postgres").unwrap();
-        assert_eq!(words.uri, "host=127.0.0.1 port=5432 user=postgres");
+        let words =
+            split("host=127.0.0.1 port=5432 sslmode='require' password='a  b' user=postgres")
+                .unwrap();
+        assert_eq!(
+            words.uri,
+            "host=127.0.0.1 port=5432 password='a  b' user=postgres"
+        );
         assert_eq!((words.mode, words.roots), (SslMode::Require, Roots::Secret));
         let plain = split("postgres://u@h/db").unwrap();
         assert_eq!(
@@ -343,9 +375,29 @@ mod tests {
     }
 
     #[test]
+    fn system_roots_mean_verify_full_as_in_libpq() {
+        assert_eq!(
+            split("host=h sslrootcert=system").unwrap().mode,
+            SslMode::VerifyFull
+        );
+        let weak = split("host=h sslrootcert=system sslmode=require").unwrap_err();
+        assert!(weak.contains("only with sslmode=verify-full"), "{weak}");
+        let secret = "postgres://u:pa?ss@h/db?sslmode=verify-full";
+        assert_eq!(
+            split(secret).unwrap().mode,
+            SslMode::VerifyFull,
+            "a ? in the password"
+        );
+    }
+
+    #[test]
     fn what_the_operator_cannot_honour_is_refused_by_name() {
         let bad = |uri: &str| split(uri).unwrap_err();
         assert!(bad("host=h sslmode=strict").starts_with("sslmode=strict"));
+        let hidden = bad("postgres://u@h/db?sslmode=s3cr3t&x=1%2F");
+        assert!(hidden.starts_with("sslmode=s3cr3t"), "{hidden}");
+        let odd = bad("host=h sslmode=p@ss/word:long-and-odd");
+        assert!(odd.starts_with("sslmode: not one of"), "{odd}");
         assert!(bad("postgres://h/db?sslrootcert=/etc/ca.pem").contains("ca.crt"));
         assert!(bad("host=h sslcert=/c.pem").starts_with("sslcert"));
         let verify = split("host=h sslmode=verify-full").unwrap();

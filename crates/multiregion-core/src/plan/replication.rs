@@ -258,10 +258,14 @@ pub struct ReplicaLag {
     pub fenced: bool,
     /// A primary's WAL position, as read.
     pub position: Option<u64>,
-    /// A standby that streams from an old primary, not the live one: its
-    /// history may have parted from the live primary's, so it needs a
-    /// rewind before it can follow (shown `NeedsRejoin`).
+    /// On an old history: a fenced primary other than the one the data is
+    /// measured against, or a standby streaming from one. Its positions
+    /// may have parted from the live primary's, so it needs a rewind
+    /// before it can follow (shown `NeedsRejoin`) and is never promoted.
     pub parted: bool,
+    /// A standby's replayed WAL position, as read (a primary's: its own
+    /// position): which of two regions that lack nothing has more.
+    pub replayed: Option<u64>,
 }
 
 impl ReplicaLag {
@@ -277,6 +281,7 @@ impl ReplicaLag {
             fenced: false,
             position: None,
             parted: false,
+            replayed: None,
         }
     }
 
@@ -299,6 +304,7 @@ impl ReplicaLag {
             fenced,
             position: Some(position),
             parted: false,
+            replayed: Some(position),
         }
     }
 }
@@ -311,21 +317,21 @@ pub fn lags(
     last: Option<&PrimaryMark>,
     now: Timestamp,
 ) -> (BTreeMap<String, ReplicaLag>, Option<PrimaryMark>) {
-    let primaries = live_primaries(readings);
-    let (mark, streamed) = match primaries.as_slice() {
-        [(region, position, standbys)] => (
+    let (mark, streamed) = match live_primary(readings, last) {
+        Some((region, position, standbys)) => (
             Some(PrimaryMark {
                 region: region.to_string(),
-                position: *position,
+                position,
                 at: now,
                 restored_horizon: None,
             }),
-            Some(*standbys),
+            Some(standbys),
         ),
-        // None, or several (an old primary back, not fenced yet): its
-        // word on the standbys cannot be told from the other's.
-        _ => (last.cloned(), None),
+        // None, or several taking writes (an old primary back, not fenced
+        // yet): its word on the standbys cannot be told from the other's.
+        None => (last.cloned(), None),
     };
+    let history = mark.as_ref().map(|m| m.region.as_str());
     let unrecorded = mark
         .as_ref()
         .and_then(|m| m.restored_horizon)
@@ -336,7 +342,10 @@ pub fn lags(
             let lag = match reading {
                 DbReading::Primary {
                     fenced, position, ..
-                } => ReplicaLag::primary(*fenced, *position, now),
+                } => ReplicaLag {
+                    parted: *fenced && history.is_some_and(|h| h != region),
+                    ..ReplicaLag::primary(*fenced, *position, now)
+                },
                 DbReading::Unreadable(why) => ReplicaLag::unknown(why.clone(), now),
                 DbReading::Exported { seconds } => ReplicaLag {
                     seconds: Some(*seconds),
@@ -349,11 +358,9 @@ pub fn lags(
                         Some(until) => restored_lag(reading, mark.as_ref(), until, now),
                         None => standby_lag(region, reading, mark.as_ref(), streamed, now),
                     };
-                    match (&mark, streamed) {
-                        (Some(live), Some(streamed)) if !streamed.contains_key(region) => {
-                            unlisted(region, reading, &live.region, readings, lag)
-                        }
-                        _ => lag,
+                    match history {
+                        Some(live) => follows(region, reading, live, streamed, readings, lag),
+                        None => lag,
                     }
                 }
             };
@@ -363,13 +370,15 @@ pub fn lags(
     (lags, mark)
 }
 
-/// The primaries whose word counts this round, each with its acknowledged
-/// position and its standbys: those taking writes, or, when none does,
-/// the fenced ones (a planned move's old primary). A fenced old primary
-/// beside a live one says nothing for the data.
-fn live_primaries(
-    readings: &BTreeMap<String, DbReading>,
-) -> Vec<(&String, u64, &BTreeMap<String, StreamedTo>)> {
+/// The primary the data is measured against this round, with its
+/// acknowledged position and its standbys: the one taking writes; when
+/// none does, the fenced one that was (a planned move's old primary,
+/// `last`'s region). None when several take writes, or when the only
+/// primaries are fenced old ones beside the last live one (never rejoined).
+fn live_primary<'a>(
+    readings: &'a BTreeMap<String, DbReading>,
+    last: Option<&PrimaryMark>,
+) -> Option<(&'a String, u64, &'a BTreeMap<String, StreamedTo>)> {
     let primaries: Vec<_> = readings
         .iter()
         .filter_map(|(region, reading)| match reading {
@@ -390,40 +399,45 @@ fn live_primaries(
         })
         .collect();
     let taking_writes = primaries.iter().any(|(fenced, _)| !fenced);
-    primaries
+    let chosen: Vec<_> = primaries
         .into_iter()
-        .filter(|(fenced, _)| !taking_writes || !fenced)
+        .filter(|(fenced, (region, ..))| {
+            if taking_writes {
+                !fenced
+            } else {
+                last.is_none_or(|l| l.region == **region)
+            }
+        })
         .map(|(_, primary)| primary)
-        .collect()
+        .collect();
+    match chosen.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    }
 }
 
-/// A standby the live primary `live` does not list. Streaming from
-/// another primary (an old one, fenced): its history may have parted from
-/// `live`'s, so its lag is not known and it needs a rewind. Streaming from
-/// nothing: its lag stands as measured, and the reason it grows is said.
-/// Streaming from another standby (cascading) is as read.
-fn unlisted(
+/// A standby as it follows `live`, the primary the data is measured
+/// against. Streaming from another primary (a fenced old one): its
+/// history may have parted from `live`'s, so it has no lag and needs a
+/// rewind. Not listed by `live` while it answers, and streaming from
+/// nothing: its lag stands as measured, and why it grows is said.
+/// Listed, or streaming from another standby (cascading): as measured.
+fn follows(
     region: &str,
     reading: &DbReading,
     live: &str,
+    streamed: Option<&BTreeMap<String, StreamedTo>>,
     readings: &BTreeMap<String, DbReading>,
     lag: ReplicaLag,
 ) -> ReplicaLag {
-    let upstream = readings.iter().find_map(|(other, r)| match r {
+    let old = readings.iter().find_map(|(other, r)| match r {
         DbReading::Primary { standbys, .. } if other != live && standbys.contains_key(region) => {
             Some(other.as_str())
         }
         _ => None,
     });
-    let streaming = matches!(
-        reading,
-        DbReading::Standby {
-            streaming: true,
-            ..
-        }
-    );
-    match upstream {
-        Some(old) => ReplicaLag {
+    if let Some(old) = old {
+        return ReplicaLag {
             seconds: None,
             bytes: None,
             parted: true,
@@ -432,8 +446,17 @@ fn unlisted(
                  parted from {live}'s; rewind it and stream it from {live}"
             )),
             ..lag
-        },
-        None if !streaming => {
+        };
+    }
+    let streaming = matches!(
+        reading,
+        DbReading::Standby {
+            streaming: true,
+            ..
+        }
+    );
+    match streamed {
+        Some(listed) if !listed.contains_key(region) && !streaming => {
             let cause = format!(
                 "receives no WAL from the primary {live}: it falls behind until it streams \
                  from {live} again (its link is cut, or it still follows an old primary and \
@@ -448,7 +471,7 @@ fn unlisted(
                 ..lag
             }
         }
-        None => lag,
+        _ => lag,
     }
 }
 
@@ -492,6 +515,7 @@ fn standby_lag(
         let why = "no primary has answered yet: nothing to measure the lag against";
         return ReplicaLag {
             role: DbRole::Standby,
+            replayed: Some(*replayed),
             ..ReplicaLag::unknown(why.to_string(), now)
         };
     };
@@ -519,6 +543,7 @@ fn standby_lag(
                 fenced: false,
                 position: None,
                 parted: false,
+                replayed: Some(stream.replayed),
             };
         }
         None if behind == 0 => (Some(0.0), ReadFrom::Standby, age_of(mark, now)),
@@ -537,6 +562,7 @@ fn standby_lag(
         fenced: false,
         position: None,
         parted: false,
+        replayed: Some(*replayed),
     }
 }
 
@@ -600,6 +626,7 @@ fn restored_lag(
         fenced: false,
         position: None,
         parted: false,
+        replayed: Some(*replayed),
     }
 }
 
@@ -711,8 +738,10 @@ pub fn steps(
         .iter()
         .filter(|(region, lag)| *region != active && lag.role == DbRole::Primary)
         .collect();
-    // The most advanced first: the one whose writes the target must have.
-    others.sort_by_key(|(_, lag)| std::cmp::Reverse(lag.position));
+    // The one whose writes the target must have first: a primary on the
+    // live history before an old one (its positions say nothing of the
+    // live history), then the most advanced.
+    others.sort_by_key(|(_, lag)| (lag.parted, std::cmp::Reverse(lag.position)));
     let live_elsewhere = others.iter().any(|(_, lag)| !lag.fenced);
     let mut steps: Vec<DataStep> = others
         .iter()

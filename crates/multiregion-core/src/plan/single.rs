@@ -427,19 +427,27 @@ impl<'a> Single<'a> {
     /// PromotionBlocked says why.
     fn gate(&mut self, candidates: &[usize], unreported: Unreported) -> Option<usize> {
         let mut candidates = self.targets(candidates);
-        // The standby whose database lacks least goes first (in preference
-        // order among equals): with semi-synchronous replication only the
+        // The standby whose database lacks least goes first, and of those
+        // that lack nothing the one that replayed most (in preference order
+        // among equals): with semi-synchronous replication only the
         // standby that confirmed the last commits has them all, and no
         // standby is left ahead of the new primary (its history would part
         // from the new primary's). Regions without a byte count keep their
         // order, after those with one.
-        candidates.sort_by_key(|&c| bytes_behind(&self.regions[c]));
+        candidates.sort_by_key(|&c| replication_rank(&self.regions[c]));
         let Some(replication) = &self.inputs.spec.failover.replication else {
             return candidates.first().copied();
         };
         let mut blocked = Vec::new();
         for &c in &candidates {
             let region = &self.regions[c];
+            if on_old_history(region) {
+                let name = region.name();
+                blocked.push(format!(
+                    "{name}: on an old primary's history (NeedsRejoin), never promoted"
+                ));
+                continue;
+            }
             let unreported_ok = unreported == Unreported::Allowed && region.lag_seconds().is_none();
             let verdict = match within_lag(region, replication) {
                 Err(_) if unreported_ok => Ok(()),
@@ -784,16 +792,21 @@ fn previous_active(inputs: &Inputs, regions: &[RegionView]) -> Result<Option<usi
     }
 }
 
-/// How many bytes of acknowledged WAL the region's database lacks, as the
-/// data tier read it; `u64::MAX` when not counted (an annotation or metric
-/// lag source, a database not read).
-fn bytes_behind(region: &RegionView) -> u64 {
-    region
-        .obs
-        .replica
-        .as_ref()
-        .and_then(|r| r.bytes)
-        .unwrap_or(u64::MAX)
+/// How the region's database ranks for promotion, least first: the bytes
+/// of acknowledged WAL it lacks as the data tier read them (`u64::MAX` when
+/// not counted: an annotation or metric lag source, a database not read),
+/// then the most WAL replayed.
+fn replication_rank(region: &RegionView) -> (u64, std::cmp::Reverse<u64>) {
+    let replica = region.obs.replica.as_ref();
+    let bytes = replica.and_then(|r| r.bytes).unwrap_or(u64::MAX);
+    let replayed = replica.and_then(|r| r.replayed).unwrap_or(0);
+    (bytes, std::cmp::Reverse(replayed))
+}
+
+/// The region's database is on an old primary's history (`parted`): never
+/// a promotion target, whatever `onExceeded` says.
+fn on_old_history(region: &RegionView) -> bool {
+    region.obs.replica.as_ref().is_some_and(|r| r.parted)
 }
 
 /// How the RPO gate treats a region that reports no replication lag.

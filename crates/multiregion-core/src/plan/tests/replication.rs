@@ -275,10 +275,21 @@ fn two_primaries_say_nothing_of_the_standbys() {
     ]);
     let (lags, kept) = lags(&all, Some(&mark), at(60));
     assert_eq!(kept.as_ref(), Some(&mark));
+    // ap-south follows us-east, back and not fenced yet, not the last live
+    // primary: an old history, no lag.
+    let ap = &lags["ap-south"];
+    assert_eq!((ap.bytes, ap.seconds, ap.parted), (None, None, true));
+    // One that follows no one is measured against the last live primary.
+    let alone = readings(vec![
+        ("us-east", primary(5_000, &[])),
+        ("eu-west", primary(9_000, &[])),
+        ("ap-south", standby(5_000, Some(40))),
+    ]);
+    let (lags, _) = super::super::replication::lags(&alone, Some(&mark), at(60));
     let ap = &lags["ap-south"];
     assert_eq!(
-        (ap.bytes, ap.read_from),
-        (Some(4_000), Some(ReadFrom::Standby))
+        (ap.bytes, ap.read_from, ap.parted),
+        (Some(4_000), Some(ReadFrom::Standby), false)
     );
 }
 
@@ -368,6 +379,27 @@ fn the_database_follows_the_traffic_fence_then_replay_then_promote() {
                 required: true
             },
             DataStep::Promote("eu-west".into()),
+        ]
+    );
+    // An old primary never rejoined, fenced and further on its own
+    // history, says nothing of what the target must replay: the live one does.
+    let mut lags = lag(vec![
+        ("us-east", DbRole::Primary, true),
+        ("eu-west", DbRole::Primary, false),
+        ("ap-south", DbRole::Standby, false),
+    ]);
+    lags.get_mut("us-east").unwrap().position = Some(9_000);
+    lags.get_mut("us-east").unwrap().parted = true;
+    assert_eq!(
+        steps("ap-south", &lags, Some(true)),
+        vec![
+            DataStep::Fence("eu-west".into()),
+            DataStep::AwaitReplay {
+                target: "ap-south".into(),
+                from: "eu-west".into(),
+                required: true
+            },
+            DataStep::Promote("ap-south".into()),
         ]
     );
     // The old primary's region is lost: promote without it.
@@ -465,6 +497,107 @@ fn the_standby_that_lacks_least_is_promoted_so_none_is_left_ahead_of_the_new_pri
     assert_eq!(promoted_of(4_000, 4_500), "ap-south");
     assert_eq!(promoted_of(4_500, 4_000), "eu-west");
     assert_eq!(promoted_of(4_500, 4_500), "eu-west");
+    // Both past the primary's last reading: the one that replayed more.
+    assert_eq!(promoted_of(5_200, 5_400), "ap-south");
+}
+
+#[test]
+fn the_primarys_region_is_chosen_first_over_standbys_that_replayed_everything() {
+    use crate::plan::tests::{Sim, spec, up};
+    use serde_json::json;
+    let mut sim = Sim::new(spec(json!({
+        "regions": [{"name": "us-east"}, {"name": "eu-west"}, {"name": "ap-south"}],
+        "failover": {"replication": {"maxLagSeconds": 30, "mode": "Asynchronous"}}
+    })));
+    let (lags, _) = lags(
+        &readings(vec![
+            (
+                "us-east",
+                primary(
+                    5_000,
+                    &[("eu-west", 5_000, None), ("ap-south", 5_000, None)],
+                ),
+            ),
+            ("eu-west", standby(5_000, Some(0))),
+            ("ap-south", standby(5_000, Some(0))),
+        ]),
+        None,
+        at(1),
+    );
+    let with = |region: &str| crate::plan::Observation {
+        replica: Some(lags[region].clone()),
+        ..up(1, 1)
+    };
+    for _ in 0..3 {
+        sim.round(&[
+            ("us-east", with("us-east")),
+            ("eu-west", with("eu-west")),
+            ("ap-south", with("ap-south")),
+        ]);
+    }
+    assert_eq!(
+        sim.status.active_region.as_deref(),
+        Some("us-east"),
+        "{}",
+        sim.weights()
+    );
+}
+
+#[test]
+fn a_standby_on_an_old_primarys_history_is_never_promoted_even_when_told_to() {
+    use crate::plan::tests::{Sim, down, spec, up};
+    use serde_json::json;
+    // us-east (active, the live primary) is lost; ap-south is an old
+    // primary never rejoined, fenced, and eu-west still streams from it.
+    let mut sim = Sim::new(spec(json!({
+        "regions": [{"name": "us-east"}, {"name": "eu-west"}, {"name": "ap-south"}],
+        "failover": {"replication": {"maxLagSeconds": 30, "mode": "Asynchronous",
+                                     "onExceeded": "Promote"}}
+    })));
+    let mark = PrimaryMark {
+        region: "us-east".into(),
+        position: 5_000,
+        at: at(0),
+        restored_horizon: None,
+    };
+    let (lags, kept) = lags(
+        &readings(vec![
+            (
+                "us-east",
+                DbReading::Unreadable("connection refused".into()),
+            ),
+            ("eu-west", streaming(9_000, Some(0))),
+            ("ap-south", fenced_primary(9_000, &["eu-west"])),
+        ]),
+        Some(&mark),
+        at(1),
+    );
+    assert_eq!(
+        kept.as_ref(),
+        Some(&mark),
+        "the old primary is not the live one"
+    );
+    assert!(lags["ap-south"].parted && lags["eu-west"].parted);
+    assert_eq!(lags["eu-west"].seconds, None);
+    let with = |o: crate::plan::Observation, region: &str| crate::plan::Observation {
+        replica: Some(lags[region].clone()),
+        ..o
+    };
+    sim.round(&[]);
+    sim.round(&[]);
+    for _ in 0..3 {
+        sim.round(&[
+            ("us-east", down()),
+            ("eu-west", with(up(1, 1), "eu-west")),
+            ("ap-south", with(up(1, 1), "ap-south")),
+        ]);
+    }
+    assert_eq!(
+        sim.status.active_region.as_deref(),
+        Some("us-east"),
+        "{}",
+        sim.weights()
+    );
 }
 
 /// The region promoted when us-east (the primary, at 5,000) is lost, the
@@ -592,6 +725,22 @@ fn a_fenced_old_primary_beside_the_live_one_says_nothing_for_the_data() {
     let (lags, mark) = super::super::replication::lags(&alone, None, at(100));
     assert_eq!(mark.unwrap().position, 9_000);
     assert_eq!(lags["eu-west"].bytes, Some(0), "as its primary says");
+    // With the last live primary known: only when it was this one.
+    let was = |region: &str| PrimaryMark {
+        region: region.into(),
+        position: 8_000,
+        at: at(90),
+        restored_horizon: None,
+    };
+    let (_, mark) = super::super::replication::lags(&alone, Some(&was("us-east")), at(100));
+    assert_eq!(mark.unwrap().position, 9_000);
+    let (lags, mark) = super::super::replication::lags(&alone, Some(&was("ap-south")), at(100));
+    assert_eq!(
+        mark.unwrap().position,
+        8_000,
+        "a fenced old primary is not the live one"
+    );
+    assert!(lags["us-east"].parted && lags["eu-west"].parted);
 }
 
 #[test]
