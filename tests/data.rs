@@ -362,6 +362,52 @@ async fn a_standby_behind_the_limit_waits_and_takes_the_traffic_once_it_has_repl
     )
     .await;
 
+    // Failback, gated on the lag read from us-east, now a standby: a
+    // planned move, so eu-west is fenced, us-east replays all it wrote
+    // and is promoted before the weights move back.
+    let mut fail_back = spec(3);
+    fail_back["failover"]["failbackHoldSeconds"] = json!(5);
+    apply_app(&hub, ns, "shop", fail_back).await;
+    wait_for(
+        "us-east to take the traffic back",
+        Duration::from_secs(90),
+        || async {
+            let s = status(&hub, ns, "shop").await?;
+            (s.active_region.as_deref() == Some("us-east")).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        in_recovery("us-east").await,
+        Some(false),
+        "promoted before the move"
+    );
+    let s = status(&hub, ns, "shop").await.unwrap();
+    let stages: Vec<(&str, &str, &str)> = s
+        .data_steps
+        .iter()
+        .map(|d| (d.stage.as_str(), d.region.as_str(), d.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            ("Fence", "eu-west", "Done"),
+            ("AwaitReplay", "us-east", "Done"),
+            ("Promote", "us-east", "Done"),
+        ],
+        "{:?}",
+        s.data_steps
+    );
+    let refused = try_sql(
+        "eu-west",
+        "INSERT INTO writes (id, region) VALUES (-2, 'eu-west')",
+    )
+    .await;
+    assert!(
+        refused.unwrap_err().contains("read-only"),
+        "the primary it failed back from refuses writes"
+    );
+
     common::operator::delete_app(&hub, ns, "shop").await;
     restore_databases().await;
 }
