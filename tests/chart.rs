@@ -564,10 +564,34 @@ fn the_monitors_keep_the_apps_namespace_label() {
         "metrics.authenticate (the default): Prometheus sends its own token"
     );
 
-    refused(
-        &["--set", "podMonitor.enabled=true"],
-        &["podMonitor.tokenSecret", "metrics.authenticate=false"],
+    // A PodMonitor given no token Secret sends the chart's scraper token:
+    // a ServiceAccount that may get /metrics and nothing else.
+    let docs = rendered(&["--set", "podMonitor.enabled=true"]);
+    let monitor = one(&docs, "PodMonitor");
+    let credentials = &monitor["spec"]["podMetricsEndpoints"][0]["authorization"]["credentials"];
+    assert_eq!(credentials["name"], "t-multiregion-scraper-token");
+    assert_eq!(credentials["key"], "token");
+    let token = one(&docs, "Secret");
+    assert_eq!(token["metadata"]["name"], "t-multiregion-scraper-token");
+    assert_eq!(token["type"], "kubernetes.io/service-account-token");
+    assert_eq!(
+        token["metadata"]["annotations"]["kubernetes.io/service-account.name"],
+        "t-multiregion-scraper"
     );
+    let binding = of_kind(&docs, "ClusterRoleBinding")
+        .into_iter()
+        .find(|b| b["metadata"]["name"] == "t-multiregion-scraper")
+        .expect("the scraper's binding");
+    assert_eq!(binding["roleRef"]["name"], "t-multiregion-metrics-reader");
+    assert_eq!(binding["subjects"][0]["name"], "t-multiregion-scraper");
+    // Off without authentication, and with a token Secret of the user's.
+    for args in [
+        "podMonitor.enabled=true,metrics.authenticate=false",
+        "podMonitor.enabled=true,podMonitor.tokenSecret.name=s,podMonitor.tokenSecret.key=k",
+    ] {
+        let docs = rendered(&["--set", args]);
+        assert!(of_kind(&docs, "Secret").is_empty(), "{args}");
+    }
     let docs = rendered(&[
         "--set",
         "podMonitor.enabled=true,podMonitor.interval=15s,podMonitor.tokenSecret.name=scrape,podMonitor.tokenSecret.key=token",
@@ -1111,7 +1135,7 @@ async fn install(regions: &localregions::Guard, hub: &kube::Client) {
             // Accepted by a real API server; the Prometheus Operator's
             // kinds are not (no CRDs for them here), so they stay off.
             "--set",
-            "networkPolicy.enabled=true,dashboard.enabled=true",
+            "networkPolicy.enabled=true,dashboard.enabled=true,metrics.scraperToken=true",
             "--wait",
             "--timeout",
             "90s",
@@ -1295,6 +1319,22 @@ async fn the_operator_with_the_charts_service_account_does_a_failover() {
         scrape(port, Some(&prometheus)).await,
         200,
         "the metrics reader"
+    );
+    let secrets: Api<Secret> = Api::namespaced(hub.clone(), NS);
+    let scraper = common::wait_for(
+        "the scraper's token filled in",
+        Duration::from_secs(30),
+        || async {
+            let secret = secrets.get("multiregion-scraper-token").await.ok()?;
+            let token = secret.data?.get("token")?.0.clone();
+            String::from_utf8(token).ok()
+        },
+    )
+    .await;
+    assert_eq!(
+        scrape(port, Some(&scraper)).await,
+        200,
+        "the chart's scraper token (metrics.scraperToken)"
     );
 
     let ns = "chart-app";
