@@ -28,10 +28,7 @@ pub(super) async fn write(
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..Default::default()
     };
-    match api
-        .patch_status(&key.name, &params, &patch)
-        .await
-    {
+    match api.patch_status(&key.name, &params, &patch).await {
         Ok(app) => Ok(app.resource_version()),
         Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::StatusConflict {
             app: format!("{}/{}", key.namespace, key.name),
@@ -70,7 +67,10 @@ mod tests {
         assert_eq!(patch[0]["op"], "replace");
         assert_eq!(patch[0]["path"], "/metadata/resourceVersion");
         assert_eq!(patch[0]["value"], "42");
-        assert_eq!(patch[1]["op"], "add", "add replaces an existing member whole");
+        assert_eq!(
+            patch[1]["op"], "add",
+            "add replaces an existing member whole"
+        );
         assert_eq!(patch[1]["value"]["activeRegion"], "eu-west");
         let unconditional = serde_json::to_value(replace_status(&status, None)).unwrap();
         assert_eq!(unconditional.as_array().unwrap().len(), 1);
