@@ -10,8 +10,9 @@ use crate::error::{Error, Result};
 use crate::plan::manifest::AppKey;
 
 /// Replaces the whole status with one JSON patch under the operator's
-/// field manager (cheaper for the API server than a server-side apply,
-/// which merges field by field; the operator is the status' only writer).
+/// field manager (no field-by-field merge as with a server-side apply;
+/// measured at 1,000 apps, the hub's CPU differed within the runs'
+/// spread). The operator is the status' only writer.
 /// With `version` (the resourceVersion the decision was made from) the
 /// write is conditional: if anyone wrote the app since, it fails with
 /// `StatusConflict` instead of overwriting them. Returns the new

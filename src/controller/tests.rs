@@ -303,8 +303,14 @@ async fn reconcile_answering(
             json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": status_code,
                    "reason": "Forbidden", "message": "status writes are refused"})
         } else if path == STATUS {
+            // A JSON patch whose last operation adds the whole status.
+            let add = body.as_array().and_then(|ops| ops.last()).unwrap();
+            assert_eq!(
+                (&add["op"], &add["path"]),
+                (&json!("add"), &json!("/status"))
+            );
             let status: MultiRegionAppStatus =
-                serde_json::from_value(body["status"].clone()).unwrap();
+                serde_json::from_value(add["value"].clone()).unwrap();
             written = Some(status);
             serde_json::to_value(&app).unwrap()
         } else {

@@ -30,16 +30,20 @@ pub struct Connections {
 
 impl Connections {
     /// A connection to `target`: the open one, or a new one (TLS as its
-    /// `sslmode` says, see [`super::tls`]). Opening one closes those idle
-    /// for [`IDLE`].
+    /// `sslmode` says, see [`super::tls`]), made without holding the others
+    /// up (a database that does not answer delays only its own reads).
+    /// Every call closes those idle for [`IDLE`].
     async fn client(&self, target: &Target) -> Result<Arc<Client>, String> {
-        let mut open = self.open.lock().await;
-        if let Some((client, used)) = open.get_mut(target).filter(|(c, _)| !c.is_closed()) {
-            *used = Instant::now();
-            return Ok(client.clone());
+        {
+            let mut open = self.open.lock().await;
+            open.retain(|_, (client, used)| !client.is_closed() && used.elapsed() < IDLE);
+            if let Some((client, used)) = open.get_mut(target) {
+                *used = Instant::now();
+                return Ok(client.clone());
+            }
         }
-        open.retain(|_, (client, used)| !client.is_closed() && used.elapsed() < IDLE);
         let client = Arc::new(connect(&target.uri, target.ca.as_deref()).await?);
+        let mut open = self.open.lock().await;
         open.insert(target.clone(), (client.clone(), Instant::now()));
         Ok(client)
     }

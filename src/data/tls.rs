@@ -119,9 +119,15 @@ pub fn split(uri: &str) -> Result<Split, String> {
 const OURS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
 
 fn split_url(uri: &str) -> (String, Vec<(String, String)>) {
-    // The query begins after the credentials (a `?` in a password would
-    // not begin it); what this misses, `connect` refuses.
-    let after = uri.rfind('@').unwrap_or(0);
+    // The query begins after the credentials, which end at an `@` before
+    // the first `/` (as libpq reads them: a `?` in a password does not
+    // begin it); what this misses, `connect` refuses.
+    let start = uri.find("://").map_or(0, |i| i + 3);
+    let authority = &uri[start..];
+    let credentials = authority
+        .find(['@', '/'])
+        .filter(|&i| authority[i..].starts_with('@'));
+    let after = credentials.map_or(start, |i| start + i + 1);
     let Some(at) = uri[after..].find('?').map(|i| after + i) else {
         return (uri.to_string(), Vec::new());
     };
@@ -388,6 +394,11 @@ mod tests {
             SslMode::VerifyFull,
             "a ? in the password"
         );
+        let at_in_query =
+            split("postgres://h/db?application_name=a@b&sslmode=verify-full&sslrootcert=system")
+                .unwrap();
+        assert_eq!(at_in_query.uri, "postgres://h/db?application_name=a@b");
+        assert_eq!(at_in_query.mode, SslMode::VerifyFull, "an @ in the query");
     }
 
     #[test]

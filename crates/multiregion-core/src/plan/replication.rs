@@ -734,6 +734,14 @@ pub fn steps(
     lags: &BTreeMap<String, ReplicaLag>,
     moving: Option<bool>,
 ) -> Vec<DataStep> {
+    // An old history never takes writes, whatever brought the traffic
+    // there (an override too): refused before anything is fenced.
+    if lags.get(active).is_some_and(|l| l.parted) {
+        return vec![DataStep::Refuse {
+            region: active.to_string(),
+            why: "its database is on an old primary's history (NeedsRejoin): rewind it and let it stream from the live primary first".to_string(),
+        }];
+    }
     let mut others: Vec<(&String, &ReplicaLag)> = lags
         .iter()
         .filter(|(region, lag)| *region != active && lag.role == DbRole::Primary)
@@ -776,7 +784,8 @@ fn promote(
     others: &[(&String, &ReplicaLag)],
     moving: Option<bool>,
 ) {
-    if let Some((from, _)) = others.first() {
+    // Only a primary on the live history says what the target must have.
+    if let Some((from, _)) = others.iter().find(|(_, lag)| !lag.parted) {
         steps.push(DataStep::AwaitReplay {
             target: active.to_string(),
             from: from.to_string(),

@@ -342,8 +342,10 @@ fn role(role: DbRole, fenced: bool) -> crate::plan::replication::ReplicaLag {
         DbRole::Standby => standby(1, Some(0)),
         DbRole::Unknown => DbReading::Unreadable("refused".into()),
     };
+    // The last live primary was this region's own (a fenced primary
+    // elsewhere would be on an old history).
     let mark = PrimaryMark {
-        region: "x".into(),
+        region: "r".into(),
         position: 1,
         at: at(0),
         restored_horizon: None,
@@ -401,6 +403,32 @@ fn the_database_follows_the_traffic_fence_then_replay_then_promote() {
             },
             DataStep::Promote("ap-south".into()),
         ]
+    );
+    // The live primary unreadable, only the old one answers: nothing to
+    // wait for, the RPO gate decided.
+    lags.insert("eu-west".into(), role(DbRole::Unknown, false));
+    assert_eq!(
+        steps("ap-south", &lags, Some(false)),
+        vec![DataStep::Promote("ap-south".into())]
+    );
+    // An override onto an old history: refused before anything is fenced.
+    let mut onto_old = lag(vec![
+        ("us-east", DbRole::Primary, false),
+        ("eu-west", DbRole::Standby, false),
+    ]);
+    onto_old.get_mut("eu-west").unwrap().parted = true;
+    assert!(matches!(
+        steps("eu-west", &onto_old, Some(true)).as_slice(),
+        [DataStep::Refuse { region, .. }] if region == "eu-west"
+    ));
+    let mut old_primary = lag(vec![("us-east", DbRole::Primary, true)]);
+    old_primary.get_mut("us-east").unwrap().parted = true;
+    assert!(
+        matches!(
+            steps("us-east", &old_primary, Some(false)).as_slice(),
+            [DataStep::Refuse { .. }]
+        ),
+        "an old primary is not unfenced, even alone"
     );
     // The old primary's region is lost: promote without it.
     let lost = steps(
