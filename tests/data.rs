@@ -13,9 +13,10 @@ use common::operator::{
 };
 use common::wait_for;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use localregions::load::{self, Load, Route};
-use multiregion::api::{Health, ReplicaStatus};
+use multiregion::api::{Health, MultiRegionApp, ReplicaStatus};
 use serde_json::json;
 
 /// The Secret of URIs the app names, one key per region.
@@ -135,10 +136,18 @@ async fn serving_in_us_east(hub: &kube::Client, ns: &str) {
 }
 
 /// Puts the databases back as they started (the test's app deleted
-/// first): us-east up, the primary, writable; the others streaming from it.
+/// first): every region up, asynchronous replication, us-east the
+/// primary and writable, the others streaming from it.
 async fn restore_databases() {
     let mut regions = env_with_databases().regions.lock().await;
-    regions.recover("us-east").await.unwrap();
+    for region in ["us-east", "eu-west", "ap-south"] {
+        regions.recover(region).await.unwrap();
+    }
+    // Asynchronous first, so the rejoins' commits wait for no one.
+    regions
+        .set_replication(localregions::Replication::Async)
+        .await
+        .unwrap();
     for region in ["eu-west", "ap-south"] {
         let database = regions.database(region).unwrap();
         if let Ok(client) = database.connect("postgres").await {
@@ -162,10 +171,59 @@ async fn restore_databases() {
         .await
         .unwrap();
     us.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    // A standby promoted by the test rejoins first: until it does, two
+    // databases answer as primaries and a standby has no one to follow.
+    let mut others = Vec::new();
     for region in ["eu-west", "ap-south"] {
+        let standby = regions.database(region).unwrap().in_recovery().await;
+        others.push((standby == Some(true), region));
+    }
+    others.sort();
+    for (_, region) in others {
         regions.rejoin_database(region).await.unwrap();
     }
     assert_eq!(regions.primary().await.unwrap().region, "us-east");
+}
+
+/// Whether the databases are as the environment made them: us-east the
+/// only primary, writable, both others streaming from it, asynchronously.
+async fn databases_as_started() -> bool {
+    let regions = env_with_databases().regions.lock().await;
+    let Ok(us) = regions
+        .database("us-east")
+        .unwrap()
+        .connect("postgres")
+        .await
+    else {
+        return false;
+    };
+    let Ok(row) = us
+        .query_one(
+            "SELECT NOT pg_is_in_recovery() \
+               AND current_setting('default_transaction_read_only') = 'off' \
+               AND current_setting('synchronous_standby_names') = '' \
+               AND (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming') = 2",
+            &[],
+        )
+        .await
+    else {
+        return false;
+    };
+    row.get::<_, bool>(0)
+}
+
+/// Every test starts from the databases as they started and no other
+/// test's app: a test that failed half-way leaves neither behind.
+async fn as_started(hub: &kube::Client) {
+    let apps: Api<MultiRegionApp> = Api::all(hub.clone());
+    for app in apps.list(&Default::default()).await.unwrap() {
+        let namespace = app.namespace().unwrap_or_default();
+        common::operator::delete_app(hub, &namespace, &app.name_any()).await;
+    }
+    if !databases_as_started().await {
+        eprintln!("the databases are not as they started: restoring them");
+        restore_databases().await;
+    }
 }
 
 /// Whether a region's database is in recovery (a standby).
@@ -195,6 +253,7 @@ async fn a_standby_behind_the_limit_waits_and_takes_the_traffic_once_it_has_repl
     let _serial = serial().await;
     let _heal = HealOnPanic;
     let hub = env.client("hub").await;
+    as_started(&hub).await;
     let ns = "data-lag";
     uri_secret(&hub, ns, database_uris().await).await;
     apply_app(&hub, ns, "shop", spec(3)).await;
@@ -418,6 +477,7 @@ async fn a_database_that_refuses_is_named_by_region_and_key_and_nothing_moves() 
     let _serial = serial().await;
     let _heal = HealOnPanic;
     let hub = env.client("hub").await;
+    as_started(&hub).await;
     let ns = "data-refused";
     let mut uris = database_uris().await;
     let closed = localregions::free_port().unwrap();
@@ -473,6 +533,7 @@ async fn a_database_is_read_over_tls_only_when_its_certificate_is_trusted() {
     let _serial = serial().await;
     let _heal = HealOnPanic;
     let hub = env.client("hub").await;
+    as_started(&hub).await;
     // Trusted: the databases' own CA; refused: another CA, and
     // verify-full with no CA at all.
     let other_dir = std::env::temp_dir().join(format!("other-ca-{}", std::process::id()));
@@ -572,6 +633,7 @@ async fn a_planned_move_fences_the_old_primary_waits_for_replay_and_loses_no_wri
     let _serial = serial().await;
     let _heal = HealOnPanic;
     let hub = env.client("hub").await;
+    as_started(&hub).await;
     let ns = "data-planned";
     uri_secret(&hub, ns, database_uris().await).await;
     apply_app(&hub, ns, "shop", spec(3)).await;
@@ -639,6 +701,7 @@ async fn synchronous_replication_loses_no_acknowledged_write_across_a_failover()
     let _serial = serial().await;
     let _heal = HealOnPanic;
     let hub = env.client("hub").await;
+    as_started(&hub).await;
     let ns = "data-sync";
     env.regions
         .lock()
@@ -701,6 +764,7 @@ async fn an_operator_restarted_after_the_primary_was_lost_measures_the_standbys_
     let _serial = serial().await;
     let _heal = HealOnPanic;
     let hub = env.client("hub").await;
+    as_started(&hub).await;
     let ns = "data-restart";
     uri_secret(&hub, ns, database_uris().await).await;
     apply_app(&hub, ns, "shop", spec(60)).await;
