@@ -758,6 +758,85 @@ async fn synchronous_replication_loses_no_acknowledged_write_across_a_failover()
 }
 
 #[tokio::test]
+async fn an_active_active_apps_primary_follows_the_traffic_and_the_old_one_is_fenced_on_return() {
+    let env = env_with_databases();
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env.client("hub").await;
+    as_started(&hub).await;
+    let ns = "data-active-active";
+    uri_secret(&hub, ns, database_uris().await).await;
+    let mut everywhere = spec(30);
+    everywhere["strategy"] = json!("ActiveActive");
+    apply_app(&hub, ns, "shop", everywhere).await;
+    wait_for(
+        "every region carrying traffic, us-east's database the primary",
+        Duration::from_secs(120),
+        || async {
+            let s = status(&hub, ns, "shop").await?;
+            let all_serve = s
+                .regions
+                .iter()
+                .all(|r| r.weight > 0 && r.health == Health::Healthy);
+            let us = replica(&hub, ns, "us-east").await?;
+            (all_serve && us.role == "Primary").then_some(())
+        },
+    )
+    .await;
+
+    // us-east lost: its traffic goes to the others, and its database's
+    // role to the standby that lacks least, promoted before the weights.
+    env.regions.lock().await.fail("us-east").await.unwrap();
+    let promoted = wait_for("a standby promoted", Duration::from_secs(60), || async {
+        let s = status(&hub, ns, "shop").await?;
+        let us = s.regions.iter().find(|r| r.name == "us-east")?;
+        let step = s
+            .data_steps
+            .iter()
+            .find(|d| d.stage == "Promote" && d.outcome == "Done")?;
+        (us.weight == 0).then(|| step.region.clone())
+    })
+    .await;
+    assert_ne!(promoted, "us-east");
+    assert_eq!(in_recovery(&promoted).await, Some(false), "takes writes");
+    let s = status(&hub, ns, "shop").await.unwrap();
+    assert!(
+        s.regions
+            .iter()
+            .filter(|r| r.name != "us-east")
+            .all(|r| r.weight > 0),
+        "both others serve: {:?}",
+        s.weights
+    );
+
+    // us-east back, its database still a primary: fenced at once, shown
+    // NeedsRejoin, the promoted one stays the primary.
+    env.regions.lock().await.recover("us-east").await.unwrap();
+    wait_for(
+        "us-east's old primary fenced, NeedsRejoin",
+        Duration::from_secs(60),
+        || async {
+            let us = replica(&hub, ns, "us-east").await?;
+            (us.role == "NeedsRejoin" && us.fenced).then_some(())
+        },
+    )
+    .await;
+    let refused = try_sql(
+        "us-east",
+        "INSERT INTO writes (id, region) VALUES (-3, 'us-east')",
+    )
+    .await;
+    assert!(
+        refused.unwrap_err().contains("read-only"),
+        "the old primary refuses writes"
+    );
+    assert_eq!(in_recovery(&promoted).await, Some(false));
+
+    common::operator::delete_app(&hub, ns, "shop").await;
+    restore_databases().await;
+}
+
+#[tokio::test]
 async fn an_operator_restarted_after_the_primary_was_lost_measures_the_standbys_from_the_status_and_promotes()
  {
     let env = env_with_databases();

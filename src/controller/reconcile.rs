@@ -24,7 +24,7 @@ use super::context::{LastRound, Placeable};
 use super::{Context, cleanup, events, gather, placement, sinks, status};
 use crate::api::{
     ANNOTATION_DRILL_REQUESTED, FINALIZER, MultiRegionApp, MultiRegionAppSpec,
-    MultiRegionAppStatus, ResourceRef,
+    MultiRegionAppStatus, ResourceRef, Strategy,
 };
 use crate::error::{Error, Result};
 use crate::metrics::{AppLabels, DrillLabels, FailoverLabels};
@@ -200,6 +200,18 @@ pub(super) async fn apply(
     if let Some(followed) = follow_data(&ctx, &app, &key, &decision, &replicas, &previous).await {
         match followed.failed {
             None => decision.status.data_steps = followed.stages,
+            // Every region serves: the weights still move off a region
+            // that must lose its traffic; the database waits, and says so.
+            Some(why) if app.spec.strategy == Strategy::ActiveActive => {
+                tracing::warn!(app = %key.name, namespace = %key.namespace, step = %why, "a data step failed: the traffic moves, the database waits");
+                let generation = app.metadata.generation;
+                replication::mark_blocked(
+                    &mut decision.status,
+                    followed.stages,
+                    generation,
+                    Timestamp::now(),
+                );
+            }
             Some(why) => {
                 tracing::warn!(app = %key.name, namespace = %key.namespace, step = %why, "a data step failed: the move waits");
                 let now = Timestamp::now();
@@ -742,8 +754,9 @@ fn record_lag(ctx: &Context, key: &AppKey, replicas: &BTreeMap<String, ReplicaLa
     }
 }
 
-/// The data tier follows the decided active region before anything of the
-/// decision is applied (fence, replay, promote), each step announced.
+/// The data tier follows the decided writer region (the active one, or
+/// ActiveActive's choice) before anything of the decision is applied
+/// (fence, replay, promote), each step announced.
 async fn follow_data(
     ctx: &Context,
     app: &MultiRegionApp,
@@ -752,11 +765,17 @@ async fn follow_data(
     replicas: &BTreeMap<String, ReplicaLag>,
     previous: &MultiRegionAppStatus,
 ) -> Option<crate::data::Followed> {
-    let active = decision.status.active_region.as_deref()?;
-    let moving = decision.moved.as_ref().map(|m| m.planned);
+    let writer = decision.writer.as_ref()?;
     let mut followed = ctx
         .data
-        .follow(app, key, active, moving, replicas, &ctx.fence)
+        .follow(
+            app,
+            key,
+            &writer.region,
+            writer.moving,
+            replicas,
+            &ctx.fence,
+        )
         .await?;
     // The same steps with the same outcomes as last time (a step that keeps
     // failing): the status and the Events stay as they were.

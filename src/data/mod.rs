@@ -23,7 +23,7 @@ use kube::{Api, Client};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{DataStage, LagSource, MultiRegionApp, PrimaryPosition, Strategy};
+use crate::api::{DataStage, LagSource, MultiRegionApp, PrimaryPosition};
 use crate::plan::manifest::AppKey;
 use crate::plan::replication::{
     self, DataStep, DbReading, PrimaryMark, ReplicaLag, ReplicatedStore, Target,
@@ -213,15 +213,15 @@ pub struct Followed {
 }
 
 impl DataTier {
-    /// Makes the app's database follow its active region before the
-    /// weights move (`plan::replication::steps`): fence, wait for replay,
-    /// promote. Only for PostgreSQL and one active region. `None` when
-    /// there was nothing to do.
+    /// Makes the app's database follow its writer region (the active one,
+    /// or ActiveActive's choice) before the weights move
+    /// (`plan::replication::steps`): fence, wait for replay, promote. Only
+    /// for PostgreSQL. `None` when there was nothing to do.
     pub async fn follow(
         &self,
         app: &MultiRegionApp,
         key: &AppKey,
-        active: &str,
+        writer: &str,
         moving: Option<bool>,
         lags: &Lags,
         leader: &crate::fence::Fence,
@@ -234,10 +234,7 @@ impl DataTier {
             .lag_from
             .postgres
             .as_ref()?;
-        if app.spec.strategy == Strategy::ActiveActive {
-            return None;
-        }
-        let steps = replication::steps(active, lags, moving);
+        let steps = replication::steps(writer, lags, moving);
         if steps.is_empty() {
             return None;
         }

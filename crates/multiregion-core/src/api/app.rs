@@ -791,7 +791,13 @@ pub struct Failover {
     #[serde(default)]
     pub all_unhealthy: AllUnhealthy,
     /// Optional RPO gate: do not promote a standby whose replication lag is
-    /// too high.
+    /// too high. With `lagFrom.postgres` the operator also promotes and
+    /// fences the databases, the traffic's step. ActiveActive with
+    /// `lagFrom.postgres` (one primary behind every serving region): the
+    /// primary stays in its region while that region may carry traffic;
+    /// when it may not (Unhealthy, drained, cordoned, drilled), it moves
+    /// through this gate to the region that may and lacks least, and the
+    /// weights move whether it can or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<Replication>,
     /// Stepped failback, in percent, step by step (for example [10, 50]):
@@ -979,8 +985,9 @@ pub struct Replication {
     #[serde(default)]
     pub lag_from: LagSource,
     /// Wait (consistency: keep the failed region active and raise
-    /// PromotionBlocked) or Promote (availability: promote and record a
-    /// Warning Event about possible data loss).
+    /// PromotionBlocked; ActiveActive: the traffic moves, the primary stays
+    /// and PromotionBlocked says why) or Promote (availability: promote and
+    /// record a Warning Event about possible data loss).
     #[serde(default)]
     pub on_exceeded: OnLagExceeded,
 }

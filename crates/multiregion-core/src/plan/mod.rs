@@ -39,6 +39,7 @@ mod settle;
 mod single;
 mod spread;
 mod status;
+mod writer;
 
 use std::collections::BTreeMap;
 
@@ -355,6 +356,17 @@ pub struct Move {
     pub planned: bool,
 }
 
+/// Where the app's writable database belongs, for the data tier to follow
+/// before anything of the decision is applied: the active region for
+/// ActivePassive and FollowTheSun, `writer::choose` for ActiveActive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Writer {
+    pub region: String,
+    /// Getting it there moves the primary: `Some(planned)` (planned: the
+    /// old primary answers, so nothing it wrote may be lost).
+    pub moving: Option<bool>,
+}
+
 /// The outcome of one decision.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
@@ -367,6 +379,9 @@ pub struct Decision {
     pub weights: Vec<(String, i32)>,
     pub weights_changed: bool,
     pub moved: Option<Move>,
+    /// Where the writable database belongs (the data tier acts on it only
+    /// for apps whose lag is read from PostgreSQL).
+    pub writer: Option<Writer>,
     pub events: Vec<Event>,
     /// Nothing may be applied yet, and why: the inputs contradict each
     /// other (a lost status and two regions labelled active). The operator
@@ -408,6 +423,8 @@ struct Outcome {
     active: Option<String>,
     pending: Option<PendingMove>,
     moved: Option<Move>,
+    /// ActiveActive: where the writable database belongs.
+    writer: Option<Writer>,
     flags: Flags,
     events: Vec<Event>,
     /// Decide nothing yet, and why.

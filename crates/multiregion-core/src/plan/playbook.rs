@@ -88,12 +88,11 @@ pub fn rto(spec: &MultiRegionAppSpec, cold_pods: i32) -> Rto {
     let hc = &spec.health_check;
     let detection = f64::from(hc.interval_seconds * hc.failure_threshold);
     let mut plus = Vec::new();
-    let promotes_database = spec.strategy != Strategy::ActiveActive
-        && spec
-            .failover
-            .replication
-            .as_ref()
-            .is_some_and(|r| r.lag_from.postgres.is_some());
+    let promotes_database = spec
+        .failover
+        .replication
+        .as_ref()
+        .is_some_and(|r| r.lag_from.postgres.is_some());
     let promotion = DECISION_SECONDS
         + if promotes_database {
             DATABASE_PROMOTION_SECONDS
@@ -266,7 +265,12 @@ fn weight_of(weights: &[(String, i32)], region: &str) -> i32 {
 /// `failover.replication`.
 pub fn rpo(spec: &MultiRegionAppSpec) -> String {
     use crate::api::OnLagExceeded;
-    if spec.strategy == Strategy::ActiveActive {
+    let one_primary = spec
+        .failover
+        .replication
+        .as_ref()
+        .is_some_and(|r| r.lag_from.postgres.is_some());
+    if spec.strategy == Strategy::ActiveActive && !one_primary {
         return "what the failed region had not replicated (every region writes; no promotion gate)"
             .to_string();
     }
@@ -380,6 +384,11 @@ mod tests {
         );
         assert!(rpo(&promote).starts_with("not bounded"));
         assert!(rpo(&spec("ActiveActive", json!({}))).contains("every region writes"));
+        let one_primary = spec(
+            "ActiveActive",
+            json!({"failover": {"replication": {"mode": "Synchronous", "lagFrom": {"postgres": {"secretRef": {"name": "db"}}}}}}),
+        );
+        assert_eq!(rpo(&one_primary), "0 (synchronous)");
     }
 
     #[test]

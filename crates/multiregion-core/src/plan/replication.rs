@@ -815,14 +815,27 @@ pub fn blocked(
     generation: Option<i64>,
     now: Timestamp,
 ) -> crate::api::MultiRegionAppStatus {
+    let mut status = previous.clone();
+    mark_blocked(&mut status, stages, generation, now);
+    status
+}
+
+/// Records the steps taken in `status` and raises PromotionBlocked
+/// (`DataStepFailed`) naming the step that failed.
+pub fn mark_blocked(
+    status: &mut crate::api::MultiRegionAppStatus,
+    stages: Vec<crate::api::DataStage>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
     let failed = stages
         .iter()
         .find(|s| s.outcome == "Failed")
         .map(|s| format!("{} {}: {}", s.stage, s.region, s.message))
         .unwrap_or_default();
-    let mut status = previous.clone();
     status.data_steps = stages;
-    let mut c = super::conditions::Conditions::new(&previous.conditions, now, generation);
+    let before = status.conditions.clone();
+    let mut c = super::conditions::Conditions::new(&before, now, generation);
     c.set(
         "PromotionBlocked",
         true,
@@ -830,7 +843,6 @@ pub fn blocked(
         format!("the database does not follow the traffic yet: {failed}"),
     );
     c.merge_into(&mut status.conditions);
-    status
 }
 
 /// An Event per step taken: a Warning for the one that failed.

@@ -98,6 +98,7 @@ pub(super) fn decide(inputs: &Inputs, regions: &[RegionView], recent: &[Timestam
         active: execution.active.map(|i| regions[i].name().to_string()),
         pending: execution.pending,
         moved: execution.moved,
+        writer: None,
         flags: single.flags,
         events: single.events,
         hold: None,
@@ -468,19 +469,8 @@ impl<'a> Single<'a> {
             }
         }
         if !blocked.is_empty() {
-            let limit = match replication.mode {
-                ReplicationMode::Asynchronous => {
-                    format!(
-                        "within maxLagSeconds {}s",
-                        replication.max_lag_seconds.unwrap_or_default()
-                    )
-                }
-                mode => format!("in sync ({mode:?} replication needs lag 0)"),
-            };
-            self.flags.promotion_blocked = Some((
-                "ReplicationLag",
-                format!("no standby {limit} ({})", blocked.join(", ")),
-            ));
+            self.flags.promotion_blocked =
+                Some(("ReplicationLag", blocked_message(replication, &blocked)));
         }
         None
     }
@@ -792,11 +782,25 @@ fn previous_active(inputs: &Inputs, regions: &[RegionView]) -> Result<Option<usi
     }
 }
 
+/// Why no standby passes the RPO gate: the limit, and each one's lag.
+pub(super) fn blocked_message(replication: &Replication, blocked: &[String]) -> String {
+    let limit = match replication.mode {
+        ReplicationMode::Asynchronous => {
+            format!(
+                "within maxLagSeconds {}s",
+                replication.max_lag_seconds.unwrap_or_default()
+            )
+        }
+        mode => format!("in sync ({mode:?} replication needs lag 0)"),
+    };
+    format!("no standby {limit} ({})", blocked.join(", "))
+}
+
 /// How the region's database ranks for promotion, least first: the bytes
 /// of acknowledged WAL it lacks as the data tier read them (`u64::MAX` when
 /// not counted: an annotation or metric lag source, a database not read),
 /// then the most WAL replayed.
-fn replication_rank(region: &RegionView) -> (u64, std::cmp::Reverse<u64>) {
+pub(super) fn replication_rank(region: &RegionView) -> (u64, std::cmp::Reverse<u64>) {
     let replica = region.obs.replica.as_ref();
     let bytes = replica.and_then(|r| r.bytes).unwrap_or(u64::MAX);
     let replayed = replica.and_then(|r| r.replayed).unwrap_or(0);
@@ -805,7 +809,7 @@ fn replication_rank(region: &RegionView) -> (u64, std::cmp::Reverse<u64>) {
 
 /// The region's database is on an old primary's history (`parted`): never
 /// a promotion target, whatever `onExceeded` says.
-fn on_old_history(region: &RegionView) -> bool {
+pub(super) fn on_old_history(region: &RegionView) -> bool {
     region.obs.replica.as_ref().is_some_and(|r| r.parted)
 }
 
@@ -820,7 +824,7 @@ enum Unreported {
 
 /// Ok when the region's reported replication lag is within the limit; else
 /// the lag as shown to people ("45s", "not reported").
-fn within_lag(region: &RegionView, replication: &Replication) -> Result<(), String> {
+pub(super) fn within_lag(region: &RegionView, replication: &Replication) -> Result<(), String> {
     match region.lag_seconds() {
         Some(lag) if lag <= replication.allowed_lag_seconds() => Ok(()),
         Some(lag) => Err(format!("{lag}s")),
@@ -836,7 +840,12 @@ fn within_lag(region: &RegionView, replication: &Replication) -> Result<(), Stri
     }
 }
 
-fn lag_warning(region: &RegionView, lag: &str, replication: &Replication, what: &str) -> Event {
+pub(super) fn lag_warning(
+    region: &RegionView,
+    lag: &str,
+    replication: &Replication,
+    what: &str,
+) -> Event {
     Event::warning(
         EventReason::PromotedWithReplicationLag,
         format!(

@@ -75,7 +75,10 @@ pub(super) fn decide(inputs: &Inputs, regions: &[RegionView]) -> Outcome {
         ..Outcome::default()
     };
     outcome.flags.flap_damped = damped_message(regions, &drops, &damped, max);
-    outcome.flags.promotion_blocked = unconfigured_message(regions);
+    let writer = super::writer::choose(inputs, regions);
+    outcome.writer = writer.writer;
+    outcome.events = writer.warnings;
+    outcome.flags.promotion_blocked = unconfigured_message(regions).or(writer.blocked);
     outcome.drops = drops;
     outcome.ramps = ramps;
     outcome

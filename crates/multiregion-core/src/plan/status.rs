@@ -9,7 +9,8 @@ use super::conditions::{self, Conditions};
 use super::health::{Health, PlacementProblem, RegionState};
 use super::rounds::{self, RegionView};
 use super::{
-    Decision, Event, EventReason, Inputs, Outcome, Placement, controls, drill, home, weights,
+    Decision, Event, EventReason, Inputs, Outcome, Placement, Writer, controls, drill, home,
+    weights,
 };
 use crate::api::{
     AllUnhealthy, FailoverRecord, MoveReason, MultiRegionAppStatus, Ramp, Reason, RegionAppStatus,
@@ -94,10 +95,29 @@ pub(super) fn assemble(
         cleanup,
         weights,
         weights_changed,
+        writer: writer(&outcome),
         moved: outcome.moved,
         events,
         hold: None,
     }
+}
+
+/// The region whose database should take writes, for the roles shown.
+fn writer_region(outcome: &Outcome) -> Option<&str> {
+    match &outcome.writer {
+        Some(writer) => Some(&writer.region),
+        None => outcome.active.as_deref(),
+    }
+}
+
+/// Where the writable database belongs: the strategy's choice
+/// (ActiveActive), else the active region, moving with the traffic.
+fn writer(outcome: &Outcome) -> Option<Writer> {
+    outcome.writer.clone().or_else(|| {
+        let region = outcome.active.clone()?;
+        let moving = outcome.moved.as_ref().map(|m| m.planned);
+        Some(Writer { region, moving })
+    })
 }
 
 /// A decision that applies nothing: the previous status as it was.
@@ -108,6 +128,7 @@ fn held(inputs: &Inputs, why: String) -> Decision {
         cleanup: Vec::new(),
         weights: Vec::new(),
         weights_changed: false,
+        writer: None,
         moved: None,
         events: Vec::new(),
         hold: Some(why),
@@ -202,7 +223,7 @@ fn region_statuses(
                         since: Time(since),
                     }),
                 unknown: region.unknown.clone(),
-                replication: replica_status(inputs, region, outcome.active.as_deref()),
+                replication: replica_status(inputs, region, writer_region(outcome)),
             }
         })
         .collect()

@@ -89,6 +89,8 @@ struct Sim {
     sightings: BTreeMap<String, crate::plan::observers::Sightings>,
     /// The replicas' observer Leases, live or not.
     observers: Vec<crate::plan::observers::Observer>,
+    /// Where the data tier last read the primary database.
+    primary_mark: Option<crate::plan::replication::PrimaryMark>,
 }
 
 impl Sim {
@@ -102,6 +104,7 @@ impl Sim {
             move_request: None,
             sightings: BTreeMap::new(),
             observers: Vec::new(),
+            primary_mark: None,
         }
     }
 
@@ -143,7 +146,7 @@ impl Sim {
             move_request: self.move_request.as_ref(),
             sightings: &self.sightings,
             observers: &self.observers,
-            primary_mark: None,
+            primary_mark: self.primary_mark.as_ref(),
             now: at(self.now),
         });
         self.status = d.status.clone();
@@ -1286,6 +1289,7 @@ mod observers;
 mod propagation;
 mod replication;
 mod stepped;
+mod writer;
 
 /// Whether a decision announces a change of weights.
 fn announces_weights(d: &Decision) -> bool {

@@ -8,11 +8,11 @@ use crate::plan::replication::{
     DbReading, DbRole, PrimaryMark, ReadFrom, StreamedTo, lags, shown_role,
 };
 
-fn at(second: i64) -> Timestamp {
+pub(super) fn at(second: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + second).unwrap()
 }
 
-fn primary(position: u64, standbys: &[(&str, u64, Option<f64>)]) -> DbReading {
+pub(super) fn primary(position: u64, standbys: &[(&str, u64, Option<f64>)]) -> DbReading {
     DbReading::Primary {
         position,
         confirmed_by: 0,
@@ -31,7 +31,7 @@ fn primary(position: u64, standbys: &[(&str, u64, Option<f64>)]) -> DbReading {
     }
 }
 
-fn standby(replayed: u64, last_commit: Option<i64>) -> DbReading {
+pub(super) fn standby(replayed: u64, last_commit: Option<i64>) -> DbReading {
     DbReading::Standby {
         received: replayed,
         replayed,
@@ -40,7 +40,7 @@ fn standby(replayed: u64, last_commit: Option<i64>) -> DbReading {
     }
 }
 
-fn readings(pairs: Vec<(&str, DbReading)>) -> BTreeMap<String, DbReading> {
+pub(super) fn readings(pairs: Vec<(&str, DbReading)>) -> BTreeMap<String, DbReading> {
     pairs.into_iter().map(|(r, d)| (r.to_string(), d)).collect()
 }
 

@@ -1,0 +1,249 @@
+//! ActiveActive with one primary database (`plan::writer`): the primary
+//! stays while its region may carry traffic and follows the traffic, through
+//! the RPO gate, when it may not; the weights move either way.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::replication::{at, primary, readings, standby};
+use super::{Observation, Sim, down, spec, up};
+use crate::plan::Writer;
+use crate::plan::replication::{DataStep, DbReading, PrimaryMark, ReplicaLag, lags, steps};
+
+const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
+
+/// An ActiveActive app over three regions whose lag is read from
+/// PostgreSQL, with `replication` merged in.
+fn active_active(replication: serde_json::Value) -> Sim {
+    let mut failover = json!({"replication": {
+        "mode": "Asynchronous", "maxLagSeconds": 30,
+        "lagFrom": {"postgres": {"secretRef": {"name": "shop-db"}}}
+    }});
+    super::merge(&mut failover["replication"], replication);
+    Sim::new(spec(json!({
+        "strategy": "ActiveActive",
+        "regions": REGIONS.map(|r| json!({"name": r})),
+        "failover": failover,
+    })))
+}
+
+/// us-east, the primary at 5,000, as last read.
+fn us_east_mark() -> PrimaryMark {
+    PrimaryMark {
+        region: "us-east".into(),
+        position: 5_000,
+        at: at(0),
+        restored_horizon: None,
+    }
+}
+
+/// Rounds with these databases' readings in every region's observation;
+/// `lost`: regions down. The last decision's writer.
+fn rounds(
+    sim: &mut Sim,
+    lags: &BTreeMap<String, ReplicaLag>,
+    lost: &[&str],
+    count: usize,
+) -> Option<Writer> {
+    let observed = |region: &str| -> Observation {
+        let o = if lost.contains(&region) {
+            down()
+        } else {
+            up(3, 3)
+        };
+        Observation {
+            replica: lags.get(region).cloned(),
+            ..o
+        }
+    };
+    let overrides: Vec<(&str, Observation)> = REGIONS.iter().map(|r| (*r, observed(r))).collect();
+    for _ in 0..count {
+        sim.round(&overrides);
+    }
+    sim.last.as_ref().unwrap().writer.clone()
+}
+
+fn weight(sim: &Sim, region: &str) -> i32 {
+    let weights = &sim.last.as_ref().unwrap().weights;
+    weights.iter().find(|(r, _)| r == region).unwrap().1
+}
+
+/// us-east lost with its database; the standbys replayed so much, each
+/// `behind` seconds of commits behind the last one read.
+fn primary_lost(eu_west: u64, ap_south: u64, behind: i64) -> BTreeMap<String, ReplicaLag> {
+    let all = readings(vec![
+        (
+            "us-east",
+            DbReading::Unreadable("connection refused".into()),
+        ),
+        ("eu-west", standby(eu_west, Some(-behind))),
+        ("ap-south", standby(ap_south, Some(-behind))),
+    ]);
+    lags(&all, Some(&us_east_mark()), at(1)).0
+}
+
+#[test]
+fn the_primary_stays_in_its_region_while_that_region_serves() {
+    let mut sim = active_active(json!({}));
+    let all = readings(vec![
+        (
+            "us-east",
+            primary(
+                5_000,
+                &[("eu-west", 5_000, None), ("ap-south", 4_000, None)],
+            ),
+        ),
+        ("eu-west", standby(5_000, Some(0))),
+        ("ap-south", standby(4_000, Some(0))),
+    ]);
+    let (lags, _) = lags(&all, None, at(1));
+    let writer = rounds(&mut sim, &lags, &[], 3);
+    assert_eq!(
+        writer,
+        Some(Writer {
+            region: "us-east".into(),
+            moving: None
+        })
+    );
+    assert!(steps("us-east", &lags, None).is_empty(), "nothing to do");
+    assert_eq!(
+        sim.status.regions[0].replication.as_ref().unwrap().role,
+        "Primary"
+    );
+}
+
+#[test]
+fn when_the_primarys_region_fails_the_standby_that_lacks_least_is_promoted() {
+    let mut sim = active_active(json!({}));
+    sim.primary_mark = Some(us_east_mark());
+    let lags = primary_lost(4_000, 5_000, 1);
+    rounds(&mut sim, &lags, &[], 2);
+    let writer = rounds(&mut sim, &lags, &["us-east"], 3);
+    assert_eq!(
+        writer,
+        Some(Writer {
+            region: "ap-south".into(),
+            moving: Some(false)
+        }),
+        "ap-south has all us-east wrote; eu-west lacks 1,000 bytes"
+    );
+    assert_eq!(weight(&sim, "us-east"), 0, "{}", sim.weights());
+    assert_eq!(
+        steps("ap-south", &lags, Some(false)),
+        vec![DataStep::Promote("ap-south".into())],
+        "us-east does not answer: nothing to fence or replay from"
+    );
+}
+
+#[test]
+fn a_standby_over_the_limit_is_not_promoted_but_the_traffic_still_moves() {
+    let mut sim = active_active(json!({"maxLagSeconds": 3}));
+    sim.primary_mark = Some(us_east_mark());
+    let lags = primary_lost(4_000, 4_500, 20);
+    rounds(&mut sim, &lags, &[], 2);
+    let writer = rounds(&mut sim, &lags, &["us-east"], 3);
+    assert_eq!(writer, None);
+    assert_eq!(
+        sim.condition_reason("PromotionBlocked").as_deref(),
+        Some("ReplicationLag")
+    );
+    assert_eq!(weight(&sim, "us-east"), 0);
+    assert!(weight(&sim, "eu-west") > 0 && weight(&sim, "ap-south") > 0);
+}
+
+#[test]
+fn told_to_promote_past_the_limit_it_promotes_with_a_warning() {
+    let mut sim = active_active(json!({"maxLagSeconds": 3, "onExceeded": "Promote"}));
+    sim.primary_mark = Some(us_east_mark());
+    let lags = primary_lost(4_000, 4_500, 20);
+    rounds(&mut sim, &lags, &[], 2);
+    let writer = rounds(&mut sim, &lags, &["us-east"], 3);
+    assert_eq!(writer.map(|w| w.region).as_deref(), Some("ap-south"));
+    let events = &sim.last.as_ref().unwrap().events;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_str() == "PromotedWithReplicationLag"),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn draining_the_primarys_region_is_a_planned_move_that_waits_for_replay() {
+    let mut sim = active_active(json!({}));
+    let all = readings(vec![
+        (
+            "us-east",
+            primary(
+                5_000,
+                &[("eu-west", 5_000, None), ("ap-south", 5_000, None)],
+            ),
+        ),
+        ("eu-west", standby(5_000, Some(0))),
+        ("ap-south", standby(5_000, Some(0))),
+    ]);
+    let (lags, _) = lags(&all, None, at(1));
+    rounds(&mut sim, &lags, &[], 2);
+    sim.spec.regions[0].drain = true;
+    let writer = rounds(&mut sim, &lags, &[], 1).unwrap();
+    assert_eq!(
+        writer,
+        Writer {
+            region: "eu-west".into(),
+            moving: Some(true)
+        }
+    );
+    assert_eq!(
+        steps(&writer.region, &lags, writer.moving),
+        vec![
+            DataStep::Fence("us-east".into()),
+            DataStep::AwaitReplay {
+                target: "eu-west".into(),
+                from: "us-east".into(),
+                required: true
+            },
+            DataStep::Promote("eu-west".into()),
+        ]
+    );
+}
+
+#[test]
+fn an_old_primary_back_unfenced_is_fenced_and_the_new_one_stays() {
+    let mut sim = active_active(json!({}));
+    let promoted = PrimaryMark {
+        region: "ap-south".into(),
+        position: 6_000,
+        at: at(0),
+        restored_horizon: None,
+    };
+    sim.primary_mark = Some(promoted.clone());
+    let all = readings(vec![
+        ("us-east", primary(5_000, &[])),
+        ("eu-west", standby(6_000, Some(0))),
+        ("ap-south", primary(6_000, &[("eu-west", 6_000, None)])),
+    ]);
+    let (lags, _) = lags(&all, Some(&promoted), at(1));
+    let writer = rounds(&mut sim, &lags, &[], 3).unwrap();
+    assert_eq!(
+        writer,
+        Writer {
+            region: "ap-south".into(),
+            moving: None
+        }
+    );
+    assert_eq!(
+        steps(&writer.region, &lags, writer.moving),
+        vec![DataStep::Fence("us-east".into())]
+    );
+}
+
+#[test]
+fn without_postgres_an_active_active_app_has_no_writer() {
+    let mut sim = Sim::new(spec(json!({
+        "strategy": "ActiveActive",
+        "regions": REGIONS.map(|r| json!({"name": r})),
+        "failover": {"replication": {"mode": "Asynchronous", "maxLagSeconds": 30}},
+    })));
+    assert_eq!(rounds(&mut sim, &BTreeMap::new(), &[], 3), None);
+}
