@@ -226,6 +226,47 @@ async fn as_started(hub: &kube::Client) {
     }
 }
 
+/// Waits until `to` is the active region after a planned move from
+/// `from`, then checks the move's data steps: `from` fenced (it refuses
+/// writes), `to` replayed all it wrote and was promoted before the weights.
+async fn planned_move_done(hub: &kube::Client, ns: &str, from: &str, to: &str, within: Duration) {
+    wait_for(&format!("{to} active"), within, || async {
+        let s = status(hub, ns, "shop").await?;
+        (s.active_region.as_deref() == Some(to)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        in_recovery(to).await,
+        Some(false),
+        "promoted before the move"
+    );
+    let s = status(hub, ns, "shop").await.unwrap();
+    let steps: Vec<(&str, &str, &str)> = s
+        .data_steps
+        .iter()
+        .map(|d| (d.stage.as_str(), d.region.as_str(), d.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("Fence", from, "Done"),
+            ("AwaitReplay", to, "Done"),
+            ("Promote", to, "Done"),
+        ],
+        "{:?}",
+        s.data_steps
+    );
+    let refused = try_sql(
+        from,
+        "INSERT INTO writes (id, region) VALUES (-2, 'fenced')",
+    )
+    .await;
+    assert!(
+        refused.unwrap_err().contains("read-only"),
+        "the primary it moved from refuses writes"
+    );
+}
+
 /// Whether a region's database is in recovery (a standby).
 async fn in_recovery(region: &str) -> Option<bool> {
     let regions = env_with_databases().regions.lock().await;
@@ -427,45 +468,7 @@ async fn a_standby_behind_the_limit_waits_and_takes_the_traffic_once_it_has_repl
     let mut fail_back = spec(3);
     fail_back["failover"]["failbackHoldSeconds"] = json!(5);
     apply_app(&hub, ns, "shop", fail_back).await;
-    wait_for(
-        "us-east to take the traffic back",
-        Duration::from_secs(90),
-        || async {
-            let s = status(&hub, ns, "shop").await?;
-            (s.active_region.as_deref() == Some("us-east")).then_some(())
-        },
-    )
-    .await;
-    assert_eq!(
-        in_recovery("us-east").await,
-        Some(false),
-        "promoted before the move"
-    );
-    let s = status(&hub, ns, "shop").await.unwrap();
-    let stages: Vec<(&str, &str, &str)> = s
-        .data_steps
-        .iter()
-        .map(|d| (d.stage.as_str(), d.region.as_str(), d.outcome.as_str()))
-        .collect();
-    assert_eq!(
-        stages,
-        [
-            ("Fence", "eu-west", "Done"),
-            ("AwaitReplay", "us-east", "Done"),
-            ("Promote", "us-east", "Done"),
-        ],
-        "{:?}",
-        s.data_steps
-    );
-    let refused = try_sql(
-        "eu-west",
-        "INSERT INTO writes (id, region) VALUES (-2, 'eu-west')",
-    )
-    .await;
-    assert!(
-        refused.unwrap_err().contains("read-only"),
-        "the primary it failed back from refuses writes"
-    );
+    planned_move_done(&hub, ns, "eu-west", "us-east", Duration::from_secs(90)).await;
 
     common::operator::delete_app(&hub, ns, "shop").await;
     restore_databases().await;
@@ -647,30 +650,7 @@ async fn a_planned_move_fences_the_old_primary_waits_for_replay_and_loses_no_wri
         json!({"failover": {"activeOverride": "eu-west"}}),
     );
     apply_app(&hub, ns, "shop", moved).await;
-    wait_for("eu-west active", Duration::from_secs(60), || async {
-        let s = status(&hub, ns, "shop").await?;
-        (s.active_region.as_deref() == Some("eu-west")).then_some(())
-    })
-    .await;
-    assert_eq!(
-        in_recovery("eu-west").await,
-        Some(false),
-        "promoted before the move"
-    );
-    let s = status(&hub, ns, "shop").await.unwrap();
-    let steps: Vec<(&str, &str, &str)> = s
-        .data_steps
-        .iter()
-        .map(|d| (d.stage.as_str(), d.region.as_str(), d.outcome.as_str()))
-        .collect();
-    assert_eq!(
-        steps,
-        [
-            ("Fence", "us-east", "Done"),
-            ("AwaitReplay", "eu-west", "Done"),
-            ("Promote", "eu-west", "Done")
-        ]
-    );
+    planned_move_done(&hub, ns, "us-east", "eu-west", Duration::from_secs(60)).await;
     let acknowledged = writer.await.unwrap();
     assert!(
         acknowledged.len() > 200,
@@ -766,23 +746,8 @@ async fn an_active_active_apps_primary_follows_the_traffic_and_the_old_one_is_fe
     as_started(&hub).await;
     let ns = "data-active-active";
     uri_secret(&hub, ns, database_uris().await).await;
-    let mut everywhere = spec(30);
-    everywhere["strategy"] = json!("ActiveActive");
-    apply_app(&hub, ns, "shop", everywhere).await;
-    wait_for(
-        "every region carrying traffic, us-east's database the primary",
-        Duration::from_secs(120),
-        || async {
-            let s = status(&hub, ns, "shop").await?;
-            let all_serve = s
-                .regions
-                .iter()
-                .all(|r| r.weight > 0 && r.health == Health::Healthy);
-            let us = replica(&hub, ns, "us-east").await?;
-            (all_serve && us.role == "Primary").then_some(())
-        },
-    )
-    .await;
+    apply_app(&hub, ns, "shop", active_active()).await;
+    all_serving_us_east_primary(&hub, ns).await;
 
     // us-east lost: its traffic goes to the others, and its database's
     // role to the standby that lacks least, promoted before the weights.
@@ -799,6 +764,15 @@ async fn an_active_active_apps_primary_follows_the_traffic_and_the_old_one_is_fe
     .await;
     assert_ne!(promoted, "us-east");
     assert_eq!(in_recovery(&promoted).await, Some(false), "takes writes");
+    let other = ["eu-west", "ap-south"]
+        .into_iter()
+        .find(|r| *r != promoted)
+        .unwrap();
+    assert_eq!(
+        in_recovery(other).await,
+        Some(true),
+        "one primary: {other} is still a standby"
+    );
     let s = status(&hub, ns, "shop").await.unwrap();
     assert!(
         s.regions
@@ -830,6 +804,104 @@ async fn an_active_active_apps_primary_follows_the_traffic_and_the_old_one_is_fe
         refused.unwrap_err().contains("read-only"),
         "the old primary refuses writes"
     );
+    assert_eq!(in_recovery(&promoted).await, Some(false));
+
+    common::operator::delete_app(&hub, ns, "shop").await;
+    restore_databases().await;
+}
+
+/// An ActiveActive app over the three regions, lag read from the
+/// databases within 30 s.
+fn active_active() -> serde_json::Value {
+    let mut everywhere = spec(30);
+    everywhere["strategy"] = json!("ActiveActive");
+    everywhere
+}
+
+/// Waits until every region carries traffic and us-east's database is
+/// read as the primary.
+async fn all_serving_us_east_primary(hub: &kube::Client, ns: &str) {
+    wait_for(
+        "every region carrying traffic, us-east's database the primary",
+        Duration::from_secs(120),
+        || async {
+            let s = status(hub, ns, "shop").await?;
+            let all_serve = s
+                .regions
+                .iter()
+                .all(|r| r.weight > 0 && r.health == Health::Healthy);
+            let us = replica(hub, ns, "us-east").await?;
+            (all_serve && us.role == "Primary").then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_active_active_promotion_that_fails_holds_the_database_not_the_traffic() {
+    let env = env_with_databases();
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env.client("hub").await;
+    as_started(&hub).await;
+    let ns = "data-active-active-refused";
+    // A role that may read (pg_monitor) but not promote.
+    sql(
+        "us-east",
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'watcher') \
+         THEN CREATE ROLE watcher LOGIN IN ROLE pg_monitor; END IF; END $$",
+    )
+    .await;
+    let as_watcher: BTreeMap<String, String> = database_uris()
+        .await
+        .into_iter()
+        .map(|(key, value)| (key, value.replace("postgres@", "watcher@")))
+        .collect();
+    uri_secret(&hub, ns, as_watcher).await;
+    apply_app(&hub, ns, "shop", active_active()).await;
+    all_serving_us_east_primary(&hub, ns).await;
+
+    env.regions.lock().await.fail("us-east").await.unwrap();
+    let (message, s) = wait_for(
+        "the traffic off us-east and the promotion refused",
+        Duration::from_secs(60),
+        || async {
+            let s = status(&hub, ns, "shop").await?;
+            let us = s.regions.iter().find(|r| r.name == "us-east")?;
+            let (state, reason, message) = condition(&s, "PromotionBlocked")?;
+            (us.weight == 0 && state == "True" && reason == "DataStepFailed")
+                .then_some((message, s))
+        },
+    )
+    .await;
+    assert!(
+        message.contains("Promote") && message.contains("permission denied"),
+        "{message}"
+    );
+    assert!(
+        s.regions
+            .iter()
+            .filter(|r| r.name != "us-east")
+            .all(|r| r.weight > 0),
+        "the others serve: {:?}",
+        s.weights
+    );
+    for region in ["eu-west", "ap-south"] {
+        assert_eq!(in_recovery(region).await, Some(true), "{region}");
+    }
+
+    // A role that may promote: the next attempt (the Secret is read again
+    // within 30 s) promotes.
+    uri_secret(&hub, ns, database_uris().await).await;
+    let promoted = wait_for("a standby promoted", Duration::from_secs(90), || async {
+        let s = status(&hub, ns, "shop").await?;
+        let step = s
+            .data_steps
+            .iter()
+            .find(|d| d.stage == "Promote" && d.outcome == "Done")?;
+        Some(step.region.clone())
+    })
+    .await;
     assert_eq!(in_recovery(&promoted).await, Some(false));
 
     common::operator::delete_app(&hub, ns, "shop").await;

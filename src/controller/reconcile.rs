@@ -197,21 +197,16 @@ pub(super) async fn apply(
         tracing::info!(app = %key.name, namespace = %key.namespace, why = %why, "nothing applied yet");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    if let Some(followed) = follow_data(&ctx, &app, &key, &decision, &replicas, &previous).await {
+    // One active region: the database follows before the traffic does.
+    // ActiveActive: every region serves, so the weights go first (below).
+    let data_first = app.spec.strategy != Strategy::ActiveActive;
+    let followed = match data_first {
+        true => follow_data(&ctx, &app, &key, &decision, &replicas, &previous).await,
+        false => None,
+    };
+    if let Some(followed) = followed {
         match followed.failed {
             None => decision.status.data_steps = followed.stages,
-            // Every region serves: the weights still move off a region
-            // that must lose its traffic; the database waits, and says so.
-            Some(why) if app.spec.strategy == Strategy::ActiveActive => {
-                tracing::warn!(app = %key.name, namespace = %key.namespace, step = %why, "a data step failed: the traffic moves, the database waits");
-                let generation = app.metadata.generation;
-                replication::mark_blocked(
-                    &mut decision.status,
-                    followed.stages,
-                    generation,
-                    Timestamp::now(),
-                );
-            }
             Some(why) => {
                 tracing::warn!(app = %key.name, namespace = %key.namespace, step = %why, "a data step failed: the move waits");
                 let now = Timestamp::now();
@@ -236,6 +231,9 @@ pub(super) async fn apply(
         false => previous.clone(),
     };
     let (sinks, retry_sinks) = publish(&ctx, &app, &key, &decision).await;
+    if !data_first {
+        follow_data_after(&ctx, &app, &key, &mut decision, &replicas, &previous).await;
+    }
     let applied = clean_up(&ctx, &key, &app.spec, &decision, &previous, sinks).await;
     let confirmed = applied.sinks.confirmed();
     let status = plan::settle(&decision, &previous, app.metadata.generation, &applied);
@@ -750,6 +748,37 @@ fn record_lag(ctx: &Context, key: &AppKey, replicas: &BTreeMap<String, ReplicaLa
             None => {
                 ctx.metrics.replication_lag.remove(&labels);
             }
+        }
+    }
+}
+
+/// ActiveActive: the database follows the writer region once the weights
+/// are published; a failed step raises PromotionBlocked (`DataStepFailed`)
+/// on the decided status, and the next round tries again.
+async fn follow_data_after(
+    ctx: &Context,
+    app: &MultiRegionApp,
+    key: &AppKey,
+    decision: &mut Decision,
+    replicas: &BTreeMap<String, ReplicaLag>,
+    previous: &MultiRegionAppStatus,
+) {
+    let Some(followed) = follow_data(ctx, app, key, decision, replicas, previous).await else {
+        return;
+    };
+    match followed.failed {
+        None => decision.status.data_steps = followed.stages,
+        Some(why) => {
+            tracing::warn!(app = %key.name, namespace = %key.namespace, step = %why, "a data step failed: the database waits");
+            let generation = app.metadata.generation;
+            let now = Timestamp::now();
+            replication::mark_blocked(
+                &mut decision.status,
+                previous,
+                followed.stages,
+                generation,
+                now,
+            );
         }
     }
 }

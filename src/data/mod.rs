@@ -85,7 +85,7 @@ impl DataTier {
         {
             return lags.clone();
         }
-        let regions: Vec<String> = app.spec.regions.iter().map(|r| r.name.clone()).collect();
+        let regions = self.regions_to_read(app, key, kept);
         let readings = self.readings_of(source, key, &regions).await;
         let now = Timestamp::now();
         let interval = i64::from(app.spec.health_check.interval_seconds);
@@ -101,6 +101,31 @@ impl DataTier {
             .unwrap()
             .insert(key.clone(), (Instant::now(), lags.clone()));
         lags
+    }
+
+    /// The spec's regions, and beside them the region of the last primary
+    /// read and an ActivePassive active region leaving the spec: a primary
+    /// there is still fenced, and replayed from, when the data moves.
+    fn regions_to_read(
+        &self,
+        app: &MultiRegionApp,
+        key: &AppKey,
+        kept: Option<&PrimaryPosition>,
+    ) -> Vec<String> {
+        let mut regions: Vec<String> = app.spec.regions.iter().map(|r| r.name.clone()).collect();
+        let last = self.mark(key).map(|m| m.region);
+        let last = last.or_else(|| kept.map(|k| k.region.clone()));
+        let leaving = app
+            .status
+            .as_ref()
+            .and_then(|s| crate::plan::leaving_region(&app.spec, s))
+            .map(str::to_string);
+        for region in [last, leaving].into_iter().flatten() {
+            if !regions.contains(&region) {
+                regions.push(region);
+            }
+        }
+        regions
     }
 
     /// The primary's position as this operator last read it (or restored
@@ -260,10 +285,33 @@ impl DataTier {
                 failed = Some(format!("{} {}: {message}", step.stage(), step.region()));
                 break;
             }
+            if let DataStep::Promote(region) = step {
+                self.promoted(key, region, &uris).await;
+            }
         }
         // Roles changed: read them again next time.
         self.readings.lock().unwrap().remove(key);
         Some(Followed { stages, failed })
+    }
+
+    /// The region this operator just promoted is where the data is
+    /// measured from now on, whether or not the old primary can be read
+    /// (a lone primary elsewhere is otherwise not taken for the live one
+    /// while the last one is unread: `replication::lags`).
+    async fn promoted(&self, key: &AppKey, region: &str, uris: &Uris) {
+        let Some(target) = uris.as_ref().ok().and_then(|u| u.get(region)) else {
+            return;
+        };
+        let Ok(position) = self.postgres.position(target).await else {
+            return;
+        };
+        let mark = PrimaryMark {
+            region: region.to_string(),
+            position,
+            at: Timestamp::now(),
+            restored_horizon: None,
+        };
+        self.marks.lock().unwrap().insert(key.clone(), mark);
     }
 
     /// Takes one step: its outcome (Done, Skipped, Failed) and message.

@@ -373,8 +373,10 @@ pub fn lags(
 /// The primary the data is measured against this round, with its
 /// acknowledged position and its standbys: the one taking writes; when
 /// none does, the fenced one that was (a planned move's old primary,
-/// `last`'s region). None when several take writes, or when the only
-/// primaries are fenced old ones beside the last live one (never rejoined).
+/// `last`'s region). None when several take writes, when the only
+/// primaries are fenced old ones beside the last live one (never
+/// rejoined), or when the one taking writes is not `last`'s and `last`'s
+/// database was not read (`last` is kept).
 fn live_primary<'a>(
     readings: &'a BTreeMap<String, DbReading>,
     last: Option<&PrimaryMark>,
@@ -411,9 +413,18 @@ fn live_primary<'a>(
         .map(|(_, primary)| primary)
         .collect();
     match chosen.as_slice() {
+        // A primary elsewhere while the last live one was not read this
+        // round is not taken for it: it may be an old primary back, not
+        // fenced yet (the operator's own promotions move `last` first).
+        [one] if last.is_some_and(|l| l.region != *one.0 && unread(readings, &l.region)) => None,
         [one] => Some(*one),
         _ => None,
     }
+}
+
+/// The region's database gave no reading this round (or was not read).
+fn unread(readings: &BTreeMap<String, DbReading>, region: &str) -> bool {
+    matches!(readings.get(region), None | Some(DbReading::Unreadable(_)))
 }
 
 /// A standby as it follows `live`, the primary the data is measured
@@ -816,14 +827,16 @@ pub fn blocked(
     now: Timestamp,
 ) -> crate::api::MultiRegionAppStatus {
     let mut status = previous.clone();
-    mark_blocked(&mut status, stages, generation, now);
+    mark_blocked(&mut status, previous, stages, generation, now);
     status
 }
 
 /// Records the steps taken in `status` and raises PromotionBlocked
-/// (`DataStepFailed`) naming the step that failed.
+/// (`DataStepFailed`) naming the step that failed, its transition time
+/// carried over from `previous` when it was already raised so.
 pub fn mark_blocked(
     status: &mut crate::api::MultiRegionAppStatus,
+    previous: &crate::api::MultiRegionAppStatus,
     stages: Vec<crate::api::DataStage>,
     generation: Option<i64>,
     now: Timestamp,
@@ -834,8 +847,7 @@ pub fn mark_blocked(
         .map(|s| format!("{} {}: {}", s.stage, s.region, s.message))
         .unwrap_or_default();
     status.data_steps = stages;
-    let before = status.conditions.clone();
-    let mut c = super::conditions::Conditions::new(&before, now, generation);
+    let mut c = super::conditions::Conditions::new(&previous.conditions, now, generation);
     c.set(
         "PromotionBlocked",
         true,

@@ -57,6 +57,7 @@ pub(super) fn decide(inputs: &Inputs, regions: &[RegionView]) -> Outcome {
     } else {
         no_healthy_weights(inputs, regions)
     };
+    let writer = super::writer::choose(inputs, regions, &weights);
     let assignments = regions
         .iter()
         .zip(weights)
@@ -75,10 +76,10 @@ pub(super) fn decide(inputs: &Inputs, regions: &[RegionView]) -> Outcome {
         ..Outcome::default()
     };
     outcome.flags.flap_damped = damped_message(regions, &drops, &damped, max);
-    let writer = super::writer::choose(inputs, regions);
     outcome.writer = writer.writer;
     outcome.events = writer.warnings;
-    outcome.flags.promotion_blocked = unconfigured_message(regions).or(writer.blocked);
+    // The database's reason first: a missing copy only holds a region back.
+    outcome.flags.promotion_blocked = writer.blocked.or(unconfigured_message(regions));
     outcome.drops = drops;
     outcome.ramps = ramps;
     outcome

@@ -1,18 +1,19 @@
 //! Where an ActiveActive app's writable database belongs. Every region
 //! serves, but a single-primary store (PostgreSQL read through
 //! `lagFrom.postgres`) takes writes in one region only. The primary stays
-//! where it is while its region may carry traffic; once that region may
-//! not (Unhealthy, drained, cordoned, held out by a drill), it goes to the
-//! region that may and whose standby lacks least, through the same RPO gate
-//! as an ActivePassive failover. The data tier then takes the steps
-//! (`replication::steps`: fence, replay, promote) before the weights move.
+//! where it is unless its region is positively out (Unhealthy, drained,
+//! cordoned, held out by a drill): a region not judged yet keeps it. Out,
+//! it goes to the region that carries traffic and whose standby lacks
+//! least, through the same RPO gate as an ActivePassive failover. The data
+//! tier then takes the steps (`replication::steps`: fence, replay, promote).
 
+use super::drill::DrillRole;
+use super::health::Health;
+use super::replication::{DbRole, ReplicaLag};
 use super::rounds::RegionView;
 use super::single::{blocked_message, lag_warning, on_old_history, replication_rank, within_lag};
 use super::{Event, Inputs, Writer};
 use crate::api::{OnLagExceeded, Replication};
-
-use super::replication::DbRole;
 
 /// What the writer choice decided: where the primary belongs (with whether
 /// getting it there is a move, and a planned one), the Warnings of a
@@ -25,8 +26,9 @@ pub(super) struct Choice {
 }
 
 /// The writer region for an ActiveActive app whose lag is read from
-/// PostgreSQL; nothing for other apps, or while no primary is known.
-pub(super) fn choose(inputs: &Inputs, regions: &[RegionView]) -> Choice {
+/// PostgreSQL, given the decided weights (spec order); nothing for other
+/// apps, or while no primary is known.
+pub(super) fn choose(inputs: &Inputs, regions: &[RegionView], weights: &[i32]) -> Choice {
     let Some(replication) = inputs.spec.failover.replication.as_ref() else {
         return Choice::default();
     };
@@ -36,15 +38,29 @@ pub(super) fn choose(inputs: &Inputs, regions: &[RegionView]) -> Choice {
     let Some(current) = primary_region(inputs, regions) else {
         return Choice::default();
     };
-    let stays = |region: &RegionView| region.name() == current && region.eligible();
-    if regions.iter().any(stays) || !regions.iter().any(RegionView::eligible) {
-        // Where it is, or nowhere better: the data tier still fences any
-        // other primary that takes writes.
+    let Some(holder) = regions.iter().find(|r| r.name() == current) else {
+        return left_the_spec(&current);
+    };
+    if !out(holder) {
+        // Where it is: the data tier still fences any other primary that
+        // takes writes.
         return stay(current);
     }
-    let mut choice = promote(regions, replication);
+    let carrying = |i: usize| weights.get(i).is_some_and(|&w| w > 0);
+    let candidates: Vec<&RegionView> = (0..regions.len())
+        .filter(|&i| carrying(i) && regions[i].obs.promotion_block().is_none())
+        .map(|i| &regions[i])
+        .collect();
+    if candidates.is_empty() {
+        // Nowhere better: it stays, and the weights say why.
+        return stay(current);
+    }
+    let mut choice = promote(candidates, replication);
     if let Some(writer) = &mut choice.writer {
-        writer.moving = Some(answers(regions, current));
+        writer.moving = Some(answers(holder));
+        if retrying(inputs, &writer.region) {
+            choice.warnings.clear();
+        }
     }
     choice
 }
@@ -59,44 +75,77 @@ fn stay(region: String) -> Choice {
     }
 }
 
-/// The region of the primary that takes writes, as read this round; where
-/// the data tier last read one when none does (its region lost with it)
-/// or when several do (an old primary back unfenced: it is the one fenced).
+/// The primary's region is no longer in `spec.regions`: nothing is moved
+/// blind (its database would be neither fenced nor replayed from).
+fn left_the_spec(region: &str) -> Choice {
+    Choice {
+        blocked: Some((
+            "PrimaryRegionRemoved",
+            format!(
+                "the database's primary is in {region}, no longer in spec.regions: put it back and drain it, so the primary moves before the region goes"
+            ),
+        )),
+        ..Choice::default()
+    }
+}
+
+/// The region may not keep the primary: Unhealthy, drained, cordoned,
+/// held out by a drill. Not one whose health is not known yet.
+fn out(region: &RegionView) -> bool {
+    region.counters.health == Health::Unhealthy
+        || region.taken_out()
+        || region.drill == DrillRole::HeldOut
+}
+
+/// The region of the primary the data is measured against (the data
+/// tier's mark: it only follows a primary that is unambiguous, or one this
+/// operator promoted), else the one the status kept, else the one primary
+/// that takes writes this round.
 fn primary_region(inputs: &Inputs, regions: &[RegionView]) -> Option<String> {
+    if let Some(mark) = inputs.primary_mark {
+        return Some(mark.region.clone());
+    }
+    if let Some(kept) = &inputs.previous.primary_position {
+        return Some(kept.region.clone());
+    }
     let writing: Vec<&str> = regions
         .iter()
-        .filter(|r| {
-            r.obs
-                .replica
-                .as_ref()
-                .is_some_and(|l| l.role == DbRole::Primary && !l.fenced && !l.parted)
-        })
+        .filter(|r| r.obs.replica.as_ref().is_some_and(takes_writes))
         .map(RegionView::name)
         .collect();
-    if let [one] = writing[..] {
-        return Some(one.to_string());
+    match writing[..] {
+        [one] => Some(one.to_string()),
+        _ => None,
     }
-    let kept = inputs.previous.primary_position.as_ref();
-    let marked = inputs.primary_mark.map(|m| &m.region);
-    marked.or(kept.map(|p| &p.region)).cloned()
 }
 
-/// The old primary still answers and takes writes: the move is planned and
-/// waits until the new primary has replayed all it wrote.
-fn answers(regions: &[RegionView], current: String) -> bool {
-    regions.iter().any(|r| {
-        r.name() == current
-            && r.obs
-                .replica
-                .as_ref()
-                .is_some_and(|l| l.role == DbRole::Primary && !l.fenced)
-    })
+fn takes_writes(lag: &ReplicaLag) -> bool {
+    lag.role == DbRole::Primary && !lag.fenced && !lag.parted
 }
 
-/// The eligible region whose standby lacks least and passes the RPO gate
+/// The old primary's database answers (fenced by an earlier attempt or
+/// not): the move is planned and waits until the new primary has replayed
+/// all it wrote.
+fn answers(holder: &RegionView) -> bool {
+    holder
+        .obs
+        .replica
+        .as_ref()
+        .is_some_and(|l| l.role == DbRole::Primary && !l.parted)
+}
+
+/// A promotion of `region` already tried and failed: its Warning was given.
+fn retrying(inputs: &Inputs, region: &str) -> bool {
+    inputs
+        .previous
+        .data_steps
+        .iter()
+        .any(|s| s.region == region && s.outcome == "Failed")
+}
+
+/// The candidate whose standby lacks least and passes the RPO gate
 /// (`onExceeded: Promote` passes the first anyway, with a Warning).
-fn promote(regions: &[RegionView], replication: &Replication) -> Choice {
-    let mut candidates: Vec<&RegionView> = regions.iter().filter(|r| r.eligible()).collect();
+fn promote(mut candidates: Vec<&RegionView>, replication: &Replication) -> Choice {
     candidates.sort_by_key(|r| replication_rank(r));
     let mut refused = Vec::new();
     for region in candidates {

@@ -573,15 +573,9 @@ fn the_primarys_region_is_chosen_first_over_standbys_that_replayed_everything() 
 
 #[test]
 fn a_standby_on_an_old_primarys_history_is_never_promoted_even_when_told_to() {
-    use crate::plan::tests::{Sim, down, spec, up};
     use serde_json::json;
     // us-east (active, the live primary) is lost; ap-south is an old
     // primary never rejoined, fenced, and eu-west still streams from it.
-    let mut sim = Sim::new(spec(json!({
-        "regions": [{"name": "us-east"}, {"name": "eu-west"}, {"name": "ap-south"}],
-        "failover": {"replication": {"maxLagSeconds": 30, "mode": "Asynchronous",
-                                     "onExceeded": "Promote"}}
-    })));
     let mark = PrimaryMark {
         region: "us-east".into(),
         position: 5_000,
@@ -607,19 +601,10 @@ fn a_standby_on_an_old_primarys_history_is_never_promoted_even_when_told_to() {
     );
     assert!(lags["ap-south"].parted && lags["eu-west"].parted);
     assert_eq!(lags["eu-west"].seconds, None);
-    let with = |o: crate::plan::Observation, region: &str| crate::plan::Observation {
-        replica: Some(lags[region].clone()),
-        ..o
-    };
-    sim.round(&[]);
-    sim.round(&[]);
-    for _ in 0..3 {
-        sim.round(&[
-            ("us-east", down()),
-            ("eu-west", with(up(1, 1), "eu-west")),
-            ("ap-south", with(up(1, 1), "ap-south")),
-        ]);
-    }
+    let sim = us_east_lost(
+        json!({"maxLagSeconds": 30, "mode": "Asynchronous", "onExceeded": "Promote"}),
+        &lags,
+    );
     assert_eq!(
         sim.status.active_region.as_deref(),
         Some("us-east"),
@@ -632,12 +617,7 @@ fn a_standby_on_an_old_primarys_history_is_never_promoted_even_when_told_to() {
 /// standbys eu-west and ap-south having replayed so much, each 1 s behind
 /// at most (`maxLagSeconds` 30).
 fn promoted_of(eu_west: u64, ap_south: u64) -> String {
-    use crate::plan::tests::{Sim, down, spec, up};
     use serde_json::json;
-    let mut sim = Sim::new(spec(json!({
-        "regions": [{"name": "us-east"}, {"name": "eu-west"}, {"name": "ap-south"}],
-        "failover": {"replication": {"maxLagSeconds": 30, "mode": "Asynchronous"}}
-    })));
     let mark = PrimaryMark {
         region: "us-east".into(),
         position: 5_000,
@@ -652,20 +632,37 @@ fn promoted_of(eu_west: u64, ap_south: u64) -> String {
         Some(&mark),
         at(1),
     );
-    let with = |o: crate::plan::Observation, region: &str| crate::plan::Observation {
-        replica: Some(lags[region].clone()),
-        ..o
+    let sim = us_east_lost(json!({"maxLagSeconds": 30, "mode": "Asynchronous"}), &lags);
+    sim.status.active_region.clone().unwrap_or_default()
+}
+
+/// An ActivePassive app over us-east (active), eu-west and ap-south with
+/// `replication`, through two healthy rounds and three with us-east down,
+/// the other regions' databases read as `lags`.
+fn us_east_lost(
+    replication: serde_json::Value,
+    lags: &BTreeMap<String, crate::plan::replication::ReplicaLag>,
+) -> crate::plan::tests::Sim {
+    use crate::plan::tests::{Sim, down, spec, up};
+    use serde_json::json;
+    let mut sim = Sim::new(spec(json!({
+        "regions": [{"name": "us-east"}, {"name": "eu-west"}, {"name": "ap-south"}],
+        "failover": {"replication": replication}
+    })));
+    let with = |region: &str| crate::plan::Observation {
+        replica: lags.get(region).cloned(),
+        ..up(1, 1)
     };
     sim.round(&[]);
     sim.round(&[]);
     for _ in 0..3 {
         sim.round(&[
             ("us-east", down()),
-            ("eu-west", with(up(1, 1), "eu-west")),
-            ("ap-south", with(up(1, 1), "ap-south")),
+            ("eu-west", with("eu-west")),
+            ("ap-south", with("ap-south")),
         ]);
     }
-    sim.status.active_region.clone().unwrap_or_default()
+    sim
 }
 
 #[test]
@@ -703,7 +700,7 @@ fn a_fenced_active_primary_is_unfenced_alone_and_refused_beside_a_live_one() {
     assert!(fenced.problem.is_some());
 }
 
-fn fenced_primary(position: u64, standbys: &[&str]) -> DbReading {
+pub(super) fn fenced_primary(position: u64, standbys: &[&str]) -> DbReading {
     let DbReading::Primary {
         confirmed_by,
         standbys: listed,
@@ -833,4 +830,33 @@ fn streaming(replayed: u64, last_commit: Option<i64>) -> DbReading {
         last_replayed_commit: last_commit.map(at),
         streaming: true,
     }
+}
+
+#[test]
+fn a_primary_elsewhere_is_not_taken_for_the_live_one_while_the_last_ones_database_is_unread() {
+    // eu-west was promoted; us-east's old primary comes back not fenced
+    // yet while eu-west's reading fails once: the data is still measured
+    // against eu-west.
+    let last = PrimaryMark {
+        region: "eu-west".into(),
+        position: 9_000,
+        at: at(0),
+        restored_horizon: None,
+    };
+    let all = readings(vec![
+        ("us-east", primary(5_000, &[])),
+        ("eu-west", DbReading::Unreadable("timeout".into())),
+        ("ap-south", streaming(9_000, Some(0))),
+    ]);
+    let (read, mark) = lags(&all, Some(&last), at(1));
+    assert_eq!(mark.as_ref(), Some(&last));
+    assert_eq!(read["us-east"].role, DbRole::Primary);
+    // Read again, the same primary alone taking writes is the live one.
+    let all = readings(vec![
+        ("us-east", fenced_primary(5_000, &[])),
+        ("eu-west", primary(9_500, &[("ap-south", 9_500, None)])),
+        ("ap-south", streaming(9_500, Some(1))),
+    ]);
+    let (_, mark) = lags(&all, Some(&last), at(2));
+    assert_eq!(mark.unwrap().region, "eu-west");
 }

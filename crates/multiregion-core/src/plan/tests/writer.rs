@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::replication::{at, primary, readings, standby};
-use super::{Observation, Sim, down, spec, up};
+use super::replication::{at, fenced_primary, primary, readings, standby};
+use super::{Observation, Sim, down, rolling_out, spec, up};
 use crate::plan::Writer;
 use crate::plan::replication::{DataStep, DbReading, PrimaryMark, ReplicaLag, lags, steps};
 
@@ -129,11 +129,109 @@ fn when_the_primarys_region_fails_the_standby_that_lacks_least_is_promoted() {
         "ap-south has all us-east wrote; eu-west lacks 1,000 bytes"
     );
     assert_eq!(weight(&sim, "us-east"), 0, "{}", sim.weights());
+    let writer = writer.unwrap();
     assert_eq!(
-        steps("ap-south", &lags, Some(false)),
+        steps(&writer.region, &lags, writer.moving),
         vec![DataStep::Promote("ap-south".into())],
         "us-east does not answer: nothing to fence or replay from"
     );
+}
+
+#[test]
+fn a_region_not_judged_yet_keeps_the_primary() {
+    // A new app: us-east's pods are still starting while eu-west's are
+    // ready; us-east is not judged yet, so its primary stays.
+    let mut sim = active_active(json!({}));
+    let all = readings(vec![
+        (
+            "us-east",
+            primary(
+                5_000,
+                &[("eu-west", 5_000, None), ("ap-south", 5_000, None)],
+            ),
+        ),
+        ("eu-west", standby(5_000, Some(0))),
+        ("ap-south", standby(5_000, Some(0))),
+    ]);
+    let (lags, _) = lags(&all, None, at(1));
+    let observed = |region: &str, o: Observation| Observation {
+        replica: lags.get(region).cloned(),
+        ..o
+    };
+    for _ in 0..3 {
+        sim.round(&[
+            ("us-east", observed("us-east", rolling_out(3))),
+            ("eu-west", observed("eu-west", up(3, 3))),
+            ("ap-south", observed("ap-south", up(3, 3))),
+        ]);
+    }
+    assert!(
+        weight(&sim, "eu-west") > 0,
+        "eu-west serves: {}",
+        sim.weights()
+    );
+    assert_eq!(
+        sim.last.as_ref().unwrap().writer,
+        Some(Writer {
+            region: "us-east".into(),
+            moving: None
+        })
+    );
+}
+
+#[test]
+fn the_primarys_region_removed_from_the_spec_moves_nothing_blind() {
+    let mut sim = Sim::new(spec(json!({
+        "strategy": "ActiveActive",
+        "regions": [{"name": "eu-west"}, {"name": "ap-south"}],
+        "failover": {"replication": {"mode": "Asynchronous", "maxLagSeconds": 30,
+            "lagFrom": {"postgres": {"secretRef": {"name": "shop-db"}}}}},
+    })));
+    sim.primary_mark = Some(us_east_mark());
+    let lags = primary_lost(5_000, 5_000, 0);
+    assert_eq!(rounds(&mut sim, &lags, &[], 3), None);
+    assert_eq!(
+        sim.condition_reason("PromotionBlocked").as_deref(),
+        Some("PrimaryRegionRemoved")
+    );
+}
+
+#[test]
+fn a_retry_after_the_old_primary_was_fenced_is_still_a_planned_move() {
+    // us-east drained: the first attempt fenced it, and its replay wait
+    // failed; us-east's database answers, fenced, so the move still waits
+    // for everything it wrote.
+    let mut sim = active_active(json!({}));
+    sim.primary_mark = Some(us_east_mark());
+    let all = readings(vec![
+        ("us-east", fenced_primary(5_000, &["eu-west", "ap-south"])),
+        ("eu-west", standby(4_000, Some(0))),
+        ("ap-south", standby(4_000, Some(0))),
+    ]);
+    let (lags, mark) = lags(&all, Some(&us_east_mark()), at(1));
+    assert_eq!(mark.unwrap().region, "us-east");
+    sim.spec.regions[0].drain = true;
+    let writer = rounds(&mut sim, &lags, &[], 2).unwrap();
+    assert_eq!(writer.moving, Some(true));
+    assert!(matches!(
+        steps(&writer.region, &lags, writer.moving)[..],
+        [
+            DataStep::AwaitReplay { required: true, .. },
+            DataStep::Promote(_)
+        ]
+    ));
+}
+
+#[test]
+fn a_region_that_carries_no_traffic_is_not_promoted() {
+    let mut sim = active_active(json!({}));
+    sim.spec.regions[1].weight = 0;
+    sim.primary_mark = Some(us_east_mark());
+    // eu-west lacks least but carries no traffic.
+    let lags = primary_lost(5_000, 4_900, 1);
+    rounds(&mut sim, &lags, &[], 2);
+    let writer = rounds(&mut sim, &lags, &["us-east"], 3);
+    assert_eq!(writer.map(|w| w.region).as_deref(), Some("ap-south"));
 }
 
 #[test]
