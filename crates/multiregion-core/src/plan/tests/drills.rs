@@ -221,3 +221,66 @@ fn a_request_is_answered_once_although_status_times_are_whole_seconds() {
     );
     assert!(sim.status.drill.is_none());
 }
+
+#[test]
+fn with_a_database_the_drill_does_not_return_onto_an_old_primary_until_it_is_rewound() {
+    use crate::plan::replication::lags;
+    use crate::plan::tests::replication::{at as t, fenced_primary, primary, readings, standby};
+    let mut sim = settled(spec(json!({"failover": {
+        "failbackHoldSeconds": 5,
+        "drill": {"awaySeconds": 3},
+        "replication": {"mode": "Asynchronous", "maxLagSeconds": 30,
+                        "lagFrom": {"postgres": {"secretRef": {"name": "db"}}}}
+    }})));
+    let with =
+        |all: &BTreeMap<String, crate::plan::replication::ReplicaLag>, region: &str| Observation {
+            replica: all.get(region).cloned(),
+            ..up(3, 3)
+        };
+    let before = lags(
+        &readings(vec![
+            ("us-east", primary(5_000, &[("eu-west", 5_000, Some(0.0))])),
+            ("eu-west", standby(5_000, Some(0))),
+        ]),
+        None,
+        t(1),
+    )
+    .0;
+    sim.drill_requested = Some(at(sim.now));
+    for _ in 0..2 {
+        sim.round(&[
+            ("us-east", with(&before, "us-east")),
+            ("eu-west", with(&before, "eu-west")),
+        ]);
+    }
+    assert_eq!(sim.weights(), "us-east=0 eu-west=100");
+    // Switched over: eu-west the primary, us-east its fenced old one.
+    let after = lags(
+        &readings(vec![
+            ("us-east", fenced_primary(5_000, &[])),
+            ("eu-west", primary(6_000, &[])),
+        ]),
+        None,
+        t(2),
+    )
+    .0;
+    assert!(after["us-east"].parted, "{:?}", after["us-east"]);
+    for _ in 0..8 {
+        sim.round(&[
+            ("us-east", with(&after, "us-east")),
+            ("eu-west", with(&after, "eu-west")),
+        ]);
+    }
+    assert_eq!(sim.weights(), "us-east=0 eu-west=100", "the data stays");
+    assert!(sim.status.drill.is_none(), "the drill is over");
+    let outcome = &sim.status.drills[0];
+    assert_eq!(
+        (outcome.result.as_str(), outcome.reason.as_str()),
+        ("Aborted", "PromotionBlocked turned True")
+    );
+    assert_eq!(
+        sim.condition_reason("PromotionBlocked").as_deref(),
+        Some("ReplicationLag"),
+        "us-east is on an old history, never promoted"
+    );
+}
