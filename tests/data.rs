@@ -73,6 +73,27 @@ async fn tls_sessions(region: &str) -> i64 {
     row.get(0)
 }
 
+/// How many client sessions of a region's database logged in as the
+/// certificate-only role with a client certificate (`pg_stat_ssl`).
+async fn certificate_sessions(region: &str) -> i64 {
+    let regions = env_with_databases().regions.lock().await;
+    let client = regions
+        .database(region)
+        .unwrap()
+        .connect("postgres")
+        .await
+        .unwrap();
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE s.ssl AND a.usename = 'admin' AND s.client_dn LIKE '%CN=admin%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    row.get(0)
+}
+
 fn spec(max_lag: i32) -> serde_json::Value {
     app_spec(
         "ActivePassive",
@@ -531,7 +552,7 @@ async fn a_database_that_refuses_is_named_by_region_and_key_and_nothing_moves() 
 }
 
 #[tokio::test]
-async fn a_database_is_read_over_tls_only_when_its_certificate_is_trusted() {
+async fn a_database_is_read_over_tls_only_when_the_certificates_are_right() {
     let env = env_with_databases();
     let _serial = serial().await;
     let _heal = HealOnPanic;
@@ -548,10 +569,27 @@ async fn a_database_is_read_over_tls_only_when_its_certificate_is_trusted() {
     untrusted.insert("ca.crt".into(), other_ca);
     let mut no_ca = trusted.clone();
     no_ca.remove("ca.crt");
+    // The certificate-only role: refused without the client certificate,
+    // read with it.
+    let (cert, key) = env
+        .regions
+        .lock()
+        .await
+        .database_client_certificate()
+        .unwrap();
+    let no_client_cert: BTreeMap<String, String> = trusted
+        .iter()
+        .map(|(k, v)| (k.clone(), v.replace("postgres@", "admin@")))
+        .collect();
+    let mut client_cert = no_client_cert.clone();
+    client_cert.insert("tls.crt".into(), cert);
+    client_cert.insert("tls.key".into(), key);
     for (ns, uris) in [
         ("data-tls", trusted),
         ("data-tls-other-ca", untrusted),
         ("data-tls-no-ca", no_ca),
+        ("data-tls-no-client-cert", no_client_cert),
+        ("data-tls-client-cert", client_cert),
     ] {
         uri_secret(&hub, ns, uris).await;
         apply_app(&hub, ns, "shop", spec(30)).await;
@@ -591,8 +629,28 @@ async fn a_database_is_read_over_tls_only_when_its_certificate_is_trusted() {
     };
     refused("data-tls-other-ca", "UnknownIssuer").await;
     refused("data-tls-no-ca", "no CA to check the server against").await;
+    refused("data-tls-no-client-cert", "client certificate").await;
+    wait_for(
+        "the lag read as the certificate's role",
+        Duration::from_secs(60),
+        || async {
+            let primary = replica(&hub, "data-tls-client-cert", "us-east").await?;
+            (primary.role == "Primary").then_some(())
+        },
+    )
+    .await;
+    assert!(
+        certificate_sessions("us-east").await > 0,
+        "the operator shows its client certificate"
+    );
 
-    for ns in ["data-tls", "data-tls-other-ca", "data-tls-no-ca"] {
+    for ns in [
+        "data-tls",
+        "data-tls-other-ca",
+        "data-tls-no-ca",
+        "data-tls-no-client-cert",
+        "data-tls-client-cert",
+    ] {
         common::operator::delete_app(&hub, ns, "shop").await;
     }
     let _ = std::fs::remove_dir_all(other_dir);

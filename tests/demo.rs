@@ -4,9 +4,16 @@
 mod common;
 
 use std::process::Command;
+use std::sync::Mutex;
+
+/// One demo at a time: each starts a hub and its regions, and two at once
+/// on a small machine starve each other (the second one's clusters came up
+/// too late).
+static ONE_DEMO: Mutex<()> = Mutex::new(());
 
 #[test]
 fn the_demo_runs_unattended_to_the_failover_and_back() {
+    let _one = ONE_DEMO.lock().unwrap_or_else(|e| e.into_inner());
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("demo");
     let _ = std::fs::remove_dir_all(&dir);
     let out = Command::new("bash")
@@ -53,8 +60,12 @@ fn the_demo_runs_unattended_to_the_failover_and_back() {
 #[test]
 fn the_demo_cleans_up_after_its_output_pipe_closes() {
     use std::io::{BufRead, BufReader};
+    let _one = ONE_DEMO.lock().unwrap_or_else(|e| e.into_inner());
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("demo-pipe");
     let _ = std::fs::remove_dir_all(&dir);
+    // Its errors, for a failure's message (the pipe test reads stdout only).
+    let errors = dir.with_extension("stderr");
+    let stderr = std::fs::File::create(&errors).unwrap();
     let mut demo = Command::new("bash")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh"))
         .arg("--non-interactive")
@@ -62,7 +73,7 @@ fn the_demo_cleans_up_after_its_output_pipe_closes() {
         .env("MULTIREGION_BIN", env!("CARGO_BIN_EXE_multiregion"))
         .env("LOCALREGIONS_BIN", common::localregions_bin())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("the demo runs");
     let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
@@ -71,7 +82,11 @@ fn the_demo_cleans_up_after_its_output_pipe_closes() {
         .by_ref()
         .map_while(Result::ok)
         .any(|l| l.contains("==> installing the chart with Helm"));
-    assert!(started, "the demo never got to the chart");
+    assert!(
+        started,
+        "the demo never got to the chart:\n{}",
+        std::fs::read_to_string(&errors).unwrap_or_default()
+    );
     drop(lines);
     assert!(dir.join("state.json").exists(), "clusters are running");
     let interrupt = Command::new("kill")

@@ -26,7 +26,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::api::{DataStage, LagSource, MultiRegionApp, PrimaryPosition};
 use crate::plan::manifest::AppKey;
 use crate::plan::replication::{
-    self, DataStep, DbReading, PrimaryMark, ReplicaLag, ReplicatedStore, Target,
+    self, ClientIdentity, DataStep, DbReading, PrimaryMark, ReplicaLag, ReplicatedStore, Target,
 };
 
 /// A reading is reused for this long (reconciles come faster than rounds).
@@ -37,7 +37,7 @@ const STEP_LIMIT: Duration = Duration::from_secs(40);
 const SECRET_REUSE: Duration = Duration::from_secs(30);
 
 /// Each region's database as the app's Secret gives it, or why not.
-type Uris = Result<BTreeMap<String, Target>, String>;
+type Uris = Result<BTreeMap<String, Result<Target, String>>, String>;
 /// Each region's role and lag, as one round read them.
 type Lags = BTreeMap<String, ReplicaLag>;
 
@@ -163,8 +163,10 @@ impl DataTier {
             Ok(uris) => uris,
             Err(why) => return DbReading::Unreadable(format!("{where_}: {why}")),
         };
-        let Some(target) = uris.get(region) else {
-            return DbReading::Unreadable(format!("{where_}: no such key"));
+        let target = match uris.get(region) {
+            Some(Ok(target)) => target,
+            Some(Err(why)) => return DbReading::Unreadable(format!("{where_}: {why}")),
+            None => return DbReading::Unreadable(format!("{where_}: no such key")),
         };
         match self.postgres.read(target).await {
             Ok(reading) => reading,
@@ -194,8 +196,10 @@ impl DataTier {
     }
 }
 
-/// The Secret's keys as each region's target, all trusting its `ca.crt`.
-fn targets(secret: Secret) -> BTreeMap<String, Target> {
+/// The Secret's keys as each region's target, all trusting its `ca.crt`
+/// and showing its `tls.crt` and `tls.key`, when it has them; a region's
+/// target is an error when only one of those two is there.
+fn targets(secret: Secret) -> BTreeMap<String, Result<Target, String>> {
     let mut texts: BTreeMap<String, String> = secret
         .data
         .unwrap_or_default()
@@ -203,13 +207,33 @@ fn targets(secret: Secret) -> BTreeMap<String, Target> {
         .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).trim().to_string()))
         .collect();
     let ca: Option<std::sync::Arc<str>> = texts.remove(tls::CA_KEY).map(Into::into);
+    let cert = texts.remove(tls::CLIENT_CERT_KEY);
+    let key = texts.remove(tls::CLIENT_KEY_KEY);
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(ClientIdentity {
+            cert: cert.into(),
+            key: key.into(),
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(format!(
+            "{}: no {} beside it",
+            tls::CLIENT_CERT_KEY,
+            tls::CLIENT_KEY_KEY
+        )),
+        (None, Some(_)) => Err(format!(
+            "{}: no {} beside it",
+            tls::CLIENT_KEY_KEY,
+            tls::CLIENT_CERT_KEY
+        )),
+    };
     texts
         .into_iter()
         .map(|(region, uri)| {
-            let target = Target {
+            let target = client.clone().map(|client| Target {
                 uri,
                 ca: ca.clone(),
-            };
+                client,
+            });
             (region, target)
         })
         .collect()
@@ -285,42 +309,21 @@ impl DataTier {
                 failed = Some(format!("{} {}: {message}", step.stage(), step.region()));
                 break;
             }
-            if let DataStep::Promote(region) = step {
-                self.promoted(key, region, &uris).await;
-            }
         }
         // Roles changed: read them again next time.
         self.readings.lock().unwrap().remove(key);
         Some(Followed { stages, failed })
     }
 
-    /// The region this operator just promoted is where the data is
-    /// measured from now on, whether or not the old primary can be read
-    /// (a lone primary elsewhere is otherwise not taken for the live one
-    /// while the last one is unread: `replication::lags`).
-    async fn promoted(&self, key: &AppKey, region: &str, uris: &Uris) {
-        let Some(target) = uris.as_ref().ok().and_then(|u| u.get(region)) else {
-            return;
-        };
-        let Ok(position) = self.postgres.position(target).await else {
-            return;
-        };
-        let mark = PrimaryMark {
-            region: region.to_string(),
-            position,
-            at: Timestamp::now(),
-            restored_horizon: None,
-        };
-        self.marks.lock().unwrap().insert(key.clone(), mark);
-    }
-
     /// Takes one step: its outcome (Done, Skipped, Failed) and message.
     async fn take(&self, step: &DataStep, uris: &Uris, secret: &str) -> (&'static str, String) {
         let uri = |region: &str| -> Result<Target, String> {
             let uris = uris.as_ref().map_err(|e| format!("Secret {secret}: {e}"))?;
-            uris.get(region)
-                .cloned()
-                .ok_or_else(|| format!("Secret {secret} has no key {region}"))
+            match uris.get(region) {
+                Some(Ok(target)) => Ok(target.clone()),
+                Some(Err(why)) => Err(format!("Secret {secret}: {why}")),
+                None => Err(format!("Secret {secret} has no key {region}")),
+            }
         };
         let result = match step {
             DataStep::Fence(region) => match uri(region) {
@@ -399,5 +402,45 @@ impl DataTier {
             )),
             Err(why) => Err(redact(&why, &target_uri.uri)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    fn secret(keys: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(
+                keys.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn the_secrets_certificates_go_with_every_regions_uri_and_are_no_region() {
+        let all = targets(secret(&[
+            ("us-east", "postgres://a@h1/db"),
+            ("eu-west", "postgres://a@h2/db"),
+            ("ca.crt", "CA"),
+            ("tls.crt", "CERT"),
+            ("tls.key", "KEY"),
+        ]));
+        assert_eq!(all.keys().collect::<Vec<_>>(), ["eu-west", "us-east"]);
+        let us = all["us-east"].as_ref().unwrap();
+        assert_eq!(us.ca.as_deref(), Some("CA"));
+        let client = us.client.as_ref().unwrap();
+        assert_eq!((&*client.cert, &*client.key), ("CERT", "KEY"));
+
+        let half = targets(secret(&[
+            ("us-east", "postgres://a@h1/db"),
+            ("tls.crt", "CERT"),
+        ]));
+        let why = half["us-east"].as_ref().unwrap_err();
+        assert_eq!(why, "tls.crt: no tls.key beside it");
     }
 }

@@ -42,7 +42,7 @@ impl Connections {
                 return Ok(client.clone());
             }
         }
-        let client = Arc::new(connect(&target.uri, target.ca.as_deref()).await?);
+        let client = Arc::new(connect(target).await?);
         let mut open = self.open.lock().await;
         open.insert(target.clone(), (client.clone(), Instant::now()));
         Ok(client)
@@ -68,10 +68,11 @@ impl Connections {
     }
 }
 
-/// Connects to `uri`, with TLS unless its `sslmode` is `disable`; the
+/// Connects to the target's URI, with TLS unless its `sslmode` is
+/// `disable` (then its client certificate is not shown, as in libpq); the
 /// connection runs on its own task until the client is dropped.
-async fn connect(uri: &str, ca: Option<&str>) -> Result<Client, String> {
-    let split = tls::split(uri)?;
+async fn connect(target: &Target) -> Result<Client, String> {
+    let split = tls::split(&target.uri)?;
     let mut config: tokio_postgres::Config = split.uri.parse().map_err(|e| describe(&e))?;
     // An sslmode the split did not see (percent-encoded, spaced around
     // `=`, after a `?` in a password) would be overridden below: refused.
@@ -91,7 +92,7 @@ async fn connect(uri: &str, ca: Option<&str>) -> Result<Client, String> {
         tokio::spawn(connection);
         return Ok(client);
     }
-    let connector = tls::connector(&split, ca)?;
+    let connector = tls::connector(&split, target.ca.as_deref(), target.client.as_ref())?;
     let (client, connection) = config.connect(connector).await.map_err(|e| describe(&e))?;
     tokio::spawn(connection);
     Ok(client)
@@ -109,12 +110,14 @@ async fn read(client: &Client) -> Result<DbReading, tokio_postgres::Error> {
              coalesce((SELECT setting FROM pg_file_settings \
                WHERE name = 'default_transaction_read_only' AND applied \
                ORDER BY seqno DESC LIMIT 1), 'off') = 'on', \
-             current_setting('synchronous_standby_names')",
+             current_setting('synchronous_standby_names'), \
+             pg_walfile_name(pg_current_wal_lsn())",
             &[],
         )
         .await?;
     let (position, fenced): (i64, bool) = (row.get(0), row.get(1));
     let confirmed_by = replication::confirmed_by(row.get(2));
+    let timeline = timeline_of(row.get(3));
     let rows = client
         .query(
             "SELECT application_name, (coalesce(replay_lsn, '0/0') - '0/0')::bigint, \
@@ -139,7 +142,13 @@ async fn read(client: &Client) -> Result<DbReading, tokio_postgres::Error> {
         confirmed_by,
         fenced,
         standbys,
+        timeline,
     })
+}
+
+/// The timeline a WAL file's name begins with (8 hexadecimal digits).
+fn timeline_of(wal_file: &str) -> Option<u32> {
+    u32::from_str_radix(wal_file.get(..8)?, 16).ok()
 }
 
 async fn read_standby(client: &Client) -> Result<DbReading, tokio_postgres::Error> {
@@ -307,5 +316,15 @@ impl ReplicatedStore for Connections {
     }
     async fn promote(&self, target: &Target) -> Result<(), String> {
         self.promote_now(target).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_timeline_is_read_from_the_wal_files_name() {
+        assert_eq!(super::timeline_of("000000020000000000000004"), Some(2));
+        assert_eq!(super::timeline_of("0000001A0000000000000004"), Some(26));
+        assert_eq!(super::timeline_of("short"), None);
     }
 }

@@ -12,8 +12,10 @@
 //! | `verify-full` | always | signed by the CA and for the URI's host |
 //!
 //! The CA is the Secret's `ca.crt` key (PEM, for every region's URI), or
-//! the Mozilla roots with `sslrootcert=system`. A `sslrootcert` path is
-//! refused: the operator reads no file of its pod for a tenant.
+//! the Mozilla roots with `sslrootcert=system`. A client certificate is
+//! the Secret's `tls.crt` and `tls.key`. A `sslrootcert`, `sslcert` or
+//! `sslkey` path is refused: the operator reads no file of its pod for a
+//! tenant.
 
 use std::sync::Arc;
 
@@ -21,15 +23,22 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::plan::replication::ClientIdentity;
+
 /// The Secret key whose PEM certificates the databases' servers are
 /// checked against.
 pub const CA_KEY: &str = "ca.crt";
+/// The Secret keys of the client certificate (PEM chain) the operator
+/// shows every region's server, and of its private key (PEM: PKCS#8,
+/// PKCS#1 or SEC1), as in a `kubernetes.io/tls` Secret.
+pub const CLIENT_CERT_KEY: &str = "tls.crt";
+pub const CLIENT_KEY_KEY: &str = "tls.key";
 
 /// libpq's `sslmode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,7 +106,7 @@ pub fn split(uri: &str) -> Result<Split, String> {
             }
             (key, _) => {
                 return Err(format!(
-                    "{key}: client certificates are not supported; use a password"
+                    "{key}: a file is not read; put the client certificate and its key in the Secret's {CLIENT_CERT_KEY} and {CLIENT_KEY_KEY} keys"
                 ));
             }
         }
@@ -170,8 +179,13 @@ fn split_words(uri: &str) -> (String, Vec<(String, String)>) {
     (kept.trim().to_string(), taken)
 }
 
-/// The TLS connector for `mode`, trusting `ca` (PEM) or the Mozilla roots.
-pub fn connector(split: &Split, ca: Option<&str>) -> Result<MakeRustlsConnect, String> {
+/// The TLS connector for `mode`, trusting `ca` (PEM) or the Mozilla roots,
+/// showing `client`'s certificate when there is one.
+pub fn connector(
+    split: &Split,
+    ca: Option<&str>,
+    client: Option<&ClientIdentity>,
+) -> Result<MakeRustlsConnect, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = roots(split, ca)?;
     let verifier: Arc<dyn ServerCertVerifier> = match (split.mode, roots) {
@@ -193,13 +207,36 @@ pub fn connector(split: &Split, ca: Option<&str>) -> Result<MakeRustlsConnect, S
             provider: provider.clone(),
         }),
     };
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let config = match client {
+        Some(identity) => {
+            let (chain, key) = client_identity(identity)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("{CLIENT_KEY_KEY}: does not go with {CLIENT_CERT_KEY}: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    };
     Ok(MakeRustlsConnect::new(config))
+}
+
+/// The client certificate chain and key, parsed from their PEM.
+fn client_identity(
+    identity: &ClientIdentity,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let chain = CertificateDer::pem_slice_iter(identity.cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{CLIENT_CERT_KEY}: not PEM certificates: {e}"))?;
+    if chain.is_empty() {
+        return Err(format!("{CLIENT_CERT_KEY}: no certificate in it"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(identity.key.as_bytes())
+        .map_err(|_| format!("{CLIENT_KEY_KEY}: not a PEM private key"))?;
+    Ok((chain, key))
 }
 
 /// The certificates to check against: `None` when there are none to use.
@@ -412,10 +449,43 @@ mod tests {
         assert!(bad("postgres://h/db?sslrootcert=/etc/ca.pem").contains("ca.crt"));
         assert!(bad("host=h sslcert=/c.pem").starts_with("sslcert"));
         let verify = split("host=h sslmode=verify-full").unwrap();
-        let refused = connector(&verify, None).err().unwrap();
+        let refused = connector(&verify, None, None).err().unwrap();
         assert!(refused.contains("no CA"), "{refused}");
-        let garbage = connector(&verify, Some("not a certificate")).err().unwrap();
+        let garbage = connector(&verify, Some("not a certificate"), None)
+            .err()
+            .unwrap();
         assert!(garbage.contains("ca.crt"), "{garbage}");
-        assert!(connector(&split("host=h").unwrap(), None).is_ok());
+        assert!(connector(&split("host=h").unwrap(), None, None).is_ok());
+    }
+
+    #[test]
+    fn a_client_certificate_is_shown_only_when_whole_and_its_key_never_printed() {
+        let dir = std::env::temp_dir().join(format!("multiregion-tls-{}", std::process::id()));
+        let pki = localregions::pki::ClusterPki::generate(&dir, "db", &[]).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let verify = split("host=h sslmode=verify-full").unwrap();
+        let whole = ClientIdentity {
+            cert: pki.admin_cert_pem.clone().into(),
+            key: pki.admin_key_pem.clone().into(),
+        };
+        assert!(connector(&verify, Some(&pki.ca_pem), Some(&whole)).is_ok());
+        let refused = |identity: ClientIdentity| {
+            connector(&verify, Some(&pki.ca_pem), Some(&identity))
+                .err()
+                .unwrap()
+        };
+        let bad_key = ClientIdentity {
+            key: "not a key".into(),
+            ..whole.clone()
+        };
+        assert!(refused(bad_key).starts_with("tls.key"));
+        let no_cert = ClientIdentity {
+            cert: "".into(),
+            ..whole.clone()
+        };
+        assert!(refused(no_cert).starts_with("tls.crt"));
+        let shown = format!("{whole:?}");
+        assert!(!shown.contains(pki.admin_key_pem.trim()), "{shown}");
+        assert!(shown.contains("***"));
     }
 }

@@ -10,7 +10,10 @@
 //! region's host address with a spread hub), offers TLS with a
 //! certificate from its own CA (`DIR/postgres/tls/ca.crt`, printed by
 //! `env` as `POSTGRES_CA`) and trusts every local connection, with TLS or
-//! without: these are test databases, never to hold data of worth.
+//! without: these are test databases, never to hold data of worth. One
+//! role, `admin`, logs in only with a client certificate signed by that CA
+//! (`DIR/postgres/tls/admin.crt` and `admin.key`, printed by `env` as
+//! `POSTGRES_CLIENT_CERT` and `POSTGRES_CLIENT_KEY`).
 //! `fail` kills a region's server (SIGKILL, with its backends) and cuts
 //! its links; `recover` starts it again as it was: a primary stays a
 //! primary (localregions never demotes: that is what fencing and
@@ -323,6 +326,9 @@ impl LocalRegions {
             format!("ssl_cert_file={}", self.tls_dir().join(TLS_CERT).display()),
             "-c".into(),
             format!("ssl_key_file={}", self.tls_dir().join(TLS_KEY).display()),
+            // Client certificates are checked against the same CA.
+            "-c".into(),
+            format!("ssl_ca_file={}", self.tls_dir().join(TLS_CA).display()),
         ];
         let server = Component {
             name: format!("{region}/postgres"),
@@ -355,12 +361,16 @@ impl LocalRegions {
             &log,
         )?;
         append_settings(&database.data)?;
+        require_certificate(&database.data)?;
         self.start_database(&database.region).await?;
         let client = database.connect("postgres").await?;
         client
             // FILE_COPY checkpoints at once; the default (WAL_LOG) waits
             // for a spread checkpoint: 90 s here.
             .batch_execute(&format!("CREATE DATABASE {DATABASE} STRATEGY = FILE_COPY"))
+            .await?;
+        client
+            .batch_execute(&format!("CREATE ROLE {CERTIFICATE_ROLE} LOGIN SUPERUSER"))
             .await?;
         database
             .connect(DATABASE)
@@ -639,6 +649,16 @@ impl LocalRegions {
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
     }
 
+    /// The client certificate and key (PEM) [`CERTIFICATE_ROLE`] logs in
+    /// with, signed by [`Self::database_ca`].
+    pub fn database_client_certificate(&self) -> Result<(String, String)> {
+        let read = |name: &str| {
+            let path = self.tls_dir().join(name);
+            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+        };
+        Ok((read(TLS_CLIENT_CERT)?, read(TLS_CLIENT_KEY)?))
+    }
+
     /// `POSTGRES_<REGION>=URI` lines for `env`, and `POSTGRES_CA`, the
     /// file of the CA their certificates are signed by.
     pub(crate) fn database_env_lines(&self) -> String {
@@ -652,8 +672,14 @@ impl LocalRegions {
             })
             .collect();
         if !self.state.databases.is_empty() {
-            let ca = self.tls_dir().join(TLS_CA);
-            lines.push_str(&format!("export POSTGRES_CA='{}'\n", ca.display()));
+            for (name, file) in [
+                ("CA", TLS_CA),
+                ("CLIENT_CERT", TLS_CLIENT_CERT),
+                ("CLIENT_KEY", TLS_CLIENT_KEY),
+            ] {
+                let path = self.tls_dir().join(file);
+                lines.push_str(&format!("export POSTGRES_{name}='{}'\n", path.display()));
+            }
         }
         lines
     }
@@ -686,6 +712,8 @@ fn shut_down(server: &mut Component) {
 const TLS_CA: &str = "ca.crt";
 const TLS_CERT: &str = "apiserver.crt";
 const TLS_KEY: &str = "apiserver.key";
+const TLS_CLIENT_CERT: &str = "admin.crt";
+const TLS_CLIENT_KEY: &str = "admin.key";
 
 /// Writes a CA and one server certificate for 127.0.0.1, localhost and
 /// every region's address, owned by the servers' user (PostgreSQL reads
@@ -708,6 +736,30 @@ fn append_settings(data: &Path) -> Result<()> {
         .append(true)
         .open(data.join("postgresql.conf"))?;
     conf.write_all(SETTINGS.as_bytes())?;
+    Ok(())
+}
+
+/// The role that logs in only over TLS with the client certificate
+/// `DIR/postgres/tls/admin.crt` (its CN), never with a password or trust:
+/// what a database that asks for client certificates looks like.
+pub const CERTIFICATE_ROLE: &str = "admin";
+
+/// Puts the certificate-only rules for [`CERTIFICATE_ROLE`] before the
+/// `trust` lines of a new cluster's `pg_hba.conf` (the standbys get it
+/// with the base backup).
+fn require_certificate(data: &Path) -> Result<()> {
+    let path = data.join("pg_hba.conf");
+    let rest = std::fs::read_to_string(&path)?;
+    // `all` does not cover physical replication connections: both named.
+    let rules: String = ["all", "replication"]
+        .iter()
+        .map(|database| {
+            format!(
+                "hostssl {database} {CERTIFICATE_ROLE} all cert\nhost {database} {CERTIFICATE_ROLE} all reject\n"
+            )
+        })
+        .collect();
+    std::fs::write(&path, rules + &rest)?;
     Ok(())
 }
 

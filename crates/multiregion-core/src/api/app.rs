@@ -1039,9 +1039,11 @@ pub struct PostgresLagSource {
     /// optionally `ca.crt`: the PEM certificates every region's server is
     /// checked against (`sslmode` as libpq reads it: `verify-full` checks
     /// the chain and the host, `verify-ca` the chain; `sslrootcert=system`
-    /// trusts the Mozilla roots instead). Its role needs `pg_monitor` to
-    /// read the lag (docs/behaviour.md lists what promotion and fencing
-    /// need). A region without a key has no lag.
+    /// trusts the Mozilla roots instead), and optionally `tls.crt` and
+    /// `tls.key`: a client certificate (PEM chain and private key) shown
+    /// to every region's server that asks for one. Its role needs
+    /// `pg_monitor` to read the lag (docs/behaviour.md lists what
+    /// promotion and fencing need). A region without a key has no lag.
     pub secret_ref: LocalSecretRef,
 }
 
@@ -1426,6 +1428,10 @@ pub struct PrimaryPosition {
     pub lsn: String,
     /// When it was read.
     pub read_at: Time,
+    /// Its timeline (PostgreSQL's history number, which every promotion
+    /// raises): a primary on a lower one is an old primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<i64>,
 }
 
 /// One step the data tier took.

@@ -46,6 +46,26 @@ pub struct Target {
     /// The certificates (PEM) its server's is checked against, when the
     /// Secret gives them (`ca.crt`).
     pub ca: Option<std::sync::Arc<str>>,
+    /// The certificate the operator shows the server, when the Secret
+    /// gives one (`tls.crt`, `tls.key`).
+    pub client: Option<ClientIdentity>,
+}
+
+/// A client certificate chain and its private key (PEM). Its `Debug`
+/// never shows the key.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientIdentity {
+    pub cert: std::sync::Arc<str>,
+    pub key: std::sync::Arc<str>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("cert", &self.cert)
+            .field("key", &"***")
+            .finish()
+    }
 }
 
 /// A store whose replication the operator reads and steers: one adapter
@@ -88,6 +108,9 @@ pub enum DbReading {
         fenced: bool,
         /// The standbys streaming from it, by region.
         standbys: BTreeMap<String, StreamedTo>,
+        /// Its timeline, when the store has them: every promotion starts
+        /// a higher one.
+        timeline: Option<u32>,
     },
     /// It replays another's WAL (in recovery).
     Standby {
@@ -132,6 +155,9 @@ pub struct PrimaryMark {
     /// [`STATUS_REFRESH_SECONDS`] plus the health interval). A standby's
     /// lag against such a mark runs to then (`restored_lag`).
     pub restored_horizon: Option<Timestamp>,
+    /// Its timeline (PostgreSQL's history number), when read: a primary
+    /// on a lower one is an old primary, never taken for the live one.
+    pub timeline: Option<u32>,
 }
 
 /// A WAL position as PostgreSQL writes it: the high and low 32 bits in
@@ -164,6 +190,7 @@ pub fn kept_position(
     };
     if let Some(previous) = previous
         && previous.region == mark.region
+        && previous.timeline == mark.timeline.map(i64::from)
         && now.as_second() - previous.read_at.0.as_second() < STATUS_REFRESH_SECONDS
     {
         return Some(previous.clone());
@@ -175,6 +202,7 @@ pub fn kept_position(
         region: mark.region.clone(),
         lsn: lsn_text(mark.position),
         read_at: Time(read_at),
+        timeline: mark.timeline.map(i64::from),
     })
 }
 
@@ -195,6 +223,7 @@ pub fn restored_mark(
         position: parse_lsn(&position.lsn)?,
         at,
         restored_horizon: Timestamp::from_second(at.as_second() + unrecorded).ok(),
+        timeline: position.timeline.and_then(|t| u32::try_from(t).ok()),
     })
 }
 
@@ -318,17 +347,19 @@ pub fn lags(
     now: Timestamp,
 ) -> (BTreeMap<String, ReplicaLag>, Option<PrimaryMark>) {
     let (mark, streamed) = match live_primary(readings, last) {
-        Some((region, position, standbys)) => (
+        Some(live) => (
             Some(PrimaryMark {
-                region: region.to_string(),
-                position,
+                region: live.region.to_string(),
+                position: live.acknowledged,
                 at: now,
                 restored_horizon: None,
+                timeline: live.timeline,
             }),
-            Some(standbys),
+            Some(live.standbys),
         ),
-        // None, or several taking writes (an old primary back, not fenced
-        // yet): its word on the standbys cannot be told from the other's.
+        // None, or several taking writes that cannot be told apart (an old
+        // primary back, not fenced yet): its word on the standbys cannot
+        // be told from the other's.
         None => (last.cloned(), None),
     };
     let history = mark.as_ref().map(|m| m.region.as_str());
@@ -370,18 +401,29 @@ pub fn lags(
     (lags, mark)
 }
 
+/// A primary as `live_primary` weighs it.
+struct Candidate<'a> {
+    region: &'a String,
+    acknowledged: u64,
+    standbys: &'a BTreeMap<String, StreamedTo>,
+    fenced: bool,
+    timeline: Option<u32>,
+}
+
 /// The primary the data is measured against this round, with its
-/// acknowledged position and its standbys: the one taking writes; when
-/// none does, the fenced one that was (a planned move's old primary,
-/// `last`'s region). None when several take writes, when the only
-/// primaries are fenced old ones beside the last live one (never
-/// rejoined), or when the one taking writes is not `last`'s and `last`'s
-/// database was not read (`last` is kept).
+/// acknowledged position, its standbys and its timeline: the one taking
+/// writes (of several, the one on the highest timeline: a promotion
+/// always starts a higher one, so the others are old primaries back, not
+/// fenced yet); when none does, the fenced one that was (a planned move's
+/// old primary, `last`'s region). Never one on a lower timeline than
+/// `last`'s (an old primary back while the live one is not read). None
+/// when several take writes on the same or unknown timelines, or when the
+/// only primaries are fenced old ones beside the last live one.
 fn live_primary<'a>(
     readings: &'a BTreeMap<String, DbReading>,
     last: Option<&PrimaryMark>,
-) -> Option<(&'a String, u64, &'a BTreeMap<String, StreamedTo>)> {
-    let primaries: Vec<_> = readings
+) -> Option<Candidate<'a>> {
+    let primaries: Vec<Candidate> = readings
         .iter()
         .filter_map(|(region, reading)| match reading {
             DbReading::Primary {
@@ -389,42 +431,41 @@ fn live_primary<'a>(
                 confirmed_by,
                 standbys,
                 fenced,
-            } => Some((
-                *fenced,
-                (
-                    region,
-                    acknowledged(*position, *confirmed_by, standbys),
-                    standbys,
-                ),
-            )),
+                timeline,
+            } => Some(Candidate {
+                region,
+                acknowledged: acknowledged(*position, *confirmed_by, standbys),
+                standbys,
+                fenced: *fenced,
+                timeline: *timeline,
+            }),
             _ => None,
         })
         .collect();
-    let taking_writes = primaries.iter().any(|(fenced, _)| !fenced);
-    let chosen: Vec<_> = primaries
-        .into_iter()
-        .filter(|(fenced, (region, ..))| {
-            if taking_writes {
-                !fenced
-            } else {
-                last.is_none_or(|l| l.region == **region)
-            }
-        })
-        .map(|(_, primary)| primary)
-        .collect();
-    match chosen.as_slice() {
-        // A primary elsewhere while the last live one was not read this
-        // round is not taken for it: it may be an old primary back, not
-        // fenced yet (the operator's own promotions move `last` first).
-        [one] if last.is_some_and(|l| l.region != *one.0 && unread(readings, &l.region)) => None,
-        [one] => Some(*one),
+    let older_than_last = |c: &Candidate| {
+        let last = last.and_then(|l| l.timeline);
+        last.zip(c.timeline).is_some_and(|(l, t)| t < l)
+    };
+    let (writing, fenced): (Vec<Candidate>, Vec<Candidate>) =
+        primaries.into_iter().partition(|c| !c.fenced);
+    if writing.is_empty() {
+        let mut chosen = fenced
+            .into_iter()
+            .filter(|c| last.is_none_or(|l| l.region == *c.region));
+        return match (chosen.next(), chosen.next()) {
+            (Some(one), None) => Some(one),
+            _ => None,
+        };
+    }
+    let mut writing = writing;
+    if writing.len() > 1 {
+        let highest = writing.iter().filter_map(|c| c.timeline).max()?;
+        writing.retain(|c| c.timeline == Some(highest));
+    }
+    match writing.as_slice() {
+        [one] if !older_than_last(one) => writing.pop(),
         _ => None,
     }
-}
-
-/// The region's database gave no reading this round (or was not read).
-fn unread(readings: &BTreeMap<String, DbReading>, region: &str) -> bool {
-    matches!(readings.get(region), None | Some(DbReading::Unreadable(_)))
 }
 
 /// A standby as it follows `live`, the primary the data is measured

@@ -2,7 +2,9 @@
 //! serves, but a single-primary store (PostgreSQL read through
 //! `lagFrom.postgres`) takes writes in one region only. The primary stays
 //! where it is unless its region is positively out (Unhealthy, drained,
-//! cordoned, held out by a drill): a region not judged yet keeps it. Out,
+//! cordoned, held out by a drill) and carries no traffic: a region not
+//! judged yet keeps it, and so does one whose weight was kept because no
+//! region is Healthy. Out,
 //! it goes to the region that carries traffic and whose standby lacks
 //! least, through the same RPO gate as an ActivePassive failover. The data
 //! tier then takes the steps (`replication::steps`: fence, replay, promote).
@@ -38,15 +40,17 @@ pub(super) fn choose(inputs: &Inputs, regions: &[RegionView], weights: &[i32]) -
     let Some(current) = primary_region(inputs, regions) else {
         return Choice::default();
     };
-    let Some(holder) = regions.iter().find(|r| r.name() == current) else {
+    let Some(at) = regions.iter().position(|r| r.name() == current) else {
         return left_the_spec(&current);
     };
-    if !out(holder) {
-        // Where it is: the data tier still fences any other primary that
-        // takes writes.
+    let holder = &regions[at];
+    let carrying = |i: usize| weights.get(i).is_some_and(|&w| w > 0);
+    if !out(holder) || carrying(at) {
+        // Where it is (its region serves, or no region is Healthy and the
+        // weights were kept): the data tier still fences any other
+        // primary that takes writes.
         return stay(current);
     }
-    let carrying = |i: usize| weights.get(i).is_some_and(|&w| w > 0);
     let candidates: Vec<&RegionView> = (0..regions.len())
         .filter(|&i| carrying(i) && regions[i].obs.promotion_block().is_none())
         .map(|i| &regions[i])
@@ -134,13 +138,19 @@ fn answers(holder: &RegionView) -> bool {
         .is_some_and(|l| l.role == DbRole::Primary && !l.parted)
 }
 
-/// A promotion of `region` already tried and failed: its Warning was given.
+/// A move of the primary to `region` already tried and stopped at a
+/// failed step (`PromotionBlocked`, `DataStepFailed`): its Warning was
+/// given.
 fn retrying(inputs: &Inputs, region: &str) -> bool {
-    inputs
-        .previous
-        .data_steps
-        .iter()
-        .any(|s| s.region == region && s.outcome == "Failed")
+    let blocked = inputs.previous.conditions.iter().any(|c| {
+        c.type_ == "PromotionBlocked" && c.status == "True" && c.reason == "DataStepFailed"
+    });
+    blocked
+        && inputs
+            .previous
+            .data_steps
+            .iter()
+            .any(|s| s.region == region)
 }
 
 /// The candidate whose standby lacks least and passes the RPO gate

@@ -17,6 +17,7 @@ pub(super) fn primary(position: u64, standbys: &[(&str, u64, Option<f64>)]) -> D
         position,
         confirmed_by: 0,
         fenced: false,
+        timeline: None,
         standbys: standbys
             .iter()
             .map(|(name, replayed, lag)| {
@@ -78,6 +79,7 @@ fn while_the_primary_answers_a_standby_lags_by_what_the_primary_says() {
             position: 5_000,
             at: now,
             restored_horizon: None,
+            timeline: None,
         }
     );
 }
@@ -101,6 +103,7 @@ fn when_the_primary_is_gone_a_standby_at_its_last_position_is_caught_up_however_
         position: 5_000,
         at: at(0),
         restored_horizon: None,
+        timeline: None,
     };
     let all = readings(vec![
         (
@@ -155,6 +158,7 @@ fn the_primarys_position_is_kept_in_status_at_most_every_30_s_and_a_new_leader_m
         position,
         at: at(second),
         restored_horizon: None,
+        timeline: None,
     };
     let first = kept_position(None, Some(&mark("us-east", 5_000, 0)), at(0)).unwrap();
     assert_eq!(
@@ -187,6 +191,7 @@ fn the_primarys_position_is_kept_in_status_at_most_every_30_s_and_a_new_leader_m
         restored,
         PrimaryMark {
             restored_horizon: Some(at(35)),
+            timeline: None,
             ..mark("us-east", 5_000, 0)
         }
     );
@@ -267,6 +272,7 @@ fn two_primaries_say_nothing_of_the_standbys() {
         position: 9_000,
         at: at(50),
         restored_horizon: None,
+        timeline: None,
     };
     let all = readings(vec![
         ("us-east", primary(5_000, &[("ap-south", 5_000, None)])),
@@ -338,6 +344,7 @@ fn role(role: DbRole, fenced: bool) -> crate::plan::replication::ReplicaLag {
             confirmed_by: 0,
             fenced,
             standbys: BTreeMap::new(),
+            timeline: None,
         },
         DbRole::Standby => standby(1, Some(0)),
         DbRole::Unknown => DbReading::Unreadable("refused".into()),
@@ -349,6 +356,7 @@ fn role(role: DbRole, fenced: bool) -> crate::plan::replication::ReplicaLag {
         position: 1,
         at: at(0),
         restored_horizon: None,
+        timeline: None,
     };
     lags(&readings(vec![("r", reading)]), Some(&mark), at(1)).0["r"].clone()
 }
@@ -483,6 +491,7 @@ fn with_synchronous_replication_only_confirmed_writes_count() {
         position: 9_000,
         confirmed_by,
         fenced: false,
+        timeline: None,
         standbys: [
             ("eu-west".to_string(), stream(8_000)),
             ("ap-south".to_string(), stream(6_000)),
@@ -581,6 +590,7 @@ fn a_standby_on_an_old_primarys_history_is_never_promoted_even_when_told_to() {
         position: 5_000,
         at: at(0),
         restored_horizon: None,
+        timeline: None,
     };
     let (lags, kept) = lags(
         &readings(vec![
@@ -623,6 +633,7 @@ fn promoted_of(eu_west: u64, ap_south: u64) -> String {
         position: 5_000,
         at: at(0),
         restored_horizon: None,
+        timeline: None,
     };
     let (lags, _) = lags(
         &readings(vec![
@@ -720,6 +731,27 @@ pub(super) fn fenced_primary(position: u64, standbys: &[&str]) -> DbReading {
         confirmed_by,
         fenced: true,
         standbys: listed,
+        timeline: None,
+    }
+}
+
+/// The same reading of a primary, on `timeline`.
+pub(super) fn on_timeline(reading: DbReading, timeline: u32) -> DbReading {
+    match reading {
+        DbReading::Primary {
+            position,
+            confirmed_by,
+            fenced,
+            standbys,
+            ..
+        } => DbReading::Primary {
+            position,
+            confirmed_by,
+            fenced,
+            standbys,
+            timeline: Some(timeline),
+        },
+        other => other,
     }
 }
 
@@ -756,6 +788,7 @@ fn a_fenced_old_primary_beside_the_live_one_says_nothing_for_the_data() {
         position: 8_000,
         at: at(90),
         restored_horizon: None,
+        timeline: None,
     };
     let (_, mark) = super::super::replication::lags(&alone, Some(&was("us-east")), at(100));
     assert_eq!(mark.unwrap().position, 9_000);
@@ -833,30 +866,57 @@ fn streaming(replayed: u64, last_commit: Option<i64>) -> DbReading {
 }
 
 #[test]
-fn a_primary_elsewhere_is_not_taken_for_the_live_one_while_the_last_ones_database_is_unread() {
-    // eu-west was promoted; us-east's old primary comes back not fenced
-    // yet while eu-west's reading fails once: the data is still measured
-    // against eu-west.
+fn a_primary_on_an_older_timeline_is_never_taken_for_the_live_one() {
+    // eu-west was promoted (timeline 2); us-east's old primary (timeline
+    // 1) comes back not fenced yet while eu-west's reading fails once:
+    // the data is still measured against eu-west.
     let last = PrimaryMark {
         region: "eu-west".into(),
         position: 9_000,
         at: at(0),
         restored_horizon: None,
+        timeline: Some(2),
     };
+    let old = on_timeline(primary(5_000, &[]), 1);
     let all = readings(vec![
-        ("us-east", primary(5_000, &[])),
+        ("us-east", old.clone()),
         ("eu-west", DbReading::Unreadable("timeout".into())),
         ("ap-south", streaming(9_000, Some(0))),
     ]);
     let (read, mark) = lags(&all, Some(&last), at(1));
     assert_eq!(mark.as_ref(), Some(&last));
     assert_eq!(read["us-east"].role, DbRole::Primary);
-    // Read again, the same primary alone taking writes is the live one.
+    // Both read, both taking writes: the higher timeline is the live one.
+    let new = on_timeline(primary(9_500, &[("ap-south", 9_500, None)]), 2);
     let all = readings(vec![
-        ("us-east", fenced_primary(5_000, &[])),
-        ("eu-west", primary(9_500, &[("ap-south", 9_500, None)])),
+        ("us-east", old.clone()),
+        ("eu-west", new.clone()),
         ("ap-south", streaming(9_500, Some(1))),
     ]);
     let (_, mark) = lags(&all, Some(&last), at(2));
     assert_eq!(mark.unwrap().region, "eu-west");
+    // Promoted by someone else while the old one is not read (a person,
+    // another HA tool, an operator restarted before its status said so):
+    // the higher timeline is followed at once.
+    let stale = PrimaryMark {
+        region: "us-east".into(),
+        position: 5_000,
+        timeline: Some(1),
+        ..last.clone()
+    };
+    let all = readings(vec![
+        ("us-east", DbReading::Unreadable("refused".into())),
+        ("eu-west", new),
+        ("ap-south", streaming(9_500, Some(1))),
+    ]);
+    let (_, mark) = lags(&all, Some(&stale), at(3));
+    assert_eq!(mark.unwrap().region, "eu-west");
+    // Two writers on one timeline (or unknown ones): neither is trusted.
+    let twin = on_timeline(primary(9_400, &[]), 2);
+    let all = readings(vec![
+        ("us-east", twin),
+        ("eu-west", on_timeline(primary(9_500, &[]), 2)),
+    ]);
+    let (_, mark) = lags(&all, Some(&last), at(4));
+    assert_eq!(mark.as_ref(), Some(&last), "kept");
 }

@@ -35,6 +35,7 @@ fn us_east_mark() -> PrimaryMark {
         position: 5_000,
         at: at(0),
         restored_horizon: None,
+        timeline: None,
     }
 }
 
@@ -314,6 +315,7 @@ fn an_old_primary_back_unfenced_is_fenced_and_the_new_one_stays() {
         position: 6_000,
         at: at(0),
         restored_horizon: None,
+        timeline: None,
     };
     sim.primary_mark = Some(promoted.clone());
     let all = readings(vec![
@@ -344,4 +346,34 @@ fn without_postgres_an_active_active_app_has_no_writer() {
         "failover": {"replication": {"mode": "Asynchronous", "maxLagSeconds": 30}},
     })));
     assert_eq!(rounds(&mut sim, &BTreeMap::new(), &[], 3), None);
+}
+
+#[test]
+fn with_no_region_healthy_and_the_weights_kept_the_primary_stays() {
+    // A bad release everywhere: every region Unhealthy, the last weights
+    // kept (KeepLast); the primary's region still carries traffic, so no
+    // switchover to whichever standby comes first.
+    let mut sim = active_active(json!({}));
+    let all = readings(vec![
+        (
+            "us-east",
+            primary(
+                5_000,
+                &[("eu-west", 5_000, None), ("ap-south", 5_000, None)],
+            ),
+        ),
+        ("eu-west", standby(5_000, Some(0))),
+        ("ap-south", standby(5_000, Some(0))),
+    ]);
+    let (lags, _) = lags(&all, None, at(1));
+    rounds(&mut sim, &lags, &[], 2);
+    let writer = rounds(&mut sim, &lags, &REGIONS, 4);
+    assert!(weight(&sim, "us-east") > 0, "kept: {}", sim.weights());
+    assert_eq!(
+        writer,
+        Some(Writer {
+            region: "us-east".into(),
+            moving: None
+        })
+    );
 }
