@@ -877,22 +877,35 @@ fn active_active() -> serde_json::Value {
 }
 
 /// Waits until every region carries traffic and us-east's database is
-/// read as the primary.
+/// read as the primary; on a timeout, the regions as last seen.
 async fn all_serving_us_east_primary(hub: &kube::Client, ns: &str) {
-    wait_for(
-        "every region carrying traffic, us-east's database the primary",
-        Duration::from_secs(120),
-        || async {
-            let s = status(hub, ns, "shop").await?;
-            let all_serve = s
-                .regions
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = status(hub, ns, "shop").await;
+        let seen = s.as_ref().map(|s| {
+            s.regions
                 .iter()
-                .all(|r| r.weight > 0 && r.health == Health::Healthy);
-            let us = replica(hub, ns, "us-east").await?;
-            (all_serve && us.role == "Primary").then_some(())
-        },
-    )
-    .await;
+                .map(|r| (r.name.clone(), r.weight, r.health, r.replication.clone()))
+                .collect::<Vec<_>>()
+        });
+        let ready = seen.as_ref().is_some_and(|regions| {
+            let all_serve = regions
+                .iter()
+                .all(|(_, weight, health, _)| *weight > 0 && *health == Health::Healthy);
+            let us_primary = regions.iter().any(|(name, _, _, replica)| {
+                name == "us-east" && replica.as_ref().is_some_and(|r| r.role == "Primary")
+            });
+            all_serve && us_primary
+        });
+        if ready {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "every region carrying traffic, us-east's database the primary: {seen:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]
@@ -903,13 +916,18 @@ async fn an_active_active_promotion_that_fails_holds_the_database_not_the_traffi
     let hub = env.client("hub").await;
     as_started(&hub).await;
     let ns = "data-active-active-refused";
-    // A role that may read (pg_monitor) but not promote.
-    sql(
+    // A role that may read (pg_monitor, and the server's configuration,
+    // where the fence is read) but not promote.
+    // The grants on the view and its function are the URI's database's.
+    try_sql(
         "us-east",
         "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'watcher') \
-         THEN CREATE ROLE watcher LOGIN IN ROLE pg_monitor; END IF; END $$",
+         THEN CREATE ROLE watcher LOGIN IN ROLE pg_monitor; END IF; END $$; \
+         GRANT SELECT ON pg_file_settings TO watcher; \
+         GRANT EXECUTE ON FUNCTION pg_show_all_file_settings() TO watcher",
     )
-    .await;
+    .await
+    .unwrap();
     let as_watcher: BTreeMap<String, String> = database_uris()
         .await
         .into_iter()
@@ -1015,15 +1033,18 @@ async fn an_operator_restarted_after_the_primary_was_lost_measures_the_standbys_
         "{:?}",
         s.data_steps
     );
-    wait_for(
+    let new = wait_for(
         "the new primary's position kept",
         Duration::from_secs(60),
         || async {
             let kept = status(&hub, ns, "shop").await?.primary_position?;
-            (kept.region == promoted).then_some(())
+            (kept.region == promoted).then_some(kept)
         },
     )
     .await;
+    // A promotion starts a higher timeline, read from the database.
+    let (old, new) = (kept.timeline.unwrap(), new.timeline.unwrap());
+    assert!(new > old, "timeline {old} then {new}");
 
     assert!(writing.await.unwrap() > 0, "us-east took writes");
     common::operator::delete_app(&hub, ns, "shop").await;

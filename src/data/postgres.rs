@@ -1,6 +1,7 @@
 //! The PostgreSQL adapter: reads one region's database into a
 //! [`DbReading`] (its role, its WAL positions, what it says of the
-//! standbys streaming from it). The URI's role needs `pg_monitor`.
+//! standbys streaming from it). The URI's role needs `pg_monitor` and to
+//! read `pg_file_settings` (docs/behaviour.md).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -174,6 +175,11 @@ async fn read_standby(client: &Client) -> Result<DbReading, tokio_postgres::Erro
 /// one, else what failed on the way.
 fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
+        Some(db) if db.message().contains("pg_file_settings") => format!(
+            "{}: {} (the fence is read from the server's configuration: GRANT SELECT ON pg_file_settings and EXECUTE ON FUNCTION pg_show_all_file_settings() to the URI's role, in its database)",
+            db.code().code(),
+            db.message()
+        ),
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => {
             let source = std::error::Error::source(error).map(|s| format!(": {s}"));

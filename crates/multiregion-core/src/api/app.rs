@@ -1042,7 +1042,7 @@ pub struct PostgresLagSource {
     /// trusts the Mozilla roots instead), and optionally `tls.crt` and
     /// `tls.key`: a client certificate (PEM chain and private key) shown
     /// to every region's server that asks for one. Its role needs
-    /// `pg_monitor` to read the lag (docs/behaviour.md lists what
+    /// `pg_monitor` and `pg_file_settings` to read the lag (docs/behaviour.md lists what
     /// promotion and fencing need). A region without a key has no lag.
     pub secret_ref: LocalSecretRef,
 }
