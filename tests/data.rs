@@ -808,7 +808,8 @@ async fn an_active_active_apps_primary_follows_the_traffic_and_the_old_one_is_fe
     all_serving_us_east_primary(&hub, ns).await;
 
     // us-east lost: its traffic goes to the others, and its database's
-    // role to the standby that lacks least, promoted before the weights.
+    // role to the standby that lacks least, promoted once the weights
+    // have moved (every region serves: the traffic does not wait).
     env.regions.lock().await.fail("us-east").await.unwrap();
     let promoted = wait_for("a standby promoted", Duration::from_secs(60), || async {
         let s = status(&hub, ns, "shop").await?;

@@ -191,7 +191,7 @@ pub(super) async fn apply(
     }
     let kept = previous.primary_position.as_ref();
     let replicas = ctx.data.read(&app, &key, kept).await;
-    record_lag(&ctx, &key, &replicas);
+    record_lag(&ctx, &app, &key, &replicas);
     let (mut decision, round, next_round) = decide(&ctx, &prepared, &key, &previous, &replicas);
     if let Some(why) = &decision.hold {
         tracing::info!(app = %key.name, namespace = %key.namespace, why = %why, "nothing applied yet");
@@ -224,6 +224,8 @@ pub(super) async fn apply(
         round: round.as_ref(),
     };
     let decided_over = version.clone();
+    // What PromotionBlocked was before this reconcile wrote anything.
+    let blocked_before = previous.clone();
     let (previous, version) = record_move(&ctx, &key, &prepared, previous, version, moving).await?;
     // A move recorded ahead is what the hub holds now.
     let on_hub = match version == decided_over {
@@ -232,7 +234,8 @@ pub(super) async fn apply(
     };
     let (sinks, retry_sinks) = publish(&ctx, &app, &key, &decision).await;
     if !data_first {
-        follow_data_after(&ctx, &app, &key, &mut decision, &replicas, &previous).await;
+        let seen = (&previous, &blocked_before);
+        follow_data_after(&ctx, &app, &key, &mut decision, &replicas, seen).await;
     }
     let applied = clean_up(&ctx, &key, &app.spec, &decision, &previous, sinks).await;
     let confirmed = applied.sinks.confirmed();
@@ -731,8 +734,16 @@ fn requeue<'a>(
 
 /// The lag the data tier read, as `multiregion_replication_lag_seconds`
 /// (removed for a region whose lag is not known).
-fn record_lag(ctx: &Context, key: &AppKey, replicas: &BTreeMap<String, ReplicaLag>) {
-    for (region, lag) in replicas {
+fn record_lag(
+    ctx: &Context,
+    app: &MultiRegionApp,
+    key: &AppKey,
+    replicas: &BTreeMap<String, ReplicaLag>,
+) {
+    // Only the spec's regions: the data tier also reads the region the
+    // primary was last seen in after it left the spec.
+    let in_spec = |region: &String| app.spec.regions.iter().any(|r| &r.name == region);
+    for (region, lag) in replicas.iter().filter(|(region, _)| in_spec(region)) {
         let labels = crate::metrics::AppRegionLabels {
             namespace: key.namespace.clone(),
             app: key.name.clone(),
@@ -754,16 +765,19 @@ fn record_lag(ctx: &Context, key: &AppKey, replicas: &BTreeMap<String, ReplicaLa
 
 /// ActiveActive: the database follows the writer region once the weights
 /// are published; a failed step raises PromotionBlocked (`DataStepFailed`)
-/// on the decided status, and the next round tries again.
+/// on the decided status, and the next round tries again. `seen`: the
+/// status the hub holds now (its data steps), and as it was before this
+/// reconcile wrote (PromotionBlocked's transition time).
 async fn follow_data_after(
     ctx: &Context,
     app: &MultiRegionApp,
     key: &AppKey,
     decision: &mut Decision,
     replicas: &BTreeMap<String, ReplicaLag>,
-    previous: &MultiRegionAppStatus,
+    seen: (&MultiRegionAppStatus, &MultiRegionAppStatus),
 ) {
-    let Some(followed) = follow_data(ctx, app, key, decision, replicas, previous).await else {
+    let (held, before) = seen;
+    let Some(followed) = follow_data(ctx, app, key, decision, replicas, held).await else {
         return;
     };
     match followed.failed {
@@ -774,7 +788,7 @@ async fn follow_data_after(
             let now = Timestamp::now();
             replication::mark_blocked(
                 &mut decision.status,
-                previous,
+                before,
                 followed.stages,
                 generation,
                 now,
@@ -784,8 +798,9 @@ async fn follow_data_after(
 }
 
 /// The data tier follows the decided writer region (the active one, or
-/// ActiveActive's choice) before anything of the decision is applied
-/// (fence, replay, promote), each step announced.
+/// ActiveActive's choice): fence, replay, promote, each step announced;
+/// the caller runs it before anything of the decision is applied, or for
+/// ActiveActive after the weights are published.
 async fn follow_data(
     ctx: &Context,
     app: &MultiRegionApp,

@@ -263,9 +263,10 @@ pub struct Followed {
 
 impl DataTier {
     /// Makes the app's database follow its writer region (the active one,
-    /// or ActiveActive's choice) before the weights move
-    /// (`plan::replication::steps`): fence, wait for replay, promote. Only
-    /// for PostgreSQL. `None` when there was nothing to do.
+    /// or ActiveActive's choice) (`plan::replication::steps`): fence, wait
+    /// for replay, promote; before the weights move, except for
+    /// ActiveActive (the controller orders it). Only for PostgreSQL.
+    /// `None` when there was nothing to do.
     pub async fn follow(
         &self,
         app: &MultiRegionApp,
@@ -309,10 +310,37 @@ impl DataTier {
                 failed = Some(format!("{} {}: {message}", step.stage(), step.region()));
                 break;
             }
+            if let DataStep::Promote(region) = step {
+                self.promoted(key, region, &uris).await;
+            }
         }
         // Roles changed: read them again next time.
         self.readings.lock().unwrap().remove(key);
         Some(Followed { stages, failed })
+    }
+
+    /// The region this operator just promoted is the live primary from now
+    /// on, with the timeline its promotion started: a standby promoted
+    /// without the newest history may start one no higher than the last
+    /// live primary's, and would not be followed otherwise.
+    async fn promoted(&self, key: &AppKey, region: &str, uris: &Uris) {
+        let Some(Ok(target)) = uris.as_ref().ok().and_then(|u| u.get(region)) else {
+            return;
+        };
+        let Ok(DbReading::Primary {
+            position, timeline, ..
+        }) = self.postgres.read(target).await
+        else {
+            return;
+        };
+        let mark = PrimaryMark {
+            region: region.to_string(),
+            position,
+            at: Timestamp::now(),
+            restored_horizon: None,
+            timeline,
+        };
+        self.marks.lock().unwrap().insert(key.clone(), mark);
     }
 
     /// Takes one step: its outcome (Done, Skipped, Failed) and message.

@@ -175,7 +175,7 @@ async fn read_standby(client: &Client) -> Result<DbReading, tokio_postgres::Erro
 /// one, else what failed on the way.
 fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
-        Some(db) if db.message().contains("pg_file_settings") => format!(
+        Some(db) if db.message().contains("file_settings") => format!(
             "{}: {} (the fence is read from the server's configuration: GRANT SELECT ON pg_file_settings and EXECUTE ON FUNCTION pg_show_all_file_settings() to the URI's role, in its database)",
             db.code().code(),
             db.message()

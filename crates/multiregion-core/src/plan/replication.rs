@@ -372,9 +372,12 @@ pub fn lags(
         .map(|(region, reading)| {
             let lag = match reading {
                 DbReading::Primary {
-                    fenced, position, ..
+                    fenced,
+                    position,
+                    timeline,
+                    ..
                 } => ReplicaLag {
-                    parted: *fenced && history.is_some_and(|h| h != region),
+                    parted: old_primary(region, *fenced, *timeline, mark.as_ref()),
                     ..ReplicaLag::primary(*fenced, *position, now)
                 },
                 DbReading::Unreadable(why) => ReplicaLag::unknown(why.clone(), now),
@@ -399,6 +402,23 @@ pub fn lags(
         })
         .collect();
     (lags, mark)
+}
+
+/// A primary outside the live one's region is on an old history when it
+/// is fenced (an old primary never rejoined) or on a lower timeline than
+/// the live one (an old primary back, still taking writes): never promoted,
+/// never the source of a replay, shown `NeedsRejoin`.
+fn old_primary(
+    region: &str,
+    fenced: bool,
+    timeline: Option<u32>,
+    live: Option<&PrimaryMark>,
+) -> bool {
+    let Some(live) = live.filter(|l| l.region != region) else {
+        return false;
+    };
+    let lower = live.timeline.zip(timeline).is_some_and(|(l, t)| t < l);
+    fenced || lower
 }
 
 /// A primary as `live_primary` weighs it.
@@ -459,7 +479,9 @@ fn live_primary<'a>(
     }
     let mut writing = writing;
     if writing.len() > 1 {
-        let highest = writing.iter().filter_map(|c| c.timeline).max()?;
+        // Told apart only when every one's timeline is known.
+        let timelines: Option<Vec<u32>> = writing.iter().map(|c| c.timeline).collect();
+        let highest = timelines?.into_iter().max()?;
         writing.retain(|c| c.timeline == Some(highest));
     }
     match writing.as_slice() {

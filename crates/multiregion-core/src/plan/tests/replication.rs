@@ -886,6 +886,7 @@ fn a_primary_on_an_older_timeline_is_never_taken_for_the_live_one() {
     let (read, mark) = lags(&all, Some(&last), at(1));
     assert_eq!(mark.as_ref(), Some(&last));
     assert_eq!(read["us-east"].role, DbRole::Primary);
+    assert!(read["us-east"].parted, "an old history: never promoted");
     // Both read, both taking writes: the higher timeline is the live one.
     let new = on_timeline(primary(9_500, &[("ap-south", 9_500, None)]), 2);
     let all = readings(vec![

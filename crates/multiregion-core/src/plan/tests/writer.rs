@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::replication::{at, fenced_primary, primary, readings, standby};
+use super::replication::{at, fenced_primary, on_timeline, primary, readings, standby};
 use super::{Observation, Sim, down, rolling_out, spec, up};
 use crate::plan::Writer;
 use crate::plan::replication::{DataStep, DbReading, PrimaryMark, ReplicaLag, lags, steps};
@@ -375,5 +375,43 @@ fn with_no_region_healthy_and_the_weights_kept_the_primary_stays() {
             region: "us-east".into(),
             moving: None
         })
+    );
+}
+
+#[test]
+fn an_old_primary_back_writable_is_never_the_writer() {
+    // eu-west was promoted (timeline 2) and is now lost, its database not
+    // read; us-east's old primary (timeline 1) is back, still taking
+    // writes, in a region that serves. The primary goes to ap-south, never
+    // back onto the old history.
+    let mut sim = active_active(json!({}));
+    let live = PrimaryMark {
+        region: "eu-west".into(),
+        position: 9_000,
+        at: at(0),
+        restored_horizon: None,
+        timeline: Some(2),
+    };
+    sim.primary_mark = Some(live.clone());
+    let all = readings(vec![
+        ("us-east", on_timeline(primary(5_000, &[]), 1)),
+        (
+            "eu-west",
+            DbReading::Unreadable("connection refused".into()),
+        ),
+        ("ap-south", standby(9_000, Some(-1))),
+    ]);
+    let (lags, mark) = lags(&all, Some(&live), at(1));
+    assert_eq!(mark.as_ref(), Some(&live));
+    rounds(&mut sim, &lags, &[], 2);
+    let writer = rounds(&mut sim, &lags, &["eu-west"], 3).unwrap();
+    assert_eq!(writer.region, "ap-south");
+    assert_eq!(
+        steps(&writer.region, &lags, writer.moving),
+        vec![
+            DataStep::Fence("us-east".into()),
+            DataStep::Promote("ap-south".into())
+        ],
+        "the old primary is fenced, never a replay source"
     );
 }
