@@ -53,8 +53,9 @@ async fn database_uris() -> BTreeMap<String, String> {
     uris
 }
 
-/// How many client sessions of a region's database use TLS.
-async fn tls_sessions(region: &str) -> i64 {
+/// How many sessions of a region's database a count over `pg_stat_ssl`
+/// joined with `pg_stat_activity` (`s`, `a`) finds.
+async fn count_sessions(region: &str, condition: &str) -> i64 {
     let regions = env_with_databases().regions.lock().await;
     let client = regions
         .database(region)
@@ -62,36 +63,22 @@ async fn tls_sessions(region: &str) -> i64 {
         .connect("postgres")
         .await
         .unwrap();
-    let row = client
-        .query_one(
-            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-             WHERE s.ssl AND a.backend_type = 'client backend'",
-            &[],
-        )
-        .await
-        .unwrap();
-    row.get(0)
+    let query = format!(
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE {condition}"
+    );
+    client.query_one(&query, &[]).await.unwrap().get(0)
+}
+
+/// How many client sessions of a region's database use TLS.
+async fn tls_sessions(region: &str) -> i64 {
+    count_sessions(region, "s.ssl AND a.backend_type = 'client backend'").await
 }
 
 /// How many client sessions of a region's database logged in as the
-/// certificate-only role with a client certificate (`pg_stat_ssl`).
+/// certificate-only role with a client certificate.
 async fn certificate_sessions(region: &str) -> i64 {
-    let regions = env_with_databases().regions.lock().await;
-    let client = regions
-        .database(region)
-        .unwrap()
-        .connect("postgres")
-        .await
-        .unwrap();
-    let row = client
-        .query_one(
-            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-             WHERE s.ssl AND a.usename = 'admin' AND s.client_dn LIKE '%CN=admin%'",
-            &[],
-        )
-        .await
-        .unwrap();
-    row.get(0)
+    let condition = "s.ssl AND a.usename = 'admin' AND s.client_dn LIKE '%CN=admin%'";
+    count_sessions(region, condition).await
 }
 
 fn spec(max_lag: i32) -> serde_json::Value {
@@ -1054,4 +1041,48 @@ async fn an_operator_restarted_after_the_primary_was_lost_measures_the_standbys_
     regions.rejoin_database("us-east").await.unwrap();
     drop(regions);
     restore_databases().await;
+}
+
+/// What every data test's restore relies on: a standby killed while it
+/// replays (which pg_rewind cannot rewind: its crash recovery runs in
+/// single-user mode, which refuses a standby) rejoins from a fresh copy of
+/// the primary, with the primary's writes made while it was down.
+#[tokio::test]
+async fn a_standby_killed_while_it_replays_rejoins_from_a_fresh_copy() {
+    let env = env_with_databases();
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env.client("hub").await;
+    as_started(&hub).await;
+    env.regions
+        .lock()
+        .await
+        .fail_database("ap-south")
+        .await
+        .unwrap();
+    try_sql(
+        "us-east",
+        "INSERT INTO writes (id, region) VALUES (-7, 'us-east')",
+    )
+    .await
+    .unwrap();
+    env.regions
+        .lock()
+        .await
+        .rejoin_database("ap-south")
+        .await
+        .unwrap();
+    wait_for(
+        "ap-south to replay the write made while it was down",
+        Duration::from_secs(30),
+        || async {
+            let regions = env_with_databases().regions.lock().await;
+            let missing = regions.database("ap-south").ok()?.missing(&[-7]).await;
+            missing.ok()?.is_empty().then_some(())
+        },
+    )
+    .await;
+    try_sql("us-east", "DELETE FROM writes WHERE id = -7")
+        .await
+        .unwrap();
 }

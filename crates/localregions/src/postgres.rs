@@ -381,8 +381,16 @@ impl LocalRegions {
     }
 
     async fn init_standby(&mut self, region: &str, user: Option<(u32, u32)>) -> Result<()> {
-        let database = self.database(region)?.clone();
         self.ensure_slot(region).await?;
+        self.base_backup(region, user)?;
+        become_standby(&self.database(region)?.data, user)?;
+        self.start_database(region).await
+    }
+
+    /// Copies the primary's data directory into `region`'s (which must not
+    /// exist or be empty) through the region's link.
+    fn base_backup(&self, region: &str, user: Option<(u32, u32)>) -> Result<()> {
+        let database = self.database(region)?;
         let data = database.data.display().to_string();
         let port = database.link_port.to_string();
         run_tool(
@@ -402,9 +410,7 @@ impl LocalRegions {
             ],
             user,
             &database.server.log,
-        )?;
-        become_standby(&database.data, user)?;
-        self.start_database(region).await
+        )
     }
 
     /// Creates `region`'s replication slot on the current primary unless
@@ -575,7 +581,8 @@ impl LocalRegions {
 
     /// Makes a region's database a standby of the current primary: it is
     /// stopped, rewound to where the two histories part (`pg_rewind`, which
-    /// first finishes crash recovery of a killed server), then started
+    /// first finishes crash recovery of a killed primary) or, where that
+    /// fails (a killed standby), copied anew from the primary, then started
     /// streaming through its link, now pointed at the primary. Returns once
     /// the primary sees it streaming.
     pub async fn rejoin_database(&mut self, region: &str) -> Result<()> {
@@ -596,30 +603,22 @@ impl LocalRegions {
         shut_down(&mut self.database_mut(region)?.server);
         self.save()?;
         let database = self.database(region)?.clone();
-        let source = format!(
-            "host={} port={} user=postgres dbname=postgres",
-            primary.host, primary.port
-        );
-        let data = database.data.display().to_string();
-        run_tool(
-            "pg_rewind",
-            &[
-                "--target-pgdata",
-                &data,
-                "--source-server",
-                &source,
-                "--no-sync",
-            ],
-            database.server.run_as,
-            &database.server.log,
-        )?;
-        become_standby(&database.data, database.server.run_as)?;
         self.ensure_slot(region).await?;
         let toxiproxy = self.toxiproxy()?;
         toxiproxy
             .upstream(&link_proxy(region), &primary.address())
             .await?;
         toxiproxy.enable(&link_proxy(region), true).await?;
+        if let Err(error) = rewind(&database, &primary) {
+            // A standby that crashed past the point where the new primary's
+            // history parts cannot be rewound (pg_rewind's crash recovery
+            // runs in single-user mode, which refuses a standby): copied
+            // anew, as an administrator would.
+            tracing::warn!(region, %error, "rewind failed; copying the primary anew");
+            std::fs::remove_dir_all(&database.data)?;
+            self.base_backup(region, database.server.run_as)?;
+        }
+        become_standby(&database.data, database.server.run_as)?;
         self.start_database(region).await?;
         // pg_rewind copied the primary's settings, whose standby names
         // name this region: name the others, as `replication` does.
@@ -690,6 +689,27 @@ impl LocalRegions {
             shut_down(&mut database.server);
         }
     }
+}
+
+/// Rewinds a stopped database to where its history parts from `primary`'s.
+fn rewind(database: &Database, primary: &Database) -> Result<()> {
+    let source = format!(
+        "host={} port={} user=postgres dbname=postgres",
+        primary.host, primary.port
+    );
+    let data = database.data.display().to_string();
+    run_tool(
+        "pg_rewind",
+        &[
+            "--target-pgdata",
+            &data,
+            "--source-server",
+            &source,
+            "--no-sync",
+        ],
+        database.server.run_as,
+        &database.server.log,
+    )
 }
 
 /// Stops a server the way an administrator does (`pg_ctl stop -m fast`:

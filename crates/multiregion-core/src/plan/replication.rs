@@ -292,9 +292,13 @@ pub struct ReplicaLag {
     /// may have parted from the live primary's, so it needs a rewind
     /// before it can follow (shown `NeedsRejoin`) and is never promoted.
     pub parted: bool,
-    /// A standby's replayed WAL position, as read (a primary's: its own
-    /// position): which of two regions that lack nothing has more.
-    pub replayed: Option<u64>,
+    /// The WAL the region holds, as read: a standby's written to disk
+    /// (received, or flushed as its primary reports; a promotion replays
+    /// all of it before it takes writes), a primary's own position. Of two
+    /// standbys that lack nothing by the bytes counted, the one holding
+    /// more is promoted: the other may have received what the promoted one
+    /// never had, and could not follow it.
+    pub held: Option<u64>,
 }
 
 impl ReplicaLag {
@@ -310,7 +314,7 @@ impl ReplicaLag {
             fenced: false,
             position: None,
             parted: false,
-            replayed: None,
+            held: None,
         }
     }
 
@@ -333,7 +337,7 @@ impl ReplicaLag {
             fenced,
             position: Some(position),
             parted: false,
-            replayed: Some(position),
+            held: Some(position),
         }
     }
 }
@@ -578,6 +582,7 @@ fn standby_lag(
     now: Timestamp,
 ) -> ReplicaLag {
     let DbReading::Standby {
+        received,
         replayed,
         last_replayed_commit,
         ..
@@ -585,11 +590,12 @@ fn standby_lag(
     else {
         unreachable!("standby_lag is called for standbys");
     };
+    let held = (*received).max(*replayed);
     let Some(mark) = mark else {
         let why = "no primary has answered yet: nothing to measure the lag against";
         return ReplicaLag {
             role: DbRole::Standby,
-            replayed: Some(*replayed),
+            held: Some(held),
             ..ReplicaLag::unknown(why.to_string(), now)
         };
     };
@@ -617,7 +623,7 @@ fn standby_lag(
                 fenced: false,
                 position: None,
                 parted: false,
-                replayed: Some(stream.replayed),
+                held: Some(stream.flushed.max(stream.replayed)),
             };
         }
         None if behind == 0 => (Some(0.0), ReadFrom::Standby, age_of(mark, now)),
@@ -636,7 +642,7 @@ fn standby_lag(
         fenced: false,
         position: None,
         parted: false,
-        replayed: Some(*replayed),
+        held: Some((*received).max(*replayed)),
     }
 }
 
@@ -670,6 +676,7 @@ fn restored_lag(
 ) -> ReplicaLag {
     let (
         DbReading::Standby {
+            received,
             replayed,
             last_replayed_commit,
             ..
@@ -700,7 +707,7 @@ fn restored_lag(
         fenced: false,
         position: None,
         parted: false,
-        replayed: Some(*replayed),
+        held: Some((*received).max(*replayed)),
     }
 }
 

@@ -429,7 +429,7 @@ impl<'a> Single<'a> {
     fn gate(&mut self, candidates: &[usize], unreported: Unreported) -> Option<usize> {
         let mut candidates = self.targets(candidates);
         // The standby whose database lacks least goes first, and of those
-        // that lack nothing the one that replayed most (in preference order
+        // that lack nothing the one holding most WAL (in preference order
         // among equals): with semi-synchronous replication only the
         // standby that confirmed the last commits has them all, and no
         // standby is left ahead of the new primary (its history would part
@@ -442,30 +442,13 @@ impl<'a> Single<'a> {
         let mut blocked = Vec::new();
         for &c in &candidates {
             let region = &self.regions[c];
-            if on_old_history(region) {
-                let name = region.name();
-                blocked.push(format!(
-                    "{name}: on an old primary's history (NeedsRejoin), never promoted"
-                ));
-                continue;
-            }
             let unreported_ok = unreported == Unreported::Allowed && region.lag_seconds().is_none();
-            let verdict = match within_lag(region, replication) {
-                Err(_) if unreported_ok => Ok(()),
-                other => other,
-            };
-            match verdict {
-                Ok(()) => return Some(c),
-                Err(lag) if replication.on_exceeded == OnLagExceeded::Promote => {
-                    self.promotion_warnings.push(lag_warning(
-                        region,
-                        &lag,
-                        replication,
-                        "promoting",
-                    ));
+            match admit(region, replication, unreported_ok) {
+                Ok(warning) => {
+                    self.promotion_warnings.extend(warning);
                     return Some(c);
                 }
-                Err(lag) => blocked.push(format!("{}: lag {lag}", region.name())),
+                Err(why) => blocked.push(why),
             }
         }
         if !blocked.is_empty() {
@@ -796,15 +779,40 @@ pub(super) fn blocked_message(replication: &Replication, blocked: &[String]) -> 
     format!("no standby {limit} ({})", blocked.join(", "))
 }
 
+/// The RPO gate for one candidate: `Ok` when it may be promoted, with the
+/// lag warning when `onExceeded: Promote` lets it past the limit; else why
+/// not, as a line of the PromotionBlocked message. `unreported_ok`: a
+/// region that reports no lag passes.
+pub(super) fn admit(
+    region: &RegionView,
+    replication: &Replication,
+    unreported_ok: bool,
+) -> Result<Option<Event>, String> {
+    let name = region.name();
+    if on_old_history(region) {
+        return Err(format!(
+            "{name}: on an old primary's history (NeedsRejoin), never promoted"
+        ));
+    }
+    match within_lag(region, replication) {
+        Ok(()) => Ok(None),
+        Err(_) if unreported_ok => Ok(None),
+        Err(lag) if replication.on_exceeded == OnLagExceeded::Promote => {
+            Ok(Some(lag_warning(region, &lag, replication, "promoting")))
+        }
+        Err(lag) => Err(format!("{name}: lag {lag}")),
+    }
+}
+
 /// How the region's database ranks for promotion, least first: the bytes
 /// of acknowledged WAL it lacks as the data tier read them (`u64::MAX` when
 /// not counted: an annotation or metric lag source, a database not read),
-/// then the most WAL replayed.
+/// then the most WAL held (on disk, replayed or not).
 pub(super) fn replication_rank(region: &RegionView) -> (u64, std::cmp::Reverse<u64>) {
     let replica = region.obs.replica.as_ref();
     let bytes = replica.and_then(|r| r.bytes).unwrap_or(u64::MAX);
-    let replayed = replica.and_then(|r| r.replayed).unwrap_or(0);
-    (bytes, std::cmp::Reverse(replayed))
+    let held = replica.and_then(|r| r.held).unwrap_or(0);
+    (bytes, std::cmp::Reverse(held))
 }
 
 /// The region's database is on an old primary's history (`parted`): never

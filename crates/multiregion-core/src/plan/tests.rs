@@ -124,6 +124,38 @@ impl Sim {
             .collect()
     }
 
+    /// `count` rounds where every region reports its database as `lags`
+    /// has it, the `lost` regions down and the others up; the last
+    /// decision.
+    fn rounds_with_databases(
+        &mut self,
+        lags: &BTreeMap<String, crate::plan::replication::ReplicaLag>,
+        lost: &[&str],
+        count: usize,
+    ) -> &Decision {
+        for _ in 0..count {
+            let observed: Vec<(String, Observation)> = self
+                .healthy_world()
+                .into_iter()
+                .map(|(region, healthy)| {
+                    let o = if lost.contains(&region.as_str()) {
+                        down()
+                    } else {
+                        healthy
+                    };
+                    let replica = lags.get(&region).cloned();
+                    (region, Observation { replica, ..o })
+                })
+                .collect();
+            let overrides: Vec<(&str, Observation)> = observed
+                .iter()
+                .map(|(r, o)| (r.as_str(), o.clone()))
+                .collect();
+            self.round(&overrides);
+        }
+        self.last.as_ref().unwrap()
+    }
+
     /// One round one second later, with some observations replaced.
     fn round(&mut self, overrides: &[(&str, Observation)]) -> &Decision {
         self.step(overrides, true)

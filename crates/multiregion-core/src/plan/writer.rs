@@ -13,9 +13,9 @@ use super::drill::DrillRole;
 use super::health::Health;
 use super::replication::{DbRole, ReplicaLag};
 use super::rounds::RegionView;
-use super::single::{blocked_message, lag_warning, on_old_history, replication_rank, within_lag};
+use super::single::{admit, blocked_message, replication_rank};
 use super::{Event, Inputs, Writer};
-use crate::api::{OnLagExceeded, Replication};
+use crate::api::Replication;
 
 /// What the writer choice decided: where the primary belongs (with whether
 /// getting it there is a move, and a planned one), the Warnings of a
@@ -159,32 +159,19 @@ fn promote(mut candidates: Vec<&RegionView>, replication: &Replication) -> Choic
     candidates.sort_by_key(|r| replication_rank(r));
     let mut refused = Vec::new();
     for region in candidates {
-        let name = region.name();
-        if on_old_history(region) {
-            refused.push(format!(
-                "{name}: on an old primary's history (NeedsRejoin), never promoted"
-            ));
-            continue;
-        }
-        let mut warnings = Vec::new();
-        match within_lag(region, replication) {
-            Ok(()) => {}
-            Err(lag) if replication.on_exceeded == OnLagExceeded::Promote => {
-                warnings.push(lag_warning(region, &lag, replication, "promoting"));
+        match admit(region, replication, false) {
+            Ok(warning) => {
+                return Choice {
+                    writer: Some(Writer {
+                        region: region.name().to_string(),
+                        moving: Some(false),
+                    }),
+                    warnings: warning.into_iter().collect(),
+                    blocked: None,
+                };
             }
-            Err(lag) => {
-                refused.push(format!("{name}: lag {lag}"));
-                continue;
-            }
+            Err(why) => refused.push(why),
         }
-        return Choice {
-            writer: Some(Writer {
-                region: name.to_string(),
-                moving: Some(false),
-            }),
-            warnings,
-            blocked: None,
-        };
     }
     Choice {
         blocked: Some((

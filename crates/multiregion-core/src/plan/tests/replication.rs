@@ -534,8 +534,39 @@ fn the_standby_that_lacks_least_is_promoted_so_none_is_left_ahead_of_the_new_pri
     assert_eq!(promoted_of(4_000, 4_500), "ap-south");
     assert_eq!(promoted_of(4_500, 4_000), "eu-west");
     assert_eq!(promoted_of(4_500, 4_500), "eu-west");
-    // Both past the primary's last reading: the one that replayed more.
+    // Both past the primary's last reading: the one that holds more.
     assert_eq!(promoted_of(5_200, 5_400), "ap-south");
+}
+
+#[test]
+fn of_standbys_that_lack_nothing_the_one_holding_more_wal_on_disk_is_promoted() {
+    use serde_json::json;
+    let mark = PrimaryMark {
+        region: "us-east".into(),
+        position: 5_000,
+        at: at(0),
+        restored_horizon: None,
+        timeline: None,
+    };
+    // eu-west replayed less but received more: a promotion replays all it
+    // received, and ap-south promoted would leave eu-west past the point
+    // where the new history parts (it could not follow without a rewind).
+    let eu_west = DbReading::Standby {
+        received: 5_600,
+        replayed: 5_200,
+        last_replayed_commit: Some(at(-1)),
+        streaming: false,
+    };
+    let (lags, _) = lags(
+        &readings(vec![
+            ("eu-west", eu_west),
+            ("ap-south", standby(5_400, Some(-1))),
+        ]),
+        Some(&mark),
+        at(1),
+    );
+    let sim = us_east_lost(json!({"maxLagSeconds": 30, "mode": "Asynchronous"}), &lags);
+    assert_eq!(sim.status.active_region.as_deref(), Some("eu-west"));
 }
 
 #[test]
@@ -654,25 +685,15 @@ fn us_east_lost(
     replication: serde_json::Value,
     lags: &BTreeMap<String, crate::plan::replication::ReplicaLag>,
 ) -> crate::plan::tests::Sim {
-    use crate::plan::tests::{Sim, down, spec, up};
+    use crate::plan::tests::{Sim, spec};
     use serde_json::json;
     let mut sim = Sim::new(spec(json!({
         "regions": [{"name": "us-east"}, {"name": "eu-west"}, {"name": "ap-south"}],
         "failover": {"replication": replication}
     })));
-    let with = |region: &str| crate::plan::Observation {
-        replica: lags.get(region).cloned(),
-        ..up(1, 1)
-    };
     sim.round(&[]);
     sim.round(&[]);
-    for _ in 0..3 {
-        sim.round(&[
-            ("us-east", down()),
-            ("eu-west", with("eu-west")),
-            ("ap-south", with("ap-south")),
-        ]);
-    }
+    sim.rounds_with_databases(lags, &["us-east"], 3);
     sim
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::replication::{at, fenced_primary, on_timeline, primary, readings, standby};
-use super::{Observation, Sim, down, rolling_out, spec, up};
+use super::{Observation, Sim, rolling_out, spec, up};
 use crate::plan::Writer;
 use crate::plan::replication::{DataStep, DbReading, PrimaryMark, ReplicaLag, lags, steps};
 
@@ -47,22 +47,7 @@ fn rounds(
     lost: &[&str],
     count: usize,
 ) -> Option<Writer> {
-    let observed = |region: &str| -> Observation {
-        let o = if lost.contains(&region) {
-            down()
-        } else {
-            up(3, 3)
-        };
-        Observation {
-            replica: lags.get(region).cloned(),
-            ..o
-        }
-    };
-    let overrides: Vec<(&str, Observation)> = REGIONS.iter().map(|r| (*r, observed(r))).collect();
-    for _ in 0..count {
-        sim.round(&overrides);
-    }
-    sim.last.as_ref().unwrap().writer.clone()
+    sim.rounds_with_databases(lags, lost, count).writer.clone()
 }
 
 fn weight(sim: &Sim, region: &str) -> i32 {
@@ -82,6 +67,23 @@ fn primary_lost(eu_west: u64, ap_south: u64, behind: i64) -> BTreeMap<String, Re
         ("ap-south", standby(ap_south, Some(-behind))),
     ]);
     lags(&all, Some(&us_east_mark()), at(1)).0
+}
+
+/// us-east the primary at 5,000 bytes, both standbys streaming and
+/// replayed to it.
+fn all_in_sync() -> BTreeMap<String, ReplicaLag> {
+    let all = readings(vec![
+        (
+            "us-east",
+            primary(
+                5_000,
+                &[("eu-west", 5_000, None), ("ap-south", 5_000, None)],
+            ),
+        ),
+        ("eu-west", standby(5_000, Some(0))),
+        ("ap-south", standby(5_000, Some(0))),
+    ]);
+    lags(&all, None, at(1)).0
 }
 
 #[test]
@@ -143,18 +145,7 @@ fn a_region_not_judged_yet_keeps_the_primary() {
     // A new app: us-east's pods are still starting while eu-west's are
     // ready; us-east is not judged yet, so its primary stays.
     let mut sim = active_active(json!({}));
-    let all = readings(vec![
-        (
-            "us-east",
-            primary(
-                5_000,
-                &[("eu-west", 5_000, None), ("ap-south", 5_000, None)],
-            ),
-        ),
-        ("eu-west", standby(5_000, Some(0))),
-        ("ap-south", standby(5_000, Some(0))),
-    ]);
-    let (lags, _) = lags(&all, None, at(1));
+    let lags = all_in_sync();
     let observed = |region: &str, o: Observation| Observation {
         replica: lags.get(region).cloned(),
         ..o
@@ -271,18 +262,7 @@ fn told_to_promote_past_the_limit_it_promotes_with_a_warning() {
 #[test]
 fn draining_the_primarys_region_is_a_planned_move_that_waits_for_replay() {
     let mut sim = active_active(json!({}));
-    let all = readings(vec![
-        (
-            "us-east",
-            primary(
-                5_000,
-                &[("eu-west", 5_000, None), ("ap-south", 5_000, None)],
-            ),
-        ),
-        ("eu-west", standby(5_000, Some(0))),
-        ("ap-south", standby(5_000, Some(0))),
-    ]);
-    let (lags, _) = lags(&all, None, at(1));
+    let lags = all_in_sync();
     rounds(&mut sim, &lags, &[], 2);
     sim.spec.regions[0].drain = true;
     let writer = rounds(&mut sim, &lags, &[], 1).unwrap();
@@ -354,18 +334,7 @@ fn with_no_region_healthy_and_the_weights_kept_the_primary_stays() {
     // kept (KeepLast); the primary's region still carries traffic, so no
     // switchover to whichever standby comes first.
     let mut sim = active_active(json!({}));
-    let all = readings(vec![
-        (
-            "us-east",
-            primary(
-                5_000,
-                &[("eu-west", 5_000, None), ("ap-south", 5_000, None)],
-            ),
-        ),
-        ("eu-west", standby(5_000, Some(0))),
-        ("ap-south", standby(5_000, Some(0))),
-    ]);
-    let (lags, _) = lags(&all, None, at(1));
+    let lags = all_in_sync();
     rounds(&mut sim, &lags, &[], 2);
     let writer = rounds(&mut sim, &lags, &REGIONS, 4);
     assert!(weight(&sim, "us-east") > 0, "kept: {}", sim.weights());
