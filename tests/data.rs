@@ -720,6 +720,71 @@ async fn a_planned_move_fences_the_old_primary_waits_for_replay_and_loses_no_wri
     restore_databases().await;
 }
 
+/// A FollowTheSun app over the three regions, with the data tier of
+/// [`spec`]: `now_in`'s window is the eight hours from the current UTC
+/// hour, `next`'s the eight after, ap-south's the rest of the day.
+fn follow_the_sun(now_in: &str, next: &str) -> serde_json::Value {
+    let hour = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .hour() as i32;
+    let at = |h: i32| format!("{:02}:00", h.rem_euclid(24));
+    let window = |name: &str, from: i32| json!({"name": name, "activeWindow": {"start": at(from), "end": at(from + 8)}});
+    let mut app = spec(3);
+    common::operator::merge(
+        &mut app,
+        json!({"strategy": "FollowTheSun", "regions": [
+            window(now_in, hour),
+            window(next, hour + 8),
+            window("ap-south", hour + 16),
+        ]}),
+    );
+    app
+}
+
+#[tokio::test]
+async fn a_follow_the_sun_hand_over_fences_promotes_and_moves_the_traffic_in_order() {
+    let env = env_with_databases();
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env.client("hub").await;
+    as_started(&hub).await;
+    let ns = "data-sun";
+    uri_secret(&hub, ns, database_uris().await).await;
+    apply_app(&hub, ns, "shop", follow_the_sun("us-east", "eu-west")).await;
+    serving_in_us_east(&hub, ns).await;
+
+    // The sun moves on (the windows swapped): a planned hand-over, whose
+    // database goes first, nothing acknowledged lost.
+    let writer = tokio::spawn(write_anywhere(8));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    apply_app(&hub, ns, "shop", follow_the_sun("eu-west", "us-east")).await;
+    planned_move_done(&hub, ns, "us-east", "eu-west", Duration::from_secs(60)).await;
+    let acknowledged = writer.await.unwrap();
+    assert!(!acknowledged.is_empty(), "writes acknowledged");
+    assert_eq!(
+        lost_in("eu-west", &acknowledged).await,
+        Vec::<i64>::new(),
+        "no acknowledged write lost"
+    );
+    let s = status(&hub, ns, "shop").await.unwrap();
+    let carrying: Vec<&str> = s
+        .regions
+        .iter()
+        .filter(|r| r.weight > 0)
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(carrying, ["eu-west"], "the traffic with the primary");
+
+    common::operator::delete_app(&hub, ns, "shop").await;
+    env.regions
+        .lock()
+        .await
+        .rejoin_database("us-east")
+        .await
+        .unwrap();
+    restore_databases().await;
+}
+
 #[tokio::test]
 async fn synchronous_replication_loses_no_acknowledged_write_across_a_failover() {
     let env = env_with_databases();
