@@ -786,6 +786,70 @@ async fn a_follow_the_sun_hand_over_fences_promotes_and_moves_the_traffic_in_ord
 }
 
 #[tokio::test]
+async fn a_drill_switches_the_database_over_and_it_comes_back_once_the_old_primary_is_rewound() {
+    let env = env_with_databases();
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env.client("hub").await;
+    as_started(&hub).await;
+    let ns = "data-drill";
+    uri_secret(&hub, ns, database_uris().await).await;
+    let mut drilled = spec(3);
+    common::operator::merge(
+        &mut drilled,
+        json!({"failover": {
+            "failbackHoldSeconds": 2,
+            "drill": {"awaySeconds": 3, "maxDurationSeconds": 120}
+        }}),
+    );
+    apply_app(&hub, ns, "shop", drilled).await;
+    serving_in_us_east(&hub, ns).await;
+
+    // The drill's move away is a planned switchover of the database.
+    let writer = tokio::spawn(write_anywhere(8));
+    let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap();
+    let apps: Api<MultiRegionApp> = Api::namespaced(hub.clone(), ns);
+    let request = json!({"metadata": {"annotations": {
+        multiregion::api::ANNOTATION_DRILL_REQUESTED: now.to_string()
+    }}});
+    apps.patch("shop", &PatchParams::default(), &Patch::Merge(request))
+        .await
+        .unwrap();
+    planned_move_done(&hub, ns, "us-east", "eu-west", Duration::from_secs(60)).await;
+    let acknowledged = writer.await.unwrap();
+    assert_eq!(
+        lost_in("eu-west", &acknowledged).await,
+        Vec::<i64>::new(),
+        "no acknowledged write lost"
+    );
+
+    // The way back needs us-east rewound: the drill gives up, and the data
+    // and the traffic stay where it moved them.
+    let outcome = wait_for("the drill to end", Duration::from_secs(60), || async {
+        let s = status(&hub, ns, "shop").await?;
+        (s.drill.is_none() && s.drills.len() == 1).then(|| s.drills[0].clone())
+    })
+    .await;
+    assert_eq!(outcome.result, "Aborted", "{outcome:?}");
+    assert!(outcome.reason.contains("PromotionBlocked"), "{outcome:?}");
+    let s = status(&hub, ns, "shop").await.unwrap();
+    assert_eq!(s.active_region.as_deref(), Some("eu-west"));
+    assert_eq!(in_recovery("eu-west").await, Some(false));
+
+    // Rewound, us-east streams again, and failback brings both back.
+    env.regions
+        .lock()
+        .await
+        .rejoin_database("us-east")
+        .await
+        .unwrap();
+    planned_move_done(&hub, ns, "eu-west", "us-east", Duration::from_secs(90)).await;
+
+    common::operator::delete_app(&hub, ns, "shop").await;
+    restore_databases().await;
+}
+
+#[tokio::test]
 async fn synchronous_replication_loses_no_acknowledged_write_across_a_failover() {
     let env = env_with_databases();
     let _serial = serial().await;
