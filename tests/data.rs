@@ -985,6 +985,75 @@ async fn an_active_active_apps_primary_follows_the_traffic_and_the_old_one_is_fe
     restore_databases().await;
 }
 
+#[tokio::test]
+async fn an_active_active_drain_of_the_primarys_region_is_a_planned_switchover() {
+    let env = env_with_databases();
+    let _serial = serial().await;
+    let _heal = HealOnPanic;
+    let hub = env.client("hub").await;
+    as_started(&hub).await;
+    let ns = "data-active-drain";
+    uri_secret(&hub, ns, database_uris().await).await;
+    apply_app(&hub, ns, "shop", active_active()).await;
+    all_serving_us_east_primary(&hub, ns).await;
+
+    // us-east drained under writes: its region may not carry traffic, so
+    // the primary moves, planned: fenced, the target replays all it
+    // wrote, then promoted; nothing acknowledged is lost.
+    let writer = tokio::spawn(write_anywhere(8));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut drained = active_active();
+    drained["regions"][0]["drain"] = json!(true);
+    apply_app(&hub, ns, "shop", drained).await;
+    let promoted = wait_for("the primary moved", Duration::from_secs(60), || async {
+        let s = status(&hub, ns, "shop").await?;
+        let step = s
+            .data_steps
+            .iter()
+            .find(|d| d.stage == "Promote" && d.outcome == "Done")?;
+        Some(step.region.clone())
+    })
+    .await;
+    let s = status(&hub, ns, "shop").await.unwrap();
+    let steps: Vec<(&str, &str, &str)> = s
+        .data_steps
+        .iter()
+        .map(|d| (d.stage.as_str(), d.region.as_str(), d.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("Fence", "us-east", "Done"),
+            ("AwaitReplay", promoted.as_str(), "Done"),
+            ("Promote", promoted.as_str(), "Done"),
+        ],
+        "{:?}",
+        s.data_steps
+    );
+    let us = s.regions.iter().find(|r| r.name == "us-east").unwrap();
+    assert_eq!(us.weight, 0, "drained");
+    assert_eq!(in_recovery(&promoted).await, Some(false), "takes writes");
+    let acknowledged = writer.await.unwrap();
+    assert!(!acknowledged.is_empty(), "writes acknowledged");
+    assert_eq!(
+        lost_in(&promoted, &acknowledged).await,
+        Vec::<i64>::new(),
+        "no acknowledged write lost"
+    );
+    let refused = try_sql(
+        "us-east",
+        "INSERT INTO writes (id, region) VALUES (-4, 'us-east')",
+    )
+    .await;
+    assert!(
+        refused.unwrap_err().contains("read-only"),
+        "the drained region's old primary refuses writes"
+    );
+
+    common::operator::delete_app(&hub, ns, "shop").await;
+    restore_databases().await;
+}
+
 /// An ActiveActive app over the three regions, lag read from the
 /// databases within 30 s.
 fn active_active() -> serde_json::Value {
