@@ -61,8 +61,12 @@ pub(super) fn choose(inputs: &Inputs, regions: &[RegionView], weights: &[i32]) -
     }
     let mut choice = promote(candidates, replication);
     if let Some(writer) = &mut choice.writer {
-        writer.moving = Some(answers(holder));
-        if retrying(inputs, &writer.region) {
+        let planned = answers(holder);
+        writer.moving = Some(planned);
+        // A planned move waits until the target has replayed all the old
+        // primary wrote: past the limit, nothing is lost all the same. A
+        // retry's Warning was given on the first try.
+        if planned || retrying(inputs, &writer.region) {
             choice.warnings.clear();
         }
     }

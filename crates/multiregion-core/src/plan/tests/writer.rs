@@ -288,6 +288,40 @@ fn draining_the_primarys_region_is_a_planned_move_that_waits_for_replay() {
 }
 
 #[test]
+fn a_planned_move_past_the_limit_warns_of_no_loss_it_waits_for_replay() {
+    // onExceeded Promote, both standbys 20 s behind the answering primary:
+    // the drain's move waits until the target has replayed everything, so
+    // no Warning says writes may be lost.
+    let mut sim = active_active(json!({"maxLagSeconds": 3, "onExceeded": "Promote"}));
+    let all = readings(vec![
+        (
+            "us-east",
+            primary(
+                6_000,
+                &[
+                    ("eu-west", 5_000, Some(20.0)),
+                    ("ap-south", 5_000, Some(20.0)),
+                ],
+            ),
+        ),
+        ("eu-west", standby(5_000, Some(-20))),
+        ("ap-south", standby(5_000, Some(-20))),
+    ]);
+    let (lags, _) = lags(&all, None, at(1));
+    rounds(&mut sim, &lags, &[], 2);
+    sim.spec.regions[0].drain = true;
+    let writer = rounds(&mut sim, &lags, &[], 1).unwrap();
+    assert_eq!(writer.moving, Some(true), "planned: {writer:?}");
+    let events = &sim.last.as_ref().unwrap().events;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.reason.as_str() == "PromotedWithReplicationLag"),
+        "{events:?}"
+    );
+}
+
+#[test]
 fn an_old_primary_back_unfenced_is_fenced_and_the_new_one_stays() {
     let mut sim = active_active(json!({}));
     let promoted = PrimaryMark {
