@@ -65,6 +65,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             hub_name: args.hub_name,
             propagate_secrets: args.propagate_secrets,
             renew_tokens_within: args.renew_member_tokens_within,
+            scraper: args.scraper_service_account.map(|account| {
+                multiregion::regions::tokens::ScraperToken {
+                    account,
+                    ttl: args.scraper_token_ttl,
+                }
+            }),
         },
     )
     .await

@@ -565,19 +565,42 @@ fn the_monitors_keep_the_apps_namespace_label() {
     );
 
     // A PodMonitor given no token Secret sends the chart's scraper token:
-    // a ServiceAccount that may get /metrics and nothing else.
+    // a ServiceAccount that may get /metrics and nothing else, whose
+    // short-lived token the operator keeps in a Secret (never a token
+    // Secret of the ServiceAccount's, which would not expire).
     let docs = rendered(&["--set", "podMonitor.enabled=true"]);
     let monitor = one(&docs, "PodMonitor");
     let credentials = &monitor["spec"]["podMetricsEndpoints"][0]["authorization"]["credentials"];
-    assert_eq!(credentials["name"], "t-multiregion-scraper-token");
+    assert_eq!(credentials["name"], "t-multiregion-scraper-bearer-token");
     assert_eq!(credentials["key"], "token");
     let token = one(&docs, "Secret");
-    assert_eq!(token["metadata"]["name"], "t-multiregion-scraper-token");
-    assert_eq!(token["type"], "kubernetes.io/service-account-token");
     assert_eq!(
-        token["metadata"]["annotations"]["kubernetes.io/service-account.name"],
-        "t-multiregion-scraper"
+        token["metadata"]["name"],
+        "t-multiregion-scraper-bearer-token"
     );
+    assert_eq!(token["type"], "Opaque");
+    let env = &one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"];
+    let value = |name: &str| {
+        env.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(
+        value("MULTIREGION_SCRAPER_SERVICE_ACCOUNT"),
+        Some(json!("t-multiregion-scraper"))
+    );
+    assert_eq!(value("MULTIREGION_SCRAPER_TOKEN_TTL"), Some(json!("1h")));
+    let role = one(&docs, "Role");
+    let asks = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resources"][0] == "serviceaccounts/token")
+        .expect("the operator may ask for the scraper's token");
+    assert_eq!(asks["resourceNames"], json!(["t-multiregion-scraper"]));
+    assert_eq!(asks["verbs"], json!(["create"]));
     let binding = of_kind(&docs, "ClusterRoleBinding")
         .into_iter()
         .find(|b| b["metadata"]["name"] == "t-multiregion-scraper")
@@ -591,6 +614,8 @@ fn the_monitors_keep_the_apps_namespace_label() {
     ] {
         let docs = rendered(&["--set", args]);
         assert!(of_kind(&docs, "Secret").is_empty(), "{args}");
+        let role = serde_json::to_string(&one(&docs, "Role")).unwrap();
+        assert!(!role.contains("serviceaccounts/token"), "{args}: {role}");
     }
     let docs = rendered(&[
         "--set",
@@ -1211,6 +1236,9 @@ impl Operator {
                 "chart-sa",
                 "--metrics-auth",
                 "kubernetes",
+                // As the chart sets it (metrics.scraperToken).
+                "--scraper-service-account",
+                "multiregion-scraper",
             ])
             .env("RUST_LOG", "info,kube_client=off")
             .stdout(log.try_clone().unwrap())
@@ -1325,7 +1353,7 @@ async fn the_operator_with_the_charts_service_account_does_a_failover() {
         "the scraper's token filled in",
         Duration::from_secs(30),
         || async {
-            let secret = secrets.get("multiregion-scraper-token").await.ok()?;
+            let secret = secrets.get("multiregion-scraper-bearer-token").await.ok()?;
             let token = secret.data?.get("token")?.0.clone();
             String::from_utf8(token).ok()
         },
@@ -1336,6 +1364,9 @@ async fn the_operator_with_the_charts_service_account_does_a_failover() {
         200,
         "the chart's scraper token (metrics.scraperToken)"
     );
+    let (issued, expires) = multiregion::regions::tokens::lifetime(&scraper)
+        .expect("the scraper's token is a short-lived one (TokenRequest)");
+    assert_eq!(expires - issued, 3600, "metrics.scraperTokenTTL's 1h");
 
     let ns = "chart-app";
     let spec = app_spec("ActivePassive", &["us-east", "eu-west"], json!({}));

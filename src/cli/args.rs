@@ -470,6 +470,15 @@ pub struct RunArgs {
     /// (`30m`, `2h`). Default 0: at two thirds.
     #[arg(long, env = "MULTIREGION_RENEW_MEMBER_TOKENS_WITHIN", default_value = "0s", value_parser = request_timeout)]
     pub renew_member_tokens_within: std::time::Duration,
+    /// Keep a short-lived token of this ServiceAccount (in --namespace) in
+    /// the Secret NAME-bearer-token (key `token`), renewed at two thirds
+    /// of its life: for a scraper that sends a token read from a Secret
+    /// (the chart's `metrics.scraperToken`). The Secret must exist.
+    #[arg(long, env = "MULTIREGION_SCRAPER_SERVICE_ACCOUNT")]
+    pub scraper_service_account: Option<String>,
+    /// How long each scraper token lives (at least 10m).
+    #[arg(long, env = "MULTIREGION_SCRAPER_TOKEN_TTL", default_value = "1h", value_parser = token_ttl)]
+    pub scraper_token_ttl: std::time::Duration,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

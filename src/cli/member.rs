@@ -362,7 +362,7 @@ fn own_binding(name: &str) -> RoleBinding {
 
 /// A token for the identity, valid for `ttl` (TokenRequest).
 pub async fn request_token(client: &Client, name: &str, ttl: Duration) -> Result<String> {
-    let token = crate::regions::tokens::request_token(client, name, ttl)
+    let token = crate::regions::tokens::request_token(client, MEMBER_NAMESPACE, name, ttl)
         .await
         .with_context(|| {
             format!("requesting a token for ServiceAccount {MEMBER_NAMESPACE}/{name}")

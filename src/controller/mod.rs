@@ -80,6 +80,8 @@ pub struct Options {
     /// Member tokens are renewed once they expire within this much, if
     /// that comes before two thirds of their life.
     pub renew_tokens_within: Duration,
+    /// The scraper whose short-lived token is kept in a Secret, if any.
+    pub scraper: Option<crate::regions::tokens::ScraperToken>,
 }
 
 /// Serves metrics and health, waits for the Lease (with leader election),
@@ -267,7 +269,8 @@ async fn run_controllers(
     tokio::select! {
         _ = region_loop => {},
         _ = app_loop => {},
-        _ = prune(registry, region_store.clone(), options.renew_tokens_within) => {},
+        _ = prune(registry.clone(), region_store.clone(), options.renew_tokens_within) => {},
+        _ = scraper_token(registry, options) => {},
         _ = observer_watch => {},
         _ = namespace_watch => {},
         _ = readiness => {},
@@ -381,6 +384,18 @@ fn regions_using(store: &Store<Region>, secret: &Secret) -> Vec<ObjectRef<Region
         })
         .map(|r| ObjectRef::from_obj(&*r))
         .collect()
+}
+
+/// Keeps the scraper's token (`--scraper-service-account`) while this
+/// replica leads; nothing without one.
+async fn scraper_token(registry: Arc<Registry>, options: &Options) {
+    match options.scraper.clone() {
+        Some(scraper) => {
+            let namespace = options.namespace.clone();
+            crate::regions::tokens::keep_scraper_token(registry, namespace, scraper).await
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// How often the member tokens are looked at (a Region's Secret is read

@@ -20,8 +20,13 @@ use crate::plan::identity::{self, MEMBER_NAMESPACE};
 /// A token for the identity from the member's TokenRequest API, valid for
 /// `ttl` (the API asks for at least 10 minutes), bound to the
 /// ServiceAccount: deleting it revokes the token.
-pub async fn request_token(client: &Client, name: &str, ttl: Duration) -> kube::Result<String> {
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), MEMBER_NAMESPACE);
+pub async fn request_token(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    ttl: Duration,
+) -> kube::Result<String> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     let request = json!({
         "apiVersion": "authentication.k8s.io/v1",
         "kind": "TokenRequest",
@@ -133,7 +138,7 @@ async fn renew(
     let member = registry.get(&region.name_any()).ok_or("no member yet")?;
     let client = member.client().map_err(|e| e.to_string())?;
     let ttl = Duration::from_secs((expires - issued).max(600) as u64);
-    let renewed = request_token(client, identity, ttl)
+    let renewed = request_token(client, MEMBER_NAMESPACE, identity, ttl)
         .await
         .map_err(|e| e.to_string())?;
     if renewed.is_empty() {
@@ -152,6 +157,88 @@ async fn renew(
         Some(Ok(_)) => {
             tracing::info!(region = %region.name_any(), identity = %identity, "member token renewed");
             Ok(None)
+        }
+        Some(Err(err)) => Err(err.to_string()),
+        None => Err("not written within the leader's deadline".into()),
+    }
+}
+
+/// The scraper's token (`run --scraper-service-account`): what a
+/// Prometheus that sends a token from a Secret (a PodMonitor) gets.
+#[derive(Clone, Debug)]
+pub struct ScraperToken {
+    /// The ServiceAccount, in the operator's namespace, that may get
+    /// `/metrics` and nothing else.
+    pub account: String,
+    /// How long each of its tokens lives.
+    pub ttl: Duration,
+}
+
+impl ScraperToken {
+    /// The Secret the token is kept in (key `token`), next to the account.
+    pub fn secret(&self) -> String {
+        format!("{}-bearer-token", self.account)
+    }
+}
+
+/// Keeps a short-lived token of the scraper's ServiceAccount (TokenRequest,
+/// bound to it: deleting the account revokes it) in its Secret, renewed at
+/// two thirds of its life, so a token read from that Secret stops working
+/// within `ttl` of the day it was read. Runs while this replica leads; the
+/// Secret is the chart's (the operator may patch it, not create Secrets).
+pub async fn keep_scraper_token(registry: Arc<Registry>, namespace: String, scraper: ScraperToken) {
+    loop {
+        let wait = match renew_scraper_token(&registry, &namespace, &scraper).await {
+            Ok(wait) => wait,
+            Err(why) => {
+                tracing::warn!(secret = %scraper.secret(), error = %why, "the scraper's token could not be renewed yet; trying again");
+                Duration::from_secs(10)
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Renews the scraper's token if it is missing, not a short-lived one, or
+/// due; returns how long until it should be looked at again.
+async fn renew_scraper_token(
+    registry: &Registry,
+    namespace: &str,
+    scraper: &ScraperToken,
+) -> Result<Duration, String> {
+    let secrets: Api<Secret> = Api::namespaced(registry.hub().clone(), namespace);
+    let name = scraper.secret();
+    let secret = secrets.get(&name).await.map_err(|e| e.to_string())?;
+    let current = secret
+        .data
+        .and_then(|mut d| d.remove("token"))
+        .and_then(|t| String::from_utf8(t.0).ok())
+        .and_then(|t| lifetime(&t));
+    let now = jiff::Timestamp::now().as_second();
+    if let Some((issued, expires)) = current
+        && !identity::renewal_due(issued, expires, now, 0)
+    {
+        let next = identity::next_check(issued, expires, now, 0);
+        return Ok(Duration::from_secs((next - now).max(1) as u64));
+    }
+    let token = request_token(registry.hub(), namespace, &scraper.account, scraper.ttl)
+        .await
+        .map_err(|e| e.to_string())?;
+    if token.is_empty() {
+        return Err("the hub answered without a token".into());
+    }
+    let data = base64::engine::general_purpose::STANDARD.encode(token);
+    let patch = json!({"data": {"token": data}});
+    let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+    let write = secrets.patch(&name, &params, &patch);
+    match registry
+        .fence()
+        .within(super::probe::STATUS_WRITE_DEADLINE, write)
+        .await
+    {
+        Some(Ok(_)) => {
+            tracing::info!(secret = %name, "the scraper's token renewed");
+            Ok(Duration::from_secs(1))
         }
         Some(Err(err)) => Err(err.to_string()),
         None => Err("not written within the leader's deadline".into()),

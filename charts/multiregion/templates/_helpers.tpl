@@ -53,3 +53,14 @@ which every install renders.
 {{- fail (printf "podDisruptionBudget.minAvailable (%d) must be below replicaCount (%d), or no node could ever be drained." (int $pdb.minAvailable) (int .Values.replicaCount)) -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+"true" when the chart makes a scraper identity (metrics.scraperToken, or a
+PodMonitor given no token Secret, with metrics.authenticate); else empty.
+*/}}
+{{- define "multiregion.scraper" -}}
+{{- $pm := .Values.podMonitor -}}
+{{- if and .Values.metrics.authenticate (or .Values.metrics.scraperToken (and $pm.enabled (not $pm.tokenSecret.name))) -}}
+true
+{{- end -}}
+{{- end -}}
