@@ -247,6 +247,13 @@ fn the_schema_refuses_unknown_keys_at_every_level_and_wrong_types() {
         &["leaderElection/enabled"],
     );
     refused(&["--set", "metrics.port=70000"], &["metrics/port"]);
+    // The binary refuses a token living under 10 minutes.
+    for ttl in ["5m", "0h", "90s"] {
+        refused(
+            &["--set", &format!("metrics.scraperTokenTTL={ttl}")],
+            &["metrics/scraperTokenTTL"],
+        );
+    }
     refused(&["--set", "replicaCount=0"], &["replicaCount"]);
     refused(
         &["--set", "prometheusRule.alerts.noLeader.severity=page"],

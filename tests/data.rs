@@ -1264,12 +1264,22 @@ async fn a_standby_killed_while_it_replays_rejoins_from_a_fresh_copy() {
     )
     .await
     .unwrap();
+    let log = || async {
+        let regions = env.regions.lock().await;
+        std::fs::read(regions.database("ap-south").unwrap().log()).unwrap()
+    };
+    let before = log().await.len();
     env.regions
         .lock()
         .await
         .rejoin_database("ap-south")
         .await
         .unwrap();
+    let since = String::from_utf8_lossy(&log().await[before..]).into_owned();
+    assert!(
+        since.contains("single-user") && since.contains("copying the primary anew"),
+        "the rewind failed and the copy was made: {since}"
+    );
     wait_for(
         "ap-south to replay the write made while it was down",
         Duration::from_secs(30),

@@ -118,6 +118,11 @@ pub struct Database {
 }
 
 impl Database {
+    /// The server's log (its programs' output too: pg_rewind, pg_basebackup).
+    pub fn log(&self) -> &Path {
+        &self.server.log
+    }
+
     /// A superuser libpq URI of the region's `app` database.
     pub fn uri(&self) -> String {
         format!(
@@ -610,13 +615,11 @@ impl LocalRegions {
             .await?;
         toxiproxy.enable(&link_proxy(region), true).await?;
         if let Err(error) = rewind(&database, &primary) {
-            // A standby that crashed past the point where the new primary's
-            // history parts cannot be rewound (pg_rewind's crash recovery
-            // runs in single-user mode, which refuses a standby): copied
-            // anew, as an administrator would.
+            // A standby killed while it replayed cannot be rewound
+            // (pg_rewind's crash recovery runs in single-user mode, which
+            // refuses a standby): copied anew, as an administrator would.
             tracing::warn!(region, %error, "rewind failed; copying the primary anew");
-            std::fs::remove_dir_all(&database.data)?;
-            self.base_backup(region, database.server.run_as)?;
+            self.copy_anew(&database)?;
         }
         become_standby(&database.data, database.server.run_as)?;
         self.start_database(region).await?;
@@ -687,6 +690,32 @@ impl LocalRegions {
     pub(crate) fn down_databases(&mut self) {
         for database in self.state.databases.iter_mut().rev() {
             shut_down(&mut database.server);
+        }
+    }
+}
+
+impl LocalRegions {
+    /// Replaces a stopped database's data directory with a copy of the
+    /// primary's. The old one is kept aside until the copy is made, and
+    /// put back if it fails (a primary that does not answer loses nothing).
+    fn copy_anew(&self, database: &Database) -> Result<()> {
+        use std::io::Write;
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&database.server.log)?;
+        writeln!(log, "localregions: rewind failed; copying the primary anew")?;
+        let aside = database.data.with_extension("before-copy");
+        if aside.exists() {
+            std::fs::remove_dir_all(&aside)?;
+        }
+        std::fs::rename(&database.data, &aside)?;
+        match self.base_backup(&database.region, database.server.run_as) {
+            Ok(()) => Ok(std::fs::remove_dir_all(&aside)?),
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&database.data);
+                std::fs::rename(&aside, &database.data)?;
+                Err(error.context("copying the primary anew after a failed rewind"))
+            }
         }
     }
 }

@@ -428,8 +428,7 @@ impl<'a> Single<'a> {
     /// PromotionBlocked says why.
     fn gate(&mut self, candidates: &[usize], unreported: Unreported) -> Option<usize> {
         let mut candidates = self.targets(candidates);
-        // The standby whose database lacks least goes first, and of those
-        // that lack nothing the one holding most WAL (in preference order
+        // The standby holding most WAL goes first (in preference order
         // among equals): with semi-synchronous replication only the
         // standby that confirmed the last commits has them all, and no
         // standby is left ahead of the new primary (its history would part
@@ -804,15 +803,17 @@ pub(super) fn admit(
     }
 }
 
-/// How the region's database ranks for promotion, least first: the bytes
-/// of acknowledged WAL it lacks as the data tier read them (`u64::MAX` when
-/// not counted: an annotation or metric lag source, a database not read),
-/// then the most WAL held (on disk, replayed or not).
-pub(super) fn replication_rank(region: &RegionView) -> (u64, std::cmp::Reverse<u64>) {
+/// How the region's database ranks for promotion, least first: regions
+/// whose WAL the data tier counted (measured against the same primary
+/// position, so the one holding most lacks least) before those it did not
+/// (an annotation or metric lag source, a database not read), and among
+/// the counted the one holding most WAL on disk, replayed or not (a
+/// promotion replays all it received).
+pub(super) fn replication_rank(region: &RegionView) -> (bool, std::cmp::Reverse<u64>) {
     let replica = region.obs.replica.as_ref();
-    let bytes = replica.and_then(|r| r.bytes).unwrap_or(u64::MAX);
+    let counted = replica.is_some_and(|r| r.bytes.is_some());
     let held = replica.and_then(|r| r.held).unwrap_or(0);
-    (bytes, std::cmp::Reverse(held))
+    (!counted, std::cmp::Reverse(held))
 }
 
 /// The region's database is on an old primary's history (`parted`): never

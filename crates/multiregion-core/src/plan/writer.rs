@@ -65,8 +65,8 @@ pub(super) fn choose(inputs: &Inputs, regions: &[RegionView], weights: &[i32]) -
         writer.moving = Some(planned);
         // A planned move waits until the target has replayed all the old
         // primary wrote: past the limit, nothing is lost all the same. A
-        // retry's Warning was given on the first try.
-        if planned || retrying(inputs, &writer.region) {
+        // retry of a failover warned on its first try.
+        if planned || warned_before(inputs, &writer.region) {
             choice.warnings.clear();
         }
     }
@@ -142,19 +142,18 @@ fn answers(holder: &RegionView) -> bool {
         .is_some_and(|l| l.role == DbRole::Primary && !l.parted)
 }
 
-/// A move of the primary to `region` already tried and stopped at a
+/// A failover of the primary to `region` already tried and stopped at a
 /// failed step (`PromotionBlocked`, `DataStepFailed`): its Warning was
-/// given.
-fn retrying(inputs: &Inputs, region: &str) -> bool {
+/// given. Not a planned move that failed (it waited for replay, so it gave
+/// none), even if the old primary no longer answers now.
+fn warned_before(inputs: &Inputs, region: &str) -> bool {
     let blocked = inputs.previous.conditions.iter().any(|c| {
         c.type_ == "PromotionBlocked" && c.status == "True" && c.reason == "DataStepFailed"
     });
+    let steps = &inputs.previous.data_steps;
     blocked
-        && inputs
-            .previous
-            .data_steps
-            .iter()
-            .any(|s| s.region == region)
+        && steps.iter().any(|s| s.region == region)
+        && !steps.iter().any(|s| s.stage == "AwaitReplay")
 }
 
 /// The candidate whose standby lacks least and passes the RPO gate

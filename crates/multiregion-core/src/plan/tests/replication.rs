@@ -570,6 +570,37 @@ fn of_standbys_that_lack_nothing_the_one_holding_more_wal_on_disk_is_promoted() 
 }
 
 #[test]
+fn a_standby_that_received_more_but_replayed_less_is_promoted_first() {
+    use serde_json::json;
+    let mark = PrimaryMark {
+        region: "us-east".into(),
+        position: 5_000,
+        at: at(0),
+        restored_horizon: None,
+        timeline: None,
+    };
+    // eu-west replayed short of the primary's last position but received
+    // past it; ap-south replayed exactly to it. eu-west, promoted, has
+    // every write ap-south has and more.
+    let eu_west = DbReading::Standby {
+        received: 5_600,
+        replayed: 4_900,
+        last_replayed_commit: Some(at(-1)),
+        streaming: false,
+    };
+    let (lags, _) = lags(
+        &readings(vec![
+            ("eu-west", eu_west),
+            ("ap-south", standby(5_000, Some(-1))),
+        ]),
+        Some(&mark),
+        at(1),
+    );
+    let sim = us_east_lost(json!({"maxLagSeconds": 30, "mode": "Asynchronous"}), &lags);
+    assert_eq!(sim.status.active_region.as_deref(), Some("eu-west"));
+}
+
+#[test]
 fn the_primarys_region_is_chosen_first_over_standbys_that_replayed_everything() {
     use crate::plan::tests::{Sim, spec, up};
     use serde_json::json;

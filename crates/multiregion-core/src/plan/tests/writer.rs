@@ -321,6 +321,63 @@ fn a_planned_move_past_the_limit_warns_of_no_loss_it_waits_for_replay() {
     );
 }
 
+/// What the edge records when a move's step failed: the steps and
+/// `PromotionBlocked` (`DataStepFailed`).
+fn failed_at(sim: &mut Sim, stages: &[(&str, &str, &str)]) {
+    let stages = stages
+        .iter()
+        .map(|(stage, region, outcome)| crate::api::DataStage {
+            stage: stage.to_string(),
+            region: region.to_string(),
+            outcome: outcome.to_string(),
+            message: String::new(),
+            at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(sim.now)),
+        })
+        .collect();
+    let previous = sim.status.clone();
+    crate::plan::replication::mark_blocked(
+        &mut sim.status,
+        &previous,
+        stages,
+        Some(1),
+        at(sim.now),
+    );
+}
+
+fn warned(sim: &Sim) -> bool {
+    let events = &sim.last.as_ref().unwrap().events;
+    events
+        .iter()
+        .any(|e| e.reason.as_str() == "PromotedWithReplicationLag")
+}
+
+#[test]
+fn a_failover_after_a_planned_move_failed_still_warns_of_the_lag() {
+    // A drain's planned move under onExceeded Promote failed at the
+    // replay wait (no Warning: it would have lost nothing); then us-east
+    // is lost, and the retry is a failover past the limit: it warns.
+    let mut sim = active_active(json!({"maxLagSeconds": 3, "onExceeded": "Promote"}));
+    sim.primary_mark = Some(us_east_mark());
+    let lags = primary_lost(4_000, 4_500, 20);
+    rounds(&mut sim, &lags, &[], 2);
+    rounds(&mut sim, &lags, &["us-east"], 2);
+    failed_at(
+        &mut sim,
+        &[
+            ("Fence", "us-east", "Done"),
+            ("AwaitReplay", "ap-south", "Failed"),
+        ],
+    );
+    let writer = rounds(&mut sim, &lags, &["us-east"], 1).unwrap();
+    assert_eq!(writer.moving, Some(false), "a failover now: {writer:?}");
+    assert!(warned(&sim), "{:?}", sim.last.as_ref().unwrap().events);
+
+    // A failover whose promotion failed warned on its first try.
+    failed_at(&mut sim, &[("Promote", "ap-south", "Failed")]);
+    rounds(&mut sim, &lags, &["us-east"], 1);
+    assert!(!warned(&sim), "once per move");
+}
+
 #[test]
 fn an_old_primary_back_unfenced_is_fenced_and_the_new_one_stays() {
     let mut sim = active_active(json!({}));
