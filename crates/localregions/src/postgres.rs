@@ -704,11 +704,18 @@ impl LocalRegions {
             .append(true)
             .open(&database.server.log)?;
         writeln!(log, "localregions: rewind failed; copying the primary anew")?;
-        let aside = database.data.with_extension("before-copy");
+        let mut name = database.data.file_name().unwrap_or_default().to_owned();
+        name.push(".before-copy");
+        let aside = database.data.with_file_name(name);
         if aside.exists() {
-            std::fs::remove_dir_all(&aside)?;
+            // An earlier copy was stopped half-way: what is aside is the
+            // database, what is in place a partial copy.
+            if database.data.exists() {
+                std::fs::remove_dir_all(&database.data)?;
+            }
+        } else {
+            std::fs::rename(&database.data, &aside)?;
         }
-        std::fs::rename(&database.data, &aside)?;
         match self.base_backup(&database.region, database.server.run_as) {
             Ok(()) => Ok(std::fs::remove_dir_all(&aside)?),
             Err(error) => {
