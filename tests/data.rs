@@ -249,13 +249,8 @@ async fn planned_move_done(hub: &kube::Client, ns: &str, from: &str, to: &str, w
         "promoted before the move"
     );
     let s = status(hub, ns, "shop").await.unwrap();
-    let steps: Vec<(&str, &str, &str)> = s
-        .data_steps
-        .iter()
-        .map(|d| (d.stage.as_str(), d.region.as_str(), d.outcome.as_str()))
-        .collect();
     assert_eq!(
-        steps,
+        steps_of(&s),
         [
             ("Fence", from, "Done"),
             ("AwaitReplay", to, "Done"),
@@ -273,6 +268,23 @@ async fn planned_move_done(hub: &kube::Client, ns: &str, from: &str, to: &str, w
         refused.unwrap_err().contains("read-only"),
         "the primary it moved from refuses writes"
     );
+}
+
+/// The app's data steps as (stage, region, outcome).
+fn steps_of(s: &multiregion::api::MultiRegionAppStatus) -> Vec<(&str, &str, &str)> {
+    s.data_steps
+        .iter()
+        .map(|d| (d.stage.as_str(), d.region.as_str(), d.outcome.as_str()))
+        .collect()
+}
+
+/// The region of the app's last data steps' Promote, once it is Done.
+fn promote_done(s: &multiregion::api::MultiRegionAppStatus) -> Option<String> {
+    let step = s
+        .data_steps
+        .iter()
+        .find(|d| d.stage == "Promote" && d.outcome == "Done")?;
+    Some(step.region.clone())
 }
 
 /// Whether a region's database is in recovery (a standby).
@@ -930,11 +942,7 @@ async fn an_active_active_apps_primary_follows_the_traffic_and_the_old_one_is_fe
     let promoted = wait_for("a standby promoted", Duration::from_secs(60), || async {
         let s = status(&hub, ns, "shop").await?;
         let us = s.regions.iter().find(|r| r.name == "us-east")?;
-        let step = s
-            .data_steps
-            .iter()
-            .find(|d| d.stage == "Promote" && d.outcome == "Done")?;
-        (us.weight == 0).then(|| step.region.clone())
+        (us.weight == 0).then(|| promote_done(&s))?
     })
     .await;
     assert_ne!(promoted, "us-east");
@@ -1006,22 +1014,12 @@ async fn an_active_active_drain_of_the_primarys_region_is_a_planned_switchover()
     drained["regions"][0]["drain"] = json!(true);
     apply_app(&hub, ns, "shop", drained).await;
     let promoted = wait_for("the primary moved", Duration::from_secs(60), || async {
-        let s = status(&hub, ns, "shop").await?;
-        let step = s
-            .data_steps
-            .iter()
-            .find(|d| d.stage == "Promote" && d.outcome == "Done")?;
-        Some(step.region.clone())
+        promote_done(&status(&hub, ns, "shop").await?)
     })
     .await;
     let s = status(&hub, ns, "shop").await.unwrap();
-    let steps: Vec<(&str, &str, &str)> = s
-        .data_steps
-        .iter()
-        .map(|d| (d.stage.as_str(), d.region.as_str(), d.outcome.as_str()))
-        .collect();
     assert_eq!(
-        steps,
+        steps_of(&s),
         [
             ("Fence", "us-east", "Done"),
             ("AwaitReplay", promoted.as_str(), "Done"),
@@ -1156,12 +1154,7 @@ async fn an_active_active_promotion_that_fails_holds_the_database_not_the_traffi
     // within 30 s) promotes.
     uri_secret(&hub, ns, database_uris().await).await;
     let promoted = wait_for("a standby promoted", Duration::from_secs(90), || async {
-        let s = status(&hub, ns, "shop").await?;
-        let step = s
-            .data_steps
-            .iter()
-            .find(|d| d.stage == "Promote" && d.outcome == "Done")?;
-        Some(step.region.clone())
+        promote_done(&status(&hub, ns, "shop").await?)
     })
     .await;
     assert_eq!(in_recovery(&promoted).await, Some(false));

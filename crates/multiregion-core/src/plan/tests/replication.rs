@@ -538,66 +538,32 @@ fn the_standby_that_lacks_least_is_promoted_so_none_is_left_ahead_of_the_new_pri
     assert_eq!(promoted_of(5_200, 5_400), "ap-south");
 }
 
+/// A standby that replayed `replayed` but received `received`.
+fn receiving(received: u64, replayed: u64) -> DbReading {
+    DbReading::Standby {
+        received,
+        replayed,
+        last_replayed_commit: Some(at(-1)),
+        streaming: false,
+    }
+}
+
 #[test]
 fn of_standbys_that_lack_nothing_the_one_holding_more_wal_on_disk_is_promoted() {
-    use serde_json::json;
-    let mark = PrimaryMark {
-        region: "us-east".into(),
-        position: 5_000,
-        at: at(0),
-        restored_horizon: None,
-        timeline: None,
-    };
     // eu-west replayed less but received more: a promotion replays all it
     // received, and ap-south promoted would leave eu-west past the point
     // where the new history parts (it could not follow without a rewind).
-    let eu_west = DbReading::Standby {
-        received: 5_600,
-        replayed: 5_200,
-        last_replayed_commit: Some(at(-1)),
-        streaming: false,
-    };
-    let (lags, _) = lags(
-        &readings(vec![
-            ("eu-west", eu_west),
-            ("ap-south", standby(5_400, Some(-1))),
-        ]),
-        Some(&mark),
-        at(1),
-    );
-    let sim = us_east_lost(json!({"maxLagSeconds": 30, "mode": "Asynchronous"}), &lags);
-    assert_eq!(sim.status.active_region.as_deref(), Some("eu-west"));
+    let promoted = promoted_after_loss(receiving(5_600, 5_200), standby(5_400, Some(-1)));
+    assert_eq!(promoted, "eu-west");
 }
 
 #[test]
 fn a_standby_that_received_more_but_replayed_less_is_promoted_first() {
-    use serde_json::json;
-    let mark = PrimaryMark {
-        region: "us-east".into(),
-        position: 5_000,
-        at: at(0),
-        restored_horizon: None,
-        timeline: None,
-    };
     // eu-west replayed short of the primary's last position but received
     // past it; ap-south replayed exactly to it. eu-west, promoted, has
     // every write ap-south has and more.
-    let eu_west = DbReading::Standby {
-        received: 5_600,
-        replayed: 4_900,
-        last_replayed_commit: Some(at(-1)),
-        streaming: false,
-    };
-    let (lags, _) = lags(
-        &readings(vec![
-            ("eu-west", eu_west),
-            ("ap-south", standby(5_000, Some(-1))),
-        ]),
-        Some(&mark),
-        at(1),
-    );
-    let sim = us_east_lost(json!({"maxLagSeconds": 30, "mode": "Asynchronous"}), &lags);
-    assert_eq!(sim.status.active_region.as_deref(), Some("eu-west"));
+    let promoted = promoted_after_loss(receiving(5_600, 4_900), standby(5_000, Some(-1)));
+    assert_eq!(promoted, "eu-west");
 }
 
 #[test]
@@ -689,20 +655,27 @@ fn a_standby_on_an_old_primarys_history_is_never_promoted_even_when_told_to() {
 /// standbys eu-west and ap-south having replayed so much, each 1 s behind
 /// at most (`maxLagSeconds` 30).
 fn promoted_of(eu_west: u64, ap_south: u64) -> String {
-    use serde_json::json;
-    let mark = PrimaryMark {
+    promoted_after_loss(standby(eu_west, Some(-1)), standby(ap_south, Some(-1)))
+}
+
+/// us-east, the primary at 5,000, as last read.
+pub(super) fn us_east_mark() -> PrimaryMark {
+    PrimaryMark {
         region: "us-east".into(),
         position: 5_000,
         at: at(0),
         restored_horizon: None,
         timeline: None,
-    };
+    }
+}
+
+/// The region an ActivePassive app promotes (maxLagSeconds 30) once
+/// us-east, last read at 5,000, is lost with these standbys.
+fn promoted_after_loss(eu_west: DbReading, ap_south: DbReading) -> String {
+    use serde_json::json;
     let (lags, _) = lags(
-        &readings(vec![
-            ("eu-west", standby(eu_west, Some(-1))),
-            ("ap-south", standby(ap_south, Some(-1))),
-        ]),
-        Some(&mark),
+        &readings(vec![("eu-west", eu_west), ("ap-south", ap_south)]),
+        Some(&us_east_mark()),
         at(1),
     );
     let sim = us_east_lost(json!({"maxLagSeconds": 30, "mode": "Asynchronous"}), &lags);

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::replication::{at, fenced_primary, on_timeline, primary, readings, standby};
+use super::replication::{
+    at, fenced_primary, on_timeline, primary, readings, standby, us_east_mark,
+};
 use super::{Observation, Sim, rolling_out, spec, up};
 use crate::plan::Writer;
 use crate::plan::replication::{DataStep, DbReading, PrimaryMark, ReplicaLag, lags, steps};
@@ -26,17 +28,6 @@ fn active_active(replication: serde_json::Value) -> Sim {
         "regions": REGIONS.map(|r| json!({"name": r})),
         "failover": failover,
     })))
-}
-
-/// us-east, the primary at 5,000, as last read.
-fn us_east_mark() -> PrimaryMark {
-    PrimaryMark {
-        region: "us-east".into(),
-        position: 5_000,
-        at: at(0),
-        restored_horizon: None,
-        timeline: None,
-    }
 }
 
 /// Rounds with these databases' readings in every region's observation;
