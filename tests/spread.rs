@@ -3,12 +3,14 @@
 //! operator replica in each region, each observing every region from
 //! there and publishing what it sees on its observer Lease.
 //!
-//! - The leader alone cut off from the active region (no HTTP check: the
-//!   API server is the evidence) moves nothing for 45 s: the two other
-//!   replicas still reach it, and status says so.
+//! - The leader alone cut off from the active region moves nothing for
+//!   45 s, neither for an app judged by its API server nor for one judged
+//!   by an HTTP check of its endpoint: the two other replicas still reach
+//!   both (their own checks of the endpoint pass), and status says so.
 //! - An isolated active region: its replica, cut off from the hub and from
 //!   the other regions, fences it (role standby, standby replicas) before
-//!   the majority promotes another region; never two regions active.
+//!   the majority promotes another region; never two regions active. The
+//!   HTTP-checked app moves too: a loss the majority sees still counts.
 //! - The leader's region (then the active one) lost whole, its replica and
 //!   its part of the hub with it: another replica leads and moves the
 //!   traffic, though a minority of observers lies (a Lease renewed all
@@ -35,6 +37,8 @@ use localregions::Guard;
 use serde_json::json;
 
 const NAMESPACE: &str = "spread";
+/// The app whose regions are judged by an HTTP check of their endpoints.
+const CHECKED: &str = "checked";
 
 /// The role label and replicas of the app's Deployment in a region, as
 /// the region's own API server says (the test's view is never cut).
@@ -107,6 +111,16 @@ async fn isolate_the_active(regions: &mut Guard, hub: &Client) -> Isolation {
         weights(hub, NAMESPACE, "shop").await.as_deref(),
         Some("us-east=0 eu-west=100")
     );
+    // A real loss of the endpoint, seen by the majority, still moves.
+    wait_weights(
+        hub,
+        NAMESPACE,
+        CHECKED,
+        "us-east=0 eu-west=100",
+        "the HTTP-checked app to leave the isolated region",
+        Duration::from_secs(60),
+    )
+    .await;
     regions.rejoin("us-east").unwrap();
     every_replica_sees_every_region_serving(hub).await;
     Isolation {
@@ -142,15 +156,21 @@ async fn no_region_is_special() {
 
     let spec = app_spec("ActivePassive", &["us-east", "eu-west"], json!({}));
     apply_app(&hub, NAMESPACE, "shop", spec).await;
-    wait_weights(
-        &hub,
-        NAMESPACE,
-        "shop",
-        "us-east=100 eu-west=0",
-        "the app to serve from us-east",
-        Duration::from_secs(90),
-    )
-    .await;
+    // The same app with an HTTP check of each Region's endpoint.
+    let http = json!({"healthCheck": {"http": {"path": "/healthz"}}});
+    let spec = app_spec("ActivePassive", &["us-east", "eu-west"], http);
+    apply_app(&hub, NAMESPACE, CHECKED, spec).await;
+    for app in ["shop", CHECKED] {
+        wait_weights(
+            &hub,
+            NAMESPACE,
+            app,
+            "us-east=100 eu-west=0",
+            "the app to serve from us-east",
+            Duration::from_secs(90),
+        )
+        .await;
+    }
     wait_role_map(&regions, "us-east", "active", "operator").await;
     wait_role_map(&regions, "eu-west", "standby", "operator").await;
 
@@ -174,7 +194,12 @@ async fn no_region_is_special() {
     .await;
     let writes_before = observer_writes(&regions, "ap-south").await;
     let samples = sample(Duration::from_secs(45), Duration::from_millis(500), || {
-        weights(&hub, NAMESPACE, "shop")
+        let hub = hub.clone();
+        async move {
+            let shop = weights(&hub, NAMESPACE, "shop").await;
+            let checked = weights(&hub, NAMESPACE, CHECKED).await;
+            (shop == checked).then_some(shop).flatten()
+        }
     })
     .await;
     // ap-south's view did not change meanwhile: only renewals.
@@ -185,7 +210,8 @@ async fn no_region_is_special() {
         .collect();
     assert!(
         moved.is_empty(),
-        "the leader alone lost sight of us-east: nothing may move; {} of {} samples differ, the first {:?}",
+        "the leader alone lost sight of us-east (its API server, its endpoint): nothing may move; \
+         {} of {} samples differ (None: the two apps disagree), the first {:?}",
         moved.len(),
         samples.len(),
         moved.first()
@@ -200,6 +226,23 @@ async fn no_region_is_special() {
     assert!(
         unknown.message.contains("replica-ap-south") && unknown.message.contains("replica-us-east"),
         "status names who still reaches us-east: {}",
+        unknown.message
+    );
+    let checked = status(&hub, NAMESPACE, CHECKED).await.unwrap();
+    let us_east = checked
+        .regions
+        .iter()
+        .find(|r| r.name == "us-east")
+        .unwrap();
+    let unknown = us_east
+        .unknown
+        .clone()
+        .expect("status says why nothing counts");
+    assert_eq!(unknown.cause, "ObserversSeeItServing", "{unknown:?}");
+    assert!(
+        unknown.message.contains("us-east's endpoint answers")
+            && unknown.message.contains("replica-ap-south"),
+        "status says the other replicas' checks of the endpoint pass: {}",
         unknown.message
     );
     let shown = std::process::Command::new(env!("CARGO_BIN_EXE_multiregion"))

@@ -173,6 +173,13 @@ impl Context {
         )
     }
 
+    /// What the live observers' own checks of the HTTP check asked about
+    /// as `id` saw.
+    pub(super) fn endpoint_seen(&self, id: &str) -> Sightings {
+        let leases = self.observers.state();
+        crate::observe::check_sightings(leases.iter().map(|l| &**l), id, jiff::Timestamp::now())
+    }
+
     /// Remembers what the app can be placed with now (the app as cached,
     /// so the copy it replaces, with an older status, is let go).
     pub(super) fn remember_placeable(&self, key: &AppKey, placeable: &Arc<Placeable>) {

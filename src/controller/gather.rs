@@ -12,7 +12,7 @@ use crate::plan::manifest::AppKey;
 use crate::plan::propagate::Propagation;
 use crate::plan::replication::ReplicaLag;
 use crate::plan::{self, Observation};
-use crate::regions::http_check::Timing;
+use crate::regions::http_check::{Checked, Timing};
 
 /// One observation per spec region, and for the active region when it was
 /// removed from the spec and still carries the traffic.
@@ -77,16 +77,22 @@ fn observe_region(
     };
     let region_spec = member.spec();
     let endpoint = region.endpoint.clone().or(region_spec.endpoint.clone());
-    let http = http_check(ctx, app, key, endpoint.as_deref());
+    let checked = http_check(ctx, app, key, endpoint.as_deref());
+    // Only a failing check is put to the other observers.
+    let endpoint_seen = match (&checked.result, &checked.ask_id) {
+        (HttpResult::Fails(_), Some(id)) => Some(ctx.endpoint_seen(id)),
+        _ => None,
+    };
     Observation {
         region: member.state(),
         cordoned: region_spec.cordoned,
         workload: member.observe(key, &region.name, lag_annotation),
-        http,
+        http: checked.result,
         missing_config: None,
         placement: None,
         deleting: false,
         replica: None,
+        endpoint_seen,
     }
 }
 
@@ -96,10 +102,10 @@ fn http_check(
     app: &MultiRegionApp,
     key: &AppKey,
     endpoint: Option<&str>,
-) -> HttpResult {
+) -> Checked {
     let hc = &app.spec.health_check;
     let Some(check) = &hc.http else {
-        return HttpResult::NotChecked;
+        return HttpResult::NotChecked.into();
     };
     let ca = match check
         .ca_bundle
@@ -108,8 +114,8 @@ fn http_check(
     {
         None => None,
         Some(Ok(Some(pem))) => Some(pem),
-        Some(Ok(None)) => return HttpResult::Pending,
-        Some(Err(why)) => return HttpResult::Misconfigured(why),
+        Some(Ok(None)) => return HttpResult::Pending.into(),
+        Some(Err(why)) => return HttpResult::Misconfigured(why).into(),
     };
     let interval = Duration::from_secs(hc.interval_seconds.max(1) as u64);
     let timeout = Duration::from_secs(hc.timeout_seconds.max(1) as u64);

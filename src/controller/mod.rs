@@ -119,6 +119,7 @@ pub async fn run(hub: Clients, options: Options) -> anyhow::Result<()> {
         region: options.region.clone(),
         hub_id: options.hub_name.clone(),
         lease: Duration::from_secs(options.lease_seconds),
+        asking: Arc::default(),
     };
     let observer = tokio::spawn(crate::observe::run(
         hub.clone(),
@@ -129,7 +130,7 @@ pub async fn run(hub: Clients, options: Options) -> anyhow::Result<()> {
     if !options.leader_election {
         metrics.leader.set(1);
         return tokio::select! {
-            result = run_controllers(&hub, &options, metrics, ready, Fence::open()) => result,
+            result = run_controllers(&hub, &options, metrics, ready, Fence::open(), &observing.asking) => result,
             result = &mut server => result?,
             _ = shutdown_signal() => {
                 crate::observe::release(&hub.requests, &observing).await;
@@ -159,7 +160,7 @@ pub async fn run(hub: Clients, options: Options) -> anyhow::Result<()> {
         tracing::info!(identity = %options.identity, "holding the Lease: this replica writes");
         metrics.leader.set(1);
         tokio::select! {
-            result = run_controllers(&hub, &options, metrics.clone(), ready.clone(), fence.clone()) => return result,
+            result = run_controllers(&hub, &options, metrics.clone(), ready.clone(), fence.clone(), &observing.asking) => return result,
             result = &mut server => return result?,
             _ = elector.keep(&fence) => tracing::warn!(
                 deadline = ?timing.renew_deadline,
@@ -214,13 +215,14 @@ async fn run_controllers(
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
     fence: Fence,
+    asking: &Arc<crate::observe::Asking>,
 ) -> anyhow::Result<()> {
     let (hub, watches) = (clients.requests.clone(), clients.watches.clone());
     // `run` resolved it before the Lease.
     let hub_id = options.hub_name.clone();
     let (tx, rx) = mpsc::unbounded_channel();
     let registry = Registry::new(clients.clone(), tx.clone(), metrics.clone(), fence.clone());
-    let checks = http_check::HttpChecks::new(http_check::client()?, tx.clone());
+    let checks = http_check::HttpChecks::new(http_check::client()?, tx.clone(), asking.clone());
     let sinks = SinkCaches::start(&watches, tx.clone());
     let (observers, observer_watch) = observer_leases(&watches, &options.namespace);
     let (tenants, namespace_watch) =

@@ -236,7 +236,7 @@ fn context() -> (Arc<Context>, Client, Server) {
         hub: client.clone(),
         hub_id: String::new(),
         registry,
-        checks: HttpChecks::new(http_check::client().unwrap(), triggers),
+        checks: HttpChecks::new(http_check::client().unwrap(), triggers, Arc::default()),
         sinks,
         hub_config: super::hub_config::HubConfig::none(),
         tenants: super::tenants::Tenants::none("multiregion-system"),

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
+use super::checks::Ask;
 use super::{Options, View};
 use crate::plan::observers::{Observer, Report, Sightings};
 
@@ -18,6 +19,24 @@ pub const OBSERVER_LABEL: &str = "multiregion.io/observer";
 pub const OBSERVATIONS_ANNOTATION: &str = "multiregion.io/observations";
 /// The annotation naming the region the observer runs in.
 pub const REGION_ANNOTATION: &str = "multiregion.io/observer-region";
+/// The annotation listing the HTTP checks this replica asks the others
+/// about (JSON, a list of `Ask`); absent when it asks nothing.
+pub const ASKED_ANNOTATION: &str = "multiregion.io/checks-asked";
+/// The annotation holding what this replica's own checks of the asks saw
+/// (JSON, ask id to `Serving`/`Failing`/`Unknown`); absent when nothing
+/// is asked.
+pub const CHECKS_ANNOTATION: &str = "multiregion.io/check-observations";
+
+/// Everything one replica publishes on its observer Lease.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Its view of every region's API server.
+    pub view: View,
+    /// The checks it asks the others about.
+    pub asked: Vec<Ask>,
+    /// What its own checks of every live observer's asks saw, by ask id.
+    pub checks: View,
+}
 const FIELD_MANAGER: &str = "multiregion-observer";
 
 /// `multiregion-observer-IDENTITY`, made a valid object name.
@@ -46,7 +65,7 @@ pub(super) struct Publisher {
     api: Api<Lease>,
     name: String,
     options: Options,
-    written: Option<(View, Instant)>,
+    written: Option<(Published, Instant)>,
     /// The last write attempt failed (or timed out).
     failing: bool,
     started: Instant,
@@ -78,7 +97,7 @@ impl Publisher {
 
     /// Publishes `view` if it changed or a renewal is due; true when a
     /// write went out and succeeded.
-    pub async fn publish(&mut self, view: &View) -> bool {
+    pub async fn publish(&mut self, view: &Published) -> bool {
         let renew = self.options.lease / 3;
         let due = match &self.written {
             None => true,
@@ -113,7 +132,7 @@ impl Publisher {
     pub async fn release(&self) {
         let renewed = Timestamp::now()
             - jiff::SignedDuration::try_from(self.options.lease).unwrap_or_default();
-        let empty = View::default();
+        let empty = Published::default();
         let released = tokio::time::timeout(Duration::from_secs(2), self.write_at(&empty, renewed));
         match released.await {
             Ok(Ok(())) => tracing::info!("released the observer Lease"),
@@ -121,16 +140,28 @@ impl Publisher {
         }
     }
 
-    async fn write(&self, view: &View) -> Result<(), kube::Error> {
+    async fn write(&self, view: &Published) -> Result<(), kube::Error> {
         self.write_at(view, Timestamp::now()).await
     }
 
-    async fn write_at(&self, view: &View, renewed: Timestamp) -> Result<(), kube::Error> {
+    async fn write_at(&self, published: &Published, renewed: Timestamp) -> Result<(), kube::Error> {
         let mut annotations = BTreeMap::new();
         annotations.insert(
             OBSERVATIONS_ANNOTATION.to_string(),
-            serde_json::to_string(view).unwrap_or_default(),
+            serde_json::to_string(&published.view).unwrap_or_default(),
         );
+        if !published.asked.is_empty() {
+            annotations.insert(
+                ASKED_ANNOTATION.to_string(),
+                serde_json::to_string(&published.asked).unwrap_or_default(),
+            );
+        }
+        if !published.checks.0.is_empty() {
+            annotations.insert(
+                CHECKS_ANNOTATION.to_string(),
+                serde_json::to_string(&published.checks).unwrap_or_default(),
+            );
+        }
         if let Some(region) = &self.options.region {
             annotations.insert(REGION_ANNOTATION.to_string(), region.clone());
         }
@@ -199,6 +230,52 @@ pub fn sightings<'a>(
         .collect()
 }
 
+/// An annotation of the Lease, read as JSON; its default when absent or
+/// unreadable (it says nothing).
+fn annotation<T: serde::de::DeserializeOwned + Default>(lease: &Lease, name: &str) -> T {
+    lease
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(name))
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default()
+}
+
+/// The HTTP checks the live observers ask about, each once.
+pub fn live_asks<'a>(
+    leases: impl IntoIterator<Item = &'a Lease>,
+    now: Timestamp,
+) -> BTreeMap<String, Ask> {
+    let asked: Vec<Vec<Ask>> = leases
+        .into_iter()
+        .filter(|lease| read(lease).is_some_and(|(o, _)| o.live(now)))
+        .map(|lease| annotation(lease, ASKED_ANNOTATION))
+        .collect();
+    super::checks::union(&asked)
+}
+
+/// What the live observers' own checks of the ask `id` saw; an observer
+/// that has not checked it yet is `Unknown`.
+pub fn check_sightings<'a>(
+    leases: impl IntoIterator<Item = &'a Lease>,
+    id: &str,
+    now: Timestamp,
+) -> Sightings {
+    let reports: Vec<Report> = leases
+        .into_iter()
+        .filter_map(|lease| {
+            let (observer, _) = read(lease)?;
+            let checks: View = annotation(lease, CHECKS_ANNOTATION);
+            Some(Report {
+                observer,
+                seen: checks.seen(id),
+            })
+        })
+        .collect();
+    Sightings::of_live(&reports, now)
+}
+
 /// Every replica that published an observer Lease, live or not.
 pub fn observers<'a>(leases: impl IntoIterator<Item = &'a Lease>) -> Vec<Observer> {
     leases
@@ -245,6 +322,42 @@ mod tests {
             "a view that cannot be read says nothing"
         );
         assert_eq!(us_east.live(), 3, "c expired");
+    }
+
+    fn with_annotation(mut lease: Lease, name: &str, value: &str) -> Lease {
+        lease
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(name.into(), value.into());
+        lease
+    }
+
+    #[test]
+    fn asks_are_read_from_live_observers_and_answered_per_id() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let old = now - jiff::SignedDuration::from_secs(60);
+        let asked = r#"[{"url":"http://10.0.0.1/healthz","timeoutMs":1000}]"#;
+        let stale_ask = r#"[{"url":"http://10.0.0.9/","timeoutMs":1000}]"#;
+        let leader = with_annotation(lease("leader", now, "{}"), ASKED_ANNOTATION, asked);
+        let gone = with_annotation(lease("gone", old, "{}"), ASKED_ANNOTATION, stale_ask);
+        let asks = live_asks([&leader, &gone], now);
+        assert_eq!(asks.len(), 1, "an expired observer asks nothing");
+        let (id, ask) = asks.into_iter().next().unwrap();
+        assert_eq!(ask.url, "http://10.0.0.1/healthz");
+
+        let since = serde_json::to_string(&now).unwrap();
+        let failing = format!(r#"{{"{id}":{{"seen":"Failing","since":{since}}}}}"#);
+        let serving = format!(r#"{{"{id}":{{"seen":"Serving"}}}}"#);
+        let leases = [
+            with_annotation(leader, CHECKS_ANNOTATION, &failing),
+            with_annotation(lease("b", now, "{}"), CHECKS_ANNOTATION, &serving),
+            lease("c", now, "{}"),
+        ];
+        let seen = check_sightings(&leases, &id, now);
+        assert_eq!(seen.failing, ["leader"]);
+        assert_eq!(seen.serving, ["b"]);
+        assert_eq!(seen.unknown, ["c"], "not checked yet: no word either way");
     }
 
     #[test]

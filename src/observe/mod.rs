@@ -14,6 +14,7 @@
 //! and counts its own loss of sight of a region only when a majority of the
 //! live observers share it.
 
+mod checks;
 mod fence;
 mod lease;
 mod view;
@@ -28,14 +29,19 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
+use k8s_openapi::api::coordination::v1::Lease;
+
 use crate::api::Region;
 use crate::deadline::Clients;
 use crate::metrics::Metrics;
 use crate::regions::credentials;
 use crate::regions::probe::probe_once;
 
-pub use lease::{OBSERVER_LABEL, observer_lease_name, observers, sightings};
+pub use checks::{Ask, Asking, CaRef};
+pub use lease::{OBSERVER_LABEL, check_sightings, observer_lease_name, observers, sightings};
 pub use view::{View, Word};
+
+use lease::Published;
 
 /// Who observes, from where, and how often it says it is live.
 #[derive(Clone, Debug)]
@@ -50,6 +56,9 @@ pub struct Options {
     pub hub_id: String,
     /// How long the observer Lease lasts without renewal.
     pub lease: Duration,
+    /// The HTTP checks this replica's controller sees failing, put to the
+    /// other observers (`checks`).
+    pub asking: Arc<Asking>,
 }
 
 /// Gives this replica's observer Lease up (on SIGTERM): its last view no
@@ -81,28 +90,113 @@ pub async fn run(hub: Clients, options: Options, metrics: Arc<Metrics>) {
         .default_backoff()
         .touched_objects()
         .for_each(|_| async {});
+    let (leases, lease_writer) = reflector::store();
+    let touched = Arc::new(tokio::sync::Notify::new());
+    let lease_api: Api<Lease> = Api::namespaced(hub.watches.clone(), &options.namespace);
+    let observed = watcher::Config::default().labels(OBSERVER_LABEL);
+    let lease_watch = reflector::reflector(lease_writer, watcher(lease_api, observed))
+        .default_backoff()
+        .touched_objects()
+        .for_each(|_| {
+            touched.notify_one();
+            async {}
+        });
+    let seen = Seen {
+        regions,
+        leases,
+        touched: touched.clone(),
+    };
     tokio::select! {
         _ = watch => {},
-        _ = observe(hub.clone(), options, metrics, regions) => {},
+        _ = lease_watch => {},
+        _ = observe(hub.clone(), options, metrics, seen) => {},
     }
 }
 
-async fn observe(hub: Clients, options: Options, metrics: Arc<Metrics>, regions: Store<Region>) {
-    let _ = regions.wait_until_ready().await;
+/// What the observer reads from the hub: the Regions, and the observer
+/// Leases (whose asks it checks); `touched` wakes it when a Lease changed.
+struct Seen {
+    regions: Store<Region>,
+    leases: Store<Lease>,
+    touched: Arc<tokio::sync::Notify>,
+}
+
+impl Seen {
+    /// The asks of the live observers and this replica's own, when several
+    /// observers are live; none when this replica observes alone (its own
+    /// word decides, nobody to ask).
+    fn asks(&self, own: &[Ask]) -> BTreeMap<String, Ask> {
+        let now = jiff::Timestamp::now();
+        let leases = self.leases.state();
+        let live = observers(leases.iter().map(|l| &**l))
+            .iter()
+            .filter(|o| o.live(now))
+            .count();
+        if live < 2 {
+            return BTreeMap::new();
+        }
+        let mut asks = lease::live_asks(leases.iter().map(|l| &**l), now);
+        asks.extend(own.iter().map(|a| (a.id(), a.clone())));
+        asks
+    }
+
+    /// Waits for the next round: `pause`, or less when this replica's asks
+    /// or the live observers' asks change (an ask is answered at once).
+    async fn until_next_round(&self, pause: Duration, asking: &Asking, asked: &[String]) {
+        let deadline = tokio::time::Instant::now() + pause;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = asking.changed() => return,
+                _ = self.touched.notified() => {
+                    let now: Vec<String> = self.asks(&asking.current()).into_keys().collect();
+                    if now != asked {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn observe(hub: Clients, options: Options, metrics: Arc<Metrics>, seen: Seen) {
+    let _ = seen.regions.wait_until_ready().await;
     let mut publisher = lease::Publisher::new(hub.requests.clone(), &options);
     let mut self_fence = fence::SelfFence::default();
     let mut clients: BTreeMap<String, Built> = BTreeMap::new();
-    let mut view = View::default();
+    let mut published = Published::default();
+    let mut cas = checks::CaCache::default();
+    let http = crate::regions::http_check::client().ok();
     loop {
-        let listed: Vec<Arc<Region>> = regions.state();
+        let listed: Vec<Arc<Region>> = seen.regions.state();
         refresh_clients(&hub, &listed, &mut clients).await;
-        let probed = probe_all(&listed, &clients).await;
-        let next = view.next(probed, jiff::Timestamp::now());
-        if next != view {
-            tracing::info!(view = %serde_json::to_string(&next).unwrap_or_default(), "observer: what this replica sees changed");
+        let own = options.asking.current();
+        let asks = seen.asks(&own);
+        let checking = async {
+            match &http {
+                Some(http) => checks::check_all(&hub.requests, http, &mut cas, &asks).await,
+                None => BTreeMap::new(),
+            }
+        };
+        let (probed, checked) = tokio::join!(probe_all(&listed, &clients), checking);
+        let now = jiff::Timestamp::now();
+        let next = Published {
+            view: published.view.next(probed, now),
+            asked: match asks.is_empty() {
+                true => Vec::new(),
+                false => own,
+            },
+            checks: published.checks.next(checked, now),
+        };
+        if next.view != published.view || next.checks != published.checks {
+            tracing::info!(
+                view = %serde_json::to_string(&next.view).unwrap_or_default(),
+                checks = %serde_json::to_string(&next.checks).unwrap_or_default(),
+                "observer: what this replica sees changed"
+            );
         }
-        view = next;
-        if publisher.publish(&view).await {
+        published = next;
+        if publisher.publish(&published).await {
             metrics.wrote("hub", "observer_lease");
             self_fence.reconnected();
         }
@@ -118,11 +212,13 @@ async fn observe(hub: Clients, options: Options, metrics: Arc<Metrics>, regions:
                     &options.hub_id,
                     region,
                     publisher.unrenewed(),
-                    &view,
+                    &published.view,
                 )
                 .await;
         }
-        tokio::time::sleep(round_interval(&listed, options.lease)).await;
+        let asked: Vec<String> = asks.into_keys().collect();
+        let pause = round_interval(&listed, options.lease);
+        seen.until_next_round(pause, &options.asking, &asked).await;
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::Trigger;
 use crate::api::{HttpCheck, MultiRegionApp};
+use crate::observe::{Ask, Asking, CaRef};
 use crate::plan::health::HttpResult;
 use crate::plan::manifest::AppKey;
 use crate::text::member_text;
@@ -115,6 +116,8 @@ pub fn check_url(endpoint: &str, check: &HttpCheck) -> Result<String, String> {
 
 /// One running check.
 struct Check {
+    /// The check as put to the other observers while it fails.
+    ask: Ask,
     latest: Mutex<HttpResult>,
     apps: Mutex<HashSet<ObjectRef<MultiRegionApp>>>,
     asked: Mutex<Instant>,
@@ -134,14 +137,38 @@ pub struct HttpChecks {
     http: reqwest::Client,
     checks: Mutex<HashMap<CheckKey, Arc<Check>>>,
     triggers: UnboundedSender<Trigger>,
+    /// Where failing checks are put to the other observers.
+    asking: Arc<Asking>,
+}
+
+/// A check's latest result, and the id it is asked about by while it
+/// fails (`observe::check_sightings`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checked {
+    pub result: HttpResult,
+    pub ask_id: Option<String>,
+}
+
+impl From<HttpResult> for Checked {
+    fn from(result: HttpResult) -> Self {
+        Checked {
+            result,
+            ask_id: None,
+        }
+    }
 }
 
 impl HttpChecks {
-    pub fn new(http: reqwest::Client, triggers: UnboundedSender<Trigger>) -> Arc<Self> {
+    pub fn new(
+        http: reqwest::Client,
+        triggers: UnboundedSender<Trigger>,
+        asking: Arc<Asking>,
+    ) -> Arc<Self> {
         Arc::new(HttpChecks {
             http,
             checks: Mutex::default(),
             triggers,
+            asking,
         })
     }
 
@@ -154,17 +181,30 @@ impl HttpChecks {
         check: &HttpCheck,
         ca: Option<String>,
         timing: Timing,
-    ) -> HttpResult {
+    ) -> Checked {
         // A check that cannot be made is a configuration mistake, not
         // news about the region.
         let Some(endpoint) = endpoint else {
             return HttpResult::Misconfigured(
                 "no endpoint: set spec.regions[].endpoint or the Region's spec.endpoint".into(),
-            );
+            )
+            .into();
         };
         let url = match check_url(endpoint, check) {
             Ok(url) => url,
-            Err(why) => return HttpResult::Misconfigured(why),
+            Err(why) => return HttpResult::Misconfigured(why).into(),
+        };
+        let ask = Ask {
+            url: url.clone(),
+            host: check.host.clone(),
+            codes: check.expected_codes.clone(),
+            redirects: check.allow_redirects,
+            timeout_ms: timing.timeout.as_millis() as u64,
+            ca: check.ca_bundle.as_ref().map(|b| CaRef {
+                namespace: app.namespace.clone(),
+                config_map: b.config_map.clone(),
+                key: b.key.clone(),
+            }),
         };
         let key = CheckKey {
             url,
@@ -175,29 +215,33 @@ impl HttpChecks {
             interval: timing.interval,
             timeout: timing.timeout,
         };
-        let check = self.check(key);
+        let check = self.check(key, ask);
         if let Ok(mut asked) = check.asked.lock() {
             *asked = Instant::now();
         }
         if let Ok(mut apps) = check.apps.lock() {
             apps.insert(ObjectRef::new(&app.name).within(&app.namespace));
         }
-        check
+        let result = check
             .latest
             .lock()
             .map(|r| r.clone())
-            .unwrap_or(HttpResult::Pending)
+            .unwrap_or(HttpResult::Pending);
+        Checked {
+            result,
+            ask_id: Some(check.ask.id()),
+        }
     }
 
     /// The running check for `key`, started if there is none.
-    fn check(self: &Arc<Self>, key: CheckKey) -> Arc<Check> {
+    fn check(self: &Arc<Self>, key: CheckKey, ask: Ask) -> Arc<Check> {
         let Ok(mut checks) = self.checks.lock() else {
-            return Arc::new(new_check());
+            return Arc::new(new_check(ask));
         };
         if let Some(check) = checks.get(&key) {
             return check.clone();
         }
-        let check = Arc::new(new_check());
+        let check = Arc::new(new_check(ask));
         let task = tokio::spawn(run(
             Arc::downgrade(self),
             Arc::downgrade(&check),
@@ -211,14 +255,25 @@ impl HttpChecks {
     }
 
     fn stop(&self, key: &CheckKey) {
-        if let Ok(mut checks) = self.checks.lock() {
-            checks.remove(key);
+        if let Ok(mut checks) = self.checks.lock()
+            && let Some(check) = checks.remove(key)
+        {
+            self.asking.settle(&check.ask);
         }
     }
 }
 
-fn new_check() -> Check {
+/// The checks stop with the controller that ran them (this replica no
+/// longer leads): it asks the other observers nothing any more.
+impl Drop for HttpChecks {
+    fn drop(&mut self) {
+        self.asking.clear();
+    }
+}
+
+fn new_check(ask: Ask) -> Check {
     Check {
+        ask,
         latest: Mutex::new(HttpResult::Pending),
         apps: Mutex::default(),
         asked: Mutex::new(Instant::now()),
@@ -282,6 +337,10 @@ fn report(registry: &HttpChecks, check: &Check, key: &CheckKey, result: HttpResu
     };
     if !changed {
         return;
+    }
+    match &result {
+        HttpResult::Fails(_) => registry.asking.ask(&check.ask),
+        _ => registry.asking.settle(&check.ask),
     }
     match &result {
         HttpResult::Serves => tracing::info!(url = %key.url, "endpoint serves"),

@@ -89,16 +89,27 @@ pub fn start_replica_with(regions: &Guard, region: &str, lease_seconds: &str) ->
 
 /// The observer Leases, by holder, with what each says of `region`.
 pub async fn observer_views(hub: &Client, region: &str) -> Vec<(String, String)> {
+    dated_observer_views(hub, region)
+        .await
+        .into_iter()
+        .map(|(who, seen, _)| (who, seen))
+        .collect()
+}
+
+/// `observer_views` with each Lease's last renewal.
+async fn dated_observer_views(hub: &Client, region: &str) -> Vec<(String, String, Timestamp)> {
     let leases: Api<Lease> = Api::namespaced(hub.clone(), OPERATOR_NAMESPACE);
     let list = leases
         .list(&ListParams::default().labels("multiregion.io/observer"))
         .await
         .map(|l| l.items)
         .unwrap_or_default();
-    let mut views: Vec<(String, String)> = list
+    let mut views: Vec<(String, String, Timestamp)> = list
         .iter()
         .filter_map(|lease| {
-            let holder = lease.spec.as_ref()?.holder_identity.clone()?;
+            let spec = lease.spec.as_ref()?;
+            let holder = spec.holder_identity.clone()?;
+            let renewed = spec.renew_time.as_ref()?.0;
             let text = lease
                 .metadata
                 .annotations
@@ -106,21 +117,29 @@ pub async fn observer_views(hub: &Client, region: &str) -> Vec<(String, String)>
                 .get("multiregion.io/observations")?;
             let view: serde_json::Value = serde_json::from_str(text).ok()?;
             let seen = view[region]["seen"].as_str().unwrap_or("-").to_string();
-            Some((holder, seen))
+            Some((holder, seen, renewed))
         })
         .collect();
     views.sort();
     views
 }
 
+/// Waits until all three replicas, in Leases renewed from now on (a view
+/// published before a cut was mended says nothing of after it), see every
+/// region serving.
 pub async fn every_replica_sees_every_region_serving(hub: &Client) {
+    let from = Timestamp::now();
     for region in REGIONS {
         wait_for(
             &format!("three observers to see {region} serving"),
             Duration::from_secs(60),
             || async {
-                let views = observer_views(hub, region).await;
-                (views.len() == 3 && views.iter().all(|(_, seen)| seen == "Serving")).then_some(())
+                let views = dated_observer_views(hub, region).await;
+                (views.len() == 3
+                    && views
+                        .iter()
+                        .all(|(_, seen, renewed)| seen == "Serving" && *renewed > from))
+                .then_some(())
             },
         )
         .await;

@@ -77,6 +77,10 @@ pub struct Observation {
     /// The region's database, read this round (`lagFrom.postgres` or
     /// `lagFrom.metrics`); its lag replaces the annotation's.
     pub replica: Option<replication::ReplicaLag>,
+    /// What the live observers' own checks of the same URL say, when the
+    /// leader's HTTP check of this region fails (`observers::gate`); None
+    /// when it passes or nobody else checks.
+    pub endpoint_seen: Option<observers::Sightings>,
 }
 
 impl Observation {
@@ -91,6 +95,7 @@ impl Observation {
             placement: None,
             deleting: false,
             replica: None,
+            endpoint_seen: None,
         }
     }
 

@@ -137,7 +137,11 @@ pub struct Sightings {
     pub failing: Vec<String>,
     /// Nothing either way (not probed yet, or only troubled answers).
     pub unknown: Vec<String>,
-    /// The earliest start of the failing observers' runs of failures.
+    /// The latest start of the failing observers' runs of failures: since
+    /// when every one of them sees it failing. The promotion gate dates the
+    /// failure by it, so one observer's older run (a path of its own that
+    /// failed earlier, a view it could not publish while cut off) never
+    /// makes a renewal from before the real failure look like one after it.
     pub failing_since: Option<Timestamp>,
     /// When each failing observer's run of failures began (as `failing`).
     pub failing_runs: Vec<Timestamp>,
@@ -154,8 +158,8 @@ impl Sightings {
                 Seen::Failing { since } => {
                     sightings.failing.push(name);
                     sightings.failing_runs.push(since);
-                    let earliest = sightings.failing_since.map_or(since, |s| s.min(since));
-                    sightings.failing_since = Some(earliest);
+                    let latest = sightings.failing_since.map_or(since, |s| s.max(since));
+                    sightings.failing_since = Some(latest);
                 }
                 Seen::Unknown => sightings.unknown.push(name),
             }
@@ -186,28 +190,46 @@ impl Sightings {
 
 /// The leader's evidence on an app in `region`, checked against the live
 /// observers. Only evidence that depends on the leader's own path to the
-/// region's API server is checked (unreachable, troubled answers, a silent
-/// watch); what that API server says (pods not ready) and HTTP checks are
-/// the same from anywhere they are read. With one live observer or none,
-/// the leader's evidence stands (the single-replica rule).
+/// region is checked: its API server (unreachable, troubled answers, a
+/// silent watch), checked against `sightings`, and the app's HTTP check of
+/// the region's endpoint failing, checked against `endpoint` (what the
+/// observers' own checks of the same URL say). What the API server says
+/// (pods not ready) is the same from everywhere it is read. With one live
+/// observer or none, the leader's evidence stands (the single-replica
+/// rule).
 ///
-/// - A majority of the live observers reach the API server: the leader
-///   alone lost sight of it, nothing counts (`ObserversSeeItServing`).
+/// - A majority of the live observers reach it: the leader alone lost
+///   sight of it, nothing counts (`ObserversSeeItServing`).
 /// - The leader cannot reach it and no majority sees it failing: no round
 ///   counts yet, bounded like a member-side cause (`ObserversDisagree`).
 /// - Else the leader's evidence stands, naming who saw it failing.
-pub fn gate(evidence: Evidence, region: &str, sightings: Option<&Sightings>) -> Evidence {
-    let Some(seen) = sightings.filter(|s| s.live() > 1) else {
-        return evidence;
+pub fn gate(
+    evidence: Evidence,
+    region: &str,
+    sightings: Option<&Sightings>,
+    endpoint: Option<&Sightings>,
+) -> Evidence {
+    let (seen, what) = match &evidence {
+        Evidence::NotServing {
+            reason: Reason::HttpProbeFailed,
+            ..
+        } => (endpoint, "endpoint"),
+        Evidence::NotServing { reason, .. } if *reason == Reason::RegionUnreachable => {
+            (sightings, "API server")
+        }
+        Evidence::Unknown { cause, .. } if cause.seen_from_the_leader() => {
+            (sightings, "API server")
+        }
+        _ => return evidence,
     };
-    let from_leader = match &evidence {
-        Evidence::NotServing { reason, .. } => *reason == Reason::RegionUnreachable,
-        Evidence::Unknown { cause, .. } => cause.seen_from_the_leader(),
-        Evidence::Serving { .. } => false,
-    };
-    if !from_leader {
-        return evidence;
+    match seen.filter(|s| s.live() > 1) {
+        Some(seen) => put_to(evidence, &format!("{region}'s {what}"), seen),
+        None => evidence,
     }
+}
+
+/// The leader's failing evidence on `what`, put to several live observers.
+fn put_to(evidence: Evidence, what: &str, seen: &Sightings) -> Evidence {
     let needed = majority(seen.live());
     let of = |names: &[String]| {
         format!(
@@ -221,7 +243,7 @@ pub fn gate(evidence: Evidence, region: &str, sightings: Option<&Sightings>) -> 
         return Evidence::Unknown {
             cause: UnknownCause::ObserversSeeItServing,
             message: format!(
-                "{region}'s API server answers {}: only the leader's path to it fails",
+                "{what} answers {}: only the leader's path to it fails",
                 of(&seen.serving)
             ),
         };

@@ -167,7 +167,9 @@ fn judge_one<'a>(inputs: &'a Inputs, region: Cow<'a, AppRegion>) -> RegionView<'
             never_judged,
         };
         let sightings = inputs.sightings.get(&region.name);
-        let evidence = observers::gate(evidence::classify(&obs, judging), &region.name, sightings);
+        let classified = evidence::classify(&obs, judging);
+        let endpoint = obs.endpoint_seen.as_ref();
+        let evidence = observers::gate(classified, &region.name, sightings, endpoint);
         if held_elsewhere(&evidence, sightings, inputs) {
             round.counters.failures = round
                 .counters

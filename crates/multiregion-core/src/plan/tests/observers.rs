@@ -197,6 +197,46 @@ fn the_majority_promotes_only_once_the_cut_off_region_has_fenced_itself() {
 }
 
 #[test]
+fn an_observers_older_run_of_failures_does_not_date_the_failure() {
+    // b has seen us-east failing since long before (a path of its own, or
+    // a view it could not publish while it was cut off); c since second 1,
+    // when us-east was cut off, right after its replica's last renewal.
+    // The failure dates from c's run: that renewal came before it, so the
+    // majority still waits for the self-fence.
+    let mut sim = cut_off_active();
+    let mut seen = sighting(&[], &["b", "c"], &[]);
+    seen.failing_runs = vec![at(-100), at(1)];
+    seen.failing_since = Some(at(1));
+    sim.sightings.insert("us-east".into(), seen.clone());
+    let from_leases = crate::plan::observers::Sightings::of_live(
+        &[
+            crate::plan::observers::Report {
+                observer: observer("b", "eu-west", 1_000),
+                seen: crate::plan::observers::Seen::Failing { since: at(-100) },
+            },
+            crate::plan::observers::Report {
+                observer: observer("c", "ap-south", 1_000),
+                seen: crate::plan::observers::Seen::Failing { since: at(1) },
+            },
+        ],
+        at(1),
+    );
+    assert_eq!(
+        from_leases.failing_since,
+        Some(at(1)),
+        "the latest run's start"
+    );
+    let mut moved_at = None;
+    while sim.now < 30 && moved_at.is_none() {
+        sim.round(&[("us-east", down())]);
+        if sim.weights() == "us-east=0 eu-west=100" {
+            moved_at = Some(sim.now);
+        }
+    }
+    assert_eq!(moved_at, Some(19), "after the self-fence, as for one run");
+}
+
+#[test]
 fn a_region_with_no_replica_is_promoted_away_from_at_once_and_said_unfenced() {
     let mut sim = cut_off_active();
     sim.observers
@@ -236,4 +276,97 @@ fn a_single_hub_without_regional_replicas_does_not_wait() {
             .iter()
             .any(|e| e.reason == EventReason::PromotedUnfenced)
     );
+}
+
+/// us-east's API server answers every observer; the leader's HTTP check of
+/// its endpoint fails, and the observers' own checks say `endpoint`.
+fn endpoint_failing_for_the_leader(endpoint: Option<Sightings>) -> Observation {
+    Observation {
+        http: HttpResult::Fails("GET http://10.0.0.1/healthz: connection refused".into()),
+        endpoint_seen: endpoint,
+        ..up(3, 3)
+    }
+}
+
+fn sim_reaching_every_api_server() -> Sim {
+    sim_seeing("us-east", sighting(&["leader", "b", "c"], &[], &[]))
+}
+
+#[test]
+fn a_leader_alone_cut_from_an_endpoint_moves_nothing() {
+    let mut sim = sim_reaching_every_api_server();
+    let endpoint = sighting(&["b", "c"], &["leader"], &[]);
+    for round in 0..120 {
+        sim.round(&[(
+            "us-east",
+            endpoint_failing_for_the_leader(Some(endpoint.clone())),
+        )]);
+        assert_eq!(sim.weights(), "us-east=100 eu-west=0", "round {round}");
+    }
+    let region = sim.region("us-east");
+    assert_eq!(region.consecutive_failures, 0);
+    let unknown = region.unknown.clone().unwrap();
+    assert_eq!(unknown.cause, "ObserversSeeItServing");
+    assert!(
+        unknown
+            .message
+            .contains("us-east's endpoint answers 2 of 3 observers (b, c)"),
+        "status names who still reaches the endpoint: {}",
+        unknown.message
+    );
+}
+
+#[test]
+fn an_endpoint_the_majority_sees_failing_moves_the_traffic_after_the_threshold() {
+    let mut sim = sim_reaching_every_api_server();
+    let endpoint = sighting(&["c"], &["leader", "b"], &[]);
+    for _ in 0..2 {
+        sim.round(&[(
+            "us-east",
+            endpoint_failing_for_the_leader(Some(endpoint.clone())),
+        )]);
+        assert_eq!(sim.weights(), "us-east=100 eu-west=0");
+    }
+    sim.round(&[("us-east", endpoint_failing_for_the_leader(Some(endpoint)))]);
+    assert_eq!(sim.weights(), "us-east=0 eu-west=100");
+    let message = sim.region("us-east").message.clone().unwrap_or_default();
+    assert!(
+        message.contains("seen failing by 2 of 3 observers (leader, b)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_endpoint_the_others_have_not_checked_yet_counts_after_unknown_seconds() {
+    let mut sim = sim_reaching_every_api_server();
+    let endpoint = sighting(&[], &["leader"], &["b", "c"]);
+    for round in 0..29 {
+        sim.round(&[(
+            "us-east",
+            endpoint_failing_for_the_leader(Some(endpoint.clone())),
+        )]);
+        assert_eq!(sim.weights(), "us-east=100 eu-west=0", "round {round}");
+    }
+    let unknown = sim.region("us-east").unknown.clone().unwrap();
+    assert_eq!(unknown.cause, "ObserversDisagree");
+    for _ in 0..4 {
+        sim.round(&[(
+            "us-east",
+            endpoint_failing_for_the_leader(Some(endpoint.clone())),
+        )]);
+    }
+    assert_eq!(
+        sim.weights(),
+        "us-east=0 eu-west=100",
+        "bounded: no failure is skipped for ever"
+    );
+}
+
+#[test]
+fn an_endpoint_only_the_leader_checks_is_the_single_replica_rule() {
+    let mut sim = sim_reaching_every_api_server();
+    for _ in 0..3 {
+        sim.round(&[("us-east", endpoint_failing_for_the_leader(None))]);
+    }
+    assert_eq!(sim.weights(), "us-east=0 eu-west=100");
 }
