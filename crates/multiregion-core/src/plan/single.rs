@@ -174,7 +174,13 @@ impl<'a> Single<'a> {
         if self.previous_active == Some(target) {
             return Want::Stay;
         }
+        // With the old primary's database answering, the data tier waits
+        // until the target has replayed all it wrote: nothing is lost.
+        let switchover = self
+            .previous_active
+            .is_some_and(|old| super::writer::answers(&self.regions[old]));
         if let Some(replication) = &self.inputs.spec.failover.replication
+            && !switchover
             && let Err(lag) = within_lag(region, replication)
         {
             self.promotion_warnings.push(lag_warning(

@@ -134,7 +134,7 @@ fn takes_writes(lag: &ReplicaLag) -> bool {
 /// The old primary's database answers (fenced by an earlier attempt or
 /// not): the move is planned and waits until the new primary has replayed
 /// all it wrote.
-fn answers(holder: &RegionView) -> bool {
+pub(super) fn answers(holder: &RegionView) -> bool {
     holder
         .obs
         .replica

@@ -701,6 +701,54 @@ fn us_east_lost(
     sim
 }
 
+/// The PromotedWithReplicationLag Warnings of an ActivePassive app over
+/// us-east (the primary) and eu-west (20 s behind) once `activeOverride`
+/// names eu-west, with us-east's database read as `us_east`.
+fn override_warnings(us_east: DbReading) -> usize {
+    use crate::plan::tests::{Sim, spec};
+    use serde_json::json;
+    let (lags, _) = lags(
+        &readings(vec![
+            ("us-east", us_east),
+            ("eu-west", standby(4_000, Some(-20))),
+        ]),
+        Some(&us_east_mark()),
+        at(1),
+    );
+    let mut sim = Sim::new(spec(json!({
+        "failover": {"replication": {"maxLagSeconds": 3, "mode": "Asynchronous"}}
+    })));
+    sim.rounds_with_databases(&lags, &[], 2);
+    sim.spec.failover.active_override = "eu-west".into();
+    let mut warnings = 0;
+    for _ in 0..5 {
+        sim.rounds_with_databases(&lags, &[], 1);
+        let events = &sim.last.as_ref().unwrap().events;
+        warnings += events
+            .iter()
+            .filter(|e| e.reason.as_str() == "PromotedWithReplicationLag")
+            .count();
+    }
+    assert_eq!(sim.status.active_region.as_deref(), Some("eu-west"));
+    warnings
+}
+
+#[test]
+fn an_override_while_the_old_primary_answers_waits_for_replay_and_warns_of_no_loss() {
+    let answering = primary(5_000, &[("eu-west", 4_000, Some(20.0))]);
+    assert_eq!(
+        override_warnings(answering),
+        0,
+        "a switchover loses nothing"
+    );
+    let lost = DbReading::Unreadable("connection refused".into());
+    assert_eq!(
+        override_warnings(lost),
+        1,
+        "with the old primary gone, what it did not send is lost: the Warning says so"
+    );
+}
+
 #[test]
 fn a_fenced_active_primary_is_unfenced_alone_and_refused_beside_a_live_one() {
     use crate::plan::replication::{DataStep, steps};
