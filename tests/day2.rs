@@ -205,11 +205,18 @@ async fn a_joined_region_grants_the_operator_only_its_verbs() {
     );
     let bindings: Api<ClusterRoleBinding> = Api::all(member);
     assert!(forbidden(bindings.list(&ListParams::default()).await));
+    // --allow-secrets grants Secrets only where the writer role is bound
+    // (confinement::the_member_identity_writes_only_where_the_operator_bound_it),
+    // never cluster-wide.
     let allowed = joined_identity(&hub, "us-east").await;
-    Api::<Secret>::all(allowed)
-        .list(&ListParams::default())
-        .await
-        .expect("us-east was joined with --allow-secrets");
+    assert!(
+        forbidden(
+            Api::<Secret>::all(allowed)
+                .list(&ListParams::default())
+                .await
+        ),
+        "us-east was joined with --allow-secrets, which grants no cluster-wide read"
+    );
 }
 
 #[tokio::test]

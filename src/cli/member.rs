@@ -102,7 +102,8 @@ fn placed_rules(grants: &Grants, verbs: &[&str]) -> Vec<PolicyRule> {
 }
 
 /// What the identity may do everywhere: read (and watch, by label) what
-/// it places, create namespaces (the admission policy lets it create only
+/// it places but Secrets (read only in the namespaces where its writer
+/// role is bound), create namespaces (the admission policy lets it create only
 /// namespaces labelled as the operator's, with a Pod Security level), bind
 /// its writer role in a namespace (only in namespaces labelled as the
 /// operator's, only to itself: the admission policy again), and probe
@@ -117,7 +118,14 @@ pub fn member_role(name: &str, grants: &Grants) -> ClusterRole {
         resource_names: Some(vec![writer_name(name)]),
         ..rule(&["rbac.authorization.k8s.io"], &["clusterroles"], &["bind"])
     };
-    let rules = placed_rules(grants, &READ)
+    // Secrets are read only where the writer role is bound: a member
+    // identity that could list every Secret of the member (its
+    // controllers' tokens, its cloud credentials) would be its admin.
+    let everywhere = Grants {
+        secrets: false,
+        ..grants.clone()
+    };
+    let rules = placed_rules(&everywhere, &READ)
         .into_iter()
         .chain([
             rule(&[""], &["namespaces"], &["get", "create"]),
@@ -519,11 +527,13 @@ mod tests {
     #[test]
     fn the_member_role_grants_secrets_and_extra_kinds_only_when_asked() {
         let plain = grants_of(&member_role("m", &Grants::default()));
-        assert!(
-            !plain
+        let secrets = |rules: &[(Vec<String>, Vec<String>)]| {
+            rules
                 .iter()
                 .any(|(_, r)| r.contains(&"secrets".to_string()))
-        );
+        };
+        assert!(!secrets(&plain));
+        assert!(!secrets(&grants_of(&writer_role("m", &Grants::default()))));
         let grants = Grants {
             secrets: true,
             resources: vec![
@@ -535,13 +545,21 @@ mod tests {
         let granted = grants_of(&member_role("m", &grants));
         let rule = |g: &str, r: &str| (vec![g.to_string()], vec![r.to_string()]);
         for want in [
-            rule("", "secrets"),
             rule("", "serviceaccounts"),
             rule("autoscaling", "horizontalpodautoscalers"),
             rule("example.com", "widgets"),
         ] {
             assert!(granted.contains(&want), "{want:?} not in {granted:?}");
         }
-        assert_eq!(granted.len(), plain.len() + 4);
+        assert_eq!(granted.len(), plain.len() + 3);
+        assert!(
+            !secrets(&granted),
+            "Secrets are never readable cluster-wide: {granted:?}"
+        );
+        let writer = grants_of(&writer_role("m", &grants));
+        assert!(
+            writer.contains(&rule("", "secrets")),
+            "Secrets in the namespaces the writer role is bound in: {writer:?}"
+        );
     }
 }

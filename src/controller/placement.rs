@@ -169,7 +169,8 @@ async fn place_copies(
     spec: &MultiRegionAppSpec,
     propagation: &Propagation,
 ) -> Result<bool> {
-    let (Some(maps), Some(secrets)) = (member.config_maps(), member.secrets()) else {
+    let (Some(maps), Some(secrets)) = (member.config_maps(), member.secrets_in(&app.namespace))
+    else {
         return Ok(false);
     };
     if member.spec().local {
@@ -189,9 +190,13 @@ async fn place_copies(
         let copy = propagate::config_map_copy(app, region, source);
         wrote |= apply_owned(client, maps, region, app, copy).await?;
     }
-    for source in propagation.secrets.iter().filter(|_| store_ready(secrets)) {
+    for source in propagation
+        .secrets
+        .iter()
+        .filter(|_| store_ready(&secrets.store))
+    {
         let copy = propagate::secret_copy(app, region, source);
-        wrote |= apply_owned(client, secrets, region, app, copy).await?;
+        wrote |= apply_owned(client, &secrets.store, region, app, copy).await?;
     }
     let wanted = spec.propagate.clone().unwrap_or_default();
     let (maps, secrets) = (member.app_config_maps(app), member.app_secrets(app));

@@ -139,9 +139,8 @@ impl TestMember {
             heard: crate::regions::Heard::new(),
             services: service_store,
             config_maps,
-            secrets,
             config_maps_by_app: Default::default(),
-            secrets_by_app: Default::default(),
+            secrets: crate::regions::PerNamespace::fixed(secrets),
         };
         let spec = RegionSpec {
             allowed_namespaces: Some(Default::default()),

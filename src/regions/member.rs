@@ -57,10 +57,12 @@ pub(crate) struct Placed {
     /// metadata only (names, labels and annotations are all that is read).
     pub services: Store<PartialObjectMeta<Service>>,
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
-    pub secrets: Store<PartialObjectMeta<Secret>>,
     /// Which of those each app's labels name.
     pub config_maps_by_app: Arc<watch::ByApp>,
-    pub secrets_by_app: Arc<watch::ByApp>,
+    /// Copies of Secrets, watched in each namespace the operator uses
+    /// (the member identity may list Secrets only where its writer role
+    /// is bound, never cluster-wide).
+    pub secrets: watch::PerNamespace<Secret>,
 }
 
 /// Names of the copies among `objects` (the app's, found by its labels)
@@ -417,8 +419,9 @@ impl Member {
         self.placed.as_ref().map(|p| &p.config_maps)
     }
 
-    pub(crate) fn secrets(&self) -> Option<&Store<PartialObjectMeta<Secret>>> {
-        self.placed.as_ref().map(|p| &p.secrets)
+    /// The watch of copied Secrets in `namespace`, started on first use.
+    pub(crate) fn secrets_in(&self, namespace: &str) -> Option<Arc<watch::NamespaceWatch<Secret>>> {
+        self.placed.as_ref().map(|p| p.secrets.namespace(namespace))
     }
 
     /// The cached ConfigMaps whose labels name `app` (its copies and role
@@ -432,10 +435,10 @@ impl Member {
 
     /// The cached Secrets whose labels name `app`.
     pub(crate) fn app_secrets(&self, app: &AppKey) -> Vec<Arc<PartialObjectMeta<Secret>>> {
-        let Some(placed) = self.placed.as_ref() else {
+        let Some(secrets) = self.secrets_in(&app.namespace) else {
             return Vec::new();
         };
-        placed.secrets_by_app.objects(&placed.secrets, app)
+        secrets.by_app.objects(&secrets.store, app)
     }
 
     /// What the app's region here misses of what it propagates; None when
@@ -454,7 +457,8 @@ impl Member {
             let (maps, secrets) = (propagation.config_map_names(), propagation.secret_names());
             return propagation.missing(&maps, &secrets);
         }
-        let (Some(maps), Some(secrets)) = (self.config_maps(), self.secrets()) else {
+        let (Some(maps), Some(secrets)) = (self.config_maps(), self.secrets_in(&app.namespace))
+        else {
             return Some("no usable client for this region".into());
         };
         let listed = |kind: &str, needed: bool, ready: bool| {
@@ -471,7 +475,7 @@ impl Member {
             listed(
                 "Secrets",
                 !propagation.secrets.is_empty(),
-                store_ready(secrets),
+                store_ready(&secrets.store),
             )
         });
         if let Some(why) = unlisted {

@@ -33,6 +33,8 @@ use crate::metrics::Metrics;
 pub use credentials::CredentialsError;
 pub(crate) use member::Placed;
 pub use member::{Member, ProbeState};
+#[cfg(test)]
+pub(crate) use watch::PerNamespace;
 pub use watch::app_of as watch_app_of;
 pub(crate) use watch::{CachedWatch, Heard, cached_watch, store_ready};
 
@@ -290,7 +292,7 @@ impl Registry {
             triggers.clone(),
             Heard::new(),
         );
-        let (config_maps_by_app, secrets_by_app) = (Arc::default(), Arc::default());
+        let config_maps_by_app = Arc::default();
         let (config_maps, config_map_task) = watch::watch_placed_when_allowed::<ConfigMap>(
             name,
             &watches,
@@ -298,22 +300,15 @@ impl Registry {
             triggers.clone(),
             Arc::clone(&config_maps_by_app),
         );
-        let (secrets, secret_task) = watch::watch_placed_when_allowed::<Secret>(
-            name,
-            &watches,
-            &selector,
-            triggers,
-            Arc::clone(&secrets_by_app),
-        );
+        let secrets = watch::PerNamespace::<Secret>::new(name, &watches, &selector, triggers);
         tracing::info!(region = %name, "region client ready");
         let placed = Placed {
             deployments,
             heard,
             services,
             config_maps,
-            secrets,
             config_maps_by_app,
-            secrets_by_app,
+            secrets,
         };
         let member = Arc::new(Member::connected(
             name,
@@ -326,7 +321,6 @@ impl Registry {
         member.add_task(deployment_task);
         member.add_task(service_task);
         member.add_task(config_map_task);
-        member.add_task(secret_task);
         // The probe holds the member weakly: it ends when the member is
         // replaced or removed (whose Drop also aborts it).
         member.add_task(tokio::spawn(probe::run(

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -124,33 +125,184 @@ pub(crate) fn watch_placed_when_allowed<K>(
     by_app: std::sync::Arc<ByApp>,
 ) -> (Store<PartialObjectMeta<K>>, JoinHandle<()>)
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let scope = Scope {
+        place: place.to_string(),
+        client: client.clone(),
+        selector: selector.to_string(),
+        namespace: None,
+    };
+    watch_in_scope(scope, triggers, by_app)
+}
+
+/// Where a watch of copies looks: one member, all of it or one namespace.
+#[derive(Clone)]
+struct Scope {
+    place: String,
+    client: Client,
+    selector: String,
+    namespace: Option<String>,
+}
+
+/// How soon a namespace where the operator may not list the kind yet is
+/// asked again (then twice as long each time, up to five minutes): its
+/// writer role is bound when the namespace is adopted, a moment before the
+/// first copy is placed there.
+const NAMESPACE_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn watch_in_scope<K>(
+    scope: Scope,
+    triggers: UnboundedSender<Trigger>,
+    by_app: std::sync::Arc<ByApp>,
+) -> (Store<PartialObjectMeta<K>>, JoinHandle<()>)
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let (store, writer) = reflector::store::<PartialObjectMeta<K>>();
-    let (place, client, selector) = (place.to_string(), client.clone(), selector.to_string());
     let task = tokio::spawn(async move {
         let resource = K::plural(&()).to_string();
+        let namespace = scope.namespace.as_deref();
+        // A namespace is asked again soon (it is being adopted), then less
+        // and less often (a region joined without the grant).
+        let mut recheck = match namespace {
+            None => PERMISSION_RECHECK,
+            Some(_) => NAMESPACE_RECHECK,
+        };
         let mut told = false;
-        while !may_list(&client, &resource).await {
+        while !may_list(&scope.client, &resource, namespace).await {
             if !told {
-                tracing::info!(region = %place, resource = %resource, "the operator may not list these here; copies of this kind are not propagated to this region until it may (join --allow-secrets grants Secrets)");
+                tracing::info!(region = %scope.place, resource = %resource, namespace = namespace.unwrap_or("(all)"), "the operator may not list these here; copies of this kind are not propagated to this region until it may (join --allow-secrets grants Secrets)");
                 told = true;
             }
-            tokio::time::sleep(PERMISSION_RECHECK).await;
+            tokio::time::sleep(recheck).await;
+            recheck = (recheck * 2).min(PERMISSION_RECHECK);
         }
         let watch = MetaWatch {
             triggers,
             heard: Heard::new(),
             by_app: Some(by_app),
         };
-        run_meta_watch::<K>(place, client, selector, writer, watch).await;
+        run_meta_watch::<K>(scope, writer, watch).await;
     });
     (store, task)
 }
 
+/// One namespace's watch of copies, and its index by app.
+pub(crate) struct NamespaceWatch<K: Resource<DynamicType = ()> + Clone + 'static> {
+    pub store: Store<PartialObjectMeta<K>>,
+    pub by_app: std::sync::Arc<ByApp>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Drop for NamespaceWatch<K> {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Copies of one kind, watched namespace by namespace as they are first
+/// needed: for Secrets, which the member identity may list only in the
+/// namespaces it adopted (its writer role is bound there with a
+/// RoleBinding), never cluster-wide.
+pub(crate) struct PerNamespace<K: Resource<DynamicType = ()> + Clone + 'static> {
+    scope: Option<(Scope, UnboundedSender<Trigger>)>,
+    watches: Mutex<HashMap<String, std::sync::Arc<NamespaceWatch<K>>>>,
+    /// A store every namespace shares (tests, without a member).
+    fixed: Option<Store<PartialObjectMeta<K>>>,
+}
+
+impl<K> PerNamespace<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    pub fn new(
+        place: &str,
+        client: &Client,
+        selector: &str,
+        triggers: UnboundedSender<Trigger>,
+    ) -> Self {
+        let scope = Scope {
+            place: place.to_string(),
+            client: client.clone(),
+            selector: selector.to_string(),
+            namespace: None,
+        };
+        PerNamespace {
+            scope: Some((scope, triggers)),
+            watches: Mutex::default(),
+            fixed: None,
+        }
+    }
+
+    /// Every namespace reads `store`, and no watch is started.
+    #[cfg(test)]
+    pub fn fixed(store: Store<PartialObjectMeta<K>>) -> Self {
+        PerNamespace {
+            scope: None,
+            watches: Mutex::default(),
+            fixed: Some(store),
+        }
+    }
+
+    /// The watch of `namespace`, started on first use.
+    pub fn namespace(&self, namespace: &str) -> std::sync::Arc<NamespaceWatch<K>> {
+        let mut watches = match self.watches.lock() {
+            Ok(watches) => watches,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(watch) = watches.get(namespace) {
+            return watch.clone();
+        }
+        let watch = std::sync::Arc::new(self.start(namespace));
+        watches.insert(namespace.to_string(), watch.clone());
+        watch
+    }
+
+    fn start(&self, namespace: &str) -> NamespaceWatch<K> {
+        let by_app = std::sync::Arc::<ByApp>::default();
+        match (&self.scope, &self.fixed) {
+            (Some((scope, triggers)), _) => {
+                let scope = Scope {
+                    namespace: Some(namespace.to_string()),
+                    ..scope.clone()
+                };
+                let (store, task) = watch_in_scope(scope, triggers.clone(), by_app.clone());
+                NamespaceWatch {
+                    store,
+                    by_app,
+                    task: Some(task),
+                }
+            }
+            (None, fixed) => NamespaceWatch {
+                store: fixed.clone().unwrap_or_else(|| reflector::store().0),
+                by_app,
+                task: None,
+            },
+        }
+    }
+}
+
 /// Whether the member lets this identity list `resource` (core group) in
-/// every namespace.
-async fn may_list(client: &Client, resource: &str) -> bool {
+/// `namespace`, or in every namespace.
+async fn may_list(client: &Client, resource: &str, namespace: Option<&str>) -> bool {
     use k8s_openapi::api::authorization::v1::{
         ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
     };
@@ -159,6 +311,7 @@ async fn may_list(client: &Client, resource: &str) -> bool {
             resource_attributes: Some(ResourceAttributes {
                 verb: Some("list".into()),
                 resource: Some(resource.into()),
+                namespace: namespace.map(str::to_string),
                 ..ResourceAttributes::default()
             }),
             ..SelfSubjectAccessReviewSpec::default()
@@ -238,7 +391,12 @@ pub(crate) fn watch_placed_meta<K>(
     heard: std::sync::Arc<Heard>,
 ) -> (Store<PartialObjectMeta<K>>, JoinHandle<()>)
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let (store, writer) = reflector::store::<PartialObjectMeta<K>>();
     let watch = MetaWatch {
@@ -246,13 +404,13 @@ where
         heard,
         by_app: None,
     };
-    let task = tokio::spawn(run_meta_watch::<K>(
-        place.to_string(),
-        client.clone(),
-        selector.to_string(),
-        writer,
-        watch,
-    ));
+    let scope = Scope {
+        place: place.to_string(),
+        client: client.clone(),
+        selector: selector.to_string(),
+        namespace: None,
+    };
+    let task = tokio::spawn(run_meta_watch::<K>(scope, writer, watch));
     (store, task)
 }
 
@@ -265,19 +423,26 @@ struct MetaWatch {
 }
 
 async fn run_meta_watch<K>(
-    place: String,
-    client: Client,
-    selector: String,
+    scope: Scope,
     writer: reflector::store::Writer<PartialObjectMeta<K>>,
     meta: MetaWatch,
 ) where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
-    let config = watcher::Config::default().labels(&selector);
+    let config = watcher::Config::default().labels(&scope.selector);
     // An Api of PartialObjectMeta asks for metadata only.
-    let objects = watcher(Api::<PartialObjectMeta<K>>::all(client), config);
+    let api = match &scope.namespace {
+        Some(namespace) => Api::<PartialObjectMeta<K>>::namespaced(scope.client, namespace),
+        None => Api::<PartialObjectMeta<K>>::all(scope.client),
+    };
+    let objects = watcher(api, config);
     let watch = CachedWatch {
-        place: &place,
+        place: &scope.place,
         heard: meta.heard,
         by_app: meta.by_app,
     };

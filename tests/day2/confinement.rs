@@ -1,6 +1,6 @@
 //! The member identity `join` makes is confined: RBAC lets it write only
-//! in namespaces where the operator bound its writer role (asked with
-//! `kubectl auth can-i` as it), and the member's admission policy lets it
+//! in namespaces where the operator bound its writer role, and read Secrets
+//! (`--allow-secrets`) only there (asked with `kubectl auth can-i` as it), and the member's admission policy lets it
 //! create only labelled namespaces and bind only itself, only there.
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -85,6 +85,37 @@ async fn the_member_identity_writes_only_where_the_operator_bound_it() {
         assert!(
             !can_i("eu-west", &identity, verb, resource, namespace),
             "{verb} {resource} -n {namespace}"
+        );
+    }
+
+    // us-east was joined with --allow-secrets: Secrets only where the
+    // writer role is bound, never cluster-wide (kube-system's tokens).
+    let east: Region = Api::all(hub.clone()).get("us-east").await.unwrap();
+    let east_identity = east.annotations()[ANNOTATION_MEMBER_IDENTITY].clone();
+    let us = env().client("us-east").await;
+    common::wait_for(
+        "the app placed in us-east",
+        Duration::from_secs(120),
+        || async {
+            Api::<Deployment>::namespaced(us.clone(), ns)
+                .get_opt("web")
+                .await
+                .ok()?
+        },
+    )
+    .await;
+    assert!(
+        can_i("us-east", &east_identity, "list", "secrets", ns),
+        "Secrets where the writer role is bound"
+    );
+    for (verb, namespace) in [
+        ("list", "kube-system"),
+        ("get", "kube-system"),
+        ("list", "default"),
+    ] {
+        assert!(
+            !can_i("us-east", &east_identity, verb, "secrets", namespace),
+            "{verb} secrets -n {namespace}: never outside the namespaces it adopted"
         );
     }
 
