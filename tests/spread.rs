@@ -11,6 +11,9 @@
 //!   the other regions, fences it (role standby, standby replicas) before
 //!   the majority promotes another region; never two regions active. The
 //!   HTTP-checked app moves too: a loss the majority sees still counts.
+//!   An app's PostgreSQL primary in the isolated region is fenced by that
+//!   region's replica (read only, sessions ended) before the majority
+//!   promotes the standby elsewhere: never two databases taking writes.
 //! - The leader's region (then the active one) lost whole, its replica and
 //!   its part of the hub with it: another replica leads and moves the
 //!   traffic, though a minority of observers lies (a Lease renewed all
@@ -39,6 +42,45 @@ use serde_json::json;
 const NAMESPACE: &str = "spread";
 /// The app whose regions are judged by an HTTP check of their endpoints.
 const CHECKED: &str = "checked";
+/// The app with a PostgreSQL data tier (us-east's database the primary).
+const STORED: &str = "stored";
+
+/// The Secret of the regions' database URIs the stored app names.
+async fn database_secret(regions: &Guard, hub: &Client) {
+    let uris: std::collections::BTreeMap<String, String> = regions
+        .databases()
+        .iter()
+        .map(|d| (d.region.clone(), d.uri()))
+        .collect();
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(hub.clone(), NAMESPACE);
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "shop-db"}, "stringData": uris,
+    });
+    let params = kube::api::PatchParams::apply("test").force();
+    api.patch("shop-db", &params, &kube::api::Patch::Apply(secret))
+        .await
+        .expect("the Secret of database URIs");
+}
+
+/// Whether a region's database takes writes now: a primary (not in
+/// recovery) whose new transactions are not read only (the fence).
+async fn takes_writes(regions: &Guard, region: &str) -> Option<bool> {
+    let client = regions
+        .database(region)
+        .ok()?
+        .connect("postgres")
+        .await
+        .ok()?;
+    let row = client
+        .query_one(
+            "SELECT NOT pg_is_in_recovery() AND current_setting('default_transaction_read_only') = 'off'",
+            &[],
+        )
+        .await
+        .ok()?;
+    Some(row.get(0))
+}
 
 /// The role label and replicas of the app's Deployment in a region, as
 /// the region's own API server says (the test's view is never cut).
@@ -71,18 +113,25 @@ async fn wait_role_map(regions: &Guard, region: &str, role: &str, by: &str) {
 }
 
 /// When, after the isolation, the old active was fenced and the new one
-/// promoted; how many samples showed two regions active.
+/// promoted; how many samples showed two regions active; the same for the
+/// stored app's databases.
 struct Isolation {
     fenced: Duration,
     promoted: Duration,
     both_active: usize,
+    database_fenced: Duration,
+    database_promoted: Duration,
+    both_writable: usize,
 }
 
 async fn isolate_the_active(regions: &mut Guard, hub: &Client) -> Isolation {
     regions.isolate("us-east").unwrap();
     let cut = Instant::now();
     let (mut fenced, mut promoted, mut both_active) = (None, None, 0);
-    while promoted.is_none() && cut.elapsed() < Duration::from_secs(90) {
+    let (mut database_fenced, mut database_promoted, mut both_writable) = (None, None, 0);
+    while (promoted.is_none() || database_promoted.is_none())
+        && cut.elapsed() < Duration::from_secs(90)
+    {
         let east = role_in(regions, "us-east").await;
         let west = role_in(regions, "eu-west").await;
         let active =
@@ -98,13 +147,35 @@ async fn isolate_the_active(regions: &mut Guard, hub: &Client) -> Isolation {
             fenced = Some(cut.elapsed());
         }
         if active(&west) {
-            promoted = Some(cut.elapsed());
+            promoted.get_or_insert(cut.elapsed());
+        }
+        let east_writes = takes_writes(regions, "us-east").await;
+        let west_writes = takes_writes(regions, "eu-west").await;
+        if east_writes == Some(true) && west_writes == Some(true) {
+            both_writable += 1;
+        }
+        if east_writes == Some(false) {
+            database_fenced.get_or_insert(cut.elapsed());
+        }
+        if west_writes == Some(true) {
+            database_promoted.get_or_insert(cut.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let promoted = promoted.expect("eu-west promoted within 90 s");
     let fenced = fenced.expect("us-east fenced itself before eu-west was promoted");
     assert_eq!(both_active, 0, "never two regions active at once");
+    let database_promoted = database_promoted.expect("eu-west's database promoted within 90 s");
+    let database_fenced = database_fenced
+        .expect("us-east's database fenced by its replica before eu-west's took writes");
+    assert!(
+        database_fenced < database_promoted,
+        "us-east's database refused writes ({database_fenced:?}) before eu-west's took them ({database_promoted:?})"
+    );
+    assert_eq!(
+        both_writable, 0,
+        "never two databases taking writes at once"
+    );
     wait_role_map(regions, "us-east", "standby", "self-fence").await;
     wait_role_map(regions, "eu-west", "active", "operator").await;
     assert_eq!(
@@ -127,6 +198,9 @@ async fn isolate_the_active(regions: &mut Guard, hub: &Client) -> Isolation {
         fenced,
         promoted,
         both_active,
+        database_fenced,
+        database_promoted,
+        both_writable,
     }
 }
 
@@ -140,7 +214,7 @@ async fn no_region_is_special() {
         eprintln!("skipped: a spread hub needs root (network namespaces)");
         return;
     }
-    let (mut regions, hub) = common::spread::start("spread").await;
+    let (mut regions, hub) = common::spread::start_with_databases("spread").await;
 
     // The eu-west replica first, so that it leads.
     let mut replicas = vec![start_replica(&regions, "eu-west")];
@@ -160,7 +234,14 @@ async fn no_region_is_special() {
     let http = json!({"healthCheck": {"http": {"path": "/healthz"}}});
     let spec = app_spec("ActivePassive", &["us-east", "eu-west"], http);
     apply_app(&hub, NAMESPACE, CHECKED, spec).await;
-    for app in ["shop", CHECKED] {
+    database_secret(&regions, &hub).await;
+    let data_tier = json!({"failover": {"replication": {
+        "mode": "Asynchronous", "maxLagSeconds": 30,
+        "lagFrom": {"postgres": {"secretRef": {"name": "shop-db"}}}
+    }}});
+    let spec = app_spec("ActivePassive", &["us-east", "eu-west"], data_tier);
+    apply_app(&hub, NAMESPACE, STORED, spec).await;
+    for app in ["shop", CHECKED, STORED] {
         wait_weights(
             &hub,
             NAMESPACE,
@@ -302,14 +383,19 @@ async fn no_region_is_special() {
         "spread: {} samples over {:.0} s with the leader cut from the active: 0 moved; \
          {steady_writes} observer Lease writes by one replica in 45 s at steady state; \
          active region isolated: fenced {:.1} s after the cut, promoted elsewhere {:.1} s after \
-         (margin {:.1} s), {} samples with two active; the leader's region failed whole: \
-         {} leads, traffic moved in {:.1} s",
+         (margin {:.1} s), {} samples with two active; its database fenced {:.1} s after the cut, \
+         the other promoted {:.1} s after (margin {:.1} s), {} samples with two taking writes; \
+         the leader's region failed whole: {} leads, traffic moved in {:.1} s",
         samples.len(),
         held.as_secs_f64(),
         isolation.fenced.as_secs_f64(),
         isolation.promoted.as_secs_f64(),
         (isolation.promoted - isolation.fenced).as_secs_f64(),
         isolation.both_active,
+        isolation.database_fenced.as_secs_f64(),
+        isolation.database_promoted.as_secs_f64(),
+        (isolation.database_promoted - isolation.database_fenced).as_secs_f64(),
+        isolation.both_writable,
         leader.unwrap_or_default(),
         moved_after.as_secs_f64()
     );

@@ -199,7 +199,7 @@ impl DataTier {
 /// The Secret's keys as each region's target, all trusting its `ca.crt`
 /// and showing its `tls.crt` and `tls.key`, when it has them; a region's
 /// target is an error when only one of those two is there.
-fn targets(secret: Secret) -> BTreeMap<String, Result<Target, String>> {
+pub(crate) fn targets(secret: Secret) -> BTreeMap<String, Result<Target, String>> {
     let mut texts: BTreeMap<String, String> = secret
         .data
         .unwrap_or_default()
@@ -240,7 +240,7 @@ fn targets(secret: Secret) -> BTreeMap<String, Result<Target, String>> {
 }
 
 /// An error message without the URI's password, should a library quote it.
-fn redact(message: &str, uri: &str) -> String {
+pub(crate) fn redact(message: &str, uri: &str) -> String {
     match url_password(uri) {
         Some(password) if !password.is_empty() => message.replace(password, "***"),
         _ => message.to_string(),

@@ -10,15 +10,20 @@
 //! off, not the hub broken: with every region reachable, a hub that lost
 //! its quorum fences nothing). It only takes capacity away: role label
 //! `standby`, standby replicas, and the app's role ConfigMap says
-//! `standby` (`decidedBy: self-fence`). Each Deployment once per cut; what
-//! it changed carries the applied-hash `self-fenced`, so the leader puts
-//! back what it decides once it reaches the region again.
+//! `standby` (`decidedBy: self-fence`), and the app's database in this
+//! region refuses writes (`default_transaction_read_only`, its sessions
+//! ended: the data tier's fence), when the app has a PostgreSQL data tier.
+//! The database's URI is read from the hub while the replica reaches it
+//! (`Databases`, every 15 s), since a cut-off replica cannot ask. Each
+//! Deployment once per cut (its database until the fence holds); what it
+//! changed carries the applied-hash `self-fenced`, so the leader puts back
+//! what it decides once it reaches the region again.
 
-use std::collections::HashSet;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
@@ -30,25 +35,29 @@ use crate::api::{
 };
 use crate::plan::manifest::{self, AppKey};
 use crate::plan::observers::{cut_off, must_fence_itself};
+use crate::plan::replication::{ReplicatedStore, Target};
 
 /// The longest one list or patch of the region's own member may take.
 const MEMBER_CALL: Duration = Duration::from_secs(2);
 
-/// The Deployments fenced in the current cut, forgotten once the replica
-/// renews its Lease again.
+/// The Deployments (and databases) fenced in the current cut, forgotten
+/// once the replica renews its Lease again.
 #[derive(Default)]
 pub(super) struct SelfFence {
     fenced: HashSet<String>,
+    databases_fenced: HashSet<String>,
 }
 
 impl SelfFence {
     /// The replica renewed its Lease: the next cut starts afresh.
     pub fn reconnected(&mut self) {
         self.fenced.clear();
+        self.databases_fenced.clear();
     }
 
     /// Fences what is due in `region` (this replica's own), given how long
-    /// its Lease has gone unrenewed and what it sees of the others.
+    /// its Lease has gone unrenewed and what it sees of the others; the
+    /// apps' databases as `databases` last read them.
     pub async fn act(
         &mut self,
         member: &kube::Client,
@@ -56,6 +65,7 @@ impl SelfFence {
         region: &str,
         unrenewed: Duration,
         view: &View,
+        databases: &Databases,
     ) {
         if unrenewed.is_zero() || !isolated(view, region) {
             return;
@@ -64,25 +74,137 @@ impl SelfFence {
             return;
         };
         for deployment in active {
-            let key = format!(
-                "{}/{}",
-                deployment.namespace().unwrap_or_default(),
-                deployment.name_any()
-            );
-            let Some((seconds, standby)) = fence_of(&deployment) else {
+            let key = key_of(&deployment);
+            let Some(wanted) = fence_of(&deployment) else {
                 continue;
             };
-            let due = must_fence_itself(unrenewed, Duration::from_secs(seconds));
-            if !due || self.fenced.contains(&key) {
+            let due = must_fence_itself(unrenewed, Duration::from_secs(wanted.seconds));
+            if !due {
                 continue;
             }
-            if fence(member, &deployment, standby).await {
+            // The database first: it is what must not take writes.
+            if let Some(target) = databases.known.get(&key)
+                && !self.databases_fenced.contains(&key)
+                && fence_database(target, &key, region).await
+            {
+                self.databases_fenced.insert(key.clone());
+            }
+            if self.fenced.contains(&key) {
+                continue;
+            }
+            if fence(member, &deployment, wanted.standby).await {
                 tracing::warn!(deployment = %key, region, unrenewed = ?unrenewed, "self-fence: cut off from the hub; this region's active app is now a standby");
                 tell_the_app(member, &deployment, hub_id, region).await;
                 self.fenced.insert(key);
             }
         }
     }
+}
+
+/// `NAMESPACE/NAME` of a placed Deployment.
+fn key_of(deployment: &Deployment) -> String {
+    format!(
+        "{}/{}",
+        deployment.namespace().unwrap_or_default(),
+        deployment.name_any()
+    )
+}
+
+/// The longest the database fence may take (its connection, the setting,
+/// the sessions ended).
+const DATABASE_FENCE: Duration = Duration::from_secs(10);
+
+/// The data tier's fence on this region's database; true once it holds.
+async fn fence_database(target: &Target, key: &str, region: &str) -> bool {
+    let store = crate::data::postgres::Connections::default();
+    match tokio::time::timeout(DATABASE_FENCE, store.fence(target)).await {
+        Ok(Ok(true)) => {
+            tracing::warn!(deployment = %key, region, "self-fence: cut off from the hub; this region's database refuses writes now");
+            true
+        }
+        Ok(Ok(false)) => {
+            tracing::warn!(deployment = %key, region, "self-fence: this region's database does not answer; tried again next round");
+            false
+        }
+        Ok(Err(why)) => {
+            let why = crate::data::redact(&why, &target.uri);
+            tracing::warn!(deployment = %key, region, error = %why, "self-fence: cannot fence this region's database");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(deployment = %key, region, "self-fence: fencing this region's database timed out");
+            false
+        }
+    }
+}
+
+/// How often the databases of the apps active here are read again.
+const DATABASES_REFRESH: Duration = Duration::from_secs(15);
+
+/// This region's database of each app active here that has a PostgreSQL
+/// data tier, by Deployment (`NAMESPACE/NAME`), read from the hub while the
+/// replica reaches it: a cut-off replica cannot read the Secret then.
+#[derive(Default)]
+pub(super) struct Databases {
+    known: HashMap<String, Target>,
+    read_at: Option<Instant>,
+}
+
+impl Databases {
+    /// Reads them again, at most every 15 s: the active Deployments here
+    /// whose self-fence names a Secret, and that Secret's key for
+    /// `region`. One that cannot be read now keeps what was read before.
+    pub async fn refresh(
+        &mut self,
+        hub: &kube::Client,
+        member: &kube::Client,
+        hub_id: &str,
+        region: &str,
+    ) {
+        if self
+            .read_at
+            .is_some_and(|at| at.elapsed() < DATABASES_REFRESH)
+        {
+            return;
+        }
+        self.read_at = Some(Instant::now());
+        let Some(active) = active_here(member, hub_id).await else {
+            return;
+        };
+        let mut known = HashMap::new();
+        for deployment in active {
+            let key = key_of(&deployment);
+            let secret = fence_of(&deployment).and_then(|f| f.database);
+            let namespace = deployment.labels().get(LABEL_APP_NAMESPACE).cloned();
+            let (Some(secret), Some(namespace)) = (secret, namespace) else {
+                continue;
+            };
+            match read_target(hub, &namespace, &secret, region).await {
+                Some(target) => {
+                    known.insert(key, target);
+                }
+                None => {
+                    if let Some(old) = self.known.remove(&key) {
+                        known.insert(key, old);
+                    }
+                }
+            }
+        }
+        self.known = known;
+    }
+}
+
+/// `region`'s key of the Secret, as the data tier reads it.
+async fn read_target(
+    hub: &kube::Client,
+    namespace: &str,
+    secret: &str,
+    region: &str,
+) -> Option<Target> {
+    let api: Api<Secret> = Api::namespaced(hub.clone(), namespace);
+    let read = tokio::time::timeout(MEMBER_CALL, api.get_opt(secret)).await;
+    let secret = read.ok()?.ok()??;
+    crate::data::targets(secret).remove(region)?.ok()
 }
 
 /// Whether this replica's own probes find `region` cut off from most other
@@ -121,11 +243,27 @@ async fn active_here(member: &kube::Client, hub_id: &str) -> Option<Vec<Deployme
     }
 }
 
-/// `SECONDS/STANDBY` of the Deployment's self-fence annotation.
-fn fence_of(deployment: &Deployment) -> Option<(u64, i32)> {
+/// What the Deployment's self-fence annotation asks for.
+#[derive(Debug, PartialEq, Eq)]
+struct Wanted {
+    seconds: u64,
+    standby: i32,
+    /// The Secret of the app's database URIs, if it has a data tier.
+    database: Option<String>,
+}
+
+/// `SECONDS/STANDBY[/SECRET]` of the Deployment's self-fence annotation.
+fn fence_of(deployment: &Deployment) -> Option<Wanted> {
     let text = deployment.annotations().get(ANNOTATION_SELF_FENCE)?;
-    let (seconds, standby) = text.split_once('/')?;
-    Some((seconds.trim().parse().ok()?, standby.trim().parse().ok()?))
+    let mut parts = text.splitn(3, '/');
+    let seconds = parts.next()?.trim().parse().ok()?;
+    let standby = parts.next()?.trim().parse().ok()?;
+    let database = parts.next().map(str::trim).filter(|s| !s.is_empty());
+    Some(Wanted {
+        seconds,
+        standby,
+        database: database.map(str::to_string),
+    })
 }
 
 /// Marks what the self-fence changed: the leader's applied-hash no longer
@@ -243,7 +381,20 @@ mod tests {
         let mut d = Deployment::default();
         d.metadata.annotations =
             Some([(ANNOTATION_SELF_FENCE.to_string(), "10/1".to_string())].into());
-        assert_eq!(fence_of(&d), Some((10, 1)));
+        let wanted = |database: Option<&str>| Wanted {
+            seconds: 10,
+            standby: 1,
+            database: database.map(str::to_string),
+        };
+        assert_eq!(fence_of(&d), Some(wanted(None)));
+        d.metadata.annotations = Some(
+            [(
+                ANNOTATION_SELF_FENCE.to_string(),
+                "10/1/shop-db".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(fence_of(&d), Some(wanted(Some("shop-db"))));
         d.metadata.annotations =
             Some([(ANNOTATION_SELF_FENCE.to_string(), "ten".to_string())].into());
         assert_eq!(fence_of(&d), None);

@@ -163,6 +163,7 @@ async fn observe(hub: Clients, options: Options, metrics: Arc<Metrics>, seen: Se
     let _ = seen.regions.wait_until_ready().await;
     let mut publisher = lease::Publisher::new(hub.requests.clone(), &options);
     let mut self_fence = fence::SelfFence::default();
+    let mut databases = fence::Databases::default();
     let mut clients: BTreeMap<String, Built> = BTreeMap::new();
     let mut published = Published::default();
     let mut cas = checks::CaCache::default();
@@ -206,13 +207,21 @@ async fn observe(hub: Clients, options: Options, metrics: Arc<Metrics>, seen: Se
             .and_then(|r| Some((r, clients.get(r)?)))
         {
             let (region, member) = own;
+            let unrenewed = publisher.unrenewed();
+            if unrenewed.is_zero() {
+                let hub = &hub.requests;
+                databases
+                    .refresh(hub, &member.client, &options.hub_id, region)
+                    .await;
+            }
             self_fence
                 .act(
                     &member.client,
                     &options.hub_id,
                     region,
-                    publisher.unrenewed(),
+                    unrenewed,
                     &published.view,
+                    &databases,
                 )
                 .await;
         }

@@ -201,6 +201,17 @@ pub async fn hub_in(regions: &Guard, region: &str) -> Client {
 pub async fn start(test: &str) -> (Guard, Client) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(test);
     let regions = localregions::start_spread_for_test(dir, "hub", &REGIONS).await;
+    prepare(regions).await
+}
+
+/// `start` with PostgreSQL in every region, us-east's the primary.
+pub async fn start_with_databases(test: &str) -> (Guard, Client) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(test);
+    let regions = localregions::start_spread_with_databases_for_test(dir, "hub", &REGIONS).await;
+    prepare(regions).await
+}
+
+async fn prepare(regions: Guard) -> (Guard, Client) {
     install_crds(&regions);
     let hub = hub_in(&regions, "ap-south").await;
     ensure_namespace(&hub, OPERATOR_NAMESPACE).await;

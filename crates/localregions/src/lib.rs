@@ -969,12 +969,26 @@ pub fn is_root() -> bool {
 /// Starts regions with a hub spread over them (needs root) for one test in
 /// `dir`; stopped as by [`start_for_test`].
 pub async fn start_spread_for_test(dir: PathBuf, hub: &str, regions: &[&str]) -> Guard {
+    spread_for_test(dir, hub, regions, false).await
+}
+
+/// `start_spread_for_test` with PostgreSQL in every region (the first
+/// region's the primary).
+pub async fn start_spread_with_databases_for_test(
+    dir: PathBuf,
+    hub: &str,
+    regions: &[&str],
+) -> Guard {
+    spread_for_test(dir, hub, regions, true).await
+}
+
+async fn spread_for_test(dir: PathBuf, hub: &str, regions: &[&str], postgres: bool) -> Guard {
     let regions = LocalRegions::up(UpOptions {
         dir,
         names: regions.iter().map(|n| n.to_string()).collect(),
         stop_with_this_process: true,
         spread_hub: Some(hub.to_string()),
-        postgres: false,
+        postgres,
     })
     .await
     .expect("local regions with a spread hub start");

@@ -367,6 +367,7 @@ impl LocalRegions {
         )?;
         append_settings(&database.data)?;
         require_certificate(&database.data)?;
+        trust_region_network(&database.data, &database.host)?;
         self.start_database(&database.region).await?;
         let client = database.connect("postgres").await?;
         client
@@ -816,6 +817,29 @@ fn require_certificate(data: &Path) -> Result<()> {
         })
         .collect();
     std::fs::write(&path, rules + &rest)?;
+    Ok(())
+}
+
+/// With a spread hub the databases listen on their regions' host
+/// addresses (10.252.N.(110+i)), and are reached from them and from the
+/// regions' network namespaces (10.252.N.(10+i)): `trust` for that /24,
+/// as initdb's own lines trust loopback (the certificate-only rules stay
+/// first). Nothing to add on loopback.
+fn trust_region_network(data: &Path, host: &str) -> Result<()> {
+    let Ok(std::net::IpAddr::V4(address)) = host.parse::<std::net::IpAddr>() else {
+        return Ok(());
+    };
+    if address.is_loopback() {
+        return Ok(());
+    }
+    let [a, b, c, _] = address.octets();
+    let network = format!("{a}.{b}.{c}.0/24");
+    let path = data.join("pg_hba.conf");
+    let mut rules = std::fs::read_to_string(&path)?;
+    for database in ["all", "replication"] {
+        rules.push_str(&format!("host {database} all {network} trust\n"));
+    }
+    std::fs::write(&path, rules)?;
     Ok(())
 }
 

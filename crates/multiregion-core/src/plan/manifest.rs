@@ -291,14 +291,15 @@ fn unhashed(app: &AppKey, mut template: PodTemplateSpec, placement: &Placement) 
     if let Some(labels) = metadata.labels.as_mut() {
         labels.insert(LABEL_ROLE.to_string(), placement.role.label().to_string());
     }
-    if let Some(fence) = placement.self_fence {
+    if let Some(fence) = &placement.self_fence {
+        let mut text = format!("{}/{}", fence.seconds, fence.standby_replicas);
+        if let Some(secret) = &fence.database_secret {
+            text = format!("{text}/{secret}");
+        }
         metadata
             .annotations
             .get_or_insert_with(BTreeMap::new)
-            .insert(
-                ANNOTATION_SELF_FENCE.to_string(),
-                format!("{}/{}", fence.seconds, fence.standby_replicas),
-            );
+            .insert(ANNOTATION_SELF_FENCE.to_string(), text);
     }
     // The app's selector labels and the region are added to the user's pod
     // labels (a pod can read its region through the downward API). The role
@@ -611,6 +612,28 @@ mod tests {
             scale_down: false,
             self_fence: None,
         }
+    }
+
+    #[test]
+    fn the_active_deployment_says_what_its_regions_replica_fences_when_cut_off() {
+        let fenced = |database: Option<&str>| {
+            let placement = Placement {
+                self_fence: Some(crate::plan::SelfFence {
+                    seconds: 10,
+                    standby_replicas: 1,
+                    database_secret: database.map(str::to_string),
+                }),
+                ..placement(3, Role::Active)
+            };
+            let d = to_json(deployment(&app(), &template(), &placement));
+            d["metadata"]["annotations"]["multiregion.io/self-fence"].clone()
+        };
+        assert_eq!(fenced(None), "10/1");
+        assert_eq!(
+            fenced(Some("shop-db")),
+            "10/1/shop-db",
+            "the Secret of the database URIs: the replica fences the database too"
+        );
     }
 
     #[test]

@@ -234,13 +234,18 @@ pub struct Placement {
 }
 
 /// What a cut-off region's replica does to an app active there, carried on
-/// the placed Deployment (`multiregion.io/self-fence`: `SECONDS/STANDBY`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// the placed Deployment (`multiregion.io/self-fence`: `SECONDS/STANDBY`,
+/// or `SECONDS/STANDBY/SECRET` with a database).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SelfFence {
     /// `spec.failover.selfFenceSeconds`.
     pub seconds: i32,
     /// Replicas when standing by.
     pub standby_replicas: i32,
+    /// The Secret of `failover.replication.lagFrom.postgres` (in the app's
+    /// hub namespace): the replica keeps its region's database URI from it
+    /// while it reaches the hub, and fences that database too.
+    pub database_secret: Option<String>,
 }
 
 /// Whether an Event is routine or needs attention.

@@ -279,6 +279,13 @@ fn removed_regions(inputs: &Inputs, active: Option<&str>) -> Vec<String> {
     cleanup
 }
 
+/// The Secret of the app's PostgreSQL data tier, if it has one.
+fn database_secret(inputs: &Inputs) -> Option<String> {
+    let replication = inputs.spec.failover.replication.as_ref()?;
+    let postgres = replication.lag_from.postgres.as_ref()?;
+    Some(postgres.secret_ref.name.clone())
+}
+
 fn placements(inputs: &Inputs, regions: &[RegionView], outcome: &Outcome) -> Vec<Placement> {
     let seconds = inputs.spec.failover.self_fence_seconds;
     let one_active = inputs.spec.strategy != crate::api::Strategy::ActiveActive;
@@ -287,9 +294,10 @@ fn placements(inputs: &Inputs, regions: &[RegionView], outcome: &Outcome) -> Vec
         .zip(&outcome.assignments)
         .map(|(region, assigned)| Placement {
             self_fence: (one_active && seconds > 0 && assigned.role == crate::api::Role::Active)
-                .then_some(super::SelfFence {
+                .then(|| super::SelfFence {
                     seconds,
                     standby_replicas: region.standby,
+                    database_secret: database_secret(inputs),
                 }),
             region: region.name().to_string(),
             replicas: assigned.replicas,
