@@ -169,14 +169,14 @@ async fn place_copies(
     spec: &MultiRegionAppSpec,
     propagation: &Propagation,
 ) -> Result<bool> {
-    let (Some(maps), Some(secrets)) = (member.config_maps(), member.secrets_in(&app.namespace))
-    else {
-        return Ok(false);
-    };
     if member.spec().local {
         // The hub itself: the originals are in the app's namespace already.
         return Ok(false);
     }
+    let (Some(maps), Some(secrets)) = (member.config_maps(), member.secrets_in(&app.namespace))
+    else {
+        return Ok(false);
+    };
     let client = member.client()?;
     let region = member.name();
     if !propagation.is_empty() {

@@ -86,32 +86,52 @@ impl Ask {
 
 /// This replica's asks: the checks its controller (when it leads) sees
 /// failing. Shared between the HTTP checks and the observer, which wakes
-/// when the asks change.
+/// when the asks change. Two running checks may make one ask (the same URL
+/// at two intervals): it is counted, and withdrawn when neither fails.
 #[derive(Debug, Default)]
 pub struct Asking {
-    asks: Mutex<BTreeMap<String, Ask>>,
+    asks: Mutex<BTreeMap<String, (Ask, usize)>>,
     changed: Notify,
 }
 
+/// The most bytes of asks one replica publishes (a Lease's annotations
+/// hold 256 KiB in all, its check results included).
+const MAX_ASK_BYTES: usize = 64 * 1024;
+
 impl Asking {
-    /// The check fails here: ask the others.
+    /// A check that failed here: ask the others.
     pub fn ask(&self, ask: &Ask) {
         let added = self
             .asks
             .lock()
-            .map(|mut asks| asks.insert(ask.id(), ask.clone()).is_none())
+            .map(|mut asks| {
+                let entry = asks.entry(ask.id()).or_insert_with(|| (ask.clone(), 0));
+                entry.1 += 1;
+                entry.1 == 1
+            })
             .unwrap_or(false);
         if added {
             self.changed.notify_one();
         }
     }
 
-    /// The check passes here again (or stopped): nothing to ask.
+    /// A check that failed here passes again (or stopped).
     pub fn settle(&self, ask: &Ask) {
         let removed = self
             .asks
             .lock()
-            .map(|mut asks| asks.remove(&ask.id()).is_some())
+            .map(|mut asks| {
+                let id = ask.id();
+                let Some(entry) = asks.get_mut(&id) else {
+                    return false;
+                };
+                entry.1 = entry.1.saturating_sub(1);
+                let done = entry.1 == 0;
+                if done {
+                    asks.remove(&id);
+                }
+                done
+            })
             .unwrap_or(false);
         if removed {
             self.changed.notify_one();
@@ -131,12 +151,22 @@ impl Asking {
         }
     }
 
-    /// The asks to publish, by id, at most `MAX_ASKS`.
+    /// The asks to publish, by id: at most `MAX_ASKS`, and at most
+    /// `MAX_ASK_BYTES` of them.
     pub fn current(&self) -> Vec<Ask> {
-        self.asks
-            .lock()
-            .map(|asks| asks.values().take(MAX_ASKS).cloned().collect())
-            .unwrap_or_default()
+        let Ok(asks) = self.asks.lock() else {
+            return Vec::new();
+        };
+        let mut bytes = 0;
+        asks.values()
+            .map(|(ask, _)| ask)
+            .take(MAX_ASKS)
+            .take_while(|ask| {
+                bytes += serde_json::to_string(ask).map_or(0, |t| t.len() + 1);
+                bytes <= MAX_ASK_BYTES
+            })
+            .cloned()
+            .collect()
     }
 
     /// Resolves when an ask was added or removed since the last call.
@@ -151,6 +181,104 @@ pub fn union<'a>(asks: impl IntoIterator<Item = &'a Vec<Ask>>) -> BTreeMap<Strin
         .flatten()
         .map(|ask| (ask.id(), ask.clone()))
         .collect()
+}
+
+/// The most asks one replica answers (by id, in order), all live
+/// observers' together: its results stay well within a Lease's 256 KiB.
+pub const MAX_ANSWERS: usize = 1000;
+
+/// Runs the asks beside the observer loop, one run at a time: the loop
+/// starts a run when none is going, takes its results when it ended, and
+/// publishes the latest results of the asks still asked.
+pub(super) struct Checker {
+    hub: kube::Client,
+    http: Option<reqwest::Client>,
+    running: Option<tokio::task::JoinHandle<(BTreeMap<String, Word>, CaCache)>>,
+    cas: Option<CaCache>,
+    latest: BTreeMap<String, Word>,
+    done: std::sync::Arc<Notify>,
+    /// When the last run started: runs start at most once a round.
+    started: Option<std::time::Instant>,
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        if let Some(task) = self.running.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Checker {
+    pub fn new(hub: kube::Client) -> Self {
+        Checker {
+            hub,
+            http: crate::regions::http_check::client().ok(),
+            running: None,
+            cas: Some(CaCache::default()),
+            latest: BTreeMap::new(),
+            done: std::sync::Arc::default(),
+            started: None,
+        }
+    }
+
+    /// Notified when a run ends.
+    pub fn done(&self) -> std::sync::Arc<Notify> {
+        self.done.clone()
+    }
+
+    /// Takes the results of the run that ended, if one did.
+    pub fn collect(&mut self) {
+        if !self.running.as_ref().is_some_and(|t| t.is_finished()) {
+            return;
+        }
+        let Some(task) = self.running.take() else {
+            return;
+        };
+        use futures::FutureExt;
+        match task.now_or_never() {
+            Some(Ok((results, cas))) => {
+                self.latest = results;
+                self.cas = Some(cas);
+            }
+            // A run that panicked: start afresh.
+            _ => self.cas = Some(CaCache::default()),
+        }
+    }
+
+    /// Starts a run of `asks` unless one is going, one started less than
+    /// `every` ago, or nothing is asked.
+    pub fn start(&mut self, asks: &BTreeMap<String, Ask>, every: Duration) {
+        if asks.is_empty() {
+            self.latest.clear();
+            return;
+        }
+        if self.started.is_some_and(|at| at.elapsed() < every) {
+            return;
+        }
+        let (Some(http), None) = (self.http.clone(), self.running.as_ref()) else {
+            return;
+        };
+        self.started = Some(std::time::Instant::now());
+        let Some(mut cas) = self.cas.take() else {
+            return;
+        };
+        let (hub, asks, done) = (self.hub.clone(), asks.clone(), self.done.clone());
+        self.running = Some(tokio::spawn(async move {
+            let results = check_all(&hub, &http, &mut cas, &asks).await;
+            done.notify_one();
+            (results, cas)
+        }));
+    }
+
+    /// The latest results of the asks still asked.
+    pub fn latest(&self, asks: &BTreeMap<String, Ask>) -> BTreeMap<String, Word> {
+        self.latest
+            .iter()
+            .filter(|(id, _)| asks.contains_key(*id))
+            .map(|(id, word)| (id.clone(), *word))
+            .collect()
+    }
 }
 
 /// CA certificates read from the hub for asks that name them, kept for a
@@ -301,6 +429,32 @@ mod tests {
             asking.current().is_empty(),
             "a replica that stops leading asks nothing"
         );
+    }
+
+    #[test]
+    fn an_ask_two_checks_make_stays_while_either_fails() {
+        let asking = Asking::default();
+        let shared = ask("http://10.0.0.1/healthz");
+        asking.ask(&shared);
+        asking.ask(&shared);
+        asking.settle(&shared);
+        assert_eq!(asking.current().len(), 1, "the other check still fails");
+        asking.settle(&shared);
+        assert!(asking.current().is_empty());
+        asking.settle(&shared);
+        assert!(asking.current().is_empty(), "a settle too many is harmless");
+    }
+
+    #[test]
+    fn the_asks_published_stay_within_their_bytes() {
+        let asking = Asking::default();
+        let long = "x".repeat(2000);
+        for n in 0..100 {
+            asking.ask(&ask(&format!("http://10.0.0.1/{n}/{long}")));
+        }
+        let published = serde_json::to_string(&asking.current()).unwrap();
+        assert!(published.len() <= MAX_ASK_BYTES, "{}", published.len());
+        assert!(!asking.current().is_empty());
     }
 
     #[test]

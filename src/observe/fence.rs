@@ -46,6 +46,9 @@ const MEMBER_CALL: Duration = Duration::from_secs(2);
 pub(super) struct SelfFence {
     fenced: HashSet<String>,
     databases_fenced: HashSet<String>,
+    /// Apps whose database could not be fenced for want of its URI, said
+    /// once per cut.
+    databases_unknown: HashSet<String>,
 }
 
 impl SelfFence {
@@ -53,6 +56,7 @@ impl SelfFence {
     pub fn reconnected(&mut self) {
         self.fenced.clear();
         self.databases_fenced.clear();
+        self.databases_unknown.clear();
     }
 
     /// Fences what is due in `region` (this replica's own), given how long
@@ -73,22 +77,16 @@ impl SelfFence {
         let Some(active) = active_here(member, hub_id).await else {
             return;
         };
-        for deployment in active {
+        let due: Vec<(Deployment, Wanted)> = active
+            .into_iter()
+            .filter_map(|d| fence_of(&d).map(|wanted| (d, wanted)))
+            .filter(|(_, w)| must_fence_itself(unrenewed, Duration::from_secs(w.seconds)))
+            .collect();
+        // The databases first, all at once: they are what must not take
+        // writes, and one slow database must not hold up the others.
+        self.fence_databases(&due, databases, region).await;
+        for (deployment, wanted) in due {
             let key = key_of(&deployment);
-            let Some(wanted) = fence_of(&deployment) else {
-                continue;
-            };
-            let due = must_fence_itself(unrenewed, Duration::from_secs(wanted.seconds));
-            if !due {
-                continue;
-            }
-            // The database first: it is what must not take writes.
-            if let Some(target) = databases.known.get(&key)
-                && !self.databases_fenced.contains(&key)
-                && fence_database(target, &key, region).await
-            {
-                self.databases_fenced.insert(key.clone());
-            }
             if self.fenced.contains(&key) {
                 continue;
             }
@@ -96,6 +94,41 @@ impl SelfFence {
                 tracing::warn!(deployment = %key, region, unrenewed = ?unrenewed, "self-fence: cut off from the hub; this region's active app is now a standby");
                 tell_the_app(member, &deployment, hub_id, region).await;
                 self.fenced.insert(key);
+            }
+        }
+    }
+
+    /// Fences the databases of the `due` apps not fenced yet in this cut;
+    /// says so once for an app whose database this replica could not read
+    /// before the cut (nothing fences it then: the leader's own data step
+    /// still will, once it reaches it).
+    async fn fence_databases(
+        &mut self,
+        due: &[(Deployment, Wanted)],
+        databases: &Databases,
+        region: &str,
+    ) {
+        let mut fences = Vec::new();
+        for (deployment, wanted) in due {
+            let key = key_of(deployment);
+            if wanted.database.is_none() || self.databases_fenced.contains(&key) {
+                continue;
+            }
+            match databases.known.get(&key) {
+                Some(target) => fences.push(async move {
+                    let held = fence_database(target, &key, region).await;
+                    (key, held)
+                }),
+                None => {
+                    if self.databases_unknown.insert(key.clone()) {
+                        tracing::warn!(deployment = %key, region, "self-fence: this region's database was not read before the cut (no key for the region in the Secret, or not read yet): it is not fenced");
+                    }
+                }
+            }
+        }
+        for (key, held) in futures::future::join_all(fences).await {
+            if held {
+                self.databases_fenced.insert(key);
             }
         }
     }

@@ -107,7 +107,20 @@ impl Publisher {
             return false;
         }
         let attempt = renew.max(Duration::from_millis(500));
-        let result = tokio::time::timeout(attempt, self.write(view)).await;
+        let mut result = tokio::time::timeout(attempt, self.write(view)).await;
+        if let Ok(Err(kube::Error::Api(status))) = &result
+            && [413, 422].contains(&status.code)
+        {
+            // Refused for what it holds (too large), not for where it is:
+            // renewed with the regions' view alone, so the replica is
+            // never taken for one cut off from the hub.
+            tracing::warn!(error = %status.message, "the observer Lease was refused with its checks; renewing it with the regions' view alone");
+            let alone = Published {
+                view: view.view.clone(),
+                ..Published::default()
+            };
+            result = tokio::time::timeout(attempt, self.write(&alone)).await;
+        }
         self.failing = !matches!(result, Ok(Ok(())));
         match result {
             Ok(Ok(())) => {

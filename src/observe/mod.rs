@@ -137,17 +137,26 @@ impl Seen {
         }
         let mut asks = lease::live_asks(leases.iter().map(|l| &**l), now);
         asks.extend(own.iter().map(|a| (a.id(), a.clone())));
-        asks
+        // Answered at most this many (the results share a Lease's 256 KiB).
+        asks.into_iter().take(checks::MAX_ANSWERS).collect()
     }
 
     /// Waits for the next round: `pause`, or less when this replica's asks
-    /// or the live observers' asks change (an ask is answered at once).
-    async fn until_next_round(&self, pause: Duration, asking: &Asking, asked: &[String]) {
+    /// or the live observers' asks change (an ask is answered at once), or
+    /// when a run of checks ended (`done`: its results are published).
+    async fn until_next_round(
+        &self,
+        pause: Duration,
+        asking: &Asking,
+        asked: &[String],
+        done: &tokio::sync::Notify,
+    ) {
         let deadline = tokio::time::Instant::now() + pause;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return,
                 _ = asking.changed() => return,
+                _ = done.notified() => return,
                 _ = self.touched.notified() => {
                     let now: Vec<String> = self.asks(&asking.current()).into_keys().collect();
                     if now != asked {
@@ -166,20 +175,19 @@ async fn observe(hub: Clients, options: Options, metrics: Arc<Metrics>, seen: Se
     let mut databases = fence::Databases::default();
     let mut clients: BTreeMap<String, Built> = BTreeMap::new();
     let mut published = Published::default();
-    let mut cas = checks::CaCache::default();
-    let http = crate::regions::http_check::client().ok();
+    let mut checker = checks::Checker::new(hub.requests.clone());
     loop {
         let listed: Vec<Arc<Region>> = seen.regions.state();
         refresh_clients(&hub, &listed, &mut clients).await;
         let own = options.asking.current();
         let asks = seen.asks(&own);
-        let checking = async {
-            match &http {
-                Some(http) => checks::check_all(&hub.requests, http, &mut cas, &asks).await,
-                None => BTreeMap::new(),
-            }
-        };
-        let (probed, checked) = tokio::join!(probe_all(&listed, &clients), checking);
+        // The checks run beside the loop: a slow endpoint never holds up
+        // the Lease's renewal nor the self-fence.
+        let pause = round_interval(&listed, options.lease);
+        checker.collect();
+        checker.start(&asks, pause);
+        let probed = probe_all(&listed, &clients).await;
+        let checked = checker.latest(&asks);
         let now = jiff::Timestamp::now();
         let next = Published {
             view: published.view.next(probed, now),
@@ -226,8 +234,9 @@ async fn observe(hub: Clients, options: Options, metrics: Arc<Metrics>, seen: Se
                 .await;
         }
         let asked: Vec<String> = asks.into_keys().collect();
-        let pause = round_interval(&listed, options.lease);
-        seen.until_next_round(pause, &options.asking, &asked).await;
+        let done = checker.done();
+        seen.until_next_round(pause, &options.asking, &asked, &done)
+            .await;
     }
 }
 

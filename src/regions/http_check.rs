@@ -255,9 +255,14 @@ impl HttpChecks {
     }
 
     fn stop(&self, key: &CheckKey) {
-        if let Ok(mut checks) = self.checks.lock()
-            && let Some(check) = checks.remove(key)
-        {
+        let Some(check) = self.checks.lock().ok().and_then(|mut c| c.remove(key)) else {
+            return;
+        };
+        let failing = check
+            .latest
+            .lock()
+            .is_ok_and(|l| matches!(*l, HttpResult::Fails(_)));
+        if failing {
             self.asking.settle(&check.ask);
         }
     }
@@ -327,20 +332,23 @@ async fn run(checks: Weak<HttpChecks>, check: Weak<Check>, key: CheckKey) {
 
 /// Stores the result; when it changed, triggers the apps that use it.
 fn report(registry: &HttpChecks, check: &Check, key: &CheckKey, result: HttpResult) {
-    let changed = match check.latest.lock() {
+    let (changed, failed_before) = match check.latest.lock() {
         Ok(mut latest) => {
             let flipped = std::mem::discriminant(&*latest) != std::mem::discriminant(&result);
+            let failed = matches!(*latest, HttpResult::Fails(_));
             *latest = result.clone();
-            flipped
+            (flipped, failed)
         }
-        Err(_) => false,
+        Err(_) => (false, false),
     };
     if !changed {
         return;
     }
-    match &result {
-        HttpResult::Fails(_) => registry.asking.ask(&check.ask),
-        _ => registry.asking.settle(&check.ask),
+    // Each check asks once while it fails, and settles what it asked.
+    match (&result, failed_before) {
+        (HttpResult::Fails(_), _) => registry.asking.ask(&check.ask),
+        (_, true) => registry.asking.settle(&check.ask),
+        _ => {}
     }
     match &result {
         HttpResult::Serves => tracing::info!(url = %key.url, "endpoint serves"),

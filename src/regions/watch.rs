@@ -151,10 +151,11 @@ struct Scope {
 }
 
 /// How soon a namespace where the operator may not list the kind yet is
-/// asked again (then twice as long each time, up to five minutes): its
-/// writer role is bound when the namespace is adopted, a moment before the
-/// first copy is placed there.
+/// asked again (then twice as long each time, up to half a minute): its
+/// writer role is bound when the namespace is adopted, which may come
+/// later (the region out of reach), and then its copies follow soon.
 const NAMESPACE_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+const NAMESPACE_RECHECK_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn watch_in_scope<K>(
     scope: Scope,
@@ -175,9 +176,9 @@ where
         let namespace = scope.namespace.as_deref();
         // A namespace is asked again soon (it is being adopted), then less
         // and less often (a region joined without the grant).
-        let mut recheck = match namespace {
-            None => PERMISSION_RECHECK,
-            Some(_) => NAMESPACE_RECHECK,
+        let (mut recheck, longest) = match namespace {
+            None => (PERMISSION_RECHECK, PERMISSION_RECHECK),
+            Some(_) => (NAMESPACE_RECHECK, NAMESPACE_RECHECK_MAX),
         };
         let mut told = false;
         while !may_list(&scope.client, &resource, namespace).await {
@@ -186,7 +187,7 @@ where
                 told = true;
             }
             tokio::time::sleep(recheck).await;
-            recheck = (recheck * 2).min(PERMISSION_RECHECK);
+            recheck = (recheck * 2).min(longest);
         }
         let watch = MetaWatch {
             triggers,
