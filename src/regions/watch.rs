@@ -181,7 +181,7 @@ where
             Some(_) => (NAMESPACE_RECHECK, NAMESPACE_RECHECK_MAX),
         };
         let mut told = false;
-        while !may_list(&scope.client, &resource, namespace).await {
+        while !may_list_in::<K>(&scope.client, &resource, namespace).await {
             if !told {
                 tracing::info!(region = %scope.place, resource = %resource, namespace = namespace.unwrap_or("(all)"), "the operator may not list these here; copies of this kind are not propagated to this region until it may (join --allow-secrets grants Secrets)");
                 told = true;
@@ -298,6 +298,32 @@ where
                 task: None,
             },
         }
+    }
+}
+
+/// Whether the member lets this identity list `K` in `namespace` (one
+/// read of at most one object's metadata: a read, where a review would be
+/// a create the member counts as a write), or in every namespace (asked
+/// with a SelfSubjectAccessReview, once at the member's start).
+async fn may_list_in<K>(client: &Client, resource: &str, namespace: Option<&str>) -> bool
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let Some(namespace) = namespace else {
+        return may_list(client, resource, None).await;
+    };
+    let api = Api::<PartialObjectMeta<K>>::namespaced(client.clone(), namespace);
+    let params = kube::api::ListParams::default().limit(1);
+    match api.list(&params).await {
+        Ok(_) => true,
+        Err(kube::Error::Api(status)) if status.code == 403 => false,
+        // Unknown (the server is down): watch, and let the watch retry.
+        Err(_) => true,
     }
 }
 
