@@ -71,16 +71,7 @@ impl Ask {
 
     /// Whether an answer with `code` passes.
     fn passes(&self, code: u16) -> bool {
-        let check = crate::api::HttpCheck {
-            path: String::new(),
-            host: None,
-            scheme: None,
-            port: None,
-            expected_codes: self.codes.clone(),
-            allow_redirects: self.redirects,
-            ca_bundle: None,
-        };
-        check.passes(code)
+        crate::regions::http_check::passes(&self.codes, self.redirects, code)
     }
 }
 
@@ -331,7 +322,7 @@ pub(super) async fn check_all(
             None => Some(http.clone()),
             Some(ca) => {
                 let pem = cas.pem(hub, ca).await;
-                pem.and_then(|pem| trusting(&pem))
+                pem.and_then(|pem| crate::regions::http_check::client_trusting(&pem).ok())
             }
         };
         clients.insert(id.clone(), client);
@@ -350,18 +341,6 @@ pub(super) async fn check_all(
         .await
         .into_iter()
         .collect()
-}
-
-fn trusting(pem: &str) -> Option<reqwest::Client> {
-    let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).ok()?;
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(0)
-        .tls_built_in_root_certs(false);
-    for certificate in certificates {
-        builder = builder.add_root_certificate(certificate);
-    }
-    builder.build().ok()
 }
 
 async fn once(http: &reqwest::Client, ask: &Ask) -> Word {

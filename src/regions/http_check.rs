@@ -39,7 +39,7 @@ pub fn client() -> reqwest::Result<reqwest::Client> {
 }
 
 /// A check client that trusts the CA certificates in `pem` (and no others).
-fn client_trusting(pem: &str) -> Result<reqwest::Client, String> {
+pub(crate) fn client_trusting(pem: &str) -> Result<reqwest::Client, String> {
     let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
         .map_err(|e| format!("healthCheck.http.caBundle: not PEM certificates: {e}"))?;
     if certificates.is_empty() {
@@ -83,17 +83,23 @@ pub struct Timing {
 impl CheckKey {
     /// Whether an answer with `code` passes.
     fn passes(&self, code: u16) -> bool {
-        let check = HttpCheck {
-            path: String::new(),
-            host: None,
-            scheme: None,
-            port: None,
-            expected_codes: self.codes.clone(),
-            allow_redirects: self.redirects,
-            ca_bundle: None,
-        };
-        check.passes(code)
+        passes(&self.codes, self.redirects, code)
     }
+}
+
+/// Whether an answer with `code` passes a check expecting `codes` (any
+/// 2xx when empty), 3xx only with `redirects`: `HttpCheck::passes`.
+pub fn passes(codes: &[i32], redirects: bool, code: u16) -> bool {
+    let check = HttpCheck {
+        path: String::new(),
+        host: None,
+        scheme: None,
+        port: None,
+        expected_codes: codes.to_vec(),
+        allow_redirects: redirects,
+        ca_bundle: None,
+    };
+    check.passes(code)
 }
 
 /// The URL a check requests: the endpoint with the check's scheme and port,

@@ -20,6 +20,28 @@ use crate::api::{LABEL_APP, LABEL_APP_NAMESPACE, LABEL_ROLE, Role};
 use crate::plan::health::{LagReport, WorkloadState};
 use crate::plan::manifest::{self, AppKey};
 
+/// A namespaced kind of object the operator places and watches by label
+/// (Services, ConfigMaps, Secrets).
+pub(crate) trait Copied:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Copied for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Retry delays for the watches of placed objects: 200 ms doubling to at
 /// most 2 s. kube's default grows to 30 s, which after a region's API server
 /// comes back left new objects unseen for long after the region answered.
@@ -125,12 +147,7 @@ pub(crate) fn watch_placed_when_allowed<K>(
     by_app: std::sync::Arc<ByApp>,
 ) -> (Store<PartialObjectMeta<K>>, JoinHandle<()>)
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Copied,
 {
     let scope = Scope {
         place: place.to_string(),
@@ -163,12 +180,7 @@ fn watch_in_scope<K>(
     by_app: std::sync::Arc<ByApp>,
 ) -> (Store<PartialObjectMeta<K>>, JoinHandle<()>)
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Copied,
 {
     let (store, writer) = reflector::store::<PartialObjectMeta<K>>();
     let task = tokio::spawn(async move {
@@ -227,12 +239,7 @@ pub(crate) struct PerNamespace<K: Resource<DynamicType = ()> + Clone + 'static> 
 
 impl<K> PerNamespace<K>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Copied,
 {
     pub fn new(
         place: &str,
@@ -307,12 +314,7 @@ where
 /// with a SelfSubjectAccessReview, once at the member's start).
 async fn may_list_in<K>(client: &Client, resource: &str, namespace: Option<&str>) -> bool
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Copied,
 {
     let Some(namespace) = namespace else {
         return may_list(client, resource, None).await;
@@ -418,12 +420,7 @@ pub(crate) fn watch_placed_meta<K>(
     heard: std::sync::Arc<Heard>,
 ) -> (Store<PartialObjectMeta<K>>, JoinHandle<()>)
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Copied,
 {
     let (store, writer) = reflector::store::<PartialObjectMeta<K>>();
     let watch = MetaWatch {
@@ -454,12 +451,7 @@ async fn run_meta_watch<K>(
     writer: reflector::store::Writer<PartialObjectMeta<K>>,
     meta: MetaWatch,
 ) where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Copied,
 {
     let config = watcher::Config::default().labels(&scope.selector);
     // An Api of PartialObjectMeta asks for metadata only.
