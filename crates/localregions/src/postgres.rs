@@ -502,7 +502,18 @@ impl LocalRegions {
         if self.database(region).is_err() {
             return Ok(());
         }
-        self.start_database(region).await?;
+        if let Err(error) = self.start_database(region).await {
+            // A standby that received WAL of a history the live primary
+            // does not have stops at start ("unexpected timeline ID"):
+            // rejoined (rewound, or copied anew), as an administrator
+            // would. A primary is never touched (recover never demotes).
+            let standby = self.database(region)?.data.join("standby.signal").exists();
+            if !standby {
+                return Err(error);
+            }
+            tracing::warn!(region, %error, "localregions: the standby does not start; rejoining it");
+            self.rejoin_database(region).await?;
+        }
         self.set_links(region, true).await
     }
 
@@ -623,7 +634,15 @@ impl LocalRegions {
             self.copy_anew(&database)?;
         }
         become_standby(&database.data, database.server.run_as)?;
-        self.start_database(region).await?;
+        if let Err(error) = self.start_database(region).await {
+            // Rewound, yet it cannot replay to a consistent point on the
+            // primary's history: copied anew.
+            tracing::warn!(region, %error, "localregions: the rewound standby does not start; copying the primary anew");
+            shut_down(&mut self.database_mut(region)?.server);
+            self.copy_anew(&database)?;
+            become_standby(&database.data, database.server.run_as)?;
+            self.start_database(region).await?;
+        }
         // pg_rewind copied the primary's settings, whose standby names
         // name this region: name the others, as `replication` does.
         self.apply_replication(self.database(region)?).await?;
