@@ -58,6 +58,10 @@ pub enum Error {
     /// Placed objects could not be removed from some regions yet.
     #[error("cleanup pending in {}", .0.join(", "))]
     CleanupPending(Vec<String>),
+    /// The app's deletion keeps objects that hold data until a person
+    /// confirms (`DeletionHeld`): the finalizer stays.
+    #[error("deletion held until confirmed: {}", .0.join(", "))]
+    DeletionHeld(Vec<String>),
     /// The finalizer helper could not add or remove the finalizer.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -76,6 +80,7 @@ impl Error {
             Error::StatusConflict { .. } => "status_conflict",
             Error::NotLeader => "not_leader",
             Error::CleanupPending(_) => "cleanup_pending",
+            Error::DeletionHeld(_) => "deletion_held",
             Error::Finalizer(_) => "finalizer",
         }
     }

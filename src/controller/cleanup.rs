@@ -7,12 +7,19 @@ use std::sync::Arc;
 use kube::runtime::controller::Action;
 
 use super::reconcile::MEMBER_WRITE_TIMEOUT;
-use super::{Context, placement, status};
-use crate::api::{MultiRegionApp, MultiRegionAppSpec, ResourceRef};
+use jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::{Context, events, placement, status};
+use crate::api::{
+    ANNOTATION_DELETE_DATA, MultiRegionApp, MultiRegionAppSpec, MultiRegionAppStatus, ResourceRef,
+};
 use crate::error::{Error, Result};
+use crate::plan::conditions::Conditions;
 use crate::plan::health::RegionState;
 use crate::plan::manifest::AppKey;
 use crate::plan::resources;
+use crate::plan::{Event, EventReason, EventType};
 use crate::regions::Member;
 
 /// Removes the app's objects (with `extra`, the objects of
@@ -36,12 +43,52 @@ pub(super) async fn removed_regions(
 }
 
 /// The finalizer: removes the app's objects from every region it may have
-/// placed them in. Holds until done, or until a Region no longer exists.
+/// placed them in. Holds until done, or until a Region no longer exists;
+/// objects of `spec.resources` that hold data and whose policy says
+/// `Delete` wait for a person's confirmation (`DeletionHeld`).
 pub(super) async fn run(app: Arc<MultiRegionApp>, ctx: Arc<Context>) -> Result<Action> {
     let key = ctx.key_of(&app);
     let status = app.status.clone().unwrap_or_default();
-    let mut regions: Vec<String> = app
-        .spec
+    let regions = placed_in(&app.spec, &status);
+    let recorded = resources::recorded(&resources::wanted(&app.spec), &status.resources);
+    let confirmation = app.annotations().get(ANNOTATION_DELETE_DATA);
+    let deletion =
+        resources::on_app_deletion(&recorded, &key.name, confirmation.map(|c| c.as_str()));
+    let mut pending = Vec::new();
+    for region in &regions {
+        if let Err(err) = remove_from(&ctx, &key, region, &deletion.delete).await {
+            tracing::info!(app = %key.name, region = %region, error = %err, "cleanup waits for region");
+            pending.push(region.clone());
+        }
+    }
+    if !pending.is_empty() {
+        if status.cleanup_pending != pending {
+            let mut status = status.clone();
+            status.cleanup_pending = pending.clone();
+            write_over(&ctx, &app, &key, &status).await;
+        }
+        return Err(Error::CleanupPending(pending));
+    }
+    if let Some(message) = deletion.held_message(&key.name) {
+        hold(&ctx, &app, &key, status, message).await;
+        // Not Ok: kube's finalizer helper would take the finalizer off.
+        let held = deletion
+            .held
+            .iter()
+            .map(|o| format!("{} {}", o.kind, o.name));
+        return Err(Error::DeletionHeld(held.collect()));
+    }
+    ctx.forget(&key);
+    let reasons: Vec<String> = move_reason_words().map(str::to_string).collect();
+    ctx.metrics
+        .forget_app(&key.namespace, &key.name, &regions, &reasons);
+    Ok(Action::await_change())
+}
+
+/// Every region the app may have placed objects in: its spec's, its
+/// status', and those still waiting for their cleanup.
+fn placed_in(spec: &MultiRegionAppSpec, status: &MultiRegionAppStatus) -> Vec<String> {
+    let mut regions: Vec<String> = spec
         .regions
         .iter()
         .map(|r| r.name.clone())
@@ -50,31 +97,68 @@ pub(super) async fn run(app: Arc<MultiRegionApp>, ctx: Arc<Context>) -> Result<A
         .collect();
     regions.sort();
     regions.dedup();
-    let recorded = resources::recorded(&resources::wanted(&app.spec), &status.resources);
-    let extra = resources::to_delete(&recorded);
-    let mut pending = Vec::new();
-    for region in &regions {
-        if let Err(err) = remove_from(&ctx, &key, region, &extra).await {
-            tracing::info!(app = %key.name, region = %region, error = %err, "cleanup waits for region");
-            pending.push(region.clone());
+    regions
+}
+
+/// Writes the status of an app being deleted, over the version read (a
+/// stale finalizer pass gets a conflict).
+async fn write_over(
+    ctx: &Context,
+    app: &MultiRegionApp,
+    key: &AppKey,
+    status: &MultiRegionAppStatus,
+) {
+    let version = app.metadata.resource_version.clone();
+    let write = status::write(&ctx.hub, key, status, version.as_deref());
+    match ctx.fence.within(MEMBER_WRITE_TIMEOUT, write).await {
+        Some(Err(err)) => {
+            tracing::warn!(app = %key.name, error = %err, "status of the deletion not written")
         }
+        None => {
+            tracing::info!(app = %key.name, "status of the deletion not written: no time left under the Lease")
+        }
+        Some(Ok(_)) => {}
     }
-    if pending.is_empty() {
-        ctx.forget(&key);
-        let reasons: Vec<String> = move_reason_words().map(str::to_string).collect();
-        ctx.metrics
-            .forget_app(&key.namespace, &key.name, &regions, &reasons);
-        return Ok(Action::await_change());
+}
+
+/// The condition type shown while a deletion keeps objects that hold data.
+const DELETION_HELD: &str = "DeletionHeld";
+
+/// Everything else is removed; the objects that hold data wait: says so
+/// in a `DeletionHeld` condition and, the first time, a Warning Event.
+async fn hold(
+    ctx: &Context,
+    app: &MultiRegionApp,
+    key: &AppKey,
+    mut status: MultiRegionAppStatus,
+    message: String,
+) {
+    let said = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == DELETION_HELD && c.status == "True" && c.message == message);
+    if said && status.cleanup_pending.is_empty() {
+        return;
     }
-    if status.cleanup_pending != pending {
-        let mut status = status.clone();
-        status.cleanup_pending = pending.clone();
-        // Over the version read: a stale finalizer pass gets a conflict.
-        let version = app.metadata.resource_version.clone();
-        let write = status::write(&ctx.hub, &key, &status, version.as_deref());
-        ctx.fence.within(MEMBER_WRITE_TIMEOUT, write).await;
+    let previous = status.conditions.clone();
+    let mut conditions = Conditions::new(&previous, Timestamp::now(), app.metadata.generation);
+    conditions.set(
+        DELETION_HELD,
+        true,
+        "DataDeletionUnconfirmed",
+        message.clone(),
+    );
+    conditions.merge_into(&mut status.conditions);
+    status.cleanup_pending.clear();
+    write_over(ctx, app, key, &status).await;
+    if !said {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: EventReason::DeletionHeld,
+            message,
+        };
+        events::announce(ctx, app, &[event]).await;
     }
-    Err(Error::CleanupPending(pending))
 }
 
 /// The objects dropped from `spec.resources` (recorded in `recorded`,

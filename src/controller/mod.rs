@@ -553,6 +553,11 @@ fn region_error_policy(_region: Arc<Region>, err: &Error, _ctx: Arc<Context>) ->
 }
 
 fn app_error_policy(app: Arc<MultiRegionApp>, err: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::DeletionHeld(_) = err {
+        // Waiting for a person, not failing: the annotation (or a changed
+        // deletionPolicy) wakes the app; looked at again every minute.
+        return Action::requeue(Duration::from_secs(60));
+    }
     ctx.metrics
         .reconcile_errors
         .get_or_create(&ErrorLabels {

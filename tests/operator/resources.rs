@@ -247,7 +247,7 @@ async fn claim(
 }
 
 #[tokio::test]
-async fn deleting_an_app_keeps_its_volume_claims_unless_their_policy_says_delete() {
+async fn deleting_an_app_keeps_its_volume_claims_until_a_person_confirms_their_delete_policy() {
     let _serial = serial().await;
     let _heal = HealOnPanic;
     let hub = env().client("hub").await;
@@ -287,7 +287,40 @@ async fn deleting_an_app_keeps_its_volume_claims_unless_their_policy_says_delete
     );
 
     delete_app(&hub, ns, "web").await;
+    // The claim whose policy says Delete holds the deletion until a
+    // person confirms; everything else is removed meanwhile.
+    let held = wait_for("the deletion held", Duration::from_secs(60), || async {
+        let status = status(&hub, ns, "web").await?;
+        condition(&status, "DeletionHeld").filter(|(s, _, _)| s == "True")
+    })
+    .await;
+    assert!(
+        held.2.contains("PersistentVolumeClaim scratch")
+            && held.2.contains("multiregion.io/delete-data=web"),
+        "the condition names what is kept and how to go on: {held:?}"
+    );
+    for region in [&us, &eu] {
+        let scratch = claim(region, ns, "scratch").await;
+        assert!(
+            scratch.is_some_and(|c| c.metadata.deletion_timestamp.is_none()),
+            "the claim is kept until confirmed"
+        );
+        let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(region.clone(), ns);
+        wait_for(
+            "the other objects removed",
+            Duration::from_secs(30),
+            || async {
+                let gone = accounts.get_opt("web").await.ok()?.is_none();
+                (gone && placed(region, ns, "web").await.is_none()).then_some(())
+            },
+        )
+        .await;
+    }
     let apps: kube::Api<multiregion::api::MultiRegionApp> = kube::Api::namespaced(hub.clone(), ns);
+    let confirm = json!({"metadata": {"annotations": {"multiregion.io/delete-data": "web"}}});
+    apps.patch("web", &PatchParams::default(), &Patch::Merge(confirm))
+        .await
+        .unwrap();
     wait_for("the app deleted", Duration::from_secs(60), || async {
         apps.get_opt("web").await.ok()?.is_none().then_some(())
     })
@@ -300,12 +333,7 @@ async fn deleting_an_app_keeps_its_volume_claims_unless_their_policy_says_delete
         let scratch = claim(region, ns, "scratch").await;
         assert!(
             scratch.is_none() || scratch.unwrap().metadata.deletion_timestamp.is_some(),
-            "deletionPolicy: Delete deletes it"
-        );
-        let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(region.clone(), ns);
-        assert!(
-            accounts.get_opt("web").await.unwrap().is_none(),
-            "the ServiceAccount is deleted"
+            "deletionPolicy: Delete, confirmed, deletes it"
         );
     }
 }

@@ -356,7 +356,10 @@ pub struct ResourceRef {
     /// What becomes of the placed objects when this one leaves
     /// `spec.resources`, its region leaves the app, or the app is deleted
     /// (the manifest's `deletionPolicy`). Unset: Orphan for
-    /// PersistentVolumeClaims and StatefulSets, Delete otherwise.
+    /// PersistentVolumeClaims and StatefulSets, Delete otherwise. Delete
+    /// of a PersistentVolumeClaim or StatefulSet when the app is deleted
+    /// waits for the app's `multiregion.io/delete-data` annotation
+    /// (condition `DeletionHeld`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub deletion_policy: Option<DeletionPolicy>,
@@ -391,11 +394,17 @@ impl ResourceRef {
     pub fn orphaned(&self) -> bool {
         match self.deletion_policy {
             Some(policy) => policy == DeletionPolicy::Orphan,
-            None => matches!(
-                (self.group(), self.kind.as_str()),
-                ("", "PersistentVolumeClaim") | ("apps", "StatefulSet")
-            ),
+            None => self.holds_data(),
         }
+    }
+
+    /// A kind whose objects hold data: a PersistentVolumeClaim or a
+    /// StatefulSet (through its claims).
+    pub fn holds_data(&self) -> bool {
+        matches!(
+            (self.group(), self.kind.as_str()),
+            ("", "PersistentVolumeClaim") | ("apps", "StatefulSet")
+        )
     }
 
     /// The API group: what comes before the `/` of the apiVersion (empty

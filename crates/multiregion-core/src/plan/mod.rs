@@ -299,6 +299,9 @@ pub enum EventReason {
     DatabaseStep,
     /// A data tier step failed: the move waits.
     DatabaseStepFailed,
+    /// Deleting the app keeps objects that hold data until a person
+    /// confirms (`multiregion.io/delete-data`).
+    DeletionHeld,
 }
 
 impl EventReason {
@@ -326,6 +329,7 @@ impl EventReason {
             EventReason::HomeRouted => "HomeRouted",
             EventReason::DatabaseStep => "DatabaseStep",
             EventReason::DatabaseStepFailed => "DatabaseStepFailed",
+            EventReason::DeletionHeld => "DeletionHeld",
         }
     }
 }

@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 use super::manifest::{self, AppKey};
 use super::overrides;
 use crate::api::{
-    ANNOTATION_APPLIED_HASH, DeletionPolicy, LABEL_RESOURCE, MultiRegionAppSpec, ResourceOverride,
-    ResourceRef,
+    ANNOTATION_APPLIED_HASH, ANNOTATION_DELETE_DATA, DeletionPolicy, LABEL_RESOURCE,
+    MultiRegionAppSpec, ResourceOverride, ResourceRef,
 };
 
 /// Why `spec.resources` (or a region's override of it) cannot be placed;
@@ -325,6 +325,56 @@ pub fn to_delete(objects: &[ResourceRef]) -> Vec<ResourceRef> {
     objects.iter().filter(|o| !o.orphaned()).cloned().collect()
 }
 
+/// What deleting the app does with the objects of `spec.resources` it
+/// placed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AppDeletion {
+    /// Deleted from every region now.
+    pub delete: Vec<ResourceRef>,
+    /// Objects that hold data whose policy says `Delete`, kept until a
+    /// person confirms (`multiregion.io/delete-data`): one `kubectl
+    /// delete` must not take an estate's volumes with it.
+    pub held: Vec<ResourceRef>,
+}
+
+/// Splits the recorded objects (`status.resources`, the spec's policies
+/// first) of an app being deleted: orphaned ones are left alone, objects
+/// that hold data are held unless `confirmation` (the app's
+/// `multiregion.io/delete-data` annotation) is the app's own name.
+pub fn on_app_deletion(
+    recorded: &[ResourceRef],
+    app_name: &str,
+    confirmation: Option<&str>,
+) -> AppDeletion {
+    let confirmed = confirmation.map(str::trim) == Some(app_name);
+    let (held, delete) = to_delete(recorded)
+        .into_iter()
+        .partition(|o| o.holds_data() && !confirmed);
+    AppDeletion { delete, held }
+}
+
+impl AppDeletion {
+    /// The `DeletionHeld` condition's message: what is kept, and the two
+    /// ways on.
+    pub fn held_message(&self, app_name: &str) -> Option<String> {
+        if self.held.is_empty() {
+            return None;
+        }
+        let objects: Vec<String> = self
+            .held
+            .iter()
+            .map(|o| format!("{} {}", o.kind, o.name))
+            .collect();
+        Some(format!(
+            "deleting the app would delete {} in every region (deletionPolicy: Delete); \
+             its other objects are removed, these are kept until confirmed: annotate the app \
+             {ANNOTATION_DELETE_DATA}={app_name} to delete them, or set their deletionPolicy \
+             to Orphan to keep them",
+            objects.join(", ")
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,6 +561,39 @@ mod tests {
         // A changed policy replaces the recorded one.
         let now = recorded(&[refs[2].clone()], &[refs[0].clone()]);
         assert_eq!(now, vec![refs[2].clone()]);
+    }
+
+    #[test]
+    fn deleting_an_app_deletes_its_data_only_when_a_person_confirms_with_its_name() {
+        let mut claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "scratch"}});
+        claim["deletionPolicy"] = json!("Delete");
+        let mut set =
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"}});
+        set["deletionPolicy"] = json!("Delete");
+        let kept = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"}});
+        let refs: Vec<ResourceRef> = [&claim, &set, &kept, &hpa("web")]
+            .into_iter()
+            .map(|m| reference(m).unwrap())
+            .collect();
+        let names = |objects: &[ResourceRef]| -> Vec<String> {
+            objects.iter().map(|o| o.name.clone()).collect()
+        };
+        for unconfirmed in [None, Some("true"), Some("other-app")] {
+            let deletion = on_app_deletion(&refs, "web", unconfirmed);
+            assert_eq!(names(&deletion.delete), ["web"], "{unconfirmed:?}");
+            assert_eq!(names(&deletion.held), ["scratch", "db"], "{unconfirmed:?}");
+            let message = deletion.held_message("web").unwrap();
+            assert!(
+                message.contains("PersistentVolumeClaim scratch, StatefulSet db")
+                    && message.contains("multiregion.io/delete-data=web"),
+                "{message}"
+            );
+        }
+        let confirmed = on_app_deletion(&refs, "web", Some("web"));
+        assert_eq!(names(&confirmed.delete), ["scratch", "db", "web"]);
+        assert!(confirmed.held.is_empty() && confirmed.held_message("web").is_none());
+        // The Orphan claim is never deleted, confirmed or not.
+        assert!(!confirmed.delete.iter().any(|o| o.name == "data"));
     }
 
     #[test]
