@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: check-manifests crds bench-replication bench-spread bench-traffic test test-local test-kind lint controlplane up down bench-localregions bench demo shellcheck
+.PHONY: check-manifests crds bench-replication bench-spread bench-spread-scale bench-traffic test test-local test-kind lint controlplane up down bench-localregions bench demo shellcheck
 
 ## test: everything CI checks: format, lints, unit, end-to-end and chaos
 ## tests on local regions, then the kind walkthrough test (needs root or
@@ -64,6 +64,10 @@ bench: controlplane
 ## bench-spread: failover when the leader's region dies, hub spread over three regions (root; figures).
 bench-spread: controlplane
 	$(CARGO) bench --bench spread
+
+## bench-spread-scale: the spread hub's scale series, three replicas observing (root; figures; BENCH_APPS).
+bench-spread-scale: controlplane
+	BENCH_TRIALS=0 BENCH_APPS=$${BENCH_APPS:-100,300,1000} $(CARGO) bench --bench spread
 
 ## bench-replication: write latency and acknowledged writes lost per PostgreSQL replication mode (figures).
 bench-replication: controlplane

@@ -12,9 +12,15 @@
 //! `BENCH_TRIALS` (default 10), `BENCH_LEASE` (seconds, default 6),
 //! `BENCH_SELF_FENCE` (seconds, default 10), `BENCH_OUT` (a JSON file).
 //! Run with `make bench-spread` (as root).
+//!
+//! `BENCH_APPS` (comma-separated app counts, default none) adds the spread
+//! hub's scale series after the trials (`scale.rs`); `make
+//! bench-spread-scale` runs it alone (`BENCH_TRIALS=0`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "spread/scale.rs"]
+mod scale;
 
 use std::time::{Duration, Instant};
 
@@ -65,7 +71,27 @@ fn commit() -> String {
         .unwrap_or_default()
 }
 
+/// The machine's cores and memory, as the other benches report them.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(0.0);
+    format!("{cores} cores, {} GiB", (kib / 1024.0 / 1024.0).round())
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
@@ -81,14 +107,7 @@ async fn main() {
     let self_fence = env_u64("BENCH_SELF_FENCE", 10);
     let (mut regions, hub) = common::spread::start("bench-spread").await;
     let lease_flag = lease.to_string();
-    let mut replicas = Vec::new();
-    for region in REGIONS {
-        replicas.push(common::spread::start_replica_with(
-            &regions,
-            region,
-            &lease_flag,
-        ));
-    }
+    let mut replicas = scale::Replicas::start(&regions, &lease_flag);
     every_replica_sees_every_region_serving(&hub).await;
     let spec = app_spec(
         "ActivePassive",
@@ -138,17 +157,23 @@ async fn main() {
         );
         seconds.push(took);
         regions.recover(&leader).await.unwrap();
-        replicas.push(common::spread::start_replica_with(
-            &regions,
-            &leader,
-            &lease_flag,
-        ));
+        let again = common::spread::start_replica_with(&regions, &leader, &lease_flag);
+        replicas.running.insert(leader.clone(), again);
         every_replica_sees_every_region_serving(&view).await;
     }
-    for mut replica in replicas {
-        let _ = replica.kill();
-        let _ = replica.wait();
+    let sizes: Vec<usize> = std::env::var("BENCH_APPS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let mut series = Vec::new();
+    for apps in sizes {
+        eprintln!("spread scale: {apps} apps x 3 regions, 3 replicas observing");
+        let size = scale::run(&mut regions, &mut replicas, apps).await;
+        eprintln!("{}", serde_json::to_string(&size).unwrap());
+        series.push(size);
     }
+    replicas.stop();
     let mut sorted = seconds.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
     let result = json!({
@@ -162,6 +187,8 @@ async fn main() {
         "lease_seconds": lease,
         "self_fence_seconds": self_fence,
         "observer_lease_writes_per_minute_one_replica": writes_per_minute,
+        "machine": machine(),
+        "scale": series,
     });
     println!("{}", serde_json::to_string_pretty(&result).unwrap());
     if let Ok(path) = std::env::var("BENCH_OUT") {
