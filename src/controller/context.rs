@@ -100,6 +100,10 @@ impl Placeable {
 }
 
 /// Shared by every reconcile.
+/// How long a finalizer this replica added may take to reach its cache
+/// before the finalizer helper is let to add it again.
+const FINALIZER_SEEN_WITHIN: Duration = Duration::from_secs(10);
+
 pub struct Context {
     pub(super) hub: Client,
     apps: Store<MultiRegionApp>,
@@ -133,6 +137,9 @@ pub struct Context {
     placeable: Mutex<HashMap<AppKey, Arc<Placeable>>>,
     /// Failed sink publications in a row, and when to try again.
     sink_retries: Mutex<HashMap<AppKey, (u32, Instant)>>,
+    /// The apps (by uid) whose finalizer this replica added, and when,
+    /// until the cache shows it.
+    finalizing: Mutex<HashMap<String, Instant>>,
 }
 
 impl Context {
@@ -156,6 +163,7 @@ impl Context {
             held: Mutex::default(),
             placeable: Mutex::default(),
             sink_retries: Mutex::default(),
+            finalizing: Mutex::default(),
         }
     }
 
@@ -467,6 +475,34 @@ impl Context {
     }
 
     /// Drops what the operator kept about a deleted app.
+    /// Whether to wait for the cache before reconciling `app`: its
+    /// finalizer was added here less than `FINALIZER_SEEN_WITHIN` ago and
+    /// this copy is older. kube's finalizer helper would add it again with
+    /// a JSON patch whose test the hub refuses (422): a failed write and a
+    /// reconcile error each, for every app reconciled twice at start.
+    pub(super) fn finalizer_not_seen_yet(&self, app: &MultiRegionApp, finalizer: &str) -> bool {
+        let Some(uid) = app.metadata.uid.as_deref() else {
+            return false;
+        };
+        let Ok(mut finalizing) = self.finalizing.lock() else {
+            return false;
+        };
+        if app.finalizers().iter().any(|f| f == finalizer) {
+            finalizing.remove(uid);
+            return false;
+        }
+        finalizing.retain(|_, at| at.elapsed() < FINALIZER_SEEN_WITHIN);
+        finalizing.contains_key(uid)
+    }
+
+    /// Records that the finalizer was just added to `app`.
+    pub(super) fn finalizer_added(&self, app: &MultiRegionApp) {
+        if let (Some(uid), Ok(mut finalizing)) = (app.metadata.uid.clone(), self.finalizing.lock())
+        {
+            finalizing.insert(uid, Instant::now());
+        }
+    }
+
     pub(super) fn forget(&self, key: &AppKey) {
         if let Ok(mut rounds) = self.rounds.lock() {
             rounds.remove(key);

@@ -51,9 +51,19 @@ const HUB_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 #[tracing::instrument(skip_all, fields(app = %app.name_any(), namespace = app.namespace().unwrap_or_default()))]
 pub(super) async fn reconcile_app(app: Arc<MultiRegionApp>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.time(&ctx.metrics.reconcile_duration);
+    if ctx.finalizer_not_seen_yet(&app, FINALIZER) {
+        // The watch event of the finalizer's patch triggers it again.
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
     let api: Api<MultiRegionApp> =
         Api::namespaced(ctx.hub.clone(), &app.namespace().unwrap_or_default());
-    match run_finalizer(&api, app.clone(), &ctx).await {
+    let adds_finalizer = app.metadata.deletion_timestamp.is_none()
+        && !app.finalizers().iter().any(|f| f == FINALIZER);
+    let result = run_finalizer(&api, app.clone(), &ctx).await;
+    if adds_finalizer && result.is_ok() {
+        ctx.finalizer_added(&app);
+    }
+    match result {
         Err(Error::StatusConflict { .. }) => {
             let fresh = api
                 .get(&app.name_any())

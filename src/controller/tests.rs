@@ -539,3 +539,56 @@ async fn a_held_first_status_is_the_next_decisions_basis_until_written_or_the_ap
     ctx.forget(&key());
     assert_eq!(ctx.basis(&key(), Some("7"), &never), never, "a deleted app");
 }
+
+/// Every request a reconcile of `app` through `reconcile_app` (the
+/// finalizer helper first) sends, answered 200 with the body sent.
+async fn requests_of_full_reconcile(
+    ctx: &Arc<Context>,
+    server: &mut Server,
+    app: MultiRegionApp,
+) -> Vec<(Method, String)> {
+    let running = tokio::spawn(reconcile::reconcile_app(Arc::new(app.clone()), ctx.clone()));
+    let mut seen = Vec::new();
+    loop {
+        let next =
+            tokio::time::timeout(Duration::from_millis(300), server.handle.next_request()).await;
+        let Ok(Some((request, respond))) = next else {
+            break;
+        };
+        seen.push((request.method().clone(), request.uri().path().to_string()));
+        let mut answer = serde_json::to_value(&app).unwrap();
+        answer["metadata"]["finalizers"] = json!([crate::api::FINALIZER]);
+        respond.send_response(
+            Response::builder()
+                .status(200)
+                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                .unwrap(),
+        );
+    }
+    running.await.unwrap().expect("the reconcile succeeds");
+    seen
+}
+
+#[tokio::test]
+async fn a_finalizer_added_is_not_added_again_from_a_copy_the_cache_has_not_updated() {
+    let (ctx, _client, mut server) = context();
+    let new_app = app(json!(null));
+    let first = requests_of_full_reconcile(&ctx, &mut server, new_app.clone()).await;
+    assert_eq!(
+        first,
+        [(
+            Method::PATCH,
+            "/apis/multiregion.io/v1alpha1/namespaces/shop/multiregionapps/web".to_string()
+        )],
+        "the first reconcile adds the finalizer"
+    );
+    // Triggered again (a member watch) before the app's watch delivered
+    // the patched app: the helper would add the finalizer again, and the
+    // hub refuse it (422).
+    let again = requests_of_full_reconcile(&ctx, &mut server, new_app.clone()).await;
+    assert!(again.is_empty(), "nothing is sent: {again:?}");
+    // Once the cache holds it, the app is reconciled as usual.
+    let mut finalized = new_app;
+    finalized.metadata.finalizers = Some(vec![crate::api::FINALIZER.to_string()]);
+    assert!(!ctx.finalizer_not_seen_yet(&finalized, crate::api::FINALIZER));
+}
