@@ -4,12 +4,11 @@
 
 use std::sync::Arc;
 
+use jiff::Timestamp;
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
 use super::reconcile::MEMBER_WRITE_TIMEOUT;
-use jiff::Timestamp;
-use kube::ResourceExt;
-
 use super::{Context, events, placement, status};
 use crate::api::{
     ANNOTATION_DELETE_DATA, MultiRegionApp, MultiRegionAppSpec, MultiRegionAppStatus, ResourceRef,
