@@ -158,7 +158,9 @@ async fn main() {
         seconds.push(took);
         regions.recover(&leader).await.unwrap();
         let again = common::spread::start_replica_with(&regions, &leader, &lease_flag);
-        replicas.running.insert(leader.clone(), again);
+        if let Some(mut old) = replicas.running.insert(leader.clone(), again) {
+            let _ = old.wait();
+        }
         every_replica_sees_every_region_serving(&view).await;
     }
     let sizes: Vec<usize> = std::env::var("BENCH_APPS")

@@ -50,9 +50,10 @@ pub(super) async fn run(app: Arc<MultiRegionApp>, ctx: Arc<Context>) -> Result<A
     let status = app.status.clone().unwrap_or_default();
     let regions = placed_in(&app.spec, &status);
     let recorded = resources::recorded(&resources::wanted(&app.spec), &status.resources);
+    let uid = app.metadata.uid.clone().unwrap_or_default();
     let confirmation = app.annotations().get(ANNOTATION_DELETE_DATA);
-    let deletion =
-        resources::on_app_deletion(&recorded, &key.name, confirmation.map(|c| c.as_str()));
+    let confirmation = confirmation.map(String::as_str);
+    let deletion = resources::on_app_deletion(&recorded, &status.resources, &uid, confirmation);
     let mut pending = Vec::new();
     for region in &regions {
         if let Err(err) = remove_from(&ctx, &key, region, &deletion.delete).await {
@@ -68,7 +69,9 @@ pub(super) async fn run(app: Arc<MultiRegionApp>, ctx: Arc<Context>) -> Result<A
         }
         return Err(Error::CleanupPending(pending));
     }
-    if let Some(message) = deletion.held_message(&key.name) {
+    if let Some(message) = deletion.held_message(&key.name, &uid) {
+        let withdraw = super::sinks::withdraw(&ctx.hub, &ctx.sinks, &app);
+        ctx.fence.within(MEMBER_WRITE_TIMEOUT, withdraw).await;
         hold(&ctx, &app, &key, status, message).await;
         // Not Ok: kube's finalizer helper would take the finalizer off.
         let held = deletion
@@ -100,31 +103,36 @@ fn placed_in(spec: &MultiRegionAppSpec, status: &MultiRegionAppStatus) -> Vec<St
 }
 
 /// Writes the status of an app being deleted, over the version read (a
-/// stale finalizer pass gets a conflict).
+/// stale finalizer pass gets a conflict); true when written.
 async fn write_over(
     ctx: &Context,
     app: &MultiRegionApp,
     key: &AppKey,
     status: &MultiRegionAppStatus,
-) {
+) -> bool {
     let version = app.metadata.resource_version.clone();
     let write = status::write(&ctx.hub, key, status, version.as_deref());
     match ctx.fence.within(MEMBER_WRITE_TIMEOUT, write).await {
         Some(Err(err)) => {
-            tracing::warn!(app = %key.name, error = %err, "status of the deletion not written")
+            tracing::warn!(app = %key.name, error = %err, "status of the deletion not written");
+            false
         }
         None => {
-            tracing::info!(app = %key.name, "status of the deletion not written: no time left under the Lease")
+            tracing::info!(app = %key.name, "status of the deletion not written: no time left under the Lease");
+            false
         }
-        Some(Ok(_)) => {}
+        Some(Ok(_)) => true,
     }
 }
 
-/// The condition type shown while a deletion keeps objects that hold data.
+/// The condition type shown while a deletion keeps objects that hold data
+/// (the Event's reason too).
 const DELETION_HELD: &str = "DeletionHeld";
 
 /// Everything else is removed; the objects that hold data wait: says so
-/// in a `DeletionHeld` condition and, the first time, a Warning Event.
+/// in a `DeletionHeld` condition and, when that is first written, a
+/// Warning Event. `cleanupPending` is kept: a region listed there may
+/// hold some of them, and must be cleaned once confirmed.
 async fn hold(
     ctx: &Context,
     app: &MultiRegionApp,
@@ -136,7 +144,7 @@ async fn hold(
         .conditions
         .iter()
         .any(|c| c.type_ == DELETION_HELD && c.status == "True" && c.message == message);
-    if said && status.cleanup_pending.is_empty() {
+    if said {
         return;
     }
     let previous = status.conditions.clone();
@@ -148,9 +156,7 @@ async fn hold(
         message.clone(),
     );
     conditions.merge_into(&mut status.conditions);
-    status.cleanup_pending.clear();
-    write_over(ctx, app, key, &status).await;
-    if !said {
+    if write_over(ctx, app, key, &status).await {
         let event = Event {
             type_: EventType::Warning,
             reason: EventReason::DeletionHeld,

@@ -99,11 +99,11 @@ impl Placeable {
     }
 }
 
-/// Shared by every reconcile.
 /// How long a finalizer this replica added may take to reach its cache
 /// before the finalizer helper is let to add it again.
 const FINALIZER_SEEN_WITHIN: Duration = Duration::from_secs(10);
 
+/// Shared by every reconcile.
 pub struct Context {
     pub(super) hub: Client,
     apps: Store<MultiRegionApp>,
@@ -474,7 +474,6 @@ impl Context {
         }
     }
 
-    /// Drops what the operator kept about a deleted app.
     /// Whether to wait for the cache before reconciling `app`: its
     /// finalizer was added here less than `FINALIZER_SEEN_WITHIN` ago and
     /// this copy is older. kube's finalizer helper would add it again with
@@ -503,6 +502,7 @@ impl Context {
         }
     }
 
+    /// Drops what the operator kept about a deleted app.
     pub(super) fn forget(&self, key: &AppKey) {
         if let Ok(mut rounds) = self.rounds.lock() {
             rounds.remove(key);

@@ -47,14 +47,15 @@ const HUB_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reconciles one app: its finalizer's Apply or Cleanup. A status conflict
 /// (someone else wrote since the app was read) means: read it again and
-/// decide again, once, here.
+/// decide again, once, here. A cached copy that lacks the finalizer this
+/// replica just added waits for the cache (`finalizer_not_seen_yet`).
 #[tracing::instrument(skip_all, fields(app = %app.name_any(), namespace = app.namespace().unwrap_or_default()))]
 pub(super) async fn reconcile_app(app: Arc<MultiRegionApp>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.time(&ctx.metrics.reconcile_duration);
     if ctx.finalizer_not_seen_yet(&app, FINALIZER) {
         // The watch event of the finalizer's patch triggers it again.
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
+    let _timer = ctx.metrics.time(&ctx.metrics.reconcile_duration);
     let api: Api<MultiRegionApp> =
         Api::namespaced(ctx.hub.clone(), &app.namespace().unwrap_or_default());
     let adds_finalizer = app.metadata.deletion_timestamp.is_none()

@@ -200,6 +200,38 @@ struct Desired {
     region: String,
 }
 
+/// Deletes every sink object the app owns (its route, DNS record and
+/// backends, found by their owner reference): an app being deleted whose
+/// deletion is held must not keep sending traffic to regions whose
+/// workload it removed. False when one could not be deleted.
+pub async fn withdraw(hub: &Client, caches: &SinkCaches, app: &MultiRegionApp) -> bool {
+    let (Some(uid), Some(namespace)) = (app.metadata.uid.as_deref(), app.namespace()) else {
+        return true;
+    };
+    let mut withdrawn = true;
+    for kind in &caches.kinds {
+        let api: Api<DynamicObject> = Api::namespaced_with(hub.clone(), &namespace, &kind.resource);
+        let owned = kind.store.state().into_iter().filter(|o| {
+            o.namespace().as_deref() == Some(namespace.as_str())
+                && o.owner_references().iter().any(|r| r.uid == uid)
+        });
+        for object in owned {
+            match api
+                .delete(&object.name_any(), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(error) => {
+                    tracing::warn!(app = %app.name_any(), object = %object.name_any(), %error, "sink object not withdrawn");
+                    withdrawn = false;
+                }
+            }
+        }
+    }
+    withdrawn
+}
+
 /// Writes every sink object of the app that does not hold what the weights
 /// say, and removes backends of regions no longer among them.
 pub async fn publish(

@@ -12,6 +12,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use multiregion::api::ResourceRef;
 
 use super::*;
+use crate::common::operator::{Sinks, install_traffic_crds};
 
 const NS: &str = "extras";
 
@@ -258,10 +259,14 @@ async fn deleting_an_app_keeps_its_volume_claims_until_a_person_confirms_their_d
     };
     let mut scratch = pvc("scratch");
     scratch["deletionPolicy"] = json!("Delete");
+    install_traffic_crds();
     let spec = app_spec(
         "ActivePassive",
         &["us-east", "eu-west"],
-        json!({"resources": [pvc("data"), scratch, service_account("web")]}),
+        json!({"resources": [pvc("data"), scratch, service_account("web")],
+               "traffic": {
+                   "httpRoute": {"name": "web", "parentRefs": [{"name": "global-gw", "namespace": "gateway"}]},
+                   "dnsEndpoint": {"dnsName": "web.example.com", "recordTTL": 30}}}),
     );
     apply_app(&hub, ns, "web", spec).await;
     let (us, eu) = (env().client("us-east").await, env().client("eu-west").await);
@@ -275,6 +280,13 @@ async fn deleting_an_app_keeps_its_volume_claims_until_a_person_confirms_their_d
             }
             Some(())
         },
+    )
+    .await;
+    let sinks = Sinks::new(&hub, ns);
+    wait_for(
+        "the route and DNS record",
+        Duration::from_secs(60),
+        || async { sinks.weights("web", "web").await.map(|_| ()) },
     )
     .await;
     let data = claim(&us, ns, "data").await.unwrap();
@@ -294,11 +306,19 @@ async fn deleting_an_app_keeps_its_volume_claims_until_a_person_confirms_their_d
         condition(&status, "DeletionHeld").filter(|(s, _, _)| s == "True")
     })
     .await;
+    let apps: kube::Api<multiregion::api::MultiRegionApp> = kube::Api::namespaced(hub.clone(), ns);
+    let uid = apps.get("web").await.unwrap().metadata.uid.unwrap();
     assert!(
         held.2.contains("PersistentVolumeClaim scratch")
-            && held.2.contains("multiregion.io/delete-data=web"),
+            && held
+                .2
+                .contains(&format!("multiregion.io/delete-data={uid}")),
         "the condition names what is kept and how to go on: {held:?}"
     );
+    wait_for("the traffic withdrawn", Duration::from_secs(30), || async {
+        sinks.weights("web", "web").await.is_none().then_some(())
+    })
+    .await;
     for region in [&us, &eu] {
         let scratch = claim(region, ns, "scratch").await;
         assert!(
@@ -316,8 +336,7 @@ async fn deleting_an_app_keeps_its_volume_claims_until_a_person_confirms_their_d
         )
         .await;
     }
-    let apps: kube::Api<multiregion::api::MultiRegionApp> = kube::Api::namespaced(hub.clone(), ns);
-    let confirm = json!({"metadata": {"annotations": {"multiregion.io/delete-data": "web"}}});
+    let confirm = json!({"metadata": {"annotations": {"multiregion.io/delete-data": uid}}});
     apps.patch("web", &PatchParams::default(), &Patch::Merge(confirm))
         .await
         .unwrap();

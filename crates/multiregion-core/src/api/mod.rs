@@ -65,10 +65,11 @@ pub const ANNOTATION_ALLOWED_DOMAINS: &str = "multiregion.io/allowed-domains";
 /// place. Unset: every kind outside the built-in denylist that a Region's
 /// member identity was granted.
 pub const ANNOTATION_ALLOWED_KINDS: &str = "multiregion.io/allowed-kinds";
-/// On a MultiRegionApp being deleted: its own name, set by a person to
+/// On a MultiRegionApp being deleted: its own uid, set by a person to
 /// confirm that the PersistentVolumeClaims and StatefulSets of its
 /// `spec.resources` whose `deletionPolicy` is `Delete` are deleted with
-/// it (`kubectl annotate multiregionapp web multiregion.io/delete-data=web`).
+/// it (`kubectl annotate multiregionapp web multiregion.io/delete-data=UID`;
+/// the uid, which no manifest stored before the app existed can carry).
 /// Without it the finalizer removes everything else and keeps them,
 /// with condition `DeletionHeld`.
 pub const ANNOTATION_DELETE_DATA: &str = "multiregion.io/delete-data";

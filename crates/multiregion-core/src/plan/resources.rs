@@ -337,26 +337,30 @@ pub struct AppDeletion {
     pub held: Vec<ResourceRef>,
 }
 
-/// Splits the recorded objects (`status.resources`, the spec's policies
-/// first) of an app being deleted: orphaned ones are left alone, objects
-/// that hold data are held unless `confirmation` (the app's
-/// `multiregion.io/delete-data` annotation) is the app's own name.
+/// Splits the recorded objects (`status.resources` with the spec's
+/// policies, `recorded`) of an app being deleted: orphaned ones are left
+/// alone; objects that hold data and were recorded as placed (`placed`,
+/// `status.resources` as written) are held unless `confirmation` (the
+/// app's `multiregion.io/delete-data` annotation) is the app's uid, which
+/// no manifest stored before the app existed can carry.
 pub fn on_app_deletion(
     recorded: &[ResourceRef],
-    app_name: &str,
+    placed: &[ResourceRef],
+    app_uid: &str,
     confirmation: Option<&str>,
 ) -> AppDeletion {
-    let confirmed = confirmation.map(str::trim) == Some(app_name);
+    let confirmed = !app_uid.is_empty() && confirmation.map(str::trim) == Some(app_uid);
+    let was_placed = |o: &ResourceRef| placed.iter().any(|p| p.same_object(o));
     let (held, delete) = to_delete(recorded)
         .into_iter()
-        .partition(|o| o.holds_data() && !confirmed);
+        .partition(|o| o.holds_data() && was_placed(o) && !confirmed);
     AppDeletion { delete, held }
 }
 
 impl AppDeletion {
     /// The `DeletionHeld` condition's message: what is kept, and the two
     /// ways on.
-    pub fn held_message(&self, app_name: &str) -> Option<String> {
+    pub fn held_message(&self, app_name: &str, app_uid: &str) -> Option<String> {
         if self.held.is_empty() {
             return None;
         }
@@ -367,9 +371,9 @@ impl AppDeletion {
             .collect();
         Some(format!(
             "deleting the app would delete {} in every region (deletionPolicy: Delete); \
-             its other objects are removed, these are kept until confirmed: annotate the app \
-             {ANNOTATION_DELETE_DATA}={app_name} to delete them, or set their deletionPolicy \
-             to Orphan to keep them",
+             its other objects and its traffic are removed, these are kept until confirmed: \
+             `kubectl annotate multiregionapp {app_name} {ANNOTATION_DELETE_DATA}={app_uid}` \
+             (the app's uid) deletes them, setting their deletionPolicy to Orphan keeps them",
             objects.join(", ")
         ))
     }
@@ -564,7 +568,7 @@ mod tests {
     }
 
     #[test]
-    fn deleting_an_app_deletes_its_data_only_when_a_person_confirms_with_its_name() {
+    fn deleting_an_app_deletes_its_data_only_when_a_person_confirms_with_its_uid() {
         let mut claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "scratch"}});
         claim["deletionPolicy"] = json!("Delete");
         let mut set =
@@ -578,22 +582,28 @@ mod tests {
         let names = |objects: &[ResourceRef]| -> Vec<String> {
             objects.iter().map(|o| o.name.clone()).collect()
         };
-        for unconfirmed in [None, Some("true"), Some("other-app")] {
-            let deletion = on_app_deletion(&refs, "web", unconfirmed);
+        // The app's name (known before it exists, so it could sit in a
+        // stored manifest) confirms nothing: only its uid does.
+        for unconfirmed in [None, Some("true"), Some("web"), Some("u-2")] {
+            let deletion = on_app_deletion(&refs, &refs, "u-1", unconfirmed);
             assert_eq!(names(&deletion.delete), ["web"], "{unconfirmed:?}");
             assert_eq!(names(&deletion.held), ["scratch", "db"], "{unconfirmed:?}");
-            let message = deletion.held_message("web").unwrap();
+            let message = deletion.held_message("web", "u-1").unwrap();
             assert!(
                 message.contains("PersistentVolumeClaim scratch, StatefulSet db")
-                    && message.contains("multiregion.io/delete-data=web"),
+                    && message.contains("multiregion.io/delete-data=u-1"),
                 "{message}"
             );
         }
-        let confirmed = on_app_deletion(&refs, "web", Some("web"));
+        let confirmed = on_app_deletion(&refs, &refs, "u-1", Some("u-1"));
         assert_eq!(names(&confirmed.delete), ["scratch", "db", "web"]);
-        assert!(confirmed.held.is_empty() && confirmed.held_message("web").is_none());
+        assert!(confirmed.held.is_empty() && confirmed.held_message("web", "u-1").is_none());
         // The Orphan claim is never deleted, confirmed or not.
         assert!(!confirmed.delete.iter().any(|o| o.name == "data"));
+        // What was never recorded as placed (an app refused before
+        // anything was placed) holds nothing back.
+        let unplaced = on_app_deletion(&refs, &refs[2..], "u-1", None);
+        assert!(unplaced.held.is_empty(), "{:?}", unplaced.held);
     }
 
     #[test]
